@@ -1,0 +1,70 @@
+# The project's documented interface. `make demo` and `make test` are the two README commands.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONPATH := $(CURDIR):$(CURDIR)/container:$(CURDIR)/lambda
+
+MODEL ?= artifacts/model
+DATA ?= artifacts/splits/test.csv
+OUT ?= artifacts/eval
+PORT ?= 8080
+
+.PHONY: setup demo test lint train evaluate serve bench synth local image clean
+
+# --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
+$(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+
+# --- the two README commands
+demo: setup
+	@if [ -f $(MODEL)/triage_artifact.json ]; then echo "Reusing the trained model in $(MODEL) (make train to retrain)"; \
+	else $(MAKE) --no-print-directory train; fi
+	$(PY) -m local_pipeline demo --model $(MODEL)
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# --- training
+train: $(VENV)/.installed
+	$(PY) -m training train --output $(MODEL)
+
+evaluate: $(VENV)/.installed
+	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
+
+# --- serving
+serve: $(VENV)/.installed
+	SAGEMAKER_MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
+
+bench: $(VENV)/.installed
+	$(PY) -m inference_server.benchmark --model $(MODEL)
+
+image:
+	bash container/build_image.sh $(MODEL)
+
+# --- infrastructure
+synth: setup
+	npx --no-install cdk synth --quiet --output cdk.out
+
+# --- local async pipeline
+local: $(VENV)/.installed
+	$(PY) -m local_pipeline up --model $(MODEL)
+
+clean:
+	rm -rf cdk.out .pytest_cache local-stack.json

@@ -1,0 +1,75 @@
+"""The serving artifact: the one format that training writes and the container reads.
+
+An artifact is a directory (``artifacts/model/`` locally, ``/opt/ml/model`` in SageMaker)::
+
+    model.onnx            int8 ONNX model. Inputs: the names in ``onnx_inputs`` (int64,
+                          shape [batch, seq]); output ``logits`` (float32, [batch, n_labels]).
+    tokenizer.json        Hugging Face ``tokenizers`` file (no transformers needed to load it).
+    triage_artifact.json  this manifest: ordered labels, scoring, max length, preprocessing.
+    metrics.json          (optional) evaluation report of this exact artifact on the test split.
+
+Nothing here imports torch or transformers: the serving image has neither.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from triage_core.preprocessing import PreprocessConfig
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "triage_artifact.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+METRICS_FILE = "metrics.json"
+
+
+class ArtifactError(ValueError):
+    """The artifact directory is missing a file or its manifest is invalid."""
+
+
+class ArtifactManifest(BaseModel):
+    """What a consumer must know to turn text into a label with ``model.onnx``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: Literal[1] = FORMAT_VERSION
+    labels: list[str] = Field(min_length=2, description="index i is logits[:, i]")
+    scoring: Literal["softmax", "sigmoid"] = Field(
+        "softmax",
+        description="softmax: single-label cross-entropy head; sigmoid: one-vs-rest head",
+    )
+    max_length: int = Field(128, ge=8, le=512, description="tokens, including special tokens")
+    onnx_inputs: list[str] = Field(default_factory=lambda: ["input_ids", "attention_mask"])
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    base_model: str = ""
+    quantization: Literal["int8", "none"] = "int8"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+
+def write_manifest(directory: str | Path, manifest: ArtifactManifest) -> Path:
+    path = Path(directory) / MANIFEST_FILE
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_manifest(directory: str | Path) -> ArtifactManifest:
+    """Load and validate the manifest, checking that the files it needs are present."""
+    directory = Path(directory)
+    missing = [f for f in (MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE) if not (directory / f).is_file()]
+    if missing:
+        raise ArtifactError(f"{directory} is not a model artifact: missing {', '.join(missing)}")
+    try:
+        return ArtifactManifest.model_validate(json.loads((directory / MANIFEST_FILE).read_text("utf-8")))
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"invalid {MANIFEST_FILE} in {directory}: {exc}") from exc

@@ -1,0 +1,122 @@
+"""Run a serving artifact: tokenize, ONNX Runtime, scores. No torch, no transformers.
+
+The inference server and the training pipeline's evaluation of the served model both use
+:class:`ArtifactClassifier`, so the numbers in ``metrics.json`` are the numbers the endpoint
+produces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from triage_core.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, load_manifest
+from triage_core.preprocessing import preprocess
+
+
+def scores_from_logits(logits: np.ndarray, scoring: str) -> np.ndarray:
+    """Per-class scores in [0, 1]: softmax over classes, or independent sigmoids (one-vs-rest)."""
+    logits = logits.astype(np.float32, copy=False)
+    if scoring == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class TicketTokenizer:
+    """The artifact's ``tokenizer.json`` with the artifact's truncation (head, ``max_length``)."""
+
+    def __init__(self, tokenizer_file: str | Path, max_length: int, input_names: list[str]):
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.no_padding()
+        self.max_length = max_length
+        self.input_names = input_names
+        self.pad_id = self._pad_id()
+
+    def _pad_id(self) -> int:
+        for token in ("[PAD]", "<pad>"):
+            token_id = self.tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def encode(self, texts: list[str]) -> list[Encoding]:
+        """Encode already-preprocessed texts, unpadded (batching pads per batch)."""
+        return self.tokenizer.encode_batch(texts)
+
+    def pad(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
+        """Right-pad a batch to its longest member and build the ONNX feed."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = 1
+            types[row, :n] = enc.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: feed[name] for name in self.input_names}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    top_k: list[tuple[str, float]]
+
+
+class ArtifactClassifier:
+    """Loads an artifact directory once and classifies batches of raw ticket texts."""
+
+    def __init__(self, directory: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1):
+        directory = Path(directory)
+        self.manifest: ArtifactManifest = load_manifest(directory)
+        self.labels = self.manifest.labels
+        self.tokenizer = TicketTokenizer(
+            directory / TOKENIZER_FILE, self.manifest.max_length, self.manifest.onnx_inputs
+        )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(
+            str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+
+    def clean(self, texts: list[str]) -> list[str]:
+        config = self.manifest.preprocessing
+        return [preprocess(t, config) for t in texts]
+
+    def run(self, encodings: list[Encoding]) -> np.ndarray:
+        """Scores [batch, n_labels] for one batch of encodings."""
+        (logits,) = self.session.run(["logits"], self.tokenizer.pad(encodings))
+        return scores_from_logits(logits, self.manifest.scoring)
+
+    def predict_scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Scores for raw texts, batched in length order, returned in input order."""
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        encodings = self.tokenizer.encode(self.clean(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self.run([encodings[i] for i in idx])
+        return out
+
+    def top_k(self, scores: np.ndarray, k: int = 1) -> list[Prediction]:
+        k = max(1, min(k, len(self.labels)))
+        preds = []
+        for row in scores:
+            best = np.argsort(-row)[:k]
+            pairs = [(self.labels[i], float(row[i])) for i in best]
+            preds.append(Prediction(label=pairs[0][0], score=pairs[0][1], top_k=pairs))
+        return preds
