@@ -50,7 +50,7 @@ evaluate: $(VENV)/.installed
 
 # --- serving
 serve: $(VENV)/.installed
-	SAGEMAKER_MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
+	MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
 
 bench: $(VENV)/.installed
 	$(PY) -m inference_server.benchmark --model $(MODEL)

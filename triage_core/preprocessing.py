@@ -118,12 +118,60 @@ def _emojis(text: str, mode: str) -> str:
     emoji = _emoji_module()
     if mode == "remove":
         return emoji.replace_emoji(text, replace=" ")
-    return emoji.replace_emoji(text, replace=lambda e, data: " " + data["en"].strip(":").replace("_", " ") + " ")
+
+    def _name(_: str, data: dict) -> str:
+        return " " + data["en"].strip(":").replace("_", " ") + " "
+
+    return emoji.replace_emoji(text, replace=_name)
 
 
 _STOPWORDS = frozenset(
-    "a an the and or of to in on at for with by from is are was were be been am i me my we our you your"
-    " it its this that these those there here as so do does did has have had".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "by",
+        "from",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "am",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "as",
+        "so",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+    ]
 )
 _WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
