@@ -1,0 +1,57 @@
+"""The noisy-ticket generator: deterministic, realistic, and with disjoint train/eval pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+
+import pytest
+
+from training.noise import POOLS, get_pool, make_noisy, noisy_variant
+
+QUERIES = ["I am still waiting on my card?", "How do I top up by cheque?", "Why {is} my transfer pending"]
+
+
+def test_same_seed_same_output_and_different_seed_differs() -> None:
+    texts = QUERIES * 20
+    assert noisy_variant(texts, seed=7) == noisy_variant(texts, seed=7)
+    assert noisy_variant(texts, seed=7) != noisy_variant(texts, seed=8)
+    assert noisy_variant(texts, seed=7, pool="train") != noisy_variant(texts, seed=7, pool="eval")
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_query_is_kept_verbatim_or_lowercased(pool: str) -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        query = rng.choice(QUERIES)
+        noisy = make_noisy(query, rng, pool)
+        assert query in noisy or query.lower() in noisy
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_noise_covers_the_realistic_kinds(pool: str) -> None:
+    samples = noisy_variant(QUERIES * 100, seed=1, pool=pool)
+    joined = "\n".join(samples)
+    assert re.search(r"[\w.]+@[\w.]+", joined), "e-mail addresses"
+    assert re.search(r"\d{3}[ -]?\d{3}", joined), "phone or account numbers"
+    assert re.search(r"wrote:|Original Message|Forwarded message", joined), "quoted threads"
+    assert re.search(r"^> ", joined, re.MULTILINE), "quoted lines"
+    assert re.search(r"Sent from|Get Outlook", joined), "device signatures"
+    assert re.search(r"confidential|unsubscribe|environment", joined, re.IGNORECASE), "footers"
+    assert any(not s.isascii() for s in samples), "emojis"
+    assert any("\n" not in s for s in samples) and any("\n" in s for s in samples), "chat and e-mail"
+    # noise actually adds text around most queries
+    assert sum(len(s) > len(q) + 10 for s, q in zip(samples, QUERIES * 100, strict=True)) > 200
+
+
+def test_train_and_eval_pools_are_disjoint() -> None:
+    train, evaluation = get_pool("train"), get_pool("eval")
+    for field in dataclasses.fields(train):
+        shared = set(getattr(train, field.name)) & set(getattr(evaluation, field.name))
+        assert not shared, f"{field.name} shared by both pools: {shared}"
+
+
+def test_unknown_pool_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown noise pool"):
+        noisy_variant(["x"], seed=0, pool="test")

@@ -1,0 +1,274 @@
+"""Realistic noisy e-mail / chat tickets wrapped around a clean query.
+
+Banking77 queries are clean one-liners; real tickets arrive as e-mails and chat messages with
+greetings, context sentences, personal data, emojis, signatures, legal footers and quoted
+threads around the request. This module wraps a clean query in such noise, deterministically
+for a given :class:`random.Random`.
+
+Two disjoint template pools exist:
+
+* ``"train"``: used for noisy augmentation during fine-tuning;
+* ``"eval"``: used to build the noisy test set the README reports.
+
+No greeting, sentence, name, sign-off, footer, device line, emoji or domain appears in both, so
+the noisy score measures generalisation to unseen noise, not memorised templates.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+POOLS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class TemplatePool:
+    """Everything one pool draws from. ``{name}``-style fields are filled at generation time."""
+
+    greetings: tuple[str, ...]
+    chat_openers: tuple[str, ...]
+    context_before: tuple[str, ...]
+    context_after: tuple[str, ...]
+    chat_closers: tuple[str, ...]
+    signoffs: tuple[str, ...]
+    devices: tuple[str, ...]
+    footers: tuple[str, ...]
+    quoted_headers: tuple[str, ...]
+    quoted_bodies: tuple[str, ...]
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    domains: tuple[str, ...]
+    emojis: tuple[str, ...]
+
+
+_TRAIN = TemplatePool(
+    greetings=(
+        "Hi,",
+        "Hello team,",
+        "Dear Sir or Madam,",
+        "Good morning,",
+        "Hey there,",
+        "Hi support,",
+        "To whom it may concern,",
+    ),
+    chat_openers=("hey", "hello?", "hi there", "yo", "hiya"),
+    context_before=(
+        "I hope you are doing well.",
+        "I have been a customer of yours for {years} years.",
+        "My name is {full_name} and my account number is {account}.",
+        "I tried to find the answer in the app but could not.",
+        "Sorry to bother you again.",
+        "I am writing to you from abroad at the moment.",
+        "Customer ID: {account}",
+    ),
+    context_after=(
+        "You can call me on {phone} if needed.",
+        "Please get back to me as soon as possible.",
+        "My e-mail is {email}.",
+        "This is quite urgent for me.",
+        "Reference number: {reference}.",
+    ),
+    chat_closers=("thx", "pls help", "asap!!", "ty", "??"),
+    signoffs=(
+        "Best regards,\n{full_name}",
+        "Kind regards,\n{first_name}",
+        "Thanks,\n{first_name}",
+        "Cheers,\n{first_name}",
+        "Regards,\n{full_name}\n{phone}",
+    ),
+    devices=("Sent from my iPhone", "Sent from my Galaxy", "Get Outlook for iOS"),
+    footers=(
+        "This e-mail and any attachments are confidential and intended solely for the addressee.",
+        "CONFIDENTIALITY NOTICE: this message may contain privileged information. If you are not "
+        "the intended recipient, please delete it.",
+        "Please consider the environment before printing this e-mail.",
+    ),
+    quoted_headers=(
+        "On {weekday}, {day} {month} {year} at {hour}:{minute}, Support <{support_email}> wrote:",
+        "-----Original Message-----\nFrom: Support <{support_email}>\nSent: {weekday} {day} {month} {year}",
+    ),
+    quoted_bodies=(
+        "Thank you for contacting us. How can we help you today?",
+        "We have received your request and will reply within 24 hours.",
+        "Is there anything else we can help you with?",
+    ),
+    first_names=("Anna", "James", "Priya", "Lukas", "Maria", "Chen", "Olivia", "Tom"),
+    last_names=("Smith", "Novak", "Garcia", "Kowalski", "Brown", "Nguyen", "Müller"),
+    domains=("gmail.com", "yahoo.co.uk", "outlook.com"),
+    emojis=("😊", "🙏", "😡", "👍", "💳"),
+)
+
+_EVAL = TemplatePool(
+    greetings=(
+        "Hello,",
+        "Dear Support Team,",
+        "Good afternoon,",
+        "Hi folks,",
+        "Dear customer service,",
+        "Greetings,",
+        "Hello there!",
+    ),
+    chat_openers=("hi", "hello!!", "hey guys", "good evening", "helloo"),
+    context_before=(
+        "I hope this message finds you well.",
+        "I've had an account with you since {year}.",
+        "This is {full_name}, account no. {account}.",
+        "I already checked the FAQ on your website.",
+        "Apologies for writing again about this.",
+        "I'm currently travelling for work.",
+        "My card number is {card}.",
+    ),
+    context_after=(
+        "Feel free to ring me at {phone}.",
+        "I'd appreciate a quick answer.",
+        "Please reply to {email}.",
+        "I need this sorted today.",
+        "Case ref {reference}.",
+    ),
+    chat_closers=("thanks", "please", "help??", "thank u", "!!!"),
+    signoffs=(
+        "Best wishes,\n{full_name}",
+        "Many thanks,\n{first_name}",
+        "Sincerely,\n{full_name}",
+        "Warm regards,\n{first_name} {last_name}\nMobile: {phone}",
+        "Thank you,\n{first_name}",
+    ),
+    devices=("Sent from my iPad", "Sent from Yahoo Mail for Android", "Get Outlook for Android"),
+    footers=(
+        "This message is confidential and intended only for the person to whom it is addressed.",
+        "DISCLAIMER: the information in this e-mail is confidential. If you received it in error, "
+        "notify the sender and delete it.",
+        "To unsubscribe from these e-mails, click here.",
+    ),
+    quoted_headers=(
+        "On {weekday}, {month} {day}, {year} at {hour}:{minute} Customer Care <{support_email}> wrote:",
+        "---------- Forwarded message ---------\nFrom: Customer Care <{support_email}>",
+    ),
+    quoted_bodies=(
+        "Thanks for reaching out! Could you tell us a bit more about the issue?",
+        "Your ticket has been created. An agent will be in touch shortly.",
+        "We are sorry for the inconvenience caused.",
+    ),
+    first_names=("Sofia", "Ahmed", "Emma", "Rahul", "Lucía", "Jonas", "Grace", "Mateo"),
+    last_names=("Johnson", "Rossi", "Silva", "Dubois", "Kim", "Patel", "O'Brien"),
+    domains=("hotmail.com", "icloud.com", "proton.me"),
+    emojis=("😭", "🤔", "😤", "🙂", "💸"),
+)
+
+_POOL_BY_NAME = {"train": _TRAIN, "eval": _EVAL}
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def get_pool(pool: str) -> TemplatePool:
+    try:
+        return _POOL_BY_NAME[pool]
+    except KeyError:
+        raise ValueError(f"unknown noise pool {pool!r}; choose one of {POOLS}") from None
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("0123456789") for _ in range(n))
+
+
+def _fields(rng: random.Random, pool: TemplatePool) -> dict[str, str]:
+    first, last = rng.choice(pool.first_names), rng.choice(pool.last_names)
+    phone = rng.choice(
+        (
+            f"+44 7{_digits(rng, 3)} {_digits(rng, 6)}",
+            f"({_digits(rng, 3)}) {_digits(rng, 3)}-{_digits(rng, 4)}",
+            f"07{_digits(rng, 3)} {_digits(rng, 3)} {_digits(rng, 3)}",
+            f"+49 {_digits(rng, 3)} {_digits(rng, 7)}",
+        )
+    )
+    card = " ".join(_digits(rng, 4) for _ in range(4))
+    return {
+        "first_name": first,
+        "last_name": last,
+        "full_name": f"{first} {last}",
+        "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}{rng.randint(1, 99)}@"
+        f"{rng.choice(pool.domains)}",
+        "support_email": f"support@{rng.choice(('bank.example', 'help.example.com'))}",
+        "phone": phone,
+        "account": _digits(rng, rng.choice((8, 10, 12))),
+        "card": rng.choice((card, card.replace(" ", ""), card.replace(" ", "-"))),
+        "reference": f"{rng.choice('ABCDEFGHJK')}{rng.choice('LMNPRSTUVW')}-{_digits(rng, 6)}",
+        "years": str(rng.randint(2, 15)),
+        "year": str(rng.randint(2015, 2025)),
+        "weekday": rng.choice(_WEEKDAYS),
+        "month": rng.choice(_MONTHS),
+        "day": str(rng.randint(1, 28)),
+        "hour": f"{rng.randint(7, 22):02d}",
+        "minute": f"{rng.randint(0, 59):02d}",
+    }
+
+
+def _email_style(text: str, rng: random.Random, pool: TemplatePool, f: dict[str, str]) -> str:
+    parts: list[str] = []
+    if rng.random() < 0.8:
+        parts.append(rng.choice(pool.greetings))
+    body: list[str] = []
+    if rng.random() < 0.6:
+        body.extend(rng.sample(pool.context_before, rng.choice((1, 1, 2))))
+    query = text
+    if rng.random() < 0.25:
+        query = f"{query} {rng.choice(pool.emojis)}"
+    body.append(query)
+    if rng.random() < 0.45:
+        body.append(rng.choice(pool.context_after))
+    # Context sentences share the request's paragraph half of the time, as people write.
+    if rng.random() < 0.5:
+        parts.append(" ".join(body))
+    else:
+        parts.extend(body)
+    if rng.random() < 0.75:
+        parts.append(rng.choice(pool.signoffs))
+    if rng.random() < 0.3:
+        parts.append(rng.choice(pool.devices))
+    if rng.random() < 0.25:
+        parts.append(rng.choice(pool.footers))
+    if rng.random() < 0.3:
+        header = rng.choice(pool.quoted_headers)
+        quoted = [f"> {line}" for line in rng.sample(pool.quoted_bodies, 2)]
+        parts.append(header + "\n" + "\n".join(quoted))
+    sep = rng.choice(("\n\n", "\n"))
+    return sep.join(parts).format(**f)
+
+
+def _chat_style(text: str, rng: random.Random, pool: TemplatePool, f: dict[str, str]) -> str:
+    words: list[str] = []
+    if rng.random() < 0.7:
+        suffix = rng.choice(("", " ", ",", " " + rng.choice(pool.emojis)))
+        words.append(rng.choice(pool.chat_openers) + suffix)
+    if rng.random() < 0.3:
+        words.append(rng.choice(pool.context_before))
+    words.append(text if rng.random() < 0.6 else text.lower())
+    if rng.random() < 0.3:
+        words.append(rng.choice(pool.context_after))
+    if rng.random() < 0.6:
+        words.append(rng.choice(pool.chat_closers))
+    if rng.random() < 0.4:
+        words.append(rng.choice(pool.emojis) * rng.choice((1, 1, 2, 3)))
+    return " ".join(w.strip() for w in words if w.strip()).format(**f)
+
+
+def make_noisy(text: str, rng: random.Random, pool: str = "eval") -> str:
+    """Wrap one clean query in e-mail (70%) or chat (30%) noise drawn from ``pool``."""
+    templates = get_pool(pool)
+    fields = _fields(rng, templates)
+    text = text.strip().replace("{", "{{").replace("}", "}}")
+    if rng.random() < 0.7:
+        return _email_style(text, rng, templates, fields)
+    return _chat_style(text, rng, templates, fields)
+
+
+def noisy_variant(texts: list[str], seed: int, pool: str = "eval") -> list[str]:
+    """Noisy copies of ``texts``, identical for the same ``seed`` and ``pool``."""
+    rng = random.Random(f"{pool}:{seed}")
+    return [make_noisy(t, rng, pool) for t in texts]
+
+
+if __name__ == "__main__":  # a quick look: python -m training.noise
+    for sample in noisy_variant(["I am still waiting on my card?", "How do I top up by cheque?"], 0):
+        print(sample, end="\n" + "=" * 60 + "\n")
