@@ -181,12 +181,14 @@ def export_artifact(
     ``output_dir`` is removed: it described a different model.
     """
     hf_model_dir, output_dir = Path(hf_model_dir), Path(output_dir)
+    from transformers import AutoConfig
+
+    _check_labels(AutoConfig.from_pretrained(hf_model_dir), labels)  # before minutes of work
     output_dir.mkdir(parents=True, exist_ok=True)
     fp32_path = fp32_onnx_path(output_dir)
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         names, config = export_onnx_fp32(hf_model_dir, raw, max_length)
-        _check_labels(config, labels)
         fp32_path.parent.mkdir(parents=True, exist_ok=True)
         if optimize:
             optimize_onnx(raw, fp32_path, config)

@@ -1,12 +1,163 @@
-"""Export + quantize: the artifact loads and scores like the torch model."""
+"""Export + quantize: the artifact loads, has the documented format and scores like torch."""
 
 from __future__ import annotations
 
+import csv
+import shutil
+import tarfile
 from pathlib import Path
 
-from triage_core.artifact import load_manifest
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from training.export import export_artifact, fp32_onnx_path, pack_model_tar
+from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, load_manifest
+from triage_core.inference import ArtifactClassifier, scores_from_logits
+from triage_core.preprocessing import PreprocessConfig, preprocess
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "banking77" / "train.csv"
 
 
-def test_tiny_artifact_loads(tiny_artifact: Path, tiny_labels: list[str]) -> None:
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Real support queries of very different lengths, plus an e-mail-style ticket."""
+    with DATA.open(encoding="utf-8") as f:
+        rows = [row["text"] for _, row in zip(range(60), csv.DictReader(f), strict=False)]
+    rows.append(
+        "Hi team,\n\nmy card payment was declined twice today 😠 why?\n\n"
+        "Thanks,\nAnna\n--\nSent from my phone"
+    )
+    return rows
+
+
+def torch_scores(hf_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Softmax of the torch model on the same preprocessed, truncated texts."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(hf_dir).eval()
+    batch = tokenizer(
+        [preprocess(t, PreprocessConfig()) for t in texts],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        return torch.softmax(model(**batch).logits, dim=-1).numpy()
+
+
+def test_artifact_files_and_manifest(tiny_artifact: Path, tiny_labels: list[str]) -> None:
+    files = sorted(p.name for p in tiny_artifact.iterdir())
+    assert files == sorted([MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE])
     manifest = load_manifest(tiny_artifact)
     assert manifest.labels == tiny_labels
+    assert manifest.max_length == 32
+    assert manifest.onnx_inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest.quantization == "int8"
+    assert manifest.scoring == "softmax"
+    assert manifest.base_model == "tiny-random-bert"
+    # The fp32 model is kept for the optimization report, outside the served directory.
+    assert fp32_onnx_path(tiny_artifact).is_file()
+    assert fp32_onnx_path(tiny_artifact).parent != tiny_artifact
+
+
+def test_onnx_graph_interface(tiny_artifact: Path, tiny_labels: list[str]) -> None:
+    model = onnx.load(str(tiny_artifact / MODEL_FILE))
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["input_ids", "attention_mask", "token_type_ids"]
+    for tensor in inputs.values():
+        assert tensor.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        dims = tensor.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "sequence"]  # both axes dynamic
+    (output,) = model.graph.output
+    assert output.name == "logits"
+    assert output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert output.type.tensor_type.shape.dim[1].dim_value == len(tiny_labels)
+    # Quantized: int8 weights and integer ops in the served graph.
+    int8 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert int8
+    assert any(
+        n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for n in model.graph.node
+    )
+
+
+def test_int8_is_smaller_than_fp32(tiny_artifact: Path) -> None:
+    int8 = (tiny_artifact / MODEL_FILE).stat().st_size
+    fp32 = fp32_onnx_path(tiny_artifact).stat().st_size
+    assert int8 < 0.4 * fp32
+
+
+def test_fp32_onnx_matches_torch(tiny_artifact: Path, tiny_hf_model: Path, texts: list[str]) -> None:
+    """Same texts, same tokenization: the exported (and graph-optimised) fp32 model is the torch model."""
+    expected = torch_scores(tiny_hf_model, texts, max_length=32)
+    classifier = ArtifactClassifier(tiny_artifact)
+    session = ort.InferenceSession(str(fp32_onnx_path(tiny_artifact)), providers=["CPUExecutionProvider"])
+    encodings = classifier.tokenizer.encode(classifier.clean(texts))
+    (logits,) = session.run(["logits"], classifier.tokenizer.pad(encodings))
+    np.testing.assert_allclose(scores_from_logits(logits, "softmax"), expected, atol=1e-4)
+
+
+def test_int8_artifact_agrees_with_torch(tiny_artifact: Path, tiny_hf_model: Path, texts: list[str]) -> None:
+    expected = torch_scores(tiny_hf_model, texts, max_length=32)
+    got = ArtifactClassifier(tiny_artifact).predict_scores(texts)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    agreement = float(np.mean(got.argmax(1) == expected.argmax(1)))
+    assert agreement >= 0.85, agreement
+    assert np.abs(got - expected).max() < 0.1
+
+
+def test_label_count_mismatch_is_rejected_before_export(tiny_hf_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="5 outputs but 3 labels"):
+        export_artifact(tiny_hf_model, tmp_path / "m", ["a", "b", "c"], 32, PreprocessConfig())
+    assert not (tmp_path / "m").exists()
+
+
+def test_label_order_must_match_id2label(tiny_hf_model: Path, tiny_labels: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="id2label order"):
+        export_artifact(tiny_hf_model, tmp_path / "m", list(reversed(tiny_labels)), 32, PreprocessConfig())
+
+
+def test_model_tar_gz_layout(tiny_artifact: Path, tmp_path: Path) -> None:
+    tar_path = pack_model_tar(tiny_artifact, tmp_path / "model.tar.gz")
+    with tarfile.open(tar_path) as tar:
+        names = sorted(tar.getnames())
+        assert names == sorted([MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE])  # at the root, no folder
+        tar.extractall(tmp_path / "opt-ml-model", filter="data")
+    classifier = ArtifactClassifier(tmp_path / "opt-ml-model")
+    assert classifier.predict_scores(["where is my card?"]).shape == (1, 5)
+
+
+def test_pack_refuses_a_non_artifact(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a model artifact"):
+        pack_model_tar(tmp_path, tmp_path / "model.tar.gz")
+
+
+def test_distilbert_without_token_type_ids(tmp_path: Path, minilm_path: Path) -> None:
+    """Architectures whose tokenizer has no token_type_ids get a two-input graph."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3, initializer_range=0.2
+    )
+    hf_dir = tmp_path / "hf"
+    DistilBertForSequenceClassification(config).save_pretrained(hf_dir)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # what DistilBERT tokenizers declare
+    tokenizer.save_pretrained(hf_dir)
+
+    out = export_artifact(hf_dir, tmp_path / "model", ["x", "y", "z"], 16, PreprocessConfig())
+    assert load_manifest(out).onnx_inputs == ["input_ids", "attention_mask"]
+    texts = ["my card has not arrived yet", "exchange rate", "a " * 400]
+    expected = torch_scores(hf_dir, texts, max_length=16)
+    got = ArtifactClassifier(out).predict_scores(texts)
+    assert got.shape == (3, 3)
+    assert np.abs(got - expected).max() < 0.1
+    shutil.rmtree(tmp_path / "onnx-fp32")
