@@ -1,0 +1,100 @@
+"""Aggregator logic: one SageMaker async notification -> chunk outcome recorded once -> maybe fan in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from ticket_pipeline import jobs as J
+from ticket_pipeline.jobs import ChunkOutcome, JobStore
+from ticket_pipeline.notifications import AsyncInferenceNotification
+from ticket_pipeline.results import Publisher, finalize_job
+from ticket_pipeline.settings import AggregatorSettings
+from ticket_pipeline.storage import ObjectStore
+
+logger = Logger(child=True)
+
+
+@dataclass
+class Deps:
+    objects: ObjectStore
+    jobs: JobStore
+    publisher: Publisher
+
+
+@dataclass(frozen=True)
+class NotificationResult:
+    inference_id: str
+    outcome: str  # recorded | duplicate | unknown
+    job_id: str | None = None
+    chunk: int | None = None
+    finalized: str | None = None  # the job's final status if this notification completed it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def handle_notification(
+    notification: AsyncInferenceNotification,
+    *,
+    deps: Deps,
+    settings: AggregatorSettings,
+    clock: Callable[[], float] = time.time,
+) -> NotificationResult:
+    inference_id = notification.inferenceId
+    parsed = J.parse_inference_id(inference_id)
+    if parsed is None:
+        logger.error(
+            "notification for an inference id this pipeline did not issue", extra={"id": inference_id}
+        )
+        return NotificationResult(inference_id, "unknown")
+    job_id, number = parsed
+    log = {"job_id": job_id, "chunk": number, "inference_id": inference_id}
+    now = datetime.fromtimestamp(clock(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if notification.succeeded:
+        outcome = ChunkOutcome(
+            state=J.SUCCEEDED,
+            reported_at=now,
+            notification_status=notification.invocationStatus,
+            output_location=notification.output_location,
+        )
+    else:
+        outcome = ChunkOutcome(
+            state=J.FAILED,
+            reported_at=now,
+            notification_status=notification.invocationStatus,
+            failure_location=notification.failure_location,
+            failure_reason=notification.failure_description,
+        )
+    recorded = deps.jobs.record_chunk_outcome(job_id, number, outcome)
+    if recorded:
+        logger.info("chunk reported", extra={**log, "state": outcome.state})
+    elif deps.jobs.get_chunk(job_id, number) is None:
+        logger.error("notification for an unknown chunk", extra=log)
+        return NotificationResult(inference_id, "unknown", job_id, number)
+    else:
+        logger.info("duplicate notification ignored", extra=log)
+    # Also after a duplicate: if an earlier finalizer crashed, its lease has run out by now.
+    report = finalize_job(
+        job_id,
+        jobs=deps.jobs,
+        objects=deps.objects,
+        publisher=deps.publisher,
+        output_bucket=settings.output_bucket,
+        results_prefix=settings.results_prefix,
+        results_topic_arn=settings.results_topic_arn,
+        lease_seconds=settings.finalize_lease_seconds,
+        clock=clock,
+    )
+    return NotificationResult(
+        inference_id,
+        "recorded" if recorded else "duplicate",
+        job_id,
+        number,
+        report.status if report else None,
+    )

@@ -1,0 +1,58 @@
+"""Aggregator Lambda: SageMaker async success/error notification (via SNS) -> results fan-in.
+
+Handler: ``ticket_pipeline.aggregator.handler``. Env: see :class:`.settings.AggregatorSettings`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from ticket_pipeline.aggregation import Deps, handle_notification
+from ticket_pipeline.events import SnsModel
+from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.notifications import AsyncInferenceNotification
+from ticket_pipeline.results import Publisher
+from ticket_pipeline.settings import AggregatorSettings
+from ticket_pipeline.storage import ObjectStore
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ticket-aggregator"))
+
+
+@cache
+def runtime() -> tuple[AggregatorSettings, Deps]:
+    """Settings and clients, built once per execution environment (cold start)."""
+    settings = AggregatorSettings.from_env()
+    deps = Deps(
+        objects=ObjectStore(boto3.client("s3")),
+        jobs=JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days),
+        publisher=Publisher(boto3.client("sns")),
+    )
+    return settings, deps
+
+
+@logger.inject_lambda_context
+@event_parser(model=SnsModel)
+def handler(event: SnsModel, context: LambdaContext) -> dict[str, Any]:
+    settings, deps = runtime()
+    outcomes = []
+    for record in event.Records:
+        try:
+            notification = AsyncInferenceNotification.model_validate_json(str(record.Sns.Message))
+        except ValidationError as exc:
+            # Retrying cannot fix a message that is not a SageMaker notification: log it loudly.
+            logger.error(
+                "not a SageMaker async inference notification; ignored",
+                extra={"message_id": record.Sns.MessageId, "topic": record.Sns.TopicArn, "error": str(exc)},
+            )
+            outcomes.append({"message_id": record.Sns.MessageId, "outcome": "invalid"})
+            continue
+        outcomes.append(handle_notification(notification, deps=deps, settings=settings).as_dict())
+    return {"notifications": outcomes}

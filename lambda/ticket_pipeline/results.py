@@ -1,0 +1,356 @@
+"""Fan-in: once every chunk of a job has reported, write the consolidated results and publish.
+
+Outputs under ``<RESULTS_PREFIX><job_id>/`` in the output bucket:
+
+* ``results.jsonl``  one line per classified ticket: ``id``, ``label``, ``score``, ``needs_review``
+* ``failures.jsonl`` one line per ticket that got no label: ``id``, ``error`` (plus ``record`` /
+  ``source_id`` for records rejected before inference)
+* ``summary.json``   counts per category, share needing review, failures with reasons, chunks
+
+and one results message on the results topic (``status`` complete|partial, ``source``,
+``results``, ``failures``, ``summary``, ``tickets``, ``failed``, ...).
+
+Every ticket key of the job appears exactly once across results and failures: keys are unique
+by construction (:mod:`.chunking`), each chunk contributes each of its keys once (from the
+server's response, or as a failure when the response lacks it or the chunk failed), and the
+whole finalization runs under the job's lease (:meth:`.jobs.JobStore.claim_finalization`). The
+files are a pure function of the job's DynamoDB items and S3 objects, so a takeover after a
+crash rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from aws_lambda_powertools import Logger
+
+from ticket_pipeline import jobs as J
+from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
+
+logger = Logger(child=True)
+
+MAX_REASON_CHARS = 300
+SUMMARY_FAILURE_SAMPLE = 50
+
+
+class Publisher:
+    """Publishes JSON messages to an SNS topic (a boto3 SNS client underneath)."""
+
+    def __init__(self, sns_client: Any):
+        self.client = sns_client
+
+    def publish(self, topic_arn: str, message: dict[str, Any]) -> str:
+        resp = self.client.publish(
+            TopicArn=topic_arn,
+            Message=json.dumps(message, ensure_ascii=False),
+            MessageAttributes={"status": {"DataType": "String", "StringValue": str(message.get("status"))}},
+        )
+        return resp.get("MessageId", "")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _short(reason: str) -> str:
+    reason = " ".join(str(reason).split())
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 1] + "…"
+
+
+@dataclass
+class _Accumulator:
+    """Writes result/failure lines and refuses to emit a ticket key twice."""
+
+    results: IO[bytes]
+    failures: IO[bytes]
+    seen: set[str] = field(default_factory=set)
+    categories: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    failure_sample: list[dict[str, Any]] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
+    needs_review: int = 0
+    duplicates: int = 0
+
+    def _claim(self, ticket_id: str) -> bool:
+        if ticket_id in self.seen:
+            self.duplicates += 1
+            logger.error("ticket key emitted twice; keeping the first", extra={"ticket_id": ticket_id})
+            return False
+        self.seen.add(ticket_id)
+        return True
+
+    def ok(self, ticket_id: str, label: str, score: float, needs_review: bool) -> None:
+        if not self._claim(ticket_id):
+            return
+        line = {
+            "id": ticket_id,
+            "label": label,
+            "score": round(float(score), 6),
+            "needs_review": needs_review,
+        }
+        self.results.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.succeeded += 1
+        self.categories[label] += 1
+        self.needs_review += bool(needs_review)
+
+    def fail(self, ticket_id: str, error: str, **extra: Any) -> None:
+        if not self._claim(ticket_id):
+            return
+        line = {"id": ticket_id, "error": _short(error), **{k: v for k, v in extra.items() if v is not None}}
+        self.failures.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.failed += 1
+        self.reasons[_reason_class(error)] += 1
+        if len(self.failure_sample) < SUMMARY_FAILURE_SAMPLE:
+            self.failure_sample.append({"id": ticket_id, "error": _short(error)})
+
+
+def _reason_class(error: str) -> str:
+    """Group failures in the summary: duplicate-id messages differ only in the id."""
+    error = _short(error)
+    if error.startswith("duplicate id "):
+        return "duplicate id"
+    return error
+
+
+def _json_records(lines: Iterator[bytes]) -> list[Any]:
+    """Server output: JSON Lines (Accept application/jsonlines); tolerate one JSON document with
+    a list (Accept application/json) too."""
+    raw = [line for line in lines if line.strip()]
+    parsed: list[Any] = []
+    for line in raw:
+        try:
+            parsed.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed.append(None)
+    if len(parsed) == 1 and isinstance(parsed[0], list):
+        return parsed[0]
+    if len(parsed) == 1 and isinstance(parsed[0], dict):
+        for key in ("predictions", "results", "outputs"):
+            if isinstance(parsed[0].get(key), list):
+                return parsed[0][key]
+    if len(raw) > 1 and all(p is None for p in parsed):  # a pretty-printed JSON document
+        try:
+            doc = json.loads(b"".join(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return parsed
+        return doc if isinstance(doc, list) else parsed
+    return parsed
+
+
+def _consume_success(chunk: dict[str, Any], objects: ObjectStore, acc: _Accumulator) -> None:
+    expected: list[str] = list(chunk.get("ticket_ids") or [])
+    location = chunk.get("output_location", "")
+    try:
+        records = _json_records(objects.iter_lines(S3Location.parse(location)))
+    except (ObjectNotFound, ObjectUnreadable, ValueError) as exc:
+        for ticket_id in expected:
+            acc.fail(ticket_id, f"async output unavailable: {exc}")
+        return
+    by_index: dict[int, dict[str, Any]] = {}
+    for position, record in enumerate(records):
+        if isinstance(record, dict):
+            index = record.get("index", position)
+            if isinstance(index, int) and index not in by_index:
+                by_index[index] = record
+    for index, ticket_id in enumerate(expected):
+        record = by_index.get(index)
+        if record is None:
+            acc.fail(ticket_id, "the model server returned no prediction for this ticket")
+        elif record.get("id") not in (ticket_id, None):
+            acc.fail(ticket_id, f"prediction for index {index} carries id {record.get('id')!r}")
+        elif record.get("error"):
+            acc.fail(ticket_id, f"rejected by the model server: {record['error']}")
+        elif not isinstance(record.get("label"), str) or not isinstance(record.get("score"), (int, float)):
+            acc.fail(ticket_id, "prediction without label/score")
+        else:
+            acc.ok(ticket_id, record["label"], record["score"], bool(record.get("needs_review", False)))
+    if len(by_index) > len(expected):
+        logger.warning(
+            "output has more records than the chunk", extra={"chunk": chunk["chunk"], "extra": len(records)}
+        )
+
+
+def _failure_detail(chunk: dict[str, Any], objects: ObjectStore) -> str:
+    reason = chunk.get("failure_reason") or "async invocation failed"
+    location = chunk.get("failure_location")
+    if not location:
+        return reason
+    try:
+        body = objects.read_bytes(S3Location.parse(location), limit=600).decode("utf-8", "replace")
+    except (ObjectNotFound, ObjectUnreadable, ValueError):
+        return reason
+    body = " ".join(body.split())
+    if not body:
+        return reason
+    try:
+        detail = json.loads(body).get("error") or body
+    except (json.JSONDecodeError, AttributeError):
+        detail = body
+    return f"{reason} (model response: {detail})"
+
+
+@dataclass(frozen=True)
+class FinalReport:
+    job_id: str
+    status: str
+    message: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def consolidate(
+    meta: dict[str, Any], chunks: list[dict[str, Any]], objects: ObjectStore, bucket: str, prefix: str
+) -> FinalReport:
+    """Build and write results.jsonl, failures.jsonl and summary.json for a job."""
+    job_id = meta["job_id"]
+    base = f"{prefix}{job_id}/"
+    results_loc = S3Location(bucket, base + "results.jsonl")
+    failures_loc = S3Location(bucket, base + "failures.jsonl")
+    summary_loc = S3Location(bucket, base + "summary.json")
+    spool = 32 * 1024 * 1024
+    with (
+        tempfile.SpooledTemporaryFile(max_size=spool) as results_f,
+        tempfile.SpooledTemporaryFile(max_size=spool) as failures_f,
+    ):
+        acc = _Accumulator(results_f, failures_f)
+        if meta.get("rejected_location"):
+            for line in objects.iter_lines(S3Location.parse(meta["rejected_location"])):
+                if line.strip():
+                    row = json.loads(line)
+                    acc.fail(
+                        row["id"], row["error"], record=row.get("record"), source_id=row.get("source_id")
+                    )
+        failed_chunks = []
+        for chunk in chunks:
+            state = chunk.get("state")
+            if state == J.SUCCEEDED:
+                _consume_success(chunk, objects, acc)
+                continue
+            reason = (
+                _failure_detail(chunk, objects)
+                if state == J.FAILED
+                else f"chunk never reported (state {state})"
+            )
+            failed_chunks.append(
+                {
+                    "chunk": chunk["chunk"],
+                    "inference_id": chunk.get("inference_id"),
+                    "tickets": len(chunk.get("ticket_ids") or []),
+                    "reason": _short(reason),
+                }
+            )
+            for ticket_id in chunk.get("ticket_ids") or []:
+                acc.fail(ticket_id, reason)
+        expected = int(meta.get("tickets", 0))
+        accounted = acc.succeeded + acc.failed
+        error = meta.get("error")
+        if accounted != expected:
+            logger.error("ticket accounting mismatch", extra={"expected": expected, "accounted": accounted})
+        status = J.COMPLETE if acc.failed == 0 and not error and accounted == expected else J.PARTIAL
+        submitted = _parse_iso(meta.get("submitted_at"))
+        reported = [t for t in (_parse_iso(c.get("reported_at")) for c in chunks) if t is not None]
+        completed = max(reported) if reported else submitted
+        summary = {
+            "job_id": job_id,
+            "source": meta.get("source"),
+            "status": status,
+            "error": error,
+            "tickets": expected,
+            "succeeded": acc.succeeded,
+            "failed": acc.failed,
+            "needs_review": acc.needs_review,
+            "needs_review_share": round(acc.needs_review / acc.succeeded, 4) if acc.succeeded else 0.0,
+            "categories": dict(sorted(acc.categories.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "failure_reasons": dict(sorted(acc.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "failures_sample": acc.failure_sample,
+            "chunks": {
+                "total": len(chunks),
+                "succeeded": sum(c.get("state") == J.SUCCEEDED for c in chunks),
+                "failed": len(failed_chunks),
+            },
+            "failed_chunks": failed_chunks,
+            "submitted_at": meta.get("submitted_at"),
+            "completed_at": _iso(completed) if completed else None,
+            "processing_seconds": round(completed - submitted, 3) if completed and submitted else None,
+            "results": results_loc.uri,
+            "failures": failures_loc.uri,
+        }
+        objects.put_file(results_loc, results_f, "application/jsonlines")
+        objects.put_file(failures_loc, failures_f, "application/jsonlines")
+    body = json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8")
+    objects.put_bytes(summary_loc, body, "application/json")
+    message = {
+        "status": status,
+        "job_id": job_id,
+        "source": meta.get("source"),
+        "results": results_loc.uri,
+        "failures": failures_loc.uri,
+        "summary": summary_loc.uri,
+        "tickets": expected,
+        "failed": acc.failed,
+        "succeeded": acc.succeeded,
+        "needs_review": acc.needs_review,
+    }
+    if error:
+        message["error"] = error
+    return FinalReport(job_id, status, message, summary)
+
+
+def finalize_job(
+    job_id: str,
+    *,
+    jobs: JobStore,
+    objects: ObjectStore,
+    publisher: Publisher,
+    output_bucket: str,
+    results_prefix: str,
+    results_topic_arn: str,
+    lease_seconds: int,
+    clock: Callable[[], float] = time.time,
+) -> FinalReport | None:
+    """Finalize the job if it is ready and nobody else is doing it. None: not (yet) ours to do."""
+    if not jobs.claim_finalization(job_id, clock(), lease_seconds):
+        return None
+    try:
+        meta = jobs.get_job(job_id)
+        if meta is None:  # pragma: no cover - the claim just updated it
+            raise LookupError(f"job {job_id} vanished")
+        report = consolidate(meta, jobs.list_chunks(job_id), objects, output_bucket, results_prefix)
+        message_id = publisher.publish(results_topic_arn, report.message)
+        jobs.complete_job(
+            job_id,
+            report.status,
+            {
+                "finished_at": _iso(clock()),
+                "results_location": report.message["results"],
+                "failures_location": report.message["failures"],
+                "summary_location": report.message["summary"],
+                "succeeded": report.message["succeeded"],
+                "failed": report.message["failed"],
+                "results_message_id": message_id,
+            },
+        )
+    except Exception:
+        jobs.release_finalization(job_id)
+        raise
+    logger.info(
+        "job finalized", extra={k: report.message[k] for k in ("job_id", "status", "tickets", "failed")}
+    )
+    return report

@@ -1,0 +1,71 @@
+"""Settings from environment variables, validated once per process (cold start).
+
+The variable names are the contract with the CDK stack (see CONTEXT / README). Plain pydantic
+(no pydantic-settings) because the Lambda runtime gets pydantic from the Powertools layer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _prefix(value: str) -> str:
+    value = value.strip().lstrip("/")
+    return value if not value or value.endswith("/") else value + "/"
+
+
+class _EnvSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None):
+        """Build from ``environ`` (default ``os.environ``); unset variables take the defaults."""
+        environ = os.environ if environ is None else environ
+        data = {}
+        for name, field in cls.model_fields.items():
+            key = field.alias or name.upper()
+            if key in environ and environ[key] != "":
+                data[key] = environ[key]
+        return cls.model_validate(data)
+
+
+class AggregatorSettings(_EnvSettings):
+    jobs_table: str = Field(alias="JOBS_TABLE", min_length=3)
+    output_bucket: str = Field(alias="OUTPUT_BUCKET", min_length=3)
+    results_prefix: str = Field("results/", alias="RESULTS_PREFIX")
+    results_topic_arn: str = Field(alias="RESULTS_TOPIC_ARN", pattern=r"^arn:aws[a-z-]*:sns:")
+    job_ttl_days: int = Field(30, alias="JOB_TTL_DAYS", ge=1, le=3650)
+    finalize_lease_seconds: int = Field(
+        300,
+        alias="FINALIZE_LEASE_SECONDS",
+        ge=10,
+        le=3600,
+        description="how long a finalizer owns a job before another invocation may take over",
+    )
+
+    @field_validator("results_prefix")
+    @classmethod
+    def _results_prefix(cls, value: str) -> str:
+        return _prefix(value)
+
+
+class DispatcherSettings(AggregatorSettings):
+    endpoint_name: str = Field(alias="ENDPOINT_NAME", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=63)
+    chunk_prefix: str = Field("chunks/", alias="CHUNK_PREFIX")
+    chunk_size: int = Field(500, alias="CHUNK_SIZE", ge=1, le=100_000, description="tickets per chunk")
+    max_file_mb: float = Field(1024, alias="MAX_FILE_MB", gt=0, le=1024 * 1024)
+    # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
+    request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
+    invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)
+
+    @field_validator("chunk_prefix")
+    @classmethod
+    def _chunk_prefix(cls, value: str) -> str:
+        return _prefix(value)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
