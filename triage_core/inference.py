@@ -116,7 +116,7 @@ class ArtifactClassifier:
         k = max(1, min(k, len(self.labels)))
         preds = []
         for row in scores:
-            best = np.argsort(-row)[:k]
+            best = np.argsort(-row, kind="stable")[:k]  # ties: first label, like argmax
             pairs = [(self.labels[i], float(row[i])) for i in best]
             preds.append(Prediction(label=pairs[0][0], score=pairs[0][1], top_k=pairs))
         return preds

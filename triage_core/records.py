@@ -18,8 +18,58 @@ JSONL_TYPES = frozenset({"application/jsonlines", "application/jsonl", "applicat
 CSV_TYPES = frozenset({"text/csv"})
 
 
+# Python's csv module refuses fields over 128 KiB by default; a ticket may legitimately be a
+# 1 MB e-mail. Record size is bounded by callers instead (see ``split_lines``).
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+
+
 class RecordFormatError(ValueError):
     """The file as a whole cannot be read (e.g. CSV without a ``text`` column)."""
+
+
+class OversizedLine(bytes):
+    """Stands for a line longer than ``split_lines``'s limit: its bytes were dropped."""
+
+    limit: int
+
+
+def split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes]:
+    """Re-cut arbitrary byte chunks (e.g. an HTTP body as it arrives) into lines, ``\\n`` kept.
+
+    A line longer than ``max_line_bytes`` is not kept in memory: it comes out as an empty
+    :class:`OversizedLine`, which the parsers turn into a per-record error.
+    """
+    pending: list[bytes] = []
+    pending_len = 0
+    oversized = False
+    for chunk in chunks:
+        start = 0
+        find = chunk.find
+        while (end := find(b"\n", start)) >= 0:
+            piece = chunk[start : end + 1]
+            start = end + 1
+            if oversized or pending_len + len(piece) > max_line_bytes:
+                marker = OversizedLine()
+                marker.limit = max_line_bytes
+                yield marker
+            elif pending:
+                yield b"".join((*pending, piece))
+            else:
+                yield piece
+            pending, pending_len, oversized = [], 0, False
+        if start < len(chunk) and not oversized:
+            rest = chunk[start:]
+            pending_len += len(rest)
+            if pending_len > max_line_bytes:
+                pending, pending_len, oversized = [], 0, True
+            else:
+                pending.append(rest)
+    if oversized:
+        marker = OversizedLine()
+        marker.limit = max_line_bytes
+        yield marker
+    elif pending:
+        yield b"".join(pending)
 
 
 @dataclass(frozen=True)
@@ -63,6 +113,10 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[TicketRecord]:
     """One record per non-blank line; a bad line is a record with an error, never skipped."""
     index = 0
     for raw in lines:
+        if isinstance(raw, OversizedLine):
+            yield TicketRecord(index, None, None, f"record is larger than {raw.limit} bytes")
+            index += 1
+            continue
         if not raw.strip():
             continue
         try:
@@ -81,10 +135,24 @@ def iter_jsonl(lines: Iterable[bytes]) -> Iterator[TicketRecord]:
         index += 1
 
 
-def _decoded(lines: Iterable[bytes]) -> Iterator[str]:
-    # surrogateescape keeps undecodable bytes visible so the affected row can be flagged.
-    for raw in lines:
-        yield raw.decode("utf-8", errors="surrogateescape")
+class _DecodedLines:
+    """Lines as str for the csv module. surrogateescape keeps undecodable bytes visible so the
+    affected row can be flagged; an :class:`OversizedLine` becomes a newline and is remembered
+    so the row it ends up in is flagged."""
+
+    def __init__(self, lines: Iterable[bytes]):
+        self._lines = iter(lines)
+        self.oversized: int | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._lines)
+        if isinstance(raw, OversizedLine):
+            self.oversized = raw.limit
+            return "\n"
+        return raw.decode("utf-8", errors="surrogateescape")
 
 
 def _has_undecodable(value: str) -> bool:
@@ -93,17 +161,34 @@ def _has_undecodable(value: str) -> bool:
 
 def iter_csv(lines: Iterable[bytes]) -> Iterator[TicketRecord]:
     """CSV with a header row naming ``text`` (required) and ``id`` (optional)."""
-    reader = csv.reader(_decoded(lines))
+    decoded = _DecodedLines(lines)
+    reader = csv.reader(decoded)
     header = next(reader, None)
     if header is None:
         return
+    if decoded.oversized is not None:
+        raise RecordFormatError(f"CSV header is larger than {decoded.oversized} bytes")
     header = [h.strip().lstrip("\ufeff").lower() for h in header]
     if "text" not in header:
         raise RecordFormatError(f"CSV header must have a 'text' column, got {header}")
     text_col = header.index("text")
     id_col = header.index("id") if "id" in header else None
     index = 0
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a NUL byte; the reader resumes at the next line
+            decoded.oversized = None
+            yield TicketRecord(index, None, None, f"malformed CSV row: {exc}")
+            index += 1
+            continue
+        if decoded.oversized is not None:
+            yield TicketRecord(index, None, None, f"record is larger than {decoded.oversized} bytes")
+            decoded.oversized = None
+            index += 1
+            continue
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):

@@ -1,0 +1,196 @@
+"""Length-bucketed dynamic batching over a few ONNX Runtime runner threads.
+
+Requests submit *jobs* (the tokenized tickets of one request, or of one window of a streamed
+request). Runner threads take batches of up to ``max_batch`` tickets and call the model; ONNX
+Runtime releases the GIL, so runners overlap with the event loop and with the threads that parse
+and tokenize streamed bodies.
+
+How a batch is chosen:
+
+* Tickets of small jobs (an interactive request: at most ``max_batch`` tickets) go to an
+  *urgent* queue that is always served first, so a single ticket never waits behind a
+  1 GB batch file.
+* Other tickets sit in buckets keyed by their exact token count. A runner starts from the
+  bucket holding the oldest waiting ticket (no starvation), takes from it, then fills the batch
+  from the nearest shorter buckets, then the nearest longer ones. Batches are therefore close
+  to length-sorted and padding is small, like the sorted batches of offline evaluation.
+* There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
+  Under load tickets accumulate while runners are busy, so batches grow by themselves; at
+  idle a single ticket runs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[list[Any]], np.ndarray]
+
+
+class Job:
+    """The tickets of one request (or one streamed window) and their score rows."""
+
+    __slots__ = ("callback", "cancelled", "error", "remaining", "scores")
+
+    def __init__(self, n: int, n_labels: int, callback: Callable[[Job], None]):
+        self.scores = np.empty((n, n_labels), dtype=np.float32)
+        self.remaining = n
+        self.callback = callback
+        self.cancelled = False
+        self.error: BaseException | None = None
+
+
+class _Item:
+    __slots__ = ("encoding", "job", "length", "pos", "seq")
+
+    def __init__(self, seq: int, job: Job, pos: int, encoding: Any, length: int):
+        self.seq = seq
+        self.job = job
+        self.pos = pos
+        self.encoding = encoding
+        self.length = length
+
+
+class Batcher:
+    """Dynamic batcher: ``submit`` from any thread; ``runners`` threads call ``run_fn``."""
+
+    def __init__(self, run_fn: RunFn, n_labels: int, max_batch: int, runners: int):
+        self._run_fn = run_fn
+        self._n_labels = n_labels
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._urgent: deque[_Item] = deque()
+        self._buckets: dict[int, deque[_Item]] = {}
+        self._bulk = 0
+        self._seq = 0
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"onnx-runner-{i}", daemon=True) for i in range(runners)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- producer side ---------------------------------------------------------------------
+    def submit(
+        self,
+        encodings: Sequence[Any],
+        callback: Callable[[Job], None],
+        urgent: bool | None = None,
+    ) -> Job:
+        """Queue tokenized tickets; ``callback(job)`` runs (on a runner thread) when all are scored.
+
+        ``urgent`` defaults to "the job fits in one batch". An empty job completes at once.
+        """
+        job = Job(len(encodings), self._n_labels, callback)
+        if not encodings:
+            callback(job)
+            return job
+        if urgent is None:
+            urgent = len(encodings) <= self.max_batch
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            seq = self._seq
+            self._seq += len(encodings)
+            if urgent:
+                self._urgent.extend(
+                    _Item(seq + i, job, i, enc, len(enc.ids)) for i, enc in enumerate(encodings)
+                )
+            else:
+                buckets = self._buckets
+                for i, enc in enumerate(encodings):
+                    length = len(enc.ids)
+                    bucket = buckets.get(length)
+                    if bucket is None:
+                        bucket = buckets[length] = deque()
+                    bucket.append(_Item(seq + i, job, i, enc, length))
+                self._bulk += len(encodings)
+            self._cond.notify(min(len(encodings), len(self._threads)))
+        return job
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the runners after the queued tickets are done."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._urgent) + self._bulk
+
+    # --- runner side -----------------------------------------------------------------------
+    def _take(self) -> list[_Item] | None:
+        """Next batch, or None once closed and drained. Called with the condition held."""
+        while True:
+            if self._urgent:
+                urgent = self._urgent
+                batch = [urgent.popleft() for _ in range(min(self.max_batch, len(urgent)))]
+            elif self._bulk:
+                batch = self._take_bulk()
+            elif self._closed:
+                return None
+            else:
+                self._cond.wait()
+                continue
+            batch = [item for item in batch if not item.job.cancelled]
+            if batch:
+                return batch
+
+    def _take_bulk(self) -> list[_Item]:
+        buckets = self._buckets
+        start = min(buckets, key=lambda length: buckets[length][0].seq)
+        keys = sorted(buckets)
+        pos = keys.index(start)
+        order = [start, *reversed(keys[:pos]), *keys[pos + 1 :]]
+        batch: list[_Item] = []
+        need = self.max_batch
+        for length in order:
+            bucket = buckets[length]
+            while bucket and need:
+                batch.append(bucket.popleft())
+                need -= 1
+            if not bucket:
+                del buckets[length]
+            if not need:
+                break
+        self._bulk -= len(batch)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                batch = self._take()
+            if batch is None:
+                return
+            try:
+                scores = self._run_fn([item.encoding for item in batch])
+                error: BaseException | None = None
+            except Exception as exc:  # a failed batch fails its tickets' jobs, not the server
+                log.exception("batch of %d failed", len(batch))
+                scores, error = None, exc
+            done: list[Job] = []
+            with self._cond:
+                for row, item in enumerate(batch):
+                    job = item.job
+                    if scores is not None:
+                        job.scores[item.pos] = scores[row]
+                    elif job.error is None:
+                        job.error = error
+                    job.remaining -= 1
+                    if job.remaining == 0:
+                        done.append(job)
+            for job in done:
+                try:
+                    job.callback(job)
+                except Exception:
+                    log.exception("job callback failed")

@@ -1,0 +1,108 @@
+"""Server settings: read once from the environment into one read-only object.
+
+SageMaker's bring-your-own-container contract sets ``SAGEMAKER_BIND_TO_PORT`` (when the image
+carries the ``accept-bind-to-port`` label) and may set the ``SAGEMAKER_MODEL_SERVER_*`` values;
+the ``TRIAGE_*`` values are this container's own knobs (set them in the SageMaker model's
+``Environment``). Defaults are sized to the CPUs the process may use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the server cannot use."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: affinity mask, capped by a cgroup v2 CPU quota if any."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads from the environment (see the README's table)."""
+
+    port: int = 8080
+    model_dir: Path = Path("/opt/ml/model")
+    workers: int = 1
+    threads_per_worker: int = 1
+    intra_op_threads: int = 1
+    max_batch_size: int = 32
+    max_payload_bytes: int = 1024 * MB
+    max_json_bytes: int = 100 * MB
+    max_record_bytes: int = 8 * MB
+    timeout_seconds: float = 3600.0
+    review_threshold: float = 0.5
+    log_level: str = "INFO"
+    host: str = "0.0.0.0"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        cpus = available_cpus()
+        workers = _int(env, "SAGEMAKER_MODEL_SERVER_WORKERS", 1, 1, 64)
+        threads = _int(env, "TRIAGE_THREADS_PER_WORKER", max(1, cpus // workers), 1, 256)
+        log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
+            )
+        payload_mb = _int(env, "TRIAGE_MAX_PAYLOAD_MB", 1024, 1, 4096)
+        return cls(
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            model_dir=Path(env.get("MODEL_DIR", "").strip() or "/opt/ml/model"),
+            workers=workers,
+            threads_per_worker=threads,
+            intra_op_threads=_int(env, "TRIAGE_INTRA_OP_THREADS", 1, 1, 256),
+            max_batch_size=_int(env, "TRIAGE_MAX_BATCH_SIZE", 32, 1, 1024),
+            max_payload_bytes=payload_mb * MB,
+            max_json_bytes=min(payload_mb, _int(env, "TRIAGE_MAX_JSON_MB", 100, 1, 4096)) * MB,
+            max_record_bytes=_int(env, "TRIAGE_MAX_RECORD_MB", 8, 1, 1024) * MB,
+            timeout_seconds=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 3600.0, 1.0, 86400.0),
+            review_threshold=_float(env, "TRIAGE_REVIEW_THRESHOLD", 0.5, 0.0, 1.0),
+            log_level=log_level,
+            host=env.get("TRIAGE_BIND_HOST", "").strip() or "0.0.0.0",
+        )
