@@ -8,16 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import ChunkOutcome, JobStore
+from ticket_pipeline.logs import child_logger
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.results import Publisher, finalize_job
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 
-logger = Logger(child=True)
+logger = child_logger()
 
 
 @dataclass

@@ -5,12 +5,10 @@ Handler: ``ticket_pipeline.aggregator.handler``. Env: see :class:`.settings.Aggr
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
@@ -18,12 +16,13 @@ from pydantic import ValidationError
 from ticket_pipeline.aggregation import Deps, handle_notification
 from ticket_pipeline.events import SnsModel
 from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.logs import handler_logger
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ticket-aggregator"))
+logger = handler_logger()
 
 
 @cache

@@ -5,23 +5,22 @@ Handler: ``ticket_pipeline.dispatcher.handler``. Env: see :class:`.settings.Disp
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ticket_pipeline.events import S3Event
 from ticket_pipeline.intake import Deps, dispatch_object
 from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.logs import handler_logger
 from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.storage import ObjectStore
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ticket-dispatcher"))
+logger = handler_logger()
 
 
 @cache

@@ -30,19 +30,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from ticket_pipeline import jobs as J
 from ticket_pipeline.chunking import Chunk, Chunker, ChunkPlan
 from ticket_pipeline.jobs import ChunkOutcome, JobStore
+from ticket_pipeline.logs import child_logger
 from ticket_pipeline.results import FinalReport, Publisher, finalize_job
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
-from triage_core.records import CSV_TYPES, JSONL_TYPES, RecordFormatError, iter_records
+from triage_core.records import CSV_TYPES, JSONL_TYPES, RecordFormatError, iter_records, split_lines
 
-logger = Logger(child=True)
+logger = child_logger()
 
+# Same per-record cap as the inference server (TRIAGE_MAX_RECORD_MB default): a larger record is
+# rejected here with a clear reason instead of failing its whole chunk at the endpoint.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
 CSV = "text/csv"
 _EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
@@ -219,7 +222,7 @@ def _read_and_chunk(source: S3Location, job_id: str, deps: Deps, settings: Dispa
 
     chunker = Chunker(settings.chunk_size, write_chunk)
     try:
-        for record in iter_records(fmt, deps.objects.iter_lines(source)):
+        for record in iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES)):
             chunker.add(record)
     except RecordFormatError as exc:
         raise WholeFileError(f"wrong format: {exc}") from exc

@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from aws_lambda_powertools import Logger
-
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.logs import child_logger
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 
-logger = Logger(child=True)
+logger = child_logger()
 
 MAX_REASON_CHARS = 300
 SUMMARY_FAILURE_SAMPLE = 50

@@ -81,6 +81,17 @@ class ObjectStore:
             self._raise(exc, loc)
         return ObjectInfo(int(head["ContentLength"]), head.get("ContentType"))
 
+    def iter_chunks(self, loc: S3Location, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the object's bytes in chunks (never the whole object in memory)."""
+        try:
+            body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        except ClientError as exc:
+            self._raise(exc, loc)
+        try:
+            yield from body.iter_chunks(chunk_size)
+        finally:
+            body.close()
+
     def iter_lines(self, loc: S3Location, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """Stream the object's lines, line endings kept (CSV needs them for quoted newlines)."""
         try:

@@ -1,0 +1,180 @@
+"""moto's server on loopback and the AWS resources of the pipeline, created with real boto3."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from local_pipeline.model_server import free_port
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+@contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for this process only, restoring the previous values on exit."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class MotoServer:
+    """moto's threaded server (S3, SNS, SQS, DynamoDB in one process) on 127.0.0.1:<free port>."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoServer:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=20),
+        )
+
+
+@dataclass(frozen=True)
+class Names:
+    input_bucket: str = "ticket-triage-input"
+    input_prefix: str = "incoming/"
+    output_bucket: str = "ticket-triage-output"
+    jobs_table: str = "ticket-triage-jobs"
+    success_topic: str = "ticket-triage-async-success"
+    error_topic: str = "ticket-triage-async-error"
+    results_topic: str = "ticket-triage-results"
+    s3_events_queue: str = "ticket-triage-s3-events"
+    success_queue: str = "ticket-triage-async-success"
+    error_queue: str = "ticket-triage-async-error"
+    results_queue: str = "ticket-triage-results"
+    endpoint_name: str = "ticket-triage-async"
+
+
+@dataclass(frozen=True)
+class Resources:
+    names: Names
+    success_topic_arn: str
+    error_topic_arn: str
+    results_topic_arn: str
+    s3_events_queue_url: str
+    success_queue_url: str
+    error_queue_url: str
+    results_queue_url: str
+    success_subscription_arn: str
+    error_subscription_arn: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "names": asdict(self.names)}
+
+
+def _queue(sqs: Any, name: str, visibility_timeout: int = 30) -> tuple[str, str]:
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})[
+        "QueueUrl"
+    ]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _subscribe(sns: Any, topic_arn: str, queue_arn: str) -> str:
+    # RawMessageDelivery stays off: the SQS body is the SNS envelope, which the router turns
+    # into the Records[].Sns shape a Lambda subscription receives.
+    return sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, ReturnSubscriptionArn=True)[
+        "SubscriptionArn"
+    ]
+
+
+def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = None) -> Resources:
+    """Create what the CDK stack creates on AWS, minus the endpoint and the Lambdas."""
+    names = names or Names()
+    for bucket in (names.input_bucket, names.output_bucket):
+        s3.create_bucket(Bucket=bucket)
+    dynamodb.create_table(
+        TableName=names.jobs_table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=names.jobs_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+    topics = {
+        name: sns.create_topic(Name=name)["TopicArn"]
+        for name in (names.success_topic, names.error_topic, names.results_topic)
+    }
+    s3_url, s3_arn = _queue(sqs, names.s3_events_queue)
+    success_url, success_arn = _queue(sqs, names.success_queue)
+    error_url, error_arn = _queue(sqs, names.error_queue)
+    results_url, results_arn = _queue(sqs, names.results_queue)
+    s3.put_bucket_notification_configuration(
+        Bucket=names.input_bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": s3_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": names.input_prefix}]}},
+                }
+            ]
+        },
+    )
+    success_sub = _subscribe(sns, topics[names.success_topic], success_arn)
+    error_sub = _subscribe(sns, topics[names.error_topic], error_arn)
+    _subscribe(sns, topics[names.results_topic], results_arn)
+    return Resources(
+        names=names,
+        success_topic_arn=topics[names.success_topic],
+        error_topic_arn=topics[names.error_topic],
+        results_topic_arn=topics[names.results_topic],
+        s3_events_queue_url=s3_url,
+        success_queue_url=success_url,
+        error_queue_url=error_url,
+        results_queue_url=results_url,
+        success_subscription_arn=success_sub,
+        error_subscription_arn=error_sub,
+    )
+
+
+def results_message(sqs_body: str) -> dict[str, Any]:
+    """The results message inside an SQS body delivered from the results topic (SNS envelope)."""
+    envelope = json.loads(sqs_body)
+    return json.loads(envelope["Message"]) if "Message" in envelope else envelope
