@@ -1,0 +1,358 @@
+"""``python -m training {train,evaluate,package}``: the training pipeline's command line.
+
+``train`` runs the whole pipeline: load -> split -> fine-tune -> export (ONNX int8 artifact) ->
+evaluate the served artifact on the clean and the noisy test split -> optimization report.
+
+The same command runs unchanged as a SageMaker training job (``training/sagemaker_entry.py``
+calls it): when SageMaker's variables are set they become the defaults:
+
+* ``SM_CHANNEL_TRAIN``: directory of the ``train`` channel; its CSV/JSONL file is the data;
+* ``SM_MODEL_DIR``: the serving artifact is written there (SageMaker tars it into
+  ``model.tar.gz`` with the files at the archive root, ready for ``ModelDataUrl``);
+* ``SM_OUTPUT_DATA_DIR``: splits, reports, logs and the Hugging Face checkpoint.
+
+Hyperparameters arrive as ``--name value`` arguments (SageMaker passes them that way);
+booleans accept true/false. Explicit arguments always win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.config import DEFAULT_BASE_MODEL, TrainConfig
+from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
+
+log = logging.getLogger("training")
+
+LOCAL_ARTIFACTS = Path("artifacts")
+NOISY_SEED = 2024  # the noisy test variant is fixed, so every model is measured on the same tickets
+
+
+# --- SageMaker environment -------------------------------------------------------------------
+def find_data_file(directory: str | Path) -> Path:
+    """The ticket file in a SageMaker channel directory: ``train.csv`` / ``train.jsonl`` or the
+    only CSV/JSONL file in it."""
+    directory = Path(directory)
+    for name in ("train.csv", "train.jsonl"):
+        if (directory / name).is_file():
+            return directory / name
+    candidates = sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in {".csv", ".jsonl", ".ndjson"}
+    )
+    if len(candidates) != 1:
+        raise SystemExit(
+            f"expected one .csv/.jsonl file (or train.csv) in the channel directory {directory}, "
+            f"found {[str(p) for p in candidates]}"
+        )
+    return candidates[0]
+
+
+def environment_defaults(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Paths for ``train``: SageMaker's when its variables are set, local ones otherwise."""
+    env = dict(os.environ if env is None else env)
+    defaults: dict[str, Any] = {
+        "data": DEFAULT_DATA,
+        "output": LOCAL_ARTIFACTS / "model",
+        "work_dir": LOCAL_ARTIFACTS / "work",
+        "splits_dir": LOCAL_ARTIFACTS / "splits",
+        "reports_dir": LOCAL_ARTIFACTS / "reports",
+    }
+    if env.get("SM_CHANNEL_TRAIN"):
+        defaults["data"] = find_data_file(env["SM_CHANNEL_TRAIN"])
+    if env.get("SM_MODEL_DIR"):
+        defaults["output"] = Path(env["SM_MODEL_DIR"])
+    if env.get("SM_OUTPUT_DATA_DIR"):
+        out = Path(env["SM_OUTPUT_DATA_DIR"])
+        defaults.update(work_dir=out / "work", splits_dir=out / "splits", reports_dir=out / "reports")
+    return defaults
+
+
+# --- argument parsing ------------------------------------------------------------------------
+def _bool(value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """``--some-name`` with the ``--some_name`` alias (SageMaker hyperparameter keys vary)."""
+    flags = [f"--{name}"]
+    if "-" in name:
+        flags.append(f"--{name.replace('-', '_')}")
+    parser.add_argument(*flags, **kwargs)
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    io = parser.add_argument_group("data and outputs (SageMaker variables set the defaults)")
+    _option(
+        io, "data", type=Path, default=None, help=f"CSV or JSON Lines ticket file (default {DEFAULT_DATA})"
+    )
+    _option(io, "text-column", default=DEFAULT_TEXT_COLUMN)
+    _option(io, "label-column", default=DEFAULT_LABEL_COLUMN)
+    _option(io, "encoding", default="utf-8", help="encoding of the ticket file")
+    _option(io, "output", type=Path, default=None, help="serving artifact directory (artifacts/model)")
+    _option(io, "work-dir", type=Path, default=None, help="Hugging Face checkpoint + epoch log")
+    _option(io, "splits-dir", type=Path, default=None, help="train/validation/test CSVs (artifacts/splits)")
+    _option(io, "reports-dir", type=Path, default=None, help="evaluation + optimization reports")
+    _option(io, "validation-size", type=float, default=0.1)
+    _option(io, "test-size", type=float, default=0.1)
+    _option(io, "split-seed", type=int, default=42, help="seed of the train/validation/test split")
+
+    hp = parser.add_argument_group("hyperparameters")
+    _option(hp, "base-model", default=d.base_model, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
+    _option(hp, "epochs", type=int, default=d.epochs)
+    _option(hp, "learning-rate", type=float, default=d.learning_rate)
+    _option(hp, "head-learning-rate", type=float, default=d.head_learning_rate, help="0 = learning rate")
+    _option(hp, "batch-size", type=int, default=d.batch_size)
+    _option(hp, "max-length", type=int, default=d.max_length, help="tokens, head truncation")
+    _option(hp, "warmup-ratio", type=float, default=d.warmup_ratio)
+    _option(hp, "weight-decay", type=float, default=d.weight_decay)
+    _option(hp, "seed", type=int, default=d.seed)
+    _option(hp, "label-smoothing", type=float, default=d.label_smoothing)
+    _option(hp, "class-weights", type=_bool, default=d.class_weights, metavar="{true,false}")
+    _option(hp, "early-stopping-patience", type=int, default=d.early_stopping_patience, help="0 = off")
+    _option(
+        hp,
+        "noisy-augmentation",
+        type=float,
+        default=d.noisy_augmentation,
+        help="share of training rows wrapped in e-mail/chat noise each epoch; 0 = off",
+    )
+    _option(
+        hp,
+        "minority-min-examples",
+        type=int,
+        default=d.minority_min_examples,
+        help="oversample labels below this many training rows with noisy copies; 0 = off",
+    )
+    _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+
+    pre = parser.add_argument_group("preprocessing (stored in the artifact, applied when serving)")
+    p = d.preprocessing
+    _option(pre, "mask-pii", type=_bool, default=p.mask_pii, metavar="{true,false}")
+    _option(pre, "extract-request", type=_bool, default=p.extract_request, metavar="{true,false}")
+    _option(pre, "emojis", choices=["text", "remove", "keep"], default=p.emojis)
+    _option(pre, "remove-stopwords", type=_bool, default=p.remove_stopwords, metavar="{true,false}")
+
+    steps = parser.add_argument_group("pipeline steps")
+    _option(steps, "export", type=_bool, default=True, metavar="{true,false}", help="build the int8 artifact")
+    _option(steps, "evaluate", type=_bool, default=True, metavar="{true,false}")
+    _option(steps, "optimization-report", type=_bool, default=True, metavar="{true,false}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_arguments(sub.add_parser("train", help="load, split, fine-tune, export, evaluate"))
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate an artifact on a CSV/JSONL file", add_help=False, prefix_chars="\0"
+    )
+    evaluate.add_argument("args", nargs=argparse.REMAINDER)
+    package = sub.add_parser("package", help="pack an artifact as model.tar.gz for SageMaker")
+    package.add_argument("--model", type=Path, default=LOCAL_ARTIFACTS / "model")
+    package.add_argument("--output", type=Path, default=None, help="default: <model>/../model.tar.gz")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from triage_core.preprocessing import PreprocessConfig
+
+    preprocessing = PreprocessConfig(
+        mask_pii=args.mask_pii,
+        extract_request=args.extract_request,
+        emojis=args.emojis,
+        remove_stopwords=args.remove_stopwords,
+    )
+    try:
+        return TrainConfig(
+            base_model=args.base_model,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            head_learning_rate=args.head_learning_rate,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            warmup_ratio=args.warmup_ratio,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            label_smoothing=args.label_smoothing,
+            class_weights=args.class_weights,
+            early_stopping_patience=args.early_stopping_patience,
+            noisy_augmentation=args.noisy_augmentation,
+            minority_min_examples=args.minority_min_examples,
+            threads=args.threads,
+            preprocessing=preprocessing,
+        )
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+# --- commands ----------------------------------------------------------------------------------
+def _log_to_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def _headline(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: report[k] for k in ("accuracy", "macro_f1", "micro_f1") if k in report}
+
+
+def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
+    from training.data import DataError, format_support, load_or_create_splits, load_tickets
+
+    defaults = environment_defaults(env)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    config = config_from_args(args)
+    reports_dir: Path = args.reports_dir
+    _log_to_file(reports_dir / "train.log")
+    started = time.perf_counter()
+
+    try:
+        dataset = load_tickets(args.data, args.text_column, args.label_column, args.encoding)
+        splits = load_or_create_splits(
+            dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
+        )
+    except DataError as exc:
+        raise SystemExit(f"data error: {exc}") from None
+    _write_json(reports_dir / "data_report.json", splits.info)
+    log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
+
+    from training.train import train
+
+    labels = dataset.label_names
+    result = train(config, splits.train, splits.validation, args.work_dir, labels=labels)
+    summary: dict[str, Any] = {
+        "data": str(args.data),
+        "rows": splits.info["sizes"],
+        "labels": len(labels),
+        "config": config.to_dict(),
+        "best_epoch": result.best_epoch,
+        "best_val_macro_f1": result.best_val_macro_f1,
+        "epochs_run": len(result.history),
+        "fine_tune_seconds": round(result.train_seconds, 1),
+        "hf_model_dir": str(result.model_dir),
+    }
+
+    if args.export:
+        from training.export import export_artifact
+
+        t0 = time.perf_counter()
+        export_artifact(
+            result.model_dir,
+            args.output,
+            labels=labels,
+            max_length=config.max_length,
+            preprocessing=config.preprocessing,
+            scoring="softmax",
+            base_model=config.base_model,
+        )
+        summary["artifact"] = str(args.output)
+        summary["export_seconds"] = round(time.perf_counter() - t0, 1)
+        if args.evaluate:
+            summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
+        if args.optimization_report:
+            summary["optimization_report"] = optimization_report(
+                result.model_dir, args.output, splits.test, reports_dir
+            )
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    _write_json(reports_dir / "train_summary.json", summary)
+    log.info(
+        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
+        summary["total_seconds"],
+        result.best_val_macro_f1,
+        summary.get("test_clean", "-"),
+        summary.get("test_noisy", "-"),
+    )
+    return summary
+
+
+def evaluate_test_splits(
+    artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Evaluate the served artifact on the clean and the noisy test split; write metrics.json."""
+    from training.evaluate import evaluate_artifact, write_evaluation
+    from training.noise import noisy_variant
+    from triage_core.artifact import METRICS_FILE
+
+    clean = evaluate_artifact(artifact_dir, test.texts, test.labels)
+    noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
+    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels)
+    write_evaluation(clean, reports_dir / "test_clean")
+    write_evaluation(noisy, reports_dir / "test_noisy")
+    metrics = dict(clean)
+    metrics["dataset"] = "held-out test split (clean)"
+    metrics["noisy_test"] = {
+        **_headline(noisy),
+        "description": f"the same test rows wrapped in e-mail/chat noise (training.noise pool 'eval', "
+        f"seed {NOISY_SEED})",
+    }
+    metrics["training"] = {k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "fine_tune_seconds")}
+    _write_json(Path(artifact_dir) / METRICS_FILE, metrics)
+    return {"test_clean": _headline(clean), "test_noisy": _headline(noisy)}
+
+
+def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
+    """torch fp32 vs ONNX fp32 vs ONNX int8 (the other helper's ``training.optimization_report``)."""
+    from training import optimization_report as report_module
+
+    path = report_module.run_optimization_report(
+        hf_model_dir=hf_model_dir,
+        artifact_dir=artifact_dir,
+        texts=test.texts,
+        labels=test.labels,
+        out_dir=reports_dir,
+    )
+    return str(path) if path else None
+
+
+def run_package(args: argparse.Namespace) -> Path:
+    from training.export import pack_model_tar
+
+    output = args.output or args.model.parent / "model.tar.gz"
+    path = pack_model_tar(args.model, output)
+    log.info("wrote %s (%d bytes): upload it to S3 and use it as ModelDataUrl", path, path.stat().st_size)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "train":
+        run_train(args)
+    elif args.command == "evaluate":
+        from training import evaluate
+
+        return int(evaluate.main(args.args) or 0)
+    elif args.command == "package":
+        run_package(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
