@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -41,6 +43,29 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+_dynamodb_lock = threading.RLock()
+
+
+def _serialize_moto_dynamodb() -> None:
+    """moto's DynamoDB backend is not thread-safe: ``TransactWriteItems`` deep-copies a table
+    while other requests write to it ("dictionary changed size during iteration"). Real DynamoDB
+    serializes conflicting writes; one lock around moto's DynamoDB request handling gives the
+    in-process server the same behaviour."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_serialized", False):
+        return
+    original = DynamoHandler.call_action
+
+    @functools.wraps(original)
+    def call_action(self: Any) -> Any:
+        with _dynamodb_lock:
+            return original(self)
+
+    call_action._serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 class MotoServer:
     """moto's threaded server (S3, SNS, SQS, DynamoDB in one process) on 127.0.0.1:<free port>."""
 
@@ -54,6 +79,7 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        _serialize_moto_dynamodb()
         self._server.start()
         return self
 

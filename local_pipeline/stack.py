@@ -58,6 +58,7 @@ class LocalStack:
         self.router: EventRouter | None = None
         self._env = contextlib.ExitStack()
         self._log_handler: logging.Handler | None = None
+        self._own_handler: logging.Handler | None = None
         self.clients: dict[str, Any] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -185,8 +186,16 @@ class LocalStack:
         }
 
     def _route_handler_logs(self) -> None:
-        """Handler logs (Powertools JSON) go to <work_dir>/lambda.log instead of the terminal."""
+        """Handler logs (Powertools JSON) go to <work_dir>/lambda.log, the stack's own (router
+        retries, endpoint errors) to <work_dir>/local-pipeline.log, not to the terminal."""
         from ticket_pipeline.logs import handler_logger
+
+        own = logging.getLogger("local_pipeline")
+        self._own_handler = logging.FileHandler(self.config.work_dir / "local-pipeline.log")
+        self._own_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        own.addHandler(self._own_handler)
+        own.setLevel(logging.INFO)
+        own.propagate = False
 
         logger = handler_logger()
         std = logging.getLogger(logger.service)
@@ -199,6 +208,12 @@ class LocalStack:
         std.setLevel(self.config.log_level)
 
     def _unroute_handler_logs(self) -> None:
+        own = logging.getLogger("local_pipeline")
+        if getattr(self, "_own_handler", None) is not None:
+            own.removeHandler(self._own_handler)
+            self._own_handler.close()
+            self._own_handler = None
+            own.propagate = True
         if self._log_handler is None:
             return
         from ticket_pipeline.logs import handler_logger

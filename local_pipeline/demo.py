@@ -1,0 +1,168 @@
+"""``python -m local_pipeline demo``: sample files through the whole local async pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from local_pipeline.aws import results_message
+from local_pipeline.samples import SampleFile
+from local_pipeline.stack import LocalStack
+
+
+@dataclass
+class FileResult:
+    sample: SampleFile
+    message: dict[str, Any]
+    summary: dict[str, Any]
+    results: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+
+
+def _read(stack: LocalStack, uri: str) -> bytes:
+    bucket, key = uri[len("s3://") :].split("/", 1)
+    return stack.clients["s3"].get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _jsonl(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def drop_samples(stack: LocalStack, samples: list[SampleFile]) -> dict[str, SampleFile]:
+    """Upload the samples; returns them by the ``source`` URI the results message will carry."""
+    by_source = {}
+    bucket = stack.names.input_bucket
+    for sample in samples:
+        extra = {"ContentType": sample.content_type} if sample.content_type else {}
+        stack.clients["s3"].put_object(Bucket=bucket, Key=sample.key, Body=sample.body, **extra)
+        by_source[f"s3://{bucket}/{sample.key}"] = sample
+    return by_source
+
+
+def wait_for_results(
+    stack: LocalStack, expected: dict[str, SampleFile], timeout: float, show_progress: bool = True
+) -> dict[str, dict[str, Any]]:
+    """Collect one results message per dropped file from the results queue, with a progress bar
+    over the chunks the async endpoint has taken in and finished."""
+    assert stack.resources and stack.endpoint
+    sqs = stack.clients["sqs"]
+    queue_url = stack.resources.results_queue_url
+    received: dict[str, dict[str, Any]] = {}
+    deadline = time.time() + timeout
+    with tqdm(total=1, unit="chunk", desc="chunks", disable=not show_progress, dynamic_ncols=True) as bar:
+        while len(received) < len(expected) and time.time() < deadline:
+            resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for message in resp.get("Messages", []):
+                body = results_message(message["Body"])
+                if body.get("source") in expected:
+                    received[body["source"]] = body
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            stats = stack.endpoint.stats
+            bar.total = max(stats.received, 1)
+            bar.n = stats.finished
+            bar.set_postfix(files=f"{len(received)}/{len(expected)}", backlog=stack.endpoint.backlog())
+            bar.refresh()
+    return received
+
+
+def collect(
+    stack: LocalStack, expected: dict[str, SampleFile], messages: dict[str, dict]
+) -> list[FileResult]:
+    out = []
+    for source, sample in expected.items():
+        message = messages.get(source)
+        if message is None:
+            continue
+        out.append(
+            FileResult(
+                sample,
+                message,
+                json.loads(_read(stack, message["summary"])),
+                _jsonl(_read(stack, message["results"])),
+                _jsonl(_read(stack, message["failures"])),
+            )
+        )
+    return out
+
+
+def save(stack: LocalStack, results: list[FileResult], out_dir: Path) -> None:
+    for result in results:
+        job_dir = out_dir / result.message["job_id"]
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("results", "failures", "summary"):
+            uri = result.message[name]
+            (job_dir / uri.rsplit("/", 1)[-1]).write_bytes(_read(stack, uri))
+        (job_dir / "message.json").write_text(json.dumps(result.message, indent=2) + "\n", encoding="utf-8")
+
+
+def report(results: list[FileResult], elapsed: float, busy_seconds: float, out_dir: Path) -> str:
+    lines = []
+    tickets = sum(r.message["tickets"] for r in results)
+    classified = sum(r.message.get("succeeded", 0) for r in results)
+    review = sum(r.summary.get("needs_review", 0) for r in results)
+    lines.append("")
+    lines.append(f"{len(results)} files, {tickets:,} tickets, {classified:,} classified in {elapsed:.1f} s")
+    lines.append(
+        f"  end to end (drop -> results message): {classified / elapsed:,.0f} tickets/s;"
+        f" model server busy {busy_seconds:.1f} s ({classified / max(busy_seconds, 1e-9):,.0f} tickets/s)"
+    )
+    lines.append("")
+    header = (
+        f"  {'file':<42} {'status':<9} {'tickets':>7} {'ok':>6} {'failed':>6} {'review':>7}  top categories"
+    )
+    lines.append(header)
+    for r in results:
+        key = r.sample.key.split("/", 1)[-1]
+        succeeded = r.summary["succeeded"]
+        share = f"{100 * r.summary['needs_review_share']:.1f}%" if succeeded else "-"
+        top = ", ".join(f"{label} {n}" for label, n in list(r.summary["categories"].items())[:3])
+        if r.summary.get("error"):
+            top = f"(whole file: {r.summary['error'][:60]})"
+        lines.append(
+            f"  {key[:42]:<42} {r.message['status']:<9} {r.message['tickets']:>7,} {succeeded:>6,}"
+            f" {r.message['failed']:>6,} {share:>7}  {top}"
+        )
+    categories: Counter[str] = Counter()
+    for r in results:
+        categories.update(r.summary["categories"])
+    if categories:
+        lines.append("")
+        lines.append(f"Top categories over all files ({len(categories)} of them seen):")
+        for label, n in categories.most_common(8):
+            lines.append(f"  {n:>6,}  {label}")
+    for r in results:
+        known = [(row["label"], r.sample.expected_labels.get(row["id"])) for row in r.results]
+        if r.sample.expected_labels and {p for p, _ in known} & set(r.sample.expected_labels.values()):
+            hits = sum(pred == gold for pred, gold in known if gold)
+            lines.append("")
+            lines.append(
+                f"Agreement with the known categories of {r.sample.key.split('/', 1)[-1]}: "
+                f"{hits:,}/{len(known):,} = {100 * hits / max(len(known), 1):.1f}%"
+            )
+    lines.append("")
+    lines.append(
+        f"Tickets needing review: {review:,} of {classified:,} ({100 * review / max(classified, 1):.1f}%)"
+    )
+    examples = [
+        (row, r.sample.texts.get(row["id"], ""))
+        for r in results
+        for row in r.results
+        if row["needs_review"] and r.sample.texts
+    ]
+    for row, text in sorted(examples, key=lambda e: e[0]["score"])[:5]:
+        lines.append(f"  {row['id']:<8} {row['score']:.2f} {row['label']:<32} {text[:60]!r}")
+    failed = [(r, f) for r in results for f in r.failures]
+    if failed:
+        lines.append("")
+        lines.append(f"Failed tickets: {len(failed):,} (every one listed in its failures.jsonl)")
+        for r, f in failed[:10]:
+            lines.append(f"  {r.sample.key.split('/', 1)[-1][:24]:<24} {f['id']:<12} {f['error'][:80]}")
+    lines.append("")
+    lines.append(f"Results, failures and summaries saved under {out_dir}/<job id>/")
+    return "\n".join(lines)
