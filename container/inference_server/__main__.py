@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -44,6 +46,19 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
     }
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's graceful shutdown on SIGTERM, then exit 0 (uvicorn would re-raise the signal,
+    which makes a clean stop look like a crash in SageMaker's and Docker's logs)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM:
+            super().handle_exit(sig, frame)
+        elif self.should_exit:
+            self.force_exit = True  # a second SIGTERM: stop waiting for in-flight requests
+        else:
+            self.should_exit = True
+
+
 def serve(settings: Settings) -> int:
     logs.configure(settings.log_level)
     try:
@@ -71,7 +86,7 @@ def serve(settings: Settings) -> int:
         )
         return 0
     failed = []
-    server: uvicorn.Server | None = None
+    server: _Server | None = None
 
     def on_fatal() -> None:
         failed.append(True)
@@ -79,7 +94,7 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     app = InferenceApp(settings, on_fatal=on_fatal)
-    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings)))
+    server = _Server(uvicorn.Config(app, **_uvicorn_options(settings)))
     server.run()
     return 1 if failed else 0
 

@@ -1,0 +1,167 @@
+"""The /ping and /invocations contract, over HTTP against the real server process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from triage_core.inference import ArtifactClassifier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+NOISY = [
+    "Hi team,\n\nmy card hasn't arrived yet 😡 can you check?\n\nThanks,\nAnna\n-- \nSent from my iPhone",
+    "I was charged twice at https://shop.example.com, card 4111 1111 1111 1111, call me on +44 20 7946 0958",
+    "Pourquoi mon virement n'est-il pas encore arrivé ? ¿Dónde está mi dinero?",
+    "TOP UP FAILED!!!",
+    "> old quoted reply\nwhy was my transfer declined",
+]
+
+
+def banking_texts(n: int) -> list[str]:
+    with (ROOT / "data/banking77/train.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    step = max(1, len(rows) // n)
+    return [row["text"] for row in rows[::step][:n]]
+
+
+def test_ping_is_200_once_ready(server):
+    resp = server.request("GET", "/ping")
+    assert resp.status == 200
+    assert resp.json() == {"status": "ok"}
+
+
+def test_hf_toolkit_shape_single_string(server, tiny_labels):
+    resp = server.invoke(json.dumps({"inputs": "where is my new card?"}).encode(), "application/json")
+    assert resp.status == 200
+    assert resp.headers["content-type"] == "application/json"
+    (pred,) = resp.json()["predictions"]
+    assert pred["id"] is None and pred["index"] == 0
+    assert pred["label"] in tiny_labels
+    assert 0.0 <= pred["score"] <= 1.0
+    assert pred["needs_review"] == (pred["score"] < 0.5)
+    assert "top_k" not in pred
+
+
+def test_hf_toolkit_shape_list_with_top_k(server, tiny_labels):
+    body = {"inputs": ["card lost", "exchange rate for euros", "top up failed"], "parameters": {"top_k": 3}}
+    resp = server.invoke(json.dumps(body).encode(), "application/json")
+    preds = resp.json()["predictions"]
+    assert [p["index"] for p in preds] == [0, 1, 2]
+    for pred in preds:
+        top = pred["top_k"]
+        assert len(top) == 3
+        assert top[0] == {"label": pred["label"], "score": pred["score"]}
+        assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+        assert {t["label"] for t in top} <= set(tiny_labels)
+
+
+def test_top_k_larger_than_label_count_is_clamped(server, tiny_labels):
+    body = {"inputs": ["card lost"], "parameters": {"top_k": 1000}}
+    (pred,) = server.invoke(json.dumps(body).encode(), "application/json").json()["predictions"]
+    assert len(pred["top_k"]) == len(tiny_labels)
+
+
+def test_instances_echo_ids_in_order(server):
+    instances = [{"id": f"t-{i}", "text": text} for i, text in enumerate(banking_texts(10))]
+    resp = server.invoke(json.dumps({"instances": instances}).encode(), "application/json")
+    preds = resp.json()["predictions"]
+    assert [p["id"] for p in preds] == [f"t-{i}" for i in range(10)]
+    assert [p["index"] for p in preds] == list(range(10))
+
+
+def test_jsonlines_in_and_out(server):
+    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(banking_texts(5))]
+    resp = server.invoke("\n".join(lines).encode(), "application/jsonlines", "application/jsonlines")
+    assert resp.status == 200
+    assert resp.headers["content-type"] == "application/jsonlines"
+    preds = resp.jsonl()
+    assert [p["id"] for p in preds] == ["0", "1", "2", "3", "4"]  # integer ids come back as strings
+
+
+def test_csv_with_id_and_quoted_multiline_text(server):
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", "text", "channel"])
+    writer.writerow(["a1", "my card, it never came", "email"])
+    writer.writerow(["a2", "line one\nline two, with a comma", "chat"])
+    resp = server.invoke(buf.getvalue().encode(), "text/csv", "application/jsonlines")
+    preds = resp.jsonl()
+    assert [(p["id"], p["index"]) for p in preds] == [("a1", 0), ("a2", 1)]
+    assert all("label" in p for p in preds)
+
+
+def test_csv_without_id_column(server):
+    resp = server.invoke(b"text\nhello, is my card lost?\ntop up\n", "text/csv")
+    preds = resp.json()["predictions"]
+    assert [p["id"] for p in preds] == [None, None]
+
+
+def test_content_type_parameters_and_accept_negotiation(server):
+    body = b'{"inputs": "card"}'
+    assert server.invoke(body, "application/json; charset=utf-8").status == 200
+    assert server.invoke(body, "application/json", "*/*").headers["content-type"] == "application/json"
+    resp = server.invoke(body, "application/json", "text/html;q=0.9, application/jsonlines")
+    assert resp.headers["content-type"] == "application/jsonlines"
+    resp = server.invoke(body, "application/json", "application/jsonlines;q=0.5, application/json")
+    assert resp.headers["content-type"] == "application/json"
+
+
+def test_top_k_from_sagemaker_custom_attributes(server):
+    resp = server.invoke(
+        b'{"id": "x", "text": "lost card"}\n',
+        "application/jsonlines",
+        "application/jsonlines",
+        **{"X-Amzn-SageMaker-Custom-Attributes": "trace=abc,top_k=2"},
+    )
+    (pred,) = resp.jsonl()
+    assert len(pred["top_k"]) == 2
+
+
+def test_review_threshold_flags_low_confidence(tiny_artifact, tmp_path):
+    from tests.container.serverproc import start_server, stop_server
+
+    srv = start_server(tiny_artifact, tmp_path / "log", TRIAGE_REVIEW_THRESHOLD="1.0")
+    try:
+        preds = srv.invoke(b'{"inputs": ["card", "rate"]}', "application/json").json()["predictions"]
+        assert all(p["needs_review"] for p in preds)
+    finally:
+        stop_server(srv)
+
+
+def test_served_predictions_equal_the_evaluation_code_path(server, tiny_artifact):
+    """No training/serving skew: HTTP predictions == ArtifactClassifier (what evaluation runs)."""
+    texts = banking_texts(150) + NOISY
+    lines = [json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)]
+    resp = server.invoke("\n".join(lines).encode(), "application/jsonlines", "application/jsonlines")
+    preds = resp.jsonl()
+    assert [p["id"] for p in preds] == [f"r{i}" for i in range(len(texts))]
+
+    classifier = ArtifactClassifier(tiny_artifact)
+    scores = classifier.predict_scores(texts)
+    expected = classifier.top_k(scores, 1)
+    served_scores = np.array([p["score"] for p in preds])
+    expected_scores = np.array([e.score for e in expected])
+    # int8 dynamic quantization scales activations per batch, so a ticket's score can move a
+    # little with its batch-mates; labels must agree except on near-ties.
+    np.testing.assert_allclose(served_scores, expected_scores, atol=0.02)
+    disagreements = [
+        i
+        for i, (p, e) in enumerate(zip(preds, expected, strict=True))
+        if p["label"] != e.label and abs(float(np.sort(scores[i])[-1] - np.sort(scores[i])[-2])) > 0.02
+    ]
+    assert disagreements == []
+    same = sum(p["label"] == e.label for p, e in zip(preds, expected, strict=True))
+    assert same >= len(texts) - 3
+
+
+@pytest.mark.parametrize("path,method,status", [("/nope", "GET", 404), ("/invocations", "GET", 405)])
+def test_unknown_routes(server, path, method, status):
+    resp = server.request(method, path)
+    assert resp.status == status
+    assert "error" in resp.json()

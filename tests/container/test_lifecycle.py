@@ -1,0 +1,160 @@
+"""Start-up, readiness, settings and SIGTERM: the SageMaker container lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from inference_server.app import InferenceApp
+from inference_server.settings import MB, Settings, SettingsError
+from tests.container.serverproc import ROOT, free_port, server_env, start_server, stop_server
+
+
+def test_settings_defaults_are_sized_to_the_cpus():
+    settings = Settings.from_env({})
+    assert settings.port == 8080
+    assert settings.model_dir == Path("/opt/ml/model")
+    assert settings.workers == 1
+    assert settings.threads_per_worker >= 1
+    assert settings.max_payload_bytes == 1024 * MB  # async inference sends up to 1 GB
+    assert settings.timeout_seconds == 3600  # ... and waits up to an hour
+
+
+def test_settings_from_environment():
+    env = {
+        "SAGEMAKER_BIND_TO_PORT": "9000",
+        "MODEL_DIR": "/models/x",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600",
+        "TRIAGE_THREADS_PER_WORKER": "3",
+        "TRIAGE_MAX_BATCH_SIZE": "16",
+        "TRIAGE_MAX_PAYLOAD_MB": "1024",
+        "TRIAGE_REVIEW_THRESHOLD": "0.7",
+        "LOG_LEVEL": "debug",
+    }
+    s = Settings.from_env(env)
+    assert (s.port, s.model_dir, s.workers, s.threads_per_worker) == (9000, Path("/models/x"), 2, 3)
+    assert (s.max_batch_size, s.max_payload_bytes, s.review_threshold) == (16, 1024 * MB, 0.7)
+    assert (s.timeout_seconds, s.log_level) == (3600, "DEBUG")
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "http"),
+        ("TRIAGE_REVIEW_THRESHOLD", "2"),
+        ("TRIAGE_MAX_BATCH_SIZE", "0"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_settings_are_rejected_with_the_variable_name(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_bad_setting_exits_2_with_a_message(tiny_artifact):
+    env = server_env(tiny_artifact, free_port(), TRIAGE_MAX_BATCH_SIZE="lots")
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference_server", "serve"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert b"TRIAGE_MAX_BATCH_SIZE" in proc.stderr
+
+
+def test_missing_model_exits_1_with_a_clear_log(tmp_path):
+    env = server_env(tmp_path / "no-model", free_port())
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference_server", "serve"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    (entry,) = [json.loads(line) for line in proc.stdout.splitlines() if b"cannot serve" in line]
+    assert entry["level"] == "ERROR" and "is not a model artifact" in entry["msg"]
+
+
+def _asgi_call(app: InferenceApp, method: str, path: str, body: bytes = b"", headers=()) -> tuple[int, bytes]:
+    """Drive the ASGI app in-process (used only where timing makes the process route flaky)."""
+    sent: list[dict] = []
+
+    async def run() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_ping_is_503_until_the_model_is_loaded_and_warm(tiny_artifact):
+    app = InferenceApp(Settings(model_dir=tiny_artifact, threads_per_worker=1))
+    assert _asgi_call(app, "GET", "/ping")[0] == 503
+    status, body = _asgi_call(
+        app, "POST", "/invocations", b'{"inputs": "card"}', [(b"content-type", b"application/json")]
+    )
+    assert status == 503 and json.loads(body)["error"] == "model is loading"
+    app.start_loading()
+    deadline = time.monotonic() + 30
+    while _asgi_call(app, "GET", "/ping")[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    status, body = _asgi_call(
+        app, "POST", "/invocations", b'{"inputs": "card"}', [(b"content-type", b"application/json")]
+    )
+    assert status == 200 and len(json.loads(body)["predictions"]) == 1
+    app.close()
+
+
+def test_sigterm_finishes_the_in_flight_request_then_exits_0(tiny_artifact, tmp_path):
+    server = start_server(tiny_artifact, tmp_path / "server.log")
+    line = b'{"id": "x", "text": "my card has not arrived"}\n'
+    result: dict = {}
+
+    def slow_upload() -> None:
+        conn = server.connection(timeout=30)
+        conn.putrequest("POST", "/invocations")
+        conn.putheader("Content-Type", "application/jsonlines")
+        conn.putheader("Accept", "application/jsonlines")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for _ in range(6):
+            chunk = line * 100
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            time.sleep(0.25)
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        result["status"] = resp.status
+        result["records"] = len(resp.read().splitlines())
+        conn.close()
+
+    client = threading.Thread(target=slow_upload)
+    client.start()
+    time.sleep(0.5)  # the upload is in progress
+    server.proc.send_signal(signal.SIGTERM)
+    client.join(30)
+    assert result == {"status": 200, "records": 600}
+    assert server.proc.wait(15) == 0
+    messages = [entry.get("msg") for entry in server.log_lines()]
+    assert "server stopped" in messages
+    stop_server(server)
