@@ -1,0 +1,209 @@
+"""The SageMaker asynchronous inference endpoint: execution role, model, endpoint config, endpoint."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aws_cdk import Aws, Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.config import MAX_ASYNC_PAYLOAD_MB
+from infra.model import ModelArtifact
+from infra.nag import acknowledge, arn_finding
+
+VARIANT_NAME = "AllTraffic"
+
+
+@dataclass(frozen=True)
+class AsyncInferenceEndpointProps:
+    image: ecr_assets.DockerImageAsset
+    model_artifact: ModelArtifact
+    key: kms.IKey
+    input_bucket: s3.IBucket
+    chunk_prefix: str
+    output_bucket: s3.IBucket
+    async_results_prefix: str
+    async_failures_prefix: str
+    success_topic: sns.ITopic
+    error_topic: sns.ITopic
+    instance_type: str
+    max_concurrent_invocations_per_instance: int
+    model_server_workers: int
+    threads_per_worker: int
+    invocation_timeout_seconds: int
+    review_threshold: float
+    log_level: str
+
+
+class AsyncInferenceEndpoint(Construct):
+    """Model + async endpoint config + endpoint, with a least-privilege execution role.
+
+    The role may read the model artifact, pull the image, read ``chunks/`` of the input bucket,
+    write ``async-results/`` and ``async-failures/`` of the output bucket, publish to the
+    success/error topics, use the key for those, and write its own logs and metrics.
+
+    The endpoint config has no fixed name: every async property forces a replacement, and
+    CloudFormation can only replace a resource whose name it generates.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: AsyncInferenceEndpointProps) -> None:
+        super().__init__(scope, construct_id)
+        self.role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="Ticket triage async endpoint: model, chunks, async outputs, notifications",
+        )
+        props.model_artifact.grant_read(self.role)
+        props.image.repository.grant_pull(self.role)
+        props.input_bucket.grant_read(self.role, f"{props.chunk_prefix}*")
+        props.output_bucket.grant_put(self.role, f"{props.async_results_prefix}*")
+        props.output_bucket.grant_put(self.role, f"{props.async_failures_prefix}*")
+        props.success_topic.grant_publish(self.role)
+        props.error_topic.grant_publish(self.role)
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EndpointLogs",
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:DescribeLogStreams",
+                    "logs:PutLogEvents",
+                ],
+                resources=[
+                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/*"
+                ],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EndpointMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
+            )
+        )
+        self._acknowledge_role_findings(props)
+
+        environment = {
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(props.invocation_timeout_seconds),
+            "SAGEMAKER_MODEL_SERVER_WORKERS": str(props.model_server_workers),
+            "TRIAGE_THREADS_PER_WORKER": str(props.threads_per_worker),
+            "TRIAGE_MAX_PAYLOAD_MB": str(MAX_ASYNC_PAYLOAD_MB),
+            "TRIAGE_REVIEW_THRESHOLD": str(props.review_threshold),
+            "LOG_LEVEL": props.log_level,
+        }
+        self.model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=props.image.image_uri,
+                model_data_url=props.model_artifact.s3_url,
+                environment=environment,
+            ),
+        )
+        # SageMaker checks the role's permissions when it creates the model: create the policy first.
+        self.model.node.add_dependency(self.role)
+
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "Config",
+            kms_key_id=props.key.key_arn,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=self.model.attr_model_name,
+                    initial_instance_count=1,
+                    instance_type=props.instance_type,
+                )
+            ],
+            async_inference_config=sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+                client_config=sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                    max_concurrent_invocations_per_instance=props.max_concurrent_invocations_per_instance,
+                ),
+                output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                    s3_output_path=props.output_bucket.s3_url_for_object(props.async_results_prefix),
+                    s3_failure_path=props.output_bucket.s3_url_for_object(props.async_failures_prefix),
+                    kms_key_id=props.key.key_arn,
+                    notification_config=sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                        success_topic=props.success_topic.topic_arn,
+                        error_topic=props.error_topic.topic_arn,
+                    ),
+                ),
+            ),
+        )
+        self.endpoint = sagemaker.CfnEndpoint(
+            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+        )
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.endpoint.attr_endpoint_name
+
+    @property
+    def endpoint_arn(self) -> str:
+        """``Ref`` of ``AWS::SageMaker::Endpoint`` is its ARN."""
+        return self.endpoint.ref
+
+    def grant_invoke_async(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``sagemaker:InvokeEndpointAsync`` on this endpoint only."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["sagemaker:InvokeEndpointAsync"], resource_arns=[self.endpoint_arn]
+        )
+
+    def _acknowledge_role_findings(self, props: AsyncInferenceEndpointProps) -> None:
+        policy = self.role.node.find_child("DefaultPolicy").node.default_child
+        output = props.output_bucket.node.default_child
+        findings = {
+            "Action::s3:GetObject*": "grant_read on the model artifact and on the chunks/ prefix only.",
+            "Action::s3:GetBucket*": "grant_read: bucket metadata of the model and input buckets only.",
+            "Action::s3:List*": "grant_read: listing of the model and input buckets only.",
+            "Action::s3:Abort*": "grant_put: abort multipart uploads under the async output prefixes only.",
+            "Action::kms:GenerateDataKey*": "Encrypting async outputs and notifications with the stack key.",
+            "Action::kms:ReEncrypt*": "grant_put on the KMS-encrypted output bucket (stack key only).",
+            "Resource::*": (
+                "ecr:GetAuthorizationToken has no resource-level permissions, and "
+                "cloudwatch:PutMetricData is limited by a namespace condition."
+            ),
+            arn_finding(props.input_bucket.node.default_child, f"/{props.chunk_prefix}*"): (
+                "The endpoint reads the chunks the dispatcher writes, nothing else in the input bucket."
+            ),
+            arn_finding(output, f"/{props.async_results_prefix}*"): (
+                "The endpoint writes one result object per invocation under the async-results prefix."
+            ),
+            arn_finding(output, f"/{props.async_failures_prefix}*"): (
+                "The endpoint writes one failure object per failed invocation under the failures prefix."
+            ),
+            (
+                "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
+                "log-group:/aws/sagemaker/Endpoints/*"
+            ): "SageMaker names the endpoint's log streams itself, under its own log group.",
+        }
+        if props.model_artifact.asset is not None:
+            bucket_name = Stack.of(self).resolve(props.model_artifact.bucket.bucket_name)
+            findings[f"Resource::arn:<AWS::Partition>:s3:::{_render(bucket_name)}/*"] = (
+                "grant_read on the CDK asset bucket: the model artifact's key is only known at deploy time."
+            )
+        else:
+            findings[
+                f"Resource::arn:<AWS::Partition>:s3:::{props.model_artifact.bucket.bucket_name}/"
+                f"{props.model_artifact.object_key}"
+            ] = "Exact model object."
+        for finding, reason in findings.items():
+            acknowledge(policy, f"AwsSolutions-IAM5[{finding}]", reason)
+
+
+def _render(value: object) -> str:
+    """cdk-nag's rendering of a resolved value in a finding id: ``${AWS::Region}`` -> ``<AWS::Region>``."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        value = sub if isinstance(sub, str) else sub[0]
+    return re.sub(r"\$\{([^}]+)\}", r"<\1>", str(value))

@@ -1,0 +1,200 @@
+"""The app's settings: one typed, validated object built from the CDK context.
+
+Every setting is a top-level context key prefixed ``triage:`` (so ``cdk synth -c
+triage:maxCapacity=4`` works: values given on the command line arrive as strings and are
+coerced here). Defaults live both in ``cdk.json`` (what ``make synth`` and ``cdk deploy`` use)
+and on the fields below (what a bare ``App()`` in a test gets); a test keeps them equal.
+
+Nothing here talks to AWS: no account ids, no regions, no lookups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONTEXT_PREFIX = "triage:"
+
+# SageMaker's async limits (InvokeEndpointAsync): request TTL 60..21600 s, invocation timeout
+# 1..3600 s, payload up to 1 GB. The container is told the same limits.
+MAX_INVOCATION_TIMEOUT_SECONDS = 3600
+MAX_REQUEST_TTL_SECONDS = 21600
+MAX_ASYNC_PAYLOAD_MB = 1024
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
+_INSTANCE_TYPE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+_STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """The CDK context holds a missing, unknown or invalid ``triage:*`` value."""
+
+
+class TriageConfig(BaseModel):
+    """Settings of the ticket-triage stack. Field aliases are the context keys (without prefix)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+    stack_name: str = Field("TicketTriage", alias="stackName")
+
+    # --- model and endpoint
+    model_artifact: str = Field(
+        "artifacts/model.tar.gz",
+        alias="modelArtifact",
+        description="local path of model.tar.gz (relative to the repo root) or an s3:// URI",
+    )
+    instance_type: str = Field("ml.c6i.large", alias="instanceType")
+    model_server_workers: int = Field(1, alias="modelServerWorkers", ge=1, le=64)
+    threads_per_worker: int = Field(2, alias="threadsPerWorker", ge=1, le=64)
+    max_concurrent_invocations_per_instance: int = Field(
+        2, alias="maxConcurrentInvocationsPerInstance", ge=1, le=1000
+    )
+    review_threshold: float = Field(0.5, alias="reviewThreshold", ge=0.0, le=1.0)
+    invocation_timeout_seconds: int = Field(
+        3600, alias="invocationTimeoutSeconds", ge=1, le=MAX_INVOCATION_TIMEOUT_SECONDS
+    )
+    request_ttl_seconds: int = Field(MAX_REQUEST_TTL_SECONDS, alias="requestTtlSeconds", ge=60, le=21600)
+
+    # --- autoscaling
+    min_capacity: int = Field(0, alias="minCapacity", ge=0, le=100)
+    max_capacity: int = Field(2, alias="maxCapacity", ge=1, le=100)
+    backlog_target_per_instance: float = Field(5.0, alias="backlogTargetPerInstance", gt=0)
+    scale_in_cooldown_seconds: int = Field(600, alias="scaleInCooldownSeconds", ge=0, le=3600)
+    scale_out_cooldown_seconds: int = Field(300, alias="scaleOutCooldownSeconds", ge=0, le=3600)
+
+    # --- pipeline (S3 layout and Lambdas)
+    input_prefix: str = Field("incoming/", alias="inputPrefix")
+    chunk_prefix: str = Field("chunks/", alias="chunkPrefix")
+    results_prefix: str = Field("results/", alias="resultsPrefix")
+    async_results_prefix: str = Field("async-results/", alias="asyncResultsPrefix")
+    async_failures_prefix: str = Field("async-failures/", alias="asyncFailuresPrefix")
+    chunk_size: int = Field(500, alias="chunkSize", ge=1, le=100_000)
+    max_file_mb: int = Field(1024, alias="maxFileMb", ge=1, le=10 * 1024)
+    dispatcher_timeout_seconds: int = Field(300, alias="dispatcherTimeoutSeconds", ge=10, le=900)
+    aggregator_timeout_seconds: int = Field(300, alias="aggregatorTimeoutSeconds", ge=10, le=900)
+    dispatcher_concurrency: int = Field(5, alias="dispatcherConcurrency", ge=1, le=1000)
+    aggregator_concurrency: int = Field(5, alias="aggregatorConcurrency", ge=1, le=1000)
+    lambda_memory_mb: int = Field(1024, alias="lambdaMemoryMb", ge=128, le=10240)
+    powertools_layer_version: int = Field(27, alias="powertoolsLayerVersion", ge=1)
+    log_level: str = Field("INFO", alias="logLevel", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_retention_days: int = Field(30, alias="logRetentionDays")
+
+    # --- data lifecycle and operations
+    raw_results_expiration_days: int = Field(30, alias="rawResultsExpirationDays", ge=1, le=3650)
+    chunk_expiration_days: int = Field(7, alias="chunkExpirationDays", ge=1, le=3650)
+    oldest_request_alarm_seconds: int = Field(1800, alias="oldestRequestAlarmSeconds", ge=60)
+    alarm_email: str = Field("", alias="alarmEmail", pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+    @field_validator("stack_name")
+    @classmethod
+    def _stack_name(cls, value: str) -> str:
+        if not _STACK_NAME_RE.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits and '-' (max 128)")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE_RE.match(value):
+            raise ValueError("must be a SageMaker instance type such as 'ml.c6i.large'")
+        return value
+
+    @field_validator(
+        "input_prefix", "chunk_prefix", "results_prefix", "async_results_prefix", "async_failures_prefix"
+    )
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError("must be an S3 key prefix like 'incoming/' (no leading '/', ends with '/')")
+        return value
+
+    @field_validator("model_artifact")
+    @classmethod
+    def _model_artifact(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be a local path to model.tar.gz or an s3:// URI")
+        if value.startswith("s3://"):
+            bucket, _, key = value[len("s3://") :].partition("/")
+            if not bucket or not key or key.endswith("/"):
+                raise ValueError("an S3 URI must name an object: s3://<bucket>/<key>/model.tar.gz")
+        elif "://" in value:
+            raise ValueError("only local paths and s3:// URIs are supported")
+        elif not value.endswith(".tar.gz"):
+            raise ValueError("the local model artifact must be a model.tar.gz file")
+        return value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        allowed = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192}
+        if value not in allowed:
+            raise ValueError(f"must be one of CloudWatch Logs' retention periods {sorted(allowed)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TriageConfig:
+        if self.min_capacity > self.max_capacity:
+            raise ValueError(f"minCapacity ({self.min_capacity}) exceeds maxCapacity ({self.max_capacity})")
+        input_prefixes = {"inputPrefix": self.input_prefix, "chunkPrefix": self.chunk_prefix}
+        output_prefixes = {
+            "resultsPrefix": self.results_prefix,
+            "asyncResultsPrefix": self.async_results_prefix,
+            "asyncFailuresPrefix": self.async_failures_prefix,
+        }
+        for group in (input_prefixes, output_prefixes):
+            names = sorted(group)
+            for i, a in enumerate(names):
+                for b in names[i + 1 :]:
+                    if group[a].startswith(group[b]) or group[b].startswith(group[a]):
+                        raise ValueError(
+                            f"{a} ({group[a]!r}) and {b} ({group[b]!r}) overlap: "
+                            "each kind of object needs its own prefix"
+                        )
+        if self.request_ttl_seconds < self.invocation_timeout_seconds:
+            raise ValueError("requestTtlSeconds must be at least invocationTimeoutSeconds")
+        return self
+
+    @property
+    def model_artifact_is_s3(self) -> bool:
+        return self.model_artifact.startswith("s3://")
+
+    @classmethod
+    def context_keys(cls) -> list[str]:
+        """Every supported context key, with its ``triage:`` prefix."""
+        return [CONTEXT_PREFIX + (f.alias or name) for name, f in cls.model_fields.items()]
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any]) -> TriageConfig:
+        """Build from CDK context: reads the ``triage:*`` keys, ignores every other key.
+
+        Raises ``ConfigError`` naming each bad key, its value and the reason.
+        """
+        values = {k[len(CONTEXT_PREFIX) :]: v for k, v in context.items() if k.startswith(CONTEXT_PREFIX)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, values)) from None
+
+
+def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:
+    lines = ["invalid CDK context (cdk.json or -c key=value):"]
+    for error in exc.errors():
+        loc = error["loc"]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(TriageConfig.context_keys())
+            lines.append(f"  {CONTEXT_PREFIX}{loc[0]}: unknown setting (known: {known})")
+        elif loc:
+            key = str(loc[0])
+            lines.append(f"  {CONTEXT_PREFIX}{key}={values.get(key)!r}: {message}")
+        else:
+            lines.append(f"  {message}")
+    return "\n".join(lines)
+
+
+def context_from_app(node: Any) -> dict[str, Any]:
+    """The ``triage:*`` context of a construct node (cdk.json, ``-c`` and ``App(context=...)``)."""
+    return {k: v for k, v in node.get_all_context().items() if k.startswith(CONTEXT_PREFIX)}

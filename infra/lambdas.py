@@ -1,0 +1,304 @@
+"""The dispatcher (fan-out) and aggregator (fan-in) Lambdas and their least-privilege roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack, SymlinkFollowMode
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.async_endpoint import AsyncInferenceEndpoint
+from infra.nag import acknowledge, arn_finding
+
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+# The AWS-managed Powertools for AWS Lambda (Python) v3 layer (it also ships pydantic). AWS
+# publishes it from this account in every commercial region; the region comes from the stack.
+POWERTOOLS_ACCOUNT = "017000801446"
+LAMBDA_CODE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "requirements.txt", "**/.pytest_cache"]
+
+
+def powertools_layer_arn(scope: Construct, version: int) -> str:
+    region = Stack.of(scope).region
+    partition = Stack.of(scope).partition
+    return (
+        f"arn:{partition}:lambda:{region}:{POWERTOOLS_ACCOUNT}:layer:"
+        f"AWSLambdaPowertoolsPythonV3-python313-x86_64:{version}"
+    )
+
+
+@dataclass(frozen=True)
+class PipelineFunctionProps:
+    handler: str
+    description: str
+    code: lambda_.Code
+    key: kms.IKey
+    environment: dict[str, str]
+    timeout_seconds: int
+    reserved_concurrency: int
+    memory_mb: int
+    log_retention_days: int
+    powertools_layer_version: int
+    extra_layers: list[lambda_.ILayerVersion] = field(default_factory=list)
+
+
+class PipelineFunction(Construct):
+    """A Python Lambda with its own role, KMS-encrypted log group and dead-letter queue.
+
+    The role starts empty (no AWSLambdaBasicExecutionRole: the function may write only to its
+    own log group); callers add what the function needs with ``grant_*``. Both functions are
+    invoked asynchronously (S3 and SNS), so the DLQ catches events that failed every retry.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: PipelineFunctionProps) -> None:
+        super().__init__(scope, construct_id)
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=props.description,
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=_RETENTION[props.log_retention_days],
+            encryption_key=props.key,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=props.key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self,
+            "AwsSolutions-L1",
+            "Python 3.13 is the runtime the handlers and the AWS-managed Powertools v3 layer "
+            "(python313 build) are pinned to and tested with; move both together.",
+        )
+        acknowledge(
+            self.dead_letter_queue,
+            "AwsSolutions-SQS3",
+            "This queue is itself the Lambda's dead-letter queue; a DLQ of a DLQ adds nothing.",
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.X86_64,
+            handler=props.handler,
+            code=props.code,
+            description=props.description,
+            role=self.role,
+            environment=props.environment,
+            timeout=Duration.seconds(props.timeout_seconds),
+            memory_size=props.memory_mb,
+            reserved_concurrent_executions=props.reserved_concurrency,
+            dead_letter_queue=self.dead_letter_queue,
+            log_group=self.log_group,
+            layers=[
+                lambda_.LayerVersion.from_layer_version_arn(
+                    self, "Powertools", powertools_layer_arn(self, props.powertools_layer_version)
+                ),
+                *props.extra_layers,
+            ],
+            retry_attempts=2,
+        )
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+}
+
+
+@dataclass(frozen=True)
+class TicketPipelineProps:
+    code_directory: Path
+    key: kms.IKey
+    input_bucket: s3.Bucket
+    output_bucket: s3.Bucket
+    table: dynamodb.ITable
+    endpoint: AsyncInferenceEndpoint
+    success_topic: sns.ITopic
+    error_topic: sns.ITopic
+    results_topic: sns.ITopic
+    input_prefix: str
+    chunk_prefix: str
+    results_prefix: str
+    async_results_prefix: str
+    async_failures_prefix: str
+    chunk_size: int
+    max_file_mb: int
+    request_ttl_seconds: int
+    invocation_timeout_seconds: int
+    dispatcher_timeout_seconds: int
+    aggregator_timeout_seconds: int
+    dispatcher_concurrency: int
+    aggregator_concurrency: int
+    memory_mb: int
+    log_level: str
+    log_retention_days: int
+    powertools_layer_version: int
+
+
+class TicketPipeline(Construct):
+    """Dispatcher (``incoming/`` object created -> chunks -> async invocations) and aggregator
+    (endpoint success/error notifications -> consolidated ``results/`` -> results topic)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, props: TicketPipelineProps) -> None:
+        super().__init__(scope, construct_id)
+        code = lambda_.Code.from_asset(
+            str(props.code_directory), follow_symlinks=SymlinkFollowMode.ALWAYS, exclude=LAMBDA_CODE_EXCLUDE
+        )
+        shared_env = {
+            "JOBS_TABLE": props.table.table_name,
+            "OUTPUT_BUCKET": props.output_bucket.bucket_name,
+            "RESULTS_PREFIX": props.results_prefix,
+            "RESULTS_TOPIC_ARN": props.results_topic.topic_arn,
+            "LOG_LEVEL": props.log_level,
+        }
+
+        def function(construct_id: str, handler: str, description: str, env: dict[str, str], timeout: int,
+                     concurrency: int, service: str) -> PipelineFunction:  # fmt: skip
+            return PipelineFunction(
+                self,
+                construct_id,
+                props=PipelineFunctionProps(
+                    handler=handler,
+                    description=description,
+                    code=code,
+                    key=props.key,
+                    environment={**shared_env, **env, "POWERTOOLS_SERVICE_NAME": service},
+                    timeout_seconds=timeout,
+                    reserved_concurrency=concurrency,
+                    memory_mb=props.memory_mb,
+                    log_retention_days=props.log_retention_days,
+                    powertools_layer_version=props.powertools_layer_version,
+                ),
+            )
+
+        self.dispatcher = function(
+            "Dispatcher",
+            "ticket_pipeline.dispatcher.handler",
+            "Ticket triage: split an incoming ticket file into chunks and invoke the async endpoint",
+            {
+                "ENDPOINT_NAME": props.endpoint.endpoint_name,
+                "CHUNK_PREFIX": props.chunk_prefix,
+                "CHUNK_SIZE": str(props.chunk_size),
+                "MAX_FILE_MB": str(props.max_file_mb),
+                "REQUEST_TTL_SECONDS": str(props.request_ttl_seconds),
+                "INVOCATION_TIMEOUT_SECONDS": str(props.invocation_timeout_seconds),
+            },
+            props.dispatcher_timeout_seconds,
+            props.dispatcher_concurrency,
+            "ticket-dispatcher",
+        )
+        self.aggregator = function(
+            "Aggregator",
+            "ticket_pipeline.aggregator.handler",
+            "Ticket triage: collect async results of a file into consolidated results",
+            {},
+            props.aggregator_timeout_seconds,
+            props.aggregator_concurrency,
+            "ticket-aggregator",
+        )
+
+        # --- dispatcher: read incoming/, write chunks/, invoke this endpoint, job rows,
+        # whole-file failures go straight to results/ and the results topic.
+        dispatcher = self.dispatcher.function
+        props.input_bucket.grant_read(dispatcher, f"{props.input_prefix}*")
+        props.input_bucket.grant_put(dispatcher, f"{props.chunk_prefix}*")
+        props.endpoint.grant_invoke_async(dispatcher)
+        props.table.grant_read_write_data(dispatcher)
+        props.output_bucket.grant_put(dispatcher, f"{props.results_prefix}*")
+        props.results_topic.grant_publish(dispatcher)
+        props.input_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(dispatcher),
+            s3.NotificationKeyFilter(prefix=props.input_prefix),
+        )
+
+        # --- aggregator: read raw async outputs and the chunks, write results/, job rows, notify.
+        aggregator = self.aggregator.function
+        props.output_bucket.grant_read(aggregator, f"{props.async_results_prefix}*")
+        props.output_bucket.grant_read(aggregator, f"{props.async_failures_prefix}*")
+        props.input_bucket.grant_read(aggregator, f"{props.chunk_prefix}*")
+        props.output_bucket.grant_put(aggregator, f"{props.results_prefix}*")
+        props.table.grant_read_write_data(aggregator)
+        props.results_topic.grant_publish(aggregator)
+        props.success_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
+        props.error_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
+
+        self._acknowledge(props)
+
+    def _acknowledge(self, props: TicketPipelineProps) -> None:
+        input_bucket = props.input_bucket.node.default_child
+        output_bucket = props.output_bucket.node.default_child
+        table = props.table.node.default_child
+        common = {
+            "Action::s3:GetObject*": "grant_read, limited to the prefixes this function reads.",
+            "Action::s3:GetBucket*": "grant_read: bucket metadata of the buckets this function reads.",
+            "Action::s3:List*": "grant_read: listing of the buckets this function reads.",
+            "Action::s3:Abort*": "grant_put: abort its own multipart uploads under its output prefixes.",
+            "Action::kms:GenerateDataKey*": "Encrypt objects, messages and rows with the stack key only.",
+            "Action::kms:ReEncrypt*": "grant_put on a KMS-encrypted bucket: the stack key only.",
+            arn_finding(table, "/index/*"): "grant_read_write_data covers the table's indexes (none yet).",
+            arn_finding(output_bucket, f"/{props.results_prefix}*"): (
+                "Consolidated results are written under the results prefix, one object per input file."
+            ),
+        }
+        dispatcher = {
+            **common,
+            arn_finding(input_bucket, f"/{props.input_prefix}*"): (
+                "The dispatcher reads any uploaded ticket file, and only under the input prefix."
+            ),
+            arn_finding(input_bucket, f"/{props.chunk_prefix}*"): (
+                "The dispatcher writes the chunk objects it creates, only under the chunk prefix."
+            ),
+        }
+        aggregator = {
+            **common,
+            arn_finding(input_bucket, f"/{props.chunk_prefix}*"): (
+                "The aggregator re-reads chunks to match results to tickets, only under the chunk prefix."
+            ),
+            arn_finding(output_bucket, f"/{props.async_results_prefix}*"): (
+                "The aggregator reads the endpoint's raw results, only under the async-results prefix."
+            ),
+            arn_finding(output_bucket, f"/{props.async_failures_prefix}*"): (
+                "The aggregator reads the endpoint's failure reports, only under the failures prefix."
+            ),
+        }
+        for fn, findings in ((self.dispatcher, dispatcher), (self.aggregator, aggregator)):
+            policy = fn.role.node.find_child("DefaultPolicy").node.default_child
+            for finding, reason in findings.items():
+                acknowledge(policy, f"AwsSolutions-IAM5[{finding}]", reason)

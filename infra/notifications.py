@@ -1,0 +1,34 @@
+"""SNS topics: the endpoint's success/error notifications, the results feed, the alarm feed."""
+
+from __future__ import annotations
+
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+
+class Notifications(Construct):
+    """Four KMS-encrypted topics whose policies deny publishing without TLS.
+
+    - ``success_topic`` / ``error_topic``: SageMaker publishes one message per async invocation
+      (the endpoint's ``NotificationConfig``); the aggregator subscribes to both.
+    - ``results_topic``: one message per completed input file, for downstream subscribers.
+    - ``alarm_topic``: every CloudWatch alarm of the stack notifies it.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+
+        def topic(construct_id: str, display_name: str) -> sns.Topic:
+            return sns.Topic(
+                self,
+                construct_id,
+                display_name=display_name,
+                master_key=key,
+                enforce_ssl=True,
+            )
+
+        self.success_topic = topic("Success", "Ticket triage: async inference succeeded")
+        self.error_topic = topic("Error", "Ticket triage: async inference failed")
+        self.results_topic = topic("Results", "Ticket triage: results of an input file are ready")
+        self.alarm_topic = topic("Alarms", "Ticket triage: operational alarms")

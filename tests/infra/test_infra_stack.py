@@ -1,0 +1,539 @@
+"""What the synthesized template must say: security, the async endpoint, scaling, the pipeline."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+ROLE_POLICY = "AWS::IAM::Policy"
+
+
+# --- helpers over the template dict -------------------------------------------------------------
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of_role(synth, role) -> list[dict[str, Any]]:
+    """Every statement of every inline policy attached to ``role``."""
+    role_id = synth.stack.resolve(role.node.default_child.logical_id)
+    found = []
+    for resource in synth.of_type(ROLE_POLICY).values():
+        if {"Ref": role_id} in resource["Properties"]["Roles"]:
+            found.extend(resource["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def actions_of(statements: list[dict[str, Any]]) -> set[str]:
+    return {action for s in statements for action in as_list(s["Action"])}
+
+
+def statements_with(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [s for s in statements if action in as_list(s["Action"])]
+
+
+def resources_text(statement: dict[str, Any]) -> list[str]:
+    return [json.dumps(r, sort_keys=True) for r in as_list(statement["Resource"])]
+
+
+def ref(synth, construct) -> dict[str, str]:
+    return {"Ref": synth.logical_id(construct)}
+
+
+def arn(synth, construct) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [synth.logical_id(construct), "Arn"]}
+
+
+def endpoint_name_of(synth, stack) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [synth.logical_id(stack.inference.endpoint), "EndpointName"]}
+
+
+def denies_insecure_transport(policy_document: dict[str, Any]) -> bool:
+    return any(
+        s["Effect"] == "Deny"
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+        and s["Principal"] in ({"AWS": "*"}, "*")
+        for s in policy_document["Statement"]
+    )
+
+
+@pytest.fixture(scope="module")
+def template(synth) -> Template:
+    return Template.from_json(synth.template)
+
+
+@pytest.fixture(scope="module")
+def stack(synth):
+    return synth.stack
+
+
+# --- storage ---------------------------------------------------------------------------------------
+
+
+def test_every_bucket_blocks_public_access_is_versioned_and_is_kept_on_stack_deletion(synth) -> None:
+    buckets = synth.of_type("AWS::S3::Bucket")
+    assert len(buckets) == 3
+    for logical_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, logical_id
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}, logical_id
+        assert bucket["DeletionPolicy"] == "Retain", logical_id
+        assert bucket["UpdateReplacePolicy"] == "Retain", logical_id
+
+
+def test_every_bucket_rejects_requests_without_tls(synth) -> None:
+    policies = synth.of_type("AWS::S3::BucketPolicy").values()
+    protected = {
+        json.dumps(p["Properties"]["Bucket"])
+        for p in policies
+        if denies_insecure_transport(p["Properties"]["PolicyDocument"])
+    }
+    assert protected == {json.dumps({"Ref": logical_id}) for logical_id in synth.of_type("AWS::S3::Bucket")}
+
+
+def test_data_buckets_are_encrypted_with_the_stack_key_and_log_to_the_access_log_bucket(synth, stack) -> None:
+    key = arn(synth, stack.encryption.key)
+    for bucket in (stack.storage.input_bucket, stack.storage.output_bucket):
+        props = synth.properties(bucket)
+        sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+        assert sse["BucketKeyEnabled"] is True
+        assert props["LoggingConfiguration"]["DestinationBucketName"] == ref(synth, stack.storage.access_logs)
+
+
+def test_raw_async_results_failures_and_chunks_expire_but_consolidated_results_do_not(synth, stack) -> None:
+    def expiring(bucket) -> dict[str, int]:
+        rules = synth.properties(bucket)["LifecycleConfiguration"]["Rules"]
+        return {r["Prefix"]: r["ExpirationInDays"] for r in rules if {"Prefix", "ExpirationInDays"} <= set(r)}
+
+    assert expiring(stack.storage.output_bucket) == {"async-results/": 30, "async-failures/": 30}
+    assert expiring(stack.storage.input_bucket) == {"chunks/": 7}
+
+
+def test_the_key_rotates_and_is_retained(synth, stack) -> None:
+    logical_id = synth.logical_id(stack.encryption.key)
+    key = synth.resources[logical_id]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == "Retain"
+
+
+# --- notifications and state -----------------------------------------------------------------------
+
+
+def test_every_topic_is_encrypted_with_the_key_and_denies_publishing_without_tls(synth, stack) -> None:
+    topics = synth.of_type("AWS::SNS::Topic")
+    assert len(topics) == 4
+    for topic in topics.values():
+        assert topic["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
+    protected = [
+        p["Properties"]["Topics"]
+        for p in synth.of_type("AWS::SNS::TopicPolicy").values()
+        if denies_insecure_transport(p["Properties"]["PolicyDocument"])
+    ]
+    assert sorted(json.dumps(t) for t in protected) == sorted(json.dumps([{"Ref": t}]) for t in topics)
+
+
+def test_jobs_table_is_on_demand_kms_encrypted_with_pitr_and_the_agreed_key_schema(synth, stack) -> None:
+    props = synth.properties(stack.job_state.table)
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert props["AttributeDefinitions"] == [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"] == {
+        "KMSMasterKeyId": arn(synth, stack.encryption.key),
+        "SSEEnabled": True,
+        "SSEType": "KMS",
+    }
+
+
+def test_queues_are_kms_encrypted_and_reject_requests_without_tls(synth, stack) -> None:
+    queues = synth.of_type("AWS::SQS::Queue")
+    assert len(queues) == 2
+    for queue in queues.values():
+        assert queue["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
+    protected = [
+        p
+        for p in synth.of_type("AWS::SQS::QueuePolicy").values()
+        if denies_insecure_transport(p["Properties"]["PolicyDocument"])
+    ]
+    assert len(protected) == 2
+
+
+# --- model and endpoint ----------------------------------------------------------------------------
+
+
+def test_model_runs_the_container_asset_with_the_model_artifact_and_async_limits(synth, stack) -> None:
+    model = synth.properties(stack.inference.model)["PrimaryContainer"]
+    assert "container-assets" in json.dumps(model["Image"])
+    assert model["Image"]["Fn::Sub"].endswith(":" + stack.image.asset_hash)
+    assert model["ModelDataUrl"] == stack.resolve(stack.model_source.artifact.s3_url)
+    assert model["Environment"] == {
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "3600",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+        "TRIAGE_THREADS_PER_WORKER": "2",
+        "TRIAGE_MAX_PAYLOAD_MB": "1024",
+        "TRIAGE_REVIEW_THRESHOLD": "0.5",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def test_model_is_created_after_the_execution_role_policy(synth, stack) -> None:
+    model = synth.resources[synth.logical_id(stack.inference.model)]
+    policy = stack.inference.role.node.find_child("DefaultPolicy").node.default_child
+    assert synth.stack.resolve(policy.logical_id) in model["DependsOn"]
+
+
+def test_endpoint_config_is_async_with_outputs_failures_notifications_and_the_key(synth, stack) -> None:
+    config = synth.properties(stack.inference.endpoint_config)
+    output_bucket = ref(synth, stack.storage.output_bucket)
+    key = arn(synth, stack.encryption.key)
+    assert "EndpointConfigName" not in config  # every async property replaces the config
+    assert config["KmsKeyId"] == key
+    assert config["AsyncInferenceConfig"] == {
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 2},
+        "OutputConfig": {
+            "S3OutputPath": {"Fn::Join": ["", ["s3://", output_bucket, "/async-results/"]]},
+            "S3FailurePath": {"Fn::Join": ["", ["s3://", output_bucket, "/async-failures/"]]},
+            "KmsKeyId": key,
+            "NotificationConfig": {
+                "SuccessTopic": ref(synth, stack.notifications.success_topic),
+                "ErrorTopic": ref(synth, stack.notifications.error_topic),
+            },
+        },
+    }
+    (variant,) = config["ProductionVariants"]
+    assert variant["InstanceType"] == "ml.c6i.large"
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["ModelName"] == {"Fn::GetAtt": [synth.logical_id(stack.inference.model), "ModelName"]}
+
+
+def test_endpoint_uses_the_generated_endpoint_config(template: Template, synth, stack) -> None:
+    template.has_resource_properties(
+        "AWS::SageMaker::Endpoint",
+        {
+            "EndpointConfigName": {
+                "Fn::GetAtt": [synth.logical_id(stack.inference.endpoint_config), "EndpointConfigName"]
+            }
+        },
+    )
+
+
+def test_execution_role_has_no_managed_policies_and_only_the_permissions_it_needs(synth, stack) -> None:
+    role = synth.properties(stack.inference.role)
+    assert "ManagedPolicyArns" not in role
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "sagemaker.amazonaws.com"
+    }
+    statements = statements_of_role(synth, stack.inference.role)
+    actions = actions_of(statements)
+    assert not {a for a in actions if a.endswith(":*") or a == "*"}
+    assert not {a for a in actions if a.startswith(("sagemaker:", "dynamodb:", "iam:", "sqs:"))}
+    assert "s3:DeleteObject*" not in actions
+    # writes go only to the two async prefixes of the output bucket
+    put_resources = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
+    output = synth.logical_id(stack.storage.output_bucket)
+    assert put_resources == {
+        json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [output, "Arn"]}, f"/{prefix}*"]]}, sort_keys=True)
+        for prefix in ("async-results/", "async-failures/")
+    }
+    # reads: the model artifact's bucket and the chunks of the input bucket, not incoming/
+    reads = statements_with(statements, "s3:GetObject*")
+    read_resources = " ".join(r for s in reads for r in resources_text(s))
+    assert "/chunks/*" in read_resources
+    assert "/incoming/" not in read_resources
+    publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
+    assert publish == {
+        json.dumps(ref(synth, stack.notifications.success_topic)),
+        json.dumps(ref(synth, stack.notifications.error_topic)),
+    }
+    (metrics,) = statements_with(statements, "cloudwatch:PutMetricData")
+    assert "cloudwatch:namespace" in metrics["Condition"]["StringLike"]
+
+
+# --- autoscaling -----------------------------------------------------------------------------------
+
+
+def test_scalable_target_scales_the_variant_between_zero_and_the_configured_max(synth, stack) -> None:
+    target = synth.properties(stack.autoscaling.target)
+    assert target["ServiceNamespace"] == "sagemaker"
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 2)
+    endpoint_name = endpoint_name_of(synth, stack)
+    assert target["ResourceId"] == {"Fn::Join": ["", ["endpoint/", endpoint_name, "/variant/AllTraffic"]]}
+    assert "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint" in json.dumps(target["RoleARN"])
+
+
+def test_target_tracking_follows_backlog_per_instance_of_this_endpoint(template, synth, stack) -> None:
+    endpoint_name = endpoint_name_of(synth, stack)
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "PolicyType": "TargetTrackingScaling",
+            "ScalingTargetId": ref(synth, stack.autoscaling.target),
+            "TargetTrackingScalingPolicyConfiguration": {
+                "CustomizedMetricSpecification": {
+                    "Namespace": "AWS/SageMaker",
+                    "MetricName": "ApproximateBacklogSizePerInstance",
+                    "Dimensions": [{"Name": "EndpointName", "Value": endpoint_name}],
+                    "Statistic": "Average",
+                },
+                "TargetValue": 5,
+                "ScaleInCooldown": 600,
+                "ScaleOutCooldown": 300,
+            },
+        },
+    )
+
+
+def test_a_backlog_without_capacity_alarm_steps_the_endpoint_up_from_zero(synth, stack) -> None:
+    step_id, step = next(
+        (k, r)
+        for k, r in synth.of_type("AWS::ApplicationAutoScaling::ScalingPolicy").items()
+        if r["Properties"]["PolicyType"] == "StepScaling"
+    )
+    config = step["Properties"]["StepScalingPolicyConfiguration"]
+    assert config["AdjustmentType"] == "ChangeInCapacity"
+    assert config["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    assert step["Properties"]["ScalingTargetId"] == ref(synth, stack.autoscaling.target)
+
+    alarm = synth.properties(stack.autoscaling.has_backlog_without_capacity)
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SageMaker", "HasBacklogWithoutCapacity")
+    assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": endpoint_name_of(synth, stack)}]
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Threshold"] == 1
+    assert alarm["AlarmActions"] == [{"Ref": step_id}]
+
+
+# --- Lambdas ---------------------------------------------------------------------------------------
+
+DISPATCHER_ENV = {
+    "ENDPOINT_NAME",
+    "JOBS_TABLE",
+    "CHUNK_PREFIX",
+    "CHUNK_SIZE",
+    "MAX_FILE_MB",
+    "REQUEST_TTL_SECONDS",
+    "INVOCATION_TIMEOUT_SECONDS",
+    "OUTPUT_BUCKET",
+    "RESULTS_PREFIX",
+    "RESULTS_TOPIC_ARN",
+    "POWERTOOLS_SERVICE_NAME",
+    "LOG_LEVEL",
+}
+AGGREGATOR_ENV = {
+    "JOBS_TABLE",
+    "OUTPUT_BUCKET",
+    "RESULTS_PREFIX",
+    "RESULTS_TOPIC_ARN",
+    "POWERTOOLS_SERVICE_NAME",
+    "LOG_LEVEL",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "env_keys", "timeout"),
+    [
+        ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300),
+        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 300),
+    ],
+)
+def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_group(
+    synth, stack, name, handler, env_keys, timeout
+) -> None:
+    fn = getattr(stack.pipeline, name)
+    props = synth.properties(fn.function)
+    assert props["Handler"] == handler
+    assert props["Runtime"] in ("python3.12", "python3.13")
+    assert set(props["Environment"]["Variables"]) == env_keys
+    assert props["Timeout"] == timeout
+    assert props["ReservedConcurrentExecutions"] == 5
+    assert props["DeadLetterConfig"] == {"TargetArn": arn(synth, fn.dead_letter_queue)}
+    assert props["Role"] == arn(synth, fn.role)
+    assert props["LoggingConfig"] == {"LogGroup": ref(synth, fn.log_group)}
+    log_group = synth.properties(fn.log_group)
+    assert log_group["RetentionInDays"] == 30
+    assert log_group["KmsKeyId"] == arn(synth, stack.encryption.key)
+    (layer,) = props["Layers"]
+    layer_text = json.dumps(layer)
+    assert "AWSLambdaPowertoolsPythonV3-python313-x86_64:27" in layer_text
+    assert '{"Ref": "AWS::Region"}' in layer_text  # region from the deployment, not hard-coded
+
+
+def test_dispatcher_env_points_at_this_endpoint_table_bucket_and_topic(synth, stack) -> None:
+    env = synth.properties(stack.pipeline.dispatcher.function)["Environment"]["Variables"]
+    assert env["ENDPOINT_NAME"] == endpoint_name_of(synth, stack)
+    assert env["JOBS_TABLE"] == ref(synth, stack.job_state.table)
+    assert env["OUTPUT_BUCKET"] == ref(synth, stack.storage.output_bucket)
+    assert env["RESULTS_TOPIC_ARN"] == ref(synth, stack.notifications.results_topic)
+    assert (env["CHUNK_PREFIX"], env["RESULTS_PREFIX"]) == ("chunks/", "results/")
+    assert (env["CHUNK_SIZE"], env["MAX_FILE_MB"]) == ("500", "1024")
+    assert (env["REQUEST_TTL_SECONDS"], env["INVOCATION_TIMEOUT_SECONDS"]) == ("21600", "3600")
+
+
+def test_dispatcher_is_triggered_by_objects_created_under_the_input_prefix_only(synth, stack) -> None:
+    (notifications,) = synth.of_type("Custom::S3BucketNotifications").values()
+    props = notifications["Properties"]
+    assert props["BucketName"] == ref(synth, stack.storage.input_bucket)
+    (config,) = props["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+    assert config["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}}
+    assert config["LambdaFunctionArn"] == arn(synth, stack.pipeline.dispatcher.function)
+
+
+def test_aggregator_is_subscribed_to_the_success_and_error_topics(synth, stack) -> None:
+    subscriptions = synth.of_type("AWS::SNS::Subscription").values()
+    aggregator = arn(synth, stack.pipeline.aggregator.function)
+    topics = [s["Properties"]["TopicArn"] for s in subscriptions if s["Properties"]["Endpoint"] == aggregator]
+    expected = (stack.notifications.success_topic, stack.notifications.error_topic)
+    assert sorted(json.dumps(t) for t in topics) == sorted(json.dumps(ref(synth, t)) for t in expected)
+    assert all(s["Properties"]["Protocol"] == "lambda" for s in subscriptions)
+
+
+def test_dispatcher_may_invoke_only_this_endpoint_and_only_asynchronously(synth, stack) -> None:
+    statements = statements_of_role(synth, stack.pipeline.dispatcher.role)
+    sagemaker_actions = {a for a in actions_of(statements) if a.startswith("sagemaker:")}
+    assert sagemaker_actions == {"sagemaker:InvokeEndpointAsync"}
+    (invoke,) = statements_with(statements, "sagemaker:InvokeEndpointAsync")
+    assert invoke["Resource"] == ref(synth, stack.inference.endpoint)  # Ref of an endpoint is its ARN
+
+
+def test_dispatcher_reads_incoming_writes_chunks_and_results_and_nothing_broader(synth, stack) -> None:
+    statements = statements_of_role(synth, stack.pipeline.dispatcher.role)
+    actions = actions_of(statements)
+    assert not {a for a in actions if a.endswith(":*") or a == "*"}
+    assert "s3:DeleteObject" not in actions
+    input_arn = arn(synth, stack.storage.input_bucket)
+    output_arn = arn(synth, stack.storage.output_bucket)
+
+    def under(bucket_arn, prefix: str) -> str:
+        return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{prefix}*"]]}, sort_keys=True)
+
+    reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
+    writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
+    assert under(input_arn, "incoming/") in reads
+    assert under(input_arn, "chunks/") not in reads
+    assert writes == {under(input_arn, "chunks/"), under(output_arn, "results/")}
+    publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
+    assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
+    table_statements = statements_with(statements, "dynamodb:PutItem")
+    assert table_statements
+    assert arn(synth, stack.job_state.table) in as_list(table_statements[0]["Resource"])
+
+
+def test_aggregator_reads_async_outputs_and_chunks_writes_results_and_cannot_invoke(synth, stack) -> None:
+    statements = statements_of_role(synth, stack.pipeline.aggregator.role)
+    actions = actions_of(statements)
+    assert not {a for a in actions if a.startswith("sagemaker:")}
+    input_arn = arn(synth, stack.storage.input_bucket)
+    output_arn = arn(synth, stack.storage.output_bucket)
+
+    def under(bucket_arn, prefix: str) -> str:
+        return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{prefix}*"]]}, sort_keys=True)
+
+    reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
+    writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
+    assert {
+        under(output_arn, "async-results/"),
+        under(output_arn, "async-failures/"),
+        under(input_arn, "chunks/"),
+    } <= reads
+    assert under(input_arn, "incoming/") not in reads
+    assert writes == {under(output_arn, "results/")}
+    publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
+    assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
+
+
+def test_lambda_roles_have_no_managed_policies(synth, stack) -> None:
+    for fn in (stack.pipeline.dispatcher, stack.pipeline.aggregator):
+        assert "ManagedPolicyArns" not in synth.properties(fn.role)
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+def test_alarms_watch_request_age_failures_lambda_errors_and_dlqs_and_notify_the_alarm_topic(
+    synth, stack
+) -> None:
+    alarm_topic = ref(synth, stack.notifications.alarm_topic)
+    alarms = stack.monitoring.alarms
+    watched = {}
+    for alarm_id, alarm in alarms.items():
+        props = synth.properties(alarm)
+        assert props["AlarmActions"] == [alarm_topic], alarm_id
+        watched[alarm_id] = (props["Namespace"], props["MetricName"])
+    assert watched["OldestRequestAge"] == ("AWS/SageMaker", "ApproximateAgeOfOldestRequest")
+    assert watched["InvocationFailures"] == ("AWS/SageMaker", "InvocationFailures")
+    assert watched["Invocation5xx"] == ("AWS/SageMaker", "Invocation5XXErrors")
+    assert watched["AggregatorErrors"] == ("AWS/Lambda", "Errors")
+    assert watched["AggregatorDeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert watched["DispatcherDeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    aggregator_alarm = synth.properties(alarms["AggregatorErrors"])
+    assert aggregator_alarm["Dimensions"] == [
+        {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
+    ]
+
+
+def test_dashboard_shows_backlog_instances_latency_and_errors(synth) -> None:
+    (dashboard,) = synth.of_type("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for needle in (
+        "ApproximateBacklogSize",
+        "HasBacklogWithoutCapacity",
+        "CPUUtilization",
+        "ModelLatency",
+        "TimeInBacklog",
+        "InvocationFailures",
+        "Invocation5XXErrors",
+        "ApproximateNumberOfMessagesVisible",
+    ):
+        assert needle in body, needle
+
+
+def test_template_names_no_account_and_no_region(synth) -> None:
+    text = json.dumps(synth.template)
+    accounts = set(re.findall(r"(?<![0-9a-f])\d{12}(?![0-9a-f])", text))
+    assert accounts <= {"017000801446"}  # the AWS-owned account that publishes the Powertools layer
+    region = r"\b(us|eu|ap|sa|ca|me|af|il|mx)-(north|south|east|west|central|northeast|southeast)-\d\b"
+    assert not re.search(region, text)
+
+
+def test_a_trained_model_deploys_without_the_placeholder_guard(synth) -> None:
+    assert "ModelArtifactRequireTrainedModel" not in json.dumps(synth.template.get("Rules", {}))
+
+
+def test_image_asset_context_holds_only_the_container_and_the_shared_core(synth) -> None:
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "container/Dockerfile"
+    staged = synth.outdir / image["source"]["directory"]
+    assert {p.name for p in staged.iterdir()} <= {"container", "triage_core", ".dockerignore"}
+    assert (staged / "triage_core" / "records.py").is_file()
+
+
+def test_lambda_asset_ships_the_handlers_and_the_shared_core_through_the_symlink(synth) -> None:
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    directories = [
+        synth.outdir / f["source"]["path"]
+        for f in manifest["files"].values()
+        if f["source"].get("packaging") == "zip"
+    ]
+    (code,) = [d for d in directories if (d / "ticket_pipeline").is_dir()]
+    assert (code / "triage_core" / "records.py").is_file() and not (code / "triage_core").is_symlink()
+    assert not list(code.rglob("__pycache__"))
