@@ -199,11 +199,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # --- commands ----------------------------------------------------------------------------------
-def _log_to_file(path: Path) -> None:
+def _log_to_file(path: Path) -> logging.Handler:
+    """Copy the pipeline's log (INFO and up) to ``path``; the caller removes the handler."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # the epoch lines must reach the file whatever the root level
+    return handler
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -218,15 +223,23 @@ def _headline(report: dict[str, Any]) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
-    from training.data import DataError, format_support, load_or_create_splits, load_tickets
-
     defaults = environment_defaults(env)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     config = config_from_args(args)
+    handler = _log_to_file(args.reports_dir / "train.log")
+    try:
+        return _run_pipeline(args, config)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
+    from training.data import DataError, format_support, load_or_create_splits, load_tickets
+
     reports_dir: Path = args.reports_dir
-    _log_to_file(reports_dir / "train.log")
     started = time.perf_counter()
 
     try:

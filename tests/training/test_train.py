@@ -1,0 +1,198 @@
+"""Fine-tuning on a tiny random BERT: one epoch writes a loadable model; config, weights, batches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.config import TrainConfig, resolve_base_model
+from training.data import TicketDataset
+from training.train import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    class_weights,
+    length_grouped_batches,
+    minority_oversample,
+    train,
+)
+
+TOPICS = {
+    "card_arrival": ["my card has not arrived", "when will my new card come", "still waiting for the card"],
+    "exchange_rate": ["what exchange rate do you use", "is the euro rate fair", "currency conversion rate"],
+    "top_up_failed": ["my top up failed", "top-up did not go through", "could not add money by top up"],
+}
+
+
+def tiny_dataset(per_label: int = 12, seed: int = 0) -> TicketDataset:
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for label, phrases in TOPICS.items():
+        for i in range(per_label):
+            texts.append(f"{rng.choice(phrases)} {rng.choice(['please', 'today', 'again', ''])} #{i}".strip())
+            labels.append(label)
+    return TicketDataset(texts, labels)
+
+
+def fast_config(base: Path, **overrides) -> TrainConfig:
+    values = {
+        "base_model": str(base),
+        "epochs": 1,
+        "batch_size": 8,
+        "max_length": 32,
+        "learning_rate": 5e-4,
+        "threads": 1,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_one_epoch_writes_a_loadable_classifier(tiny_base_model: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    data = tiny_dataset()
+    labels = data.label_names
+    result = train(fast_config(tiny_base_model), data, tiny_dataset(4, seed=1), tmp_path)
+    assert result.labels == labels
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert [model.config.id2label[i] for i in range(len(labels))] == labels
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    assert tokenizer.is_fast
+    logits = model(**tokenizer(["my card has not arrived"], return_tensors="pt")).logits
+    assert logits.shape == (1, len(labels))
+
+    history = [json.loads(line) for line in (tmp_path / HISTORY_FILE).read_text().splitlines()]
+    assert len(history) == 1 == len(result.history)
+    record = history[0]
+    assert record["epoch"] == 1 and 0.0 <= record["val_macro_f1"] <= 1.0
+    assert record["train_loss"] > 0 and record["noisy_rows"] > 0  # noisy augmentation on by default
+    assert TrainConfig.load(tmp_path / CONFIG_FILE) == fast_config(tiny_base_model)
+
+
+def test_tiny_model_learns_a_separable_task(tiny_base_model: Path, tmp_path: Path) -> None:
+    data = tiny_dataset(16)
+    config = fast_config(tiny_base_model, epochs=6, learning_rate=2e-3, noisy_augmentation=0.0)
+    result = train(config, data, data, tmp_path)
+    assert result.best_val_macro_f1 > 0.8  # chance is 1/3
+    best = max(result.history, key=lambda record: record["val_macro_f1"])
+    assert result.best_epoch == best["epoch"]
+
+
+def test_early_stopping_stops_when_validation_does_not_improve(tiny_base_model: Path, tmp_path: Path) -> None:
+    config = fast_config(tiny_base_model, epochs=5, learning_rate=1e-9, early_stopping_patience=1)
+    result = train(config, tiny_dataset(), tiny_dataset(4, seed=1), tmp_path)
+    assert len(result.history) == 2  # epoch 2 did not beat epoch 1: stop
+    assert result.best_epoch == 1
+
+
+def test_unknown_training_label_is_an_error(tiny_base_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not in the label list"):
+        train(fast_config(tiny_base_model), tiny_dataset(), tiny_dataset(), tmp_path, labels=["a", "b"])
+
+
+def test_class_weights_balance_the_classes() -> None:
+    labels = ["a"] * 6 + ["b"] * 3 + ["c"] * 1
+    weights = class_weights(labels, ["a", "b", "c"])
+    np.testing.assert_allclose(weights, [10 / 18, 10 / 9, 10 / 3], rtol=1e-6)
+    counts = np.array([6, 3, 1])
+    np.testing.assert_allclose(weights * counts, [10 / 3] * 3, rtol=1e-6)  # equal total weight
+
+
+def test_length_grouped_batches_cover_every_row_once_with_similar_lengths() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(1000)]
+    batches = length_grouped_batches(lengths, batch_size=16, group_batches=10, rng=random.Random(1))
+    flat = sorted(i for batch in batches for i in batch)
+    assert flat == list(range(1000))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 10  # random batches of 16 would spread ~50 tokens
+    again = length_grouped_batches(lengths, batch_size=16, group_batches=10, rng=random.Random(1))
+    assert again == batches
+
+
+def test_minority_oversampling_tops_up_small_labels_with_noisy_copies() -> None:
+    texts = ["big"] * 10 + ["small one"] * 2
+    labels = ["big"] * 10 + ["small"] * 2
+    new_texts, new_labels = minority_oversample(texts, labels, 5, random.Random(0))
+    assert new_labels.count("small") == 5 and new_labels.count("big") == 10
+    assert all("small one" in t for t in new_texts[12:])
+    assert minority_oversample(texts, labels, 0, random.Random(0)) == (texts, labels)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("learning_rate", 0.0),
+        ("max_length", 4),
+        ("warmup_ratio", 1.0),
+        ("label_smoothing", -0.1),
+        ("noisy_augmentation", 1.5),
+        ("early_stopping_patience", -1),
+        ("batch_size", 0),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_config_round_trip_and_default_base_model(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, class_weights=False)
+    assert TrainConfig.load(config.save(tmp_path / "c.json")) == config
+    assert Path(resolve_base_model(config.base_model), "config.json").is_file()
+    assert resolve_base_model("distilbert-base-uncased") == "distilbert-base-uncased"
+
+
+def _write_csv(path: Path, data: TicketDataset) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(zip(data.texts, data.labels, strict=True))
+    return path
+
+
+def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Path) -> None:
+    """load -> split -> fine-tune -> export: the artifact classifies with ONNX Runtime."""
+    from training.__main__ import main
+    from triage_core.inference import ArtifactClassifier
+
+    data_file = _write_csv(tmp_path / "tickets.csv", tiny_dataset(20))
+    out = tmp_path / "artifacts"
+    argv = [
+        "train",
+        "--data", str(data_file),
+        "--base-model", str(tiny_base_model),
+        "--epochs", "1",
+        "--batch-size", "8",
+        "--max-length", "32",
+        "--threads", "1",
+        "--output", str(out / "model"),
+        "--work-dir", str(out / "work"),
+        "--splits-dir", str(out / "splits"),
+        "--reports-dir", str(out / "reports"),
+        "--evaluate", "false",
+        "--optimization-report", "false",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert {p.name for p in (out / "splits").iterdir()} >= {"train.csv", "validation.csv", "test.csv"}
+    summary = json.loads((out / "reports" / "train_summary.json").read_text())
+    assert summary["rows"] == {"train": 48, "validation": 6, "test": 6}
+    assert summary["config"]["epochs"] == 1
+    classifier = ArtifactClassifier(out / "model")
+    assert classifier.labels == sorted(TOPICS)
+    assert classifier.manifest.max_length == 32
+    scores = classifier.predict_scores(["Hi, my card has not arrived. Sent from my iPhone"])
+    assert scores.shape == (1, 3) and abs(float(scores.sum()) - 1.0) < 1e-4
+    assert (out / "reports" / "train.log").read_text().count("epoch 1/1") == 1
+
+    tar = out / "model.tar.gz"
+    assert main(["package", "--model", str(out / "model"), "--output", str(tar)]) == 0
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        assert {"model.onnx", "tokenizer.json", "triage_artifact.json"} <= set(archive.getnames())
