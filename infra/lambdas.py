@@ -89,11 +89,6 @@ class PipelineFunction(Construct):
             "Python 3.13 is the runtime the handlers and the AWS-managed Powertools v3 layer "
             "(python313 build) are pinned to and tested with; move both together.",
         )
-        acknowledge(
-            self.dead_letter_queue,
-            "AwsSolutions-SQS3",
-            "This queue is itself the Lambda's dead-letter queue; a DLQ of a DLQ adds nothing.",
-        )
         self.function = lambda_.Function(
             self,
             "Function",
@@ -264,7 +259,6 @@ class TicketPipeline(Construct):
     def _acknowledge(self, props: TicketPipelineProps) -> None:
         input_bucket = props.input_bucket.node.default_child
         output_bucket = props.output_bucket.node.default_child
-        table = props.table.node.default_child
         common = {
             "Action::s3:GetObject*": "grant_read, limited to the prefixes this function reads.",
             "Action::s3:GetBucket*": "grant_read: bucket metadata of the buckets this function reads.",
@@ -272,7 +266,6 @@ class TicketPipeline(Construct):
             "Action::s3:Abort*": "grant_put: abort its own multipart uploads under its output prefixes.",
             "Action::kms:GenerateDataKey*": "Encrypt objects, messages and rows with the stack key only.",
             "Action::kms:ReEncrypt*": "grant_put on a KMS-encrypted bucket: the stack key only.",
-            arn_finding(table, "/index/*"): "grant_read_write_data covers the table's indexes (none yet).",
             arn_finding(output_bucket, f"/{props.results_prefix}*"): (
                 "Consolidated results are written under the results prefix, one object per input file."
             ),

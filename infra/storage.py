@@ -10,8 +10,6 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.nag import acknowledge
-
 
 class EncryptionKey(Construct):
     """One customer-managed KMS key (rotated yearly) for every bucket, topic, queue, table and log group.
@@ -103,11 +101,6 @@ class IoBuckets(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
-        )
-        acknowledge(
-            self.access_logs,
-            "AwsSolutions-S1",
-            "This is the server-access-log bucket itself; logging it into itself would loop.",
         )
 
         common = {

@@ -26,6 +26,7 @@ class Synth:
     outdir: Path
     template: dict[str, Any]
     model_tarball: Path
+    repo_root: Path
 
     @property
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -70,7 +71,8 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     tarball = placeholder_tarball(tmp)  # any small tar.gz: the app treats it as a trained model
     context = {**cdk_json_context(), "triage:modelArtifact": str(tarball)}
     outdir = tmp / "cdk.out"
-    app, stack = build_app(context=context, outdir=str(outdir), repo_root=_repo_root_for_synth(tmp))
+    repo_root = _repo_root_for_synth(tmp)
+    app, stack = build_app(context=context, outdir=str(outdir), repo_root=repo_root)
     app.synth()
     template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
-    return Synth(app=app, stack=stack, outdir=outdir, template=template, model_tarball=tarball)
+    return Synth(app, stack, outdir, template, tarball, repo_root)
