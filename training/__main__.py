@@ -32,7 +32,7 @@ from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUM
 log = logging.getLogger("training")
 
 LOCAL_ARTIFACTS = Path("artifacts")
-NOISY_SEED = 2024  # the noisy test variant is fixed, so every model is measured on the same tickets
+NOISY_SEED = 2024  # = training.evaluate.NOISY_SEED: every model is measured on the same noisy tickets
 
 
 # --- SageMaker environment -------------------------------------------------------------------
@@ -217,10 +217,6 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def _headline(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: report[k] for k in ("accuracy", "macro_f1", "micro_f1") if k in report}
-
-
 def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
     defaults = environment_defaults(env)
@@ -304,32 +300,43 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
 def evaluate_test_splits(
     artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
 ) -> dict[str, Any]:
-    """Evaluate the served artifact on the clean and the noisy test split; write metrics.json."""
-    from training.evaluate import evaluate_artifact, write_evaluation
+    """Evaluate the served artifact on the clean and the noisy test split.
+
+    Writes ``<reports>/test/`` (clean) and ``<reports>/test/noisy/`` (metrics.json + plots, the
+    layout of ``python -m training evaluate --noisy``) and the artifact's ``metrics.json``.
+    """
+    from training.evaluate import compare_reports, evaluate_artifact, headline, write_evaluation
     from training.noise import noisy_variant
     from triage_core.artifact import METRICS_FILE
+    from triage_core.inference import ArtifactClassifier
 
-    clean = evaluate_artifact(artifact_dir, test.texts, test.labels)
+    classifier = ArtifactClassifier(artifact_dir)
+    clean = evaluate_artifact(artifact_dir, test.texts, test.labels, classifier=classifier)
     noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
-    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels)
-    write_evaluation(clean, reports_dir / "test_clean")
-    write_evaluation(noisy, reports_dir / "test_noisy")
-    metrics = dict(clean)
-    metrics["dataset"] = "held-out test split (clean)"
-    metrics["noisy_test"] = {
-        **_headline(noisy),
-        "description": f"the same test rows wrapped in e-mail/chat noise (training.noise pool 'eval', "
-        f"seed {NOISY_SEED})",
+    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels, classifier=classifier)
+    data = {"split": "test", "rows": len(test.texts), "source": summary["data"]}
+    clean["data"] = data
+    noisy["data"] = {**data, "noise": {"pool": "eval", "seed": NOISY_SEED}}
+    clean["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
+    clean["clean_vs_noisy"] = compare_reports(clean, noisy)
+    clean["training"] = {
+        k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
     }
-    metrics["training"] = {k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "fine_tune_seconds")}
-    _write_json(Path(artifact_dir) / METRICS_FILE, metrics)
-    return {"test_clean": _headline(clean), "test_noisy": _headline(noisy)}
+    write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
+    write_evaluation(clean, reports_dir / "test", title="Test split:")
+    artifact_metrics = dict(clean)
+    artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
+    _write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
+    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
 
 
 def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
     """torch fp32 vs ONNX fp32 vs ONNX int8 (the other helper's ``training.optimization_report``)."""
-    from training import optimization_report as report_module
-
+    try:
+        from training import optimization_report as report_module
+    except ImportError:
+        log.warning("training.optimization_report is not available: no optimization report")
+        return None
     path = report_module.run_optimization_report(
         hf_model_dir=hf_model_dir,
         artifact_dir=artifact_dir,

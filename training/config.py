@@ -34,7 +34,7 @@ class TrainConfig:
     epochs: int = 7
     learning_rate: float = 1e-4
     # Learning rate of the freshly initialised head (pooler + classifier); 0 = learning_rate.
-    head_learning_rate: float = 0.0
+    head_learning_rate: float = 3e-3
     batch_size: int = 32
     eval_batch_size: int = 128
     max_length: int = 64

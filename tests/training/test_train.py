@@ -175,7 +175,6 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
         "--work-dir", str(out / "work"),
         "--splits-dir", str(out / "splits"),
         "--reports-dir", str(out / "reports"),
-        "--evaluate", "false",
         "--optimization-report", "false",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -189,6 +188,22 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     scores = classifier.predict_scores(["Hi, my card has not arrived. Sent from my iPhone"])
     assert scores.shape == (1, 3) and abs(float(scores.sum()) - 1.0) < 1e-4
     assert (out / "reports" / "train.log").read_text().count("epoch 1/1") == 1
+
+    # the served artifact was evaluated on the clean and the noisy test split
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "micro_f1", "per_class", "noisy", "clean_vs_noisy"} <= set(metrics)
+    assert metrics["noisy"]["macro_f1"] == summary["test_noisy"]["macro_f1"]
+    assert metrics["training"]["best_epoch"] == 1
+    for part in ("test", "test/noisy"):
+        assert {"metrics.json", "confusion_matrix.png", "per_class_f1.png"} <= {
+            p.name for p in (out / "reports" / part).iterdir()
+        }
+
+    # `evaluate` is the evaluation helper's command, reached through the same CLI
+    eval_out = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(out / "model"), "--data", str(out / "splits" / "test.csv")]
+    assert main([*argv, "--out", str(eval_out)]) == 0
+    assert json.loads((eval_out / "metrics.json").read_text())["macro_f1"] == metrics["macro_f1"]
 
     tar = out / "model.tar.gz"
     assert main(["package", "--model", str(out / "model"), "--output", str(tar)]) == 0
