@@ -110,8 +110,9 @@ class AsyncInferenceEndpoint(Construct):
                 environment=environment,
             ),
         )
-        # SageMaker checks the role's permissions when it creates the model: create the policy first.
-        self.model.node.add_dependency(self.role)
+        # SageMaker checks the role's permissions when it creates the model: create the policy first
+        # (the role itself is already ordered by the ARN reference).
+        self.model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
 
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
