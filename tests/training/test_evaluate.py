@@ -1,0 +1,236 @@
+"""Evaluation of the served (int8) artifact: report contents, plots, errors, command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.evaluate import (
+    EvaluationError,
+    classification_report,
+    evaluate_artifact,
+    main,
+    write_evaluation,
+)
+from triage_core.inference import ArtifactClassifier
+
+TEXTS = [
+    "my new card still has not arrived",
+    "when will my card arrive?",
+    "I lost my card on the train",
+    "someone stole my wallet with my card in it",
+    "what exchange rate do you use?",
+    "the exchange rate on my statement looks wrong",
+    "my top up did not go through",
+    "top-up failed again, why?",
+    "I was promised a refund but it's not in my account",
+    "where is my refund?",
+    "Hi,\n\ncard not here yet :(\n\nThanks,\nBob",
+    "can I get my money back for this purchase",
+]
+
+
+@pytest.fixture(scope="module")
+def labelled(tiny_labels: list[str]) -> tuple[list[str], list[str]]:
+    truth = [
+        "card_arrival",
+        "card_arrival",
+        "lost_or_stolen_card",
+        "lost_or_stolen_card",
+        "exchange_rate",
+        "exchange_rate",
+        "top_up_failed",
+        "top_up_failed",
+        "refund_not_showing_up",
+        "refund_not_showing_up",
+        "card_arrival",
+        "refund_not_showing_up",
+    ]
+    assert set(truth) == set(tiny_labels)
+    return TEXTS, truth
+
+
+@pytest.fixture(scope="module")
+def report(tiny_artifact: Path, labelled: tuple[list[str], list[str]]) -> dict:
+    return evaluate_artifact(tiny_artifact, *labelled)
+
+
+def test_report_keys_and_consistency(report: dict, tiny_labels: list[str], labelled, tiny_artifact) -> None:
+    for key in (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "micro_precision",
+        "micro_recall",
+        "micro_f1",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+        "top3_accuracy",
+    ):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["labels"] == tiny_labels  # manifest order
+    assert list(report["per_class"]) == tiny_labels
+    for metrics in report["per_class"].values():
+        assert set(metrics) == {"precision", "recall", "f1", "support", "predicted"}
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (5, 5)
+    assert cm.sum() == len(TEXTS)
+    np.testing.assert_array_equal(
+        cm.sum(axis=1), [report["per_class"][lab]["support"] for lab in tiny_labels]
+    )
+    np.testing.assert_array_equal(
+        cm.sum(axis=0), [report["per_class"][lab]["predicted"] for lab in tiny_labels]
+    )
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert report["micro_f1"] == pytest.approx(report["accuracy"])  # single-label classification
+    assert report["counts"] == {
+        "examples": 12,
+        "correct": int(np.trace(cm)),
+        "errors": 12 - int(np.trace(cm)),
+        "labels_in_model": 5,
+        "labels_in_data": 5,
+    }
+    assert report["model"]["quantization"] == "int8"
+
+    # It is the served model's answer: the same argmax as ArtifactClassifier.
+    predicted = ArtifactClassifier(tiny_artifact).predict_scores(labelled[0]).argmax(axis=1)
+    rebuilt = np.zeros_like(cm)
+    for truth, pred in zip(labelled[1], predicted, strict=True):
+        rebuilt[tiny_labels.index(truth), pred] += 1
+    np.testing.assert_array_equal(rebuilt, cm)
+
+
+def test_metrics_match_scikit_learn(report: dict, tiny_labels: list[str], labelled, tiny_artifact) -> None:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    predicted = ArtifactClassifier(tiny_artifact).predict_scores(labelled[0]).argmax(axis=1)
+    y_pred = [tiny_labels[i] for i in predicted]
+    y_true = labelled[1]
+    assert report["macro_f1"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=tiny_labels, average="macro", zero_division=0)
+    )
+    assert report["weighted_f1"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=tiny_labels, average="weighted", zero_division=0)
+    )
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=tiny_labels, zero_division=0)
+    for i, label in enumerate(tiny_labels):
+        assert report["per_class"][label]["precision"] == pytest.approx(p[i])
+        assert report["per_class"][label]["recall"] == pytest.approx(r[i])
+        assert report["per_class"][label]["f1"] == pytest.approx(f[i])
+        assert report["per_class"][label]["support"] == s[i]
+
+
+def test_known_confusion_matrix() -> None:
+    """Hand-checked numbers: 3 classes, one class absent from the data (macro ignores it)."""
+    y_true = np.array([0, 0, 0, 1, 1])
+    scores = np.eye(3)[[0, 0, 1, 1, 2]]
+    r = classification_report(y_true, scores, ["a", "b", "c"])
+    assert r["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 0]]
+    assert r["accuracy"] == pytest.approx(0.6)
+    assert r["per_class"]["a"] == {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3, "predicted": 2}
+    assert r["per_class"]["b"]["f1"] == pytest.approx(0.5)
+    assert r["macro_f1"] == pytest.approx((0.8 + 0.5) / 2)  # "c" has no support
+    assert r["counts"]["labels_in_data"] == 2
+    assert r["top_confusions"][0]["count"] == 1
+    assert r["top3_accuracy"] == 1.0
+
+
+def test_unknown_labels_are_a_clear_error(tiny_artifact: Path) -> None:
+    with pytest.raises(EvaluationError, match=r"1 label\(s\) in the data are unknown.*'not_a_label'"):
+        evaluate_artifact(tiny_artifact, ["a", "b"], ["card_arrival", "not_a_label"])
+    with pytest.raises(EvaluationError, match="2 texts but 1 labels"):
+        evaluate_artifact(tiny_artifact, ["a", "b"], ["card_arrival"])
+
+
+def test_write_evaluation_files(report: dict, tmp_path: Path) -> None:
+    paths = write_evaluation(report, tmp_path / "eval")
+    assert json.loads(paths["metrics"].read_text("utf-8"))["macro_f1"] == report["macro_f1"]
+    for key in ("confusion_matrix", "per_class_f1"):
+        with Image.open(paths[key]) as image:
+            image.verify()
+        with Image.open(paths[key]) as image:
+            assert image.format == "PNG"
+            assert min(image.size) >= 300
+
+
+def test_confusion_matrix_png_scales_to_77_classes(tmp_path: Path) -> None:
+    labels = [f"intent_{i:02d}_with_a_long_name" for i in range(77)]
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(77), 5)
+    r = classification_report(y, 0.6 * rng.random((len(y), 77)) + np.eye(77)[y], labels)
+    paths = write_evaluation(r, tmp_path)
+    with Image.open(paths["confusion_matrix"]) as image:
+        assert min(image.size) >= 2000  # ~25 px per cell
+    with Image.open(paths["per_class_f1"]) as image:
+        assert image.size[1] >= 1500  # one readable row per class
+
+
+def write_csv(path: Path, texts: list[str], labels: list[str], label_column: str = "category") -> Path:
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", label_column])
+        writer.writerows(zip(texts, labels, strict=True))
+    return path
+
+
+def test_cli_with_noisy_comparison(tiny_artifact: Path, labelled, tmp_path: Path, capsys) -> None:
+    data = write_csv(tmp_path / "test.csv", *labelled)
+    out = tmp_path / "eval"
+    assert main(["--model", str(tiny_artifact), "--data", str(data), "--out", str(out), "--noisy"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert {"accuracy", "macro_f1", "micro_f1", "per_class"} <= set(metrics)
+    assert metrics["data"]["rows_kept"] == 12
+    assert set(metrics["clean_vs_noisy"]["metrics"]["macro_f1"]) == {"clean", "noisy", "delta"}
+    assert metrics["noisy"]["macro_f1"] == metrics["clean_vs_noisy"]["metrics"]["macro_f1"]["noisy"]
+    noisy = json.loads((out / "noisy" / "metrics.json").read_text("utf-8"))
+    assert noisy["data"]["noise"] == {"pool": "eval", "seed": 2024}
+    for directory in (out, out / "noisy"):
+        assert (directory / "confusion_matrix.png").is_file()
+        assert (directory / "per_class_f1.png").is_file()
+    assert "| macro_f1 |" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(tiny_artifact: Path, labelled, tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "test.csv", labelled[0], ["card_arrival"] * 11 + ["brand_new_intent"])
+    with pytest.raises(SystemExit, match="unknown to the model"):
+        main(["--model", str(tiny_artifact), "--data", str(data), "--out", str(tmp_path / "o")])
+    base = ["--model", str(tiny_artifact), "--data", str(data), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="missing column"):
+        main([*base, "--label-column", "intent"])
+    with pytest.raises(SystemExit, match="not a model artifact"):
+        main(["--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o")])
+
+
+def test_module_entry_points(tiny_artifact: Path, labelled, tmp_path: Path) -> None:
+    """``python -m training evaluate`` (the Makefile's) and ``python -m training.evaluate``."""
+    data = write_csv(tmp_path / "test.jsonl.csv", *labelled)
+    for i, module in enumerate((["training", "evaluate"], ["training.evaluate"])):
+        out = tmp_path / f"out{i}"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                *module,
+                "--model",
+                str(tiny_artifact),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads((out / "metrics.json").read_text("utf-8"))["counts"]["examples"] == 12

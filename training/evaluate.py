@@ -1,0 +1,270 @@
+"""Evaluate a serving artifact (the int8 ONNX model the endpoint runs) on labelled tickets.
+
+Scores come from :class:`triage_core.inference.ArtifactClassifier`, the code the inference
+server runs, so the report describes what the endpoint answers, preprocessing included.
+
+Command line (also ``python -m training.evaluate``)::
+
+    python -m training evaluate --model artifacts/model --data artifacts/splits/test.csv \\
+        --out artifacts/eval [--text-column text --label-column category] [--noisy]
+
+Writes ``<out>/metrics.json``, ``<out>/confusion_matrix.png`` and ``<out>/per_class_f1.png``;
+with ``--noisy`` also ``<out>/noisy/`` (the same tickets wrapped in e-mail/chat noise) and a
+clean-vs-noisy comparison in ``metrics.json``.
+
+Averages: macro = unweighted mean over the labels that occur in the evaluated data (a label of
+the model absent from the data has no recall to measure); micro = over all predictions (equals
+accuracy for single-label classification); weighted = weighted by support.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from triage_core.inference import ArtifactClassifier
+
+log = logging.getLogger(__name__)
+
+NOISY_SEED = 2024  # same as training.__main__.NOISY_SEED: every model sees the same noisy tickets
+HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall")
+
+
+class EvaluationError(ValueError):
+    """The data cannot be evaluated with this model (e.g. labels the model does not know)."""
+
+
+def _prf(tp: np.ndarray, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, ...]:
+    precision = np.divide(tp, pred, out=np.zeros_like(tp, dtype=float), where=pred > 0)
+    recall = np.divide(tp, true, out=np.zeros_like(tp, dtype=float), where=true > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return precision, recall, f1
+
+
+def classification_report(
+    y_true: np.ndarray, scores: np.ndarray, labels: list[str], top_confusions: int = 15
+) -> dict[str, Any]:
+    """All metrics from integer true labels and a [n, n_labels] score matrix (label order = ``labels``)."""
+    n_labels = len(labels)
+    y_pred = scores.argmax(axis=1)
+    cm = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    precision, recall, f1 = _prf(tp, predicted, support)
+    present = support > 0
+    total = float(support.sum())
+    micro_p, micro_r, micro_f1 = _prf(np.array([tp.sum()]), np.array([total]), np.array([total]))
+
+    top3 = np.argsort(-scores, axis=1)[:, :3]
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    worst = np.argsort(-off, axis=None)[:top_confusions]
+    confusions = [
+        {"true": labels[i], "predicted": labels[j], "count": int(off[i, j])}
+        for i, j in zip(*np.unravel_index(worst, off.shape), strict=True)
+        if off[i, j] > 0
+    ]
+    weights = support / total
+    return {
+        "accuracy": float(tp.sum() / total),
+        "macro_precision": float(precision[present].mean()),
+        "macro_recall": float(recall[present].mean()),
+        "macro_f1": float(f1[present].mean()),
+        "micro_precision": float(micro_p[0]),
+        "micro_recall": float(micro_r[0]),
+        "micro_f1": float(micro_f1[0]),
+        "weighted_precision": float((precision * weights).sum()),
+        "weighted_recall": float((recall * weights).sum()),
+        "weighted_f1": float((f1 * weights).sum()),
+        "top3_accuracy": float(np.mean([y in row for y, row in zip(y_true, top3, strict=True)])),
+        "counts": {
+            "examples": int(total),
+            "correct": int(tp.sum()),
+            "errors": int(total - tp.sum()),
+            "labels_in_model": n_labels,
+            "labels_in_data": int(present.sum()),
+        },
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+                "predicted": int(predicted[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "labels": list(labels),
+        "confusion_matrix": cm.tolist(),  # rows: true label, columns: predicted, order = labels
+        "top_confusions": confusions,
+    }
+
+
+def evaluate_artifact(
+    artifact_dir: str | Path,
+    texts: list[str],
+    labels: list[str],
+    batch_size: int = 32,
+    classifier: ArtifactClassifier | None = None,
+) -> dict[str, Any]:
+    """Evaluate the served artifact on raw ``texts`` with true ``labels``.
+
+    Raises :class:`EvaluationError` if a label is not one of the model's labels.
+    """
+    if len(texts) != len(labels):
+        raise EvaluationError(f"{len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise EvaluationError("nothing to evaluate: no texts")
+    classifier = classifier or ArtifactClassifier(artifact_dir)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise EvaluationError(
+            f"{len(unknown)} label(s) in the data are unknown to the model in {artifact_dir}: {shown}. "
+            f"The model knows {len(index)} labels, e.g. {classifier.labels[:5]}; check --label-column "
+            "and that the data and the model use the same label names."
+        )
+    started = time.perf_counter()
+    scores = classifier.predict_scores(texts, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    report = classification_report(np.array([index[y] for y in labels]), scores, classifier.labels)
+    manifest = classifier.manifest
+    report["model"] = {
+        "artifact": str(artifact_dir),
+        "base_model": manifest.base_model,
+        "quantization": manifest.quantization,
+        "max_length": manifest.max_length,
+        "scoring": manifest.scoring,
+    }
+    report["inference"] = {
+        "seconds": round(seconds, 3),
+        "tickets_per_second": round(len(texts) / seconds, 1) if seconds > 0 else None,
+        "batch_size": batch_size,
+        "mean_top_score": float(scores.max(axis=1).mean()),
+    }
+    return report
+
+
+def headline(report: dict[str, Any]) -> dict[str, float]:
+    return {k: round(report[k], 4) for k in HEADLINE if k in report}
+
+
+def write_evaluation(report: dict[str, Any], out_dir: str | Path, title: str = "") -> dict[str, Path]:
+    """Write ``metrics.json``, ``confusion_matrix.png`` and ``per_class_f1.png`` into ``out_dir``."""
+    from training.plots import plot_confusion_matrix, plot_per_class_f1
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out_dir / "metrics.json"}
+    paths["metrics"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["confusion_matrix"] = plot_confusion_matrix(report, out_dir / "confusion_matrix.png", title=title)
+    paths["per_class_f1"] = plot_per_class_f1(
+        report, out_dir / "per_class_f1.png", title=f"{title} per-class F1 (worst first)".strip()
+    )
+    return paths
+
+
+def compare_reports(clean: dict[str, Any], noisy: dict[str, Any]) -> dict[str, Any]:
+    """Clean vs noisy headline metrics side by side, and the classes that suffer most."""
+    rows = {k: {"clean": round(clean[k], 4), "noisy": round(noisy[k], 4)} for k in HEADLINE}
+    for row in rows.values():
+        row["delta"] = round(row["noisy"] - row["clean"], 4)
+    drops = sorted(
+        (
+            (label, m["f1"] - noisy["per_class"][label]["f1"])
+            for label, m in clean["per_class"].items()
+            if m["support"] > 0
+        ),
+        key=lambda item: -item[1],
+    )
+    return {
+        "metrics": rows,
+        "largest_f1_drops": [{"label": label, "f1_drop": round(d, 4)} for label, d in drops[:10]],
+    }
+
+
+def format_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    """A small Markdown table: one row per metric."""
+    lines = ["| metric | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+# --- command line ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training evaluate",
+        description="Evaluate a serving artifact (int8 ONNX, as served) on a labelled CSV/JSONL file.",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="artifact directory (artifacts/model)")
+    parser.add_argument("--data", type=Path, required=True, help="CSV or JSON Lines with text and label")
+    parser.add_argument("--out", type=Path, required=True, help="directory for metrics.json and plots")
+    parser.add_argument("--text-column", "--text_column", default="text")
+    parser.add_argument("--label-column", "--label_column", default="category")
+    parser.add_argument("--encoding", default="utf-8")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32)
+    parser.add_argument(
+        "--noisy",
+        action="store_true",
+        help="also evaluate the same tickets wrapped in e-mail/chat noise (training.noise, pool 'eval')",
+    )
+    parser.add_argument("--noise-seed", "--noise_seed", type=int, default=NOISY_SEED)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the data, evaluate, write the report(s). Returns the clean report."""
+    from training.data import DataError, load_tickets
+    from triage_core.artifact import ArtifactError
+
+    try:
+        data = load_tickets(args.data, args.text_column, args.label_column, args.encoding, min_examples=1)
+        classifier = ArtifactClassifier(args.model)
+        report = evaluate_artifact(args.model, data.texts, data.labels, args.batch_size, classifier)
+        noisy = None
+        if args.noisy:
+            from training.noise import noisy_variant
+
+            noisy_texts = noisy_variant(data.texts, seed=args.noise_seed, pool="eval")
+            noisy = evaluate_artifact(args.model, noisy_texts, data.labels, args.batch_size, classifier)
+    except (DataError, ArtifactError, EvaluationError) as exc:
+        raise SystemExit(f"evaluate: {exc}") from None
+
+    report["data"] = {k: v for k, v in data.report.items() if k not in ("support",)}
+    if noisy is not None:
+        noisy["data"] = {**report["data"], "noise": {"pool": "eval", "seed": args.noise_seed}}
+        write_evaluation(noisy, args.out / "noisy", title="Noisy tickets:")
+        report["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
+        report["clean_vs_noisy"] = compare_reports(report, noisy)
+    write_evaluation(report, args.out)
+
+    if noisy is None:
+        print(format_table({k: {"value": v} for k, v in headline(report).items()}, ["value"]))
+    else:
+        print(format_table(report["clean_vs_noisy"]["metrics"], ["clean", "noisy", "delta"]))
+    print(f"wrote {args.out / 'metrics.json'} and plots ({len(data.texts)} tickets)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
