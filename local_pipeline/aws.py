@@ -6,17 +6,20 @@ import functools
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
+import requests
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
-from local_pipeline.model_server import free_port
+from local_pipeline.model_server import REPO_ROOT, free_port
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -67,24 +70,67 @@ def _serialize_moto_dynamodb() -> None:
 
 
 class MotoServer:
-    """moto's threaded server (S3, SNS, SQS, DynamoDB in one process) on 127.0.0.1:<free port>."""
+    """moto's server (S3, SNS, SQS, DynamoDB) as a child process on 127.0.0.1:<free port>.
 
-    def __init__(self, port: int | None = None):
+    A process of its own keeps its state apart from any other moto in this process (moto's
+    backends are module globals) and gives it its own interpreter lock.
+    """
+
+    def __init__(self, port: int | None = None, log_path: str | None = None, startup_timeout: float = 60):
         self.port = port or free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        _serialize_moto_dynamodb()
-        self._server.start()
-        return self
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "local_pipeline.aws", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={
+                    **os.environ,
+                    **DUMMY_CREDENTIALS,
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+                    ),
+                },
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        deadline = time.time() + self.startup_timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.process.returncode} during start-up")
+            try:
+                if requests.get(self.url + "/moto-api/data.json", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"moto server not ready after {self.startup_timeout:.0f}s")
 
     def stop(self) -> None:
-        self._server.stop()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def reset(self) -> None:
+        requests.post(self.url + "/moto-api/reset", timeout=10).raise_for_status()
 
     def client(self, service: str) -> Any:
         return boto3.client(
@@ -204,3 +250,16 @@ def results_message(sqs_body: str) -> dict[str, Any]:
     """The results message inside an SQS body delivered from the results topic (SNS envelope)."""
     envelope = json.loads(sqs_body)
     return json.loads(envelope["Message"]) if "Message" in envelope else envelope
+
+
+def _serve(port: int) -> None:
+    """Entry point of the moto child process: ``python -m local_pipeline.aws <port>``."""
+    from moto.server import main
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _serialize_moto_dynamodb()
+    main(["-H", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

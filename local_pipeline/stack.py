@@ -76,7 +76,7 @@ class LocalStack:
         cfg = self.config
         cfg.work_dir.mkdir(parents=True, exist_ok=True)
         progress("starting moto server (S3, SNS, SQS, DynamoDB)")
-        self.moto = MotoServer().start()
+        self.moto = MotoServer(log_path=str(cfg.work_dir / "moto.log")).start()
         for service in ("s3", "sns", "sqs", "dynamodb"):
             self.clients[service] = self.moto.client(service)
         self.resources = provision(

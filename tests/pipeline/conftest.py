@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from pipeline_helpers import Aws
 
 from local_pipeline.aws import DUMMY_CREDENTIALS, MotoServer, patched_environ, provision
@@ -27,7 +26,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def aws(moto_server: MotoServer) -> Iterator[Aws]:
-    requests.post(moto_server.url + "/moto-api/reset", timeout=10).raise_for_status()
+    moto_server.reset()
     clients = {s: moto_server.client(s) for s in ("s3", "sns", "sqs", "dynamodb")}
     resources = provision(clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"])
     yield Aws(moto_server, resources, **clients)
