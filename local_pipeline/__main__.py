@@ -69,10 +69,18 @@ def _step(message: str) -> None:
     print(f"  - {message}", flush=True)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def demo(args: argparse.Namespace) -> int:
     from local_pipeline.demo import collect, drop_samples, report, save, wait_for_results
     from local_pipeline.samples import build_samples
 
+    # Ctrl-C and SIGTERM both end in the same clean shutdown (also when started from a shell
+    # that ignores SIGINT for background jobs).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = _stack(args)
     try:
         print("Starting the local async pipeline:", flush=True)

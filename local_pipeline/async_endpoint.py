@@ -202,6 +202,7 @@ class AsyncEndpoint:
         self._queue: queue.Queue[AsyncRequest | None] = queue.Queue()
         self._lock = threading.Lock()
         self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self._session = requests.Session()
         self._session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
 
@@ -253,7 +254,9 @@ class AsyncEndpoint:
             self._workers.append(worker)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers; requests still queued are dropped (as when an endpoint is deleted)."""
+        self._stopping.set()
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -273,7 +276,7 @@ class AsyncEndpoint:
     def _work(self) -> None:
         while True:
             request = self._queue.get()
-            if request is None:
+            if request is None or self._stopping.is_set():
                 return
             try:
                 self._process(request)

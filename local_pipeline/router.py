@@ -136,10 +136,13 @@ class EventRouter:
                 self._threads.append(thread)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop polling. A handler still running finishes on its daemon thread, or fails once the
+        services behind it are gone, like a Lambda cut off mid-invocation."""
         self._stop.set()
+        deadline = time.time() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.time()))
         self._threads.clear()
 
     def _poll(self, route: Route) -> None:
