@@ -9,11 +9,17 @@ Choices worth knowing:
 * Stop words are kept by default. Transformers read function words ("not", "can't",
   "still", "why") as signal; removing them changes meaning ("card not working" ->
   "card working"). The option exists for experiments only.
-* Long tickets are cut in two steps: after cleaning, the text is capped at ``max_chars``
-  characters (cheap protection against 1 MB tickets), then the tokenizer keeps the first
+* Long tickets are cut in three steps: the raw text is capped at ``10 * max_chars``
+  characters before any regex runs (a pasted 1 MB attachment costs microseconds, not
+  seconds), the cleaned text is capped at ``max_chars``, then the tokenizer keeps the first
   ``max_length`` tokens ("head" truncation). The request in a support e-mail is almost always
   near the top once greetings, quoted threads, signatures and footers are stripped, so the
-  head is the part worth keeping.
+  head is the part worth keeping. All regexes are linear-time (bounded repetitions, anchored
+  starts), so the cost per ticket is bounded whatever is pasted into it.
+* E-mail replies: mail-parser-reply (``EmailReplyParser``) was tried on the noisy test
+  tickets: it cuts ``On ... wrote:`` threads but keeps greetings, sign-offs, device lines,
+  footers and forwarded messages, which the rules below also strip. It is not used, which
+  also keeps it out of the serving image.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ class PreprocessConfig(BaseModel):
 
 # --- PII masking -------------------------------------------------------------------------
 EMAIL_TOKEN, URL_TOKEN, CARD_TOKEN, PHONE_TOKEN = "[EMAIL]", "[URL]", "[CARD]", "[PHONE]"
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# The look-behind makes a match start only at the beginning of a word: without it, a long run
+# of word characters (a pasted base64 blob) is rescanned from every position (quadratic).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 # 13-19 digits, optionally grouped by spaces or dashes: payment card numbers.
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -75,12 +83,25 @@ _QUOTE_START = re.compile(
 # A signature or sign-off starts at one of these lines.
 _SIGNOFF = re.compile(
     r"^\s*(?:--\s*$|(?:best|kind|warm)?\s*regards\b|best wishes\b|thanks?(?: you)?(?: in advance)?[,!.]?\s*$"
-    r"|many thanks\b|cheers[,!.]?\s*$|sincerely\b|sent from my\b|get outlook for\b)",
+    r"|many thanks\b|cheers[,!.]?\s*$|sincerely\b|get outlook for\b"
+    # device lines: "Sent from my iPhone", "Sent from Yahoo Mail for Android", "Sent with ... app"
+    r"|sent (?:from|with|via)\b[^\n]{0,40}?\b(?:iphone|ipad|android|galaxy|samsung|mobile|phone|mail"
+    r"|outlook|blackberry|device|tablet|app)\b[^\n]{0,30}$)",
     re.IGNORECASE,
 )
+# Chat openers without punctuation ("hey there how do I ..."): the greeting word, an optional
+# addressee, then punctuation or a space.
+_CHAT_GREETING = re.compile(
+    r"^\s*(?:hi+|hello+|hey+|hiya|yo|good (?:morning|afternoon|evening|day))"
+    r"(?:\s+(?:there|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
+    re.IGNORECASE,
+)
+# A salutation: the greeting word and at most four more words ("Dear Sir or Madam"), closed by
+# punctuation or the end of its line. More words than that are the request itself
+# ("hey guys where is my card!!!" must keep "where is my card").
 _GREETING = re.compile(
     r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|to whom it may concern)"
-    r"\b[^.!?\n]{0,40}?(?:[,:!]|$)\s*",
+    r"\b(?:[ \t]+[^\s.!?,:]+){0,4}?[ \t]*(?:[,:!]+|(?=\n)|$)\s*",
     re.IGNORECASE,
 )
 _FOOTER = re.compile(
@@ -101,7 +122,9 @@ def extract_request(text: str) -> str:
             continue
         kept.append(line)
     body = "\n".join(kept) if kept else text
-    return _GREETING.sub("", body, count=1).strip() or body.strip()
+    stripped = _GREETING.sub("", body, count=1).strip()
+    stripped = _CHAT_GREETING.sub("", stripped, count=1).strip()
+    return stripped or body.strip()
 
 
 # --- emojis, unicode, whitespace -------------------------------------------------------------
@@ -174,12 +197,14 @@ _STOPWORDS = frozenset(
     ]
 )
 _WS = re.compile(r"\s+")
+_RAW_CAP_FACTOR = 10  # raw text kept before cleaning: 10 x max_chars (see the module docstring)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 
 
 def preprocess(text: str, config: PreprocessConfig | None = None) -> str:
     """Clean one ticket. Never raises on odd input; returns '' for empty input."""
     config = config or PreprocessConfig()
+    text = text[: config.max_chars * _RAW_CAP_FACTOR]
     if config.unicode_form != "none":
         text = unicodedata.normalize(config.unicode_form, text)
     text = _CONTROL.sub(" ", text)

@@ -1,0 +1,149 @@
+"""triage_core.preprocessing: what training and serving both feed the model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from training.noise import noisy_variant
+from triage_core.preprocessing import (
+    CARD_TOKEN,
+    EMAIL_TOKEN,
+    PHONE_TOKEN,
+    URL_TOKEN,
+    PreprocessConfig,
+    extract_request,
+    mask_pii,
+    preprocess,
+    preprocess_batch,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail me at jane.doe+bank@mail.example.co.uk please", f"mail me at {EMAIL_TOKEN} please"),
+        ("see https://bank.example/help?x=1 or www.bank.example", f"see {URL_TOKEN} or {URL_TOKEN}"),
+        ("card 4111 1111 1111 1111 was charged", f"card {CARD_TOKEN} was charged"),
+        ("card 4111-1111-1111-1111 was charged", f"card {CARD_TOKEN} was charged"),
+        ("card 4111111111111111 was charged", f"card {CARD_TOKEN} was charged"),
+        ("call +44 7700 900123 now", f"call {PHONE_TOKEN} now"),
+        ("call (555) 123-4567 now", f"call {PHONE_TOKEN} now"),
+        ("I was charged 25 euros twice on 12 May", "I was charged 25 euros twice on 12 May"),
+        ("transfer of 1500 to my account", "transfer of 1500 to my account"),
+    ],
+)
+def test_pii_masking(text: str, expected: str) -> None:
+    assert mask_pii(text) == expected
+
+
+def test_masking_can_be_turned_off() -> None:
+    text = "write to a@b.example"
+    assert preprocess(text, PreprocessConfig(mask_pii=False)) == text
+    assert preprocess(text) == f"write to {EMAIL_TOKEN}"
+
+
+def test_emojis_mapped_to_text_removed_or_kept() -> None:
+    text = "my card is blocked 😡🙏"
+    assert preprocess(text) == "my card is blocked enraged face folded hands"
+    assert preprocess(text, PreprocessConfig(emojis="remove")) == "my card is blocked"
+    assert preprocess(text, PreprocessConfig(emojis="keep")) == text
+
+
+def test_unicode_whitespace_and_control_characters() -> None:
+    assert preprocess("ｆｕｌｌ\u00a0width\tand\u200bzero\x07width\n\n") == "full width and zero width"
+    assert preprocess("   ") == "" and preprocess("") == ""
+    assert preprocess("café", PreprocessConfig(unicode_form="none")) == "café"
+
+
+EMAIL = """Dear Support Team,
+
+I hope this message finds you well. My card payment was declined at the supermarket, why?
+
+Many thanks,
+Sofia Dubois
+Mobile: +44 7700 900123
+
+Sent from my iPad
+
+This message is confidential and intended only for the person to whom it is addressed.
+
+On Tue, Mar 3, 2025 at 10:14 Customer Care <support@bank.example> wrote:
+> Thanks for reaching out! Could you tell us a bit more about the issue?
+"""
+
+
+def test_email_request_is_extracted() -> None:
+    cleaned = preprocess(EMAIL)
+    assert "My card payment was declined at the supermarket, why?" in cleaned
+    for noise in ("Dear", "Sofia", "Sent from", "confidential", "wrote", "reaching out", PHONE_TOKEN):
+        assert noise not in cleaned, noise
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("hey there how do I top up by cheque?", "how do I top up by cheque?"),
+        ("Hello!! 😀 my card is lost", "grinning face my card is lost"),
+        ("good evening, is there a fee for transfers", "is there a fee for transfers"),
+        ("Hiking abroad: my card was swallowed", "Hiking abroad: my card was swallowed"),
+        ("hi", "hi"),  # nothing else to keep: the greeting stays rather than an empty ticket
+        ("Thanks!\nWhere is my refund?", "Where is my refund?"),
+        ("-----Original Message-----\nFrom: x", "-----Original Message-----\nFrom: x"),
+    ],
+)
+def test_greetings_and_chat_openers(text: str, expected: str) -> None:
+    assert preprocess(text, PreprocessConfig(mask_pii=False)) == " ".join(expected.split())
+
+
+def test_extraction_off_keeps_everything() -> None:
+    assert "Sofia" in preprocess(EMAIL, PreprocessConfig(extract_request=False))
+    assert extract_request("plain question") == "plain question"
+
+
+def test_noisy_tickets_keep_the_query_and_lose_most_noise() -> None:
+    queries = ["Why was my transfer declined", "How do I top up by cheque", "Where is my new card"] * 40
+    noisy = noisy_variant(queries, seed=3, pool="eval")
+    cleaned = preprocess_batch(noisy)
+    kept = sum(q.lower() in c.lower() for q, c in zip(queries, cleaned, strict=True))
+    assert kept == len(queries)  # the request always survives
+    raw_len = sum(len(n) for n in noisy)
+    assert sum(len(c) for c in cleaned) < 0.6 * raw_len  # most of the wrapping is gone
+    assert not any("@" in c or "wrote:" in c or "Sent from" in c for c in cleaned)
+
+
+def test_stopwords_option_is_off_by_default() -> None:
+    text = "Why is my card not working"
+    assert preprocess(text) == text  # "not" matters to a transformer: kept by default
+    assert preprocess(text, PreprocessConfig(remove_stopwords=True)) == "Why card not working"
+
+
+def test_length_caps_and_linear_time_on_pasted_blobs() -> None:
+    config = PreprocessConfig(max_chars=100)
+    assert len(preprocess("word " * 1000, config)) == 100
+    for blob in ("QUJD" * 250_000, "a@" + "b" * 500_000, "1 " * 500_000, "x." * 500_000):
+        started = time.perf_counter()
+        out = preprocess(blob)
+        assert time.perf_counter() - started < 0.5
+        assert len(out) <= PreprocessConfig().max_chars
+
+
+def test_head_truncation_keeps_the_start_of_a_long_ticket(minilm_path) -> None:
+    """The documented choice: the tokenizer keeps the first max_length tokens (the request)."""
+    from triage_core.inference import TicketTokenizer
+
+    tokenizer = TicketTokenizer(minilm_path / "tokenizer.json", max_length=16, input_names=["input_ids"])
+    text = preprocess("my card was stolen yesterday " + "and then some unrelated story " * 50)
+    (encoding,) = tokenizer.encode([text])
+    assert len(encoding.ids) == 16
+    assert encoding.tokens[1:5] == ["my", "card", "was", "stolen"]
+
+
+def test_config_is_strict_and_serialisable() -> None:
+    config = PreprocessConfig(emojis="remove", mask_pii=False)
+    assert PreprocessConfig.model_validate_json(config.model_dump_json()) == config
+    with pytest.raises(ValueError):
+        PreprocessConfig(emojis="shout")
+    with pytest.raises(ValueError):
+        PreprocessConfig(unknown_option=True)
