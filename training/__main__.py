@@ -332,11 +332,8 @@ def evaluate_test_splits(
 
 def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
     """torch fp32 vs ONNX fp32 vs ONNX int8 (the other helper's ``training.optimization_report``)."""
-    try:
-        from training import optimization_report as report_module
-    except ImportError:
-        log.warning("training.optimization_report is not available: no optimization report")
-        return None
+    from training import optimization_report as report_module
+
     path = report_module.run_optimization_report(
         hf_model_dir=hf_model_dir,
         artifact_dir=artifact_dir,
