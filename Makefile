@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup demo test lint train evaluate serve bench synth local image clean
+.PHONY: setup demo test lint train evaluate serve bench synth checkov local image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -61,6 +61,16 @@ image:
 # --- infrastructure
 synth: setup
 	npx --no-install cdk synth --quiet --output cdk.out
+
+# checkov pins an older boto3 than the project: it gets its own venv inside .venv/ (ignored by git and ruff)
+CHECKOV := $(VENV)/checkov/bin/checkov
+$(CHECKOV): requirements-checkov.txt
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+checkov: synth $(CHECKOV)
+	$(CHECKOV) -d cdk.out --framework cloudformation --skip-download --compact --quiet
 
 # --- local async pipeline
 local: $(VENV)/.installed

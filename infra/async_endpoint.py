@@ -104,6 +104,9 @@ class AsyncInferenceEndpoint(Construct):
             self,
             "Model",
             execution_role_arn=self.role.role_arn,
+            # The container needs no network: SageMaker itself fetches the model and the request
+            # payload and writes the results and notifications.
+            enable_network_isolation=True,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=props.image.image_uri,
                 model_data_url=props.model_artifact.s3_url,

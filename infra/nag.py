@@ -9,7 +9,7 @@ with a detail (IAM4/IAM5) are acknowledged one by one as ``RuleId[Finding]``.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
+from aws_cdk import Acknowledgment, CfnElement, CfnResource, Stack, Validations
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
@@ -37,3 +37,17 @@ def arn_finding(element: CfnElement, suffix: str = "", attribute: str = "Arn") -
     """
     logical_id = Stack.of(element).get_logical_id(element)
     return f"Resource::<{logical_id}.{attribute}>{suffix}"
+
+
+def skip_checkov(element: CfnElement | IConstruct, check_id: str, reason: str) -> None:
+    """Record an accepted checkov finding on one resource (``Metadata.checkov.skip``), with why.
+
+    checkov reads this CloudFormation metadata and reports the check as skipped; the README's
+    checkov section lists the same ids.
+    """
+    if len(reason.strip()) < MIN_REASON_LENGTH:
+        raise ValueError(f"a checkov skip of {check_id} needs a real reason, got {reason!r}")
+    resource = element if isinstance(element, CfnResource) else element.node.default_child
+    metadata = resource.get_metadata("checkov") or {"skip": []}
+    metadata["skip"] = [*metadata["skip"], {"id": check_id, "comment": reason}]
+    resource.add_metadata("checkov", metadata)

@@ -10,6 +10,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.nag import skip_checkov
+
 
 class EncryptionKey(Construct):
     """One customer-managed KMS key (rotated yearly) for every bucket, topic, queue, table and log group.
@@ -101,6 +103,12 @@ class IoBuckets(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
+        )
+
+        skip_checkov(
+            self.access_logs,
+            "CKV_AWS_18",
+            "This is the server-access-log bucket: S3 cannot log a log bucket into itself.",
         )
 
         common = {

@@ -194,6 +194,10 @@ def test_model_runs_the_container_asset_with_the_model_artifact_and_async_limits
     }
 
 
+def test_model_container_is_network_isolated(synth, stack) -> None:
+    assert synth.properties(stack.inference.model)["EnableNetworkIsolation"] is True
+
+
 def test_model_is_created_after_the_execution_role_policy(synth, stack) -> None:
     model = synth.resources[synth.logical_id(stack.inference.model)]
     policy = stack.inference.role.node.find_child("DefaultPolicy").node.default_child
@@ -367,6 +371,7 @@ def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_gro
     assert props["DeadLetterConfig"] == {"TargetArn": arn(synth, fn.dead_letter_queue)}
     assert props["Role"] == arn(synth, fn.role)
     assert props["LoggingConfig"] == {"LogGroup": ref(synth, fn.log_group)}
+    assert props["KmsKeyArn"] == arn(synth, stack.encryption.key)  # environment variables
     log_group = synth.properties(fn.log_group)
     assert log_group["RetentionInDays"] == 30
     assert log_group["KmsKeyId"] == arn(synth, stack.encryption.key)
