@@ -31,7 +31,7 @@ class TrainConfig:
     """Everything that decides what the fine-tuned model is. Stored as ``train_config.json``."""
 
     base_model: str = DEFAULT_BASE_MODEL
-    epochs: int = 7
+    epochs: int = 5
     learning_rate: float = 1e-4
     # Learning rate of the freshly initialised head (pooler + classifier); 0 = learning_rate.
     head_learning_rate: float = 3e-3
@@ -47,7 +47,7 @@ class TrainConfig:
     early_stopping_patience: int = 2
     # Share of training rows replaced, each epoch, by a noisy e-mail/chat version of themselves
     # (training.noise pool "train"). 0 turns noisy augmentation off.
-    noisy_augmentation: float = 0.3
+    noisy_augmentation: float = 0.25
     # Oversample labels with fewer than this many training rows up to it, with noisy copies of
     # their own rows (pool "train"). 0 = off (the default: class weights already balance the loss).
     minority_min_examples: int = 0
