@@ -59,6 +59,11 @@ class TriageConfig(BaseModel):
     request_ttl_seconds: int = Field(MAX_REQUEST_TTL_SECONDS, alias="requestTtlSeconds", ge=60, le=21600)
 
     # --- autoscaling
+    autoscaling: bool = Field(
+        True,
+        alias="autoscaling",
+        description="false removes the scalable target (needed once to change instanceType when live)",
+    )
     min_capacity: int = Field(0, alias="minCapacity", ge=0, le=100)
     max_capacity: int = Field(2, alias="maxCapacity", ge=1, le=100)
     backlog_target_per_instance: float = Field(5.0, alias="backlogTargetPerInstance", gt=0)

@@ -83,18 +83,24 @@ class TicketTriageStack(Stack):
                 log_level=c.log_level,
             ),
         )
-        self.autoscaling = EndpointAutoscaling(
-            self,
-            "Autoscaling",
-            props=EndpointAutoscalingProps(
-                endpoint_name=self.inference.endpoint_name,
-                variant_name=VARIANT_NAME,
-                min_capacity=c.min_capacity,
-                max_capacity=c.max_capacity,
-                backlog_target_per_instance=c.backlog_target_per_instance,
-                scale_in_cooldown_seconds=c.scale_in_cooldown_seconds,
-                scale_out_cooldown_seconds=c.scale_out_cooldown_seconds,
-            ),
+        # AWS refuses to move a variant registered for autoscaling to another instance type: deploy
+        # once with triage:autoscaling=false, then with the new type and autoscaling back on.
+        self.autoscaling = (
+            None
+            if not c.autoscaling
+            else EndpointAutoscaling(
+                self,
+                "Autoscaling",
+                props=EndpointAutoscalingProps(
+                    endpoint_name=self.inference.endpoint_name,
+                    variant_name=VARIANT_NAME,
+                    min_capacity=c.min_capacity,
+                    max_capacity=c.max_capacity,
+                    backlog_target_per_instance=c.backlog_target_per_instance,
+                    scale_in_cooldown_seconds=c.scale_in_cooldown_seconds,
+                    scale_out_cooldown_seconds=c.scale_out_cooldown_seconds,
+                ),
+            )
         )
         self.pipeline = TicketPipeline(
             self,

@@ -25,6 +25,11 @@ def test_values_given_with_dash_c_arrive_as_strings_and_are_coerced() -> None:
     assert (config.max_capacity, config.review_threshold, config.min_capacity) == (4, 0.7, 1)
 
 
+def test_autoscaling_can_be_switched_off_from_the_command_line() -> None:
+    assert TriageConfig.from_context({"triage:autoscaling": "false"}).autoscaling is False
+    assert TriageConfig().autoscaling is True
+
+
 def test_context_keys_without_the_prefix_are_ignored() -> None:
     config = TriageConfig.from_context({"@aws-cdk/core:checkSecretUsage": True, "maxCapacity": "x"})
     assert config == TriageConfig()
