@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ def placeholder_tarball(directory: Path) -> Path:
         info = tarfile.TarInfo("PLACEHOLDER.txt")
         info.size, info.mtime, info.mode = len(data), 0, 0o644
         tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    partial = directory / f".model.tar.gz.{os.getpid()}"
+    partial.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    partial.replace(path)  # atomic: a concurrent synth never reads half a file
     return path
 
 
@@ -86,7 +89,9 @@ class ModelArtifactSource(Construct):
             path = repo_root / path
         placeholder = not path.is_file()
         if placeholder:
-            path = placeholder_tarball(Path(tempfile.mkdtemp(prefix="triage-placeholder-model-")))
+            directory = Path(tempfile.gettempdir()) / "triage-placeholder-model"
+            directory.mkdir(exist_ok=True)
+            path = placeholder_tarball(directory)
             Annotations.of(self).add_warning_v2(
                 "triage:placeholderModel",
                 f"No model artifact at '{location}': synthesized with a placeholder model.tar.gz. "
