@@ -235,14 +235,18 @@ class TicketPipeline(Construct):
             "ticket-aggregator",
         )
 
-        # --- dispatcher: read incoming/, write chunks/, invoke this endpoint, job rows,
-        # whole-file failures go straight to results/ and the results topic.
+        # --- dispatcher: read incoming/, write chunks/, invoke this endpoint, job rows.
+        # It finalizes a job itself when nothing reached the endpoint (every record or every
+        # submission rejected), so it reads and writes results/ and reads the raw async outputs.
         dispatcher = self.dispatcher.function
         props.input_bucket.grant_read(dispatcher, f"{props.input_prefix}*")
         props.input_bucket.grant_put(dispatcher, f"{props.chunk_prefix}*")
         props.endpoint.grant_invoke_async(dispatcher)
         props.table.grant_read_write_data(dispatcher)
+        props.output_bucket.grant_read(dispatcher, f"{props.results_prefix}*")
         props.output_bucket.grant_put(dispatcher, f"{props.results_prefix}*")
+        props.output_bucket.grant_read(dispatcher, f"{props.async_results_prefix}*")
+        props.output_bucket.grant_read(dispatcher, f"{props.async_failures_prefix}*")
         props.results_topic.grant_publish(dispatcher)
         props.input_bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
@@ -250,11 +254,12 @@ class TicketPipeline(Construct):
             s3.NotificationKeyFilter(prefix=props.input_prefix),
         )
 
-        # --- aggregator: read raw async outputs and the chunks, write results/, job rows, notify.
+        # --- aggregator: read raw async outputs, read results/ (the dispatcher's rejected
+        # records) and write the consolidated files there, job rows, notify.
         aggregator = self.aggregator.function
         props.output_bucket.grant_read(aggregator, f"{props.async_results_prefix}*")
         props.output_bucket.grant_read(aggregator, f"{props.async_failures_prefix}*")
-        props.input_bucket.grant_read(aggregator, f"{props.chunk_prefix}*")
+        props.output_bucket.grant_read(aggregator, f"{props.results_prefix}*")
         props.output_bucket.grant_put(aggregator, f"{props.results_prefix}*")
         props.table.grant_read_write_data(aggregator)
         props.results_topic.grant_publish(aggregator)
@@ -274,7 +279,14 @@ class TicketPipeline(Construct):
             "Action::kms:GenerateDataKey*": "Encrypt objects, messages and rows with the stack key only.",
             "Action::kms:ReEncrypt*": "grant_put on a KMS-encrypted bucket: the stack key only.",
             arn_finding(output_bucket, f"/{props.results_prefix}*"): (
-                "Consolidated results are written under the results prefix, one object per input file."
+                "Consolidated results and rejected records live under the results prefix, one folder "
+                "per input file."
+            ),
+            arn_finding(output_bucket, f"/{props.async_results_prefix}*"): (
+                "Reads the endpoint's raw results, only under the async-results prefix."
+            ),
+            arn_finding(output_bucket, f"/{props.async_failures_prefix}*"): (
+                "Reads the endpoint's failure reports, only under the failures prefix."
             ),
         }
         dispatcher = {
@@ -286,18 +298,7 @@ class TicketPipeline(Construct):
                 "The dispatcher writes the chunk objects it creates, only under the chunk prefix."
             ),
         }
-        aggregator = {
-            **common,
-            arn_finding(input_bucket, f"/{props.chunk_prefix}*"): (
-                "The aggregator re-reads chunks to match results to tickets, only under the chunk prefix."
-            ),
-            arn_finding(output_bucket, f"/{props.async_results_prefix}*"): (
-                "The aggregator reads the endpoint's raw results, only under the async-results prefix."
-            ),
-            arn_finding(output_bucket, f"/{props.async_failures_prefix}*"): (
-                "The aggregator reads the endpoint's failure reports, only under the failures prefix."
-            ),
-        }
+        aggregator = common
         for fn, findings in ((self.dispatcher, dispatcher), (self.aggregator, aggregator)):
             policy = fn.role.node.find_child("DefaultPolicy").node.default_child
             for finding, reason in findings.items():

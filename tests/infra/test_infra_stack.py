@@ -419,7 +419,7 @@ def test_dispatcher_may_invoke_only_this_endpoint_and_only_asynchronously(synth,
     assert invoke["Resource"] == ref(synth, stack.inference.endpoint)  # Ref of an endpoint is its ARN
 
 
-def test_dispatcher_reads_incoming_writes_chunks_and_results_and_nothing_broader(synth, stack) -> None:
+def test_dispatcher_reads_incoming_and_outputs_writes_chunks_and_results_and_nothing_broader(synth, stack) -> None:
     statements = statements_of_role(synth, stack.pipeline.dispatcher.role)
     actions = actions_of(statements)
     assert not {a for a in actions if a.endswith(":*") or a == "*"}
@@ -432,8 +432,15 @@ def test_dispatcher_reads_incoming_writes_chunks_and_results_and_nothing_broader
 
     reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
     writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
-    assert under(input_arn, "incoming/") in reads
-    assert under(input_arn, "chunks/") not in reads
+    objects_read = {r for r in reads if "Fn::Join" in r}  # the rest: bucket ARNs for s3:List*
+    assert reads - objects_read == {json.dumps(input_arn, sort_keys=True), json.dumps(output_arn, sort_keys=True)}
+    assert objects_read == {
+        under(input_arn, "incoming/"),
+        # it finalizes jobs that never reached the endpoint
+        under(output_arn, "results/"),
+        under(output_arn, "async-results/"),
+        under(output_arn, "async-failures/"),
+    }
     assert writes == {under(input_arn, "chunks/"), under(output_arn, "results/")}
     publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
     assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
@@ -442,7 +449,7 @@ def test_dispatcher_reads_incoming_writes_chunks_and_results_and_nothing_broader
     assert arn(synth, stack.job_state.table) in as_list(table_statements[0]["Resource"])
 
 
-def test_aggregator_reads_async_outputs_and_chunks_writes_results_and_cannot_invoke(synth, stack) -> None:
+def test_aggregator_reads_async_outputs_and_results_writes_results_and_cannot_invoke(synth, stack) -> None:
     statements = statements_of_role(synth, stack.pipeline.aggregator.role)
     actions = actions_of(statements)
     assert not {a for a in actions if a.startswith("sagemaker:")}
@@ -454,12 +461,13 @@ def test_aggregator_reads_async_outputs_and_chunks_writes_results_and_cannot_inv
 
     reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
     writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
-    assert {
+    objects_read = {r for r in reads if "Fn::Join" in r}  # the rest: bucket ARNs for s3:List*
+    assert reads - objects_read == {json.dumps(output_arn, sort_keys=True)}
+    assert objects_read == {
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
-        under(input_arn, "chunks/"),
-    } <= reads
-    assert under(input_arn, "incoming/") not in reads
+        under(output_arn, "results/"),  # the dispatcher's rejected records
+    }
     assert writes == {under(output_arn, "results/")}
     publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
     assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
