@@ -3,7 +3,8 @@
 For every variant: file size, macro-F1 (and accuracy) on the given labelled texts, throughput
 and latency for length-sorted batches of 32 and for one ticket at a time. Preprocessing and
 tokenization are shared (the artifact's code, done once and timed separately), so the timings
-compare the models, and all variants run in this process with the same thread count.
+compare the models. All variants run in this process with the same thread count, interleaved
+batch by batch, so load from other processes affects them alike.
 
 The served int8 model must keep macro-F1 within 0.5 points of fp32; the report states the
 delta and ``int8_within_tolerance``.
@@ -88,43 +89,52 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _measure(
-    run: RunFn,
+    runners: dict[str, RunFn],
     batches: list[dict[str, np.ndarray]],
     singles: list[dict[str, np.ndarray]],
     n_batched: int,
     repeats: int,
-) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Logits of every batch plus timings. The batch pass is repeated ``repeats`` times; the
-    fastest pass counts (the least disturbed by other processes on the machine)."""
-    run(batches[0])  # warm-up: first-run allocations and kernel selection
-    passes: list[float] = []
-    batch_ms: list[float] = []
-    outputs: list[np.ndarray] = []
+) -> tuple[dict[str, list[np.ndarray]], dict[str, dict[str, Any]]]:
+    """Logits of every batch per variant, plus timings.
+
+    The variants are interleaved: each batch (and each single ticket) runs through every
+    variant before the next one, in a rotating order, so a burst of load from other processes
+    hits all variants alike instead of whichever happened to be measured then. The batch pass
+    is repeated ``repeats`` times; each variant's fastest pass counts.
+    """
+    names = list(runners)
+    for run in runners.values():
+        run(batches[0])  # warm-up: first-run allocations and kernel selection
+    batch_ms = {name: [[0.0] * len(batches) for _ in range(max(1, repeats))] for name in names}
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for attempt in range(max(1, repeats)):
-        this_pass: list[float] = []
-        for feed in batches:
+        for b, feed in enumerate(batches):
+            for k in range(len(names)):
+                name = names[(b + k) % len(names)]
+                t0 = time.perf_counter()
+                logits = runners[name](feed)
+                batch_ms[name][attempt][b] = (time.perf_counter() - t0) * 1000
+                if attempt == 0:
+                    outputs[name].append(logits)
+    single_ms: dict[str, list[float]] = {name: [] for name in names}
+    for s, feed in enumerate(singles):
+        for k in range(len(names)):
+            name = names[(s + k) % len(names)]
             t0 = time.perf_counter()
-            logits = run(feed)
-            this_pass.append((time.perf_counter() - t0) * 1000)
-            if attempt == 0:
-                outputs.append(logits)
-        passes.append(sum(this_pass) / 1000)
-        if passes[-1] == min(passes):
-            batch_ms = this_pass
-    single_ms: list[float] = []
-    for feed in singles:
-        t0 = time.perf_counter()
-        run(feed)
-        single_ms.append((time.perf_counter() - t0) * 1000)
-    best = min(passes)
-    return outputs, {
-        "batch32_tickets_per_s": round(n_batched / best, 1),
-        "batch32_p50_ms": round(_percentile(batch_ms, 50), 2),
-        "batch32_p95_ms": round(_percentile(batch_ms, 95), 2),
-        "single_tickets_per_s": round(1000 / statistics.fmean(single_ms), 1),
-        "single_p50_ms": round(_percentile(single_ms, 50), 2),
-        "single_p95_ms": round(_percentile(single_ms, 95), 2),
-    }
+            runners[name](feed)
+            single_ms[name].append((time.perf_counter() - t0) * 1000)
+    timings: dict[str, dict[str, Any]] = {}
+    for name in names:
+        best = min(batch_ms[name], key=sum)
+        timings[name] = {
+            "batch32_tickets_per_s": round(n_batched / (sum(best) / 1000), 1),
+            "batch32_p50_ms": round(_percentile(best, 50), 2),
+            "batch32_p95_ms": round(_percentile(best, 95), 2),
+            "single_tickets_per_s": round(1000 / statistics.fmean(single_ms[name]), 1),
+            "single_p50_ms": round(_percentile(single_ms[name], 50), 2),
+            "single_p95_ms": round(_percentile(single_ms[name], 95), 2),
+        }
+    return outputs, timings
 
 
 def optimization_report(
@@ -176,13 +186,14 @@ def optimization_report(
     for name, path in (extra_onnx or {}).items():
         variants[name] = (Path(path), lambda p=Path(path): _onnx_runner(p, threads))
 
+    log.info("optimization report: measuring %s on %d tickets", ", ".join(variants), len(texts))
+    runners = {name: make_runner() for name, (_, make_runner) in variants.items()}
+    outputs, timings = _measure(runners, batches, singles, len(texts), repeats)
     results: dict[str, dict[str, Any]] = {}
     predictions: dict[str, np.ndarray] = {}
-    for name, (path, make_runner) in variants.items():
-        log.info("optimization report: measuring %s", name)
-        outputs, timing = _measure(make_runner(), batches, singles, len(texts), repeats)
+    for name, (path, _) in variants.items():
         scores = np.empty((len(texts), len(index)), dtype=np.float32)
-        for idx, logits in zip(batch_idx, outputs, strict=True):
+        for idx, logits in zip(batch_idx, outputs[name], strict=True):
             scores[idx] = scores_from_logits(logits, classifier.manifest.scoring)
         metrics = classification_report(y_true, scores, classifier.labels)
         predictions[name] = scores.argmax(axis=1)
@@ -191,7 +202,7 @@ def optimization_report(
             "size_mb": round(_file_size(path) / 1e6, 2),
             "macro_f1": round(metrics["macro_f1"], 4),
             "accuracy": round(metrics["accuracy"], 4),
-            **timing,
+            **timings[name],
         }
 
     int8, torch_fp32, onnx_fp32 = results["onnx int8 (served)"], results["torch fp32"], results["onnx fp32"]
@@ -253,8 +264,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     return (
         f"# Optimization report\n\n"
         f"{report['examples']} tickets, {report['labels']} labels, {report['threads']} threads, "
-        f"same process. Batch timings: length-sorted batches of {report['batch_size']} over all "
-        f"tickets (fastest of the repeated passes); single: one ticket at a time over "
+        f"same process, variants interleaved batch by batch. Batch timings: length-sorted batches of "
+        f"{report['batch_size']} over all tickets (fastest of the repeated passes); single: one ticket "
+        f"at a time over "
         f"{report['single_ticket_sample']} tickets. Model time only: preprocessing + tokenization "
         f"(shared by all variants) runs at {report['preprocess_tokenize_tickets_per_s']} tickets/s.\n\n"
         + head
