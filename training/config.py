@@ -47,7 +47,7 @@ class TrainConfig:
     early_stopping_patience: int = 2
     # Share of training rows replaced, each epoch, by a noisy e-mail/chat version of themselves
     # (training.noise pool "train"). 0 turns noisy augmentation off.
-    noisy_augmentation: float = 0.25
+    noisy_augmentation: float = 0.15
     # Oversample labels with fewer than this many training rows up to it, with noisy copies of
     # their own rows (pool "train"). 0 = off (the default: class weights already balance the loss).
     minority_min_examples: int = 0
