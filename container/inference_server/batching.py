@@ -10,10 +10,13 @@ How a batch is chosen:
 * Tickets of small jobs (an interactive request: at most ``max_batch`` tickets) go to an
   *urgent* queue that is always served first, so a single ticket never waits behind a
   1 GB batch file.
-* Other tickets sit in buckets keyed by their exact token count. A runner starts from the
-  bucket holding the oldest waiting ticket (no starvation), takes from it, then fills the batch
-  from the nearest shorter buckets, then the nearest longer ones. Batches are therefore close
-  to length-sorted and padding is small, like the sorted batches of offline evaluation.
+* Tickets of other jobs (a large request, or a window of a streamed body) go to a pool of
+  buckets keyed by token count. A runner takes the shortest waiting tickets, up to
+  ``max_batch``: batches are length-sorted across everything in the pool (several windows of
+  every running request), so padding is as small as in the globally sorted batches of offline
+  evaluation. Long tickets cannot starve: every bulk producer (``app.py``'s pipeline) keeps a
+  bounded number of windows in flight and a window completes only when all its tickets are
+  scored, so once the producers are blocked the pool drains down to its longest tickets.
 * There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
   Under load tickets accumulate while runners are busy, so batches grow by themselves; at
   idle a single ticket runs at once.
@@ -48,14 +51,12 @@ class Job:
 
 
 class _Item:
-    __slots__ = ("encoding", "job", "length", "pos", "seq")
+    __slots__ = ("encoding", "job", "pos")
 
-    def __init__(self, seq: int, job: Job, pos: int, encoding: Any, length: int):
-        self.seq = seq
+    def __init__(self, job: Job, pos: int, encoding: Any):
         self.job = job
         self.pos = pos
         self.encoding = encoding
-        self.length = length
 
 
 class Batcher:
@@ -69,7 +70,6 @@ class Batcher:
         self._urgent: deque[_Item] = deque()
         self._buckets: dict[int, deque[_Item]] = {}
         self._bulk = 0
-        self._seq = 0
         self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"onnx-runner-{i}", daemon=True) for i in range(runners)
@@ -94,24 +94,21 @@ class Batcher:
             return job
         if urgent is None:
             urgent = len(encodings) <= self.max_batch
+        items = [_Item(job, i, enc) for i, enc in enumerate(encodings)]
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
-            seq = self._seq
-            self._seq += len(encodings)
             if urgent:
-                self._urgent.extend(
-                    _Item(seq + i, job, i, enc, len(enc.ids)) for i, enc in enumerate(encodings)
-                )
+                self._urgent.extend(items)
             else:
                 buckets = self._buckets
-                for i, enc in enumerate(encodings):
-                    length = len(enc.ids)
+                for item in items:
+                    length = len(item.encoding.ids)
                     bucket = buckets.get(length)
                     if bucket is None:
                         bucket = buckets[length] = deque()
-                    bucket.append(_Item(seq + i, job, i, enc, length))
-                self._bulk += len(encodings)
+                    bucket.append(item)
+                self._bulk += len(items)
             self._cond.notify(min(len(encodings), len(self._threads)))
         return job
 
@@ -148,17 +145,13 @@ class Batcher:
 
     def _take_bulk(self) -> list[_Item]:
         buckets = self._buckets
-        start = min(buckets, key=lambda length: buckets[length][0].seq)
-        keys = sorted(buckets)
-        pos = keys.index(start)
-        order = [start, *reversed(keys[:pos]), *keys[pos + 1 :]]
         batch: list[_Item] = []
         need = self.max_batch
-        for length in order:
+        for length in sorted(buckets):
             bucket = buckets[length]
-            while bucket and need:
-                batch.append(bucket.popleft())
-                need -= 1
+            take = min(need, len(bucket))
+            batch.extend(bucket.popleft() for _ in range(take))
+            need -= take
             if not bucket:
                 del buckets[length]
             if not need:

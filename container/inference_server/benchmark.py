@@ -1,0 +1,304 @@
+"""Benchmark: this server vs the Hugging Face toolkit-style baseline vs bare ONNX Runtime.
+
+``python -m inference_server.benchmark --model artifacts/model`` (``make bench``) measures, in
+one run on this machine, on the same texts and the same trained model:
+
+(a) **baseline**: ``transformers.pipeline("text-classification")`` with torch on the fine-tuned
+    Hugging Face checkpoint, called on the list of texts exactly as the SageMaker Hugging Face
+    inference toolkit's ``predict_fn`` does (``prediction = model(inputs)``: no ``batch_size``,
+    so one text at a time); also with ``batch_size=32`` for fairness;
+(b) **limit**: a bare ONNX Runtime session on the int8 ``model.onnx``, pre-tokenized texts in
+    length-sorted batches of 32: one session using every core, and one single-threaded
+    session per core running batches concurrently; the faster of the two is the limit;
+(c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
+    batch file POSTed over loopback HTTP (end to end: parsing, preprocessing, tokenization,
+    batching, inference, response), and single-ticket requests one after another.
+
+It needs torch + transformers (the dev environment, not the image). The torch checkpoint is
+``--hf-model`` (default: ``<model>/../work/hf_model``, where ``make train`` keeps it). Texts:
+``--data`` (default: ``<model>/../splits/test.csv`` when present, else a sample of the bundled
+Banking77 CSV). Every loop is bounded; the only network traffic is to 127.0.0.1.
+
+The last line printed is one JSON object (``baseline_tps``, ``limit_tps``, ``server_tps``,
+``server_vs_baseline``, ``server_vs_limit``, ``single_p50_ms``, ``single_p99_ms``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inference_server.settings import available_cpus
+from triage_core.inference import ArtifactClassifier
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_DATA = ROOT / "data" / "banking77" / "train.csv"
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+def load_texts(path: Path, limit: int) -> list[str]:
+    """``text`` column of a CSV, or ``text`` field of JSON Lines; evenly sampled down to ``limit``."""
+    if path.suffix in (".jsonl", ".jsonlines"):
+        with path.open(encoding="utf-8") as fh:
+            texts = [json.loads(line)["text"] for line in fh if line.strip()]
+    else:
+        with path.open(encoding="utf-8", newline="") as fh:
+            texts = [row["text"] for row in csv.DictReader(fh)]
+    texts = [t for t in texts if t and t.strip()]
+    if len(texts) > limit:
+        step = len(texts) / limit
+        texts = [texts[int(i * step)] for i in range(limit)]
+    return texts
+
+
+def default_data(model: Path) -> Path:
+    split = model.resolve().parent / "splits" / "test.csv"
+    return split if split.is_file() else BUNDLED_DATA
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples) * 1000.0, q))
+
+
+# --- (a) baseline --------------------------------------------------------------------------------
+def bench_baseline(hf_model: Path, texts: list[str], single: int, threads: int) -> dict[str, float]:
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    clf = pipeline("text-classification", model=str(hf_model), tokenizer=str(hf_model), device=-1)
+    clf(texts[:8])  # warm-up
+    started = time.perf_counter()
+    clf(texts)  # the toolkit's predict_fn: prediction = model(inputs)
+    bs1 = len(texts) / (time.perf_counter() - started)
+    clf(texts[:64], batch_size=32)
+    started = time.perf_counter()
+    clf(texts, batch_size=32)
+    bs32 = len(texts) / (time.perf_counter() - started)
+    latencies = []
+    for text in texts[:single]:
+        t0 = time.perf_counter()
+        clf(text)
+        latencies.append(time.perf_counter() - t0)
+    return {
+        "baseline_tps": bs1,
+        "baseline_bs32_tps": bs32,
+        "baseline_single_p50_ms": percentile_ms(latencies, 50),
+    }
+
+
+# --- (b) bare ONNX Runtime -------------------------------------------------------------------------
+def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[str, float]:
+    def sorted_feeds(classifier: ArtifactClassifier) -> list[dict[str, np.ndarray]]:
+        encodings = classifier.tokenizer.encode(classifier.clean(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        return [
+            classifier.tokenizer.pad([encodings[i] for i in order[s : s + 32]])
+            for s in range(0, len(order), 32)
+        ]
+
+    def run(session, feeds) -> None:
+        for feed in feeds:
+            session.run(["logits"], feed)
+
+    wide = ArtifactClassifier(model, intra_op_threads=cpus)
+    feeds = sorted_feeds(wide)
+    run(wide.session, feeds[:4])
+    best_wide = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(wide.session, feeds)
+        best_wide = max(best_wide, len(texts) / (time.perf_counter() - started))
+    del wide
+
+    narrow = ArtifactClassifier(model, intra_op_threads=1)
+    run(narrow.session, feeds[:4])
+    best_parallel = 0.0
+    for _ in range(repeats):
+        threads = [threading.Thread(target=run, args=(narrow.session, feeds[i::cpus])) for i in range(cpus)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        best_parallel = max(best_parallel, len(texts) / (time.perf_counter() - started))
+    return {
+        "limit_tps": max(best_wide, best_parallel),
+        "limit_one_session_tps": best_wide,
+        "limit_session_per_core_tps": best_parallel,
+    }
+
+
+# --- (c) the server over HTTP ----------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: Path, port: int, log_path: Path, env_extra: dict[str, str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "TRIAGE_"))}
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "container")]),
+            "MODEL_DIR": str(model),
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "TRIAGE_BIND_HOST": "127.0.0.1",
+            **env_extra,
+        }
+    )
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference_server", "serve"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/ping")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.terminate()
+    raise RuntimeError("server did not become ready in 120 s")
+
+
+def _post(conn: http.client.HTTPConnection, body: bytes, content_type: str, accept: str) -> bytes:
+    conn.request("POST", "/invocations", body=body, headers={"Content-Type": content_type, "Accept": accept})
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"server answered {resp.status}: {data[:300]!r}")
+    return data
+
+
+def bench_server(
+    model: Path, texts: list[str], single: int, repeats: int, env_extra: dict[str, str]
+) -> dict[str, float]:
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
+        proc = start_server(model, port, Path(tmp) / "server.log", env_extra)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            batch = b"".join(
+                json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
+            )
+            _post(conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
+            best = 0.0
+            for _ in range(repeats):
+                started = time.perf_counter()
+                data = _post(conn, batch, "application/jsonlines", "application/jsonlines")
+                best = max(best, len(texts) / (time.perf_counter() - started))
+                lines = data.splitlines()
+                if len(lines) != len(texts) or any(b'"error"' in line for line in lines):
+                    raise RuntimeError("server did not classify every ticket")
+            latencies = []
+            bodies = [json.dumps({"inputs": text}).encode() for text in texts[: max(single, 1)]]
+            for body in bodies[:20]:
+                _post(conn, body, "application/json", "application/json")
+            for i in range(single):
+                t0 = time.perf_counter()
+                _post(conn, bodies[i % len(bodies)], "application/json", "application/json")
+                latencies.append(time.perf_counter() - t0)
+            conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {
+        "server_tps": best,
+        "single_p50_ms": percentile_ms(latencies, 50),
+        "single_p99_ms": percentile_ms(latencies, 99),
+    }
+
+
+# --- report --------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference_server.benchmark", description=__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="serving artifact directory")
+    parser.add_argument("--hf-model", type=Path, default=None, help="torch checkpoint for the baseline")
+    parser.add_argument("--data", type=Path, default=None, help="CSV (text column) or JSON Lines")
+    parser.add_argument("--limit", type=int, default=2000, help="number of texts (default 2000)")
+    parser.add_argument("--single", type=int, default=300, help="single-ticket requests (default 300)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for limit and server")
+    parser.add_argument("--skip-baseline", action="store_true", help="no torch baseline (e.g. no checkpoint)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the server process (e.g. TRIAGE_THREADS_PER_WORKER=2)",
+    )
+    args = parser.parse_args(argv)
+
+    model = args.model.resolve()
+    hf_model = (args.hf_model or model.parent / "work" / "hf_model").resolve()
+    data = args.data or default_data(model)
+    texts = load_texts(data, args.limit)
+    cpus = available_cpus()
+    env_extra = dict(item.split("=", 1) for item in args.server_env)
+    print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}\n", flush=True)
+
+    result: dict[str, float | int | str | None] = {"texts": len(texts), "cpus": cpus}
+    if args.skip_baseline:
+        print("baseline skipped (--skip-baseline)")
+    elif not (hf_model / "config.json").is_file():
+        print(f"baseline skipped: no Hugging Face checkpoint at {hf_model} (pass --hf-model)")
+    else:
+        print("(a) transformers pipeline + torch ...", flush=True)
+        result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
+    print("(b) bare ONNX Runtime, int8, sorted batches of 32 ...", flush=True)
+    result.update(bench_limit(model, texts, cpus, args.repeats))
+    print("(c) this server over HTTP ...", flush=True)
+    result.update(bench_server(model, texts, args.single, args.repeats, env_extra))
+
+    baseline = result.get("baseline_tps")
+    result["server_vs_baseline"] = round(result["server_tps"] / baseline, 2) if baseline else None
+    result["server_vs_limit"] = round(result["server_tps"] / result["limit_tps"], 3)
+    result = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+
+    rows = [
+        (
+            "(a) HF pipeline, toolkit-style (batch 1)",
+            result.get("baseline_tps"),
+            result.get("baseline_single_p50_ms"),
+        ),
+        ("(a) HF pipeline, batch_size=32", result.get("baseline_bs32_tps"), None),
+        ("(b) bare ORT int8, one session x all cores", result["limit_one_session_tps"], None),
+        ("(b) bare ORT int8, one session per core", result["limit_session_per_core_tps"], None),
+        ("(c) this server, JSON Lines batch over HTTP", result["server_tps"], None),
+        ("(c) this server, single tickets over HTTP", None, result["single_p50_ms"]),
+    ]
+    print(f"\n{'':46} {'tickets/s':>10} {'p50 ms':>8}")
+    for name, tps, p50 in rows:
+        tps_s = f"{tps:10.1f}" if tps is not None else f"{'-':>10}"
+        p50_s = f"{p50:8.2f}" if p50 is not None else f"{'-':>8}"
+        print(f"{name:46} {tps_s} {p50_s}")
+    print(f"single-ticket p99: {result['single_p99_ms']} ms")
+    print(f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
