@@ -10,7 +10,7 @@ Command line (also ``python -m training.evaluate``)::
 
 Writes ``<out>/metrics.json``, ``<out>/confusion_matrix.png`` and ``<out>/per_class_f1.png``;
 with ``--noisy`` also ``<out>/noisy/`` (the same tickets wrapped in e-mail/chat noise) and a
-clean-vs-noisy comparison in ``metrics.json``.
+clean-vs-noisy comparison in ``metrics.json`` and ``per_class_f1_clean_vs_noisy.png``.
 
 Averages: macro = unweighted mean over the labels that occur in the evaluated data (a label of
 the model absent from the data has no recall to measure); micro = over all predictions (equals
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load the data, evaluate, write the report(s). Returns the clean report."""
     from training.data import DataError, load_tickets
+    from training.plots import plot_per_class_f1
     from triage_core.artifact import ArtifactError
 
     try:
@@ -248,6 +249,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_evaluation(noisy, args.out / "noisy", title="Noisy tickets:")
         report["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
         report["clean_vs_noisy"] = compare_reports(report, noisy)
+        plot_per_class_f1(
+            report,
+            args.out / "per_class_f1_clean_vs_noisy.png",
+            title="Per-class F1: clean vs noisy tickets (sorted by clean F1)",
+            compare=noisy,
+        )
     write_evaluation(report, args.out)
 
     if noisy is None:

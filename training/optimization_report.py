@@ -3,8 +3,8 @@
 For every variant: file size, macro-F1 (and accuracy) on the given labelled texts, throughput
 and latency for length-sorted batches of 32 and for one ticket at a time. Preprocessing and
 tokenization are shared (the artifact's code, done once and timed separately), so the timings
-compare the models. All variants run in this process with the same thread count, interleaved
-batch by batch, so load from other processes affects them alike.
+compare the models. All variants run in this process with the same thread count, in rotating
+rounds (see :func:`_measure`), so load from other processes affects them alike.
 
 The served int8 model must keep macro-F1 within 0.5 points of fp32; the report states the
 delta and ``int8_within_tolerance``.
@@ -88,51 +88,61 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def _timed(run: RunFn, feeds: list[dict[str, np.ndarray]]) -> tuple[list[float], list[np.ndarray]]:
+    times, outputs = [], []
+    for feed in feeds:
+        t0 = time.perf_counter()
+        outputs.append(run(feed))
+        times.append((time.perf_counter() - t0) * 1000)
+    return times, outputs
+
+
 def _measure(
     runners: dict[str, RunFn],
     batches: list[dict[str, np.ndarray]],
     singles: list[dict[str, np.ndarray]],
     n_batched: int,
     repeats: int,
+    settle_seconds: float = 0.3,
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, dict[str, Any]]]:
     """Logits of every batch per variant, plus timings.
 
-    The variants are interleaved: each batch (and each single ticket) runs through every
-    variant before the next one, in a rotating order, so a burst of load from other processes
-    hits all variants alike instead of whichever happened to be measured then. The batch pass
-    is repeated ``repeats`` times; each variant's fastest pass counts.
+    Rounds: in each of ``repeats`` rounds every variant runs one full pass over the batches and
+    over the single tickets, in a rotating variant order. Each batch's and each ticket's time is
+    its fastest round, so a burst of load from other processes on this shared machine does not
+    count against whichever variant happened to run then.
+    Variants are not interleaved call by call: torch's OpenMP threads and ONNX Runtime's
+    spinning worker threads would then slow each other down (measured: torch single-ticket
+    latency x2). A short pause between variants lets the previous runtime's threads go idle.
     """
     names = list(runners)
+    repeats = max(1, repeats)
     for run in runners.values():
         run(batches[0])  # warm-up: first-run allocations and kernel selection
-    batch_ms = {name: [[0.0] * len(batches) for _ in range(max(1, repeats))] for name in names}
-    outputs: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for attempt in range(max(1, repeats)):
-        for b, feed in enumerate(batches):
-            for k in range(len(names)):
-                name = names[(b + k) % len(names)]
-                t0 = time.perf_counter()
-                logits = runners[name](feed)
-                batch_ms[name][attempt][b] = (time.perf_counter() - t0) * 1000
-                if attempt == 0:
-                    outputs[name].append(logits)
-    single_ms: dict[str, list[float]] = {name: [] for name in names}
-    for s, feed in enumerate(singles):
+    batch_ms: dict[str, list[list[float]]] = {name: [] for name in names}
+    single_ms: dict[str, list[list[float]]] = {name: [] for name in names}
+    outputs: dict[str, list[np.ndarray]] = {}
+    for attempt in range(repeats):
         for k in range(len(names)):
-            name = names[(s + k) % len(names)]
-            t0 = time.perf_counter()
-            runners[name](feed)
-            single_ms[name].append((time.perf_counter() - t0) * 1000)
+            name = names[(attempt + k) % len(names)]
+            time.sleep(settle_seconds)
+            runners[name](batches[0])  # first call after the pause: not timed
+            times, logits = _timed(runners[name], batches)
+            batch_ms[name].append(times)
+            outputs.setdefault(name, logits)
+            single_ms[name].append(_timed(runners[name], singles)[0])
     timings: dict[str, dict[str, Any]] = {}
     for name in names:
-        best = min(batch_ms[name], key=sum)
+        # Per batch / per ticket, the fastest round: the least disturbed by other processes.
+        best_batches = np.min(np.asarray(batch_ms[name]), axis=0).tolist()
+        best_singles = np.min(np.asarray(single_ms[name]), axis=0).tolist() or [float("nan")]
         timings[name] = {
-            "batch32_tickets_per_s": round(n_batched / (sum(best) / 1000), 1),
-            "batch32_p50_ms": round(_percentile(best, 50), 2),
-            "batch32_p95_ms": round(_percentile(best, 95), 2),
-            "single_tickets_per_s": round(1000 / statistics.fmean(single_ms[name]), 1),
-            "single_p50_ms": round(_percentile(single_ms[name], 50), 2),
-            "single_p95_ms": round(_percentile(single_ms[name], 95), 2),
+            "batch32_tickets_per_s": round(n_batched / (sum(best_batches) / 1000), 1),
+            "batch32_p50_ms": round(_percentile(best_batches, 50), 2),
+            "batch32_p95_ms": round(_percentile(best_batches, 95), 2),
+            "single_tickets_per_s": round(1000 / statistics.fmean(best_singles), 1),
+            "single_p50_ms": round(_percentile(best_singles, 50), 2),
+            "single_p95_ms": round(_percentile(best_singles, 95), 2),
         }
     return outputs, timings
 
@@ -146,7 +156,7 @@ def optimization_report(
     out_dir: str | Path,
     batch_size: int = 32,
     single_tickets: int = 200,
-    repeats: int = 2,
+    repeats: int = 3,
     threads: int = 0,
     extra_onnx: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
@@ -214,6 +224,7 @@ def optimization_report(
         "labels": len(index),
         "threads": threads,
         "batch_size": batch_size,
+        "repeats": max(1, repeats),
         "single_ticket_sample": len(singles),
         "preprocess_tokenize_tickets_per_s": round(len(texts) / prep_seconds, 1) if prep_seconds else None,
         "variants": results,
@@ -264,11 +275,11 @@ def format_markdown(report: dict[str, Any]) -> str:
     return (
         f"# Optimization report\n\n"
         f"{report['examples']} tickets, {report['labels']} labels, {report['threads']} threads, "
-        f"same process, variants interleaved batch by batch. Batch timings: length-sorted batches of "
-        f"{report['batch_size']} over all tickets (fastest of the repeated passes); single: one ticket "
-        f"at a time over "
-        f"{report['single_ticket_sample']} tickets. Model time only: preprocessing + tokenization "
-        f"(shared by all variants) runs at {report['preprocess_tokenize_tickets_per_s']} tickets/s.\n\n"
+        f"same process, {report['repeats']} rotating rounds. Batch: length-sorted batches of "
+        f"{report['batch_size']} over all tickets; single: one ticket at a time over "
+        f"{report['single_ticket_sample']} tickets; each time is the fastest of the rounds. "
+        f"Model time only: preprocessing + tokenization (shared by all variants) runs at "
+        f"{report['preprocess_tokenize_tickets_per_s']} tickets/s.\n\n"
         + head
         + rows
         + f"\nint8 vs fp32 macro-F1: {c['macro_f1_delta_points_vs_torch_fp32']:+.2f} points vs torch, "
@@ -314,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="category")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--extra-onnx", nargs="*", default=[], metavar="NAME=PATH")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -95,25 +95,34 @@ def plot_per_class_f1(
     f1 = np.array([m["f1"] for _, m in rows])
     colors = plt.cm.RdYlGn(np.clip((f1 - 0.5) / 0.5, 0.0, 1.0))
     height = 0.8 if compare is None else 0.45
-    ax.barh(y, f1, height=height, color=colors, edgecolor="#555555", linewidth=0.3, label=names[0])
+    ax.barh(
+        y,
+        f1,
+        height=height,
+        color=colors,
+        edgecolor="#555555",
+        linewidth=0.3,
+        label=f"{names[0]} (colour: F1)",
+    )
     if compare is not None:
         other = np.array([compare["per_class"].get(label, {}).get("f1", 0.0) for label, _ in rows])
         ax.barh(y + 0.45, other, height=0.35, color="#7f9fc4", label=names[1])
-        ax.legend(loc="lower right", fontsize=8)
     fs = _tick_fontsize(n)
-    for row, value in enumerate(f1):
-        ax.text(value - 0.005, row, f"{value:.2f}", ha="right", va="center", fontsize=fs - 0.5)
+    for row, value in enumerate(f1):  # values right of the bar ends, readable on any bar colour
+        ax.text(value + 0.005, row, f"{value:.2f}", ha="left", va="center", fontsize=fs - 0.5)
     ax.set_yticks(y, [f"{label} ({int(m['support'])})" for label, m in rows], fontsize=fs)
-    ax.set_xlim(0.0, 1.0)
+    ax.set_xlim(0.0, 1.07)
+    ax.set_xticks(np.linspace(0.0, 1.0, 11))
     ax.set_ylim(-0.6, n - 0.4 + (0.45 if compare is not None else 0.0))
     ax.set_xlabel("F1 (label: class, test support)")
     macro = report.get("macro_f1")
     if macro is not None:
-        ax.axvline(macro, color="#333333", linestyle="--", linewidth=1)
-        ax.text(macro, n - 0.2, f" macro-F1 {macro:.3f}", fontsize=8, va="bottom")
+        ax.axvline(macro, color="#333333", linestyle="--", linewidth=1, label=f"macro-F1 {macro:.3f}")
+    # Above the plot: inside it would hide bars (the best classes reach 1.0 at the bottom).
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=3, frameon=False)
     ax.grid(axis="x", color="#dddddd", linewidth=0.5)
     ax.set_axisbelow(True)
-    ax.set_title(title or "Per-class F1 (worst first)", fontsize=11)
+    ax.set_title(title or "Per-class F1 (worst first)", fontsize=11, loc="left", pad=18 if n > 8 else 22)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
