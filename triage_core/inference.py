@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from triage_core.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, load_manifest
+from triage_core.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, ArtifactManifest, load_manifest
 from triage_core.preprocessing import preprocess
 
 
@@ -87,9 +87,30 @@ class ArtifactClassifier:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(
-            str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            raise ArtifactError(f"{directory / MODEL_FILE} cannot be loaded by ONNX Runtime: {exc}") from exc
+        self._check_model_interface(directory)
+
+    def _check_model_interface(self, directory: Path) -> None:
+        """Fail at load time, not on the first request, if model.onnx and the manifest disagree."""
+        inputs = [i.name for i in self.session.get_inputs()]
+        if sorted(inputs) != sorted(self.manifest.onnx_inputs):
+            raise ArtifactError(
+                f"{directory}: model.onnx takes inputs {inputs}, "
+                f"the manifest says {self.manifest.onnx_inputs}"
+            )
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if "logits" not in outputs:
+            raise ArtifactError(f"{directory}: model.onnx has no 'logits' output (outputs: {list(outputs)})")
+        width = outputs["logits"][-1] if outputs["logits"] else None
+        if isinstance(width, int) and width != len(self.labels):
+            raise ArtifactError(
+                f"{directory}: model.onnx outputs {width} logits, the manifest has {len(self.labels)} labels"
+            )
 
     def clean(self, texts: list[str]) -> list[str]:
         config = self.manifest.preprocessing

@@ -91,6 +91,23 @@ def test_manifest_that_is_not_json(tiny_artifact: Path, tmp_path: Path) -> None:
         load_manifest(copy)
 
 
+def test_model_and_manifest_must_agree(tiny_artifact: Path, tmp_path: Path) -> None:
+    """Disagreements surface when the artifact is loaded (server start), not on a request."""
+    wrong_inputs = artifact_copy(
+        tiny_artifact, tmp_path / "inputs", onnx_inputs=["input_ids", "attention_mask"]
+    )
+    with pytest.raises(ArtifactError, match=r"model\.onnx takes inputs"):
+        ArtifactClassifier(wrong_inputs)
+    labels = [*load_manifest(tiny_artifact).labels, "one_more"]
+    wrong_labels = artifact_copy(tiny_artifact, tmp_path / "labels", labels=labels)
+    with pytest.raises(ArtifactError, match="outputs 5 logits, the manifest has 6 labels"):
+        ArtifactClassifier(wrong_labels)
+    corrupt = artifact_copy(tiny_artifact, tmp_path / "corrupt")
+    (corrupt / MODEL_FILE).write_bytes(b"not an onnx model")
+    with pytest.raises(ArtifactError, match="cannot be loaded by ONNX Runtime"):
+        ArtifactClassifier(corrupt)
+
+
 # --- tokenizer: truncation and padding ---------------------------------------------------------
 def test_one_megabyte_ticket_is_truncated_to_max_length(classifier: ArtifactClassifier) -> None:
     assert len(ONE_MB_TICKET) > 1_000_000
