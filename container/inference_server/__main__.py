@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -100,6 +101,9 @@ def serve(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The batcher's runner threads already use every core; the tokenizer's own thread pool
+    # would only compete with them (and it warns after a fork).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = argparse.ArgumentParser(prog="python -m inference_server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the model in MODEL_DIR on SAGEMAKER_BIND_TO_PORT (8080)")

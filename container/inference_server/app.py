@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +52,8 @@ WINDOW_CHARS = 8 * 1024 * 1024  # ... or fewer when their raw text is this large
 WINDOWS_IN_FLIGHT = 4
 BODY_CHUNKS_AHEAD = 16
 JSON_IN_THREAD_BYTES = 256 * 1024
+SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # results held in memory before spilling to a temp file
+SPOOL_READ_BYTES = 1024 * 1024
 
 _EOF = object()
 
@@ -89,7 +92,15 @@ class _Request:
 
 
 class _Response:
-    """Sends the status line lazily, so a failure before the first record can still be a 4xx."""
+    """Writes the status line lazily, so a failure before the first record can still be a 4xx.
+
+    While the request body is still arriving (``body_done`` false), results are not sent but
+    spooled (in memory up to ``SPOOL_MEMORY_BYTES``, then in a temporary file). Most HTTP
+    clients (and SageMaker's async front end, as far as anyone can tell) send the whole body
+    before they read the response: writing to such a client would fill its socket buffers,
+    stall our writes, stop the pipeline and with it the body reads: a deadlock. Spooling keeps
+    memory flat and lets a mid-stream failure (e.g. body over the limit) still be a clean 4xx.
+    """
 
     def __init__(self, send: Callable, fmt: str, req: _Request):
         self._send = send
@@ -97,6 +108,9 @@ class _Response:
         self.req = req
         self.started = False
         self.count = 0
+        self.body_done = True
+        self._opened = False
+        self._spool: tempfile.SpooledTemporaryFile | None = None
 
     async def start(self, status: int = 200, length: int | None = None) -> None:
         content_type = b"application/json" if self.fmt == "json" else b"application/jsonlines"
@@ -112,27 +126,50 @@ class _Response:
         self.req.bytes_out += len(data)
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
-    async def records(self, items: list[bytes]) -> None:
-        """Stream some records (after ``start``); JSON gets its array syntax around them."""
-        if not items:
+    async def _write(self, data: bytes) -> None:
+        if not self.body_done:
+            if self._spool is None:
+                self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+            self._spool.write(data)
             return
         if not self.started:
             await self.start()
-            if self.fmt == "json":
-                await self._body(b'{"predictions":[', True)
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            spool.seek(0)
+            while piece := spool.read(SPOOL_READ_BYTES):
+                await self._body(piece, True)
+            spool.close()
+        if data:
+            await self._body(data, True)
+
+    def _open(self) -> bytes:
+        if self._opened:
+            return b""
+        self._opened = True
+        return b'{"predictions":[' if self.fmt == "json" else b""
+
+    async def records(self, items: list[bytes]) -> None:
+        """Stream some records; JSON gets its array syntax around them."""
+        if not items:
+            return
         if self.fmt == "json":
-            data = (b"," if self.count else b"") + b",".join(items)
+            data = self._open() + (b"," if self.count else b"") + b",".join(items)
         else:
             data = b"\n".join(items) + b"\n"
         self.count += len(items)
-        await self._body(data, True)
+        await self._write(data)
 
     async def finish(self) -> None:
-        if not self.started:
-            await self.start()
-            if self.fmt == "json":
-                await self._body(b'{"predictions":[', True)
-        await self._body(b"]}" if self.fmt == "json" else b"", False)
+        self.body_done = True  # the records ended (or the request is being given up on)
+        await self._write(self._open() + (b"]}" if self.fmt == "json" else b""))
+        await self._body(b"", False)
+
+    def discard(self) -> None:
+        """Drop spooled results (the request fails before anything was sent)."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     async def whole(self, items: list[bytes]) -> None:
         """A complete response in one message (the small path)."""
@@ -288,6 +325,8 @@ class InferenceApp:
                 send, response, req, 500, HttpError(500, "internal error").body(), "internal error"
             )
         finally:
+            if response is not None:
+                response.discard()
             self._log(req)
 
     @staticmethod
@@ -313,6 +352,8 @@ class InferenceApp:
             await response.finish()
             req.errors += 1
             return
+        if response is not None:
+            response.discard()
         req.status = status
         req.bytes_out += len(body)
         await _send_json(send, status, body)
@@ -418,6 +459,7 @@ class InferenceApp:
     ) -> None:
         """JSON Lines / CSV body read as it arrives; see the module docstring."""
         req.streamed = True
+        response.body_done = False
         loop = asyncio.get_running_loop()
         chunks: queue.SimpleQueue[object] = queue.SimpleQueue()
         space = asyncio.Semaphore(BODY_CHUNKS_AHEAD)
@@ -441,6 +483,7 @@ class InferenceApp:
                         chunks.put(chunk)
                     if not message.get("more_body", False):
                         chunks.put(_EOF)
+                        response.body_done = True
                         break
                 while not cancel.is_set():  # the body is in; a disconnect now cancels the work
                     message = await receive()

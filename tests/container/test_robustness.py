@@ -297,3 +297,40 @@ def test_request_logs_are_json_with_timings_and_no_ticket_text(server):
     assert invocations
     assert {"status", "records", "ms", "bytes_in", "in_format"} <= set(invocations[-1])
     assert invocations[-1]["status"] == 400
+
+
+def test_half_duplex_client_with_a_large_response_does_not_deadlock(tiny_artifact, tmp_path):
+    """The client sends the whole body before it reads (like most HTTP clients). 24 MB in and
+    24 MB out is far more than the socket buffers: writing results while the body is still
+    arriving would stall both sides; the server must spool them instead."""
+    from tests.container.serverproc import start_server, stop_server
+
+    srv = start_server(tiny_artifact, tmp_path / "log", TRIAGE_MAX_PAYLOAD_MB="64")
+    try:
+        n = 24_000
+        pad = "i" * 1000  # long ids: big bodies, no inference cost (empty text)
+        body = b"".join(
+            json.dumps({"id": f"{pad}{k}", "text": "card" if k % 1000 == 0 else ""}).encode() + b"\n"
+            for k in range(n)
+        )
+        started = time.perf_counter()
+        conn = srv.connection(timeout=30)
+        conn.request(
+            "POST",
+            "/invocations",
+            body=body,
+            headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"},
+        )
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        assert resp.status == 200
+        lines = data.splitlines()
+        assert len(lines) == n
+        last = json.loads(lines[-1])
+        assert last["index"] == n - 1 and last["id"] == f"{pad}{n - 1}"
+        assert sum(b'"label"' in line for line in lines) == n // 1000
+        assert time.perf_counter() - started < 20
+        srv.assert_healthy()
+    finally:
+        stop_server(srv)
