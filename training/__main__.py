@@ -137,6 +137,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="oversample labels below this many training rows with noisy copies; 0 = off",
     )
     _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+    _add_strategy_arguments(parser, d)
 
     pre = parser.add_argument_group("preprocessing (stored in the artifact, applied when serving)")
     p = d.preprocessing
@@ -151,6 +152,61 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(steps, "optimization-report", type=_bool, default=True, metavar="{true,false}")
 
 
+def _str_list(value: str) -> list[str]:
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
+    """Transfer-learning strategies (README: "Model quality: strategies and ablation")."""
+    st = parser.add_argument_group("transfer-learning strategies")
+    _option(st, "head", choices=["cls", "mean", "mlp"], default=d.head, help="classifier head")
+    _option(st, "head-dropout", type=float, default=d.head_dropout, help="mean/mlp heads")
+    _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
+    _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
+    _option(st, "freeze-encoder-epochs", type=int, default=d.freeze_encoder_epochs, help="head only first")
+    _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
+    _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
+    _option(st, "mlm-data", default=d.mlm_data, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
+    _option(st, "mlm-learning-rate", type=float, default=d.mlm_learning_rate)
+    _option(st, "mlm-probability", type=float, default=d.mlm_probability)
+    _option(st, "contrastive-epochs", type=float, default=d.contrastive_epochs, help="SetFit stage; 0 = off")
+    _option(st, "contrastive-learning-rate", type=float, default=d.contrastive_learning_rate)
+    _option(st, "contrastive-temperature", type=float, default=d.contrastive_temperature)
+    _option(
+        st,
+        "distill-teachers",
+        type=_str_list,
+        default=[],
+        help="comma-separated fine-tuned model dirs (work/hf_model) whose soft labels the student learns",
+    )
+    _option(
+        st, "distill-seeds", type=_str_list, default=[], help="comma-separated seeds of teachers to train"
+    )
+    _option(st, "distill-alpha", type=float, default=d.distill_alpha)
+    _option(st, "distill-temperature", type=float, default=d.distill_temperature)
+
+
+STRATEGY_FIELDS = (
+    "head",
+    "head_dropout",
+    "head_hidden",
+    "loss",
+    "freeze_encoder_epochs",
+    "layer_lr_decay",
+    "mlm_epochs",
+    "mlm_data",
+    "mlm_learning_rate",
+    "mlm_probability",
+    "contrastive_epochs",
+    "contrastive_learning_rate",
+    "contrastive_temperature",
+    "distill_teachers",
+    "distill_seeds",
+    "distill_alpha",
+    "distill_temperature",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
@@ -163,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     package = sub.add_parser("package", help="pack an artifact as model.tar.gz for SageMaker")
     package.add_argument("--model", type=Path, default=LOCAL_ARTIFACTS / "model")
     package.add_argument("--output", type=Path, default=None, help="default: <model>/../model.tar.gz")
+    from training.experiment import add_experiment_arguments
+
+    add_experiment_arguments(
+        sub.add_parser("experiment", help="run a named set of configurations, write one comparison table")
+    )
     return parser
 
 
@@ -193,6 +254,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             minority_min_examples=args.minority_min_examples,
             threads=args.threads,
             preprocessing=preprocessing,
+            **{name: getattr(args, name) for name in STRATEGY_FIELDS},
         )
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
@@ -261,6 +323,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         "best_val_macro_f1": result.best_val_macro_f1,
         "epochs_run": len(result.history),
         "fine_tune_seconds": round(result.train_seconds, 1),
+        "stages": result.stages,
         "hf_model_dir": str(result.model_dir),
     }
 
@@ -274,7 +337,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
             labels=labels,
             max_length=config.max_length,
             preprocessing=config.preprocessing,
-            scoring="softmax",
+            scoring=config.scoring,
             base_model=config.base_model,
         )
         summary["artifact"] = str(args.output)
@@ -368,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(evaluate.main(args.args) or 0)
     elif args.command == "package":
         run_package(args)
+    elif args.command == "experiment":
+        from training.experiment import run_experiment
+
+        run_experiment(args)
     return 0
 
 

@@ -55,9 +55,42 @@ class TrainConfig:
     # batches, so a batch holds texts of similar length and little padding (3-10x faster on CPU).
     length_group_batches: int = 50
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    # --- transfer-learning strategies (README "Model quality: strategies and ablation") ---
+    # Classifier head: "cls" (Hugging Face default: pooler over [CLS]), "mean" (masked mean
+    # pooling + linear), "mlp" (mean pooling + linear/GELU/linear with dropout).
+    head: str = "cls"
+    head_dropout: float = 0.1  # mean/mlp heads
+    head_hidden: int = 0  # mlp head width; 0 = the encoder's hidden size
+    # "softmax" (cross-entropy, one label) or "ovr" (one-vs-rest: sigmoid + binary CE per class;
+    # the artifact's manifest says scoring="sigmoid").
+    loss: str = "softmax"
+    # Encoder frozen (only the head trains) for the first N epochs, then unfrozen.
+    freeze_encoder_epochs: int = 0
+    # Layer-wise learning-rate decay: top layer at learning_rate, each layer below x this factor,
+    # embeddings lowest. 1.0 = off.
+    layer_lr_decay: float = 1.0
+    # Domain adaptation: continued masked-LM pretraining of the encoder before fine-tuning, on
+    # the training texts (clean, preprocessed) or on mlm_data (.txt one ticket per line, or
+    # CSV/JSONL with a "text" column). 0 = off.
+    mlm_epochs: float = 0.0
+    mlm_data: str = ""
+    mlm_learning_rate: float = 5e-5
+    mlm_probability: float = 0.15
+    # SetFit-style contrastive stage (same-label pairs, in-batch negatives) before fine-tuning.
+    contrastive_epochs: float = 0.0
+    contrastive_learning_rate: float = 2e-5
+    contrastive_temperature: float = 0.05
+    # Distillation: soft labels averaged over teachers (fine-tuned model directories and/or
+    # teachers trained here with these seeds, same config) -> this one student.
+    distill_teachers: list[str] = field(default_factory=list)
+    distill_seeds: list[int] = field(default_factory=list)
+    distill_alpha: float = 0.5  # weight of the soft-label loss; 1 - alpha on the hard labels
+    distill_temperature: float = 2.0
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
+        self.distill_teachers = [str(t) for t in self.distill_teachers]
+        self.distill_seeds = [int(s) for s in self.distill_seeds]
         if isinstance(self.preprocessing, dict):
             self.preprocessing = PreprocessConfig.model_validate(self.preprocessing)
         errors = []
@@ -78,10 +111,33 @@ class TrainConfig:
             (self.length_group_batches >= 1, "length_group_batches must be >= 1"),
             (self.threads >= 0, "threads must be >= 0"),
             (bool(self.base_model), "base_model must not be empty"),
+            (self.head in ("cls", "mean", "mlp"), "head must be cls, mean or mlp"),
+            (0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
+            (self.head_hidden >= 0, "head_hidden must be >= 0"),
+            (self.loss in ("softmax", "ovr"), "loss must be softmax or ovr"),
+            (0 <= self.freeze_encoder_epochs < self.epochs, "freeze_encoder_epochs must be in [0, epochs)"),
+            (0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
+            (self.mlm_epochs >= 0, "mlm_epochs must be >= 0"),
+            (0 < self.mlm_learning_rate < 1, "mlm_learning_rate must be in (0, 1)"),
+            (0 < self.mlm_probability < 1, "mlm_probability must be in (0, 1)"),
+            (self.contrastive_epochs >= 0, "contrastive_epochs must be >= 0"),
+            (0 < self.contrastive_learning_rate < 1, "contrastive_learning_rate must be in (0, 1)"),
+            (self.contrastive_temperature > 0, "contrastive_temperature must be > 0"),
+            (0 <= self.distill_alpha <= 1, "distill_alpha must be in [0, 1]"),
+            (self.distill_temperature > 0, "distill_temperature must be > 0"),
+            (
+                not (self.distill_teachers or self.distill_seeds) or self.loss == "softmax",
+                "distillation (distill_teachers/distill_seeds) needs loss=softmax",
+            ),
         ]
         errors = [message for ok, message in checks if not ok]
         if errors:
             raise ValueError("invalid training config: " + "; ".join(errors))
+
+    @property
+    def scoring(self) -> str:
+        """The artifact manifest's scoring for this loss."""
+        return "sigmoid" if self.loss == "ovr" else "softmax"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

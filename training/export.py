@@ -19,7 +19,6 @@ optimization report, never inside the served directory.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 import tarfile
@@ -53,7 +52,9 @@ def _onnx_input_names(model, tokenizer) -> list[str]:
 
     BERT takes ``token_type_ids``; DistilBERT and RoBERTa tokenizers do not produce them.
     """
-    accepted = set(inspect.signature(model.forward).parameters)
+    from training.modeling import input_names
+
+    accepted = input_names(model)
     produced = set(tokenizer.model_input_names)
     names = [n for n in ONNX_INPUT_ORDER if n in accepted and n in produced]
     if names[:2] != ["input_ids", "attention_mask"]:
@@ -74,11 +75,15 @@ def _check_labels(config, labels: list[str]) -> None:
 def export_onnx_fp32(hf_model_dir: Path, onnx_path: Path, max_length: int) -> tuple[list[str], object]:
     """Export the HF model to an fp32 ONNX file. Returns (input names, HF config)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from training.modeling import load_classifier
 
     tokenizer = AutoTokenizer.from_pretrained(hf_model_dir, use_fast=True)
     # Eager attention exports to plain MatMul/Softmax, the pattern ORT's optimizer fuses.
-    model = AutoModelForSequenceClassification.from_pretrained(hf_model_dir, attn_implementation="eager")
+    # Any head (training.modeling): the wrapper below exports only its ``logits``, so a custom
+    # head is a few more ONNX nodes and the server needs no change.
+    model = load_classifier(hf_model_dir, attn_implementation="eager")
     model.eval()
     names = _onnx_input_names(model, tokenizer)
 

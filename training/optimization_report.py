@@ -57,10 +57,11 @@ def _torch_weights(hf_model_dir: Path) -> Path:
 
 def _torch_runner(hf_model_dir: Path, threads: int) -> RunFn:
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from training.modeling import load_classifier
 
     torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(hf_model_dir).eval()
+    model = load_classifier(hf_model_dir).eval()
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

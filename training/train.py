@@ -13,12 +13,14 @@ model learns on exactly what the server will feed it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,8 @@ class TrainResult:
     best_epoch: int
     best_val_macro_f1: float
     history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # fine-tuning plus the pre-stages (MLM, contrastive, soft labels)
+    stages: dict[str, Any] = field(default_factory=dict)
 
 
 def class_weights(labels: list[str], label_names: list[str]) -> np.ndarray:
@@ -92,12 +95,12 @@ class _Encoder:
     """Fast tokenizer with head truncation, producing only the inputs the model accepts."""
 
     def __init__(self, tokenizer, model, max_length: int) -> None:
-        import inspect
+        from training.modeling import input_names
 
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "right"  # keep the head: see triage_core.preprocessing
         self.max_length = max_length
-        accepted = set(inspect.signature(model.forward).parameters)
+        accepted = input_names(model)
         self.names = [n for n in tokenizer.model_input_names if n in accepted]
         self.pad_id = tokenizer.pad_token_id or 0
 
@@ -148,29 +151,48 @@ def _macro_f1(y_true: list[int], y_pred: np.ndarray) -> tuple[float, float]:
     return float(f1_score(y_true, y_pred, average="macro")), float(accuracy_score(y_true, y_pred))
 
 
-def _is_head(name: str) -> bool:
-    """The parameters a base encoder does not bring: pooler and classification head."""
-    return name.startswith(("classifier.", "pre_classifier.")) or ".pooler." in name or "pooler" in name
+def parameter_groups(model, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: head vs encoder learning rate, no weight decay on biases and
+    LayerNorm, and with ``layer_lr_decay`` < 1 one group per encoder depth: the top layer at
+    ``learning_rate``, each layer below multiplied by the decay, the embeddings lowest."""
+    from training.modeling import is_head_parameter, layer_depth, num_layers
+
+    head_lr = config.head_learning_rate or config.learning_rate
+    n_layers = num_layers(model)
+    groups: dict[tuple[bool, int, bool], list] = {}
+    names: dict[tuple[bool, int, bool], list[str]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        head = is_head_parameter(model, name)
+        depth = -1 if head or config.layer_lr_decay == 1.0 else layer_depth(name, n_layers)
+        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "norm." in name
+        groups.setdefault((head, depth, no_decay), []).append(param)
+        names.setdefault((head, depth, no_decay), []).append(name)
+
+    def lr(head: bool, depth: int) -> float:
+        if head:
+            return head_lr
+        if depth < 0:
+            return config.learning_rate
+        return config.learning_rate * config.layer_lr_decay ** max(0, n_layers - depth)
+
+    return [
+        {
+            "params": params,
+            "names": names[key],
+            "lr": lr(key[0], key[1]),
+            "weight_decay": 0.0 if key[2] else config.weight_decay,
+            "depth": "head" if key[0] else key[1],
+        }
+        for key, params in sorted(groups.items())
+    ]
 
 
 def _optimizer(model, config: TrainConfig):
     import torch
 
-    head_lr = config.head_learning_rate or config.learning_rate
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        groups.setdefault((_is_head(name), no_decay), []).append(param)
-    param_groups = [
-        {
-            "params": params,
-            "lr": head_lr if head else config.learning_rate,
-            "weight_decay": 0.0 if no_decay else config.weight_decay,
-        }
-        for (head, no_decay), params in sorted(groups.items())
-    ]
+    param_groups = parameter_groups(model, config)
     try:  # fused AdamW: one kernel for all parameters; the per-tensor loop is far slower on CPU
         return torch.optim.AdamW(param_groups, lr=config.learning_rate, fused=True)
     except (RuntimeError, TypeError) as exc:
@@ -189,23 +211,76 @@ def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def load_model_and_tokenizer(base_model: str, labels: list[str]):
+def load_model_and_tokenizer(
+    base_model: str, labels: list[str], head: str = "cls", head_hidden: int = 0, head_dropout: float = 0.1
+):
     """The base encoder with a fresh classification head for ``labels`` (in this order)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from training.modeling import build_classifier
 
     path = resolve_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
     if not tokenizer.is_fast:
         raise ValueError(f"{base_model}: a fast tokenizer (tokenizer.json) is needed for serving")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        problem_type="single_label_classification",
-        ignore_mismatched_sizes=True,  # a base that already has a head for other labels
-    )
+    model = build_classifier(path, labels, head=head, hidden=head_hidden, dropout=head_dropout)
     return model, tokenizer
+
+
+def _init_ovr_bias(model, n_labels: int) -> None:
+    """One-vs-rest starts at sigmoid = 1/K per class (bias -log(K-1)), not 0.5: otherwise the
+    first steps only push 76 of 77 outputs down."""
+    import torch
+
+    last = None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == n_labels:
+            last = module
+    if last is not None and last.bias is not None:
+        with torch.no_grad():
+            last.bias.fill_(-math.log(max(1, n_labels - 1)))
+
+
+def _set_encoder_trainable(model, trainable: bool) -> None:
+    from training.modeling import is_head_parameter
+
+    for name, param in model.named_parameters():
+        if not is_head_parameter(model, name):
+            param.requires_grad_(trainable)
+
+
+class _Loss:
+    """Softmax cross-entropy or one-vs-rest binary cross-entropy, with label smoothing, class
+    weights and optional distillation soft labels."""
+
+    def __init__(self, config: TrainConfig, n_labels: int, weight, soft_targets=None) -> None:
+        import torch
+
+        self.config = config
+        self.n_labels = n_labels
+        self.weight = weight
+        self.soft = soft_targets
+        self.ce = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+
+    def __call__(self, logits, y, rows: list[int]):
+        import torch.nn.functional as F
+
+        config = self.config
+        if config.loss == "ovr":
+            eps = config.label_smoothing
+            targets = F.one_hot(y, self.n_labels).to(logits.dtype) * (1 - eps) + eps / self.n_labels
+            per_row = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1)
+            if self.weight is None:
+                return per_row.mean()
+            w = self.weight[y]
+            return (per_row * w).sum() / w.sum()
+        hard = self.ce(logits, y)
+        if self.soft is None:
+            return hard
+        t = config.distill_temperature
+        teacher = self.soft[rows].to(logits.device)
+        soft = F.kl_div(F.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
+        return config.distill_alpha * soft + (1 - config.distill_alpha) * hard
 
 
 def train(
@@ -214,6 +289,7 @@ def train(
     validation_data: TicketDataset,
     work_dir: str | Path,
     labels: list[str] | None = None,
+    on_epoch_end: Callable[[int, Any], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` and save the best epoch's model + tokenizer.
 
@@ -236,7 +312,19 @@ def train(
     rng = random.Random(config.seed)
     config.save(work_dir / CONFIG_FILE)
 
-    model, tokenizer = load_model_and_tokenizer(config.base_model, labels)
+    started = time.perf_counter()
+    stages: dict[str, Any] = {}
+    teacher_dirs = list(config.distill_teachers)
+    if config.distill_seeds:
+        teacher_dirs += _train_seed_teachers(config, train_data, validation_data, work_dir, labels)
+        _set_seed(config.seed)
+        rng = random.Random(config.seed)
+
+    model, tokenizer = load_model_and_tokenizer(
+        config.base_model, labels, config.head, config.head_hidden, config.head_dropout
+    )
+    if config.loss == "ovr":
+        _init_ovr_bias(model, len(labels))
     # CPU here; a GPU when one exists (e.g. a SageMaker ml.g5 training job).
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -251,10 +339,29 @@ def train(
     val_texts = preprocess_batch(validation_data.texts, pre)
     y_val = [label_index.get(label, -1) for label in validation_data.labels]
 
+    stages.update(_pre_stages(config, model, tokenizer, clean_train, y_train.tolist(), rng, device))
+
     weight = None
     if config.class_weights:
         weight = torch.from_numpy(class_weights(base_labels, labels)).to(device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    soft_targets = None
+    if teacher_dirs:
+        from training.stages import teacher_probabilities
+
+        t0 = time.perf_counter()
+        soft_targets = torch.from_numpy(
+            teacher_probabilities(
+                teacher_dirs,
+                clean_train,
+                labels,
+                temperature=config.distill_temperature,
+                max_length=config.max_length,
+                batch_size=config.eval_batch_size,
+                device=device,
+            )
+        )
+        stages["distill"] = {"teachers": [str(t) for t in teacher_dirs], "seconds": _since(t0)}
+    loss_fn = _Loss(config, len(labels), weight, soft_targets)
 
     steps_per_epoch = math.ceil(len(clean_train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -265,7 +372,6 @@ def train(
     best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
     history_path = work_dir / HISTORY_FILE
     history_path.write_text("", encoding="utf-8")
-    started = time.perf_counter()
     log.info(
         "fine-tuning %s on %d rows (%d labels), %d epochs x %d steps",
         config.base_model,
@@ -289,13 +395,15 @@ def train(
         lengths = [len(ids) for ids in encoded["input_ids"]]
         batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, rng)
 
+        frozen = epoch <= config.freeze_encoder_epochs
+        _set_encoder_trainable(model, not frozen)
         model.train()
         total_loss, seen = 0.0, 0
         progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
         for idx in progress:
             inputs = encoder.collate(encoded, idx, device)
             logits = model(**inputs).logits
-            loss = loss_fn(logits, y_train[idx].to(device))
+            loss = loss_fn(logits, y_train[idx].to(device), idx)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -315,12 +423,15 @@ def train(
             "val_macro_f1": round(val_f1, 5),
             "val_accuracy": round(val_acc, 5),
             "lr": optimizer.param_groups[0]["lr"],
+            "encoder_frozen": frozen,
             "noisy_rows": n_noisy,
             "mean_tokens": round(float(np.mean(lengths)), 2),
             "epoch_seconds": round(time.perf_counter() - epoch_start, 1),
             "train_seconds": round(train_seconds, 1),
         }
         history.append(record)
+        if on_epoch_end is not None:  # e.g. tests inspecting the weights epoch by epoch
+            on_epoch_end(epoch, model)
         with history_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         improved = val_f1 > best_f1
@@ -343,6 +454,7 @@ def train(
                 log.info("early stopping: no improvement for %d epoch(s)", stale)
                 break
 
+    _set_encoder_trainable(model, True)
     if best_state is not None:
         model.load_state_dict(best_state)
     model_dir = work_dir / MODEL_SUBDIR
@@ -352,4 +464,79 @@ def train(
     log.info(
         "best epoch %d (val macro-F1 %.4f); %.0f s; saved to %s", best_epoch, best_f1, elapsed, model_dir
     )
-    return TrainResult(model_dir, list(labels), best_epoch, best_f1, history, elapsed)
+    return TrainResult(model_dir, list(labels), best_epoch, best_f1, history, elapsed, stages)
+
+
+def _since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 1)
+
+
+def _pre_stages(config: TrainConfig, model, tokenizer, texts: list[str], y: list[int], rng, device):
+    """MLM domain adaptation, then the contrastive stage, on the classifier's encoder in place."""
+    from training.modeling import encoder_of
+
+    stages: dict[str, Any] = {}
+    if config.mlm_epochs > 0:
+        from training.stages import load_unlabeled_texts, mlm_adapt
+
+        t0 = time.perf_counter()
+        unlabeled = (
+            preprocess_batch(load_unlabeled_texts(config.mlm_data), config.preprocessing)
+            if config.mlm_data
+            else list(texts)
+        )
+        stats = mlm_adapt(
+            encoder_of(model),
+            resolve_base_model(config.base_model),
+            tokenizer,
+            unlabeled,
+            epochs=config.mlm_epochs,
+            learning_rate=config.mlm_learning_rate,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            mlm_probability=config.mlm_probability,
+            seed=config.seed,
+            device=device,
+        )
+        stages["mlm"] = {**stats, "texts": len(unlabeled), "seconds": _since(t0)}
+    if config.contrastive_epochs > 0:
+        from training.stages import contrastive_stage
+
+        t0 = time.perf_counter()
+        stage_texts = list(texts)
+        if config.noisy_augmentation > 0:  # the same share of noisy tickets as fine-tuning sees
+            for i in range(len(stage_texts)):
+                if rng.random() < config.noisy_augmentation:
+                    stage_texts[i] = preprocess_batch(
+                        [make_noisy(stage_texts[i], rng, "train")], config.preprocessing
+                    )[0]
+        stats = contrastive_stage(
+            encoder_of(model),
+            tokenizer,
+            stage_texts,
+            y,
+            epochs=config.contrastive_epochs,
+            learning_rate=config.contrastive_learning_rate,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            temperature=config.contrastive_temperature,
+            seed=config.seed,
+            device=device,
+        )
+        stages["contrastive"] = {**stats, "seconds": _since(t0)}
+    return stages
+
+
+def _train_seed_teachers(
+    config: TrainConfig, train_data: TicketDataset, validation_data: TicketDataset, work_dir: Path, labels
+) -> list[Path]:
+    """Train one teacher per ``distill_seeds`` seed (same config, no distillation)."""
+    teachers = []
+    for seed in config.distill_seeds:
+        teacher_config = dataclasses.replace(config, seed=seed, distill_seeds=[], distill_teachers=[])
+        log.info("training distillation teacher with seed %d", seed)
+        result = train(
+            teacher_config, train_data, validation_data, work_dir / "teachers" / f"seed-{seed}", labels
+        )
+        teachers.append(result.model_dir)
+    return teachers

@@ -1,0 +1,251 @@
+"""``python -m training experiment --set <name>``: train a named set of configurations and compare
+them on the project's held-out split, with the served int8 model.
+
+Every row: fine-tune (``training.train.train``) -> export the int8 artifact -> evaluate it with
+``ArtifactClassifier`` (the server's code) on the clean test split and on its noisy e-mail/chat
+variant (``training.noise``, pool ``eval``, seed 2024: the tickets ``make train`` reports). The
+split is the one ``make train`` uses (``artifacts/splits``, re-used when its fingerprint matches;
+created the same way otherwise).
+
+Outputs in ``--output`` (default ``artifacts/experiments/<set>``): ``<row>/model`` (the artifact),
+``<row>/work`` (checkpoint, epoch log), ``<row>/result.json``, and the table ``results.md`` +
+``results.json`` (rewritten after every row, so a stopped run still leaves a table). Finished
+rows are re-used on the next run (``--force`` retrains them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NOISY_SEED = 2024
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    what: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    teachers_from: tuple[str, ...] = ()  # distillation: these rows' fine-tuned models are the teachers
+
+
+@dataclass(frozen=True)
+class ExperimentSet:
+    description: str
+    base: dict[str, Any]  # applied to every row (e.g. the reduced budget)
+    rows: tuple[Row, ...]
+
+
+_STRATEGY_ROWS = (
+    Row("baseline", "default config ([CLS]-pooler head, softmax CE, label smoothing 0.1, class weights)"),
+    Row("mean-head", "mean-pooling head", {"head": "mean"}),
+    Row("ovr", "one-vs-rest: sigmoid per class, binary CE", {"loss": "ovr"}),
+    Row(
+        "contrastive",
+        "SetFit-style contrastive stage (1 pass) before fine-tuning",
+        {"contrastive_epochs": 1.0},
+    ),
+    Row("mlp-head", "MLP head (mean pooling, 384-384-77, dropout 0.1)", {"head": "mlp"}),
+    Row("llrd", "layer-wise LR decay 0.8 (encoder top layer at 1e-4)", {"layer_lr_decay": 0.8}),
+    Row(
+        "mlm", "domain-adaptive MLM (1 pass over the training texts) before fine-tuning", {"mlm_epochs": 1.0}
+    ),
+    Row("freeze", "encoder frozen for epoch 1 (head only), then unfrozen", {"freeze_encoder_epochs": 1}),
+    Row(
+        "distill",
+        "student (default config) on the soft labels of the baseline + mean-head + ovr... rows' models",
+        {"distill_alpha": 0.5, "distill_temperature": 2.0},
+        teachers_from=("baseline", "mean-head", "contrastive"),
+    ),
+)
+
+SETS: dict[str, ExperimentSet] = {
+    "ablation": ExperimentSet(
+        "reduced budget: 2 epochs per row (same for all rows), no early stopping, full training split",
+        {"epochs": 2, "early_stopping_patience": 0},
+        _STRATEGY_ROWS,
+    ),
+    "full": ExperimentSet("the default budget (5 epochs, early stopping 2)", {}, _STRATEGY_ROWS),
+    "smoke": ExperimentSet(
+        "tiny check of the command (tests)",
+        {"epochs": 1, "early_stopping_patience": 0},
+        (_STRATEGY_ROWS[0], _STRATEGY_ROWS[1], _STRATEGY_ROWS[2]),
+    ),
+}
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
+
+    parser.add_argument("--set", default="ablation", help=f"one of {sorted(SETS)}")
+    parser.add_argument("--rows", default="", help="comma-separated subset of the set's rows, in order")
+    parser.add_argument("--output", type=Path, default=None, help="default artifacts/experiments/<set>")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="used to (re)build the split")
+    parser.add_argument("--text-column", default=DEFAULT_TEXT_COLUMN)
+    parser.add_argument("--label-column", default=DEFAULT_LABEL_COLUMN)
+    parser.add_argument("--splits-dir", type=Path, default=Path("artifacts/splits"))
+    parser.add_argument("--split-seed", type=int, default=42)
+    parser.add_argument("--epochs", type=int, default=None, help="override the set's epochs")
+    parser.add_argument("--base-model", default=None)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--force", action="store_true", help="retrain rows that already have a result")
+
+
+def _row_config(row: Row, exp: ExperimentSet, args: argparse.Namespace, out: Path):
+    from training.config import TrainConfig
+
+    values: dict[str, Any] = {**exp.base, **row.overrides}
+    for name in ("epochs", "base_model", "batch_size", "max_length"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    values["threads"] = args.threads
+    if row.teachers_from:
+        teachers = [out / name / "work" / "hf_model" for name in row.teachers_from]
+        missing = [str(t) for t in teachers if not (t / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"row {row.name}: teacher models missing (run those rows first): {missing}"
+            )
+        values["distill_teachers"] = [str(t) for t in teachers]
+    if values.get("freeze_encoder_epochs", 0) >= values.get("epochs", TrainConfig.epochs):
+        values["freeze_encoder_epochs"] = 0
+    return TrainConfig(**values)
+
+
+def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out: Path) -> dict[str, Any]:
+    from training.evaluate import evaluate_artifact
+    from training.export import export_artifact
+    from training.noise import noisy_variant
+    from training.train import train
+    from triage_core.artifact import MODEL_FILE
+    from triage_core.inference import ArtifactClassifier
+
+    config = _row_config(row, exp, args, out)
+    row_dir = out / row.name
+    labels = splits.train.label_names
+    t0 = time.perf_counter()
+    result = train(config, splits.train, splits.validation, row_dir / "work", labels=labels)
+    artifact = export_artifact(
+        result.model_dir,
+        row_dir / "model",
+        labels=labels,
+        max_length=config.max_length,
+        preprocessing=config.preprocessing,
+        scoring=config.scoring,
+        base_model=config.base_model,
+    )
+    export_seconds = round(time.perf_counter() - t0 - result.train_seconds, 1)
+    classifier = ArtifactClassifier(artifact)
+    test = splits.test
+    clean = evaluate_artifact(artifact, test.texts, test.labels, classifier=classifier)
+    noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
+    noisy = evaluate_artifact(artifact, noisy_texts, test.labels, classifier=classifier)
+    record = {
+        "name": row.name,
+        "what": row.what,
+        "overrides": {k: v for k, v in config.to_dict().items() if k in {**exp.base, **row.overrides}}
+        | ({"distill_teachers": list(row.teachers_from)} if row.teachers_from else {}),
+        "epochs": config.epochs,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "val_macro_f1": round(result.best_val_macro_f1, 4),
+        "clean_macro_f1": round(clean["macro_f1"], 4),
+        "clean_accuracy": round(clean["accuracy"], 4),
+        "noisy_macro_f1": round(noisy["macro_f1"], 4),
+        "noisy_gap": round(noisy["macro_f1"] - clean["macro_f1"], 4),
+        "train_seconds": round(result.train_seconds, 1),
+        "export_seconds": export_seconds,
+        "stages": result.stages,
+        "served_mb": round((artifact / MODEL_FILE).stat().st_size / 1e6, 1),
+        "scoring": config.scoring,
+        "test_rows": len(test.texts),
+        "config": config.to_dict(),
+    }
+    (row_dir / "result.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    return record
+
+
+def format_markdown(set_name: str, exp: ExperimentSet, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"Experiment set `{set_name}`: {exp.description}.",
+        "Served int8 ONNX model, held-out test split; noisy = the same tickets as e-mails/chats.",
+        "",
+        "| row | what | clean macro-F1 | noisy macro-F1 | noisy − clean | val macro-F1 | train time (s) "
+        "| served MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['what']} | {r['clean_macro_f1']:.4f} | {r['noisy_macro_f1']:.4f} | "
+            f"{100 * r['noisy_gap']:+.1f} pt | {r['val_macro_f1']:.4f} | {r['train_seconds']:.0f} | "
+            f"{r['served_mb']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    from training.data import DataError, load_or_create_splits, load_tickets
+
+    if args.set not in SETS:
+        raise SystemExit(f"unknown experiment set {args.set!r}; choose one of {sorted(SETS)}")
+    exp = SETS[args.set]
+    wanted = [n.strip() for n in args.rows.split(",") if n.strip()]
+    names = [row.name for row in exp.rows]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise SystemExit(f"unknown row(s) {unknown} in set {args.set}; rows: {names}")
+    out = args.output or Path("artifacts/experiments") / args.set
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        dataset = load_tickets(args.data, args.text_column, args.label_column)
+        splits = load_or_create_splits(dataset, args.splits_dir, 0.1, 0.1, args.split_seed)
+    except DataError as exc:
+        raise SystemExit(f"data error: {exc}") from None
+
+    handler = logging.FileHandler(out / "experiment.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        for row in exp.rows:
+            if wanted and row.name not in wanted:
+                continue
+            if (out / row.name / "result.json").is_file() and not args.force:
+                log.info("row %s: re-using %s", row.name, out / row.name / "result.json")
+                continue
+            log.info("row %s: %s", row.name, row.what)
+            record = run_row(row, exp, args, splits, out)
+            log.info(
+                "row %s: clean %.4f, noisy %.4f, %.0f s",
+                row.name,
+                record["clean_macro_f1"],
+                record["noisy_macro_f1"],
+                record["train_seconds"],
+            )
+            _write_table(args.set, exp, out)
+        return _write_table(args.set, exp, out)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _write_table(set_name: str, exp: ExperimentSet, out: Path) -> dict[str, Any]:
+    rows = [
+        json.loads((out / row.name / "result.json").read_text("utf-8"))
+        for row in exp.rows
+        if (out / row.name / "result.json").is_file()
+    ]
+    table = {"set": set_name, "description": exp.description, "rows": rows}
+    (out / "results.json").write_text(json.dumps(table, indent=2, default=str) + "\n", encoding="utf-8")
+    markdown = format_markdown(set_name, exp, rows)
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return table
