@@ -123,17 +123,6 @@ def test_top_k_from_sagemaker_custom_attributes(server):
     assert len(pred["top_k"]) == 2
 
 
-def test_review_threshold_flags_low_confidence(tiny_artifact, tmp_path):
-    from tests.container.serverproc import start_server, stop_server
-
-    srv = start_server(tiny_artifact, tmp_path / "log", TRIAGE_REVIEW_THRESHOLD="1.0")
-    try:
-        preds = srv.invoke(b'{"inputs": ["card", "rate"]}', "application/json").json()["predictions"]
-        assert all(p["needs_review"] for p in preds)
-    finally:
-        stop_server(srv)
-
-
 def test_served_predictions_equal_the_evaluation_code_path(server, tiny_artifact):
     """No training/serving skew: HTTP predictions == ArtifactClassifier (what evaluation runs)."""
     texts = banking_texts(150) + NOISY

@@ -302,10 +302,13 @@ def test_request_logs_are_json_with_timings_and_no_ticket_text(server):
 def test_half_duplex_client_with_a_large_response_does_not_deadlock(tiny_artifact, tmp_path):
     """The client sends the whole body before it reads (like most HTTP clients). 24 MB in and
     24 MB out is far more than the socket buffers: writing results while the body is still
-    arriving would stall both sides; the server must spool them instead."""
+    arriving would stall both sides; the server must spool them instead. (This server also
+    has a review threshold of 1.0: every classified ticket needs review.)"""
     from tests.container.serverproc import start_server, stop_server
 
-    srv = start_server(tiny_artifact, tmp_path / "log", TRIAGE_MAX_PAYLOAD_MB="64")
+    srv = start_server(
+        tiny_artifact, tmp_path / "log", TRIAGE_MAX_PAYLOAD_MB="64", TRIAGE_REVIEW_THRESHOLD="1.0"
+    )
     try:
         n = 24_000
         pad = "i" * 1000  # long ids: big bodies, no inference cost (empty text)
@@ -329,7 +332,9 @@ def test_half_duplex_client_with_a_large_response_does_not_deadlock(tiny_artifac
         assert len(lines) == n
         last = json.loads(lines[-1])
         assert last["index"] == n - 1 and last["id"] == f"{pad}{n - 1}"
-        assert sum(b'"label"' in line for line in lines) == n // 1000
+        classified = [json.loads(line) for line in lines if b'"label"' in line]
+        assert len(classified) == n // 1000
+        assert all(p["needs_review"] for p in classified)
         assert time.perf_counter() - started < 20
         srv.assert_healthy()
     finally:
