@@ -259,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     env_extra = dict(item.split("=", 1) for item in args.server_env)
     print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}\n", flush=True)
 
-    result: dict[str, float | int | str | None] = {"texts": len(texts), "cpus": cpus}
+    result: dict[str, float | int | str | None] = {
+        "texts": len(texts),
+        "cpus": cpus,
+        "baseline_tps": None,  # stays null when the baseline is skipped
+        "baseline_bs32_tps": None,
+        "baseline_single_p50_ms": None,
+    }
     if args.skip_baseline:
         print("baseline skipped (--skip-baseline)")
     elif not (hf_model / "config.json").is_file():
@@ -275,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = result.get("baseline_tps")
     result["server_vs_baseline"] = round(result["server_tps"] / baseline, 2) if baseline else None
     result["server_vs_limit"] = round(result["server_tps"] / result["limit_tps"], 3)
-    result = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    result = {
+        k: round(v, 2) if isinstance(v, float) and k != "server_vs_limit" else v for k, v in result.items()
+    }
 
     rows = [
         (

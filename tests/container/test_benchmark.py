@@ -1,0 +1,52 @@
+"""``make bench``'s interface: runs end to end (tiny model, few texts) and ends with the JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.container.serverproc import ROOT, server_env
+
+KEYS = {
+    "baseline_tps",
+    "limit_tps",
+    "server_tps",
+    "server_vs_baseline",
+    "server_vs_limit",
+    "single_p50_ms",
+    "single_p99_ms",
+}
+
+
+def run_benchmark(model: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "inference_server.benchmark", "--model", str(model)]
+    cmd += ["--limit", "64", "--single", "10", "--repeats", "1", *extra]
+    proc = subprocess.run(
+        cmd, env=server_env(model, 0), capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary) >= KEYS
+    assert summary["texts"] == 64
+    assert all(summary[k] > 0 for k in ("limit_tps", "server_tps", "single_p50_ms", "single_p99_ms"))
+    assert abs(summary["server_vs_limit"] - summary["server_tps"] / summary["limit_tps"]) < 0.01
+    return summary
+
+
+def test_benchmark_without_baseline_prints_the_summary_json_last(tiny_artifact):
+    summary = run_benchmark(tiny_artifact, "--skip-baseline")
+    assert summary["baseline_tps"] is None and summary["server_vs_baseline"] is None
+
+
+@pytest.mark.slow
+def test_benchmark_with_the_torch_baseline(request, tiny_artifact, tiny_hf_model):
+    """Opt-in (``pytest -m slow``): ~20 s on idle cores, over a minute on busy ones (torch)."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("loads torch + transformers: run with pytest -m slow")
+    summary = run_benchmark(tiny_artifact, "--hf-model", str(tiny_hf_model))
+    assert summary["baseline_tps"] > 0 and summary["baseline_bs32_tps"] > 0
+    assert summary["server_vs_baseline"] > 0
