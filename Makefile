@@ -48,6 +48,10 @@ train: $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
+# transfer-learning ablation on the held-out split: make experiment [SET=ablation] [ROWS=baseline,ovr]
+experiment: $(VENV)/.installed
+	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
+
 # --- serving
 serve: $(VENV)/.installed
 	MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve

@@ -78,7 +78,7 @@ class TrainConfig:
     mlm_probability: float = 0.15
     # SetFit-style contrastive stage (same-label pairs, in-batch negatives) before fine-tuning.
     contrastive_epochs: float = 0.0
-    contrastive_learning_rate: float = 2e-5
+    contrastive_learning_rate: float = 5e-5
     contrastive_temperature: float = 0.05
     # Distillation: soft labels averaged over teachers (fine-tuned model directories and/or
     # teachers trained here with these seeds, same config) -> this one student.

@@ -49,8 +49,8 @@ _STRATEGY_ROWS = (
     Row("ovr", "one-vs-rest: sigmoid per class, binary CE", {"loss": "ovr"}),
     Row(
         "contrastive",
-        "SetFit-style contrastive stage (1 pass) before fine-tuning",
-        {"contrastive_epochs": 1.0},
+        "SetFit-style contrastive stage (0.5 pass of anchors, lr 5e-5) before fine-tuning",
+        {"contrastive_epochs": 0.5},
     ),
     Row("mlp-head", "MLP head (mean pooling, 384-384-77, dropout 0.1)", {"head": "mlp"}),
     Row("llrd", "layer-wise LR decay 0.8 (encoder top layer at 1e-4)", {"layer_lr_decay": 0.8}),
@@ -60,7 +60,8 @@ _STRATEGY_ROWS = (
     Row("freeze", "encoder frozen for epoch 1 (head only), then unfrozen", {"freeze_encoder_epochs": 1}),
     Row(
         "distill",
-        "student (default config) on the soft labels of the baseline + mean-head + ovr... rows' models",
+        "student (default config) on the averaged soft labels of the baseline, mean-head and "
+        "contrastive rows' models (alpha 0.5, T 2)",
         {"distill_alpha": 0.5, "distill_temperature": 2.0},
         teachers_from=("baseline", "mean-head", "contrastive"),
     ),
