@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup demo test lint train evaluate serve bench synth checkov local image clean
+.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -34,8 +34,9 @@ demo: setup
 	else $(MAKE) --no-print-directory train; fi
 	$(PY) -m local_pipeline demo --model $(MODEL)
 
-test: setup lint
-	$(PY) -m pytest
+# The whole suite, slow tests included (~a few minutes); `$(PY) -m pytest -m "not slow"` for a quick loop.
+test: setup tools lint
+	$(PY) -m pytest -m "slow or not slow"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -72,6 +73,16 @@ $(CHECKOV): requirements-checkov.txt
 	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
+
+# The SageMaker SDK v2 (only to launch training jobs) pins older protobuf/attrs: its own venv too.
+SAGEMAKER_SDK := $(VENV)/sagemaker/.installed
+$(SAGEMAKER_SDK): requirements-sagemaker.txt
+	test -x $(VENV)/sagemaker/bin/python || $(PYTHON) -m venv $(VENV)/sagemaker
+	$(VENV)/sagemaker/bin/pip install --quiet -r requirements-sagemaker.txt
+	touch $@
+
+# side environments the test suite uses (checkov scan, SageMaker SDK estimator test)
+tools: $(CHECKOV) $(SAGEMAKER_SDK)
 
 checkov: synth $(CHECKOV)
 	$(CHECKOV) -d cdk.out --framework cloudformation --skip-download --compact --quiet

@@ -1,13 +1,14 @@
 """SageMaker: environment variables and hyperparameters in the job, and the launcher's job spec.
 
-Nothing here contacts AWS: the launcher's arguments are plain data, and the SDK test (skipped
-when the optional SDK is not installed) builds the estimator without starting a job, with fake
+Nothing here contacts AWS: the launcher's arguments are plain data, and the SDK test builds the
+real estimator in the SDK's own venv (``make tools``) without starting a job, with fake
 credentials and the instance metadata service disabled.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -176,25 +177,49 @@ def test_launcher_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str]) ->
         launcher_main(["--role", ROLE, "--train", "s3://b/k", "--hp", "epochs", "--dry-run"])
 
 
-def test_sdk_builds_the_estimator_without_calling_aws(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("sagemaker", reason="optional: pip install -r requirements-sagemaker.txt")
-    from sagemaker.session import Session
+SDK_PYTHON = REPO / ".venv" / "sagemaker" / "bin" / "python"  # made by `make test` (make tools)
 
-    from training.sagemaker_launcher import build_estimator
+# Runs inside the SDK's own venv (SDK v2 pins older protobuf/attrs than the project): builds the
+# real estimator from the launcher's arguments and prints what the job would get.
+SDK_PROBE = """
+import json, sys, tempfile
+from pathlib import Path
+import boto3
+from sagemaker.session import Session
+from training.sagemaker_launcher import JobSpec, build_estimator, stage_source_dir
 
-    for key, value in {
+session = Session(boto_session=boto3.Session(region_name="eu-west-1"), default_bucket="unused-bucket")
+spec = JobSpec(role=sys.argv[1], train_input="s3://b/k", hyperparameters={"epochs": "2"})
+with tempfile.TemporaryDirectory() as tmp:
+    est = build_estimator(spec, stage_source_dir(Path(tmp) / "src"), session)
+    print(json.dumps({
+        "entry_point": est.entry_point,
+        "image": est.training_image_uri(),
+        "role": est.role,
+        "instance_type": est.instance_type,
+        "hyperparameters": est.hyperparameters(),
+    }))
+"""
+
+
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason="SDK venv missing: run `make tools`")
+def test_sdk_builds_the_estimator_without_calling_aws() -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    import boto3
-
-    session = Session(boto_session=boto3.Session(region_name="eu-west-1"), default_bucket="unused-bucket")
-    spec = JobSpec(role=ROLE, train_input="s3://b/k", hyperparameters={"epochs": "2"})
-    estimator = build_estimator(spec, stage_source_dir(tmp_path / "src"), session)
-    assert estimator.framework_version and estimator.entry_point == ENTRY_POINT
-    assert "pytorch-training" in estimator.training_image_uri()
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+    }
+    out = subprocess.run(
+        [str(SDK_PYTHON), "-c", SDK_PROBE, ROLE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    job = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = estimator_arguments(JobSpec(role=ROLE, train_input="s3://b/k"), "src")
+    assert job["entry_point"] == ENTRY_POINT
+    assert "pytorch-training" in job["image"] and "eu-west-1" in job["image"]
+    assert (job["role"], job["instance_type"]) == (ROLE, expected["instance_type"])
+    assert job["hyperparameters"]["epochs"] in ("2", 2, '"2"')
