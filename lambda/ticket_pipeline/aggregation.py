@@ -12,7 +12,7 @@ from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import ChunkOutcome, JobStore
 from ticket_pipeline.logs import child_logger
 from ticket_pipeline.notifications import AsyncInferenceNotification
-from ticket_pipeline.results import Publisher, finalize_job
+from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 
@@ -79,17 +79,7 @@ def handle_notification(
     else:
         logger.info("duplicate notification ignored", extra=log)
     # Also after a duplicate: if an earlier finalizer crashed, its lease has run out by now.
-    report = finalize_job(
-        job_id,
-        jobs=deps.jobs,
-        objects=deps.objects,
-        publisher=deps.publisher,
-        output_bucket=settings.output_bucket,
-        results_prefix=settings.results_prefix,
-        results_topic_arn=settings.results_topic_arn,
-        lease_seconds=settings.finalize_lease_seconds,
-        clock=clock,
-    )
+    report = finalize_for(job_id, deps, settings, clock)
     return NotificationResult(
         inference_id,
         "recorded" if recorded else "duplicate",

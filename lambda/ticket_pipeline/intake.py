@@ -36,7 +36,7 @@ from ticket_pipeline import jobs as J
 from ticket_pipeline.chunking import Chunk, Chunker, ChunkPlan
 from ticket_pipeline.jobs import ChunkOutcome, JobStore
 from ticket_pipeline.logs import child_logger
-from ticket_pipeline.results import FinalReport, Publisher, finalize_job
+from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 from triage_core.records import CSV_TYPES, JSONL_TYPES, RecordFormatError, iter_records, split_lines
@@ -128,11 +128,11 @@ def dispatch_object(
         pending = [c for c in deps.jobs.list_chunks(job_id) if c.get("state") == J.PENDING]
         if not pending:
             logger.info("duplicate S3 event: job already dispatched", extra=log)
-            _try_finalize(job_id, deps, settings, clock)
+            finalize_for(job_id, deps, settings, clock)
             return DispatchResult(job_id, source.uri, "duplicate", chunks=int(existing.get("chunk_count", 0)))
         logger.warning("resuming a partly submitted job", extra={**log, "pending": len(pending)})
         invoked = _invoke_chunks(job_id, pending, deps, settings, clock)
-        _try_finalize(job_id, deps, settings, clock)
+        finalize_for(job_id, deps, settings, clock)
         return DispatchResult(
             job_id, source.uri, "resumed", chunks=int(existing["chunk_count"]), invoked=invoked
         )
@@ -184,7 +184,7 @@ def dispatch_object(
         extra={**log, "chunks": len(plan.chunks), "tickets": plan.tickets, "rejected": len(plan.rejected)},
     )
     invoked = _invoke_chunks(job_id, deps.jobs.list_chunks(job_id), deps, settings, clock)
-    _try_finalize(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock)
     return DispatchResult(
         job_id,
         source.uri,
@@ -314,21 +314,5 @@ def _whole_file_failure(
             "expires_at": deps.jobs.expires_at(now),
         },
     )
-    _try_finalize(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock)
     return DispatchResult(job_id, source.uri, "rejected_file", error=reason)
-
-
-def _try_finalize(
-    job_id: str, deps: Deps, settings: DispatcherSettings, clock: Callable[[], float]
-) -> FinalReport | None:
-    return finalize_job(
-        job_id,
-        jobs=deps.jobs,
-        objects=deps.objects,
-        publisher=deps.publisher,
-        output_bucket=settings.output_bucket,
-        results_prefix=settings.results_prefix,
-        results_topic_arn=settings.results_topic_arn,
-        lease_seconds=settings.finalize_lease_seconds,
-        clock=clock,
-    )

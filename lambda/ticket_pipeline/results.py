@@ -32,6 +32,7 @@ from typing import IO, Any
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import child_logger
+from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 
 logger = child_logger()
@@ -353,3 +354,24 @@ def finalize_job(
         "job finalized", extra={k: report.message[k] for k in ("job_id", "status", "tickets", "failed")}
     )
     return report
+
+
+def finalize_for(
+    job_id: str, deps: Any, settings: AggregatorSettings, clock: Callable[[], float] = time.time
+) -> FinalReport | None:
+    """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings.
+
+    Both handlers finalize: the aggregator when the last chunk reports, the dispatcher when
+    nothing reached the endpoint (every record or every submission rejected).
+    """
+    return finalize_job(
+        job_id,
+        jobs=deps.jobs,
+        objects=deps.objects,
+        publisher=deps.publisher,
+        output_bucket=settings.output_bucket,
+        results_prefix=settings.results_prefix,
+        results_topic_arn=settings.results_topic_arn,
+        lease_seconds=settings.finalize_lease_seconds,
+        clock=clock,
+    )
