@@ -19,10 +19,12 @@ optimization report, never inside the served directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from triage_core.artifact import (
@@ -40,6 +42,23 @@ log = logging.getLogger(__name__)
 OPSET = 17
 FP32_DIR_NAME = "onnx-fp32"
 ONNX_INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+# ONNX Runtime's optimizer logs every fusion step on these loggers, and its quantizer logs one
+# line per tensor on the root logger: dozens of INFO lines per export that say nothing new.
+_CHATTY_ORT_LOGGERS = ("", "onnx_model", "onnx_model_bert", "fusion_base", "fusion_utils")
+
+
+@contextlib.contextmanager
+def _quiet_ort_logs() -> Iterator[None]:
+    """Raise ONNX Runtime's chatty loggers (and the root logger) to ERROR for the duration."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_ORT_LOGGERS]
+    saved = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
 
 
 def fp32_onnx_path(output_dir: Path) -> Path:
@@ -129,10 +148,11 @@ def optimize_onnx(src: Path, dst: Path, config) -> bool:
 
         heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_heads", 0))
         hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
-        optimized = optimize_model(
-            str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=False
-        )
-        optimized.save_model_to_file(str(dst))
+        with _quiet_ort_logs():
+            optimized = optimize_model(
+                str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1, use_gpu=False
+            )
+            optimized.save_model_to_file(str(dst))
         log.info("graph fusions: %s", optimized.get_fused_operator_statistics())
         return True
     except Exception as exc:  # the optimizer is best-effort: the plain graph is still correct
@@ -152,15 +172,16 @@ def quantize_int8(src: Path, dst: Path, per_channel: bool = False, reduce_range:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        reduce_range=reduce_range,
-        # Fused com.microsoft nodes defeat ONNX shape inference; their outputs are float32.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _quiet_ort_logs():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            # Fused com.microsoft nodes defeat ONNX shape inference; their outputs are float32.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 def save_tokenizer_json(hf_model_dir: Path, path: Path, max_length: int) -> None:

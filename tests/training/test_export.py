@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from training.export import export_artifact, fp32_onnx_path, pack_model_tar
+from training.export import export_artifact, fp32_onnx_path, pack_model_tar, quantize_int8
 from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, load_manifest
 from triage_core.inference import ArtifactClassifier, scores_from_logits
 from triage_core.preprocessing import PreprocessConfig, preprocess
@@ -35,10 +35,12 @@ def texts() -> list[str]:
 def torch_scores(hf_dir: Path, texts: list[str], max_length: int) -> np.ndarray:
     """Softmax of the torch model on the same preprocessed, truncated texts."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from training.modeling import load_classifier
 
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(hf_dir).eval()
+    model = load_classifier(hf_dir).eval()
     batch = tokenizer(
         [preprocess(t, PreprocessConfig()) for t in texts],
         padding=True,
@@ -89,6 +91,21 @@ def test_int8_is_smaller_than_fp32(tiny_artifact: Path) -> None:
     int8 = (tiny_artifact / MODEL_FILE).stat().st_size
     fp32 = fp32_onnx_path(tiny_artifact).stat().st_size
     assert int8 < 0.4 * fp32
+
+
+def test_quantization_does_not_flood_the_log(
+    tiny_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ONNX Runtime's quantizer logs one INFO line per tensor on the root logger; export mutes it
+    for the call and restores the levels afterwards."""
+    import logging
+
+    root_level = logging.getLogger().level
+    with caplog.at_level(logging.INFO):
+        quantize_int8(fp32_onnx_path(tiny_artifact), tmp_path / "int8.onnx")
+    assert (tmp_path / "int8.onnx").stat().st_size < fp32_onnx_path(tiny_artifact).stat().st_size
+    assert not [r for r in caplog.records if "Quantization parameters" in r.getMessage()]
+    assert logging.getLogger().level == root_level
 
 
 def test_fp32_onnx_matches_torch(tiny_artifact: Path, tiny_hf_model: Path, texts: list[str]) -> None:
