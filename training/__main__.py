@@ -54,15 +54,20 @@ def find_data_file(directory: str | Path) -> Path:
     return candidates[0]
 
 
-def environment_defaults(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Paths for ``train``: SageMaker's when its variables are set, local ones otherwise."""
+def environment_defaults(env: dict[str, str] | None = None, output: Path | None = None) -> dict[str, Any]:
+    """Paths for ``train``: SageMaker's when its variables are set, local ones otherwise.
+
+    Locally, work/, splits/ and reports/ sit next to the artifact directory (``artifacts/model``
+    by default, or ``output``), as the fp32 ONNX model does: one run, one folder.
+    """
     env = dict(os.environ if env is None else env)
+    root = Path(output).parent if output is not None else LOCAL_ARTIFACTS
     defaults: dict[str, Any] = {
         "data": DEFAULT_DATA,
         "output": LOCAL_ARTIFACTS / "model",
-        "work_dir": LOCAL_ARTIFACTS / "work",
-        "splits_dir": LOCAL_ARTIFACTS / "splits",
-        "reports_dir": LOCAL_ARTIFACTS / "reports",
+        "work_dir": root / "work",
+        "splits_dir": root / "splits",
+        "reports_dir": root / "reports",
     }
     if env.get("SM_CHANNEL_TRAIN"):
         defaults["data"] = find_data_file(env["SM_CHANNEL_TRAIN"])
@@ -164,6 +169,14 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
     _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
     _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
     _option(st, "freeze-encoder-epochs", type=int, default=d.freeze_encoder_epochs, help="head only first")
+    _option(
+        st,
+        "freeze-embeddings",
+        type=_bool,
+        default=d.freeze_embeddings,
+        metavar="{true,false}",
+        help="keep the word embeddings fixed (faster steps)",
+    )
     _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
     _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
     _option(st, "mlm-data", default=d.mlm_data, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
@@ -192,6 +205,7 @@ STRATEGY_FIELDS = (
     "head_hidden",
     "loss",
     "freeze_encoder_epochs",
+    "freeze_embeddings",
     "layer_lr_decay",
     "mlm_epochs",
     "mlm_data",
@@ -281,7 +295,7 @@ def _write_json(path: Path, data: Any) -> Path:
 
 def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
-    defaults = environment_defaults(env)
+    defaults = environment_defaults(env, output=args.output)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

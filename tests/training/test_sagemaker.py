@@ -37,6 +37,12 @@ def test_environment_defaults_local_and_sagemaker(tmp_path: Path) -> None:
     local = environment_defaults({})
     assert local["data"].name == "train.csv" and local["data"].parent.name == "banking77"
     assert local["output"] == Path("artifacts/model")
+    assert local["work_dir"] == Path("artifacts/work")
+    # --output elsewhere: the run's work, splits and reports go next to it, not into artifacts/
+    elsewhere = environment_defaults({}, output=tmp_path / "run" / "model")
+    assert elsewhere["work_dir"] == tmp_path / "run" / "work"
+    assert elsewhere["splits_dir"] == tmp_path / "run" / "splits"
+    assert elsewhere["reports_dir"] == tmp_path / "run" / "reports"
 
     channel = tmp_path / "train"
     channel.mkdir()
