@@ -241,12 +241,15 @@ def _init_ovr_bias(model, n_labels: int) -> None:
             last.bias.fill_(-math.log(max(1, n_labels - 1)))
 
 
-def _set_encoder_trainable(model, trainable: bool) -> None:
-    from training.modeling import is_head_parameter
+def _set_encoder_trainable(model, trainable: bool, freeze_embeddings: bool = False) -> None:
+    """(Un)freeze the encoder; with ``freeze_embeddings`` the word embeddings stay frozen."""
+    from training.modeling import encoder_of, is_head_parameter
 
     for name, param in model.named_parameters():
         if not is_head_parameter(model, name):
             param.requires_grad_(trainable)
+    if freeze_embeddings:
+        encoder_of(model).get_input_embeddings().weight.requires_grad_(False)
 
 
 class _Loss:
@@ -365,6 +368,8 @@ def train(
 
     steps_per_epoch = math.ceil(len(clean_train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    # Frozen word embeddings are left out of the optimizer (parameter_groups skips them).
+    _set_encoder_trainable(model, True, config.freeze_embeddings)
     optimizer = _optimizer(model, config)
     scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
@@ -396,7 +401,7 @@ def train(
         batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, rng)
 
         frozen = epoch <= config.freeze_encoder_epochs
-        _set_encoder_trainable(model, not frozen)
+        _set_encoder_trainable(model, not frozen, config.freeze_embeddings)
         model.train()
         total_loss, seen = 0.0, 0
         progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)

@@ -46,19 +46,24 @@ def fast_config(base: Path, **overrides) -> TrainConfig:
         "max_length": 32,
         "learning_rate": 5e-4,
         "threads": 1,
+        # A random tiny model has no word embeddings worth keeping: it must learn them (the
+        # default freezes the pretrained ones; test_strategies covers that option).
+        "freeze_embeddings": False,
     }
     values.update(overrides)
     return TrainConfig(**values)
 
 
 def test_one_epoch_writes_a_loadable_classifier(tiny_base_model: Path, tmp_path: Path) -> None:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from training.modeling import load_classifier
 
     data = tiny_dataset()
     labels = data.label_names
     result = train(fast_config(tiny_base_model), data, tiny_dataset(4, seed=1), tmp_path)
     assert result.labels == labels
-    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    model = load_classifier(result.model_dir)  # whatever the default head is
     assert [model.config.id2label[i] for i in range(len(labels))] == labels
     tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
     assert tokenizer.is_fast
@@ -83,7 +88,9 @@ def test_tiny_model_learns_a_separable_task(tiny_base_model: Path, tmp_path: Pat
 
 
 def test_early_stopping_stops_when_validation_does_not_improve(tiny_base_model: Path, tmp_path: Path) -> None:
-    config = fast_config(tiny_base_model, epochs=5, learning_rate=1e-9, early_stopping_patience=1)
+    config = fast_config(
+        tiny_base_model, epochs=5, learning_rate=1e-9, head_learning_rate=1e-9, early_stopping_patience=1
+    )
     result = train(config, tiny_dataset(), tiny_dataset(4, seed=1), tmp_path)
     assert len(result.history) == 2  # epoch 2 did not beat epoch 1: stop
     assert result.best_epoch == 1
