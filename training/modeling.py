@@ -19,9 +19,12 @@ code path.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +141,35 @@ def build_classifier(
             **kwargs,
         )
     config = AutoConfig.from_pretrained(path, **_label_kwargs(labels))
-    encoder = (
-        AutoModel.from_pretrained(path, config=config, add_pooling_layer=False, **kwargs)
-        if _has_pooler(config)
-        else AutoModel.from_pretrained(path, config=config, **kwargs)
-    )
+    with _only_unexpected_weights_are_quiet():
+        encoder = (
+            AutoModel.from_pretrained(path, config=config, add_pooling_layer=False, **kwargs)
+            if _has_pooler(config)
+            else AutoModel.from_pretrained(path, config=config, **kwargs)
+        )
     return pooled_classifier_class()(encoder, len(labels), head, hidden, dropout)
+
+
+class _DropUnexpectedOnlyReports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        return any(status in message for status in ("MISSING", "MISMATCH", "CONVERSION"))
+
+
+@contextlib.contextmanager
+def _only_unexpected_weights_are_quiet() -> Iterator[None]:
+    """transformers warns with a load report when a checkpoint has weights the model does not use.
+    A pooled head leaves the base's pooler (and any pretraining head) out on purpose, so a report
+    listing only such UNEXPECTED weights is dropped; missing or mismatched weights still show."""
+    target = logging.getLogger("transformers.modeling_utils")
+    quiet = _DropUnexpectedOnlyReports()
+    target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        target.removeFilter(quiet)
 
 
 def _has_pooler(config) -> bool:

@@ -81,6 +81,24 @@ def test_frozen_word_embeddings_stay_fixed_while_the_rest_trains(
     )
 
 
+def test_pooled_head_does_not_warn_about_the_unused_pooler(tiny_base_model: Path) -> None:
+    """The base checkpoint's pooler is left out on purpose: no transformers load report for it."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    hf_logger = logging.getLogger("transformers")  # transformers does not propagate to the root
+    hf_logger.addHandler(handler)
+    try:
+        build_classifier(str(tiny_base_model), LABELS, head="mlp")
+        assert not [r for r in records if "LOAD REPORT" in r.getMessage()]
+        build_classifier(str(tiny_base_model), LABELS, head="cls")  # a fresh classifier: MISSING
+        assert [r for r in records if "LOAD REPORT" in r.getMessage() and "MISSING" in r.getMessage()]
+    finally:
+        hf_logger.removeHandler(handler)
+
+
 def test_layer_wise_lr_decay_groups(tiny_base_model: Path) -> None:
     model = build_classifier(str(tiny_base_model), LABELS)
     config = TrainConfig(
