@@ -75,7 +75,13 @@ class Prediction:
 class ArtifactClassifier:
     """Loads an artifact directory once and classifies batches of raw ticket texts."""
 
-    def __init__(self, directory: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1):
+    def __init__(
+        self,
+        directory: str | Path,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        allow_spinning: bool = True,
+    ):
         directory = Path(directory)
         self.manifest: ArtifactManifest = load_manifest(directory)
         self.labels = self.manifest.labels
@@ -87,6 +93,8 @@ class ArtifactClassifier:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not allow_spinning:  # idle pool threads sleep instead of busy-waiting for the next run
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]

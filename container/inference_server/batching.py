@@ -20,6 +20,10 @@ How a batch is chosen:
 * There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
   Under load tickets accumulate while runners are busy, so batches grow by themselves; at
   idle a single ticket runs at once.
+* A batch that a runner takes while every other runner is idle and nothing else is queued
+  (typically one interactive ticket) runs on ``solo_fn`` when one is given: a session with
+  more threads, so an idle server answers a single ticket with all its cores instead of one.
+  Under load every batch runs on ``run_fn`` (one thread per runner: no oversubscription).
 """
 
 from __future__ import annotations
@@ -62,8 +66,12 @@ class _Item:
 class Batcher:
     """Dynamic batcher: ``submit`` from any thread; ``runners`` threads call ``run_fn``."""
 
-    def __init__(self, run_fn: RunFn, n_labels: int, max_batch: int, runners: int):
+    def __init__(
+        self, run_fn: RunFn, n_labels: int, max_batch: int, runners: int, solo_fn: RunFn | None = None
+    ):
         self._run_fn = run_fn
+        self._solo_fn = solo_fn
+        self._busy = 0  # runners inside a run call
         self._n_labels = n_labels
         self.max_batch = max_batch
         self._cond = threading.Condition()
@@ -163,16 +171,20 @@ class Batcher:
         while True:
             with self._cond:
                 batch = self._take()
-            if batch is None:
-                return
+                if batch is None:
+                    return
+                alone = self._busy == 0 and not self._urgent and not self._bulk
+                self._busy += 1
+            run = self._solo_fn if alone and self._solo_fn is not None else self._run_fn
             try:
-                scores = self._run_fn([item.encoding for item in batch])
+                scores = run([item.encoding for item in batch])
                 error: BaseException | None = None
             except Exception as exc:  # a failed batch fails its tickets' jobs, not the server
                 log.exception("batch of %d failed", len(batch))
                 scores, error = None, exc
             done: list[Job] = []
             with self._cond:
+                self._busy -= 1
                 for row, item in enumerate(batch):
                     job = item.job
                     if scores is not None:

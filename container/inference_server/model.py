@@ -38,7 +38,23 @@ class Engine:
         self.labels: list[str] = list(self.classifier.labels)
         self.n_labels = len(self.labels)
         self.runners = max(1, settings.threads_per_worker // settings.intra_op_threads)
-        self.batcher = Batcher(self.classifier.run, self.n_labels, settings.max_batch_size, self.runners)
+        # A second session over the same model for batches that run while the other runners are
+        # idle (see batching.py): an interactive ticket on an idle server gets every core.
+        self.solo_classifier: ArtifactClassifier | None = None
+        if settings.solo_threads > settings.intra_op_threads:
+            self.solo_classifier = ArtifactClassifier(
+                settings.model_dir,
+                intra_op_threads=settings.solo_threads,
+                # its threads sleep between runs: spinning would take the cores from the runners
+                allow_spinning=False,
+            )
+        self.batcher = Batcher(
+            self.classifier.run,
+            self.n_labels,
+            settings.max_batch_size,
+            self.runners,
+            solo_fn=self.solo_classifier.run if self.solo_classifier else None,
+        )
         self.load_seconds = time.perf_counter() - started
 
     def prepare(self, texts: Sequence[str]) -> list[Any]:

@@ -68,6 +68,7 @@ class Settings:
     workers: int = 1
     threads_per_worker: int = 1
     intra_op_threads: int = 1
+    solo_threads: int = 1  # threads of a batch that runs while the other runners are idle
     max_batch_size: int = 32
     max_payload_bytes: int = 1024 * MB
     max_json_bytes: int = 100 * MB
@@ -95,6 +96,7 @@ class Settings:
             workers=workers,
             threads_per_worker=threads,
             intra_op_threads=_int(env, "TRIAGE_INTRA_OP_THREADS", 1, 1, 256),
+            solo_threads=_int(env, "TRIAGE_SOLO_THREADS", threads, 1, 256),
             max_batch_size=_int(env, "TRIAGE_MAX_BATCH_SIZE", 32, 1, 1024),
             max_payload_bytes=payload_mb * MB,
             max_json_bytes=min(payload_mb, _int(env, "TRIAGE_MAX_JSON_MB", 100, 1, 4096)) * MB,

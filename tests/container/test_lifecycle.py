@@ -24,6 +24,8 @@ def test_settings_defaults_are_sized_to_the_cpus():
     assert settings.model_dir == Path("/opt/ml/model")
     assert settings.workers == 1
     assert settings.threads_per_worker >= 1
+    # a batch that runs while the other runners are idle may use all of the worker's threads
+    assert settings.solo_threads == settings.threads_per_worker
     assert settings.max_payload_bytes == 1024 * MB  # async inference sends up to 1 GB
     assert settings.timeout_seconds == 3600  # ... and waits up to an hour
 
@@ -38,12 +40,13 @@ def test_settings_from_environment():
         "TRIAGE_MAX_BATCH_SIZE": "16",
         "TRIAGE_MAX_PAYLOAD_MB": "1024",
         "TRIAGE_REVIEW_THRESHOLD": "0.7",
+        "TRIAGE_SOLO_THREADS": "1",
         "LOG_LEVEL": "debug",
     }
     s = Settings.from_env(env)
     assert (s.port, s.model_dir, s.workers, s.threads_per_worker) == (9000, Path("/models/x"), 2, 3)
     assert (s.max_batch_size, s.max_payload_bytes, s.review_threshold) == (16, 1024 * MB, 0.7)
-    assert (s.timeout_seconds, s.log_level) == (3600, "DEBUG")
+    assert (s.timeout_seconds, s.log_level, s.solo_threads) == (3600, "DEBUG", 1)
 
 
 @pytest.mark.parametrize(
