@@ -7,6 +7,8 @@ produces.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,19 +77,20 @@ class Prediction:
 class ArtifactClassifier:
     """Loads an artifact directory once and classifies batches of raw ticket texts."""
 
-    def __init__(
-        self,
-        directory: str | Path,
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 1,
-        allow_spinning: bool = True,
-    ):
+    def __init__(self, directory: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 1):
         directory = Path(directory)
         self.manifest: ArtifactManifest = load_manifest(directory)
         self.labels = self.manifest.labels
         self.tokenizer = TicketTokenizer(
             directory / TOKENIZER_FILE, self.manifest.max_length, self.manifest.onnx_inputs
         )
+        self._model_path = directory / MODEL_FILE
+        self.session = self._open_session(intra_op_threads, inter_op_threads)
+        self._check_model_interface(directory)
+
+    def _open_session(
+        self, intra_op_threads: int, inter_op_threads: int = 1, allow_spinning: bool = True
+    ) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
@@ -96,12 +99,18 @@ class ArtifactClassifier:
         if not allow_spinning:  # idle pool threads sleep instead of busy-waiting for the next run
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(
-                str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-            )
+            return ort.InferenceSession(str(self._model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for unreadable models
-            raise ArtifactError(f"{directory / MODEL_FILE} cannot be loaded by ONNX Runtime: {exc}") from exc
-        self._check_model_interface(directory)
+            raise ArtifactError(f"{self._model_path} cannot be loaded by ONNX Runtime: {exc}") from exc
+
+    def runner(
+        self, intra_op_threads: int, allow_spinning: bool = True
+    ) -> Callable[[list[Encoding]], np.ndarray]:
+        """:meth:`run` on a second session of the same model with its own thread settings
+        (the server's all-core session for batches that run alone); tokenizer and scoring shared."""
+        return functools.partial(
+            self._score, self._open_session(intra_op_threads, allow_spinning=allow_spinning)
+        )
 
     def _check_model_interface(self, directory: Path) -> None:
         """Fail at load time, not on the first request, if model.onnx and the manifest disagree."""
@@ -126,7 +135,10 @@ class ArtifactClassifier:
 
     def run(self, encodings: list[Encoding]) -> np.ndarray:
         """Scores [batch, n_labels] for one batch of encodings."""
-        (logits,) = self.session.run(["logits"], self.tokenizer.pad(encodings))
+        return self._score(self.session, encodings)
+
+    def _score(self, session: ort.InferenceSession, encodings: list[Encoding]) -> np.ndarray:
+        (logits,) = session.run(["logits"], self.tokenizer.pad(encodings))
         return scores_from_logits(logits, self.manifest.scoring)
 
     def predict_scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -40,20 +40,14 @@ class Engine:
         self.runners = max(1, settings.threads_per_worker // settings.intra_op_threads)
         # A second session over the same model for batches that run while the other runners are
         # idle (see batching.py): an interactive ticket on an idle server gets every core.
-        self.solo_classifier: ArtifactClassifier | None = None
-        if settings.solo_threads > settings.intra_op_threads:
-            self.solo_classifier = ArtifactClassifier(
-                settings.model_dir,
-                intra_op_threads=settings.solo_threads,
-                # its threads sleep between runs: spinning would take the cores from the runners
-                allow_spinning=False,
-            )
+        # Its threads sleep between runs: spinning would take the cores from the runners.
+        solo = (
+            self.classifier.runner(settings.solo_threads, allow_spinning=False)
+            if settings.solo_threads > settings.intra_op_threads
+            else None
+        )
         self.batcher = Batcher(
-            self.classifier.run,
-            self.n_labels,
-            settings.max_batch_size,
-            self.runners,
-            solo_fn=self.solo_classifier.run if self.solo_classifier else None,
+            self.classifier.run, self.n_labels, settings.max_batch_size, self.runners, solo_fn=solo
         )
         self.load_seconds = time.perf_counter() - started
 

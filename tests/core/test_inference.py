@@ -166,12 +166,11 @@ def test_scores_are_in_input_order_whatever_the_batching(tiny_artifact: Path, tm
         np.testing.assert_allclose(fp32.predict_scores(ORDER_TEXTS, batch_size), one_by_one, atol=1e-5)
 
 
-def test_a_session_without_spinning_scores_the_same(
-    tiny_artifact: Path, classifier: ArtifactClassifier
-) -> None:
+def test_a_second_session_without_spinning_scores_the_same(classifier: ArtifactClassifier) -> None:
     texts = ["my card has not arrived", "top up failed twice", "why was I charged a fee?"]
-    quiet = ArtifactClassifier(tiny_artifact, intra_op_threads=2, allow_spinning=False)
-    np.testing.assert_allclose(quiet.predict_scores(texts), classifier.predict_scores(texts), atol=1e-5)
+    encodings = classifier.tokenizer.encode(classifier.clean(texts))
+    quiet = classifier.runner(2, allow_spinning=False)
+    np.testing.assert_allclose(quiet(encodings), classifier.run(encodings), atol=1e-5)
 
 
 def test_int8_batching_keeps_order(classifier: ArtifactClassifier) -> None:
