@@ -21,8 +21,11 @@ It implements the documented contract that the dispatcher and aggregator rely on
   fails with an error notification. ``InvocationTimeoutSeconds``: the HTTP call to the model is
   cut at that time and the request fails.
 
-Test hook: ``fault_injector(request) -> reason | None`` fails chosen requests the way a model
-error would (error body + error notification), to exercise failed chunks.
+Test hooks: ``fault_injector(request) -> reason | None`` fails chosen requests the way a model
+error would (error body + error notification), to exercise failed chunks;
+``notification_fault(request) -> bool`` processes a request but publishes no notification for
+it, as when SageMaker cannot publish (the ``NotificationFailures`` metric), to exercise jobs that
+only their deadline can finish.
 """
 
 from __future__ import annotations
@@ -176,6 +179,7 @@ class EndpointStats:
     succeeded: int = 0
     failed: int = 0
     expired: int = 0
+    notification_failures: int = 0
     busy_seconds: float = 0.0  # summed model call time
 
     @property
@@ -192,11 +196,13 @@ class AsyncEndpoint:
         s3_client: Any,
         sns_client: Any,
         fault_injector: Callable[[AsyncRequest], str | None] | None = None,
+        notification_fault: Callable[[AsyncRequest], bool] | None = None,
     ):
         self.config = config
         self.objects = ObjectStore(s3_client)
         self.sns = sns_client
         self.fault_injector = fault_injector
+        self.notification_fault = notification_fault
         self.stats = EndpointStats()
         self.notifications: list[dict[str, Any]] = []
         self._queue: queue.Queue[AsyncRequest | None] = queue.Queue()
@@ -339,6 +345,7 @@ class AsyncEndpoint:
             with self._lock:
                 self.stats.succeeded += 1
             self._publish(
+                request,
                 self.config.success_topic_arn,
                 success_notification(
                     inference_id=request.inference_id,
@@ -386,6 +393,7 @@ class AsyncEndpoint:
             with self._lock:
                 self.stats.failed += 1
         self._publish(
+            request,
             self.config.error_topic_arn,
             error_notification(
                 inference_id=request.inference_id,
@@ -402,7 +410,12 @@ class AsyncEndpoint:
             ),
         )
 
-    def _publish(self, topic_arn: str, notification: dict[str, Any]) -> None:
+    def _publish(self, request: AsyncRequest, topic_arn: str, notification: dict[str, Any]) -> None:
+        if self.notification_fault is not None and self.notification_fault(request):
+            with self._lock:
+                self.stats.notification_failures += 1
+            log.warning("notification for %s not published (NotificationFailures)", request.inference_id)
+            return
         with self._lock:
             self.notifications.append(notification)
         self.sns.publish(TopicArn=topic_arn, Message=json.dumps(notification))

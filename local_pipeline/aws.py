@@ -49,6 +49,37 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 _dynamodb_lock = threading.RLock()
 
 
+_sequencer = iter(range(1, 1 << 62))
+_sequencer_lock = threading.Lock()
+
+
+def _complete_moto_s3_events() -> None:
+    """moto's S3 event notifications omit ``versionId`` and ``sequencer``; the documented event
+    (Amazon S3 User Guide, "Event message structure") carries ``versionId`` when the bucket is
+    versioned and a ``sequencer`` on every PUT, and the dispatcher relies on both. Add them, so
+    the local stack's events look like AWS's: the version the request created, and a hex string
+    that grows with every event (S3 orders a key's events by it)."""
+    from moto.s3 import notifications
+
+    if getattr(notifications._get_s3_event, "_completed", False):
+        return
+    original = notifications._get_s3_event
+
+    @functools.wraps(original)
+    def get_s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> dict[str, Any]:
+        event = original(event_name, bucket, key, notification_id)
+        obj = event["Records"][0]["s3"]["object"]
+        version_id = getattr(key, "version_id", None)
+        if version_id and version_id != "null":
+            obj["versionId"] = version_id
+        with _sequencer_lock:
+            obj["sequencer"] = f"{next(_sequencer):016X}"
+        return event
+
+    get_s3_event._completed = True  # type: ignore[attr-defined]
+    notifications._get_s3_event = get_s3_event
+
+
 def _serialize_moto_dynamodb() -> None:
     """moto's DynamoDB backend is not thread-safe: ``TransactWriteItems`` deep-copies a table
     while other requests write to it ("dictionary changed size during iteration"). Real DynamoDB
@@ -157,6 +188,10 @@ class Names:
     error_queue: str = "ticket-triage-async-error"
     results_queue: str = "ticket-triage-results"
     endpoint_name: str = "ticket-triage-async"
+    # The Lambdas' dead-letter queues (failed asynchronous invocations land here after the retries).
+    dispatcher_dlq: str = "ticket-triage-dispatcher-dlq"
+    aggregator_dlq: str = "ticket-triage-aggregator-dlq"
+    sweeper_dlq: str = "ticket-triage-sweeper-dlq"
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,7 @@ class Resources:
     results_queue_url: str
     success_subscription_arn: str
     error_subscription_arn: str
+    dead_letter_queue_urls: dict[str, str]  # "dispatcher" | "aggregator" | "sweeper" -> queue URL
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "names": asdict(self.names)}
@@ -194,15 +230,31 @@ def _subscribe(sns: Any, topic_arn: str, queue_arn: str) -> str:
 
 def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = None) -> Resources:
     """Create what the CDK stack creates on AWS, minus the endpoint and the Lambdas."""
+    from ticket_pipeline import jobs
+
     names = names or Names()
     for bucket in (names.input_bucket, names.output_bucket):
         s3.create_bucket(Bucket=bucket)
+        # versioned like the stack's buckets: every upload is a version of its own
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     dynamodb.create_table(
         TableName=names.jobs_table,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         AttributeDefinitions=[
             {"AttributeName": "pk", "AttributeType": "S"},
             {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": jobs.OPEN_JOBS_PARTITION, "AttributeType": "S"},
+            {"AttributeName": jobs.DEADLINE_ATTRIBUTE, "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": jobs.OPEN_JOBS_INDEX,
+                "KeySchema": [
+                    {"AttributeName": jobs.OPEN_JOBS_PARTITION, "KeyType": "HASH"},
+                    {"AttributeName": jobs.DEADLINE_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
         ],
         BillingMode="PAY_PER_REQUEST",
     )
@@ -217,6 +269,14 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
     success_url, success_arn = _queue(sqs, names.success_queue)
     error_url, error_arn = _queue(sqs, names.error_queue)
     results_url, results_arn = _queue(sqs, names.results_queue)
+    dlqs = {
+        function: _queue(sqs, name)[0]
+        for function, name in (
+            ("dispatcher", names.dispatcher_dlq),
+            ("aggregator", names.aggregator_dlq),
+            ("sweeper", names.sweeper_dlq),
+        )
+    }
     s3.put_bucket_notification_configuration(
         Bucket=names.input_bucket,
         NotificationConfiguration={
@@ -243,6 +303,7 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
         results_queue_url=results_url,
         success_subscription_arn=success_sub,
         error_subscription_arn=error_sub,
+        dead_letter_queue_urls=dlqs,
     )
 
 
@@ -258,6 +319,7 @@ def _serve(port: int) -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _serialize_moto_dynamodb()
+    _complete_moto_s3_events()
     main(["-H", "127.0.0.1", "-p", str(port)])
 
 

@@ -7,9 +7,14 @@
   "EventVersion", "EventSubscriptionArn", "Sns": {...}}]}`` exactly as a Lambda subscription
   receives it (``SigningCertURL``/``UnsubscribeURL`` become ``SigningCertUrl``/``UnsubscribeUrl``).
 
+* Lambda ``Invoke`` (``InvocationType=Event``, :mod:`local_pipeline.lambda_front`) -> the
+  function's queue: the body is the event as given (the dispatcher's continuation events).
+
 A handler that raises leaves the message on the queue, which redelivers it after a short
 backoff (Lambda retries failed asynchronous invocations too); after ``max_receives`` attempts
-the message is dropped and counted as dead-lettered.
+the event goes to the route's dead-letter queue as Lambda does it for an asynchronous
+invocation: the event as the message body, ``RequestID``/``ErrorCode``/``ErrorMessage``
+attributes (AWS Lambda Developer Guide, "Dead-letter queues").
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ class LambdaContext:
 
 
 def s3_event(body: str) -> dict[str, Any] | None:
-    """The Lambda event for an S3 notification delivered to SQS; None for ``s3:TestEvent``."""
+    """The Lambda event for an S3 notification delivered to SQS (or an event invoked directly);
+    None for S3's ``s3:TestEvent``, which S3 sends to a queue but never to a Lambda."""
     event = json.loads(body)
-    if "Records" not in event:
+    if event.get("Event") == "s3:TestEvent":
         return None
     return event
 
@@ -98,6 +104,8 @@ class Route:
     make_event: Callable[[str], dict[str, Any] | None]
     handler: Handler
     concurrency: int = 1
+    timeout_seconds: int = 900
+    dead_letter_queue_url: str | None = None
 
 
 @dataclass
@@ -167,19 +175,34 @@ class EventRouter:
         receipt = message["ReceiptHandle"]
         receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         stats = self.stats[route.name]
+        event = None
+        context = LambdaContext(function_name=route.name, timeout_ms=route.timeout_seconds * 1000)
         try:
             event = route.make_event(message["Body"])
             if event is not None:
                 with self._lock:
                     stats.invocations += 1
-                route.handler(event, LambdaContext(function_name=route.name))
-        except Exception:
+                route.handler(event, context)
+        except Exception as exc:
             with self._lock:
                 stats.errors += 1
             if receives >= self.max_receives:
-                log.exception("%s failed %d times; message dead-lettered", route.name, receives)
+                log.exception("%s failed %d times; event dead-lettered", route.name, receives)
                 with self._lock:
                     stats.dead_lettered += 1
+                if route.dead_letter_queue_url and event is not None:
+                    self.sqs.send_message(
+                        QueueUrl=route.dead_letter_queue_url,
+                        MessageBody=json.dumps(event),
+                        MessageAttributes={
+                            "RequestID": {"DataType": "String", "StringValue": context.aws_request_id},
+                            "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                            "ErrorMessage": {
+                                "DataType": "String",
+                                "StringValue": f"{type(exc).__name__}: {exc}"[:1024],
+                            },
+                        },
+                    )
                 self.sqs.delete_message(QueueUrl=route.queue_url, ReceiptHandle=receipt)
             else:
                 log.exception("%s failed (attempt %d); will retry", route.name, receives)

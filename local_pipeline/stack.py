@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from local_pipeline.async_endpoint import (
     AsyncEndpoint,
@@ -17,9 +21,12 @@ from local_pipeline.async_endpoint import (
     AsyncEndpointHTTPServer,
     AsyncRequest,
 )
-from local_pipeline.aws import DUMMY_CREDENTIALS, REGION, MotoServer, Names, Resources, provision
+from local_pipeline.aws import ACCOUNT, DUMMY_CREDENTIALS, REGION, MotoServer, Names, Resources, provision
+from local_pipeline.lambda_front import LambdaInvokeFront
 from local_pipeline.model_server import ModelServerProcess
 from local_pipeline.router import EventRouter, Route, s3_event, sns_event
+
+DISPATCHER, AGGREGATOR, SWEEPER = "ticket-dispatcher", "ticket-aggregator", "ticket-sweeper"
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +41,41 @@ class StackConfig:
     invocation_timeout_seconds: int = 900
     max_file_mb: float = 100
     aggregator_concurrency: int = 2
+    dispatcher_timeout_seconds: int = 300  # the stack's defaults
+    aggregator_timeout_seconds: int = 300
+    job_deadline_margin_seconds: int = 1800
+    sweep_interval_seconds: float = 60.0  # EventBridge schedule of the sweeper (5 minutes on AWS)
     log_level: str = "WARNING"
     server_env: dict[str, str] | None = None
     fault_injector: Callable[[AsyncRequest], str | None] | None = None
+    notification_fault: Callable[[AsyncRequest], bool] | None = None
+
+
+def scheduled_event(rule_arn: str, when: float | None = None) -> dict[str, Any]:
+    """The event EventBridge sends a Lambda target of a schedule rule."""
+    stamp = datetime.fromtimestamp(when or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": stamp,
+        "region": REGION,
+        "resources": [rule_arn],
+        "detail": {},
+    }
 
 
 class LocalStack:
-    """moto server + provisioned resources + model server + async endpoint + event router.
+    """moto server + provisioned resources + model server + async endpoint + event router +
+    Lambda's asynchronous Invoke + the sweeper's schedule.
 
     Sets dummy credentials and the endpoint URLs in *this process's* environment while it runs
     (``AWS_ENDPOINT_URL`` -> moto, ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` -> the async endpoint's
-    HTTP front), so the unmodified handlers build their boto3 clients exactly as on AWS.
+    HTTP front, ``AWS_ENDPOINT_URL_LAMBDA`` -> the Invoke front), so the unmodified handlers build
+    their boto3 clients exactly as on AWS. The three functions' EMF metrics go to
+    ``<work_dir>/metrics.log``.
     """
 
     def __init__(self, config: StackConfig, names: Names | None = None):
@@ -56,6 +87,12 @@ class LocalStack:
         self.endpoint: AsyncEndpoint | None = None
         self.endpoint_http: AsyncEndpointHTTPServer | None = None
         self.router: EventRouter | None = None
+        self.lambda_front: LambdaInvokeFront | None = None
+        self.invoke_queues: dict[str, str] = {}
+        self.sweeps = 0
+        self._sweeping = threading.Event()
+        self._sweeper_thread: threading.Thread | None = None
+        self._metrics_file: IO[str] | None = None
         self._env = contextlib.ExitStack()
         self._log_handler: logging.Handler | None = None
         self._own_handler: logging.Handler | None = None
@@ -102,58 +139,143 @@ class LocalStack:
             self.moto.client("s3"),
             self.moto.client("sns"),
             fault_injector=cfg.fault_injector,
+            notification_fault=cfg.notification_fault,
         ).start()
         self.endpoint_http = AsyncEndpointHTTPServer(self.endpoint).start()
+        sqs = self.clients["sqs"]
+        # Lambda keeps asynchronous invocations in a queue of its own: one per function here.
+        for function in (DISPATCHER, AGGREGATOR, SWEEPER):
+            self.invoke_queues[function] = sqs.create_queue(QueueName=f"{function}-async-invocations")[
+                "QueueUrl"
+            ]
+        self.lambda_front = LambdaInvokeFront(
+            lambda function, payload: sqs.send_message(
+                QueueUrl=self.invoke_queues[function], MessageBody=payload.decode("utf-8")
+            ),
+            set(self.invoke_queues),
+        ).start()
         self._env.enter_context(patched_environ(self.lambda_environment()))
         self._route_handler_logs()
-        from ticket_pipeline import aggregator, dispatcher
+        from ticket_pipeline import aggregator, dispatcher, metrics, sweeper
 
-        dispatcher.runtime.cache_clear()
-        aggregator.runtime.cache_clear()
-        progress("starting the event router (S3 -> dispatcher, SNS -> aggregator)")
+        self._metrics_file = (cfg.work_dir / "metrics.log").open("a", encoding="utf-8")
+        metrics.set_output(self._metrics_file)
+        for handler_module in (dispatcher, aggregator, sweeper):
+            handler_module.runtime.cache_clear()
+        progress("starting the event router (S3 -> dispatcher, SNS -> aggregator, schedule -> sweeper)")
+        dlqs = self.resources.dead_letter_queue_urls
         self.router = EventRouter(
-            self.moto.client("sqs"),
+            sqs,
             [
-                Route("ticket-dispatcher", self.resources.s3_events_queue_url, s3_event, dispatcher.handler),
                 Route(
-                    "ticket-aggregator-success",
+                    DISPATCHER,
+                    self.resources.s3_events_queue_url,
+                    s3_event,
+                    dispatcher.handler,
+                    timeout_seconds=cfg.dispatcher_timeout_seconds,
+                    dead_letter_queue_url=dlqs["dispatcher"],
+                ),
+                Route(
+                    DISPATCHER,
+                    self.invoke_queues[DISPATCHER],
+                    json.loads,
+                    dispatcher.handler,
+                    timeout_seconds=cfg.dispatcher_timeout_seconds,
+                    dead_letter_queue_url=dlqs["dispatcher"],
+                ),
+                Route(
+                    AGGREGATOR,
                     self.resources.success_queue_url,
                     lambda body: sns_event(body, self.resources.success_subscription_arn),
                     aggregator.handler,
                     concurrency=cfg.aggregator_concurrency,
+                    timeout_seconds=cfg.aggregator_timeout_seconds,
+                    dead_letter_queue_url=dlqs["aggregator"],
                 ),
                 Route(
-                    "ticket-aggregator-error",
+                    AGGREGATOR,
                     self.resources.error_queue_url,
                     lambda body: sns_event(body, self.resources.error_subscription_arn),
                     aggregator.handler,
+                    timeout_seconds=cfg.aggregator_timeout_seconds,
+                    dead_letter_queue_url=dlqs["aggregator"],
+                ),
+                Route(
+                    AGGREGATOR,
+                    self.invoke_queues[AGGREGATOR],
+                    json.loads,
+                    aggregator.handler,
+                    timeout_seconds=cfg.aggregator_timeout_seconds,
+                    dead_letter_queue_url=dlqs["aggregator"],
+                ),
+                Route(
+                    SWEEPER,
+                    self.invoke_queues[SWEEPER],
+                    json.loads,
+                    sweeper.handler,
+                    timeout_seconds=cfg.aggregator_timeout_seconds,
+                    dead_letter_queue_url=dlqs["sweeper"],
                 ),
             ],
         ).start()
+        self._sweeper_thread = threading.Thread(
+            target=self._schedule_sweeps, name="sweep-schedule", daemon=True
+        )
+        self._sweeper_thread.start()
+
+    def _schedule_sweeps(self) -> None:
+        """EventBridge's rate schedule: a scheduled event to the sweeper every interval."""
+        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/ticket-triage-sweep"
+        while not self._sweeping.wait(self.config.sweep_interval_seconds):
+            try:
+                self.invoke_sweeper(rule_arn)
+            except Exception:
+                log.exception("could not schedule a sweep")
+
+    def invoke_sweeper(self, rule_arn: str = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/manual") -> None:
+        """Queue one sweep now (what the schedule does every interval)."""
+        self.clients["sqs"].send_message(
+            QueueUrl=self.invoke_queues[SWEEPER], MessageBody=json.dumps(scheduled_event(rule_arn))
+        )
+        self.sweeps += 1
 
     def stop(self) -> None:
         """Stop everything that was started, in reverse order; safe to call twice."""
+        self._sweeping.set()
         for step in (
+            lambda: self._sweeper_thread and self._sweeper_thread.join(5),
             lambda: self.router and self.router.stop(),
+            lambda: self.lambda_front and self.lambda_front.stop(),
             lambda: self.endpoint_http and self.endpoint_http.stop(),
             lambda: self.endpoint and self.endpoint.stop(),
             lambda: self.model_server and self.model_server.stop(),
             lambda: self.moto and self.moto.stop(),
             self._env.close,
             self._unroute_handler_logs,
+            self._close_metrics,
         ):
             try:
                 step()
             except Exception:
                 log.exception("error while stopping the local stack")
         self.router = self.endpoint_http = self.endpoint = self.model_server = self.moto = None
+        self.lambda_front = None
         try:
-            from ticket_pipeline import aggregator, dispatcher
+            from ticket_pipeline import aggregator, dispatcher, sweeper
 
-            dispatcher.runtime.cache_clear()
-            aggregator.runtime.cache_clear()
+            for handler_module in (dispatcher, aggregator, sweeper):
+                handler_module.runtime.cache_clear()
         except ImportError:
             pass
+
+    def _close_metrics(self) -> None:
+        if self._metrics_file is None:
+            return
+        from ticket_pipeline import metrics
+
+        metrics.set_output(None)
+        self._metrics_file.close()
+        self._metrics_file = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -164,14 +286,21 @@ class LocalStack:
     # --- wiring --------------------------------------------------------------------------------
     def lambda_environment(self) -> dict[str, str]:
         """What the CDK stack sets on the two functions, plus local endpoints and dummy keys."""
-        assert self.moto and self.resources and self.endpoint_http
+        assert self.moto and self.resources and self.endpoint_http and self.lambda_front
         cfg = self.config
+        longest = max(cfg.dispatcher_timeout_seconds, cfg.aggregator_timeout_seconds)
         return {
             **DUMMY_CREDENTIALS,
             "AWS_ENDPOINT_URL": self.moto.url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint_http.url,
+            "AWS_ENDPOINT_URL_LAMBDA": self.lambda_front.url,
             "POWERTOOLS_SERVICE_NAME": "ticket-pipeline-local",
+            "POWERTOOLS_METRICS_NAMESPACE": "TicketTriageLocal",
             "LOG_LEVEL": cfg.log_level,
+            # one process hosts the three functions: one timeout for all, the longest
+            "FUNCTION_TIMEOUT_SECONDS": str(longest),
+            "FINALIZE_LEASE_SECONDS": str(longest + 60),
+            "JOB_DEADLINE_MARGIN_SECONDS": str(cfg.job_deadline_margin_seconds),
             "ENDPOINT_NAME": self.names.endpoint_name,
             "JOBS_TABLE": self.names.jobs_table,
             "CHUNK_PREFIX": "chunks/",
@@ -182,7 +311,6 @@ class LocalStack:
             "OUTPUT_BUCKET": self.names.output_bucket,
             "RESULTS_PREFIX": "results/",
             "RESULTS_TOPIC_ARN": self.resources.results_topic_arn,
-            "FINALIZE_LEASE_SECONDS": "60",
         }
 
     def _route_handler_logs(self) -> None:
@@ -240,6 +368,9 @@ class LocalStack:
             "results_topic_arn": self.resources.results_topic_arn,
             "results_queue_url": self.resources.results_queue_url,
             "jobs_table": self.names.jobs_table,
+            "dead_letter_queue_urls": self.resources.dead_letter_queue_urls,
+            "lambda_endpoint_url": self.lambda_front.url if self.lambda_front else None,
+            "function_names": {"dispatcher": DISPATCHER, "aggregator": AGGREGATOR, "sweeper": SWEEPER},
             "async_endpoint_url": self.endpoint_http.url,
             "endpoint_name": self.names.endpoint_name,
             "model_server_url": self.model_server.url,
