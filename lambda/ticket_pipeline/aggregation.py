@@ -1,16 +1,22 @@
-"""Aggregator logic: one SageMaker async notification -> chunk outcome recorded once -> maybe fan in."""
+"""Aggregator logic: one SageMaker async notification -> chunk outcome recorded once -> maybe fan in.
+
+A notification for a job that is already finalized (the sweeper finalized it at its deadline,
+or it arrived after everything else) is *late*: counted and ignored, never a second
+finalization. Notifications for unknown inference ids or chunks are counted as unknown.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ticket_pipeline import jobs as J
-from ticket_pipeline.jobs import ChunkOutcome, JobStore
+from ticket_pipeline.jobs import ChunkOutcome, JobStore, Recorded
 from ticket_pipeline.logs import child_logger
+from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import AggregatorSettings
@@ -24,12 +30,13 @@ class Deps:
     objects: ObjectStore
     jobs: JobStore
     publisher: Publisher
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
 
 
 @dataclass(frozen=True)
 class NotificationResult:
     inference_id: str
-    outcome: str  # recorded | duplicate | unknown
+    outcome: str  # recorded | duplicate | late | unknown
     job_id: str | None = None
     chunk: int | None = None
     finalized: str | None = None  # the job's final status if this notification completed it
@@ -51,6 +58,7 @@ def handle_notification(
         logger.error(
             "notification for an inference id this pipeline did not issue", extra={"id": inference_id}
         )
+        deps.metrics.count("UnknownNotifications")
         return NotificationResult(inference_id, "unknown")
     job_id, number = parsed
     log = {"job_id": job_id, "chunk": number, "inference_id": inference_id}
@@ -71,18 +79,26 @@ def handle_notification(
             failure_reason=notification.failure_description,
         )
     recorded = deps.jobs.record_chunk_outcome(job_id, number, outcome)
-    if recorded:
-        logger.info("chunk reported", extra={**log, "state": outcome.state})
-    elif deps.jobs.get_chunk(job_id, number) is None:
-        logger.error("notification for an unknown chunk", extra=log)
+    if recorded is Recorded.UNKNOWN:
+        logger.error("notification for an unknown job or chunk", extra=log)
+        deps.metrics.count("UnknownNotifications")
         return NotificationResult(inference_id, "unknown", job_id, number)
+    if recorded is Recorded.LATE:
+        logger.warning(
+            "late notification for a job already finalized; ignored", extra={**log, "state": outcome.state}
+        )
+        deps.metrics.count("LateNotifications")
+        return NotificationResult(inference_id, "late", job_id, number)
+    if recorded is Recorded.RECORDED:
+        logger.info("chunk reported", extra={**log, "state": outcome.state})
     else:
         logger.info("duplicate notification ignored", extra=log)
+        deps.metrics.count("DuplicateNotifications")
     # Also after a duplicate: if an earlier finalizer crashed, its lease has run out by now.
     report = finalize_for(job_id, deps, settings, clock)
     return NotificationResult(
         inference_id,
-        "recorded" if recorded else "duplicate",
+        recorded.value,
         job_id,
         number,
         report.status if report else None,

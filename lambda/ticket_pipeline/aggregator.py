@@ -5,6 +5,7 @@ Handler: ``ticket_pipeline.aggregator.handler``. Env: see :class:`.settings.Aggr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -17,6 +18,7 @@ from ticket_pipeline.aggregation import Deps, handle_notification
 from ticket_pipeline.events import SnsModel
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import handler_logger
+from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import AggregatorSettings
@@ -40,18 +42,27 @@ def runtime() -> tuple[AggregatorSettings, Deps]:
 @logger.inject_lambda_context
 @event_parser(model=SnsModel)
 def handler(event: SnsModel, context: LambdaContext) -> dict[str, Any]:
-    settings, deps = runtime()
+    settings, shared = runtime()
+    deps = replace(shared, metrics=PipelineMetrics())
     outcomes = []
-    for record in event.Records:
-        try:
-            notification = AsyncInferenceNotification.model_validate_json(str(record.Sns.Message))
-        except ValidationError as exc:
-            # Retrying cannot fix a message that is not a SageMaker notification: log it loudly.
-            logger.error(
-                "not a SageMaker async inference notification; ignored",
-                extra={"message_id": record.Sns.MessageId, "topic": record.Sns.TopicArn, "error": str(exc)},
-            )
-            outcomes.append({"message_id": record.Sns.MessageId, "outcome": "invalid"})
-            continue
-        outcomes.append(handle_notification(notification, deps=deps, settings=settings).as_dict())
+    try:
+        for record in event.Records:
+            try:
+                notification = AsyncInferenceNotification.model_validate_json(str(record.Sns.Message))
+            except ValidationError as exc:
+                # Retrying cannot fix a message that is not a SageMaker notification: count it, log it.
+                logger.error(
+                    "not a SageMaker async inference notification; ignored",
+                    extra={
+                        "message_id": record.Sns.MessageId,
+                        "topic": record.Sns.TopicArn,
+                        "error": str(exc),
+                    },
+                )
+                deps.metrics.count("InvalidNotifications")
+                outcomes.append({"message_id": record.Sns.MessageId, "outcome": "invalid"})
+                continue
+            outcomes.append(handle_notification(notification, deps=deps, settings=settings).as_dict())
+    finally:
+        deps.metrics.publish()
     return {"notifications": outcomes}

@@ -18,14 +18,18 @@ reason. Every rejected record keeps its record number and its original id, if it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ticket_pipeline.keys import KeyRegistry
 from triage_core.records import TicketRecord
 
 MAX_ID_CHARS = 256
 # Keeps a chunk's list of ticket keys well inside DynamoDB's 400 KB item limit.
 MAX_CHUNK_ID_BYTES = 256 * 1024
+# A chunk is closed early once its body reaches this size (a chunk is held in memory until it
+# is written, and a few are in flight at once): with records of up to 8 MB, at most ~16 MB.
+MAX_CHUNK_BODY_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,95 +52,122 @@ class Chunk:
     body: bytes  # JSON Lines {"id", "text"}
 
 
-@dataclass
-class ChunkPlan:
-    chunks: list[Chunk] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
-    records: int = 0
-
-    @property
-    def tickets(self) -> int:
-        """Every record of the file: the ones in chunks plus the rejected ones."""
-        return self.records
-
-
 class Chunker:
-    """Accumulates good records into chunks of at most ``chunk_size`` tickets; each full chunk
-    is handed to ``on_chunk`` immediately so a large file is never held in memory at once."""
+    """Gives every record its key and packs good records into chunks of at most ``chunk_size``.
 
-    def __init__(self, chunk_size: int, on_chunk: Callable[[Chunk], None] | None = None):
+    :meth:`add` returns a chunk as soon as it is full (the caller writes it and drops it) and the
+    rejection of a bad record, so nothing accumulates but the chunk being filled. Keys used so far
+    live in a :class:`KeyRegistry` (on disk). :meth:`replay` gives a record its key without
+    emitting anything: a dispatcher run that continues a file replays the records earlier runs
+    dispatched, so every later record gets the same key it would have got in one pass.
+    """
+
+    def __init__(self, chunk_size: int, keys: KeyRegistry, first_chunk: int = 1):
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.chunk_size = chunk_size
-        self.on_chunk = on_chunk
-        self.plan = ChunkPlan()
-        self._seen: dict[str, int] = {}
+        self.keys = keys
+        self.next_chunk = first_chunk
+        self.records = 0  # records added (not replayed) in this run
+        self.replayed = 0
+        self.rejected = 0
+        self.tickets = 0  # tickets put into chunks
         self._ids: list[str] = []
         self._lines: list[bytes] = []
         self._id_bytes = 0
+        self._body_bytes = 0
 
-    def _unique(self, candidate: str) -> str:
+    @property
+    def at_boundary(self) -> bool:
+        """No chunk is being filled: a run may stop here and the next start fresh."""
+        return not self._ids
+
+    def _unique(self, candidate: str, number: int) -> str:
         key, n = candidate, 1
-        while key in self._seen:  # only for adversarial ids such as "#7" given explicitly
+        while self.keys.claim(key, number) is not None:  # only for adversarial ids such as "#7"
             n += 1
             key = f"{candidate}~{n}"
         return key
 
-    def add(self, record: TicketRecord) -> None:
-        self.plan.records += 1
+    def _assign(self, record: TicketRecord) -> tuple[str, str | None]:
+        """The record's key (registered) and, for a record that is rejected, the reason."""
         number = record.index + 1
         source_id = record.id
         if source_id is not None and len(source_id) > MAX_ID_CHARS:
-            key = self._unique(f"#{number}")
-            self._seen[key] = number
-            self._reject(key, number, f"id longer than {MAX_ID_CHARS} characters", source_id[:MAX_ID_CHARS])
-            return
+            return self._unique(f"#{number}", number), f"id longer than {MAX_ID_CHARS} characters"
         if source_id is None:
-            key = self._unique(f"#{number}")
-        elif source_id in self._seen:
-            key = self._unique(f"{source_id}#{number}")
-            self._seen[key] = number
-            first = self._seen[source_id]
-            self._reject(key, number, f"duplicate id {source_id!r} (first used by record {first})", source_id)
-            return
+            key = self._unique(f"#{number}", number)
         else:
+            first = self.keys.claim(source_id, number)
+            if first is not None:
+                key = self._unique(f"{source_id}#{number}", number)
+                return key, f"duplicate id {source_id!r} (first used by record {first})"
             key = source_id
-        self._seen[key] = number
-        if not record.ok:
-            self._reject(key, number, record.error or "invalid record", source_id)
-            return
+        return key, None if record.ok else (record.error or "invalid record")
+
+    def replay(self, record: TicketRecord) -> None:
+        self._assign(record)
+        self.replayed += 1
+
+    def add(self, record: TicketRecord) -> tuple[Chunk | None, Rejected | None]:
+        """Key the record; returns (a chunk that is now full, the record's rejection)."""
+        self.records += 1
+        key, reason = self._assign(record)
+        if reason is not None:
+            self.rejected += 1
+            source_id = record.id[:MAX_ID_CHARS] if record.id is not None else None
+            return None, Rejected(key, record.index + 1, reason, source_id)
         line = json.dumps({"id": key, "text": record.text}, ensure_ascii=False).encode("utf-8") + b"\n"
         id_bytes = len(key.encode("utf-8")) + 4
-        if self._ids and self._id_bytes + id_bytes > MAX_CHUNK_ID_BYTES:
-            self._flush()
+        closed = None
+        if self._ids and (
+            self._id_bytes + id_bytes > MAX_CHUNK_ID_BYTES
+            or self._body_bytes + len(line) > MAX_CHUNK_BODY_BYTES
+        ):
+            closed = self._flush()
         self._ids.append(key)
         self._lines.append(line)
         self._id_bytes += id_bytes
-        if len(self._ids) >= self.chunk_size:
-            self._flush()
+        self._body_bytes += len(line)
+        if closed is None and len(self._ids) >= self.chunk_size:
+            closed = self._flush()
+        return closed, None
 
-    def _reject(self, key: str, number: int, error: str, source_id: str | None) -> None:
-        self.plan.rejected.append(Rejected(key, number, error, source_id))
-
-    def _flush(self) -> None:
+    def _flush(self) -> Chunk | None:
         if not self._ids:
-            return
-        chunk = Chunk(len(self.plan.chunks) + 1, self._ids, b"".join(self._lines))
-        if self.on_chunk is not None:
-            self.on_chunk(chunk)
-            chunk = Chunk(chunk.number, chunk.ticket_ids, b"")  # the body has been written; drop it
-        self.plan.chunks.append(chunk)
-        self._ids, self._lines, self._id_bytes = [], [], 0
+            return None
+        chunk = Chunk(self.next_chunk, self._ids, b"".join(self._lines))
+        self.next_chunk += 1
+        self.tickets += len(self._ids)
+        self._ids, self._lines, self._id_bytes, self._body_bytes = [], [], 0, 0
+        return chunk
 
-    def finish(self) -> ChunkPlan:
-        self._flush()
-        return self.plan
+    def finish(self) -> Chunk | None:
+        """The last, partly filled chunk, if any."""
+        return self._flush()
 
 
-def plan_chunks(
-    records: Iterable[TicketRecord], chunk_size: int, on_chunk: Callable[[Chunk], None] | None = None
-) -> ChunkPlan:
-    chunker = Chunker(chunk_size, on_chunk)
-    for record in records:
-        chunker.add(record)
-    return chunker.finish()
+@dataclass
+class ChunkPlan:
+    """Everything :func:`plan_chunks` produced, in memory: for small inputs and tests only."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    records: int = 0
+
+
+def plan_chunks(records: Iterable[TicketRecord], chunk_size: int) -> ChunkPlan:
+    plan = ChunkPlan()
+    with KeyRegistry() as keys:
+        chunker = Chunker(chunk_size, keys)
+        for record in records:
+            chunk, rejected = chunker.add(record)
+            if chunk is not None:
+                plan.chunks.append(chunk)
+            if rejected is not None:
+                plan.rejected.append(rejected)
+        last = chunker.finish()
+        if last is not None:
+            plan.chunks.append(last)
+        plan.records = chunker.records
+    return plan

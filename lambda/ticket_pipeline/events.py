@@ -1,4 +1,5 @@
-"""Typed Lambda events: the S3 event notification (dispatcher) and SNS (aggregator).
+"""Typed Lambda events: the S3 event notification and the continuation (dispatcher), SNS
+(aggregator), the EventBridge schedule (sweeper).
 
 The S3 model keeps only what the dispatcher needs and ignores the rest, so it accepts the event
 as Lambda delivers it (``userIdentity``, ``requestParameters``, ... present) and as moto emits it
@@ -14,7 +15,9 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.parser.models import SnsModel
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["S3Event", "S3EventRecord", "SnsModel"]
+from ticket_pipeline.intake import Upload
+
+__all__ = ["Continuation", "DispatcherEvent", "S3EventRecord", "ScheduledEvent", "SnsModel"]
 
 
 class _Lenient(BaseModel):
@@ -54,19 +57,47 @@ class S3EventRecord(_Lenient):
         return self.eventName.startswith("ObjectCreated")
 
     @property
-    def idempotency_token(self) -> str:
-        """What distinguishes this upload of the key from another upload of the same key.
-
-        ``sequencer`` is S3's per-key ordering token (present on real ObjectCreated events); moto
-        omits it, so fall back to version id, then eTag + event time (a duplicate delivery of the
-        same event repeats both; a re-upload has a new event time).
-        """
+    def upload(self) -> Upload:
+        """The object version this event is about (Amazon S3 User Guide, "Event message
+        structure": ``versionId`` when the bucket is versioned, ``sequencer`` for ordering)."""
         obj = self.s3.object
-        return obj.sequencer or obj.versionId or f"{obj.eTag}|{self.eventTime}"
+        return Upload(
+            bucket=self.s3.bucket.name,
+            key=obj.key,
+            version_id=obj.versionId,
+            sequencer=obj.sequencer,
+            etag=obj.eTag,
+            event_time=self.eventTime,
+        )
 
 
-class S3Event(_Lenient):
-    """``{"Records": [...]}``. S3's ``s3:TestEvent`` (sent once when a queue notification is
-    configured) has no ``Records``: it parses to an empty list and is ignored."""
+class Continuation(_Lenient):
+    """What a dispatcher run that stopped early sends to the next: the upload and the cursor."""
+
+    job_id: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+    sequencer: str | None = None
+    etag: str | None = None
+    event_time: str = ""
+    cursor: int = Field(ge=1)
+
+    @property
+    def upload(self) -> Upload:
+        return Upload(self.bucket, self.key, self.version_id, self.sequencer, self.etag, self.event_time)
+
+
+class DispatcherEvent(_Lenient):
+    """``{"Records": [...]}`` from S3, or ``{"continuation": {...}}`` from a previous run (S3's
+    ``s3:TestEvent``, sent once when a notification is configured, has neither: ignored)."""
 
     Records: list[S3EventRecord] = Field(default_factory=list)
+    continuation: Continuation | None = None
+
+
+class ScheduledEvent(_Lenient):
+    """EventBridge's scheduled event (only ``time`` is read, for the logs)."""
+
+    time: str = ""
+    detail_type: str = Field("", alias="detail-type")

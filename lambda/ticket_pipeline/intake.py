@@ -1,45 +1,72 @@
-"""Dispatcher logic: one dropped ticket file -> chunks in S3 -> InvokeEndpointAsync per chunk.
+"""Dispatcher logic: one uploaded file version -> chunks in S3 -> InvokeEndpointAsync per chunk.
 
-Steps (each safe to repeat: S3 delivers events at least once and Lambda retries failures):
+A job is one object *version*: the S3 event names it (``versionId``; the ``sequencer`` where the
+bucket is not versioned) and every read gets exactly that version, so two quick uploads to one
+key are two jobs with their own tickets, and a duplicate event finds its job.
 
-1. Work out the job id from the object (bucket, key, upload token): a duplicate event maps to
-   the same job. A job past ``dispatching`` with no pending chunk is a duplicate: nothing to do.
-2. Check the file: known format (by extension, else content type), not empty, at most
-   ``MAX_FILE_MB``. A file that fails a check, cannot be read, or has no records becomes a
+A run (each step safe to repeat: S3 delivers events at least once and Lambda retries failures):
+
+1. Find or open the job. A new job first checks the file (known format, not empty, at most
+   ``MAX_FILE_MB``); a file that fails a check, cannot be read or has no records becomes a
    *whole-file failure*: a job with zero tickets and an ``error``, finalized at once (results
-   files + a ``partial`` results message), so nothing is skipped silently.
-3. Stream the records (``triage_core.records``) into chunks of ``CHUNK_SIZE`` tickets, writing
-   each chunk to ``<CHUNK_PREFIX><job>/<n>.jsonl`` as it fills; rejected records go to
-   ``<RESULTS_PREFIX><job>/rejected.jsonl`` in the output bucket.
-4. Record the job (META: source, chunk count, tickets, submission time) and one item per chunk
-   (its ticket keys, so a failed chunk can list exactly which tickets failed), then mark the job
-   ``submitted``: from then on its chunk count is final.
-5. ``InvokeEndpointAsync`` every chunk still pending. A request the API rejects (e.g.
-   ValidationError) marks that chunk failed instead of retrying forever.
-6. Try to finalize (a job whose tickets were all rejected has no chunk to wait for).
+   files + a ``partial`` results message), so nothing is skipped silently. A job past
+   ``dispatching`` is a duplicate event: only chunks still pending are invoked.
+2. Stream the records (:func:`read_records`, the one place that turns the object into records)
+   through the :class:`.chunking.Chunker`. Each chunk goes out as soon as it is full
+   (:class:`.submission.ChunkSubmitter`: object, item with its ticket keys, invocation);
+   rejected records are spooled and written as one object per run. Nothing grows with the file
+   in memory: the keys used so far live in a :class:`.keys.KeyRegistry` on local disk.
+3. A file that needs longer than one Lambda run continues in the next. When the time left is
+   down to the reserve, the run stops at a chunk boundary, records its position (``cursor``:
+   the records already dispatched) with a conditional checkpoint, and invokes the dispatcher
+   asynchronously with a continuation event. The next run re-reads the file from the start,
+   replays the first ``cursor`` records (their keys only, so every later record gets the key it
+   would have got in one pass) and carries on. Why a record cursor and not a byte offset: the
+   reader is free to decode, decompress (gzip streams cannot seek) and detect encodings from
+   the start of the file; re-reading costs a fraction of sending, and a version is immutable.
+   A file still unfinished after ``MAX_DISPATCH_RUNS`` runs ends with an error naming the
+   records that were not read.
+4. The last run marks the job ``submitted`` (its chunk count is now final), pushes its deadline
+   to ``now + RequestTTL + InvocationTimeout + margin`` and tries to finalize (a job whose
+   tickets were all rejected has no chunk to wait for).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from botocore.exceptions import ClientError
+from typing import Any, Protocol
 
 from ticket_pipeline import jobs as J
-from ticket_pipeline.chunking import Chunk, Chunker, ChunkPlan
-from ticket_pipeline.jobs import ChunkOutcome, JobStore
+from ticket_pipeline.chunking import Chunker
+from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.logs import child_logger
+from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import DispatcherSettings
-from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
-from triage_core.records import CSV_TYPES, JSONL_TYPES, RecordFormatError, iter_records, split_lines
+from ticket_pipeline.storage import ObjectInfo, ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
+from ticket_pipeline.submission import (
+    INVOKED,
+    REFUSED,
+    ChunkSubmitter,
+    RejectedSpool,
+    chunk_location,
+    invoke_chunk,
+)
+from triage_core.records import (
+    CSV_TYPES,
+    JSONL_TYPES,
+    RecordFormatError,
+    TicketRecord,
+    iter_records,
+    split_lines,
+)
 
 logger = child_logger()
 
@@ -49,12 +76,18 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
 CSV = "text/csv"
 _EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
-# Errors from InvokeEndpointAsync that will not go away on retry.
-_PERMANENT_INVOKE_ERRORS = {"ValidationError", "ValidationException", "ModelError", "ParamValidationError"}
+
+__all__ = ["chunk_location", "dispatch_upload"]
 
 
 class WholeFileError(Exception):
     """The file as a whole cannot be processed; the message is the reason reported."""
+
+
+class Continuation(Protocol):
+    """Hands work to the next dispatcher run (on AWS: an asynchronous self-invocation)."""
+
+    def __call__(self, event: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -65,17 +98,71 @@ class Deps:
     jobs: JobStore
     publisher: Publisher
     runtime: Any  # anything with invoke_endpoint_async(**kwargs): the sagemaker-runtime client
+    continuation: Continuation | None = None  # None: never stop early (no next run to hand to)
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded object version, as its S3 event names it."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None  # absent (or "null") when the bucket is not versioned
+    sequencer: str | None = None
+    etag: str | None = None
+    event_time: str = ""
+
+    @property
+    def versioned(self) -> bool:
+        return bool(self.version_id) and self.version_id != "null"
+
+    @property
+    def token(self) -> str:
+        """What tells this upload of the key from any other: the version id; without versioning
+        S3's per-key ``sequencer``; moto-style events without either: eTag + event time."""
+        if self.versioned:
+            return f"v:{self.version_id}"
+        return self.sequencer or f"{self.etag}|{self.event_time}"
+
+    @property
+    def location(self) -> S3Location:
+        return S3Location(self.bucket, self.key, self.version_id if self.versioned else None)
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "sequencer": self.sequencer,
+            "etag": self.etag,
+            "event_time": self.event_time,
+        }
+
+
+@dataclass(frozen=True)
+class RunBudget:
+    """How long this run may still work: it stops at a chunk boundary once only the reserve is left."""
+
+    remaining_seconds: Callable[[], float] = lambda: math.inf
+    reserve_seconds: float = 0.0
+
+    def exhausted(self) -> bool:
+        return self.remaining_seconds() <= self.reserve_seconds
 
 
 @dataclass(frozen=True)
 class DispatchResult:
     job_id: str
     source: str
-    outcome: str  # submitted | resumed | duplicate | rejected_file | all_rejected | skipped
+    # submitted | continued | duplicate | in_progress | superseded | rejected_file | all_rejected
+    outcome: str
     chunks: int = 0
     tickets: int = 0
     rejected: int = 0
     invoked: int = 0
+    run: int | None = None
+    version_id: str | None = None
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,200 +198,282 @@ def detect_format(key: str, content_type: str | None) -> str:
     )
 
 
-def dispatch_object(
-    bucket: str,
-    key: str,
-    token: str,
+def read_records(deps: Deps, source: S3Location, info: ObjectInfo) -> Iterator[TicketRecord]:
+    """The object's records, streamed: the one place that turns an S3 object into records."""
+    fmt = detect_format(source.key, info.content_type)
+    return iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES))
+
+
+def dispatch_upload(
+    upload: Upload,
     *,
     deps: Deps,
     settings: DispatcherSettings,
+    budget: RunBudget | None = None,
     clock: Callable[[], float] = time.time,
+    cursor: int | None = None,
 ) -> DispatchResult:
-    source = S3Location(bucket, key)
-    job_id = job_id_for(bucket, key, token)
-    log = {"job_id": job_id, "source": source.uri}
-    existing = deps.jobs.get_job(job_id)
-    if existing is not None and existing.get("status") != J.DISPATCHING:
-        pending = [c for c in deps.jobs.list_chunks(job_id) if c.get("state") == J.PENDING]
-        if not pending:
-            logger.info("duplicate S3 event: job already dispatched", extra=log)
-            finalize_for(job_id, deps, settings, clock)
-            return DispatchResult(job_id, source.uri, "duplicate", chunks=int(existing.get("chunk_count", 0)))
-        logger.warning("resuming a partly submitted job", extra={**log, "pending": len(pending)})
-        invoked = _invoke_chunks(job_id, pending, deps, settings, clock)
-        finalize_for(job_id, deps, settings, clock)
-        return DispatchResult(
-            job_id, source.uri, "resumed", chunks=int(existing["chunk_count"]), invoked=invoked
+    """Handle an upload's S3 event (``cursor`` None) or a continuation (``cursor``: where the run
+    that handed off stopped)."""
+    budget = budget or RunBudget()
+    source = upload.location
+    job_id = job_id_for(upload.bucket, upload.key, upload.token)
+    log = {"job_id": job_id, "source": source.uri, "version_id": source.version_id}
+    meta = deps.jobs.get_job(job_id)
+    if meta is None:
+        if cursor is not None:
+            logger.error("continuation for a job that does not exist; ignored", extra=log)
+            return DispatchResult(job_id, source.uri, "superseded", version_id=source.version_id)
+        opened = _open_job(job_id, upload, deps, settings, clock)
+        if isinstance(opened, DispatchResult):
+            return opened
+        meta = opened
+    if meta["status"] != J.DISPATCHING:
+        return _already_dispatched(job_id, source, meta, deps, settings, clock)
+    at = int(meta.get("cursor", 0))
+    if (cursor is None and at > 0) or (cursor is not None and cursor != at):
+        # Another run owns the job (a duplicate or stale event). If the run that checkpointed at
+        # ``at`` died before invoking its successor, send the continuation again.
+        if meta.get("handoff_cursor") != at and deps.continuation is not None:
+            logger.warning(
+                "re-sending the continuation of an interrupted dispatch", extra={**log, "cursor": at}
+            )
+            _hand_off(job_id, upload, at, deps)
+        logger.info(
+            "dispatch in progress in another run", extra={**log, "cursor": at, "event_cursor": cursor}
         )
+        return DispatchResult(job_id, source.uri, "in_progress", version_id=source.version_id)
+    return _run(job_id, upload, meta, deps, settings, budget, clock)
 
-    now = clock()
+
+def _open_job(
+    job_id: str, upload: Upload, deps: Deps, settings: DispatcherSettings, clock: Callable[[], float]
+) -> dict[str, Any] | DispatchResult:
+    source = upload.location
     try:
-        plan = _read_and_chunk(source, job_id, deps, settings)
+        info = deps.objects.head(source)
+        if info.size == 0:
+            raise WholeFileError("file is empty")
+        if info.size > settings.max_file_bytes:
+            raise WholeFileError(
+                f"file is {info.size / 1048576:.1f} MB, "
+                f"more than MAX_FILE_MB={settings.max_file_mb:g}; split it"
+            )
+    except (ObjectNotFound, ObjectUnreadable) as exc:
+        return _whole_file_failure(job_id, upload, f"file unreadable: {exc}", deps, settings, clock)
     except WholeFileError as exc:
-        logger.error("ticket file rejected as a whole", extra={**log, "reason": str(exc)})
-        return _whole_file_failure(job_id, source, str(exc), deps, settings, clock)
+        return _whole_file_failure(job_id, upload, str(exc), deps, settings, clock)
+    now = clock()
+    fields = {
+        "source": source.uri,
+        "version_id": source.version_id,
+        "etag": info.etag,
+        "content_type": info.content_type,
+        "size": info.size,
+        "status": J.DISPATCHING,
+        "cursor": 0,
+        "next_chunk": 1,
+        "run": 0,
+        "tickets": 0,
+        "rejected": 0,
+        "submitted_at": _iso(now),
+        "chunk_size": settings.chunk_size,
+        "expires_at": deps.jobs.expires_at(now),
+    }
+    if deps.jobs.create_job(job_id, fields, now + settings.job_deadline_seconds):
+        deps.metrics.count("FilesReceived")
+    return deps.jobs.get_job(job_id) or {**fields, "job_id": job_id}
 
-    rejected_location = None
-    if plan.rejected:
-        loc = S3Location(settings.output_bucket, f"{settings.results_prefix}{job_id}/rejected.jsonl")
-        body = b"".join(
-            json.dumps(r.as_failure(), ensure_ascii=False).encode("utf-8") + b"\n" for r in plan.rejected
-        )
-        deps.objects.put_bytes(loc, body, JSONL)
-        rejected_location = loc.uri
 
-    deps.jobs.create_job(
-        job_id,
-        {
-            "source": source.uri,
-            "status": J.DISPATCHING,
-            "chunk_count": len(plan.chunks),
-            "tickets": plan.tickets,
-            "rejected": len(plan.rejected),
-            "rejected_location": rejected_location,
-            "submitted_at": _iso(now),
-            "chunk_size": settings.chunk_size,
-            "expires_at": deps.jobs.expires_at(now),
-        },
-    )
-    chunk_items = [
-        {
-            "chunk": chunk.number,
-            "inference_id": J.inference_id_for(job_id, chunk.number),
-            "input_location": chunk_location(settings, source.bucket, job_id, chunk.number).uri,
-            "ticket_ids": chunk.ticket_ids,
-            "tickets": len(chunk.ticket_ids),
-        }
-        for chunk in plan.chunks
-    ]
-    deps.jobs.put_chunks(job_id, chunk_items)
-    deps.jobs.mark_job_submitted(job_id)
+def _already_dispatched(
+    job_id: str,
+    source: S3Location,
+    meta: dict[str, Any],
+    deps: Deps,
+    settings: DispatcherSettings,
+    clock: Callable[[], float],
+) -> DispatchResult:
+    """A duplicate event for a job that is past dispatching: invoke what is still pending (a run
+    that died between writing and invoking a chunk), then try to finalize."""
+    invoked = 0
+    if meta["status"] == J.SUBMITTED:
+        for chunk in deps.jobs.pending_chunks(job_id):
+            if invoke_chunk(job_id, chunk, deps, settings, clock) == INVOKED:
+                invoked += 1
+        if invoked:
+            logger.warning("resumed a partly submitted job", extra={"job_id": job_id, "invoked": invoked})
+            deps.metrics.count("ChunksSubmitted", invoked)
     logger.info(
-        "job recorded",
-        extra={**log, "chunks": len(plan.chunks), "tickets": plan.tickets, "rejected": len(plan.rejected)},
+        "duplicate S3 event: job already dispatched", extra={"job_id": job_id, "status": meta["status"]}
     )
-    invoked = _invoke_chunks(job_id, deps.jobs.list_chunks(job_id), deps, settings, clock)
     finalize_for(job_id, deps, settings, clock)
     return DispatchResult(
         job_id,
         source.uri,
-        "submitted" if plan.chunks else "all_rejected",
-        chunks=len(plan.chunks),
-        tickets=plan.tickets,
-        rejected=len(plan.rejected),
+        "duplicate",
+        chunks=int(meta.get("chunk_count", 0)),
         invoked=invoked,
+        version_id=source.version_id,
     )
 
 
-def chunk_location(settings: DispatcherSettings, bucket: str, job_id: str, number: int) -> S3Location:
-    """Chunks live in the bucket of the file they come from, under ``CHUNK_PREFIX``."""
-    return S3Location(bucket, f"{settings.chunk_prefix}{job_id}/{number:05d}.jsonl")
-
-
-def _read_and_chunk(source: S3Location, job_id: str, deps: Deps, settings: DispatcherSettings) -> ChunkPlan:
-    try:
-        info = deps.objects.head(source)
-    except (ObjectNotFound, ObjectUnreadable) as exc:
-        raise WholeFileError(f"file unreadable: {exc}") from exc
-    size = info.size
-    if size == 0:
-        raise WholeFileError("file is empty")
-    if size > settings.max_file_bytes:
-        raise WholeFileError(
-            f"file is {size / 1048576:.1f} MB, more than MAX_FILE_MB={settings.max_file_mb:g}; split it"
-        )
-    fmt = detect_format(source.key, info.content_type)
-
-    def write_chunk(chunk: Chunk) -> None:
-        deps.objects.put_bytes(
-            chunk_location(settings, source.bucket, job_id, chunk.number), chunk.body, JSONL
-        )
-
-    chunker = Chunker(settings.chunk_size, write_chunk)
-    try:
-        for record in iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES)):
-            chunker.add(record)
-    except RecordFormatError as exc:
-        raise WholeFileError(f"wrong format: {exc}") from exc
-    except (ObjectNotFound, ObjectUnreadable) as exc:
-        raise WholeFileError(f"file unreadable: {exc}") from exc
-    plan = chunker.finish()
-    if plan.records == 0:
-        raise WholeFileError("file has no ticket records")
-    return plan
-
-
-def _invoke_chunks(
+def _run(
     job_id: str,
-    chunks: list[dict[str, Any]],
+    upload: Upload,
+    meta: dict[str, Any],
     deps: Deps,
     settings: DispatcherSettings,
+    budget: RunBudget,
     clock: Callable[[], float],
-) -> int:
-    invoked = 0
-    for chunk in chunks:
-        if chunk.get("state") != J.PENDING:
-            continue
-        request = {
-            "EndpointName": settings.endpoint_name,
-            "InputLocation": chunk["input_location"],
-            "ContentType": JSONL,
-            "Accept": JSONL,
-            "InferenceId": chunk["inference_id"],
-            "RequestTTLSeconds": settings.request_ttl_seconds,
-            "InvocationTimeoutSeconds": settings.invocation_timeout_seconds,
-        }
+) -> DispatchResult:
+    source = upload.location
+    start = int(meta.get("cursor", 0))
+    run = int(meta.get("run", 0)) + 1
+    info = ObjectInfo(int(meta.get("size", 0)), meta.get("content_type"), meta.get("etag"), source.version_id)
+    log = {"job_id": job_id, "source": source.uri, "run": run, "cursor": start}
+    can_continue = deps.continuation is not None and run < settings.max_dispatch_runs
+    error: str | None = None
+    stopped = False
+    with (
+        KeyRegistry() as keys,
+        RejectedSpool() as spool,
+        ChunkSubmitter(job_id, upload.bucket, deps, settings, clock) as submitter,
+    ):
+        chunker = Chunker(settings.chunk_size, keys, first_chunk=int(meta.get("next_chunk", 1)))
         try:
-            response = deps.runtime.invoke_endpoint_async(**request)
-        except Exception as exc:
-            code = _error_code(exc)
-            if code not in _PERMANENT_INVOKE_ERRORS:
-                raise  # throttling/5xx after botocore's own retries: let Lambda retry the event
-            logger.error(
-                "InvokeEndpointAsync rejected a chunk",
-                extra={"job_id": job_id, "chunk": chunk["chunk"], "code": code, "error": str(exc)},
+            if start and not upload.versioned:
+                _check_unchanged(deps, source, info)
+            for record in read_records(deps, source, info):
+                if chunker.replayed < start:
+                    chunker.replay(record)
+                    continue
+                chunk, rejected = chunker.add(record)
+                if rejected is not None:
+                    spool.write(rejected)
+                if chunk is not None:
+                    submitter.submit(chunk)
+                if chunker.at_boundary and deps.continuation is not None and budget.exhausted():
+                    stopped = True
+                    if not can_continue:
+                        error = (
+                            "file too large: not finished after "
+                            f"MAX_DISPATCH_RUNS={settings.max_dispatch_runs} "
+                            f"dispatcher runs; records after {start + chunker.records:,} were not read"
+                        )
+                    break
+        except WholeFileError as exc:
+            error = str(exc)
+        except RecordFormatError as exc:
+            error = f"wrong format: {exc}"
+        except (ObjectNotFound, ObjectUnreadable) as exc:
+            error = f"file unreadable: {exc}"
+        if chunker.replayed < start and error is None:
+            error = (
+                f"the file has fewer records ({chunker.replayed:,}) than were already dispatched ({start:,})"
             )
-            deps.jobs.record_chunk_outcome(
-                job_id,
-                chunk["chunk"],
-                ChunkOutcome(
-                    state=J.FAILED,
-                    reported_at=_iso(clock()),
-                    notification_status="NotSubmitted",
-                    failure_reason=f"InvokeEndpointAsync rejected the request ({code}): {exc}",
-                ),
-            )
-            continue
-        deps.jobs.mark_chunk_submitted(
-            job_id,
-            chunk["chunk"],
-            _iso(clock()),
-            response.get("OutputLocation", ""),
-            response.get("FailureLocation"),
+        last = chunker.finish()  # None when the run stopped at a boundary
+        if last is not None:
+            submitter.submit(last)
+        submitter.drain()
+        part = spool.save(
+            deps.objects,
+            S3Location(settings.output_bucket, f"{settings.results_prefix}{job_id}/rejected/{run:03d}.jsonl"),
         )
-        invoked += 1
-    return invoked
+    if part:
+        deps.jobs.add_rejected_part(job_id, part)
+    cursor = start + chunker.records
+    rejected_total = int(meta.get("rejected", 0)) + chunker.rejected
+    deps.metrics.count("TicketsDispatched", submitter.tickets_invoked)
+    deps.metrics.count("ChunksSubmitted", submitter.counts[INVOKED])
+    deps.metrics.count("ChunksRejectedByEndpoint", submitter.counts[REFUSED])
+    deps.metrics.count("RecordsRejected", chunker.rejected)
+    deadline = clock() + settings.job_deadline_seconds
+    progress = {
+        "cursor": cursor,
+        "next_chunk": chunker.next_chunk,
+        "run": run,
+        "tickets": cursor,
+        "rejected": rejected_total,
+    }
+    result = {
+        "chunks": chunker.next_chunk - 1,
+        "tickets": cursor,
+        "rejected": rejected_total,
+        "invoked": submitter.counts[INVOKED],
+        "run": run,
+        "version_id": source.version_id,
+    }
+    if stopped and error is None:
+        if chunker.records == 0:
+            error = "no progress: the run's time went into re-reading the records already dispatched"
+        elif not deps.jobs.checkpoint(job_id, start, progress, deadline):
+            logger.warning("another run checkpointed this job first; stopping", extra=log)
+            return DispatchResult(job_id, source.uri, "superseded", **result)
+        else:
+            _hand_off(job_id, upload, cursor, deps)
+            deps.metrics.count("DispatchContinuations")
+            logger.info(
+                "run stopped at the reserve; the next run continues", extra={**log, "next_cursor": cursor}
+            )
+            return DispatchResult(job_id, source.uri, "continued", **result)
+    if cursor == 0 and error is None:
+        error = "file has no ticket records"
+    done = {**progress, "chunk_count": chunker.next_chunk - 1, "error": error}
+    if not deps.jobs.finish_dispatch(job_id, start, done, deadline):
+        logger.warning("another run finished this job first", extra=log)
+        return DispatchResult(job_id, source.uri, "superseded", **result)
+    if error:
+        logger.error(
+            "ticket file rejected" + (" as a whole" if cursor == 0 else " part-way"),
+            extra={**log, "reason": error},
+        )
+    if cursor == 0:
+        deps.metrics.count("WholeFileFailures")
+    logger.info("job submitted", extra={**log, **result})
+    finalize_for(job_id, deps, settings, clock)
+    if cursor == 0:
+        outcome = "rejected_file"
+    elif chunker.next_chunk == 1:
+        outcome = "all_rejected"
+    else:
+        outcome = "submitted"
+    return DispatchResult(job_id, source.uri, outcome, error=error, **result)
 
 
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
+def _check_unchanged(deps: Deps, source: S3Location, info: ObjectInfo) -> None:
+    """Without versioning, a continuing run must read the same bytes as the first one."""
+    now = deps.objects.head(source)
+    if info.etag and now.etag != info.etag:
+        raise WholeFileError(
+            "the file was overwritten while it was being dispatched (the input bucket is not versioned); "
+            "upload it again"
+        )
+
+
+def _hand_off(job_id: str, upload: Upload, cursor: int, deps: Deps) -> None:
+    assert deps.continuation is not None
+    deps.continuation({"continuation": {**upload.as_event(), "job_id": job_id, "cursor": cursor}})
+    deps.jobs.mark_handed_off(job_id, cursor)
 
 
 def _whole_file_failure(
     job_id: str,
-    source: S3Location,
+    upload: Upload,
     reason: str,
     deps: Deps,
     settings: DispatcherSettings,
     clock: Callable[[], float],
 ) -> DispatchResult:
+    source = upload.location
     now = clock()
-    deps.jobs.create_job(
+    logger.error(
+        "ticket file rejected as a whole", extra={"job_id": job_id, "source": source.uri, "reason": reason}
+    )
+    created = deps.jobs.create_job(
         job_id,
         {
             "source": source.uri,
+            "version_id": source.version_id,
             "status": J.SUBMITTED,
             "chunk_count": 0,
             "tickets": 0,
@@ -313,6 +482,10 @@ def _whole_file_failure(
             "submitted_at": _iso(now),
             "expires_at": deps.jobs.expires_at(now),
         },
+        now + settings.job_deadline_margin_seconds,
     )
+    if created:
+        deps.metrics.count("FilesReceived")
+        deps.metrics.count("WholeFileFailures")
     finalize_for(job_id, deps, settings, clock)
-    return DispatchResult(job_id, source.uri, "rejected_file", error=reason)
+    return DispatchResult(job_id, source.uri, "rejected_file", error=reason, version_id=source.version_id)

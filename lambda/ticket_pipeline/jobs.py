@@ -1,28 +1,39 @@
 """The jobs table (DynamoDB, ``pk``/``sk``, TTL attribute ``expires_at``).
 
-One job per dropped file::
+One job per uploaded object version::
 
-    pk = JOB#<job_id>  sk = META          source, status, chunk_count, reported (atomic counter),
-                                          tickets, rejected, submitted_at, lease_until, ...
+    pk = JOB#<job_id>  sk = META          source, version_id, status, cursor, next_chunk, run,
+                                          chunk_count (once dispatched), reported (atomic counter),
+                                          tickets, rejected, rejected_parts, submitted_at,
+                                          deadline, open_jobs (while open), lease_until, ...
     pk = JOB#<job_id>  sk = CHUNK#00001   inference_id, input_location, ticket_ids, state,
                                           output/failure location, failure_reason, reported_at
 
-Job status: ``dispatching`` (chunks being written) -> ``submitted`` (chunk_count final) ->
+Job status: ``dispatching`` (chunks being written and invoked, over one or more dispatcher runs;
+``cursor`` counts the records already dispatched) -> ``submitted`` (``chunk_count`` final) ->
 ``finalizing`` (one invocation holds a lease while it writes the results) -> ``complete`` |
 ``partial``. Chunk state: ``pending`` -> ``submitted`` -> ``succeeded`` | ``failed``.
 
+Deadline: every open job carries ``deadline`` (epoch seconds; pushed forward each time the
+dispatcher invokes chunks) and ``open_jobs``, the partition key of the sparse index
+:data:`OPEN_JOBS_INDEX`; finalizing a job removes ``open_jobs``, so the index holds exactly the
+open jobs, ordered by deadline, and the sweeper finds the overdue ones with one query.
+
 Idempotency: recording a chunk's outcome and bumping the job's ``reported`` counter is one
-transaction conditioned on the chunk not having reported yet, so a duplicate SNS delivery
-changes nothing. Finalization is claimed with a conditional update (``reported = chunk_count``),
-so it runs once even when two last notifications race.
+transaction conditioned on the chunk not having reported yet *and* the job still being open, so
+a duplicate SNS delivery changes nothing and a notification arriving after the job was
+finalized (late) changes nothing either. Finalization is claimed with a conditional update: by
+the last notification (``reported >= chunk_count``) or by the sweeper (``deadline`` passed), and
+by whoever finds a crashed finalizer's lease run out; only one claim can succeed at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -38,8 +49,23 @@ DISPATCHING, SUBMITTED, FINALIZING, COMPLETE, PARTIAL = (
 PENDING, CHUNK_SUBMITTED, SUCCEEDED, FAILED = "pending", "submitted", "succeeded", "failed"
 FINAL_STATUSES = frozenset({COMPLETE, PARTIAL})
 
+# The sparse index of open jobs (the same names as infra/job_state.py; a test keeps them equal).
+OPEN_JOBS_INDEX = "OpenJobsByDeadline"
+OPEN_JOBS_PARTITION = "open_jobs"
+DEADLINE_ATTRIBUTE = "deadline"
+OPEN = "open"
+
 _ser = TypeSerializer()
 _de = TypeDeserializer()
+
+
+class Recorded(Enum):
+    """What recording a notification's chunk outcome did."""
+
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"  # the chunk had already reported
+    LATE = "late"  # the job was already finalized (or is being finalized): ignored
+    UNKNOWN = "unknown"  # no such job or chunk
 
 
 def chunk_sk(number: int) -> str:
@@ -70,8 +96,24 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return _code(exc) == "ConditionalCheckFailedException"
+
+
+def _sets(fields: dict[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
+    """``#fN = :fN`` clauses for ``fields`` (None values skipped), filling names/values."""
+    clauses = []
+    for i, (name, value) in enumerate(sorted(fields.items())):
+        if value is None:
+            continue
+        names[f"#f{i}"] = name
+        values[f":f{i}"] = _ser.serialize(value)
+        clauses.append(f"#f{i} = :f{i}")
+    return clauses
 
 
 @dataclass(frozen=True)
@@ -98,6 +140,16 @@ class JobStore:
     def expires_at(self, now: float | None = None) -> int:
         return int((now if now is not None else time.time()) + self.ttl_seconds)
 
+    def _update(self, job_id: str, sk: str, **kwargs: Any) -> bool:
+        """A conditional update; False when its condition did not hold."""
+        try:
+            self.client.update_item(TableName=self.table, Key=self._key(job_id, sk), **kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     # --- reads -------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         resp = self.client.get_item(TableName=self.table, Key=self._key(job_id, "META"), ConsistentRead=True)
@@ -109,26 +161,61 @@ class JobStore:
         )
         return _plain(resp["Item"]) if "Item" in resp else None
 
-    def list_chunks(self, job_id: str) -> list[dict[str, Any]]:
-        chunks: list[dict[str, Any]] = []
+    def iter_chunks(self, job_id: str, projection: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job's chunk items in chunk order, one query page (<= 1 MB) in memory at a time."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :chunk)",
             "ExpressionAttributeValues": {":pk": {"S": f"JOB#{job_id}"}, ":chunk": {"S": "CHUNK#"}},
             "ConsistentRead": True,
         }
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+            kwargs["ExpressionAttributeNames"] = {"#state": "state"}
         while True:
             resp = self.client.query(**kwargs)
-            chunks.extend(_plain(item) for item in resp.get("Items", []))
+            yield from (_plain(item) for item in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
-                break
+                return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return sorted(chunks, key=lambda c: c["chunk"])
+
+    def list_chunks(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self.iter_chunks(job_id))
+
+    def pending_chunks(self, job_id: str) -> list[dict[str, Any]]:
+        """Chunks written but never submitted (without their ticket ids)."""
+        return [
+            c
+            for c in self.iter_chunks(job_id, projection="chunk, #state, inference_id, input_location")
+            if c.get("state") == PENDING
+        ]
+
+    def overdue_jobs(self, now: float, limit: int) -> list[str]:
+        """Ids of open jobs whose deadline has passed, earliest deadline first (the sparse index)."""
+        resp = self.client.query(
+            TableName=self.table,
+            IndexName=OPEN_JOBS_INDEX,
+            KeyConditionExpression="#open = :open AND #deadline < :now",
+            ExpressionAttributeNames={"#open": OPEN_JOBS_PARTITION, "#deadline": DEADLINE_ATTRIBUTE},
+            ExpressionAttributeValues={":open": {"S": OPEN}, ":now": {"N": str(int(now))}},
+            Limit=limit,
+        )
+        return [item["pk"]["S"].removeprefix("JOB#") for item in resp.get("Items", [])]
 
     # --- dispatcher ----------------------------------------------------------------------------
-    def create_job(self, job_id: str, fields: dict[str, Any]) -> bool:
-        """Create the job's META item; False if it already exists (duplicate or retried event)."""
-        item = _item({**fields, "pk": f"JOB#{job_id}", "sk": "META", "job_id": job_id, "reported": 0})
+    def create_job(self, job_id: str, fields: dict[str, Any], deadline: float) -> bool:
+        """Create the job's META item, open, with its deadline; False if it already exists."""
+        item = _item(
+            {
+                **fields,
+                "pk": f"JOB#{job_id}",
+                "sk": "META",
+                "job_id": job_id,
+                "reported": 0,
+                OPEN_JOBS_PARTITION: OPEN,
+                DEADLINE_ATTRIBUTE: int(deadline),
+            }
+        )
         item.setdefault("expires_at", {"N": str(self.expires_at())})
         try:
             self.client.put_item(
@@ -140,72 +227,118 @@ class JobStore:
             raise
         return True
 
-    def put_chunks(self, job_id: str, chunks: Iterable[dict[str, Any]]) -> None:
-        """Write chunk items that do not exist yet (a retried dispatch never resets a chunk)."""
-        for chunk in chunks:
-            values = {
-                **chunk,
-                "pk": f"JOB#{job_id}",
-                "sk": chunk_sk(chunk["chunk"]),
-                "job_id": job_id,
-                "state": PENDING,
-                "expires_at": self.expires_at(),
-            }
-            try:
-                self.client.put_item(
-                    TableName=self.table, Item=_item(values), ConditionExpression="attribute_not_exists(pk)"
-                )
-            except ClientError as exc:
-                if not _conditional_failed(exc):
-                    raise
-
-    def mark_job_submitted(self, job_id: str) -> None:
-        """``dispatching`` -> ``submitted``: from now on ``chunk_count`` is final."""
+    def put_chunk(self, job_id: str, chunk: dict[str, Any]) -> str | None:
+        """Write a chunk item in state ``pending`` unless it exists (a retried run never resets a
+        chunk). Returns None when written, else the existing chunk's state."""
+        values = {
+            **chunk,
+            "pk": f"JOB#{job_id}",
+            "sk": chunk_sk(chunk["chunk"]),
+            "job_id": job_id,
+            "state": PENDING,
+            "expires_at": self.expires_at(),
+        }
         try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, "META"),
-                UpdateExpression="SET #status = :submitted",
-                ConditionExpression="#status = :dispatching",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":submitted": {"S": SUBMITTED},
-                    ":dispatching": {"S": DISPATCHING},
-                },
+            self.client.put_item(
+                TableName=self.table, Item=_item(values), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
+            existing = self.get_chunk(job_id, chunk["chunk"])
+            return existing.get("state") if existing else PENDING
+        return None
+
+    def checkpoint(self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float) -> bool:
+        """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``) if the job is
+        still dispatching at ``expected_cursor``: of two runs at one position, one wins."""
+        names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE}
+        values = {
+            ":dispatching": {"S": DISPATCHING},
+            ":expected": {"N": str(expected_cursor)},
+            ":deadline": {"N": str(int(deadline))},
+        }
+        sets = _sets(fields, names, values)
+        return self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET " + ", ".join([*sets, "#deadline = :deadline"]),
+            ConditionExpression="#status = :dispatching AND #cursor = :expected",
+            ExpressionAttributeNames={**names, "#cursor": "cursor"},
+            ExpressionAttributeValues=values,
+        )
+
+    def add_rejected_part(self, job_id: str, location: str) -> None:
+        """Append one run's rejected-records object to the job (each location once)."""
+        self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET rejected_parts = list_append(if_not_exists(rejected_parts, :empty), :part)",
+            ConditionExpression="NOT contains(rejected_parts, :location)",
+            ExpressionAttributeValues={
+                ":empty": {"L": []},
+                ":part": {"L": [{"S": location}]},
+                ":location": {"S": location},
+            },
+        )
+
+    def mark_handed_off(self, job_id: str, cursor: int) -> None:
+        """Note that the next run for ``cursor`` has been invoked."""
+        self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET handoff_cursor = :cursor",
+            ConditionExpression="#cursor = :cursor",
+            ExpressionAttributeNames={"#cursor": "cursor"},
+            ExpressionAttributeValues={":cursor": {"N": str(cursor)}},
+        )
+
+    def finish_dispatch(
+        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float
+    ) -> bool:
+        """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ...: from now on
+        the job can be finalized when every chunk has reported."""
+        names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE, "#cursor": "cursor"}
+        values = {
+            ":submitted": {"S": SUBMITTED},
+            ":dispatching": {"S": DISPATCHING},
+            ":expected": {"N": str(expected_cursor)},
+            ":deadline": {"N": str(int(deadline))},
+        }
+        sets = _sets(fields, names, values)
+        return self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET " + ", ".join([*sets, "#status = :submitted", "#deadline = :deadline"]),
+            ConditionExpression="#status = :dispatching AND #cursor = :expected",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def mark_chunk_submitted(
         self, job_id: str, number: int, submitted_at: str, output_location: str, failure_location: str | None
     ) -> None:
-        values = {
-            ":submitted": {"S": CHUNK_SUBMITTED},
-            ":pending": {"S": PENDING},
-            ":at": {"S": submitted_at},
-        }
-        values[":out"] = {"S": output_location or ""}
-        values[":fail"] = {"S": failure_location or ""}
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, chunk_sk(number)),
-                UpdateExpression=(
-                    "SET #state = :submitted, submitted_at = :at, "
-                    "expected_output_location = :out, expected_failure_location = :fail"
-                ),
-                ConditionExpression="#state = :pending",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):  # the notification was faster than us: fine
-                raise
+        self._update(  # False: the notification was faster than us, fine
+            job_id,
+            chunk_sk(number),
+            UpdateExpression=(
+                "SET #state = :submitted, submitted_at = :at, "
+                "expected_output_location = :out, expected_failure_location = :fail"
+            ),
+            ConditionExpression="#state = :pending",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":submitted": {"S": CHUNK_SUBMITTED},
+                ":pending": {"S": PENDING},
+                ":at": {"S": submitted_at},
+                ":out": {"S": output_location or ""},
+                ":fail": {"S": failure_location or ""},
+            },
+        )
 
     # --- aggregator ----------------------------------------------------------------------------
-    def record_chunk_outcome(self, job_id: str, number: int, outcome: ChunkOutcome) -> bool:
-        """Record a chunk's result and count it, once. False: already reported, or unknown chunk."""
+    def record_chunk_outcome(self, job_id: str, number: int, outcome: ChunkOutcome) -> Recorded:
+        """Record a chunk's result and count it, once, while the job is open."""
         sets = ["#state = :state", "reported_at = :at", "notification_status = :ns"]
         values: dict[str, Any] = {
             ":state": {"S": outcome.state},
@@ -240,81 +373,101 @@ class JobStore:
                             "TableName": self.table,
                             "Key": self._key(job_id, "META"),
                             "UpdateExpression": "ADD reported :one",
-                            "ConditionExpression": "attribute_exists(pk)",
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                            "ConditionExpression": "#status IN (:dispatching, :submitted)",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": {
+                                ":one": {"N": "1"},
+                                ":dispatching": {"S": DISPATCHING},
+                                ":submitted": {"S": SUBMITTED},
+                            },
                         }
                     },
                 ]
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                reasons = exc.response.get("CancellationReasons") or []
-                if not reasons or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-                    return False
-            raise
-        return True
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            codes = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if "ConditionalCheckFailed" not in codes:
+                raise  # e.g. a conflicting transaction: let the invocation retry
+            return self._why_not_recorded(job_id, number)
+        return Recorded.RECORDED
+
+    def _why_not_recorded(self, job_id: str, number: int) -> Recorded:
+        chunk = self.get_chunk(job_id, number)
+        if chunk is None:
+            return Recorded.UNKNOWN
+        if chunk.get("state") not in (PENDING, CHUNK_SUBMITTED):
+            return Recorded.DUPLICATE
+        return Recorded.LATE if self.get_job(job_id) is not None else Recorded.UNKNOWN
 
     def claim_finalization(self, job_id: str, now: float, lease_seconds: int) -> bool:
         """Take the job's finalization lease if every chunk has reported (or a previous holder's
         lease ran out). Exactly one caller wins while the lease is live."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, "META"),
-                UpdateExpression="SET #status = :finalizing, lease_until = :until",
-                ConditionExpression=(
-                    "(#status = :submitted AND reported >= chunk_count) "
-                    "OR (#status = :finalizing AND lease_until < :now)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":finalizing": {"S": FINALIZING},
-                    ":submitted": {"S": SUBMITTED},
-                    ":until": {"N": str(int(now + lease_seconds))},
-                    ":now": {"N": str(int(now))},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET #status = :finalizing, lease_until = :until",
+            ConditionExpression=(
+                "(#status = :submitted AND reported >= chunk_count) "
+                "OR (#status = :finalizing AND lease_until < :now)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":finalizing": {"S": FINALIZING},
+                ":submitted": {"S": SUBMITTED},
+                ":until": {"N": str(int(now + lease_seconds))},
+                ":now": {"N": str(int(now))},
+            },
+        )
+
+    def claim_overdue(self, job_id: str, now: float, lease_seconds: int) -> bool:
+        """The sweeper's claim: the job's deadline has passed and it is still open (or its
+        finalizer's lease ran out). From then on notifications for it are late."""
+        return self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET #status = :finalizing, lease_until = :until, overdue_at = :now",
+            ConditionExpression=(
+                "#deadline < :now AND attribute_exists(#open) AND ("
+                "#status IN (:dispatching, :submitted) OR (#status = :finalizing AND lease_until < :now))"
+            ),
+            ExpressionAttributeNames={
+                "#status": "status",
+                "#deadline": DEADLINE_ATTRIBUTE,
+                "#open": OPEN_JOBS_PARTITION,
+            },
+            ExpressionAttributeValues={
+                ":finalizing": {"S": FINALIZING},
+                ":dispatching": {"S": DISPATCHING},
+                ":submitted": {"S": SUBMITTED},
+                ":until": {"N": str(int(now + lease_seconds))},
+                ":now": {"N": str(int(now))},
+            },
+        )
 
     def release_finalization(self, job_id: str) -> None:
         """Give the lease back after a failed finalization, so a retry can take it at once."""
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, "META"),
-                UpdateExpression="SET lease_until = :zero",
-                ConditionExpression="#status = :finalizing",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":finalizing": {"S": FINALIZING}},
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET lease_until = :zero",
+            ConditionExpression="#status = :finalizing",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":zero": {"N": "0"}, ":finalizing": {"S": FINALIZING}},
+        )
 
     def complete_job(self, job_id: str, status: str, fields: dict[str, Any]) -> bool:
-        """``finalizing`` -> ``complete``/``partial`` with the result locations and counts."""
-        names = {"#status": "status"}
+        """``finalizing`` -> ``complete``/``partial`` with the result locations and counts; the job
+        leaves the open-jobs index."""
+        names = {"#status": "status", "#open": OPEN_JOBS_PARTITION}
         values = {":status": _ser.serialize(status), ":finalizing": {"S": FINALIZING}}
-        sets = ["#status = :status"]
-        for i, (name, value) in enumerate(sorted(fields.items())):
-            names[f"#f{i}"] = name
-            values[f":f{i}"] = _ser.serialize(value)
-            sets.append(f"#f{i} = :f{i}")
-        try:
-            self.client.update_item(
-                TableName=self.table,
-                Key=self._key(job_id, "META"),
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE lease_until",
-                ConditionExpression="#status = :finalizing",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        sets = ["#status = :status", *_sets(fields, names, values)]
+        return self._update(
+            job_id,
+            "META",
+            UpdateExpression="SET " + ", ".join(sets) + " REMOVE lease_until, #open",
+            ConditionExpression="#status = :finalizing",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )

@@ -13,9 +13,13 @@ and one results message on the results topic (``status`` complete|partial, ``sou
 Every ticket key of the job appears exactly once across results and failures: keys are unique
 by construction (:mod:`.chunking`), each chunk contributes each of its keys once (from the
 server's response, or as a failure when the response lacks it or the chunk failed), and the
-whole finalization runs under the job's lease (:meth:`.jobs.JobStore.claim_finalization`). The
-files are a pure function of the job's DynamoDB items and S3 objects, so a takeover after a
-crash rewrites the same bytes.
+whole finalization runs under the job's lease (:meth:`.jobs.JobStore.claim_finalization`, or
+:meth:`.jobs.JobStore.claim_overdue` for the sweeper). The files are a pure function of the
+job's DynamoDB items and S3 objects, so a takeover after a crash rewrites the same bytes.
+
+Memory does not grow with the job: chunks are read one query page at a time, results and
+failures are spooled to temporary files, and the keys already written (the exactly-once guard)
+live in a :class:`.keys.KeyRegistry` on local disk.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import json
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.logs import child_logger
+from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 
@@ -39,6 +45,7 @@ logger = child_logger()
 
 MAX_REASON_CHARS = 300
 SUMMARY_FAILURE_SAMPLE = 50
+SUMMARY_FAILED_CHUNKS = 200
 
 
 class Publisher:
@@ -80,7 +87,7 @@ class _Accumulator:
 
     results: IO[bytes]
     failures: IO[bytes]
-    seen: set[str] = field(default_factory=set)
+    seen: KeyRegistry
     categories: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     failure_sample: list[dict[str, Any]] = field(default_factory=list)
@@ -90,11 +97,10 @@ class _Accumulator:
     duplicates: int = 0
 
     def _claim(self, ticket_id: str) -> bool:
-        if ticket_id in self.seen:
+        if self.seen.claim(ticket_id, self.succeeded + self.failed) is not None:
             self.duplicates += 1
             logger.error("ticket key emitted twice; keeping the first", extra={"ticket_id": ticket_id})
             return False
-        self.seen.add(ticket_id)
         return True
 
     def ok(self, ticket_id: str, label: str, score: float, needs_review: bool) -> None:
@@ -215,8 +221,19 @@ class FinalReport:
     summary: dict[str, Any]
 
 
+def _unreported_reason(meta: dict[str, Any], state: str | None) -> str:
+    if meta.get("overdue_at"):
+        deadline = meta.get(J.DEADLINE_ATTRIBUTE)
+        when = _iso(deadline) if deadline else "its deadline"
+        return (
+            f"no notification received by the job deadline {when} (chunk state {state}): the async "
+            "request expired or its notification was lost; the job was finalized by the sweeper"
+        )
+    return f"chunk never reported (state {state})"
+
+
 def consolidate(
-    meta: dict[str, Any], chunks: list[dict[str, Any]], objects: ObjectStore, bucket: str, prefix: str
+    meta: dict[str, Any], chunks: Iterable[dict[str, Any]], objects: ObjectStore, bucket: str, prefix: str
 ) -> FinalReport:
     """Build and write results.jsonl, failures.jsonl and summary.json for a job."""
     job_id = meta["job_id"]
@@ -228,50 +245,61 @@ def consolidate(
     with (
         tempfile.SpooledTemporaryFile(max_size=spool) as results_f,
         tempfile.SpooledTemporaryFile(max_size=spool) as failures_f,
+        KeyRegistry() as seen,
     ):
-        acc = _Accumulator(results_f, failures_f)
-        if meta.get("rejected_location"):
-            for line in objects.iter_lines(S3Location.parse(meta["rejected_location"])):
+        acc = _Accumulator(results_f, failures_f, seen)
+        for part in meta.get("rejected_parts") or []:
+            for line in objects.iter_lines(S3Location.parse(part)):
                 if line.strip():
                     row = json.loads(line)
                     acc.fail(
                         row["id"], row["error"], record=row.get("record"), source_id=row.get("source_id")
                     )
-        failed_chunks = []
+        failed_chunks: list[dict[str, Any]] = []
+        total_chunks = succeeded_chunks = failed_count = 0
+        completed = _parse_iso(meta.get("submitted_at"))
         for chunk in chunks:
+            total_chunks += 1
+            reported = _parse_iso(chunk.get("reported_at"))
+            if reported is not None:
+                completed = max(completed or reported, reported)
             state = chunk.get("state")
             if state == J.SUCCEEDED:
+                succeeded_chunks += 1
                 _consume_success(chunk, objects, acc)
                 continue
-            reason = (
-                _failure_detail(chunk, objects)
-                if state == J.FAILED
-                else f"chunk never reported (state {state})"
-            )
-            failed_chunks.append(
-                {
-                    "chunk": chunk["chunk"],
-                    "inference_id": chunk.get("inference_id"),
-                    "tickets": len(chunk.get("ticket_ids") or []),
-                    "reason": _short(reason),
-                }
-            )
+            reason = _failure_detail(chunk, objects) if state == J.FAILED else _unreported_reason(meta, state)
+            failed_count += 1
+            if len(failed_chunks) < SUMMARY_FAILED_CHUNKS:
+                failed_chunks.append(
+                    {
+                        "chunk": chunk["chunk"],
+                        "inference_id": chunk.get("inference_id"),
+                        "tickets": len(chunk.get("ticket_ids") or []),
+                        "reason": _short(reason),
+                    }
+                )
             for ticket_id in chunk.get("ticket_ids") or []:
                 acc.fail(ticket_id, reason)
-        expected = int(meta.get("tickets", 0))
         accounted = acc.succeeded + acc.failed
         error = meta.get("error")
+        if "chunk_count" not in meta and not error:  # the sweeper finalized a job still dispatching
+            error = (
+                f"dispatch did not finish: only the first {int(meta.get('cursor', 0)):,} records of the file "
+                "were read (the dispatcher gave up; see its dead-letter queue); re-upload the file"
+            )
+        expected = int(meta.get("tickets", 0)) if "chunk_count" in meta else accounted
         if accounted != expected:
             logger.error("ticket accounting mismatch", extra={"expected": expected, "accounted": accounted})
         status = J.COMPLETE if acc.failed == 0 and not error and accounted == expected else J.PARTIAL
         submitted = _parse_iso(meta.get("submitted_at"))
-        reported = [t for t in (_parse_iso(c.get("reported_at")) for c in chunks) if t is not None]
-        completed = max(reported) if reported else submitted
         summary = {
             "job_id": job_id,
             "source": meta.get("source"),
+            "version_id": meta.get("version_id"),
             "status": status,
             "error": error,
+            "overdue": bool(meta.get("overdue_at")),
             "tickets": expected,
             "succeeded": acc.succeeded,
             "failed": acc.failed,
@@ -280,11 +308,7 @@ def consolidate(
             "categories": dict(sorted(acc.categories.items(), key=lambda kv: (-kv[1], kv[0]))),
             "failure_reasons": dict(sorted(acc.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
             "failures_sample": acc.failure_sample,
-            "chunks": {
-                "total": len(chunks),
-                "succeeded": sum(c.get("state") == J.SUCCEEDED for c in chunks),
-                "failed": len(failed_chunks),
-            },
+            "chunks": {"total": total_chunks, "succeeded": succeeded_chunks, "failed": failed_count},
             "failed_chunks": failed_chunks,
             "submitted_at": meta.get("submitted_at"),
             "completed_at": _iso(completed) if completed else None,
@@ -300,6 +324,7 @@ def consolidate(
         "status": status,
         "job_id": job_id,
         "source": meta.get("source"),
+        "version_id": meta.get("version_id"),
         "results": results_loc.uri,
         "failures": failures_loc.uri,
         "summary": summary_loc.uri,
@@ -308,6 +333,8 @@ def consolidate(
         "succeeded": acc.succeeded,
         "needs_review": acc.needs_review,
     }
+    if meta.get("version_id") is None:
+        message.pop("version_id")
     if error:
         message["error"] = error
     return FinalReport(job_id, status, message, summary)
@@ -324,15 +351,18 @@ def finalize_job(
     results_topic_arn: str,
     lease_seconds: int,
     clock: Callable[[], float] = time.time,
+    overdue: bool = False,
 ) -> FinalReport | None:
-    """Finalize the job if it is ready and nobody else is doing it. None: not (yet) ours to do."""
-    if not jobs.claim_finalization(job_id, clock(), lease_seconds):
+    """Finalize the job if it is ready (or, ``overdue``, past its deadline) and nobody else is doing
+    it. None: not (yet) ours to do."""
+    claim = jobs.claim_overdue if overdue else jobs.claim_finalization
+    if not claim(job_id, clock(), lease_seconds):
         return None
     try:
         meta = jobs.get_job(job_id)
         if meta is None:  # pragma: no cover - the claim just updated it
             raise LookupError(f"job {job_id} vanished")
-        report = consolidate(meta, jobs.list_chunks(job_id), objects, output_bucket, results_prefix)
+        report = consolidate(meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix)
         message_id = publisher.publish(results_topic_arn, report.message)
         jobs.complete_job(
             job_id,
@@ -357,14 +387,20 @@ def finalize_job(
 
 
 def finalize_for(
-    job_id: str, deps: Any, settings: AggregatorSettings, clock: Callable[[], float] = time.time
+    job_id: str,
+    deps: Any,
+    settings: AggregatorSettings,
+    clock: Callable[[], float] = time.time,
+    overdue: bool = False,
 ) -> FinalReport | None:
-    """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings.
+    """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings,
+    counted in ``deps.metrics``.
 
-    Both handlers finalize: the aggregator when the last chunk reports, the dispatcher when
-    nothing reached the endpoint (every record or every submission rejected).
+    Three functions finalize: the aggregator when the last chunk reports, the dispatcher when
+    nothing reached the endpoint (every record or every submission rejected), the sweeper when
+    a job's deadline has passed (``overdue``).
     """
-    return finalize_job(
+    report = finalize_job(
         job_id,
         jobs=deps.jobs,
         objects=deps.objects,
@@ -374,4 +410,11 @@ def finalize_for(
         results_topic_arn=settings.results_topic_arn,
         lease_seconds=settings.finalize_lease_seconds,
         clock=clock,
+        overdue=overdue,
     )
+    if report is not None:
+        metrics: PipelineMetrics = deps.metrics
+        metrics.count("ResultsPublished")
+        metrics.count("TicketsSucceeded", report.message["succeeded"])
+        metrics.count("TicketsFailed", report.message["failed"])
+    return report

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Lambda stops a chain of invocations caused by one event after 16 (recursive loop detection).
+MAX_DISPATCH_RUNS = 15
 
 
 def _prefix(value: str) -> str:
@@ -33,23 +36,49 @@ class _EnvSettings(BaseModel):
 
 
 class AggregatorSettings(_EnvSettings):
+    """What every function that finalizes jobs needs (aggregator, sweeper, dispatcher)."""
+
     jobs_table: str = Field(alias="JOBS_TABLE", min_length=3)
     output_bucket: str = Field(alias="OUTPUT_BUCKET", min_length=3)
     results_prefix: str = Field("results/", alias="RESULTS_PREFIX")
     results_topic_arn: str = Field(alias="RESULTS_TOPIC_ARN", pattern=r"^arn:aws[a-z-]*:sns:")
     job_ttl_days: int = Field(30, alias="JOB_TTL_DAYS", ge=1, le=3650)
+    function_timeout_seconds: int = Field(
+        300, alias="FUNCTION_TIMEOUT_SECONDS", ge=1, le=900, description="this Lambda's configured timeout"
+    )
     finalize_lease_seconds: int = Field(
-        300,
+        360,
         alias="FINALIZE_LEASE_SECONDS",
         ge=10,
         le=3600,
-        description="how long a finalizer owns a job before another invocation may take over",
+        description="how long a finalizer owns a job before another invocation may take over; the stack "
+        "derives it from the longest timeout of the functions that finalize",
     )
 
     @field_validator("results_prefix")
     @classmethod
     def _results_prefix(cls, value: str) -> str:
         return _prefix(value)
+
+    @model_validator(mode="after")
+    def _lease_outlives_the_function(self):
+        if self.finalize_lease_seconds <= self.function_timeout_seconds:
+            raise ValueError(
+                f"FINALIZE_LEASE_SECONDS ({self.finalize_lease_seconds}) must be longer than "
+                f"FUNCTION_TIMEOUT_SECONDS ({self.function_timeout_seconds}): a finalizer still running "
+                "would lose its lease and a second one would publish the results again"
+            )
+        return self
+
+
+class SweeperSettings(AggregatorSettings):
+    max_jobs_per_sweep: int = Field(
+        100,
+        alias="MAX_JOBS_PER_SWEEP",
+        ge=1,
+        le=10_000,
+        description="overdue jobs one sweep finalizes at most",
+    )
 
 
 class DispatcherSettings(AggregatorSettings):
@@ -60,6 +89,9 @@ class DispatcherSettings(AggregatorSettings):
     # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
     request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
     invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)
+    job_deadline_margin_seconds: int = Field(1800, alias="JOB_DEADLINE_MARGIN_SECONDS", ge=0, le=7 * 86400)
+    dispatch_threads: int = Field(8, alias="DISPATCH_THREADS", ge=1, le=32)
+    max_dispatch_runs: int = Field(12, alias="MAX_DISPATCH_RUNS", ge=1, le=MAX_DISPATCH_RUNS)
 
     @field_validator("chunk_prefix")
     @classmethod
@@ -69,3 +101,14 @@ class DispatcherSettings(AggregatorSettings):
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def job_deadline_seconds(self) -> int:
+        """How long after its last InvokeEndpointAsync a job may wait for notifications: the request
+        may queue for the TTL, then run for the invocation timeout, then notify (plus the margin)."""
+        return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
+
+    @property
+    def reserve_seconds(self) -> float:
+        """Time a run keeps for itself at the end: finish the chunks in flight, checkpoint, hand off."""
+        return max(10.0, 0.1 * self.function_timeout_seconds)

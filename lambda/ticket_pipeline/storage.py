@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>.+)$")
 _HTTPS_URI = re.compile(r"^https://(?P<bucket>[^/.]+)\.s3[.-][^/]*amazonaws\.com/(?P<key>.+)$")
-_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion"}
 
 
 class ObjectNotFound(LookupError):
@@ -29,8 +29,11 @@ class ObjectUnreadable(OSError):
 
 @dataclass(frozen=True)
 class S3Location:
+    """An object, optionally one version of it (``version_id``: reads get exactly that version)."""
+
     bucket: str
     key: str
+    version_id: str | None = None
 
     @classmethod
     def parse(cls, uri: str) -> S3Location:
@@ -55,6 +58,8 @@ class S3Location:
 class ObjectInfo:
     size: int
     content_type: str | None
+    etag: str | None = None
+    version_id: str | None = None
 
 
 def _code(exc: ClientError) -> str:
@@ -67,6 +72,13 @@ class ObjectStore:
     def __init__(self, s3_client: Any):
         self.client = s3_client
 
+    @staticmethod
+    def _object(loc: S3Location, **extra: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key, **extra}
+        if loc.version_id:
+            kwargs["VersionId"] = loc.version_id
+        return kwargs
+
     def _raise(self, exc: ClientError, loc: S3Location) -> None:
         if _code(exc) in _MISSING:
             raise ObjectNotFound(f"{loc} does not exist") from exc
@@ -76,15 +88,21 @@ class ObjectStore:
 
     def head(self, loc: S3Location) -> ObjectInfo:
         try:
-            head = self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+            head = self.client.head_object(**self._object(loc))
         except ClientError as exc:
             self._raise(exc, loc)
-        return ObjectInfo(int(head["ContentLength"]), head.get("ContentType"))
+        etag = head.get("ETag")
+        return ObjectInfo(
+            int(head["ContentLength"]),
+            head.get("ContentType"),
+            etag.strip('"') if etag else None,
+            head.get("VersionId"),
+        )
 
     def iter_chunks(self, loc: S3Location, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Stream the object's bytes in chunks (never the whole object in memory)."""
         try:
-            body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+            body = self.client.get_object(**self._object(loc))["Body"]
         except ClientError as exc:
             self._raise(exc, loc)
         try:
@@ -95,7 +113,7 @@ class ObjectStore:
     def iter_lines(self, loc: S3Location, chunk_size: int = 1 << 16) -> Iterator[bytes]:
         """Stream the object's lines, line endings kept (CSV needs them for quoted newlines)."""
         try:
-            body = self.client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+            body = self.client.get_object(**self._object(loc))["Body"]
         except ClientError as exc:
             self._raise(exc, loc)
         try:
@@ -104,7 +122,7 @@ class ObjectStore:
             body.close()
 
     def read_bytes(self, loc: S3Location, limit: int | None = None) -> bytes:
-        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Key": loc.key}
+        kwargs = self._object(loc)
         if limit is not None:
             kwargs["Range"] = f"bytes=0-{max(limit - 1, 0)}"
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pipeline_helpers import Aws
 
+from local_pipeline.async_endpoint import AsyncEndpoint, AsyncEndpointConfig, AsyncEndpointHTTPServer
 from local_pipeline.aws import DUMMY_CREDENTIALS, MotoServer, patched_environ, provision
 from local_pipeline.model_server import ModelServerProcess
 
@@ -48,12 +49,56 @@ def model_server(
 @pytest.fixture
 def lambda_env(aws: Aws) -> Iterator[dict[str, str]]:
     """Process env as the Lambda sees it; the handlers' cached clients/settings are reset."""
-    from ticket_pipeline import aggregator, dispatcher
+    from ticket_pipeline import aggregator, dispatcher, sweeper
 
     env = aws.env()
     with patched_environ(env):
-        dispatcher.runtime.cache_clear()
-        aggregator.runtime.cache_clear()
+        for module in (dispatcher, aggregator, sweeper):
+            module.runtime.cache_clear()
         yield env
-    dispatcher.runtime.cache_clear()
-    aggregator.runtime.cache_clear()
+    for module in (dispatcher, aggregator, sweeper):
+        module.runtime.cache_clear()
+
+
+@pytest.fixture
+def endpoint(aws: Aws, lambda_env: dict[str, str]) -> Iterator[AsyncEndpoint]:
+    """The async endpoint stand-in (workers not started: requests just queue up), reachable by
+    the dispatcher's boto3 sagemaker-runtime client through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME."""
+    ep = AsyncEndpoint(
+        AsyncEndpointConfig(
+            endpoint_name=aws.names.endpoint_name,
+            region="us-east-1",
+            model_url="http://127.0.0.1:9",
+            s3_output_path=f"s3://{aws.names.output_bucket}/async-results/",
+            s3_failure_path=f"s3://{aws.names.output_bucket}/async-failures/",
+            success_topic_arn=aws.resources.success_topic_arn,
+            error_topic_arn=aws.resources.error_topic_arn,
+        ),
+        aws.s3,
+        aws.sns,
+    )
+    http = AsyncEndpointHTTPServer(ep).start()
+    with patched_environ({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": http.url}):
+        from ticket_pipeline import dispatcher
+
+        dispatcher.runtime.cache_clear()
+        yield ep
+    http.stop()
+
+
+@pytest.fixture
+def invocations(lambda_env: dict[str, str]) -> Iterator[list[tuple[str, bytes]]]:
+    """Lambda's asynchronous Invoke (the local front): the events the handlers invoke (the
+    dispatcher's continuations), collected here for the test to run like Lambda would."""
+    from local_pipeline.lambda_front import LambdaInvokeFront
+    from ticket_pipeline import dispatcher
+
+    received: list[tuple[str, bytes]] = []
+    front = LambdaInvokeFront(
+        lambda name, payload: received.append((name, payload)),
+        {"ticket-dispatcher", "ticket-aggregator", "ticket-sweeper"},
+    ).start()
+    with patched_environ({"AWS_ENDPOINT_URL_LAMBDA": front.url}):
+        dispatcher.runtime.cache_clear()
+        yield received
+    front.stop()

@@ -5,143 +5,25 @@ started, so the tests play the endpoint's part (write outputs, send notification
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from pipeline_helpers import Aws, Context, s3_put_event, sns_lambda_event
-
-from local_pipeline.async_endpoint import (
-    AsyncEndpoint,
-    AsyncEndpointConfig,
-    AsyncEndpointHTTPServer,
-    AsyncRequest,
+from pipeline_helpers import (
+    Aws,
+    Context,
+    check_exactly_once,
+    complete,
+    drop,
+    fail,
+    jsonl,
+    notify,
+    queued,
+    s3_put_event,
 )
+
+from local_pipeline.async_endpoint import AsyncEndpoint
 from local_pipeline.aws import patched_environ
-from ticket_pipeline import aggregator, dispatcher
-from ticket_pipeline.notifications import error_notification, success_notification
-
-LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate"]
-
-
-@pytest.fixture
-def endpoint(aws: Aws, lambda_env: dict[str, str]) -> Iterator[AsyncEndpoint]:
-    """The async endpoint stand-in (workers not started: requests just queue up), reachable by
-    the dispatcher's boto3 sagemaker-runtime client through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME."""
-    ep = AsyncEndpoint(
-        AsyncEndpointConfig(
-            endpoint_name=aws.names.endpoint_name,
-            region="us-east-1",
-            model_url="http://127.0.0.1:9",
-            s3_output_path=f"s3://{aws.names.output_bucket}/async-results/",
-            s3_failure_path=f"s3://{aws.names.output_bucket}/async-failures/",
-            success_topic_arn=aws.resources.success_topic_arn,
-            error_topic_arn=aws.resources.error_topic_arn,
-        ),
-        aws.s3,
-        aws.sns,
-    )
-    http = AsyncEndpointHTTPServer(ep).start()
-    with patched_environ({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": http.url}):
-        dispatcher.runtime.cache_clear()
-        yield ep
-    http.stop()
-
-
-def drop(aws: Aws, key: str, body: bytes, **event_kwargs: Any) -> dict[str, Any]:
-    """Put a file in the input bucket and run the dispatcher on its S3 event."""
-    aws.s3.put_object(Bucket=aws.names.input_bucket, Key=key, Body=body)
-    event = s3_put_event(aws.names.input_bucket, key, len(body), **event_kwargs)
-    return dispatcher.handler(event, Context())
-
-
-def jsonl(n: int, prefix: str = "t") -> bytes:
-    return b"".join(
-        json.dumps({"id": f"{prefix}{i}", "text": f"ticket number {i}"}).encode() + b"\n" for i in range(n)
-    )
-
-
-def server_output(aws: Aws, request: AsyncRequest, errors: frozenset[int] = frozenset()) -> bytes:
-    """What the inference server answers for a chunk (JSON Lines response records)."""
-    bucket, key = request.input_location[5:].split("/", 1)
-    lines = aws.s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
-    out = []
-    for index, line in enumerate(lines):
-        ticket = json.loads(line)
-        if index in errors:
-            out.append({"id": ticket["id"], "index": index, "error": "empty text"})
-        else:
-            score = 0.3 if index % 2 else 0.9
-            label = LABELS[index % len(LABELS)]
-            out.append(
-                {
-                    "id": ticket["id"],
-                    "index": index,
-                    "label": label,
-                    "score": score,
-                    "needs_review": score < 0.5,
-                }
-            )
-    return b"".join(json.dumps(o).encode() + b"\n" for o in out)
-
-
-def complete(aws: Aws, request: AsyncRequest, errors: frozenset[int] = frozenset()) -> dict[str, Any]:
-    """Play the endpoint: write the output object, return the success notification."""
-    bucket, key = request.output_location[5:].split("/", 1)
-    aws.s3.put_object(Bucket=bucket, Key=key, Body=server_output(aws, request, errors))
-    return success_notification(
-        inference_id=request.inference_id,
-        endpoint_name=aws.names.endpoint_name,
-        input_location=request.input_location,
-        output_location=request.output_location,
-        received_time="2026-01-02T03:04:05.000Z",
-        event_time="2026-01-02T03:04:06.000Z",
-        region="us-east-1",
-        content_type=request.content_type,
-        accept=request.accept,
-        response_content_type="application/jsonlines",
-    )
-
-
-def fail(aws: Aws, request: AsyncRequest, reason: str, top_level_location: bool = False) -> dict[str, Any]:
-    bucket, key = request.failure_location[5:].split("/", 1)
-    aws.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"error": "model exploded"}).encode())
-    message = error_notification(
-        inference_id=request.inference_id,
-        endpoint_name=aws.names.endpoint_name,
-        input_location=request.input_location,
-        failure_location=None if top_level_location else request.failure_location,
-        failure_reason=reason,
-        received_time="2026-01-02T03:04:05.000Z",
-        event_time="2026-01-02T03:04:06.000Z",
-        region="us-east-1",
-        content_type=request.content_type,
-        accept=request.accept,
-    )
-    if top_level_location:  # a variant seen in the wild
-        message["failureLocation"] = request.failure_location
-        message.pop("responseParameters")
-    return message
-
-
-def notify(aws: Aws, message: dict[str, Any] | str, error: bool = False) -> dict[str, Any]:
-    topic = aws.resources.error_topic_arn if error else aws.resources.success_topic_arn
-    return aggregator.handler(sns_lambda_event(message, topic), Context())
-
-
-def check_exactly_once(aws: Aws, message: dict[str, Any], expected_ids: set[str]) -> tuple[list, list]:
-    results = aws.read_jsonl(message["results"])
-    failures = aws.read_jsonl(message["failures"])
-    ids = [r["id"] for r in results] + [f["id"] for f in failures]
-    assert len(ids) == len(set(ids)), "a ticket id appears twice"
-    assert set(ids) == expected_ids
-    assert message["tickets"] == len(expected_ids)
-    assert message["failed"] == len(failures)
-    for row in results:
-        assert set(row) == {"id", "label", "score", "needs_review"}
-    return results, failures
+from ticket_pipeline import dispatcher
 
 
 def test_dispatcher_chunks_records_and_invokes_with_the_documented_parameters(
@@ -150,7 +32,7 @@ def test_dispatcher_chunks_records_and_invokes_with_the_documented_parameters(
     out = drop(aws, "incoming/batch one+two (1).jsonl", jsonl(7))
     (job,) = out["jobs"]
     assert job["outcome"] == "submitted" and job["chunks"] == 3 and job["tickets"] == 7
-    requests = endpoint.queued()
+    requests = queued(endpoint)
     assert len(requests) == 3
     for n, request in enumerate(requests, start=1):
         assert request.inference_id.endswith(f"-c{n:05d}") and len(request.inference_id) <= 64
@@ -181,7 +63,7 @@ def test_duplicate_s3_event_does_not_create_a_second_job(aws: Aws, endpoint: Asy
 
 def test_success_error_and_duplicate_notifications_fan_in_exactly_once(aws: Aws, endpoint: AsyncEndpoint):
     job = drop(aws, "incoming/seven.jsonl", jsonl(7))["jobs"][0]
-    r1, r2, r3 = endpoint.queued()
+    r1, r2, r3 = queued(endpoint)
     first = complete(aws, r1, errors=frozenset({1}))
     assert notify(aws, first)["notifications"][0]["outcome"] == "recorded"
     assert notify(aws, first)["notifications"][0]["outcome"] == "duplicate"  # SNS redelivery
@@ -216,7 +98,7 @@ def test_success_error_and_duplicate_notifications_fan_in_exactly_once(aws: Aws,
 
 def test_racing_final_notifications_publish_one_results_message(aws: Aws, endpoint: AsyncEndpoint):
     drop(aws, "incoming/race.jsonl", jsonl(9))
-    notifications = [complete(aws, r) for r in endpoint.queued()]
+    notifications = [complete(aws, r) for r in queued(endpoint)]
     notify(aws, notifications[0])
     # The last two chunks, each delivered three times, from six concurrent "Lambda invocations".
     threads = [threading.Thread(target=notify, args=(aws, n)) for n in notifications[1:] * 3]
@@ -304,7 +186,7 @@ def test_csv_files_are_dispatched_too(aws: Aws, endpoint: AsyncEndpoint):
     body = b'id,text\nc1,"hello, my card"\nc2,"two\nlines"\n,no id\n'
     job = drop(aws, "incoming/tickets.csv", body)["jobs"][0]
     assert job["tickets"] == 3 and job["rejected"] == 0
-    ids = [row["id"] for r in endpoint.queued() for row in aws.read_jsonl(r.input_location)]
+    ids = [row["id"] for r in queued(endpoint) for row in aws.read_jsonl(r.input_location)]
     assert ids == ["c1", "c2", "#3"]
 
 

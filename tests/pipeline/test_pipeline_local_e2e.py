@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,105 @@ def test_files_come_out_exactly_once_despite_failed_chunks_and_duplicate_notific
             assert _read(stack, message[name]) == snapshot[source][name], f"{name} rewritten for {source}"
     assert all(s.dead_lettered == 0 for s in router.stats.values())
     assert stack.endpoint.stats.failed == 1 and stack.endpoint.stats.expired == 0
+
+
+@pytest.fixture
+def lossy_stack(tiny_artifact: Path, tmp_path: Path):
+    """The local stack whose endpoint never publishes the notification of chunk 2 of ``lost``
+    files (SageMaker's NotificationFailures), with the sweeper scheduled every half second."""
+
+    def lose(request) -> bool:
+        return request.inference_id.startswith("lost-") and request.inference_id.endswith("-c00002")
+
+    config = StackConfig(
+        model_dir=tiny_artifact,
+        work_dir=tmp_path / "stack",
+        chunk_size=3,
+        max_concurrent_invocations=2,
+        log_level="INFO",
+        server_env={"TRIAGE_THREADS_PER_WORKER": "1"},
+        notification_fault=lose,
+        sweep_interval_seconds=0.5,
+    )
+    with LocalStack(config) as running:
+        yield running
+
+
+def _messages(stack: LocalStack, count: int, timeout: float = 60) -> list[dict]:
+    from local_pipeline.aws import results_message
+
+    sqs, queue_url = stack.clients["sqs"], stack.resources.results_queue_url
+    found: list[dict] = []
+    deadline = time.time() + timeout
+    while len(found) < count and time.time() < deadline:
+        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            found.append(results_message(m["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return found
+
+
+def test_versions_a_lost_notification_the_scheduled_sweeper_and_emf_on_the_local_stack(
+    lossy_stack: LocalStack,
+):
+    stack = lossy_stack
+    s3, bucket, prefix = stack.clients["s3"], stack.names.input_bucket, stack.names.input_prefix
+    # two uploads to one key in quick succession: two versions, two jobs
+    v1 = s3.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}daily.jsonl",
+        Body=_jsonl([{"id": f"a{i}", "text": f"card {i} lost"} for i in range(5)]),
+    )
+    v2 = s3.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}daily.jsonl",
+        Body=_jsonl([{"id": f"b{i}", "text": f"refund {i}"} for i in range(4)]),
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}lost.jsonl",
+        Body=_jsonl([{"id": f"l{i}", "text": f"top up {i}"} for i in range(7)]),
+    )
+    by_version = {m["version_id"]: m for m in _messages(stack, 2)}
+    assert set(by_version) == {v1["VersionId"], v2["VersionId"]}
+    for version, ids in (
+        (v1["VersionId"], {f"a{i}" for i in range(5)}),
+        (v2["VersionId"], {f"b{i}" for i in range(4)}),
+    ):
+        message = by_version[version]
+        assert message["status"] == "complete" and message["source"].endswith("/daily.jsonl")
+        assert {r["id"] for r in _rows(stack, message["results"])} == ids
+
+    assert stack.endpoint.wait_idle(30)
+    assert stack.endpoint.stats.notification_failures == 1
+    assert _messages(stack, 1, timeout=3) == []  # the lost job waits for its deadline
+    deadline = time.time() + 10
+    while stack.router.stats["ticket-sweeper"].invocations < 2:  # the schedule runs the real sweeper handler
+        assert time.time() < deadline, "the sweeper schedule did not run"
+        time.sleep(0.2)
+
+    from ticket_pipeline import sweeper, sweeping
+    from ticket_pipeline.metrics import PipelineMetrics
+
+    settings, deps = sweeper.runtime()
+    later = time.time() + settings.function_timeout_seconds + 7 * 3600  # past TTL + timeout + margin
+    report = sweeping.sweep(replace(deps, metrics=PipelineMetrics()), settings, clock=lambda: later)
+    assert list(report.finalized.values()) == ["partial"]
+    (message,) = _messages(stack, 1)
+    assert message["status"] == "partial" and message["source"].endswith("/lost.jsonl")
+    failures = _rows(stack, message["failures"])
+    assert {f["id"] for f in failures} == {"l3", "l4", "l5"}
+    assert all("no notification received by the job deadline" in f["error"] for f in failures)
+
+    metrics = [json.loads(line) for line in (stack.config.work_dir / "metrics.log").read_text().splitlines()]
+    names = {m["Name"] for doc in metrics for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {
+        "FilesReceived",
+        "TicketsDispatched",
+        "ChunksSubmitted",
+        "ResultsPublished",
+        "OverdueJobs",
+    } <= names
+    files = sum(sum(doc.get("FilesReceived", [])) for doc in metrics)
+    assert files == 3

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from ticket_pipeline.chunking import MAX_ID_CHARS, plan_chunks
-from ticket_pipeline.events import S3Event
+from ticket_pipeline.chunking import MAX_ID_CHARS, Chunker, plan_chunks
+from ticket_pipeline.events import DispatcherEvent
 from ticket_pipeline.jobs import inference_id_for, parse_inference_id
+from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.settings import DispatcherSettings
 from triage_core.records import iter_jsonl
@@ -82,16 +83,59 @@ def test_generated_keys_never_collide_with_explicit_ids():
     assert len(set(keys)) == 2 and "#1" in keys
 
 
-def test_chunks_hold_at_most_chunk_size_tickets_and_are_written_as_they_fill():
-    written = []
+def test_chunks_hold_at_most_chunk_size_tickets_and_are_handed_out_as_they_fill():
     records = _records(
         *[json.dumps({"id": f"t{i}", "text": f"ticket {i}"}).encode() + b"\n" for i in range(7)]
     )
-    plan = plan_chunks(records, chunk_size=3, on_chunk=written.append)
-    assert [len(c.ticket_ids) for c in plan.chunks] == [3, 3, 1]
-    assert [c.number for c in written] == [1, 2, 3]
-    lines = [json.loads(line) for line in written[0].body.splitlines()]
+    with KeyRegistry() as keys:
+        chunker = Chunker(3, keys)
+        handed_out = [(record.index, chunker.add(record)[0]) for record in records]
+        last = chunker.finish()
+    full = [(index, chunk.number) for index, chunk in handed_out if chunk is not None]
+    assert full == [(2, 1), (5, 2)]  # each chunk leaves as soon as its third ticket is added
+    assert (last.number, last.ticket_ids) == (3, ["t6"])
+    first = next(chunk for _, chunk in handed_out if chunk is not None)
+    lines = [json.loads(line) for line in first.body.splitlines()]
     assert lines == [{"id": f"t{i}", "text": f"ticket {i}"} for i in range(3)]
+
+
+def test_replayed_records_give_later_records_the_keys_of_a_single_pass():
+    """A dispatcher run that continues a file replays the records dispatched before it: the keys
+    of the records after the cursor must be the ones one pass over the whole file gives."""
+    lines = [
+        b'{"id": "a", "text": "x"}\n',
+        b'{"text": "no id"}\n',
+        b'{"id": "#2", "text": "explicit #2"}\n',
+        b'{"id": "a", "text": "duplicate of the first"}\n',
+        b'{"text": "no id either"}\n',
+        b'{"id": "#2", "text": "explicit #2 again"}\n',
+    ]
+    one_pass = plan_chunks(_records(*lines), chunk_size=2)
+    with KeyRegistry() as keys:
+        chunker = Chunker(2, keys, first_chunk=2)
+        for record in _records(*lines):
+            if chunker.replayed < 3:
+                chunker.replay(record)
+            else:
+                chunker.add(record)
+        rejected_after = [r for r in one_pass.rejected if r.record > 3]
+        assert chunker.rejected == len(rejected_after) == 2
+        last = chunker.finish()
+    assert last.ticket_ids == one_pass.chunks[-1].ticket_ids == ["#5"]
+    assert {r.id for r in rejected_after} == {"a#4", "#2#6"}
+
+
+def test_the_key_registry_is_exact_and_on_disk():
+    with KeyRegistry() as keys:
+        for i in range(20_000):
+            assert keys.claim(f"T-{i}", i + 1) is None
+        assert keys.claim("T-123", 99_999) == 124
+        assert "T-19999" in keys and "T-20000" not in keys
+        assert keys.size == 20_000
+        directory = keys._dir
+    import os
+
+    assert not os.path.exists(directory)
 
 
 def test_documented_success_notification_parses():
@@ -126,7 +170,7 @@ def test_error_notification_variants_are_failures_with_reasons():
 
 
 def test_s3_event_keys_are_url_decoded_and_test_events_have_no_records():
-    event = S3Event.model_validate(
+    event = DispatcherEvent.model_validate(
         {
             "Records": [
                 {
@@ -144,7 +188,7 @@ def test_s3_event_keys_are_url_decoded_and_test_events_have_no_records():
     assert event.Records[0].s3.object.key == "incoming/my file(1)+v2.jsonl"
     assert event.Records[0].is_object_created
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "in", "RequestId": "x"}
-    assert S3Event.model_validate(test_event).Records == []
+    assert DispatcherEvent.model_validate(test_event).Records == []
 
 
 def test_inference_ids_round_trip_and_fit_the_api_limit():

@@ -1,0 +1,92 @@
+"""The pipeline's own counts, as CloudWatch embedded metric format (EMF) through Powertools.
+
+Each handler invocation gets one :class:`PipelineMetrics` (Powertools' ``EphemeralMetrics``:
+nothing shared between invocations or threads, so concurrent handlers in the local stack do not
+mix their counts) and publishes it once, at the end, as one EMF JSON line on stdout. On AWS,
+Lambda sends stdout to CloudWatch Logs, which extracts the metrics (namespace
+``POWERTOOLS_METRICS_NAMESPACE``, dimension ``service`` = ``POWERTOOLS_SERVICE_NAME``). The local
+stack points :func:`set_output` at a file. The names below are the ones ``infra/metrics.py``
+alarms on and graphs (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from typing import TextIO
+
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+DEFAULT_NAMESPACE = "TicketTriage"
+
+METRIC_NAMES = (
+    # dispatcher
+    "FilesReceived",  # ticket files taken in (not duplicates of an event already handled)
+    "WholeFileFailures",  # files rejected as a whole (unreadable, empty, wrong type, too large)
+    "TicketsDispatched",  # tickets written into chunks and sent to the endpoint
+    "ChunksSubmitted",  # InvokeEndpointAsync calls accepted
+    "ChunksRejectedByEndpoint",  # InvokeEndpointAsync calls refused for good (ValidationError, ...)
+    "RecordsRejected",  # records never sent (bad JSON, empty text, duplicate id, ...)
+    "DispatchContinuations",  # a file handed to the next dispatcher run
+    # aggregator, sweeper and dispatcher (whoever finalizes a job)
+    "ResultsPublished",  # results messages published (one per job)
+    "TicketsSucceeded",
+    "TicketsFailed",
+    # sweeper
+    "OverdueJobs",  # jobs finalized partial because their deadline passed
+    # aggregator
+    "InvalidNotifications",  # messages on the success/error topics that are not SageMaker notifications
+    "UnknownNotifications",  # notifications for an inference id or chunk this pipeline has no job for
+    "LateNotifications",  # notifications for a job already finalized (e.g. by the sweeper): ignored
+    "DuplicateNotifications",  # redeliveries of a notification already recorded
+)
+
+_output: TextIO | None = None
+_output_lock = threading.Lock()
+
+
+def set_output(stream: TextIO | None) -> None:
+    """Where published EMF lines go (``None``: stdout, what Lambda ships to CloudWatch Logs)."""
+    global _output
+    _output = stream
+
+
+class PipelineMetrics:
+    """Counts of one invocation, published as one EMF document."""
+
+    def __init__(self, service: str | None = None, namespace: str | None = None):
+        self._emf = EphemeralMetrics(
+            namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+            service=service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "ticket-pipeline",
+        )
+        self._lock = threading.Lock()
+
+    def count(self, name: str, value: int = 1) -> None:
+        """Add ``value`` to a count (zero too: a graph then shows 0 rather than no data)."""
+        if name not in METRIC_NAMES:
+            raise ValueError(f"unknown pipeline metric {name!r}: add it to METRIC_NAMES and infra/metrics.py")
+        with self._lock:
+            current = self._emf.metric_set.get(name, {}).get("Value", [])
+            total = sum(current) + value
+            self._emf.metric_set.pop(name, None)
+            self._emf.add_metric(name=name, unit=MetricUnit.Count, value=total)
+
+    @property
+    def counts(self) -> dict[str, float]:
+        with self._lock:
+            return {name: sum(entry["Value"]) for name, entry in self._emf.metric_set.items()}
+
+    def publish(self) -> dict | None:
+        """Write the EMF document (one JSON line) and clear the counts; None when there was nothing."""
+        with self._lock:
+            if not self._emf.metric_set or is_metrics_disabled():
+                return None
+            document = self._emf.serialize_metric_set()
+            self._emf.clear_metrics()
+        line = json.dumps(document, separators=(",", ":"))
+        with _output_lock:
+            print(line, file=_output or sys.stdout, flush=True)
+        return document

@@ -1,0 +1,50 @@
+"""Sweeper Lambda: EventBridge schedule -> overdue jobs finalized ``partial``.
+
+Handler: ``ticket_pipeline.sweeper.handler``. Env: see :class:`.settings.SweeperSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ticket_pipeline.events import ScheduledEvent
+from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.logs import handler_logger
+from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.results import Publisher
+from ticket_pipeline.settings import SweeperSettings
+from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.sweeping import Deps, sweep
+
+logger = handler_logger()
+
+
+@cache
+def runtime() -> tuple[SweeperSettings, Deps]:
+    """Settings and clients, built once per execution environment (cold start)."""
+    settings = SweeperSettings.from_env()
+    deps = Deps(
+        objects=ObjectStore(boto3.client("s3")),
+        jobs=JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days),
+        publisher=Publisher(boto3.client("sns")),
+    )
+    return settings, deps
+
+
+@logger.inject_lambda_context
+@event_parser(model=ScheduledEvent)
+def handler(event: ScheduledEvent, context: LambdaContext) -> dict[str, Any]:
+    settings, shared = runtime()
+    deps = replace(shared, metrics=PipelineMetrics())
+    try:
+        report = sweep(deps, settings, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+    finally:
+        deps.metrics.publish()
+    logger.info("sweep done", extra={"scheduled": event.time, **report.as_dict()})
+    return report.as_dict()

@@ -1,0 +1,72 @@
+"""Sweeper logic: every open job past its deadline is finalized ``partial``, once.
+
+A job's deadline is its last ``InvokeEndpointAsync`` plus the request TTL, the invocation
+timeout and a margin (:attr:`.settings.DispatcherSettings.job_deadline_seconds`): by then every
+notification SageMaker will ever send has arrived, unless it was lost (the aggregator's event
+in its dead-letter queue, SageMaker failing to publish, a request expiring without notice). The
+sweeper takes such a job with :meth:`.jobs.JobStore.claim_overdue` (the same lease as every
+other finalizer, so it cannot race a last notification into two results messages), writes the
+tickets of the chunks that never reported to the failures with the reason, and publishes the one
+results message. Notifications arriving afterwards are late: counted and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ticket_pipeline.jobs import JobStore
+from ticket_pipeline.logs import child_logger
+from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.results import Publisher, finalize_for
+from ticket_pipeline.settings import SweeperSettings
+from ticket_pipeline.storage import ObjectStore
+
+logger = child_logger()
+
+
+@dataclass
+class Deps:
+    objects: ObjectStore
+    jobs: JobStore
+    publisher: Publisher
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+
+
+@dataclass
+class SweepReport:
+    overdue: list[str] = field(default_factory=list)  # overdue job ids found
+    finalized: dict[str, str] = field(default_factory=dict)  # job id -> status published
+    skipped: list[str] = field(default_factory=list)  # someone else held or finished them
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"overdue": len(self.overdue), "finalized": self.finalized, "skipped": self.skipped}
+
+
+def sweep(
+    deps: Deps,
+    settings: SweeperSettings,
+    clock: Callable[[], float] = time.time,
+    time_left: Callable[[], float] = lambda: math.inf,
+) -> SweepReport:
+    """Finalize the overdue jobs (at most ``MAX_JOBS_PER_SWEEP``, earliest deadline first) while
+    there is time left for one more finalization."""
+    report = SweepReport(overdue=deps.jobs.overdue_jobs(clock(), settings.max_jobs_per_sweep))
+    for job_id in report.overdue:
+        if time_left() < settings.function_timeout_seconds / 2:
+            logger.warning("sweep out of time; the next one continues", extra={"left": len(report.overdue)})
+            break
+        final = finalize_for(job_id, deps, settings, clock, overdue=True)
+        if final is None:
+            report.skipped.append(job_id)
+            continue
+        report.finalized[job_id] = final.status
+        logger.warning(
+            "overdue job finalized",
+            extra={"job_id": job_id, "status": final.status, "failed": final.message["failed"]},
+        )
+    deps.metrics.count("OverdueJobs", len(report.finalized))
+    return report
