@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aws_cdk import Aws, Stack
+from aws_cdk import Annotations, Aws, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -14,9 +14,9 @@ from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from infra.config import MAX_ASYNC_PAYLOAD_MB
+from infra.config import MAX_ASYNC_PAYLOAD_MB, has_local_nvme_storage
 from infra.model import ModelArtifact
-from infra.nag import acknowledge, arn_finding
+from infra.nag import acknowledge, arn_finding, skip_checkov
 
 VARIANT_NAME = "AllTraffic"
 
@@ -51,6 +51,13 @@ class AsyncInferenceEndpoint(Construct):
 
     The endpoint config has no fixed name: every async property forces a replacement, and
     CloudFormation can only replace a resource whose name it generates.
+
+    Its ``KmsKeyId`` (the ML storage volume) is the stack key, except on instance types with local
+    NVMe storage (g4dn, g5, m5d, ...), where ``CreateEndpointConfig`` refuses any ``KmsKeyId``
+    ("You can't request a KmsKeyId when using an instance type with local storage", SageMaker API
+    Reference, CreateEndpointConfig): there the key is omitted, the volumes are encrypted by the
+    instance's hardware module, and the synth says so in a warning. The async outputs are
+    encrypted with the stack key on every instance type.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: AsyncInferenceEndpointProps) -> None:
@@ -117,10 +124,11 @@ class AsyncInferenceEndpoint(Construct):
         # (the role itself is already ordered by the ARN reference).
         self.model.node.add_dependency(self.role.node.find_child("DefaultPolicy"))
 
+        local_nvme = has_local_nvme_storage(props.instance_type)
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "Config",
-            kms_key_id=props.key.key_arn,
+            kms_key_id=None if local_nvme else props.key.key_arn,
             production_variants=[
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
@@ -144,6 +152,19 @@ class AsyncInferenceEndpoint(Construct):
                 ),
             ),
         )
+        if local_nvme:
+            Annotations.of(self).add_warning_v2(
+                "triage:localNvmeStorage",
+                f"{props.instance_type} has local NVMe storage: the endpoint config carries no KmsKeyId "
+                "(CreateEndpointConfig refuses one for such instance types); its volumes are encrypted "
+                "by the instance's hardware module. The async outputs still use the stack key.",
+            )
+            skip_checkov(
+                self.endpoint_config,
+                "CKV_AWS_98",
+                f"{props.instance_type} has local NVMe storage, encrypted by the instance's hardware module; "
+                "CreateEndpointConfig fails when a KmsKeyId is given for such instance types.",
+            )
         self.endpoint = sagemaker.CfnEndpoint(
             self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
         )

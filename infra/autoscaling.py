@@ -18,6 +18,8 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from infra.metrics import SAGEMAKER, documented_metric
+
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 
 
@@ -32,12 +34,13 @@ class EndpointAutoscalingProps:
     scale_out_cooldown_seconds: int
 
 
-def sagemaker_metric(metric_name: str, endpoint_name: str, statistic: str = "Average") -> cloudwatch.Metric:
-    """An endpoint-level ``AWS/SageMaker`` metric (the async backlog metrics have only ``EndpointName``)."""
-    return cloudwatch.Metric(
-        namespace="AWS/SageMaker",
-        metric_name=metric_name,
-        dimensions_map={"EndpointName": endpoint_name},
+def endpoint_metric(metric_name: str, endpoint_name: str, statistic: str = "Average") -> cloudwatch.Metric:
+    """An ``AWS/SageMaker`` metric AWS publishes with ``EndpointName`` alone (the async backlog
+    metrics); :func:`infra.metrics.documented_metric` refuses any other."""
+    return documented_metric(
+        SAGEMAKER,
+        metric_name,
+        {"EndpointName": endpoint_name},
         statistic=statistic,
         period=Duration.minutes(1),
     )
@@ -65,7 +68,7 @@ class EndpointAutoscaling(Construct):
                 mutable=False,
             ),
         )
-        self.backlog_per_instance = sagemaker_metric("ApproximateBacklogSizePerInstance", props.endpoint_name)
+        self.backlog_per_instance = endpoint_metric("ApproximateBacklogSizePerInstance", props.endpoint_name)
         self.target_tracking = self.target.scale_to_track_metric(
             "BacklogPerInstance",
             target_value=props.backlog_target_per_instance,
@@ -87,7 +90,7 @@ class EndpointAutoscaling(Construct):
             self,
             "HasBacklogWithoutCapacity",
             alarm_description="Requests are queued while the endpoint has no instance: add one.",
-            metric=sagemaker_metric("HasBacklogWithoutCapacity", props.endpoint_name),
+            metric=endpoint_metric("HasBacklogWithoutCapacity", props.endpoint_name),
             threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             evaluation_periods=2,

@@ -10,10 +10,13 @@ Nothing here talks to AWS: no account ids, no regions, no lookups.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
+import botocore.session
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONTEXT_PREFIX = "triage:"
@@ -24,8 +27,13 @@ MAX_INVOCATION_TIMEOUT_SECONDS = 3600
 MAX_REQUEST_TTL_SECONDS = 21600
 MAX_ASYNC_PAYLOAD_MB = 1024
 
+# Lambda stops a chain of invocations caused by one event after 16 (recursive loop detection):
+# a file's dispatch runs stay below that, whichever services the chain goes through.
+MAX_DISPATCH_RUNS = 15
+# The finalization lease outlives the longest Lambda that may finalize a job by this much.
+LEASE_MARGIN_SECONDS = 60
+
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/$")
-_INSTANCE_TYPE_RE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 
 
@@ -38,7 +46,9 @@ class TriageConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, str_strip_whitespace=True)
 
-    stack_name: str = Field("TicketTriage", alias="stackName")
+    stack_name: str = Field(
+        "TicketTriage", alias="stackName", description="also the pipeline's metric namespace"
+    )
 
     # --- model and endpoint
     model_artifact: str = Field(
@@ -82,7 +92,28 @@ class TriageConfig(BaseModel):
     aggregator_timeout_seconds: int = Field(300, alias="aggregatorTimeoutSeconds", ge=10, le=900)
     dispatcher_concurrency: int = Field(5, alias="dispatcherConcurrency", ge=1, le=1000)
     aggregator_concurrency: int = Field(5, alias="aggregatorConcurrency", ge=1, le=1000)
+    dispatch_threads: int = Field(
+        8,
+        alias="dispatchThreads",
+        ge=1,
+        le=32,
+        description="chunks the dispatcher writes and invokes at once",
+    )
+    max_dispatch_runs: int = Field(
+        12,
+        alias="maxDispatchRuns",
+        ge=1,
+        le=MAX_DISPATCH_RUNS,
+        description="dispatcher runs (each up to dispatcherTimeoutSeconds) one file may take",
+    )
     lambda_memory_mb: int = Field(1024, alias="lambdaMemoryMb", ge=128, le=10240)
+    lambda_ephemeral_storage_mb: int = Field(
+        2048,
+        alias="lambdaEphemeralStorageMb",
+        ge=512,
+        le=10240,
+        description="/tmp of the Lambdas: a file's ticket-key index (~25 bytes per ticket), result spools",
+    )
     powertools_layer_version: int = Field(27, alias="powertoolsLayerVersion", ge=1)
     log_level: str = Field("INFO", alias="logLevel", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_retention_days: int = Field(30, alias="logRetentionDays")
@@ -91,6 +122,20 @@ class TriageConfig(BaseModel):
     raw_results_expiration_days: int = Field(30, alias="rawResultsExpirationDays", ge=1, le=3650)
     chunk_expiration_days: int = Field(7, alias="chunkExpirationDays", ge=1, le=3650)
     oldest_request_alarm_seconds: int = Field(1800, alias="oldestRequestAlarmSeconds", ge=60)
+    job_deadline_margin_seconds: int = Field(
+        1800,
+        alias="jobDeadlineMarginSeconds",
+        ge=0,
+        le=7 * 86400,
+        description="added to requestTtlSeconds + invocationTimeoutSeconds to give each job its deadline",
+    )
+    sweep_interval_minutes: int = Field(
+        5,
+        alias="sweepIntervalMinutes",
+        ge=1,
+        le=1440,
+        description="how often the sweeper looks for overdue jobs",
+    )
     alarm_email: str = Field("", alias="alarmEmail", pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
     @field_validator("stack_name")
@@ -103,8 +148,14 @@ class TriageConfig(BaseModel):
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, value: str) -> str:
-        if not _INSTANCE_TYPE_RE.match(value):
-            raise ValueError("must be a SageMaker instance type such as 'ml.c6i.large'")
+        known = endpoint_instance_types()
+        if value not in known:
+            close = difflib.get_close_matches(value, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else " such as 'ml.c6i.large'"
+            raise ValueError(
+                "must be a SageMaker endpoint instance type (ProductionVariantInstanceType in the SDK's "
+                f"service model){hint}"
+            )
         return value
 
     @field_validator(
@@ -166,6 +217,34 @@ class TriageConfig(BaseModel):
     def model_artifact_is_s3(self) -> bool:
         return self.model_artifact.startswith("s3://")
 
+    @property
+    def sweeper_timeout_seconds(self) -> int:
+        """The sweeper finalizes jobs like the aggregator does: the same time limit."""
+        return self.aggregator_timeout_seconds
+
+    @property
+    def finalize_lease_seconds(self) -> int:
+        """How long a finalizer owns a job: longer than any Lambda that finalizes can run (dispatcher,
+        aggregator, sweeper), so a live finalizer never loses its lease to a second one."""
+        longest = max(
+            self.dispatcher_timeout_seconds, self.aggregator_timeout_seconds, self.sweeper_timeout_seconds
+        )
+        return longest + LEASE_MARGIN_SECONDS
+
+    @property
+    def job_deadline_seconds(self) -> int:
+        """A job is overdue this long after its last InvokeEndpointAsync: the request may wait
+        ``requestTtlSeconds`` in the queue, then run ``invocationTimeoutSeconds``, then notify."""
+        return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
+
+    @property
+    def metrics_namespace(self) -> str:
+        return self.stack_name
+
+    @property
+    def instance_has_local_nvme_storage(self) -> bool:
+        return has_local_nvme_storage(self.instance_type)
+
     @classmethod
     def context_keys(cls) -> list[str]:
         """Every supported context key, with its ``triage:`` prefix."""
@@ -182,6 +261,33 @@ class TriageConfig(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, values)) from None
+
+
+@cache
+def endpoint_instance_types() -> frozenset[str]:
+    """Instance types ``CreateEndpointConfig`` accepts: the ``ProductionVariantInstanceType`` enum of
+    the SageMaker service model shipped with botocore (local data, no network)."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+# Families whose instances carry local NVMe instance-store volumes without a "d" in their name
+# (EC2 instance types guide, instance store specifications). A "d" attribute in the family name
+# (m5d, c5d, r6gd, g4dn, p4d, ...) always means instance store.
+_NVME_FAMILIES = frozenset(
+    {"dl1", "g5", "g6", "g6e", "g7", "g7e", "p5", "p5e", "p5en", "p6-b200", "p6-b300", "p6e-gb200"}
+    | {"trn1", "trn1n", "trn2"}
+)
+_D_ATTRIBUTE = re.compile(r"^[a-z]+\d+[a-z-]*d[a-z]*$")
+
+
+def has_local_nvme_storage(instance_type: str) -> bool:
+    """True for instance types with local NVMe storage, for which ``CreateEndpointConfig`` refuses a
+    ``KmsKeyId``: "You can't request a KmsKeyId when using an instance type with local storage"
+    (SageMaker API Reference, CreateEndpointConfig, KmsKeyId). Their volumes are encrypted by a
+    hardware module on the instance instead."""
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
+    return family in _NVME_FAMILIES or bool(_D_ATTRIBUTE.match(family.split("-")[0]))
 
 
 def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The jobs table: fan-out/fan-in state shared by the dispatcher and the aggregator."""
+"""The jobs table: fan-out/fan-in state shared by the dispatcher, the aggregator and the sweeper."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 TTL_ATTRIBUTE = "expires_at"
+# A sparse index of the jobs still open, by deadline: only a job's META item carries
+# ``open_jobs`` (set when the job is created, removed when it is finalized), so the sweeper
+# queries the open jobs past their deadline without scanning the table. The names are the
+# contract with ticket_pipeline.jobs (a test keeps them equal).
+OPEN_JOBS_INDEX = "OpenJobsByDeadline"
+OPEN_JOBS_PARTITION = "open_jobs"
+DEADLINE_ATTRIBUTE = "deadline"
 
 
 class JobState(Construct):
-    """On-demand table (``pk``/``sk`` strings, TTL ``expires_at``), KMS-encrypted, with PITR.
+    """On-demand table (``pk``/``sk`` strings, TTL ``expires_at``), KMS-encrypted, with PITR and the
+    open-jobs index.
 
     The rows are transient job bookkeeping that expire by TTL, so the table is deleted with the
     stack; the results themselves live in the retained output bucket.
@@ -32,4 +40,10 @@ class JobState(Construct):
             ),
             time_to_live_attribute=TTL_ATTRIBUTE,
             removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.table.add_global_secondary_index(
+            index_name=OPEN_JOBS_INDEX,
+            partition_key=dynamodb.Attribute(name=OPEN_JOBS_PARTITION, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=DEADLINE_ATTRIBUTE, type=dynamodb.AttributeType.NUMBER),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
         )

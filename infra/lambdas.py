@@ -1,12 +1,14 @@
-"""The dispatcher (fan-out) and aggregator (fan-in) Lambdas and their least-privilege roles."""
+"""The dispatcher (fan-out), aggregator (fan-in) and sweeper (deadlines) Lambdas, least privilege."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack, SymlinkFollowMode
+from aws_cdk import Duration, RemovalPolicy, Size, Stack, SymlinkFollowMode
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -47,6 +49,7 @@ class PipelineFunctionProps:
     timeout_seconds: int
     reserved_concurrency: int
     memory_mb: int
+    ephemeral_storage_mb: int
     log_retention_days: int
     powertools_layer_version: int
     extra_layers: list[lambda_.ILayerVersion] = field(default_factory=list)
@@ -102,6 +105,7 @@ class PipelineFunction(Construct):
             environment_encryption=props.key,
             timeout=Duration.seconds(props.timeout_seconds),
             memory_size=props.memory_mb,
+            ephemeral_storage_size=Size.mebibytes(props.ephemeral_storage_mb),
             reserved_concurrent_executions=props.reserved_concurrency,
             dead_letter_queue=self.dead_letter_queue,
             log_group=self.log_group,
@@ -163,19 +167,34 @@ class TicketPipelineProps:
     max_file_mb: int
     request_ttl_seconds: int
     invocation_timeout_seconds: int
+    job_deadline_margin_seconds: int
     dispatcher_timeout_seconds: int
     aggregator_timeout_seconds: int
+    sweeper_timeout_seconds: int
+    finalize_lease_seconds: int
     dispatcher_concurrency: int
     aggregator_concurrency: int
+    dispatch_threads: int
+    max_dispatch_runs: int
+    sweep_interval_minutes: int
     memory_mb: int
+    ephemeral_storage_mb: int
+    metrics_namespace: str
     log_level: str
     log_retention_days: int
     powertools_layer_version: int
 
 
+# POWERTOOLS_SERVICE_NAME of each function: the ``service`` dimension of its metrics.
+DISPATCHER_SERVICE = "ticket-dispatcher"
+AGGREGATOR_SERVICE = "ticket-aggregator"
+SWEEPER_SERVICE = "ticket-sweeper"
+
+
 class TicketPipeline(Construct):
-    """Dispatcher (``incoming/`` object created -> chunks -> async invocations) and aggregator
-    (endpoint success/error notifications -> consolidated ``results/`` -> results topic)."""
+    """Dispatcher (``incoming/`` object created -> chunks -> async invocations), aggregator
+    (endpoint success/error notifications -> consolidated ``results/`` -> results topic) and
+    sweeper (every ``sweepIntervalMinutes``: jobs past their deadline are finalized ``partial``)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, props: TicketPipelineProps) -> None:
         super().__init__(scope, construct_id)
@@ -187,6 +206,8 @@ class TicketPipeline(Construct):
             "OUTPUT_BUCKET": props.output_bucket.bucket_name,
             "RESULTS_PREFIX": props.results_prefix,
             "RESULTS_TOPIC_ARN": props.results_topic.topic_arn,
+            "FINALIZE_LEASE_SECONDS": str(props.finalize_lease_seconds),
+            "POWERTOOLS_METRICS_NAMESPACE": props.metrics_namespace,
             "LOG_LEVEL": props.log_level,
         }
 
@@ -200,10 +221,16 @@ class TicketPipeline(Construct):
                     description=description,
                     code=code,
                     key=props.key,
-                    environment={**shared_env, **env, "POWERTOOLS_SERVICE_NAME": service},
+                    environment={
+                        **shared_env,
+                        **env,
+                        "FUNCTION_TIMEOUT_SECONDS": str(timeout),
+                        "POWERTOOLS_SERVICE_NAME": service,
+                    },
                     timeout_seconds=timeout,
                     reserved_concurrency=concurrency,
                     memory_mb=props.memory_mb,
+                    ephemeral_storage_mb=props.ephemeral_storage_mb,
                     log_retention_days=props.log_retention_days,
                     powertools_layer_version=props.powertools_layer_version,
                 ),
@@ -220,10 +247,13 @@ class TicketPipeline(Construct):
                 "MAX_FILE_MB": str(props.max_file_mb),
                 "REQUEST_TTL_SECONDS": str(props.request_ttl_seconds),
                 "INVOCATION_TIMEOUT_SECONDS": str(props.invocation_timeout_seconds),
+                "JOB_DEADLINE_MARGIN_SECONDS": str(props.job_deadline_margin_seconds),
+                "DISPATCH_THREADS": str(props.dispatch_threads),
+                "MAX_DISPATCH_RUNS": str(props.max_dispatch_runs),
             },
             props.dispatcher_timeout_seconds,
             props.dispatcher_concurrency,
-            "ticket-dispatcher",
+            DISPATCHER_SERVICE,
         )
         self.aggregator = function(
             "Aggregator",
@@ -232,45 +262,84 @@ class TicketPipeline(Construct):
             {},
             props.aggregator_timeout_seconds,
             props.aggregator_concurrency,
-            "ticket-aggregator",
+            AGGREGATOR_SERVICE,
         )
+        self.sweeper = function(
+            "Sweeper",
+            "ticket_pipeline.sweeper.handler",
+            "Ticket triage: finalize jobs past their deadline as partial (notifications that never came)",
+            {},
+            props.sweeper_timeout_seconds,
+            1,  # one sweep at a time (the finalization lease makes a second one harmless anyway)
+            SWEEPER_SERVICE,
+        )
+        self.functions = {
+            "Dispatcher": self.dispatcher,
+            "Aggregator": self.aggregator,
+            "Sweeper": self.sweeper,
+        }
 
         # --- dispatcher: read incoming/, write chunks/, invoke this endpoint, job rows.
         # It finalizes a job itself when nothing reached the endpoint (every record or every
         # submission rejected), so it reads and writes results/ and reads the raw async outputs.
         dispatcher = self.dispatcher.function
-        props.input_bucket.grant_read(dispatcher, f"{props.input_prefix}*")
+        props.input_bucket.grant_read(
+            dispatcher, f"{props.input_prefix}*"
+        )  # s3:GetObject* = + GetObjectVersion
         props.input_bucket.grant_put(dispatcher, f"{props.chunk_prefix}*")
         props.endpoint.grant_invoke_async(dispatcher)
-        props.table.grant_read_write_data(dispatcher)
-        props.output_bucket.grant_read(dispatcher, f"{props.results_prefix}*")
-        props.output_bucket.grant_put(dispatcher, f"{props.results_prefix}*")
-        props.output_bucket.grant_read(dispatcher, f"{props.async_results_prefix}*")
-        props.output_bucket.grant_read(dispatcher, f"{props.async_failures_prefix}*")
-        props.results_topic.grant_publish(dispatcher)
+        self._grant_finalize(self.dispatcher, props)
         props.input_bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(dispatcher),
             s3.NotificationKeyFilter(prefix=props.input_prefix),
         )
+        # A file that needs more than one run continues in the next: the dispatcher invokes itself
+        # asynchronously with its position. A policy of its own (not the role's default policy, on
+        # which the function depends) so the template has no dependency cycle.
+        self.dispatcher_self_invoke = iam.Policy(
+            self,
+            "DispatcherSelfInvoke",
+            statements=[
+                iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[dispatcher.function_arn])
+            ],
+            roles=[self.dispatcher.role],
+        )
 
         # --- aggregator: read raw async outputs, read results/ (the dispatcher's rejected
         # records) and write the consolidated files there, job rows, notify.
         aggregator = self.aggregator.function
-        props.output_bucket.grant_read(aggregator, f"{props.async_results_prefix}*")
-        props.output_bucket.grant_read(aggregator, f"{props.async_failures_prefix}*")
-        props.output_bucket.grant_read(aggregator, f"{props.results_prefix}*")
-        props.output_bucket.grant_put(aggregator, f"{props.results_prefix}*")
-        props.table.grant_read_write_data(aggregator)
-        props.results_topic.grant_publish(aggregator)
+        self._grant_finalize(self.aggregator, props)
         props.success_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
         props.error_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
 
+        # --- sweeper: the same rights as the aggregator (it finalizes), on a schedule.
+        self._grant_finalize(self.sweeper, props)
+        self.sweep_schedule = events.Rule(
+            self,
+            "SweepSchedule",
+            description="Ticket triage: look for jobs past their deadline",
+            schedule=events.Schedule.rate(Duration.minutes(props.sweep_interval_minutes)),
+            targets=[targets.LambdaFunction(self.sweeper.function)],
+        )
+
         self._acknowledge(props)
+
+    @staticmethod
+    def _grant_finalize(fn: PipelineFunction, props: TicketPipelineProps) -> None:
+        """What finalizing a job takes: job rows, the raw async outputs, results/ read and write,
+        the results topic."""
+        props.table.grant_read_write_data(fn.function)
+        props.output_bucket.grant_read(fn.function, f"{props.async_results_prefix}*")
+        props.output_bucket.grant_read(fn.function, f"{props.async_failures_prefix}*")
+        props.output_bucket.grant_read(fn.function, f"{props.results_prefix}*")
+        props.output_bucket.grant_put(fn.function, f"{props.results_prefix}*")
+        props.results_topic.grant_publish(fn.function)
 
     def _acknowledge(self, props: TicketPipelineProps) -> None:
         input_bucket = props.input_bucket.node.default_child
         output_bucket = props.output_bucket.node.default_child
+        table = props.table.node.default_child
         common = {
             "Action::s3:GetObject*": "grant_read, limited to the prefixes this function reads.",
             "Action::s3:GetBucket*": "grant_read: bucket metadata of the buckets this function reads.",
@@ -288,6 +357,10 @@ class TicketPipeline(Construct):
             arn_finding(output_bucket, f"/{props.async_failures_prefix}*"): (
                 "Reads the endpoint's failure reports, only under the failures prefix."
             ),
+            arn_finding(table, "/index/*"): (
+                "grant_read_write_data on the jobs table includes its indexes: the open-jobs index the "
+                "sweeper queries for overdue jobs."
+            ),
         }
         dispatcher = {
             **common,
@@ -298,8 +371,11 @@ class TicketPipeline(Construct):
                 "The dispatcher writes the chunk objects it creates, only under the chunk prefix."
             ),
         }
-        aggregator = common
-        for fn, findings in ((self.dispatcher, dispatcher), (self.aggregator, aggregator)):
+        for fn, findings in (
+            (self.dispatcher, dispatcher),
+            (self.aggregator, common),
+            (self.sweeper, common),
+        ):
             policy = fn.role.node.find_child("DefaultPolicy").node.default_child
             for finding, reason in findings.items():
                 acknowledge(policy, f"AwsSolutions-IAM5[{finding}]", reason)

@@ -1,26 +1,37 @@
-"""Alarms (to the alarm topic) and one dashboard for the whole pipeline."""
+"""Alarms (to the alarm topic, which CloudWatch may publish to) and one dashboard for the pipeline.
+
+Every metric comes from :func:`infra.metrics.documented_metric`, so each alarm and widget uses
+the dimension set AWS publishes the metric with. The README's runbook lists every alarm built
+here: what it means and what to do.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.autoscaling import sagemaker_metric
+from infra.autoscaling import endpoint_metric
 from infra.lambdas import PipelineFunction
+from infra.metrics import LAMBDA, SAGEMAKER, SAGEMAKER_ENDPOINTS, SQS, documented_metric
+
+FIVE_MINUTES = Duration.minutes(5)
 
 
 @dataclass(frozen=True)
 class MonitoringProps:
     endpoint_name: str
     variant_name: str
-    dispatcher: PipelineFunction
-    aggregator: PipelineFunction
+    functions: Mapping[str, PipelineFunction]  # "Dispatcher", "Aggregator", "Sweeper"
+    services: Mapping[str, str]  # the same keys -> POWERTOOLS_SERVICE_NAME (the metrics' dimension)
+    metrics_namespace: str
     alarm_topic: sns.ITopic
     oldest_request_alarm_seconds: int
     alarm_email: str
@@ -30,21 +41,41 @@ class MonitoringProps:
 class Monitoring(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, props: MonitoringProps) -> None:
         super().__init__(scope, construct_id)
-        name = props.endpoint_name
-        variant_dims = {"EndpointName": name, "VariantName": props.variant_name}
-        five_minutes = Duration.minutes(5)
+        self.props = props
+        endpoint = {"EndpointName": props.endpoint_name}
+        variant = {"EndpointName": props.endpoint_name, "VariantName": props.variant_name}
         if props.alarm_email:
             props.alarm_topic.add_subscription(subscriptions.EmailSubscription(props.alarm_email))
 
-        oldest_request = sagemaker_metric("ApproximateAgeOfOldestRequest", name, "Maximum")
-        invocation_failures = sagemaker_metric("InvocationFailures", name, "Sum").with_(period=five_minutes)
-        errors_5xx = cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name="Invocation5XXErrors",
-            dimensions_map=variant_dims,
-            statistic="Sum",
-            period=five_minutes,
-        )
+        def sagemaker(name: str, statistic: str = "Sum", label: str | None = None) -> cloudwatch.Metric:
+            dims = endpoint if name.startswith(("Approximate", "HasBacklog")) else variant
+            return documented_metric(
+                SAGEMAKER, name, dims, statistic=statistic, period=FIVE_MINUTES, label=label
+            )
+
+        def lambda_metric(fn_id: str, name: str, label: str | None = None) -> cloudwatch.Metric:
+            fn = props.functions[fn_id].function
+            return documented_metric(
+                LAMBDA,
+                name,
+                {"FunctionName": fn.function_name},
+                statistic="Sum",
+                period=FIVE_MINUTES,
+                label=label,
+            )
+
+        def dead_letters(fn_id: str, label: str | None = None) -> cloudwatch.Metric:
+            queue = props.functions[fn_id].dead_letter_queue
+            return documented_metric(
+                SQS,
+                "ApproximateNumberOfMessagesVisible",
+                {"QueueName": queue.queue_name},
+                statistic="Maximum",
+                period=FIVE_MINUTES,
+                label=label,
+            )
+
+        oldest_request = endpoint_metric("ApproximateAgeOfOldestRequest", props.endpoint_name, "Maximum")
         action = cw_actions.SnsAction(props.alarm_topic)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
 
@@ -73,40 +104,78 @@ class Monitoring(Construct):
             "(or cannot scale out from zero).",
             periods=3,
         )
-        alarm("InvocationFailures", invocation_failures, 1, "Async invocations failed (see async-failures/).")
-        alarm("Invocation5xx", errors_5xx, 1, "The model container returned 5xx errors.")
         alarm(
-            "AggregatorErrors",
-            props.aggregator.function.metric_errors(period=five_minutes, statistic="Sum"),
+            "InvocationFailures",
+            sagemaker("InvocationFailures"),
             1,
-            "The aggregator Lambda failed: results of some input files may be late or missing.",
+            "Async invocations failed (see async-failures/).",
         )
         alarm(
-            "DispatcherErrors",
-            props.dispatcher.function.metric_errors(period=five_minutes, statistic="Sum"),
-            1,
-            "The dispatcher Lambda failed: some input files were not submitted.",
+            "Invocation5xx", sagemaker("Invocation5XXErrors"), 1, "The model container returned 5xx errors."
         )
-        for fn_id, fn in (("Dispatcher", props.dispatcher), ("Aggregator", props.aggregator)):
+        alarm(
+            "NotificationFailures",
+            sagemaker("NotificationFailures"),
+            1,
+            "SageMaker could not publish success/error notifications: the jobs concerned wait for their "
+            "deadline and are then finalized partial by the sweeper.",
+        )
+        for fn_id, effect in (
+            ("Dispatcher", "some input files were not submitted yet"),
+            ("Aggregator", "results of some input files may be late"),
+            ("Sweeper", "overdue jobs are not being finalized"),
+        ):
+            alarm(
+                f"{fn_id}Errors",
+                lambda_metric(fn_id, "Errors"),
+                1,
+                f"The {fn_id.lower()} Lambda failed: {effect}.",
+            )
             alarm(
                 f"{fn_id}DeadLetters",
-                fn.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                    period=five_minutes, statistic="Maximum"
-                ),
+                dead_letters(fn_id),
                 1,
-                f"Events the {fn_id.lower()} gave up on are waiting in its dead-letter queue.",
+                f"Events the {fn_id.lower()} gave up on are waiting in its dead-letter queue: replay them "
+                "with `make redrive` once the cause is fixed.",
             )
+            alarm(
+                f"{fn_id}DeadLetterErrors",
+                lambda_metric(fn_id, "DeadLetterErrors"),
+                1,
+                f"Lambda could not put a failed {fn_id.lower()} event into its dead-letter queue: "
+                "the event is lost.",
+            )
+        alarm(
+            "OverdueJobs",
+            self._pipeline_metric("Sweeper", "OverdueJobs"),
+            1,
+            "Jobs passed their deadline without all notifications and were finalized partial by the sweeper.",
+        )
+        alarm(
+            "InvalidNotifications",
+            self._pipeline_metric("Aggregator", "InvalidNotifications"),
+            1,
+            "Messages on the success/error topics that are not SageMaker async notifications.",
+        )
+        alarm(
+            "UnknownNotifications",
+            self._pipeline_metric("Aggregator", "UnknownNotifications"),
+            1,
+            "SageMaker notifications for inference ids or chunks this pipeline has no job for.",
+        )
+        self._allow_cloudwatch_to_publish(props.alarm_topic)
 
-        backlog = sagemaker_metric("ApproximateBacklogSize", name)
-        backlog_per_instance = sagemaker_metric("ApproximateBacklogSizePerInstance", name)
+        backlog = endpoint_metric("ApproximateBacklogSize", props.endpoint_name)
+        backlog_per_instance = endpoint_metric("ApproximateBacklogSizePerInstance", props.endpoint_name)
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard", dashboard_name=props.dashboard_name, default_interval=Duration.hours(6)
         )
+        count = self._pipeline_metric
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Backlog (queued async requests)",
                 left=[backlog, backlog_per_instance],
-                right=[sagemaker_metric("HasBacklogWithoutCapacity", name, "Maximum")],
+                right=[endpoint_metric("HasBacklogWithoutCapacity", props.endpoint_name, "Maximum")],
                 width=12,
             ),
             cloudwatch.GraphWidget(
@@ -120,48 +189,110 @@ class Monitoring(Construct):
                     )
                 ],
                 right=[
-                    cloudwatch.Metric(
-                        namespace="/aws/sagemaker/Endpoints",
-                        metric_name="CPUUtilization",
-                        dimensions_map=variant_dims,
-                        statistic="Average",
-                    )
+                    documented_metric(SAGEMAKER_ENDPOINTS, "CPUUtilization", variant, statistic="Average")
                 ],
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="Latency",
                 left=[
-                    cloudwatch.Metric(
-                        namespace="AWS/SageMaker",
-                        metric_name="ModelLatency",
-                        dimensions_map=variant_dims,
-                        statistic="p90",
-                        label="model latency p90 (µs)",
+                    documented_metric(
+                        SAGEMAKER, "ModelLatency", variant, statistic="p90", label="model latency p90 (µs)"
                     )
                 ],
                 right=[
-                    sagemaker_metric("TimeInBacklog", name, "p90").with_(label="time in backlog p90 (ms)"),
+                    documented_metric(
+                        SAGEMAKER, "TimeInBacklog", variant, statistic="p90", label="time in backlog p90 (µs)"
+                    ),
                     oldest_request.with_(label="oldest request age (s)"),
                 ],
                 width=12,
             ),
             cloudwatch.GraphWidget(
-                title="Errors",
+                title="Endpoint errors",
                 left=[
-                    invocation_failures,
-                    errors_5xx,
-                    props.dispatcher.function.metric_errors(statistic="Sum", label="dispatcher errors"),
-                    props.aggregator.function.metric_errors(statistic="Sum", label="aggregator errors"),
+                    sagemaker("InvocationFailures"),
+                    sagemaker("Invocation5XXErrors"),
+                    sagemaker("ExpiredRequests"),
                 ],
                 right=[
-                    props.dispatcher.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                        label="dispatcher DLQ"
-                    ),
-                    props.aggregator.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                        label="aggregator DLQ"
-                    ),
+                    sagemaker("NotificationFailures"),
+                    sagemaker("RequestDownloadFailures"),
+                    sagemaker("ResponseUploadFailures"),
                 ],
                 width=12,
             ),
+            cloudwatch.GraphWidget(
+                title="Files and tickets in",
+                left=[
+                    count("Dispatcher", "FilesReceived"),
+                    count("Dispatcher", "WholeFileFailures"),
+                    count("Dispatcher", "ChunksSubmitted"),
+                    count("Dispatcher", "ChunksRejectedByEndpoint"),
+                    count("Dispatcher", "DispatchContinuations"),
+                ],
+                right=[count("Dispatcher", "TicketsDispatched"), count("Dispatcher", "RecordsRejected")],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Results out",
+                left=[
+                    count("Aggregator", "ResultsPublished", "results (aggregator)"),
+                    count("Dispatcher", "ResultsPublished", "results (dispatcher)"),
+                    count("Sweeper", "ResultsPublished", "results (sweeper)"),
+                    count("Sweeper", "OverdueJobs"),
+                ],
+                right=[
+                    count("Aggregator", "TicketsSucceeded"),
+                    count("Aggregator", "TicketsFailed"),
+                    count("Sweeper", "TicketsFailed", "tickets failed (overdue jobs)"),
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Notifications the aggregator did not record",
+                left=[
+                    count("Aggregator", "InvalidNotifications"),
+                    count("Aggregator", "UnknownNotifications"),
+                    count("Aggregator", "LateNotifications"),
+                    count("Aggregator", "DuplicateNotifications"),
+                ],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Lambda errors and dead letters",
+                left=[lambda_metric(fn_id, "Errors", f"{fn_id.lower()} errors") for fn_id in props.functions],
+                right=[dead_letters(fn_id, f"{fn_id.lower()} DLQ") for fn_id in props.functions],
+                width=12,
+            ),
+        )
+
+    def _pipeline_metric(self, fn_id: str, name: str, label: str | None = None) -> cloudwatch.Metric:
+        """A count the pipeline publishes itself (Powertools EMF), by the function that counts it."""
+        return documented_metric(
+            self.props.metrics_namespace,
+            name,
+            {"service": self.props.services[fn_id]},
+            statistic="Sum",
+            period=FIVE_MINUTES,
+            label=label,
+            pipeline_namespace=self.props.metrics_namespace,
+        )
+
+    def _allow_cloudwatch_to_publish(self, topic: sns.ITopic) -> None:
+        """CloudWatch publishes alarm notifications as the service principal, which the topic policy
+        must allow (``enforce_ssl`` replaced SNS's default policy): for this account's alarms only
+        (Amazon SNS Developer Guide, "Example cases for Amazon SNS access control" and "Enable
+        compatibility between event sources from AWS services and encrypted topics")."""
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": [a.alarm_arn for a in self.alarms.values()]},
+                },
+            )
         )

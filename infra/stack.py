@@ -11,7 +11,13 @@ from infra.async_endpoint import VARIANT_NAME, AsyncInferenceEndpoint, AsyncInfe
 from infra.autoscaling import EndpointAutoscaling, EndpointAutoscalingProps
 from infra.config import TriageConfig
 from infra.job_state import JobState
-from infra.lambdas import TicketPipeline, TicketPipelineProps
+from infra.lambdas import (
+    AGGREGATOR_SERVICE,
+    DISPATCHER_SERVICE,
+    SWEEPER_SERVICE,
+    TicketPipeline,
+    TicketPipelineProps,
+)
 from infra.model import ModelArtifactSource, container_image
 from infra.monitoring import Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
@@ -124,11 +130,19 @@ class TicketTriageStack(Stack):
                 max_file_mb=c.max_file_mb,
                 request_ttl_seconds=c.request_ttl_seconds,
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
+                job_deadline_margin_seconds=c.job_deadline_margin_seconds,
                 dispatcher_timeout_seconds=c.dispatcher_timeout_seconds,
                 aggregator_timeout_seconds=c.aggregator_timeout_seconds,
+                sweeper_timeout_seconds=c.sweeper_timeout_seconds,
+                finalize_lease_seconds=c.finalize_lease_seconds,
                 dispatcher_concurrency=c.dispatcher_concurrency,
                 aggregator_concurrency=c.aggregator_concurrency,
+                dispatch_threads=c.dispatch_threads,
+                max_dispatch_runs=c.max_dispatch_runs,
+                sweep_interval_minutes=c.sweep_interval_minutes,
                 memory_mb=c.lambda_memory_mb,
+                ephemeral_storage_mb=c.lambda_ephemeral_storage_mb,
+                metrics_namespace=c.metrics_namespace,
                 log_level=c.log_level,
                 log_retention_days=c.log_retention_days,
                 powertools_layer_version=c.powertools_layer_version,
@@ -140,8 +154,13 @@ class TicketTriageStack(Stack):
             props=MonitoringProps(
                 endpoint_name=self.inference.endpoint_name,
                 variant_name=VARIANT_NAME,
-                dispatcher=self.pipeline.dispatcher,
-                aggregator=self.pipeline.aggregator,
+                functions=self.pipeline.functions,
+                services={
+                    "Dispatcher": DISPATCHER_SERVICE,
+                    "Aggregator": AGGREGATOR_SERVICE,
+                    "Sweeper": SWEEPER_SERVICE,
+                },
+                metrics_namespace=c.metrics_namespace,
                 alarm_topic=self.notifications.alarm_topic,
                 oldest_request_alarm_seconds=c.oldest_request_alarm_seconds,
                 alarm_email=c.alarm_email,
@@ -186,7 +205,19 @@ class TicketTriageStack(Stack):
             "ResultsTopicArn": (self.notifications.results_topic.topic_arn, "one message per completed file"),
             "AlarmTopicArn": (self.notifications.alarm_topic.topic_arn, "subscribe to get the alarms"),
             "EndpointName": (self.inference.endpoint_name, "the async SageMaker endpoint"),
-            "JobsTableName": (self.job_state.table.table_name, "dispatcher/aggregator job state"),
+            "JobsTableName": (self.job_state.table.table_name, "dispatcher/aggregator/sweeper job state"),
+            "DashboardName": (
+                self.monitoring.dashboard.dashboard_name,
+                "CloudWatch dashboard of the pipeline",
+            ),
         }
+        # What `make redrive` (python -m ticket_pipeline.redrive --stack <name>) reads: each
+        # function and the dead-letter queue of its failed asynchronous events.
+        for fn_id, fn in self.pipeline.functions.items():
+            outputs[f"{fn_id}FunctionName"] = (fn.function.function_name, f"the {fn_id.lower()} Lambda")
+            outputs[f"{fn_id}DeadLetterQueueUrl"] = (
+                fn.dead_letter_queue.queue_url,
+                f"events the {fn_id.lower()} gave up on (replay: make redrive)",
+            )
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

@@ -63,6 +63,11 @@ def _repo_root_for_synth(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stack(synth: Synth):
+    return synth.stack
+
+
+@pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     from infra.application import build_app
     from infra.model import placeholder_tarball

@@ -41,7 +41,10 @@ def test_context_keys_without_the_prefix_are_ignored() -> None:
         ({"triage:maxCapacity": "0"}, "triage:maxCapacity='0': Input should be greater than or equal to 1"),
         ({"triage:minCapacity": 3, "triage:maxCapacity": 2}, "minCapacity (3) exceeds maxCapacity (2)"),
         ({"triage:reviewThreshold": 1.5}, "triage:reviewThreshold=1.5"),
-        ({"triage:instanceType": "c6i.large"}, "SageMaker instance type"),
+        ({"triage:instanceType": "c6i.large"}, "SageMaker endpoint instance type"),
+        ({"triage:instanceType": "ml.c6i.lrge"}, "did you mean ml.c6i.large"),
+        ({"triage:instanceType": "ml.c7i.huge"}, "ProductionVariantInstanceType"),
+        ({"triage:maxDispatchRuns": 16}, "triage:maxDispatchRuns=16"),
         ({"triage:inputPrefix": "/incoming"}, "triage:inputPrefix='/incoming': must be an S3 key prefix"),
         ({"triage:chunkPrefix": "incoming/chunks/"}, "chunkPrefix ('incoming/chunks/') and inputPrefix"),
         ({"triage:resultsPrefix": "async-results/"}, "overlap"),
@@ -80,3 +83,70 @@ def test_the_config_is_immutable() -> None:
     config = TriageConfig()
     with pytest.raises(ValueError):
         config.max_capacity = 10  # type: ignore[misc]
+
+
+def test_instance_types_are_checked_against_the_sdks_list_of_endpoint_instance_types() -> None:
+    import botocore.session
+
+    from infra.config import endpoint_instance_types
+
+    enum = (
+        botocore.session.get_session()
+        .get_service_model("sagemaker")
+        .shape_for("ProductionVariantInstanceType")
+    )
+    assert endpoint_instance_types() == frozenset(enum.enum)
+    assert TriageConfig.from_context({"triage:instanceType": "ml.g5.xlarge"}).instance_type == "ml.g5.xlarge"
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "nvme"),
+    [
+        # the instance types the CreateEndpointConfig KmsKeyId text is about: local NVMe storage
+        ("ml.g4dn.xlarge", True),
+        ("ml.g5.2xlarge", True),
+        ("ml.m5d.large", True),
+        ("ml.c5d.xlarge", True),
+        ("ml.p4d.24xlarge", True),
+        ("ml.r6gd.large", True),
+        ("ml.trn1.2xlarge", True),
+        # EBS-only instance types
+        ("ml.c6i.large", False),
+        ("ml.c5.xlarge", False),
+        ("ml.m5.large", False),
+        ("ml.c6gn.large", False),
+        ("ml.inf2.xlarge", False),
+        ("ml.p3.2xlarge", False),
+        ("ml.t2.medium", False),
+    ],
+)
+def test_instance_types_with_local_nvme_storage_are_recognised(instance_type: str, nvme: bool) -> None:
+    from infra.config import has_local_nvme_storage
+
+    assert has_local_nvme_storage(instance_type) is nvme
+
+
+def test_the_nvme_families_listed_by_hand_are_real_endpoint_instance_families() -> None:
+    from infra.config import _NVME_FAMILIES, endpoint_instance_types
+
+    families = {t.split(".")[1] for t in endpoint_instance_types()}
+    assert families >= _NVME_FAMILIES
+
+
+def test_the_finalization_lease_is_derived_from_the_longest_finalizer_timeout() -> None:
+    assert TriageConfig().finalize_lease_seconds == 300 + 60
+    config = TriageConfig.from_context({"triage:aggregatorTimeoutSeconds": 900})
+    assert config.finalize_lease_seconds == 960 and config.sweeper_timeout_seconds == 900
+    config = TriageConfig.from_context({"triage:dispatcherTimeoutSeconds": 600})
+    assert config.finalize_lease_seconds == 660
+
+
+def test_the_job_deadline_is_ttl_plus_invocation_timeout_plus_margin() -> None:
+    config = TriageConfig.from_context(
+        {
+            "triage:requestTtlSeconds": 3600,
+            "triage:invocationTimeoutSeconds": 900,
+            "triage:jobDeadlineMarginSeconds": 600,
+        }
+    )
+    assert config.job_deadline_seconds == 3600 + 900 + 600

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
+from infra_helpers import REPO_ROOT
 
 ROLE_POLICY = "AWS::IAM::Policy"
 
@@ -65,11 +66,6 @@ def denies_insecure_transport(policy_document: dict[str, Any]) -> bool:
 @pytest.fixture(scope="module")
 def template(synth) -> Template:
     return Template.from_json(synth.template)
-
-
-@pytest.fixture(scope="module")
-def stack(synth):
-    return synth.stack
 
 
 # --- storage ---------------------------------------------------------------------------------------
@@ -150,7 +146,7 @@ def test_jobs_table_is_on_demand_kms_encrypted_with_pitr_and_the_agreed_key_sche
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    assert props["AttributeDefinitions"] == [
+    assert props["AttributeDefinitions"][:2] == [
         {"AttributeName": "pk", "AttributeType": "S"},
         {"AttributeName": "sk", "AttributeType": "S"},
     ]
@@ -165,7 +161,7 @@ def test_jobs_table_is_on_demand_kms_encrypted_with_pitr_and_the_agreed_key_sche
 
 def test_queues_are_kms_encrypted_and_reject_requests_without_tls(synth, stack) -> None:
     queues = synth.of_type("AWS::SQS::Queue")
-    assert len(queues) == 2
+    assert len(queues) == 3  # the dead-letter queues of the dispatcher, aggregator and sweeper
     for queue in queues.values():
         assert queue["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
     protected = [
@@ -173,7 +169,24 @@ def test_queues_are_kms_encrypted_and_reject_requests_without_tls(synth, stack) 
         for p in synth.of_type("AWS::SQS::QueuePolicy").values()
         if denies_insecure_transport(p["Properties"]["PolicyDocument"])
     ]
-    assert len(protected) == 2
+    assert len(protected) == 3
+
+
+def test_jobs_table_has_a_sparse_index_of_open_jobs_by_deadline_named_as_the_code_queries_it(
+    synth, stack
+) -> None:
+    from ticket_pipeline import jobs
+
+    props = synth.properties(stack.job_state.table)
+    (index,) = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == jobs.OPEN_JOBS_INDEX
+    assert index["KeySchema"] == [
+        {"AttributeName": jobs.OPEN_JOBS_PARTITION, "KeyType": "HASH"},
+        {"AttributeName": jobs.DEADLINE_ATTRIBUTE, "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types[jobs.OPEN_JOBS_PARTITION] == "S" and types[jobs.DEADLINE_ATTRIBUTE] == "N"
 
 
 # --- model and endpoint ----------------------------------------------------------------------------
@@ -327,39 +340,40 @@ def test_a_backlog_without_capacity_alarm_steps_the_endpoint_up_from_zero(synth,
 
 # --- Lambdas ---------------------------------------------------------------------------------------
 
-DISPATCHER_ENV = {
-    "ENDPOINT_NAME",
-    "JOBS_TABLE",
-    "CHUNK_PREFIX",
-    "CHUNK_SIZE",
-    "MAX_FILE_MB",
-    "REQUEST_TTL_SECONDS",
-    "INVOCATION_TIMEOUT_SECONDS",
-    "OUTPUT_BUCKET",
-    "RESULTS_PREFIX",
-    "RESULTS_TOPIC_ARN",
-    "POWERTOOLS_SERVICE_NAME",
-    "LOG_LEVEL",
-}
 AGGREGATOR_ENV = {
     "JOBS_TABLE",
     "OUTPUT_BUCKET",
     "RESULTS_PREFIX",
     "RESULTS_TOPIC_ARN",
+    "FINALIZE_LEASE_SECONDS",
+    "FUNCTION_TIMEOUT_SECONDS",
+    "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_SERVICE_NAME",
     "LOG_LEVEL",
+}
+DISPATCHER_ENV = AGGREGATOR_ENV | {
+    "ENDPOINT_NAME",
+    "CHUNK_PREFIX",
+    "CHUNK_SIZE",
+    "MAX_FILE_MB",
+    "REQUEST_TTL_SECONDS",
+    "INVOCATION_TIMEOUT_SECONDS",
+    "JOB_DEADLINE_MARGIN_SECONDS",
+    "DISPATCH_THREADS",
+    "MAX_DISPATCH_RUNS",
 }
 
 
 @pytest.mark.parametrize(
-    ("name", "handler", "env_keys", "timeout"),
+    ("name", "handler", "env_keys", "timeout", "concurrency"),
     [
-        ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300),
-        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 300),
+        ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300, 5),
+        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 300, 5),
+        ("sweeper", "ticket_pipeline.sweeper.handler", AGGREGATOR_ENV, 300, 1),
     ],
 )
 def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_group(
-    synth, stack, name, handler, env_keys, timeout
+    synth, stack, name, handler, env_keys, timeout, concurrency
 ) -> None:
     fn = getattr(stack.pipeline, name)
     props = synth.properties(fn.function)
@@ -367,7 +381,9 @@ def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_gro
     assert props["Runtime"] in ("python3.12", "python3.13")
     assert set(props["Environment"]["Variables"]) == env_keys
     assert props["Timeout"] == timeout
-    assert props["ReservedConcurrentExecutions"] == 5
+    assert props["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"] == str(timeout)
+    assert props["ReservedConcurrentExecutions"] == concurrency
+    assert props["EphemeralStorage"] == {"Size": 2048}
     assert props["DeadLetterConfig"] == {"TargetArn": arn(synth, fn.dead_letter_queue)}
     assert props["Role"] == arn(synth, fn.role)
     assert props["LoggingConfig"] == {"LogGroup": ref(synth, fn.log_group)}
@@ -390,6 +406,62 @@ def test_dispatcher_env_points_at_this_endpoint_table_bucket_and_topic(synth, st
     assert (env["CHUNK_PREFIX"], env["RESULTS_PREFIX"]) == ("chunks/", "results/")
     assert (env["CHUNK_SIZE"], env["MAX_FILE_MB"]) == ("500", "1024")
     assert (env["REQUEST_TTL_SECONDS"], env["INVOCATION_TIMEOUT_SECONDS"]) == ("21600", "3600")
+    assert (env["JOB_DEADLINE_MARGIN_SECONDS"], env["DISPATCH_THREADS"], env["MAX_DISPATCH_RUNS"]) == (
+        "1800",
+        "8",
+        "12",
+    )
+
+
+def test_the_finalization_lease_outlives_every_function_that_finalizes(synth, stack) -> None:
+    """Dispatcher, aggregator and sweeper all finalize jobs: the lease they share must be longer
+    than the longest of their timeouts, or a second finalizer takes over a live one."""
+    functions = [synth.properties(fn.function) for fn in stack.pipeline.functions.values()]
+    leases = {int(f["Environment"]["Variables"]["FINALIZE_LEASE_SECONDS"]) for f in functions}
+    assert leases == {max(f["Timeout"] for f in functions) + 60}
+
+
+def test_the_lambda_settings_accept_the_environment_the_stack_gives_each_function(synth, stack) -> None:
+    from ticket_pipeline.settings import AggregatorSettings, DispatcherSettings, SweeperSettings
+
+    placeholders = {
+        "JOBS_TABLE": "jobs-table",
+        "OUTPUT_BUCKET": "output-bucket",
+        "RESULTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:results",
+        "ENDPOINT_NAME": "endpoint",
+    }
+    for fn, settings_class in (
+        (stack.pipeline.dispatcher, DispatcherSettings),
+        (stack.pipeline.aggregator, AggregatorSettings),
+        (stack.pipeline.sweeper, SweeperSettings),
+    ):
+        env = synth.properties(fn.function)["Environment"]["Variables"]
+        resolved = {k: v if isinstance(v, str) else placeholders[k] for k, v in env.items()}
+        settings = settings_class.from_env(resolved)
+        assert settings.finalize_lease_seconds > settings.function_timeout_seconds
+
+
+def test_the_dispatcher_may_invoke_itself_to_continue_a_long_file_and_nothing_else(synth, stack) -> None:
+    statements = statements_of_role(synth, stack.pipeline.dispatcher.role)
+    (invoke,) = statements_with(statements, "lambda:InvokeFunction")
+    assert invoke["Resource"] == arn(synth, stack.pipeline.dispatcher.function)
+    for fn in (stack.pipeline.aggregator, stack.pipeline.sweeper):
+        assert not statements_with(statements_of_role(synth, fn.role), "lambda:InvokeFunction")
+
+
+def test_the_sweeper_runs_on_a_schedule(synth, stack) -> None:
+    rule = synth.properties(stack.pipeline.sweep_schedule)
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    assert rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == arn(synth, stack.pipeline.sweeper.function)
+    permissions = [
+        p["Properties"]
+        for p in synth.of_type("AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == arn(synth, stack.pipeline.sweeper.function)
+    ]
+    assert [p["Principal"] for p in permissions] == ["events.amazonaws.com"]
+    assert permissions[0]["SourceArn"] == arn(synth, stack.pipeline.sweep_schedule)
 
 
 def test_dispatcher_is_triggered_by_objects_created_under_the_input_prefix_only(synth, stack) -> None:
@@ -450,8 +522,11 @@ def test_dispatcher_reads_incoming_and_outputs_writes_chunks_and_results_only(sy
     assert arn(synth, stack.job_state.table) in as_list(table_statements[0]["Resource"])
 
 
-def test_aggregator_reads_async_outputs_and_results_writes_results_and_cannot_invoke(synth, stack) -> None:
-    statements = statements_of_role(synth, stack.pipeline.aggregator.role)
+@pytest.mark.parametrize("name", ["aggregator", "sweeper"])
+def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invoke(
+    synth, stack, name
+) -> None:
+    statements = statements_of_role(synth, getattr(stack.pipeline, name).role)
     actions = actions_of(statements)
     assert not {a for a in actions if a.startswith("sagemaker:")}
     output_arn = arn(synth, stack.storage.output_bucket)
@@ -474,36 +549,93 @@ def test_aggregator_reads_async_outputs_and_results_writes_results_and_cannot_in
 
 
 def test_lambda_roles_have_no_managed_policies(synth, stack) -> None:
-    for fn in (stack.pipeline.dispatcher, stack.pipeline.aggregator):
+    for fn in stack.pipeline.functions.values():
         assert "ManagedPolicyArns" not in synth.properties(fn.role)
 
 
 # --- operations ------------------------------------------------------------------------------------
 
 
-def test_alarms_watch_request_age_failures_lambda_errors_and_dlqs_and_notify_the_alarm_topic(
-    synth, stack
-) -> None:
-    alarm_topic = ref(synth, stack.notifications.alarm_topic)
-    alarms = stack.monitoring.alarms
-    watched = {}
-    for alarm_id, alarm in alarms.items():
-        props = synth.properties(alarm)
-        assert props["AlarmActions"] == [alarm_topic], alarm_id
-        watched[alarm_id] = (props["Namespace"], props["MetricName"])
-    assert watched["OldestRequestAge"] == ("AWS/SageMaker", "ApproximateAgeOfOldestRequest")
-    assert watched["InvocationFailures"] == ("AWS/SageMaker", "InvocationFailures")
-    assert watched["Invocation5xx"] == ("AWS/SageMaker", "Invocation5XXErrors")
-    assert watched["AggregatorErrors"] == ("AWS/Lambda", "Errors")
-    assert watched["AggregatorDeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert watched["DispatcherDeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    aggregator_alarm = synth.properties(alarms["AggregatorErrors"])
-    assert aggregator_alarm["Dimensions"] == [
-        {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
+def topic_policy_statements(synth, topic_ref: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in synth.of_type("AWS::SNS::TopicPolicy").values()
+        if topic_ref in policy["Properties"]["Topics"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
 
 
-def test_dashboard_shows_backlog_instances_latency_and_errors(synth) -> None:
+def cloudwatch_may_publish(statements: list[dict[str, Any]], alarm_arn: dict[str, Any]) -> bool:
+    """An Allow for cloudwatch.amazonaws.com to sns:Publish, from this account, for this alarm."""
+    for s in statements:
+        condition = s.get("Condition", {})
+        if (
+            s["Effect"] == "Allow"
+            and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+            and "sns:Publish" in as_list(s["Action"])
+            and condition.get("StringEquals", {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"}
+            and alarm_arn in as_list(condition.get("ArnLike", {}).get("aws:SourceArn", []))
+        ):
+            return True
+    return False
+
+
+def test_every_topic_an_alarm_notifies_lets_cloudwatch_publish_for_that_alarm(synth, stack) -> None:
+    """Read from the template: each alarm action that is an SNS topic, and that topic's policies.
+    enforce_ssl's topic policy replaces SNS's default one, so without an explicit statement for
+    the CloudWatch service principal no alarm notification is ever delivered."""
+    topics = synth.of_type("AWS::SNS::Topic")
+    notified = 0
+    for alarm_id, alarm in synth.of_type("AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        for action in (
+            props.get("AlarmActions", [])
+            + props.get("OKActions", [])
+            + props.get("InsufficientDataActions", [])
+        ):
+            if isinstance(action, dict) and action.get("Ref") in topics:
+                notified += 1
+                statements = topic_policy_statements(synth, action)
+                assert cloudwatch_may_publish(statements, {"Fn::GetAtt": [alarm_id, "Arn"]}), alarm_id
+    assert notified >= 2 * len(stack.monitoring.alarms)
+    # the topic is KMS-encrypted: CloudWatch may also use the key, for this account only
+    key_statements = synth.properties(stack.encryption.key)["KeyPolicy"]["Statement"]
+    (cloudwatch,) = [
+        s for s in key_statements if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(as_list(cloudwatch["Action"]))
+    assert cloudwatch["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, stack) -> None:
+    alarm_topic = ref(synth, stack.notifications.alarm_topic)
+    watched = {}
+    for alarm_id, alarm in stack.monitoring.alarms.items():
+        props = synth.properties(alarm)
+        assert props["AlarmActions"] == [alarm_topic], alarm_id
+        assert props["OKActions"] == [alarm_topic], alarm_id
+        watched[alarm_id] = (props["Namespace"], props["MetricName"])
+    assert watched["OldestRequestAge"] == ("AWS/SageMaker", "ApproximateAgeOfOldestRequest")
+    assert watched["InvocationFailures"] == ("AWS/SageMaker", "InvocationFailures")
+    assert watched["NotificationFailures"] == ("AWS/SageMaker", "NotificationFailures")
+    assert watched["Invocation5xx"] == ("AWS/SageMaker", "Invocation5XXErrors")
+    for fn_id in ("Dispatcher", "Aggregator", "Sweeper"):
+        assert watched[f"{fn_id}Errors"] == ("AWS/Lambda", "Errors")
+        assert watched[f"{fn_id}DeadLetterErrors"] == ("AWS/Lambda", "DeadLetterErrors")
+        assert watched[f"{fn_id}DeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert watched["OverdueJobs"] == ("TicketTriage", "OverdueJobs")
+    assert watched["InvalidNotifications"] == ("TicketTriage", "InvalidNotifications")
+    assert watched["UnknownNotifications"] == ("TicketTriage", "UnknownNotifications")
+    aggregator_alarm = synth.properties(stack.monitoring.alarms["AggregatorErrors"])
+    assert aggregator_alarm["Dimensions"] == [
+        {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
+    ]
+    readme = (REPO_ROOT / "README.md").read_text()
+    undocumented = [alarm_id for alarm_id in stack.monitoring.alarms if f"`{alarm_id}`" not in readme]
+    assert undocumented == [], "every alarm needs a runbook entry in the README"
+
+
+def test_dashboard_shows_backlog_instances_latency_errors_and_the_pipeline_counts(synth) -> None:
     (dashboard,) = synth.of_type("AWS::CloudWatch::Dashboard").values()
     body = json.dumps(dashboard["Properties"]["DashboardBody"])
     for needle in (
@@ -513,8 +645,19 @@ def test_dashboard_shows_backlog_instances_latency_and_errors(synth) -> None:
         "ModelLatency",
         "TimeInBacklog",
         "InvocationFailures",
+        "NotificationFailures",
         "Invocation5XXErrors",
         "ApproximateNumberOfMessagesVisible",
+        "FilesReceived",
+        "TicketsDispatched",
+        "ChunksSubmitted",
+        "RecordsRejected",
+        "ResultsPublished",
+        "TicketsFailed",
+        "OverdueJobs",
+        "InvalidNotifications",
+        "UnknownNotifications",
+        "LateNotifications",
     ):
         assert needle in body, needle
 
@@ -550,3 +693,51 @@ def test_lambda_asset_ships_the_handlers_and_the_shared_core_through_the_symlink
     (code,) = [d for d in directories if (d / "ticket_pipeline").is_dir()]
     assert (code / "triage_core" / "records.py").is_file() and not (code / "triage_core").is_symlink()
     assert not list(code.rglob("__pycache__"))
+
+
+def test_an_instance_type_with_local_nvme_storage_gets_no_volume_key_and_a_warning(synth, tmp_path) -> None:
+    """CreateEndpointConfig fails when a KmsKeyId is given for an instance type with local NVMe
+    storage (SageMaker API Reference, CreateEndpointConfig, KmsKeyId): the key is left out for
+    them, the synth warns, and the async outputs keep the stack key."""
+    from aws_cdk.assertions import Annotations, Match
+    from infra_helpers import cdk_json_context
+
+    from infra.application import build_app
+
+    context = {
+        **cdk_json_context(),
+        "triage:modelArtifact": str(synth.model_tarball),
+        "triage:instanceType": "ml.g5.xlarge",
+    }
+    app, nvme_stack = build_app(context=context, outdir=str(tmp_path), repo_root=synth.repo_root)
+    app.synth()  # cdk-nag runs here: no finding for the missing key either
+    template = json.loads((tmp_path / f"{nvme_stack.artifact_id}.template.json").read_text())
+    (config,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::EndpointConfig"]
+    props = config["Properties"]
+    assert "KmsKeyId" not in props
+    assert props["ProductionVariants"][0]["InstanceType"] == "ml.g5.xlarge"
+    assert "KmsKeyId" in props["AsyncInferenceConfig"]["OutputConfig"]
+    skips = {s["id"] for s in config["Metadata"]["checkov"]["skip"]}
+    assert skips == {"CKV_AWS_98"}
+    Annotations.from_stack(nvme_stack).has_warning(
+        f"/{nvme_stack.node.path}/Inference", Match.string_like_regexp("ml.g5.xlarge has local NVMe storage")
+    )
+
+
+def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
+    """``python -m ticket_pipeline.redrive --stack`` finds each function and its dead-letter queue
+    in the stack's outputs: the outputs must be there, pointing at those resources."""
+    from ticket_pipeline.redrive import targets_from_stack
+
+    outputs = synth.template["Outputs"]
+
+    class CloudFormation:  # describe_stacks as CloudFormation answers it, from the template
+        def describe_stacks(self, StackName: str) -> dict:
+            rendered = [{"OutputKey": k, "OutputValue": json.dumps(o["Value"])} for k, o in outputs.items()]
+            return {"Stacks": [{"StackName": StackName, "Outputs": rendered}]}
+
+    targets = {t.function: t for t in targets_from_stack(CloudFormation(), "TicketTriage")}
+    assert set(targets) == {"dispatcher", "aggregator", "sweeper"}
+    for name, fn in (("dispatcher", stack.pipeline.dispatcher), ("aggregator", stack.pipeline.aggregator)):
+        assert json.loads(targets[name].function_name) == ref(synth, fn.function)
+        assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)
