@@ -80,6 +80,59 @@ def _complete_moto_s3_events() -> None:
     notifications._get_s3_event = get_s3_event
 
 
+def _snapshot_only_touched_items() -> None:
+    """moto's ``TransactWriteItems`` deep-copies every table it touches before it starts (to roll
+    back on failure): O(table size) per transaction, minutes per notification once a job has a
+    few thousand chunk items. Keep the same all-or-nothing behaviour by saving only the items the
+    transaction touches and putting them back if it is cancelled. Runs under the DynamoDB lock
+    (:func:`_serialize_moto_dynamodb`), so nothing else touches the tables meanwhile."""
+    import copy
+
+    from moto.dynamodb import models
+
+    backend = models.DynamoDBBackend
+    if getattr(backend.transact_write_items, "_touched_only", False):
+        return
+    original = backend.transact_write_items
+
+    class _NoCopy:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value
+
+    @functools.wraps(original)
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            key = op.get("Key") or {
+                attr: op["Item"][attr] for attr in (table.hash_key_attr, table.range_key_attr) if attr
+            }
+            current = self.get_item(op["TableName"], key)
+            saved.append(
+                (op["TableName"], key, copy.deepcopy(current.to_json()["Attributes"]) if current else None)
+            )
+        models.copy = _NoCopy  # the tables are not copied; the saved items stand in for them
+        try:
+            return original(self, transact_items)
+        except BaseException:
+            for table_name, key, item in reversed(saved):
+                if item is None:
+                    if self.get_item(table_name, key) is not None:
+                        self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, item)
+            raise
+        finally:
+            models.copy = copy
+
+    transact_write_items._touched_only = True  # type: ignore[attr-defined]
+    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def _serialize_moto_dynamodb() -> None:
     """moto's DynamoDB backend is not thread-safe: ``TransactWriteItems`` deep-copies a table
     while other requests write to it ("dictionary changed size during iteration"). Real DynamoDB
@@ -319,6 +372,7 @@ def _serve(port: int) -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _serialize_moto_dynamodb()
+    _snapshot_only_touched_items()
     _complete_moto_s3_events()
     main(["-H", "127.0.0.1", "-p", str(port)])
 
