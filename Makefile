@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local image clean
+.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local scale redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -91,5 +91,17 @@ checkov: synth $(CHECKOV)
 local: $(VENV)/.installed
 	$(PY) -m local_pipeline up --model $(MODEL)
 
+# a generated file through the real dispatcher and aggregator on the local stack, stub model (no
+# model needed); the last line is one JSON object: make scale [TICKETS=100000]
+scale: $(VENV)/.installed
+	$(PY) -m local_pipeline.scale --tickets $(or $(TICKETS),1000000)
+
+# --- operations
+# replay the Lambdas' dead-letter queues into their functions:
+# make redrive STACK=TicketTriage | LOCAL=1 (local-stack.json)  [FUNCTION=dispatcher] [DRY_RUN=1]
+redrive: $(VENV)/.installed
+	$(PY) -m ticket_pipeline.redrive $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
+		$(if $(FUNCTION),--function $(FUNCTION)) $(if $(DRY_RUN),--dry-run)
+
 clean:
-	rm -rf cdk.out .pytest_cache local-stack.json
+	rm -rf cdk.out .pytest_cache local-stack.json artifacts/scale
