@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ticket_pipeline.intake import Upload
 
-__all__ = ["Continuation", "DispatcherEvent", "S3EventRecord", "ScheduledEvent", "SnsModel"]
+__all__ = ["ContinuationEvent", "DispatcherEvent", "S3EventRecord", "ScheduledEvent", "SnsModel"]
 
 
 class _Lenient(BaseModel):
@@ -71,7 +71,7 @@ class S3EventRecord(_Lenient):
         )
 
 
-class Continuation(_Lenient):
+class ContinuationEvent(_Lenient):
     """What a dispatcher run that stopped early sends to the next: the upload and the cursor."""
 
     job_id: str = Field(min_length=1)
@@ -93,7 +93,7 @@ class DispatcherEvent(_Lenient):
     ``s3:TestEvent``, sent once when a notification is configured, has neither: ignored)."""
 
     Records: list[S3EventRecord] = Field(default_factory=list)
-    continuation: Continuation | None = None
+    continuation: ContinuationEvent | None = None
 
 
 class ScheduledEvent(_Lenient):

@@ -56,7 +56,6 @@ from ticket_pipeline.submission import (
     REFUSED,
     ChunkSubmitter,
     RejectedSpool,
-    chunk_location,
     invoke_chunk,
 )
 from triage_core.records import (
@@ -76,8 +75,6 @@ MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
 CSV = "text/csv"
 _EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
-
-__all__ = ["chunk_location", "dispatch_upload"]
 
 
 class WholeFileError(Exception):

@@ -44,7 +44,13 @@ class RedriveReport:
 
 
 def redrive_queue(
-    sqs: Any, lambda_client: Any, target: Target, *, max_messages: int | None = None, dry_run: bool = False
+    sqs: Any,
+    lambda_client: Any,
+    target: Target,
+    *,
+    max_messages: int | None = None,
+    dry_run: bool = False,
+    wait_seconds: int = 1,
 ) -> RedriveReport:
     """Invoke ``target.function_name`` asynchronously with every message body of its DLQ."""
     report = RedriveReport(target.function, target.queue_url)
@@ -54,7 +60,7 @@ def redrive_queue(
         resp = sqs.receive_message(
             QueueUrl=target.queue_url,
             MaxNumberOfMessages=batch,
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=wait_seconds,  # long polling: an empty answer means an empty queue
             VisibilityTimeout=60,
             MessageAttributeNames=["All"],
         )
@@ -123,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--function", choices=[*FUNCTIONS, "all"], default="all")
     parser.add_argument("--max", type=int, default=None, help="replay at most this many events per queue")
     parser.add_argument("--dry-run", action="store_true", help="show what would be replayed, change nothing")
+    parser.add_argument("--wait-seconds", type=int, default=1, help="SQS long-polling wait per receive")
     return parser
 
 
@@ -144,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda_client = boto3.client("lambda", endpoint_url=info["lambda_endpoint_url"], **keys)
         targets = targets_from_local(info)
     reports = [
-        redrive_queue(sqs, lambda_client, t, max_messages=args.max, dry_run=args.dry_run)
+        redrive_queue(
+            sqs, lambda_client, t, max_messages=args.max, dry_run=args.dry_run, wait_seconds=args.wait_seconds
+        )
         for t in targets
         if args.function in ("all", t.function)
     ]

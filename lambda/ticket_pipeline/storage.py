@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>.+)$")
 _HTTPS_URI = re.compile(r"^https://(?P<bucket>[^/.]+)\.s3[.-][^/]*amazonaws\.com/(?P<key>.+)$")
+# Multipart uploads of the consolidated results: 8 MiB parts, at most 4 in memory at once.
+_UPLOAD = TransferConfig(multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion"}
 
 
@@ -137,4 +140,6 @@ class ObjectStore:
 
     def put_file(self, loc: S3Location, fileobj: IO[bytes], content_type: str) -> None:
         fileobj.seek(0)
-        self.client.upload_fileobj(fileobj, loc.bucket, loc.key, ExtraArgs={"ContentType": content_type})
+        self.client.upload_fileobj(
+            fileobj, loc.bucket, loc.key, ExtraArgs={"ContentType": content_type}, Config=_UPLOAD
+        )

@@ -90,6 +90,9 @@ def test_an_overdue_job_is_finalized_partial_once_and_a_late_notification_is_onl
     capsys.readouterr()
     late = notify(aws, complete(aws, r2))["notifications"][0]
     assert late["outcome"] == "late" and "finalized" not in late
+    # the transaction that would have recorded it was cancelled as a whole (chunk and job)
+    assert aws.jobs().get_chunk(job["job_id"], 2)["state"] == "submitted"
+    assert aws.jobs().get_job(job["job_id"])["reported"] == 2
     assert emf_counts(capsys.readouterr().out) == {"LateNotifications": 1}
     assert aws.results_messages() == []
     assert {name: aws.read_jsonl(message[name]) for name in ("results", "failures")} == files
