@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -46,6 +47,7 @@ logger = child_logger()
 MAX_REASON_CHARS = 300
 SUMMARY_FAILURE_SAMPLE = 50
 SUMMARY_FAILED_CHUNKS = 200
+OUTPUT_READERS = 4
 
 
 class Publisher:
@@ -161,14 +163,37 @@ def _json_records(lines: Iterator[bytes]) -> list[Any]:
     return parsed
 
 
-def _consume_success(chunk: dict[str, Any], objects: ObjectStore, acc: _Accumulator) -> None:
-    expected: list[str] = list(chunk.get("ticket_ids") or [])
-    location = chunk.get("output_location", "")
+def _read_output(chunk: dict[str, Any], objects: ObjectStore) -> list[Any] | Exception:
+    """A succeeded chunk's output records, or why they cannot be read."""
     try:
-        records = _json_records(objects.iter_lines(S3Location.parse(location)))
+        return _json_records(objects.iter_lines(S3Location.parse(chunk.get("output_location", ""))))
     except (ObjectNotFound, ObjectUnreadable, ValueError) as exc:
+        return exc
+
+
+def _with_outputs(
+    chunks: Iterable[dict[str, Any]], objects: ObjectStore, threads: int = OUTPUT_READERS
+) -> Iterator[tuple[dict[str, Any], list[Any] | Exception | None]]:
+    """The chunks in order, each with its output read ahead by a few threads (reading outputs one
+    after the other would spend most of a big job's finalization waiting on S3)."""
+    window: deque[tuple[dict[str, Any], Future | None]] = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="output") as pool:
+        for chunk in chunks:
+            succeeded = chunk.get("state") == J.SUCCEEDED
+            window.append((chunk, pool.submit(_read_output, chunk, objects) if succeeded else None))
+            if len(window) > 2 * threads:
+                done, future = window.popleft()
+                yield done, future.result() if future else None
+        while window:
+            done, future = window.popleft()
+            yield done, future.result() if future else None
+
+
+def _consume_success(chunk: dict[str, Any], records: list[Any] | Exception, acc: _Accumulator) -> None:
+    expected: list[str] = list(chunk.get("ticket_ids") or [])
+    if isinstance(records, Exception):
         for ticket_id in expected:
-            acc.fail(ticket_id, f"async output unavailable: {exc}")
+            acc.fail(ticket_id, f"async output unavailable: {records}")
         return
     by_index: dict[int, dict[str, Any]] = {}
     for position, record in enumerate(records):
@@ -258,7 +283,7 @@ def consolidate(
         failed_chunks: list[dict[str, Any]] = []
         total_chunks = succeeded_chunks = failed_count = 0
         completed = _parse_iso(meta.get("submitted_at"))
-        for chunk in chunks:
+        for chunk, records in _with_outputs(chunks, objects):
             total_chunks += 1
             reported = _parse_iso(chunk.get("reported_at"))
             if reported is not None:
@@ -266,7 +291,7 @@ def consolidate(
             state = chunk.get("state")
             if state == J.SUCCEEDED:
                 succeeded_chunks += 1
-                _consume_success(chunk, objects, acc)
+                _consume_success(chunk, records, acc)
                 continue
             reason = _failure_detail(chunk, objects) if state == J.FAILED else _unreported_reason(meta, state)
             failed_count += 1
