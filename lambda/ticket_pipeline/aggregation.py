@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ticket_pipeline import jobs as J
-from ticket_pipeline.jobs import ChunkOutcome, JobStore, Recorded
+from ticket_pipeline.jobs import ChunkOutcome, Recorded
 from ticket_pipeline.logs import child_logger
-from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification
-from ticket_pipeline.results import Publisher, finalize_for
+from ticket_pipeline.results import finalize_for
 from ticket_pipeline.settings import AggregatorSettings
-from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.stores import Stores
 
 logger = child_logger()
 
 
-@dataclass
-class Deps:
-    objects: ObjectStore
-    jobs: JobStore
-    publisher: Publisher
-    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+Deps = Stores  # objects, jobs, publisher, metrics
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,17 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from ticket_pipeline.aggregation import Deps, handle_notification
 from ticket_pipeline.events import SnsModel
-from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import handler_logger
 from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification
-from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import AggregatorSettings
-from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.stores import aws_stores
 
 logger = handler_logger()
 
@@ -31,12 +28,7 @@ logger = handler_logger()
 def runtime() -> tuple[AggregatorSettings, Deps]:
     """Settings and clients, built once per execution environment (cold start)."""
     settings = AggregatorSettings.from_env()
-    deps = Deps(
-        objects=ObjectStore(boto3.client("s3")),
-        jobs=JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days),
-        publisher=Publisher(boto3.client("sns")),
-    )
-    return settings, deps
+    return settings, aws_stores(settings)
 
 
 @logger.inject_lambda_context

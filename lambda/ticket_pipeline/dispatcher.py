@@ -16,12 +16,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ticket_pipeline.events import DispatcherEvent
 from ticket_pipeline.intake import Deps, RunBudget, dispatch_upload
-from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import handler_logger
 from ticket_pipeline.metrics import PipelineMetrics
-from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import DispatcherSettings
-from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.stores import aws_stores
 
 logger = handler_logger()
 
@@ -44,12 +42,8 @@ class SelfInvoke:
 def runtime() -> tuple[DispatcherSettings, Deps, Any]:
     """Settings and clients, built once per execution environment (cold start)."""
     settings = DispatcherSettings.from_env()
-    deps = Deps(
-        objects=ObjectStore(boto3.client("s3")),
-        jobs=JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days),
-        publisher=Publisher(boto3.client("sns")),
-        runtime=boto3.client("sagemaker-runtime"),
-    )
+    stores = aws_stores(settings)
+    deps = Deps(stores.objects, stores.jobs, stores.publisher, runtime=boto3.client("sagemaker-runtime"))
     return settings, deps, boto3.client("lambda")
 
 

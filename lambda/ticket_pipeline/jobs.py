@@ -252,19 +252,27 @@ class JobStore:
     def checkpoint(self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float) -> bool:
         """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``) if the job is
         still dispatching at ``expected_cursor``: of two runs at one position, one wins."""
-        names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE}
+        return self._advance(job_id, expected_cursor, fields, deadline, submit=False)
+
+    def _advance(
+        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float, submit: bool
+    ) -> bool:
+        names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE, "#cursor": "cursor"}
         values = {
             ":dispatching": {"S": DISPATCHING},
             ":expected": {"N": str(expected_cursor)},
             ":deadline": {"N": str(int(deadline))},
         }
-        sets = _sets(fields, names, values)
+        sets = [*_sets(fields, names, values), "#deadline = :deadline"]
+        if submit:
+            values[":submitted"] = {"S": SUBMITTED}
+            sets.append("#status = :submitted")
         return self._update(
             job_id,
             "META",
-            UpdateExpression="SET " + ", ".join([*sets, "#deadline = :deadline"]),
+            UpdateExpression="SET " + ", ".join(sets),
             ConditionExpression="#status = :dispatching AND #cursor = :expected",
-            ExpressionAttributeNames={**names, "#cursor": "cursor"},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
 
@@ -298,22 +306,7 @@ class JobStore:
     ) -> bool:
         """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ...: from now on
         the job can be finalized when every chunk has reported."""
-        names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE, "#cursor": "cursor"}
-        values = {
-            ":submitted": {"S": SUBMITTED},
-            ":dispatching": {"S": DISPATCHING},
-            ":expected": {"N": str(expected_cursor)},
-            ":deadline": {"N": str(int(deadline))},
-        }
-        sets = _sets(fields, names, values)
-        return self._update(
-            job_id,
-            "META",
-            UpdateExpression="SET " + ", ".join([*sets, "#status = :submitted", "#deadline = :deadline"]),
-            ConditionExpression="#status = :dispatching AND #cursor = :expected",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        return self._advance(job_id, expected_cursor, fields, deadline, submit=True)
 
     def mark_chunk_submitted(
         self, job_id: str, number: int, submitted_at: str, output_location: str, failure_location: str | None

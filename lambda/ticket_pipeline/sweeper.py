@@ -9,17 +9,14 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ticket_pipeline.events import ScheduledEvent
-from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import handler_logger
 from ticket_pipeline.metrics import PipelineMetrics
-from ticket_pipeline.results import Publisher
 from ticket_pipeline.settings import SweeperSettings
-from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.stores import aws_stores
 from ticket_pipeline.sweeping import Deps, sweep
 
 logger = handler_logger()
@@ -29,12 +26,7 @@ logger = handler_logger()
 def runtime() -> tuple[SweeperSettings, Deps]:
     """Settings and clients, built once per execution environment (cold start)."""
     settings = SweeperSettings.from_env()
-    deps = Deps(
-        objects=ObjectStore(boto3.client("s3")),
-        jobs=JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days),
-        publisher=Publisher(boto3.client("sns")),
-    )
-    return settings, deps
+    return settings, aws_stores(settings)
 
 
 @logger.inject_lambda_context

@@ -18,22 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.logs import child_logger
-from ticket_pipeline.metrics import PipelineMetrics
-from ticket_pipeline.results import Publisher, finalize_for
+from ticket_pipeline.results import finalize_for
 from ticket_pipeline.settings import SweeperSettings
-from ticket_pipeline.storage import ObjectStore
+from ticket_pipeline.stores import Stores
 
 logger = child_logger()
 
 
-@dataclass
-class Deps:
-    objects: ObjectStore
-    jobs: JobStore
-    publisher: Publisher
-    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+Deps = Stores  # objects, jobs, publisher, metrics
 
 
 @dataclass
