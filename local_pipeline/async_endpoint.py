@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
@@ -48,6 +48,7 @@ import botocore.session
 import requests
 from botocore.exceptions import ClientError
 
+from local_pipeline.loopback import LoopbackServer
 from ticket_pipeline.notifications import error_notification, success_notification
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 
@@ -421,33 +422,12 @@ class AsyncEndpoint:
         self.sns.publish(TopicArn=topic_arn, Message=json.dumps(notification))
 
 
-class AsyncEndpointHTTPServer:
+class AsyncEndpointHTTPServer(LoopbackServer):
     """The REST front end of :class:`AsyncEndpoint` (what boto3's sagemaker-runtime client calls)."""
 
     def __init__(self, endpoint: AsyncEndpoint, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(_make_handler(endpoint), "async-endpoint-http", host, port)
         self.endpoint = endpoint
-        handler = _make_handler(endpoint)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> AsyncEndpointHTTPServer:
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="async-endpoint-http", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread:
-            self._thread.join(5)
 
 
 def _make_handler(endpoint: AsyncEndpoint) -> type[BaseHTTPRequestHandler]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
+
+from local_pipeline.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def function_name(name_or_arn: str) -> str:
     return name_or_arn.split(":")[0]
 
 
-class LambdaInvokeFront:
+class LambdaInvokeFront(LoopbackServer):
     def __init__(
         self,
         deliver: Callable[[str, bytes], None],
@@ -47,25 +48,7 @@ class LambdaInvokeFront:
         self.deliver = deliver
         self.functions = functions
         self.invocations: list[tuple[str, dict[str, Any]]] = []
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> LambdaInvokeFront:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="lambda-invoke", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread:
-            self._thread.join(5)
+        super().__init__(_handler(self), "lambda-invoke", host, port)
 
 
 def _handler(front: LambdaInvokeFront) -> type[BaseHTTPRequestHandler]:

@@ -27,12 +27,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from local_pipeline.loopback import LoopbackServer
 from local_pipeline.model_server import REPO_ROOT
 
 WORK_DIR = REPO_ROOT / "artifacts" / "scale"
@@ -40,27 +40,12 @@ BUNDLED = REPO_ROOT / "data" / "banking77" / "train.csv"
 
 
 # --- the stub model ----------------------------------------------------------------------------
-class StubModel:
+class StubModel(LoopbackServer):
     """``POST /invocations`` with JSON Lines ``{"id", "text"}`` -> one prediction line per ticket
     (the inference server's response shape), without a model."""
 
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _stub_handler())
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name="stub-model")
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> StubModel:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(_stub_handler(), "stub-model")
 
 
 def _stub_handler() -> type[BaseHTTPRequestHandler]:
@@ -186,17 +171,6 @@ def _object_created_event(sqs: Any, queue_url: str) -> str:
     raise TimeoutError("no ObjectCreated event for the upload")
 
 
-def _object_created_event(sqs: Any, queue_url: str) -> str:
-    """The upload's S3 event from the notification queue (skipping S3's s3:TestEvent)."""
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        for message in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1).get("Messages", []):
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-            if "Records" in json.loads(message["Body"]):
-                return message["Body"]
-    raise TimeoutError("no ObjectCreated event for the upload")
-
-
 def measure(
     tickets: int, chunk_size: int, timeout: int, threads: int, finalize: bool, work_dir: Path
 ) -> dict:
@@ -292,7 +266,7 @@ def measure(
             "upload_seconds": round(upload_seconds, 2),
             "endpoint_invocations": endpoint.stats.received,
             "dispatch_threads": threads,
-            "runs": [{k: r[k] for k in ("outcome", "seconds", "rss_mb")} for r in runs],
+            "runs": [{k: r[k] for k in ("outcome", "tickets", "seconds", "rss_mb")} for r in runs],
         }
         if finalize:
             endpoint.start()

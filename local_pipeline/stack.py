@@ -163,59 +163,40 @@ class LocalStack:
         for handler_module in (dispatcher, aggregator, sweeper):
             handler_module.runtime.cache_clear()
         progress("starting the event router (S3 -> dispatcher, SNS -> aggregator, schedule -> sweeper)")
-        dlqs = self.resources.dead_letter_queue_urls
+        res = self.resources
+        functions = {  # name -> (handler, timeout, dead-letter queue), as the stack configures them
+            DISPATCHER: (
+                dispatcher.handler,
+                cfg.dispatcher_timeout_seconds,
+                res.dead_letter_queue_urls["dispatcher"],
+            ),
+            AGGREGATOR: (
+                aggregator.handler,
+                cfg.aggregator_timeout_seconds,
+                res.dead_letter_queue_urls["aggregator"],
+            ),
+            SWEEPER: (sweeper.handler, cfg.aggregator_timeout_seconds, res.dead_letter_queue_urls["sweeper"]),
+        }
+
+        def route(function: str, queue_url: str, make_event: Callable, concurrency: int = 1) -> Route:
+            handler, timeout, dlq = functions[function]
+            return Route(function, queue_url, make_event, handler, concurrency, timeout, dlq)
+
         self.router = EventRouter(
             sqs,
             [
-                Route(
-                    DISPATCHER,
-                    self.resources.s3_events_queue_url,
-                    s3_event,
-                    dispatcher.handler,
-                    timeout_seconds=cfg.dispatcher_timeout_seconds,
-                    dead_letter_queue_url=dlqs["dispatcher"],
-                ),
-                Route(
-                    DISPATCHER,
-                    self.invoke_queues[DISPATCHER],
-                    json.loads,
-                    dispatcher.handler,
-                    timeout_seconds=cfg.dispatcher_timeout_seconds,
-                    dead_letter_queue_url=dlqs["dispatcher"],
-                ),
-                Route(
+                route(DISPATCHER, res.s3_events_queue_url, s3_event),
+                route(
                     AGGREGATOR,
-                    self.resources.success_queue_url,
-                    lambda body: sns_event(body, self.resources.success_subscription_arn),
-                    aggregator.handler,
+                    res.success_queue_url,
+                    lambda body: sns_event(body, res.success_subscription_arn),
                     concurrency=cfg.aggregator_concurrency,
-                    timeout_seconds=cfg.aggregator_timeout_seconds,
-                    dead_letter_queue_url=dlqs["aggregator"],
                 ),
-                Route(
-                    AGGREGATOR,
-                    self.resources.error_queue_url,
-                    lambda body: sns_event(body, self.resources.error_subscription_arn),
-                    aggregator.handler,
-                    timeout_seconds=cfg.aggregator_timeout_seconds,
-                    dead_letter_queue_url=dlqs["aggregator"],
+                route(
+                    AGGREGATOR, res.error_queue_url, lambda body: sns_event(body, res.error_subscription_arn)
                 ),
-                Route(
-                    AGGREGATOR,
-                    self.invoke_queues[AGGREGATOR],
-                    json.loads,
-                    aggregator.handler,
-                    timeout_seconds=cfg.aggregator_timeout_seconds,
-                    dead_letter_queue_url=dlqs["aggregator"],
-                ),
-                Route(
-                    SWEEPER,
-                    self.invoke_queues[SWEEPER],
-                    json.loads,
-                    sweeper.handler,
-                    timeout_seconds=cfg.aggregator_timeout_seconds,
-                    dead_letter_queue_url=dlqs["sweeper"],
-                ),
+                # asynchronous Invoke (continuations, redrive) and the sweeper's schedule
+                *(route(function, self.invoke_queues[function], json.loads) for function in functions),
             ],
         ).start()
         self._sweeper_thread = threading.Thread(
