@@ -176,19 +176,23 @@ def test_versions_a_lost_notification_the_scheduled_sweeper_and_emf_on_the_local
         assert message["status"] == "complete" and message["source"].endswith("/daily.jsonl")
         assert {r["id"] for r in _rows(stack, message["results"])} == ids
 
-    assert stack.endpoint.wait_idle(30)
-    assert stack.endpoint.stats.notification_failures == 1  # lost.jsonl's chunk 2
-    assert _messages(stack, 1, timeout=3) == []  # the lost job waits for its deadline
-    deadline = time.time() + 10
-    while stack.router.stats["ticket-sweeper"].invocations < 2:  # the schedule runs the real sweeper handler
-        assert time.time() < deadline, "the sweeper schedule did not run"
-        time.sleep(0.2)
-
     from ticket_pipeline import sweeper, sweeping
     from ticket_pipeline.metrics import PipelineMetrics
 
     settings, deps = sweeper.runtime()
     later = time.time() + settings.function_timeout_seconds + 7 * 3600  # past TTL + timeout + margin
+    waited = time.time() + 60
+    while not (stack.endpoint.stats.notification_failures == 1 and stack.endpoint.wait_idle(1)):
+        assert time.time() < waited, (
+            "lost.jsonl was not dispatched and processed"
+        )  # its chunk 2's notification
+    while len(deps.jobs.overdue_jobs(later, 10)) != 1:  # the two daily jobs finished, lost.jsonl waits
+        assert time.time() < waited, f"open jobs: {deps.jobs.overdue_jobs(later, 10)}"
+        time.sleep(0.2)
+    assert _messages(stack, 1, timeout=2) == []  # the lost job waits for its deadline
+    while stack.router.stats["ticket-sweeper"].invocations < 2:  # the schedule runs the real sweeper handler
+        assert time.time() < waited, "the sweeper schedule did not run"
+        time.sleep(0.2)
     report = sweeping.sweep(replace(deps, metrics=PipelineMetrics()), settings, clock=lambda: later)
     assert list(report.finalized.values()) == ["partial"]
     (message,) = _messages(stack, 1)
