@@ -18,7 +18,14 @@ import threading
 from typing import TextIO
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+try:  # Powertools >= 3.x (the layer may be older than the pinned package)
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+except ImportError:  # pragma: no cover - depends on the layer version
+
+    def is_metrics_disabled() -> bool:
+        return os.environ.get("POWERTOOLS_METRICS_DISABLED", "false").lower() in ("1", "true")
+
 
 DEFAULT_NAMESPACE = "TicketTriage"
 
