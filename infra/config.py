@@ -88,8 +88,21 @@ class TriageConfig(BaseModel):
     async_failures_prefix: str = Field("async-failures/", alias="asyncFailuresPrefix")
     chunk_size: int = Field(500, alias="chunkSize", ge=1, le=100_000)
     max_file_mb: int = Field(1024, alias="maxFileMb", ge=1, le=10 * 1024)
+    max_tickets_per_file: int = Field(
+        2_000_000,
+        alias="maxTicketsPerFile",
+        ge=1,
+        le=100_000_000,
+        description="records read from one file at most: a job is finalized in one invocation",
+    )
     dispatcher_timeout_seconds: int = Field(300, alias="dispatcherTimeoutSeconds", ge=10, le=900)
-    aggregator_timeout_seconds: int = Field(300, alias="aggregatorTimeoutSeconds", ge=10, le=900)
+    aggregator_timeout_seconds: int = Field(
+        900,
+        alias="aggregatorTimeoutSeconds",
+        ge=10,
+        le=900,
+        description="also the sweeper's: finalizing a big job runs in one invocation (billed by duration)",
+    )
     dispatcher_concurrency: int = Field(5, alias="dispatcherConcurrency", ge=1, le=1000)
     aggregator_concurrency: int = Field(5, alias="aggregatorConcurrency", ge=1, le=1000)
     dispatch_threads: int = Field(

@@ -165,6 +165,7 @@ class TicketPipelineProps:
     async_failures_prefix: str
     chunk_size: int
     max_file_mb: int
+    max_tickets_per_file: int
     request_ttl_seconds: int
     invocation_timeout_seconds: int
     job_deadline_margin_seconds: int
@@ -245,6 +246,7 @@ class TicketPipeline(Construct):
                 "CHUNK_PREFIX": props.chunk_prefix,
                 "CHUNK_SIZE": str(props.chunk_size),
                 "MAX_FILE_MB": str(props.max_file_mb),
+                "MAX_TICKETS_PER_FILE": str(props.max_tickets_per_file),
                 "REQUEST_TTL_SECONDS": str(props.request_ttl_seconds),
                 "INVOCATION_TIMEOUT_SECONDS": str(props.invocation_timeout_seconds),
                 "JOB_DEADLINE_MARGIN_SECONDS": str(props.job_deadline_margin_seconds),

@@ -128,6 +128,7 @@ class TicketTriageStack(Stack):
                 async_failures_prefix=c.async_failures_prefix,
                 chunk_size=c.chunk_size,
                 max_file_mb=c.max_file_mb,
+                max_tickets_per_file=c.max_tickets_per_file,
                 request_ttl_seconds=c.request_ttl_seconds,
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 job_deadline_margin_seconds=c.job_deadline_margin_seconds,

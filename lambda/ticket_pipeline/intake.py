@@ -24,8 +24,9 @@ A run (each step safe to repeat: S3 delivers events at least once and Lambda ret
    would have got in one pass) and carries on. Why a record cursor and not a byte offset: the
    reader is free to decode, decompress (gzip streams cannot seek) and detect encodings from
    the start of the file; re-reading costs a fraction of sending, and a version is immutable.
-   A file still unfinished after ``MAX_DISPATCH_RUNS`` runs ends with an error naming the
-   records that were not read.
+   A file still unfinished after ``MAX_DISPATCH_RUNS`` runs, or with more than
+   ``MAX_TICKETS_PER_FILE`` records (a job is finalized in one invocation, which bounds its
+   size), ends with an error naming the records that were not read.
 4. The last run marks the job ``submitted`` (its chunk count is now final), pushes its deadline
    to ``now + RequestTTL + InvocationTimeout + margin`` and tries to finalize (a job whose
    tickets were all rejected has no chunk to wait for).
@@ -344,6 +345,13 @@ def _run(
                 if chunker.replayed < start:
                     chunker.replay(record)
                     continue
+                if start + chunker.records >= settings.max_tickets_per_file:
+                    limit = settings.max_tickets_per_file
+                    error = (
+                        f"file has more than MAX_TICKETS_PER_FILE={limit:,} records: "
+                        f"the first {limit:,} were processed, the rest not read; split it"
+                    )
+                    break
                 chunk, rejected = chunker.add(record)
                 if rejected is not None:
                     spool.write(rejected)

@@ -4,7 +4,8 @@ Duplicate-id detection needs every key of the file at hand, and a 1 GB file hold
 them: a Python set would grow by ~100 bytes per ticket. :class:`KeyRegistry` keeps them in a
 SQLite table in a temporary directory (``/tmp`` on Lambda: ephemeral storage, ~25 bytes per key
 on disk) behind a page cache of fixed size, so memory stays flat whatever the file holds.
-SQLite ships with Python (also in the Lambda runtime). The registry lives for one run: a
+SQLite ships with Python (the python3.13 Lambda runtime, on Amazon Linux 2023, has a SQLite far
+newer than the 3.8.2 that ``WITHOUT ROWID`` tables need). The registry lives for one run: a
 dispatcher run that continues a file rebuilds it while re-reading the records already
 dispatched, and the aggregator builds its own while it writes the results.
 """

@@ -86,6 +86,7 @@ class DispatcherSettings(AggregatorSettings):
     chunk_prefix: str = Field("chunks/", alias="CHUNK_PREFIX")
     chunk_size: int = Field(500, alias="CHUNK_SIZE", ge=1, le=100_000, description="tickets per chunk")
     max_file_mb: float = Field(1024, alias="MAX_FILE_MB", gt=0, le=1024 * 1024)
+    max_tickets_per_file: int = Field(2_000_000, alias="MAX_TICKETS_PER_FILE", ge=1, le=100_000_000)
     # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
     request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
     invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)

@@ -134,10 +134,12 @@ def test_the_nvme_families_listed_by_hand_are_real_endpoint_instance_families() 
 
 
 def test_the_finalization_lease_is_derived_from_the_longest_finalizer_timeout() -> None:
-    assert TriageConfig().finalize_lease_seconds == 300 + 60
-    config = TriageConfig.from_context({"triage:aggregatorTimeoutSeconds": 900})
-    assert config.finalize_lease_seconds == 960 and config.sweeper_timeout_seconds == 900
-    config = TriageConfig.from_context({"triage:dispatcherTimeoutSeconds": 600})
+    assert TriageConfig().finalize_lease_seconds == 900 + 60  # the aggregator's default timeout
+    config = TriageConfig.from_context({"triage:aggregatorTimeoutSeconds": 120})
+    assert config.finalize_lease_seconds == 300 + 60 and config.sweeper_timeout_seconds == 120
+    config = TriageConfig.from_context(
+        {"triage:aggregatorTimeoutSeconds": 120, "triage:dispatcherTimeoutSeconds": 600}
+    )
     assert config.finalize_lease_seconds == 660
 
 

@@ -356,6 +356,7 @@ DISPATCHER_ENV = AGGREGATOR_ENV | {
     "CHUNK_PREFIX",
     "CHUNK_SIZE",
     "MAX_FILE_MB",
+    "MAX_TICKETS_PER_FILE",
     "REQUEST_TTL_SECONDS",
     "INVOCATION_TIMEOUT_SECONDS",
     "JOB_DEADLINE_MARGIN_SECONDS",
@@ -368,8 +369,8 @@ DISPATCHER_ENV = AGGREGATOR_ENV | {
     ("name", "handler", "env_keys", "timeout", "concurrency"),
     [
         ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300, 5),
-        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 300, 5),
-        ("sweeper", "ticket_pipeline.sweeper.handler", AGGREGATOR_ENV, 300, 1),
+        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 900, 5),
+        ("sweeper", "ticket_pipeline.sweeper.handler", AGGREGATOR_ENV, 900, 1),
     ],
 )
 def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_group(
@@ -404,7 +405,7 @@ def test_dispatcher_env_points_at_this_endpoint_table_bucket_and_topic(synth, st
     assert env["OUTPUT_BUCKET"] == ref(synth, stack.storage.output_bucket)
     assert env["RESULTS_TOPIC_ARN"] == ref(synth, stack.notifications.results_topic)
     assert (env["CHUNK_PREFIX"], env["RESULTS_PREFIX"]) == ("chunks/", "results/")
-    assert (env["CHUNK_SIZE"], env["MAX_FILE_MB"]) == ("500", "1024")
+    assert (env["CHUNK_SIZE"], env["MAX_FILE_MB"], env["MAX_TICKETS_PER_FILE"]) == ("500", "1024", "2000000")
     assert (env["REQUEST_TTL_SECONDS"], env["INVOCATION_TIMEOUT_SECONDS"]) == ("21600", "3600")
     assert (env["JOB_DEADLINE_MARGIN_SECONDS"], env["DISPATCH_THREADS"], env["MAX_DISPATCH_RUNS"]) == (
         "1800",

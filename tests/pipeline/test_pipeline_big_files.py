@@ -168,3 +168,23 @@ def test_a_deleted_version_is_a_whole_file_failure_naming_it(aws: Aws, endpoint:
     job = dispatcher.handler(s3_put_event(bucket, "incoming/gone.jsonl", 14, version_id=version), Context())
     (job,) = job["jobs"]
     assert job["outcome"] == "rejected_file" and "unreadable" in job["error"] and job["version_id"] == version
+
+
+def test_a_file_with_more_records_than_the_documented_maximum_ends_with_a_clear_error(
+    aws: Aws, endpoint: AsyncEndpoint
+):
+    with patched_environ({"MAX_TICKETS_PER_FILE": "5"}):
+        dispatcher.runtime.cache_clear()
+        job = drop(
+            aws,
+            "incoming/many.jsonl",
+            b"".join(json.dumps({"id": f"m{i}", "text": f"ticket {i}"}).encode() + b"\n" for i in range(9)),
+        )["jobs"][0]
+    assert job["tickets"] == 5 and "MAX_TICKETS_PER_FILE=5" in job["error"] and "split it" in job["error"]
+    for request in queued(endpoint):
+        notify(aws, complete(aws, request))
+    (message,) = aws.results_messages()
+    assert (
+        message["status"] == "partial" and message["tickets"] == 5 and "the rest not read" in message["error"]
+    )
+    check_exactly_once(aws, message, {f"m{i}" for i in range(5)})
