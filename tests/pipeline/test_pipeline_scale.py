@@ -5,6 +5,7 @@ README's numbers come from."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,10 @@ def test_make_scale_ends_with_one_json_line_of_the_dispatchers_figures(tmp_path:
             str(tmp_path),
         ],
         cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(REPO_ROOT / p) for p in ("", "lambda", "container")),
+        },
         capture_output=True,
         text=True,
         timeout=600,
