@@ -156,7 +156,7 @@ def _child_aggregator(queues: list[str], job_id: str, subscription: str, timeout
         if item["status"]["S"] in ("complete", "partial"):
             return {"notifications": handled, "max_run_seconds": longest, "status": item["status"]["S"]}
         if not got:
-            time.sleep(0.5)
+            time.sleep(0.1)
 
 
 # --- the harness ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_make_scale_ends_with_one_json_line_of_the_dispatchers_figures(tmp_path:
             "--tickets",
             "2000",
             "--chunk-size",
-            "200",
+            "500",
             "--work-dir",
             str(tmp_path),
         ],
@@ -40,11 +40,11 @@ def test_make_scale_ends_with_one_json_line_of_the_dispatchers_figures(tmp_path:
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(figures) >= FIELDS
-    assert (figures["tickets"], figures["chunks"], figures["invocations"]) == (2000, 10, 1)
-    assert figures["endpoint_invocations"] == 10
+    assert (figures["tickets"], figures["chunks"], figures["invocations"]) == (2000, 4, 1)
+    assert figures["endpoint_invocations"] == 4
     assert figures["peak_rss_mb"] > 20  # a real process's peak
     assert figures["peak_rss_mb"] < 512  # the goal, and well under the Lambda's 1024 MB
     assert 0 < figures["max_run_seconds"] < figures["timeout_seconds"] == 300
     assert (figures["results_status"], figures["results_succeeded"]) == ("complete", 2000)
-    assert figures["aggregator_notifications"] == 10
+    assert figures["aggregator_notifications"] == 4
     assert json.loads((tmp_path / "scale-2000.json").read_text()) == figures
