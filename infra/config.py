@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-import botocore.session
+import botocore.loaders
+import botocore.model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONTEXT_PREFIX = "triage:"
@@ -279,8 +280,11 @@ class TriageConfig(BaseModel):
 @cache
 def endpoint_instance_types() -> frozenset[str]:
     """Instance types ``CreateEndpointConfig`` accepts: the ``ProductionVariantInstanceType`` enum of
-    the SageMaker service model shipped with botocore (local data, no network)."""
-    model = botocore.session.get_session().get_service_model("sagemaker")
+    the SageMaker service model shipped with botocore (local data, no network). Read with botocore's
+    loader, not a session: a session reads the AWS config and fails on a missing profile, and
+    synthesizing must not depend on the machine's AWS configuration."""
+    loader = botocore.loaders.create_loader()
+    model = botocore.model.ServiceModel(loader.load_service_model("sagemaker", "service-2"))
     return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
 
 
