@@ -142,6 +142,38 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="oversample labels below this many training rows with noisy copies; 0 = off",
     )
     _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+
+    scale = parser.add_argument_group("scaling: GPUs, processes, checkpoints (training.train)")
+    _option(
+        scale,
+        "gradient-accumulation-steps",
+        type=int,
+        default=d.gradient_accumulation_steps,
+        help="optimizer step every N batches",
+    )
+    _option(
+        scale,
+        "mixed-precision",
+        choices=["auto", "no", "fp16", "bf16"],
+        default=d.mixed_precision,
+        help="auto = bf16/fp16 on a GPU, fp32 on CPU",
+    )
+    _option(scale, "save-steps", type=int, default=d.save_steps, help="also checkpoint every N steps")
+    _option(
+        scale,
+        "checkpoint-dir",
+        type=Path,
+        default=None,
+        help="resumable checkpoints (default <work-dir>/checkpoint; /opt/ml/checkpoints in a spot job)",
+    )
+    _option(
+        scale,
+        "keep-checkpoint",
+        type=_bool,
+        default=False,
+        metavar="{true,false}",
+        help="keep the checkpoint after a finished run",
+    )
     _add_strategy_arguments(parser, d)
 
     pre = parser.add_argument_group("preprocessing (stored in the artifact, applied when serving)")
@@ -267,6 +299,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             noisy_augmentation=args.noisy_augmentation,
             minority_min_examples=args.minority_min_examples,
             threads=args.threads,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            mixed_precision=args.mixed_precision,
+            save_steps=args.save_steps,
             preprocessing=preprocessing,
             **{name: getattr(args, name) for name in STRATEGY_FIELDS},
         )
@@ -300,6 +335,8 @@ def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
         if getattr(args, key) is None:
             setattr(args, key, value)
     config = config_from_args(args)
+    if not _is_main_process():  # one log file, the main process's
+        return _run_pipeline(args, config)
     handler = _log_to_file(args.reports_dir / "train.log")
     try:
         return _run_pipeline(args, config)
@@ -314,20 +351,34 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
     reports_dir: Path = args.reports_dir
     started = time.perf_counter()
 
-    try:
-        dataset = load_tickets(args.data, args.text_column, args.label_column, args.encoding)
-        splits = load_or_create_splits(
-            dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
-        )
+    from training.train import process_state
+
+    try:  # under torchrun the main process writes the splits, the others then read them
+        with process_state().main_process_first():
+            dataset = load_tickets(args.data, args.text_column, args.label_column, args.encoding)
+            splits = load_or_create_splits(
+                dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
+            )
     except DataError as exc:
         raise SystemExit(f"data error: {exc}") from None
-    _write_json(reports_dir / "data_report.json", splits.info)
+    if _is_main_process():
+        _write_json(reports_dir / "data_report.json", splits.info)
     log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
 
     from training.train import train
 
     labels = dataset.label_names
-    result = train(config, splits.train, splits.validation, args.work_dir, labels=labels)
+    result = train(
+        config,
+        splits.train,
+        splits.validation,
+        args.work_dir,
+        labels=labels,
+        checkpoint_dir=args.checkpoint_dir,
+        keep_checkpoint=args.keep_checkpoint,
+    )
+    if not _is_main_process():
+        return {}  # under torchrun: the main process exports, evaluates and reports
     summary: dict[str, Any] = {
         "data": str(args.data),
         "rows": splits.info["sizes"],
@@ -337,6 +388,8 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         "best_val_macro_f1": result.best_val_macro_f1,
         "epochs_run": len(result.history),
         "fine_tune_seconds": round(result.train_seconds, 1),
+        "processes": result.world_size,
+        "resumed_from": result.resumed_from,
         "stages": result.stages,
         "hf_model_dir": str(result.model_dir),
     }
@@ -419,6 +472,12 @@ def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_di
         out_dir=reports_dir,
     )
     return str(path) if path else None
+
+
+def _is_main_process() -> bool:
+    from training.train import process_state
+
+    return process_state().is_main_process
 
 
 def run_package(args: argparse.Namespace) -> Path:

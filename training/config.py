@@ -55,6 +55,13 @@ class TrainConfig:
     # batches, so a batch holds texts of similar length and little padding (3-10x faster on CPU).
     length_group_batches: int = 50
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    # --- scaling (training.train: Accelerate) ---
+    # Optimizer step every N batches (effective batch = batch_size x N x processes).
+    gradient_accumulation_steps: int = 1
+    # "auto": bf16 on a GPU that has it, fp16 (with loss scaling) on older GPUs, fp32 on CPU.
+    mixed_precision: str = "auto"
+    # Checkpoint every N optimizer steps as well as after every epoch; 0 = after epochs only.
+    save_steps: int = 0
     # Keep the word-embedding matrix (30522 x 384 = 11.7M of MiniLM's 22.7M parameters) fixed:
     # no gradient, clipping or AdamW update for half the weights; README "Training" has the
     # measured speed and quality.
@@ -114,6 +121,12 @@ class TrainConfig:
             (self.minority_min_examples >= 0, "minority_min_examples must be >= 0"),
             (self.length_group_batches >= 1, "length_group_batches must be >= 1"),
             (self.threads >= 0, "threads must be >= 0"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
+            (
+                self.mixed_precision in ("auto", "no", "fp16", "bf16"),
+                "mixed_precision must be auto, no, fp16 or bf16",
+            ),
+            (self.save_steps >= 0, "save_steps must be >= 0 (0 = after every epoch only)"),
             (bool(self.base_model), "base_model must not be empty"),
             (self.head in ("cls", "mean", "mlp"), "head must be cls, mean or mlp"),
             (0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
