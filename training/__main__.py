@@ -310,6 +310,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # --- commands ----------------------------------------------------------------------------------
+def load_model_inputs(path: Path, text_column: str, label_column: str, config: TrainConfig, encoding="utf-8"):
+    """The ticket file, with duplicates of the model's input (the preprocessed text) dropped."""
+    from functools import partial
+
+    from training.data import dedupe_model_inputs, load_tickets
+    from triage_core.preprocessing import preprocess
+
+    dataset = load_tickets(path, text_column, label_column, encoding)
+    return dedupe_model_inputs(dataset, partial(preprocess, config=config.preprocessing))
+
+
 def _log_to_file(path: Path) -> logging.Handler:
     """Copy the pipeline's log (INFO and up) to ``path``; the caller removes the handler."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +357,7 @@ def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
 
 
 def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
-    from training.data import DataError, format_support, load_or_create_splits, load_tickets
+    from training.data import DataError, format_support, load_or_create_splits
 
     reports_dir: Path = args.reports_dir
     started = time.perf_counter()
@@ -355,14 +366,15 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
 
     try:  # under torchrun the main process writes the splits, the others then read them
         with process_state().main_process_first():
-            dataset = load_tickets(args.data, args.text_column, args.label_column, args.encoding)
+            dataset = load_model_inputs(args.data, args.text_column, args.label_column, config, args.encoding)
             splits = load_or_create_splits(
                 dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
             )
     except DataError as exc:
         raise SystemExit(f"data error: {exc}") from None
     if _is_main_process():
-        _write_json(reports_dir / "data_report.json", splits.info)
+        # this run's load report (re-used splits carry the one of the run that wrote them)
+        _write_json(reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
     log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
 
     from training.train import train
