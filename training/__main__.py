@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
 
@@ -182,6 +184,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(pre, "extract-request", type=_bool, default=p.extract_request, metavar="{true,false}")
     _option(pre, "emojis", choices=["text", "remove", "keep"], default=p.emojis)
     _option(pre, "remove-stopwords", type=_bool, default=p.remove_stopwords, metavar="{true,false}")
+
+    gate = parser.add_argument_group("export gate (validation split) and review threshold")
+    _option(gate, "fp32-max-score-diff", type=float, default=1e-3, help="torch vs fp32 ONNX scores")
+    _option(gate, "int8-min-agreement", type=float, default=0.95, help="int8 vs fp32 top-label agreement")
+    _option(gate, "int8-max-f1-drop", type=float, default=1.0, help="macro-F1 points int8 may lose")
+    _option(
+        gate,
+        "review-precision",
+        type=float,
+        default=0.98,
+        help="review threshold: lowest score whose auto-accepted validation tickets reach this accuracy",
+    )
 
     steps = parser.add_argument_group("pipeline steps")
     _option(steps, "export", type=_bool, default=True, metavar="{true,false}", help="build the int8 artifact")
@@ -407,21 +421,41 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
     }
 
     if args.export:
-        from training.export import export_artifact
+        from training.export import ExportError, ParityTolerance, export_artifact, export_report
 
         t0 = time.perf_counter()
-        export_artifact(
-            result.model_dir,
-            args.output,
-            labels=labels,
-            max_length=config.max_length,
-            preprocessing=config.preprocessing,
-            scoring=config.scoring,
-            base_model=config.base_model,
+        tolerance = ParityTolerance(
+            fp32_max_score_diff=args.fp32_max_score_diff,
+            int8_min_agreement=args.int8_min_agreement,
+            int8_max_macro_f1_drop_points=args.int8_max_f1_drop,
         )
+        try:
+            export_artifact(
+                result.model_dir,
+                args.output,
+                labels=labels,
+                max_length=config.max_length,
+                preprocessing=config.preprocessing,
+                scoring=config.scoring,
+                base_model=config.base_model,
+                parity_texts=splits.validation.texts,
+                parity_labels=splits.validation.labels,
+                tolerance=tolerance,
+            )
+        except ExportError as exc:
+            _write_json(reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
+            raise SystemExit(
+                f"{exc} (details: {args.output.parent / 'onnx-fp32' / 'export_report.json'})"
+            ) from None
         summary["artifact"] = str(args.output)
         summary["export_seconds"] = round(time.perf_counter() - t0, 1)
+        summary["export"] = export_report(args.output)
+        for warning in summary["export"]["warnings"]:
+            log.warning("export: %s", warning)
         if args.evaluate:
+            summary["review_threshold"] = choose_review_threshold(
+                args.output, splits.validation, args.review_precision
+            )
             summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
         if args.optimization_report:
             summary["optimization_report"] = optimization_report(
@@ -437,6 +471,27 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         summary.get("test_noisy", "-"),
     )
     return summary
+
+
+def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
+    """The review threshold, chosen on the validation split: the lowest top score at which the
+    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
+    the time. The test split only reports how that threshold does."""
+    from training.evaluate import review_curve
+    from triage_core.inference import ArtifactClassifier
+
+    classifier = ArtifactClassifier(artifact_dir)
+    scores = classifier.predict_scores(validation.texts)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
+    choice = review_curve(scores.max(axis=1), correct, precision)
+    log.info(
+        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
+        choice["threshold"],
+        choice["accepted_accuracy"],
+        100 * choice["review_share"],
+    )
+    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
 
 
 def evaluate_test_splits(
@@ -464,6 +519,21 @@ def evaluate_test_splits(
     clean["training"] = {
         k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
     }
+    clean["selection"] = (
+        "model and review threshold chosen on the validation split; this test split is scored once"
+    )
+    if "review_threshold" in summary:
+        review = dict(summary["review_threshold"])
+        top = classifier.predict_scores(test.texts)
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
+        accepted = top.max(axis=1) >= review["threshold"]
+        review["test"] = {
+            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
+            "review_share": float(1 - accepted.mean()),
+        }
+        clean["review_threshold"] = review
+        summary["review_threshold"] = review
     write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
     write_evaluation(clean, reports_dir / "test", title="Test split:")
     artifact_metrics = dict(clean)
