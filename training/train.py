@@ -597,7 +597,8 @@ def train(
             with history_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         improved = val_f1 > best_f1
-        log.info(
+        # one line per epoch, the main process's: the SageMaker launcher's metrics parse it
+        (log.info if main else log.debug)(
             "epoch %d/%d: loss %.4f, val macro-F1 %.4f, val acc %.4f, %.0f s%s",
             epoch,
             config.epochs,
