@@ -116,19 +116,33 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(io, "test-size", type=float, default=0.1)
     _option(io, "split-seed", type=int, default=42, help="seed of the train/validation/test split")
 
-    hp = parser.add_argument_group("hyperparameters")
+    hp = parser.add_argument_group(
+        "hyperparameters",
+        "--base-model picks its family's preset (MiniLM, DistilBERT, BERT, RoBERTa: training.config.PRESETS) "
+        "for the options marked 'preset'; an explicit option overrides it. MiniLM values shown.",
+    )
     _option(hp, "base-model", default=d.base_model, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
-    _option(hp, "epochs", type=int, default=d.epochs)
-    _option(hp, "learning-rate", type=float, default=d.learning_rate)
-    _option(hp, "head-learning-rate", type=float, default=d.head_learning_rate, help="0 = learning rate")
-    _option(hp, "batch-size", type=int, default=d.batch_size)
-    _option(hp, "max-length", type=int, default=d.max_length, help="tokens, head truncation")
-    _option(hp, "warmup-ratio", type=float, default=d.warmup_ratio)
-    _option(hp, "weight-decay", type=float, default=d.weight_decay)
+    _option(hp, "epochs", type=int, default=None, help=f"preset ({d.epochs})")
+    _option(hp, "learning-rate", type=float, default=None, help=f"preset ({d.learning_rate})")
+    _option(
+        hp, "head-learning-rate", type=float, default=None, help=f"preset ({d.head_learning_rate}); 0 = lr"
+    )
+    _option(hp, "batch-size", type=int, default=None, help=f"preset ({d.batch_size})")
+    _option(
+        hp, "max-length", type=int, default=None, help=f"preset ({d.max_length}); tokens, head truncation"
+    )
+    _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
+    _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
     _option(hp, "seed", type=int, default=d.seed)
     _option(hp, "label-smoothing", type=float, default=d.label_smoothing)
     _option(hp, "class-weights", type=_bool, default=d.class_weights, metavar="{true,false}")
-    _option(hp, "early-stopping-patience", type=int, default=d.early_stopping_patience, help="0 = off")
+    _option(
+        hp,
+        "early-stopping-patience",
+        type=int,
+        default=None,
+        help=f"preset ({d.early_stopping_patience}); 0 = off",
+    )
     _option(
         hp,
         "noisy-augmentation",
@@ -210,7 +224,9 @@ def _str_list(value: str) -> list[str]:
 def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     """Transfer-learning strategies (README: "Model quality: strategies and ablation")."""
     st = parser.add_argument_group("transfer-learning strategies")
-    _option(st, "head", choices=["cls", "mean", "mlp"], default=d.head, help="classifier head")
+    _option(
+        st, "head", choices=["cls", "mean", "mlp"], default=None, help=f"preset ({d.head}); classifier head"
+    )
     _option(st, "head-dropout", type=float, default=d.head_dropout, help="mean/mlp heads")
     _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
     _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
@@ -219,9 +235,9 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
         st,
         "freeze-embeddings",
         type=_bool,
-        default=d.freeze_embeddings,
+        default=None,
         metavar="{true,false}",
-        help="keep the word embeddings fixed (faster steps)",
+        help=f"preset ({str(d.freeze_embeddings).lower()}); keep the word embeddings fixed (faster steps)",
     )
     _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
     _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
@@ -296,29 +312,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         emojis=args.emojis,
         remove_stopwords=args.remove_stopwords,
     )
+    names = (
+        "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+        "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
+        "noisy_augmentation", "minority_min_examples", "threads", "gradient_accumulation_steps",
+        "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+    )  # fmt: skip
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
-        return TrainConfig(
-            base_model=args.base_model,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            head_learning_rate=args.head_learning_rate,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            warmup_ratio=args.warmup_ratio,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            label_smoothing=args.label_smoothing,
-            class_weights=args.class_weights,
-            early_stopping_patience=args.early_stopping_patience,
-            noisy_augmentation=args.noisy_augmentation,
-            minority_min_examples=args.minority_min_examples,
-            threads=args.threads,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            mixed_precision=args.mixed_precision,
-            save_steps=args.save_steps,
-            preprocessing=preprocessing,
-            **{name: getattr(args, name) for name in STRATEGY_FIELDS},
-        )
+        return TrainConfig.for_base_model(args.base_model, preprocessing=preprocessing, **given)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
@@ -371,10 +373,15 @@ def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
 
 
 def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
+    from training.config import ModelSourceError, check_base_model, model_family
     from training.data import DataError, format_support, load_or_create_splits
 
     reports_dir: Path = args.reports_dir
     started = time.perf_counter()
+    try:  # before reading any data: a bad model name is one line, not a traceback minutes later
+        check_base_model(config.base_model)
+    except ModelSourceError as exc:
+        raise SystemExit(str(exc)) from None
 
     from training.train import process_state
 
@@ -410,6 +417,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         "rows": splits.info["sizes"],
         "labels": len(labels),
         "config": config.to_dict(),
+        "preset": model_family(config.base_model),
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": result.best_val_macro_f1,
         "epochs_run": len(result.history),

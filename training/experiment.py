@@ -97,6 +97,22 @@ SETS: dict[str, ExperimentSet] = {
             ),
         ),
     ),
+    # Honest selection of the default's choices (issue #13): every row is the default with one
+    # change, at the ablation's reduced budget (2 epochs, no early stopping), ranked on the
+    # validation split; the test split is scored once, for the winner, by `make train`.
+    "selection": ExperimentSet(
+        "the default's choices, one change per row; reduced budget: 2 epochs, no early stopping",
+        {"epochs": 2, "early_stopping_patience": 0},
+        (
+            Row("default", "the default: MLP head, head LR 3e-3, augmentation 0.15, frozen word embeddings"),
+            Row("cls-head", "[CLS]-pooler head (Hugging Face default)", {"head": "cls"}),
+            Row("mean-head", "mean-pooling linear head", {"head": "mean"}),
+            Row("no-augmentation", "noisy augmentation off", {"noisy_augmentation": 0.0}),
+            Row("augmentation-0.3", "noisy augmentation 0.3", {"noisy_augmentation": 0.3}),
+            Row("head-lr-1e-3", "head learning rate 1e-3", {"head_learning_rate": 1e-3}),
+            Row("trainable-embeddings", "word embeddings trained too", {"freeze_embeddings": False}),
+        ),
+    ),
     "smoke": ExperimentSet(
         "tiny check of the command (tests)",
         {**BASELINE, "epochs": 1, "early_stopping_patience": 0},
@@ -125,7 +141,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _row_config(row: Row, exp: ExperimentSet, args: argparse.Namespace, out: Path):
-    from training.config import TrainConfig
+    from training.config import DEFAULT_BASE_MODEL, TrainConfig
 
     values: dict[str, Any] = {**exp.base, **row.overrides}
     for name in ("epochs", "base_model", "batch_size", "max_length"):
@@ -142,7 +158,7 @@ def _row_config(row: Row, exp: ExperimentSet, args: argparse.Namespace, out: Pat
         values["distill_teachers"] = [str(t) for t in teachers]
     if values.get("freeze_encoder_epochs", 0) >= values.get("epochs", TrainConfig.epochs):
         values["freeze_encoder_epochs"] = 0
-    return TrainConfig(**values)
+    return TrainConfig.for_base_model(values.pop("base_model", DEFAULT_BASE_MODEL), **values)
 
 
 def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out: Path) -> dict[str, Any]:
@@ -237,6 +253,13 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [n for n in wanted if n not in names]
     if unknown:
         raise SystemExit(f"unknown row(s) {unknown} in set {args.set}; rows: {names}")
+    from training.config import ModelSourceError, check_base_model
+
+    if args.base_model:
+        try:
+            check_base_model(args.base_model)
+        except ModelSourceError as exc:
+            raise SystemExit(str(exc)) from None
     out = args.output or Path("artifacts/experiments") / args.set
     out.mkdir(parents=True, exist_ok=True)
     try:

@@ -584,6 +584,7 @@ def train(
             "val_macro_f1": round(val_f1, 5),
             "val_accuracy": round(val_acc, 5),
             "lr": scheduler.get_last_lr()[0],
+            "optimizer_steps": global_step,
             "encoder_frozen": frozen,
             "noisy_rows": n_noisy,
             "mean_tokens": round(float(np.mean(lengths)), 2),

@@ -323,10 +323,15 @@ def test_experiment_command_writes_one_table(tiny_base_model: Path, tmp_path: Pa
     names = [row["name"] for row in table["rows"]]
     assert names == ["baseline", "mean-head", "ovr"]
     for row in table["rows"]:
-        assert 0 <= row["clean_macro_f1"] <= 1 and 0 <= row["noisy_macro_f1"] <= 1
+        assert 0 <= row["val_macro_f1"] <= 1 and 0 <= row["val_noisy_macro_f1"] <= 1
         assert row["served_mb"] > 0 and row["train_seconds"] > 0
+        assert row["validation_rows"] == 6 and "test_rows" not in row  # chosen on validation only
     markdown = (out / "results.md").read_text()
-    assert "| baseline |" in markdown and "noisy" in markdown
+    assert "| baseline |" in markdown and "validation split" in markdown
+    # rows are ranked by validation macro-F1
+    val = sorted((r["val_macro_f1"] for r in table["rows"]), reverse=True)
+    ordered = [line for line in markdown.splitlines() if line[:4] in ("| 1 ", "| 2 ", "| 3 ")]
+    assert [float(line.split("|")[4]) for line in ordered] == pytest.approx(val)
     assert json.loads((out / "ovr" / "model" / "triage_artifact.json").read_text())["scoring"] == "sigmoid"
     # resumable: a second run re-uses finished rows
     shutil.rmtree(out / "mean-head" / "work")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,74 @@ def test_default_base_model_learns_banking77_subset(tmp_path: Path, request: pyt
     val_data = TicketDataset([t for t, _ in val_rows], [y for _, y in val_rows])
     result = train(TrainConfig(epochs=3), train_data, val_data, tmp_path, labels=labels)
     assert result.best_val_macro_f1 > 0.6  # chance: 1/15
+
+
+@pytest.mark.parametrize(
+    ("base_model", "message"),
+    [
+        ("./no/such/model", r"^base model './no/such/model': no such directory; pass a directory"),
+        ("/tmp", r"^base model '/tmp': /tmp has no config.json, so it is not a Hugging Face model directory"),
+        ("not a valid id!!", r"^base model 'not a valid id!!': not a local directory and not a valid hub id"),
+        # the test session runs with HF_HUB_OFFLINE=1 (conftest), as `make train` does
+        ("distilbert-base-uncased", r"^base model 'distilbert-base-uncased' is not in the local Hugging Face "
+         r"cache and offline mode is on \(HF_HUB_OFFLINE=1\)"),
+    ],
+)  # fmt: skip
+def test_unusable_base_model_is_one_actionable_line(base_model: str, message: str, tmp_path: Path) -> None:
+    """Real transformers / huggingface_hub calls; the CLI stops before reading any data."""
+    import subprocess
+    import sys
+
+    argv = ["train", "--base-model", base_model, "--data", str(tmp_path / "missing.csv")]
+    argv += ["--output", str(tmp_path / "run" / "model")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(message, last), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("base_model", "family", "learning_rate", "warmup", "max_length"),
+    [
+        ("all-MiniLM-L6-v2", "minilm", 1e-4, 0.06, 64),
+        ("sentence-transformers/all-MiniLM-L12-v2", "minilm", 1e-4, 0.06, 64),
+        ("bert-base-uncased", "bert", 3e-5, 0.1, 128),
+        ("distilbert-base-uncased", "distilbert", 5e-5, 0.1, 128),
+        ("roberta-base", "roberta", 2e-5, 0.06, 128),
+        ("FacebookAI/roberta-large", "roberta", 2e-5, 0.06, 128),
+    ],
+)
+def test_base_model_picks_its_family_preset(
+    base_model: str, family: str, learning_rate: float, warmup: float, max_length: int
+) -> None:
+    from training.__main__ import build_parser, config_from_args
+    from training.config import model_family
+
+    assert model_family(base_model) == family
+    config = config_from_args(build_parser().parse_args(["train", "--base-model", base_model]))
+    assert (config.learning_rate, config.warmup_ratio, config.max_length) == (
+        learning_rate,
+        warmup,
+        max_length,
+    )
+    if family != "minilm":  # the published recipes: one rate for all weights, the HF head, nothing frozen
+        assert config.head == "cls" and config.head_learning_rate == 0.0 and not config.freeze_embeddings
+    # an explicit option wins over the preset
+    config = config_from_args(
+        build_parser().parse_args(["train", "--base-model", base_model, "--learning-rate", "7e-5"])
+    )
+    assert config.learning_rate == 7e-5 and config.max_length == max_length
+
+
+def test_local_model_family_comes_from_its_config(tiny_base_model: Path, minilm_path: Path) -> None:
+    from training.config import model_family
+
+    assert model_family(str(minilm_path)) == "minilm"  # a BERT of width 384
+    assert model_family(str(tiny_base_model)) == "bert"
