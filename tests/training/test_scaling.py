@@ -36,8 +36,8 @@ def test_two_processes_train_one_model_with_torchrun(tiny_base_model: Path, tmp_
     data_file = _write_csv(tmp_path / "tickets.csv", tiny_dataset(20))
     out = tmp_path / "run"
     argv = ["train", "--data", str(data_file), "--base-model", str(tiny_base_model), "--epochs", "2",
-            "--batch-size", "8", "--max-length", "32", "--threads", "1",
-            "--output", str(out / "model"), "--optimization-report", "false", "--evaluate", "false"]  # fmt: skip
+            "--batch-size", "8", "--max-length", "32", "--threads", "1", "--output", str(out / "model"),
+            "--optimization-report", "false", "--evaluate", "false"]  # fmt: skip
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
