@@ -200,6 +200,14 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     # the served artifact was evaluated on the clean and the noisy test split
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "micro_f1", "per_class", "noisy", "clean_vs_noisy"} <= set(metrics)
+    # chosen on validation, reported on test: the review threshold and the selection statement
+    review = metrics["review_threshold"]
+    assert review["chosen_on"] == "validation" and 0 <= review["threshold"] <= 1
+    assert set(review["test"]) == {"accepted_accuracy", "review_share"}
+    assert "chosen on the validation split" in metrics["selection"]
+    load_report = json.loads((out / "reports" / "data_report.json").read_text())["load_report"]
+    assert load_report["dropped_model_input_duplicates"] == 0 and "conflicting_model_inputs" in load_report
+    assert summary["export"]["parity"]["passed"] and summary["export"]["parity"]["texts"] == 6
     assert metrics["noisy"]["macro_f1"] == summary["test_noisy"]["macro_f1"]
     assert metrics["training"]["best_epoch"] == 1
     for part in ("test", "test/noisy"):
