@@ -218,8 +218,20 @@ def test_job_spec_validation(kwargs: dict, message: str) -> None:
 
 def test_launcher_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert launcher_main(["--role", ROLE, "--train", "s3://b/k", "--hp", "epochs=2", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert '"epochs": "2"' in out and "sagemaker.pytorch.PyTorch" in out
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["estimator"] == "sagemaker.pytorch.PyTorch"
+    job = plan["estimator_arguments"]
+    assert (
+        (job["framework_version"], job["py_version"]) == (FRAMEWORK_VERSION, PY_VERSION) == ("2.8.0", "py312")
+    )
+    assert (job["instance_type"], job["instance_count"]) == ("ml.c5.2xlarge", 1)
+    assert job["hyperparameters"] == {"epochs": "2"}
+    argv = ["--role", ROLE, "--train", "s3://b/k", "--output-path", "s3://b/o/", "--spot", "--dry-run",
+            "--instance-type", "ml.g5.12xlarge", "--instance-count", "2"]  # fmt: skip
+    assert launcher_main(argv) == 0
+    job = json.loads(capsys.readouterr().out)["estimator_arguments"]
+    assert job["checkpoint_s3_uri"] == "s3://b/o/checkpoints/" and job["instance_count"] == 2
+    assert job["distribution"] == {"torch_distributed": {"enabled": True}}
     with pytest.raises(SystemExit, match="name=value"):
         launcher_main(["--role", ROLE, "--train", "s3://b/k", "--hp", "epochs", "--dry-run"])
 
