@@ -1,6 +1,6 @@
 """Time the training loop against a baseline loop from git, in one process, in alternating rounds.
 
-    python -m training.bench_loop [--baseline-ref main] [--rows 2000] [--epochs 1] [--rounds 2]
+    python -m training.bench_loop [--baseline-ref main] [--rows 2000] [--epochs 1] [--rounds 2] [--threads 1]
 
 The baseline is ``training/train.py`` as committed at ``--baseline-ref`` (the hand-written loop
 before Accelerate), loaded from git into this process; the candidate is the current
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2000, help="training rows (stratified subset)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="each round times both loops")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (1 on a busy machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.train import train as candidate
 
     baseline = load_baseline_loop(args.baseline_ref).train
-    config = TrainConfig.for_base_model(epochs=args.epochs, early_stopping_patience=0)
+    config = TrainConfig.for_base_model(epochs=args.epochs, early_stopping_patience=0, threads=args.threads)
     train_data, validation = _subset(args.rows, config.seed)
     labels = sorted(set(train_data.labels) | set(validation.labels))
     loops = {"baseline": baseline, "candidate": candidate}
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": len(train_data),
                 "epochs": args.epochs,
                 "rounds": args.rounds,
+                "threads": args.threads,
                 "baseline_seconds": round(median["baseline"], 1),
                 "candidate_seconds": round(median["candidate"], 1),
                 "ratio": round(median["candidate"] / median["baseline"], 3),
