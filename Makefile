@@ -49,7 +49,7 @@ train: $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
-# transfer-learning ablation on the held-out split: make experiment [SET=ablation] [ROWS=baseline,ovr]
+# train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
 experiment: $(VENV)/.installed
 	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
 
@@ -74,7 +74,8 @@ $(CHECKOV): requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-# The SageMaker SDK v2 (only to launch training jobs) pins older protobuf/attrs: its own venv too.
+# The SageMaker SDK (only to launch training jobs) gets its own venv too: v2 pins older
+# protobuf/attrs, and v3 would downgrade protobuf and rich (training/sagemaker_launcher.py says why).
 SAGEMAKER_SDK := $(VENV)/sagemaker/.installed
 $(SAGEMAKER_SDK): requirements-sagemaker.txt
 	test -x $(VENV)/sagemaker/bin/python || $(PYTHON) -m venv $(VENV)/sagemaker
