@@ -161,6 +161,7 @@ class TicketPipelineProps:
     async_failures_prefix: str
     chunk_size: int
     max_file_mb: int
+    ticket_fields_json: str
     request_ttl_seconds: int
     invocation_timeout_seconds: int
     dispatcher_timeout_seconds: int
@@ -218,6 +219,7 @@ class TicketPipeline(Construct):
                 "CHUNK_PREFIX": props.chunk_prefix,
                 "CHUNK_SIZE": str(props.chunk_size),
                 "MAX_FILE_MB": str(props.max_file_mb),
+                "TICKET_FIELDS": props.ticket_fields_json,
                 "REQUEST_TTL_SECONDS": str(props.request_ttl_seconds),
                 "INVOCATION_TIMEOUT_SECONDS": str(props.invocation_timeout_seconds),
             },

@@ -122,6 +122,7 @@ class TicketTriageStack(Stack):
                 async_failures_prefix=c.async_failures_prefix,
                 chunk_size=c.chunk_size,
                 max_file_mb=c.max_file_mb,
+                ticket_fields_json=c.ticket_fields_json,
                 request_ttl_seconds=c.request_ttl_seconds,
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 dispatcher_timeout_seconds=c.dispatcher_timeout_seconds,

@@ -8,7 +8,9 @@ Steps (each safe to repeat: S3 delivers events at least once and Lambda retries 
    ``MAX_FILE_MB``. A file that fails a check, cannot be read, or has no records becomes a
    *whole-file failure*: a job with zero tickets and an ``error``, finalized at once (results
    files + a ``partial`` results message), so nothing is skipped silently.
-3. Stream the records (``triage_core.records``) into chunks of ``CHUNK_SIZE`` tickets, writing
+3. Stream the records (``triage_core.reader``: any accepted format, charset, compression and
+   line ending; the deployment's field map, or the file's own from its S3 metadata; at most
+   ``MAX_FILE_MB`` once decompressed) into chunks of ``CHUNK_SIZE`` tickets, writing
    each chunk to ``<CHUNK_PREFIX><job>/<n>.jsonl`` as it fills; rejected records go to
    ``<RESULTS_PREFIX><job>/rejected.jsonl`` in the output bucket.
 4. Record the job (META: source, chunk count, tickets, submission time) and one item per chunk
@@ -39,7 +41,9 @@ from ticket_pipeline.logs import child_logger
 from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
-from triage_core.records import CSV_TYPES, JSONL_TYPES, RecordFormatError, iter_records, split_lines
+from triage_core.reader import TicketReader
+from triage_core.reader import detect_format as detect_ticket_format
+from triage_core.records import RecordFormatError
 
 logger = child_logger()
 
@@ -47,8 +51,6 @@ logger = child_logger()
 # rejected here with a clear reason instead of failing its whole chunk at the endpoint.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
-CSV = "text/csv"
-_EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
 # Errors from InvokeEndpointAsync that will not go away on retry.
 _PERMANENT_INVOKE_ERRORS = {"ValidationError", "ValidationException", "ModelError", "ParamValidationError"}
 
@@ -95,20 +97,11 @@ def job_id_for(bucket: str, key: str, token: str) -> str:
 
 
 def detect_format(key: str, content_type: str | None) -> str:
-    """The records format of a file: by extension first, then by the object's content type."""
-    lowered = key.lower()
-    for ext, fmt in _EXTENSIONS.items():
-        if lowered.endswith(ext):
-            return fmt
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in JSONL_TYPES:
-        return JSONL
-    if ctype in CSV_TYPES:
-        return CSV
-    raise WholeFileError(
-        f"unsupported file type for {key!r} (content type {content_type!r}): "
-        "expected .jsonl/.ndjson (JSON Lines) or .csv"
-    )
+    """The records format of a file: by extension first (``.gz`` aside), then by content type."""
+    try:
+        return detect_ticket_format(key, content_type)
+    except RecordFormatError as exc:
+        raise WholeFileError(str(exc)) from None
 
 
 def dispatch_object(
@@ -213,7 +206,7 @@ def _read_and_chunk(source: S3Location, job_id: str, deps: Deps, settings: Dispa
         raise WholeFileError(
             f"file is {size / 1048576:.1f} MB, more than MAX_FILE_MB={settings.max_file_mb:g}; split it"
         )
-    fmt = detect_format(source.key, info.content_type)
+    detect_format(source.key, info.content_type)
 
     def write_chunk(chunk: Chunk) -> None:
         deps.objects.put_bytes(
@@ -222,7 +215,17 @@ def _read_and_chunk(source: S3Location, job_id: str, deps: Deps, settings: Dispa
 
     chunker = Chunker(settings.chunk_size, write_chunk)
     try:
-        for record in iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES)):
+        reader = TicketReader(
+            deps.objects.iter_chunks(source),
+            key=source.key,
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            metadata=info.metadata,
+            fields=settings.fields,
+            max_record_chars=MAX_RECORD_BYTES,
+            max_decoded_bytes=settings.max_file_bytes,
+        )
+        for record in reader:
             chunker.add(record)
     except RecordFormatError as exc:
         raise WholeFileError(f"wrong format: {exc}") from exc

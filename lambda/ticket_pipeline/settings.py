@@ -6,10 +6,13 @@ The variable names are the contract with the CDK stack (see CONTEXT / README). P
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from triage_core.records import FieldMap
 
 
 def _prefix(value: str) -> str:
@@ -60,6 +63,21 @@ class DispatcherSettings(AggregatorSettings):
     # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
     request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
     invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)
+    ticket_fields: str = Field(
+        '{"id": "id", "text": ["text"]}',
+        alias="TICKET_FIELDS",
+        description="which field of a ticket holds its id and which fields (joined) its text; "
+        "a file's S3 metadata id-field / text-fields overrides it",
+    )
+
+    @field_validator("ticket_fields")
+    @classmethod
+    def _ticket_fields(cls, value: str) -> str:
+        return json.dumps(FieldMap.from_spec(value).spec())
+
+    @property
+    def fields(self) -> FieldMap:
+        return FieldMap.from_spec(self.ticket_fields)
 
     @field_validator("chunk_prefix")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote
 
@@ -55,6 +55,8 @@ class S3Location:
 class ObjectInfo:
     size: int
     content_type: str | None
+    content_encoding: str | None = None  # e.g. gzip: the ticket reader decompresses
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
 
 
 def _code(exc: ClientError) -> str:
@@ -79,7 +81,12 @@ class ObjectStore:
             head = self.client.head_object(Bucket=loc.bucket, Key=loc.key)
         except ClientError as exc:
             self._raise(exc, loc)
-        return ObjectInfo(int(head["ContentLength"]), head.get("ContentType"))
+        return ObjectInfo(
+            int(head["ContentLength"]),
+            head.get("ContentType"),
+            head.get("ContentEncoding"),
+            dict(head.get("Metadata") or {}),
+        )
 
     def iter_chunks(self, loc: S3Location, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Stream the object's bytes in chunks (never the whole object in memory)."""

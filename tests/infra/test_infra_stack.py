@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from ticket_pipeline.settings import DispatcherSettings
+from triage_core.records import FieldMap
+
 ROLE_POLICY = "AWS::IAM::Policy"
 
 
@@ -333,6 +336,7 @@ DISPATCHER_ENV = {
     "CHUNK_PREFIX",
     "CHUNK_SIZE",
     "MAX_FILE_MB",
+    "TICKET_FIELDS",
     "REQUEST_TTL_SECONDS",
     "INVOCATION_TIMEOUT_SECONDS",
     "OUTPUT_BUCKET",
@@ -390,6 +394,17 @@ def test_dispatcher_env_points_at_this_endpoint_table_bucket_and_topic(synth, st
     assert (env["CHUNK_PREFIX"], env["RESULTS_PREFIX"]) == ("chunks/", "results/")
     assert (env["CHUNK_SIZE"], env["MAX_FILE_MB"]) == ("500", "1024")
     assert (env["REQUEST_TTL_SECONDS"], env["INVOCATION_TIMEOUT_SECONDS"]) == ("21600", "3600")
+    # the field map (triage:ticketFields) as the dispatcher's own settings read it
+    settings = DispatcherSettings.from_env(
+        {
+            "JOBS_TABLE": "jobs",
+            "OUTPUT_BUCKET": "out",
+            "RESULTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:results",
+            "ENDPOINT_NAME": "endpoint",
+            "TICKET_FIELDS": env["TICKET_FIELDS"],
+        }
+    )
+    assert settings.fields == FieldMap("id", ("text",))
 
 
 def test_dispatcher_is_triggered_by_objects_created_under_the_input_prefix_only(synth, stack) -> None:

@@ -11,7 +11,7 @@ from ticket_pipeline.events import S3Event
 from ticket_pipeline.jobs import inference_id_for, parse_inference_id
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.settings import DispatcherSettings
-from triage_core.records import iter_jsonl
+from triage_core.formats import iter_jsonl
 
 # The success notification as AWS documents it for async inference (SNS Message body).
 DOCUMENTED_SUCCESS = {
