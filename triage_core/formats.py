@@ -233,8 +233,8 @@ def iter_csv(
     max_lines: int = CSV_MAX_LINES,
     columns: Sequence[str] | None = None,
 ) -> Iterator[TicketRecord]:
-    """CSV with a header row (or ``columns`` for headerless data, whose optional header row is
-    recognised and skipped) naming the id and text fields."""
+    """CSV with a header row naming the id and text fields. With ``columns``, data whose first
+    row does not name the text fields has no header row and these are its columns."""
     feeder = _RowLines(numbered(lines), max_lines, max_chars)
     first = feeder.first_nonblank()
     if first is None:
@@ -242,12 +242,11 @@ def iter_csv(
     if first[1] is None:
         raise RecordFormatError(f"the CSV header (line {first[0]}) is larger than {max_chars} characters")
     delimiter = detect_delimiter(first[1], fields)
-    if columns:
-        header = _columns(columns)
-        if _columns(_split(first[1], delimiter)) != header:
-            feeder.push_back(first)  # no header row in this piece: the first line is data
+    feeder.push_back(first)
+    wanted = {name.lower() for name in fields.text}
+    if columns and not wanted <= set(_columns(_split(first[1], delimiter))):
+        header = _columns(columns)  # no header row in this data (a batch transform mini-batch)
     else:
-        feeder.push_back(first)
         feeder.begin_row()
         try:
             header = _columns(next(csv.reader(feeder, delimiter=delimiter, strict=True)))
@@ -338,8 +337,8 @@ def _quote_error(
     if "expected after" in message:
         if lines > 1:
             return (
-                f"unclosed or stray quote: the quoted field opened in {where} ends on line "
-                f"{line + lines - 1} with text after its closing quote"
+                f"unclosed quote: the quoted field in {where} closes on line {line + lines - 1} "
+                "followed by stray text"
             )
         return f'stray text after a closing quote in {where} (a quote inside a quoted field is written "")'
     return f"malformed CSV in {where}: {message}"
