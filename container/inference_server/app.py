@@ -82,6 +82,7 @@ class _Request:
         "first_byte",
         "in_format",
         "out_format",
+        "pipelined",
         "records",
         "started",
         "status",
@@ -101,6 +102,7 @@ class _Request:
         self.in_format: str | None = None
         self.out_format: str | None = None
         self.streamed = False
+        self.pipelined = False
 
 
 class _Deadline:
@@ -314,7 +316,7 @@ class InferenceApp:
         window = self.settings.shutdown_seconds
         reason = "the server is shutting down (SIGTERM): this ticket was not scored"
         for deadline in list(self._deadlines):
-            deadline.bring_forward(now + window * 0.7, now + window * 0.9, reason)
+            deadline.bring_forward(now + window * 0.6, now + window * 0.9, reason)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -582,6 +584,7 @@ class InferenceApp:
         """Windows of records: prepared on a pipeline thread, scored by the batcher, written here."""
         engine = self.engine
         assert engine is not None
+        req.pipelined = True
         loop = asyncio.get_running_loop()
         windows: asyncio.Queue[Any] = asyncio.Queue()
         slots = threading.Semaphore(WINDOWS_IN_FLIGHT)
@@ -707,6 +710,7 @@ class InferenceApp:
                 "in_format": req.in_format,
                 "out_format": req.out_format,
                 "streamed": req.streamed,
+                "pipelined": req.pipelined,
                 "records": req.records,
                 "record_errors": req.errors,
                 "unscored": req.unscored,

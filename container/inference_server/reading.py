@@ -222,7 +222,7 @@ class JsonRequest:
 
     records: list[TicketRecord]
     parameters: dict[str, Any] | None
-    shape: str  # inputs-string | inputs-list | instances | array
+    shape: str  # inputs-string | inputs-list | instances | array | export
     has_objects: bool = False  # an "inputs" list held objects (not the toolkit's shape)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -277,8 +277,8 @@ def read_json_request(chunks: Iterable[bytes], spec: RequestSpec, settings: Sett
         has_objects = reader.json.objects > 0
     elif document.records_key == "instances":
         shape = "instances"
-    elif document.records_key is not None:
-        raise HttpError(400, _SHAPE_HELP)
+    elif document.records_key is not None:  # a help-desk export: {"tickets": [...], ...}
+        shape = "export"
     elif "inputs" in members:
         if not isinstance(members["inputs"], str):
             raise HttpError(400, "'inputs' must be a string or a list of strings")

@@ -161,3 +161,93 @@ def test_sigterm_finishes_the_in_flight_request_then_exits_0(tiny_artifact, tmp_
     messages = [entry.get("msg") for entry in server.log_lines()]
     assert "server stopped" in messages
     stop_server(server)
+
+
+# --- deadlines: every record gets exactly one line ---------------------------------------------
+TICKET = "my card has not arrived yet and the app says it was delivered, what now? " * 6
+
+
+def _jsonl(first: int, n: int, text: str = TICKET) -> bytes:
+    return b"".join(
+        json.dumps({"id": f"id-{i}", "text": text}).encode() + b"\n" for i in range(first, first + n)
+    )
+
+
+def _one_line_per_record(lines: list[dict], n: int, reason: str) -> tuple[int, int]:
+    """Every index once, in order, with its id; each line a label or the deadline's error."""
+    assert [line["index"] for line in lines] == list(range(n))
+    assert all(line["id"] == f"id-{line['index']}" for line in lines)
+    unscored = [line for line in lines if "error" in line]
+    assert all(reason in line["error"] for line in unscored)
+    return n - len(unscored), len(unscored)
+
+
+def test_a_timeout_mid_stream_gives_each_unscored_record_its_own_error_line(tiny_artifact, tmp_path):
+    """The client sends 20,000 long tickets, pauses past the 1 s timeout, then sends 5,000 more:
+    what was scored in time is answered; every other record, including those read after the
+    deadline, gets an error line with its index and id (no single ``index: null`` line)."""
+    server = start_server(
+        tiny_artifact,
+        tmp_path / "server.log",
+        SAGEMAKER_MODEL_SERVER_TIMEOUT="1",
+        TRIAGE_THREADS_PER_WORKER="1",
+    )
+    try:
+
+        def chunks():
+            yield _jsonl(0, 20_000)
+            time.sleep(1.5)
+            yield _jsonl(20_000, 5_000, "top up failed")
+
+        resp = server.invoke(chunks(), "application/jsonlines", "application/jsonlines")
+        assert resp.status == 200
+        scored, unscored = _one_line_per_record(resp.jsonl(), 25_000, "request timed out after 1 s")
+        assert scored > 0 and unscored >= 5_000
+        (entry,) = [e for e in server.log_lines() if e.get("msg") == "invocation" and e["records"] == 25_000]
+        assert entry["unscored"] == unscored
+        server.assert_healthy()
+    finally:
+        stop_server(server)
+
+
+def test_the_shutdown_window_fits_inside_sagemakers_30_seconds():
+    """SageMaker sends SIGKILL 30 s after SIGTERM ("Custom Inference Code with Hosting Services",
+    docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html)."""
+    from inference_server.process import uvicorn_options
+    from inference_server.settings import SAGEMAKER_STOP_SECONDS
+
+    settings = Settings.from_env({})
+    assert settings.timeout_seconds == 3600  # a request may run for an hour ...
+    assert settings.shutdown_seconds < SAGEMAKER_STOP_SECONDS == 30  # ... but not past SIGKILL
+    assert uvicorn_options(settings)["timeout_graceful_shutdown"] < 30
+
+
+def test_sigterm_mid_request_accounts_for_every_ticket_and_exits_in_the_window(tiny_artifact, tmp_path):
+    """SIGTERM while a large body is being scored: the request stops scoring early enough to
+    answer every record (scored, or an error line saying the server is shutting down) and the
+    process exits 0 well inside the window (4 s here; 25 s by default)."""
+    server = start_server(
+        tiny_artifact, tmp_path / "server.log", TRIAGE_SHUTDOWN_SECONDS="4", TRIAGE_THREADS_PER_WORKER="1"
+    )
+    result: dict = {}
+    n = 40_000
+
+    def client() -> None:
+        resp = server.invoke(_jsonl(0, n), "application/jsonlines", "application/jsonlines")
+        result["status"], result["lines"] = resp.status, resp.jsonl()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(1.5)  # the body is in, scoring is under way
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        assert server.proc.wait(10) == 0
+        stopped = time.monotonic() - signalled
+        thread.join(10)
+        assert result["status"] == 200
+        scored, unscored = _one_line_per_record(result["lines"], n, "the server is shutting down (SIGTERM)")
+        assert scored > 0 and unscored > 0
+        assert stopped < 4.5, f"stopped {stopped:.1f} s after SIGTERM"
+    finally:
+        stop_server(server)
