@@ -14,7 +14,8 @@ bundle, which gets nothing but its code directory and the Powertools layer.
      Labels map as WHATWG says: ``iso-8859-1``, ``latin1`` and ``us-ascii`` mean windows-1252;
      any other label Python knows is honoured (``koi8-r``, ``shift_jis``...);
   3. otherwise a bounded sample (the first 64 KiB): UTF-16 without BOM if every other byte is
-     NUL, UTF-8 if the sample is valid UTF-8, else windows-1252.
+     NUL, UTF-8 if the sample is valid UTF-8 or holds any UTF-8 multi-byte sequence, else
+     windows-1252.
 
   Decoding never fails a ticket: in UTF-8 text, a byte sequence that is not UTF-8 (a cp1252
   line pasted into a UTF-8 file) is read as windows-1252; the five bytes windows-1252 leaves
@@ -219,12 +220,11 @@ def sniff_encoding(sample: bytes, at_eof: bool) -> str:
     try:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
     except UnicodeDecodeError:
-        # Not all UTF-8. A file pieced together from UTF-8 and windows-1252 sources stays UTF-8
-        # (its stray bytes read as windows-1252 one by one); a windows-1252 file has no or
-        # hardly any byte pairs that happen to form UTF-8.
-        valid = len(_UTF8_MULTIBYTE.findall(sample))
-        invalid = sum(1 for byte in sample if byte >= 0x80) - 2 * valid
-        return UTF_8 if valid >= invalid else WINDOWS_1252
+        # Not all UTF-8. Text pieced together from UTF-8 and windows-1252 sources stays UTF-8: its
+        # stray bytes still read as windows-1252 one by one, while the opposite choice would
+        # garble every UTF-8 character. A windows-1252 file has no byte sequences that happen to
+        # be UTF-8 (an accented capital followed by a symbol, at most: one character misread).
+        return UTF_8 if _UTF8_MULTIBYTE.search(sample) else WINDOWS_1252
     return UTF_8
 
 
