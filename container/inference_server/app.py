@@ -65,6 +65,7 @@ INLINE_BODY_BYTES = 64 * 1024  # JSON Lines / CSV / JSON bodies up to this size 
 WINDOW_RECORDS = 512  # tickets per pipeline window (sorted into batches by the batcher)
 WINDOW_CHARS = 8 * 1024 * 1024  # ... or fewer when their raw text is this large
 WINDOWS_IN_FLIGHT = 4
+PREPARE_SLICE = 128  # tickets preprocessed between two looks at the deadline
 DRAIN_SECONDS = 30.0  # after a timeout: time to write error lines for the records left
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # results held in memory before spilling to a temp file
 SPOOL_READ_BYTES = 1024 * 1024
@@ -316,7 +317,7 @@ class InferenceApp:
         window = self.settings.shutdown_seconds
         reason = "the server is shutting down (SIGTERM): this ticket was not scored"
         for deadline in list(self._deadlines):
-            deadline.bring_forward(now + window * 0.6, now + window * 0.9, reason)
+            deadline.bring_forward(now + window * 0.5, now + window * 0.9, reason)
 
     def close(self) -> None:
         if self.engine is not None:
@@ -594,15 +595,24 @@ class InferenceApp:
         def put(item: object) -> None:
             loop.call_soon_threadsafe(windows.put_nowait, item)
 
+        def prepare(texts: list[str]) -> list[Any]:
+            """Preprocess and tokenize in slices, so that a deadline stops the work promptly."""
+            encodings: list[Any] = []
+            for start in range(0, len(texts), PREPARE_SLICE):
+                if expired.is_set():
+                    return []
+                encodings += engine.prepare(texts[start : start + PREPARE_SLICE])
+            return encodings
+
         def submit(window: list[TicketRecord]) -> None:
             good = [r.text for r in window if r.error is None]
-            encodings = engine.prepare(good) if good and not expired.is_set() else []
+            encodings = prepare(good) if good else []
             # Texts are not needed any more: keep only what the response needs.
             slim = [TicketRecord(r.index, r.id, None, r.error) for r in window]
             while not slots.acquire(timeout=0.2):
                 if cancel.is_set():
                     raise ClientGone
-            if expired.is_set():
+            if expired.is_set() or len(encodings) != len(good):
                 put((slim, None, None))
                 return
             done = loop.create_future()

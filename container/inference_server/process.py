@@ -3,7 +3,7 @@
 **Shutdown.** SageMaker stops a container with SIGTERM and sends SIGKILL 30 s later (SageMaker
 developer guide, "Custom Inference Code with Hosting Services"). On SIGTERM the server stops
 accepting connections, ``/ping`` answers 503, and in-flight requests get
-``TRIAGE_SHUTDOWN_SECONDS`` (default 25) in all: after 60 % of it they stop scoring and write an
+``TRIAGE_SHUTDOWN_SECONDS`` (default 25) in all: after half of it they stop scoring and write an
 error line for every ticket not scored yet, reading what is left of their bodies to do so (see
 ``app.py``); by 90 % they end. Then the batcher stops and the process exits 0. A second SIGTERM
 stops at once.

