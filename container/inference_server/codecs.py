@@ -1,23 +1,10 @@
-"""Request and response formats of ``POST /invocations``.
+"""HTTP media negotiation of ``POST /invocations`` and whole-request errors.
 
-Requests (``Content-Type``):
-
-* ``application/json``: ``{"inputs": "text"}``, ``{"inputs": ["t1", ...]}`` (the Hugging Face
-  toolkit's shape) with optional ``"parameters": {"top_k": N}``; or
-  ``{"instances": [{"id": ..., "text": ...}, ...]}``.
-* ``application/jsonlines`` (also ``application/jsonl``, ``application/x-jsonlines``): one
-  ``{"id": ..., "text": ...}`` per line (streamed).
-* ``text/csv``: a header naming ``text`` and optionally ``id`` (streamed).
-
-Responses (``Accept``, default JSON): one record per input record, in input order::
-
-    {"id": "t-1", "index": 0, "label": "card_arrival", "score": 0.93, "needs_review": false,
-     "top_k": [{"label": ..., "score": ...}, ...]}        # top_k only when asked for
-    {"id": "t-2", "index": 1, "error": "empty text"}      # a bad record
-
-``application/json`` wraps them as ``{"predictions": [...]}``; ``application/jsonlines`` writes
-one per line. ``top_k`` can also come from SageMaker's ``CustomAttributes`` (``top_k=3``), the
-only way to pass it with a JSON Lines or CSV body.
+Request formats (``Content-Type``) are parsed in ``reading.py``; responses (``Accept``, default
+JSON) are ``application/json`` (records wrapped as ``{"predictions": [...]}``, or the Hugging
+Face toolkit's list for its request shape) or ``application/jsonlines`` (one record per line);
+see ``outputs.py``. ``top_k`` can also come from SageMaker's ``CustomAttributes``
+(``top_k=3``), the only way to pass it with a JSON Lines or CSV body.
 """
 
 from __future__ import annotations

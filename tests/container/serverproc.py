@@ -120,6 +120,17 @@ class Server:
         assert set(prediction) == {"label", "score"}
 
 
+def run_until_exit(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m inference_server serve`` run to its end (a server that must not start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "inference_server", "serve"],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
 def start_server(model_dir: Path, log_path: Path, timeout: float = 60, **env: str) -> Server:
     port = free_port()
     log_file = log_path.open("wb")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from inference_server.app import InferenceApp
 from inference_server.settings import MB, Settings, SettingsError
-from tests.container.serverproc import ROOT, free_port, server_env, start_server, stop_server
+from tests.container.serverproc import free_port, run_until_exit, server_env, start_server, stop_server
 
 
 def test_settings_defaults_are_sized_to_the_cpus():
@@ -65,26 +63,14 @@ def test_bad_settings_are_rejected_with_the_variable_name(name, value):
 
 def test_bad_setting_exits_2_with_a_message(tiny_artifact):
     env = server_env(tiny_artifact, free_port(), TRIAGE_MAX_BATCH_SIZE="lots")
-    proc = subprocess.run(
-        [sys.executable, "-m", "inference_server", "serve"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    proc = run_until_exit(env, timeout=30)
     assert proc.returncode == 2
     assert b"TRIAGE_MAX_BATCH_SIZE" in proc.stderr
 
 
 def test_missing_model_exits_1_with_a_clear_log(tmp_path):
     env = server_env(tmp_path / "no-model", free_port())
-    proc = subprocess.run(
-        [sys.executable, "-m", "inference_server", "serve"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    proc = run_until_exit(env, timeout=30)
     assert proc.returncode == 1
     (entry,) = [json.loads(line) for line in proc.stdout.splitlines() if b"cannot serve" in line]
     assert entry["level"] == "ERROR" and "is not a model artifact" in entry["msg"]

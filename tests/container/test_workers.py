@@ -11,12 +11,11 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.container.serverproc import ROOT, free_port, server_env, start_server, stop_server
+from tests.container.serverproc import free_port, run_until_exit, server_env, start_server, stop_server
 
 
 def _workers(parent: int) -> list[int]:
@@ -79,13 +78,7 @@ def test_a_model_that_fails_to_load_stops_the_server_with_exit_1(tiny_artifact, 
     port = free_port()
     env = server_env(broken, port, SAGEMAKER_MODEL_SERVER_WORKERS=workers)
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "inference_server", "serve"],
-        env=env,
-        capture_output=True,
-        timeout=90,
-        cwd=ROOT,
-    )
+    proc = run_until_exit(env, timeout=90)
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert time.monotonic() - started < 60
     messages = [json.loads(line).get("msg") for line in proc.stdout.splitlines() if line.startswith(b"{")]
