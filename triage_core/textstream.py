@@ -13,9 +13,10 @@ bundle, which gets nothing but its code directory and the Powertools layer.
   2. a declared charset (HTTP ``Content-Type: ...; charset=``, the S3 object's Content-Type).
      Labels map as WHATWG says: ``iso-8859-1``, ``latin1`` and ``us-ascii`` mean windows-1252;
      any other label Python knows is honoured (``koi8-r``, ``shift_jis``...);
-  3. otherwise a bounded sample (the first 64 KiB): UTF-16 without BOM if every other byte is
-     NUL, UTF-8 if the sample is valid UTF-8 or holds any UTF-8 multi-byte sequence, else
-     windows-1252.
+  3. otherwise a bounded sample (what the first read brings, at most 64 KiB: an S3 body's first
+     1 MiB chunk, a request's first chunk; it never waits for data that has not arrived): UTF-16
+     without BOM if every other byte is NUL, UTF-8 if the sample is valid UTF-8 or holds any UTF-8
+     multi-byte sequence, else windows-1252.
 
   Decoding never fails a ticket: in UTF-8 text, a byte sequence that is not UTF-8 (a cp1252
   line pasted into a UTF-8 file) is read as windows-1252; the five bytes windows-1252 leaves
@@ -195,11 +196,13 @@ class _Gunzip(io.RawIOBase):
         return n
 
 
-def _read_up_to(stream: io.BufferedIOBase, n: int) -> bytes:
+def _read_available(stream: io.BufferedIOBase, minimum: int, maximum: int) -> bytes:
+    """At least ``minimum`` bytes (fewer only at the end), then no more than one read brings:
+    never waits for data that has not arrived (a request body may trickle)."""
     parts: list[bytes] = []
     have = 0
-    while have < n:
-        piece = stream.read(n - have)
+    while have < minimum:
+        piece = stream.read1(maximum - have)
         if not piece:
             break
         parts.append(piece)
@@ -207,7 +210,7 @@ def _read_up_to(stream: io.BufferedIOBase, n: int) -> bytes:
     return b"".join(parts)
 
 
-def sniff_encoding(sample: bytes, at_eof: bool) -> str:
+def sniff_encoding(sample: bytes) -> str:
     """UTF-16 without BOM, UTF-8, or windows-1252, from a sample of the data (no BOM in it)."""
     pairs = len(sample) // 2
     if pairs >= 8:
@@ -218,7 +221,7 @@ def sniff_encoding(sample: bytes, at_eof: bool) -> str:
         if even_nuls > 0.9 * pairs and odd_nuls < 0.1 * pairs:
             return "utf-16-be"
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)  # may end mid-character
     except UnicodeDecodeError:
         # Not all UTF-8. Text pieced together from UTF-8 and windows-1252 sources stays UTF-8: its
         # stray bytes still read as windows-1252 one by one, while the opposite choice would
@@ -245,12 +248,12 @@ class DecodedText:
         check_content_encoding(content_encoding)
         declared = canonical_charset(charset) if charset else None
         binary: io.BufferedIOBase = io.BufferedReader(_Chunks(chunks), buffer_size=1 << 20)
-        magic = _read_up_to(binary, 2)
+        magic = _read_available(binary, 2, 2)
         binary = io.BufferedReader(_Prefixed(magic, binary), buffer_size=1 << 16)
         self.compressed = magic == _GZIP_MAGIC
         if self.compressed:
             binary = io.BufferedReader(_Gunzip(binary, max_decoded_bytes), buffer_size=1 << 20)
-        sample = _read_up_to(binary, SAMPLE_BYTES)
+        sample = _read_available(binary, 4, SAMPLE_BYTES)  # 4: the longest byte-order mark
         self.empty = not sample
         self.bom = False
         for bom, name in _BOMS:
@@ -258,7 +261,7 @@ class DecodedText:
                 sample, self.encoding, self.bom = sample[len(bom) :], name, True
                 break
         else:
-            self.encoding = declared or sniff_encoding(sample, at_eof=len(sample) < SAMPLE_BYTES)
+            self.encoding = declared or sniff_encoding(sample)
         self.declared = declared
         codec, errors = _codec(self.encoding)
         raw = io.BufferedReader(_Prefixed(sample, binary), buffer_size=1 << 16)

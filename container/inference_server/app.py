@@ -480,7 +480,7 @@ class InferenceApp:
                 await self._respond_records(records, response, req, encoder, deadline)
                 return
 
-            def source() -> Iterator[TicketRecord]:
+            def source(_on_idle: Callable[[], None]) -> Iterator[TicketRecord]:
                 return body_records((body,), spec, self.settings)
 
             await self._pipeline(source, response, req, encoder, None, deadline)
@@ -489,11 +489,11 @@ class InferenceApp:
             response.stream = stream
             stream.start()
 
-            def source() -> Iterator[TicketRecord]:
-                return body_records(stream.chunks(), spec, self.settings)
+            def source(on_idle: Callable[[], None]) -> Iterator[TicketRecord]:
+                return body_records(stream.chunks(on_idle), spec, self.settings)
 
             await self._pipeline(source, response, req, encoder, stream, deadline)
-        if req.records == 0:
+        if req.records == 0 and not response.started:
             raise HttpError(400, "empty body" if stream.bytes == 0 else "no ticket records in the body")
 
     async def _read_json(self, spec: RequestSpec, stream: BodyStream, small: bool) -> JsonRequest:
@@ -549,7 +549,7 @@ class InferenceApp:
         """Parsed records: a few inline, more through the pipeline thread (by the total count:
         bad records cost encoding time on the event loop too)."""
         if len(records) > INLINE_RECORDS:
-            await self._pipeline(lambda: _take_each(records), response, req, encoder, None, deadline)
+            await self._pipeline(lambda _: _take_each(records), response, req, encoder, None, deadline)
             return
         engine = self.engine
         assert engine is not None
@@ -575,7 +575,7 @@ class InferenceApp:
 
     async def _pipeline(
         self,
-        source: Callable[[], Iterator[TicketRecord]],
+        source: Callable[[Callable[[], None]], Iterator[TicketRecord]],
         response: _Response,
         req: _Request,
         encoder: RecordEncoder,
@@ -624,11 +624,21 @@ class InferenceApp:
                 raise ClientGone
             put((slim, job, done))
 
+        window: list[TicketRecord] = []
+        chars = 0
+
+        def on_idle() -> None:
+            """The body has stalled: past the deadline, the records read so far must not wait
+            in a partial window (they are answered, the ones never read are not)."""
+            nonlocal window, chars
+            if expired.is_set() and window:
+                submit(window)
+                window, chars = [], 0
+
         def produce() -> None:
+            nonlocal window, chars
             try:
-                window: list[TicketRecord] = []
-                chars = 0
-                for record in source():
+                for record in source(on_idle):
                     if cancel.is_set():
                         raise ClientGone
                     window.append(record)
@@ -682,7 +692,7 @@ class InferenceApp:
                 req.records += len(slim)
                 req.errors += sum(1 for r in slim if r.error is not None)
                 await response.records(items)
-            if req.records:
+            if req.records or response.started:
                 await response.finish()
         except BaseException:
             cancel.set()

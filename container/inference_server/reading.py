@@ -34,6 +34,7 @@ from triage_core.records import RecordFormatError, TicketRecord, make_record
 from triage_core.textstream import TextFormatError, canonical_charset, check_content_encoding
 
 BODY_CHUNKS_AHEAD = 16
+IDLE_SECONDS = 0.25
 GZIP_MAGIC = b"\x1f\x8b"
 _FORMATS = {JSON_FORMAT: "json", JSONL_FORMAT: "jsonl", CSV_FORMAT: "csv"}
 _EOF = object()
@@ -174,12 +175,18 @@ class BodyStream:
         self.cancel.set()
         self._queue.put(ClientGone())
 
-    def chunks(self) -> Iterator[bytes]:
-        """Body chunks for a worker thread, in order; raises the pump's error if any."""
+    def chunks(self, on_idle: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Body chunks for a worker thread, in order; raises the pump's error if any.
+        ``on_idle`` runs (on that thread) whenever no chunk has come for ``IDLE_SECONDS``."""
         loop, space = self._loop, self._space
         assert loop is not None and space is not None
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                if on_idle is not None:
+                    on_idle()
+                continue
             if isinstance(item, bytes):
                 loop.call_soon_threadsafe(space.release)
                 yield item
