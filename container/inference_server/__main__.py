@@ -11,8 +11,10 @@ directory, a model that fails to load in any worker), 2 for invalid settings.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import sys
 
 from inference_server import logs
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     # The batcher's runner threads already use every core; the tokenizer's own thread pool
     # would only compete with them (and it warns after a fork).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (the container log): a hang can
+    # be diagnosed where it happens (each worker process registers it too).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = argparse.ArgumentParser(prog="python -m inference_server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the model in MODEL_DIR on SAGEMAKER_BIND_TO_PORT (8080)")

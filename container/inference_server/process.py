@@ -26,6 +26,7 @@ state per worker (loading / ready / failed) with all of them:
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing
 import signal
@@ -106,6 +107,7 @@ def serve_one(
         if server is not None:
             server.should_exit = True
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: thread stacks to stderr
     app = InferenceApp(settings, on_fatal=on_fatal, health=health)
     server = Server(uvicorn.Config(app, **uvicorn_options(settings)), app)
     server.run(sockets=[sock] if sock is not None else None)

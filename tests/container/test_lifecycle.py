@@ -290,3 +290,17 @@ def test_a_body_that_stops_arriving_ends_with_one_line_for_the_records_never_rea
     assert [line["index"] for line in lines[:-1]] == list(range(300))
     assert lines[-1]["index"] is None
     assert lines[-1]["error"].endswith("the records from index 300 on were not read")
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_keeps_serving(tiny_artifact, tmp_path):
+    server = start_server(tiny_artifact, tmp_path / "server.log")
+    try:
+        server.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while "inference_server/batching.py" not in server.log_path.read_text():
+            assert time.monotonic() < deadline, "no stack dump in the log"
+            time.sleep(0.05)
+        assert "Current thread" in server.log_path.read_text()  # the event loop's thread, too
+        server.assert_healthy()
+    finally:
+        stop_server(server)
