@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 SAMPLE_BYTES = 64 * 1024
+SMALL_BYTES = 1024 * 1024  # a body given whole and at most this big is decoded in one go
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32-le"),
@@ -247,6 +248,12 @@ class DecodedText:
     ):
         check_content_encoding(content_encoding)
         declared = canonical_charset(charset) if charset else None
+        if isinstance(chunks, (tuple, list)) and sum(map(len, chunks)) <= SMALL_BYTES:
+            data = b"".join(chunks)
+            if data[:2] != _GZIP_MAGIC:  # a small body already in memory: decode it in one go
+                self._whole(data, declared)
+                return
+            chunks = (data,)
         binary: io.BufferedIOBase = io.BufferedReader(_Chunks(chunks), buffer_size=1 << 20)
         magic = _read_available(binary, 2, 2)
         binary = io.BufferedReader(_Prefixed(magic, binary), buffer_size=1 << 16)
@@ -262,11 +269,25 @@ class DecodedText:
                 break
         else:
             self.encoding = declared or sniff_encoding(sample)
-        self.declared = declared
         codec, errors = _codec(self.encoding)
         raw = io.BufferedReader(_Prefixed(sample, binary), buffer_size=1 << 16)
-        self.stream: TextIO = io.TextIOWrapper(raw, encoding=codec, errors=errors, newline=None)
+        self.stream: TextIO | io.StringIO = io.TextIOWrapper(raw, encoding=codec, errors=errors, newline=None)
         self.stream._CHUNK_SIZE = 1 << 18  # type: ignore[attr-defined]  # bytes decoded per refill
+
+    def _whole(self, data: bytes, declared: str | None) -> None:
+        """The same rules on bytes already in memory, without the stream layers (a request of a
+        few tickets pays microseconds for its decoding, not a tenth of a millisecond)."""
+        self.compressed = False
+        self.empty = not data
+        self.bom = False
+        for bom, name in _BOMS:
+            if data.startswith(bom):
+                data, self.encoding, self.bom = data[len(bom) :], name, True
+                break
+        else:
+            self.encoding = declared or sniff_encoding(data[:SAMPLE_BYTES])
+        codec, errors = _codec(self.encoding)
+        self.stream = io.StringIO(data.decode(codec, errors), newline=None)
 
     def read(self, size: int) -> str:
         return self.stream.read(size)

@@ -26,6 +26,7 @@ first index not accounted for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import threading
@@ -593,7 +594,9 @@ class InferenceApp:
         expired = threading.Event()  # past the deadline: windows are accounted for, not scored
 
         def put(item: object) -> None:
-            loop.call_soon_threadsafe(windows.put_nowait, item)
+            # RuntimeError: the event loop has closed (the server is gone): nobody listens.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(windows.put_nowait, item)
 
         def prepare(texts: list[str]) -> list[Any]:
             """Preprocess and tokenize in slices, so that a deadline stops the work promptly."""

@@ -37,7 +37,8 @@ CHUNK_SIZES = [1, 2, 3, 7, 64, 4096, 1 << 20]
 
 
 def read(data: bytes, size: int = 4096, **options) -> list[tuple]:
-    reader = TicketReader(chunked(data, size), **options)
+    """Records of ``data`` streamed in ``size``-byte chunks (an iterator: the streaming path)."""
+    reader = TicketReader(iter(chunked(data, size)), **options)
     return [(r.index, r.id, r.text, r.error) for r in reader]
 
 
@@ -320,6 +321,24 @@ def test_a_line_over_the_record_limit_is_skipped_without_being_held():
         ("b", None),
     ]
     assert peak < 12 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while reading a 30 MB line"
+
+
+def test_a_small_body_held_whole_reads_like_the_same_body_streamed():
+    """The server decodes a small body it holds in one go: the same rules, the same records."""
+    files = [
+        (excel_csv(), {"key": "x.csv", "fields": EXCEL_FIELDS}),
+        (excel_unicode_text(), {"key": "x.tsv", "fields": EXCEL_FIELDS}),
+        (excel_csv("utf-8", bom=True), {"key": "x.csv", "fields": EXCEL_FIELDS}),
+        (mac_classic_csv(), {"key": "x.csv"}),
+        (broken_quote_csv(), {"key": "x.csv"}),
+        (zendesk_export(), {"key": "x.json", "fields": ZENDESK_FIELDS}),
+        (gzip_cli(zendesk_export()), {"key": "x.json.gz", "fields": ZENDESK_FIELDS}),
+        (jsonl([{"id": "u", "text": "déjà"}]) + b'{"id": "w", "text": "caf\xe9 \x80"}\n', {"key": "x.jsonl"}),
+    ]
+    for data, options in files:
+        whole = TicketReader((data,), **options)
+        records = [(r.index, r.id, r.text, r.error) for r in whole]
+        assert records == read(data, 7, **options), options
 
 
 def test_every_format_reads_the_same_whatever_the_chunk_boundaries():
