@@ -131,19 +131,18 @@ class JsonTickets:
         return check_shape(self._items(), self.fields)
 
     def _items(self):
-        # An element is located by its position (the record number); only a syntax error, which
-        # is found in the text, also names its line.
+        # An element is located by its position (the record number); an error found in its
+        # text also names its line.
         id_re = id_pattern(self.fields)
-        for index, element in enumerate(self.document):
-            if element.error is not None:
-                ticket_id = sniff_id(element.raw, id_re) if element.raw else None
-                yield TicketRecord(index, ticket_id, None, element.error), None
-            elif isinstance(element.value, dict):
+        fields = self.fields
+        for index, (value, error, raw) in enumerate(self.document):
+            if error is not None:
+                yield TicketRecord(index, sniff_id(raw, id_re) if raw else None, None, error), None
+            elif isinstance(value, dict):
                 self.objects += 1
-                value = element.value
-                yield record_from_object(index, value, self.fields, None), value.keys()
+                yield record_from_object(index, value, fields, None), value.keys()
             else:
-                yield _non_object(index, element.value, self.fields, None), None
+                yield _non_object(index, value, fields, None), None
 
 
 # --- CSV -------------------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 READ_CHARS = 1 << 18
 _WS = re.compile(r"[ \t\n\r]*")
+_SEPARATOR = re.compile(r"[ \t\n\r]*(?:,[ \t\n\r]*)?")  # between two elements
 _STRUCT = re.compile(r'["\[\]{}]')
 # The rest of a string after its opening quote (closing quote included / excluded), "unrolled" so
 # that long strings match at the speed of a character class.
@@ -40,14 +40,13 @@ class JsonStructureError(ValueError):
     """The document as a whole is not a JSON array of records (or an object holding one)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Element:
-    """One element of the records array: its value, or why it could not be read."""
+class Element(NamedTuple):
+    """One element of the records array: its value, or why it could not be read (the error
+    names the element's line; ``raw`` is its text, bounded, to find an id in it)."""
 
-    line: int  # 1-based line where the element starts
     value: Any = None
     error: str | None = None
-    raw: str = ""  # the element's text when it is invalid JSON (bounded), to find an id in it
+    raw: str = ""
 
 
 class JsonRecords:
@@ -243,7 +242,22 @@ class JsonRecords:
             )
 
     def _array(self) -> Iterator[Element]:
+        separator, decode = _SEPARATOR.match, self._decode
         while True:
+            # Fast path: a complete element right here (the usual case), decoded in C.
+            pos = separator(self._buf, self._pos).end()
+            buf = self._buf
+            if pos < len(buf) and buf[pos] not in "],":
+                try:
+                    value, end = decode(buf, pos)
+                except json.JSONDecodeError:
+                    pass
+                else:
+                    if end < len(buf) and end - pos <= self._max:
+                        self._pos = end
+                        yield Element(value)
+                        continue
+            self._pos = pos
             if not self._skip_ws():
                 raise JsonStructureError(
                     "the JSON array ends without ']': the data is truncated "
@@ -256,9 +270,8 @@ class JsonRecords:
             if char == ",":  # also tolerates a trailing or doubled comma
                 self._pos += 1
                 continue
-            line = self._line_at(self._pos)
             value, error, raw = self._value()
-            yield Element(line, value, error, raw)
+            yield Element(value, error, raw)
 
     def _object(self) -> Iterator[Element]:
         while True:

@@ -162,6 +162,16 @@ def record_from_object(
     index: int, obj: Mapping[str, Any], fields: FieldMap, line: int | None
 ) -> TicketRecord:
     """A JSON object as a record, through the field map."""
+    if len(fields.text) == 1:  # the usual shape, checked in one go
+        raw_id = obj.get(fields.id)
+        text = obj.get(fields.text[0])
+        if isinstance(text, str) and text.strip():
+            if type(raw_id) is str and raw_id.strip():
+                return TicketRecord(index, raw_id, text)
+            if type(raw_id) is int:
+                return TicketRecord(index, str(raw_id), text)
+            if raw_id is None and fields.id in obj:
+                return TicketRecord(index, None, text)
     raw_id = _field(obj, fields.id)
     try:
         ticket_id = None if raw_id is _MISSING else normalise_id(raw_id)
