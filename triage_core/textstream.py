@@ -261,14 +261,7 @@ class DecodedText:
         if self.compressed:
             binary = io.BufferedReader(_Gunzip(binary, max_decoded_bytes), buffer_size=1 << 20)
         sample = _read_available(binary, 4, SAMPLE_BYTES)  # 4: the longest byte-order mark
-        self.empty = not sample
-        self.bom = False
-        for bom, name in _BOMS:
-            if sample.startswith(bom):
-                sample, self.encoding, self.bom = sample[len(bom) :], name, True
-                break
-        else:
-            self.encoding = declared or sniff_encoding(sample)
+        sample = self._choose_encoding(sample, declared)
         codec, errors = _codec(self.encoding)
         raw = io.BufferedReader(_Prefixed(sample, binary), buffer_size=1 << 16)
         self.stream: TextIO | io.StringIO = io.TextIOWrapper(raw, encoding=codec, errors=errors, newline=None)
@@ -278,16 +271,21 @@ class DecodedText:
         """The same rules on bytes already in memory, without the stream layers (a request of a
         few tickets pays microseconds for its decoding, not a tenth of a millisecond)."""
         self.compressed = False
-        self.empty = not data
-        self.bom = False
-        for bom, name in _BOMS:
-            if data.startswith(bom):
-                data, self.encoding, self.bom = data[len(bom) :], name, True
-                break
-        else:
-            self.encoding = declared or sniff_encoding(data[:SAMPLE_BYTES])
+        data = self._choose_encoding(data, declared)
         codec, errors = _codec(self.encoding)
         self.stream = io.StringIO(data.decode(codec, errors), newline=None)
+
+    def _choose_encoding(self, head: bytes, declared: str | None) -> bytes:
+        """Set ``encoding`` (a BOM, else the declared charset, else sniffed from ``head``) and
+        return ``head`` without its BOM."""
+        self.empty = not head
+        self.bom = False
+        for bom, name in _BOMS:
+            if head.startswith(bom):
+                self.encoding, self.bom = name, True
+                return head[len(bom) :]
+        self.encoding = declared or sniff_encoding(head[:SAMPLE_BYTES])
+        return head
 
     def read(self, size: int) -> str:
         return self.stream.read(size)

@@ -113,7 +113,7 @@ def same_answers(served: list[tuple], reference: list[tuple]) -> None:
     assert [(i, ticket_id, err) for i, ticket_id, _, _, err in served] == [
         (i, ticket_id, err) for i, ticket_id, _, _, err in reference
     ]
-    assert [p[3] for p in served] == pytest.approx([p[3] for p in reference], abs=0.02)
+    assert [p[3] for p in served] == pytest.approx([p[3] for p in reference], abs=0.05)
 
 
 @pytest.mark.parametrize("size", [1, 3000])  # small (read whole) and large (streamed) gzip bodies
