@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local scale redrive image clean
+.PHONY: setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -59,6 +59,10 @@ serve: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m inference_server.benchmark --model $(MODEL)
+
+# 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
+bench-memory: $(VENV)/.installed
+	$(PY) -m inference_server.memory_benchmark --model $(MODEL)
 
 image:
 	bash container/build_image.sh $(MODEL)

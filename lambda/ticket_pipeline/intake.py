@@ -11,8 +11,10 @@ A run (each step safe to repeat: S3 delivers events at least once and Lambda ret
    *whole-file failure*: a job with zero tickets and an ``error``, finalized at once (results
    files + a ``partial`` results message), so nothing is skipped silently. A job past
    ``dispatching`` is a duplicate event: only chunks still pending are invoked.
-2. Stream the records (:func:`read_records`, the one place that turns the object into records)
-   through the :class:`.chunking.Chunker`. Each chunk goes out as soon as it is full
+2. Stream the records (:func:`read_records`, the one place that turns the object into records:
+   ``triage_core.reader`` reads any accepted format, charset, compression and line ending, with
+   the deployment's field map or the file's own from its S3 metadata, at most ``MAX_FILE_MB``
+   once decompressed) through the :class:`.chunking.Chunker`. Each chunk goes out as soon as it is full
    (:class:`.submission.ChunkSubmitter`: object, item with its ticket keys, invocation);
    rejected records are spooled and written as one object per run. Nothing grows with the file
    in memory: the keys used so far live in a :class:`.keys.KeyRegistry` on local disk.
@@ -59,14 +61,9 @@ from ticket_pipeline.submission import (
     RejectedSpool,
     invoke_chunk,
 )
-from triage_core.records import (
-    CSV_TYPES,
-    JSONL_TYPES,
-    RecordFormatError,
-    TicketRecord,
-    iter_records,
-    split_lines,
-)
+from triage_core.reader import TicketReader
+from triage_core.reader import detect_format as detect_ticket_format
+from triage_core.records import RecordFormatError, TicketRecord
 
 logger = child_logger()
 
@@ -74,8 +71,6 @@ logger = child_logger()
 # rejected here with a clear reason instead of failing its whole chunk at the endpoint.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
-CSV = "text/csv"
-_EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
 
 
 class WholeFileError(Exception):
@@ -180,26 +175,33 @@ def job_id_for(bucket: str, key: str, token: str) -> str:
 
 
 def detect_format(key: str, content_type: str | None) -> str:
-    """The records format of a file: by extension first, then by the object's content type."""
-    lowered = key.lower()
-    for ext, fmt in _EXTENSIONS.items():
-        if lowered.endswith(ext):
-            return fmt
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in JSONL_TYPES:
-        return JSONL
-    if ctype in CSV_TYPES:
-        return CSV
-    raise WholeFileError(
-        f"unsupported file type for {key!r} (content type {content_type!r}): "
-        "expected .jsonl/.ndjson (JSON Lines) or .csv"
+    """The records format of a file: by extension first (``.gz`` aside), then by content type."""
+    try:
+        return detect_ticket_format(key, content_type)
+    except RecordFormatError as exc:
+        raise WholeFileError(str(exc)) from None
+
+
+def read_records(
+    deps: Deps, source: S3Location, info: ObjectInfo, settings: DispatcherSettings
+) -> Iterator[TicketRecord]:
+    """The object's records, streamed: the one place that turns an S3 object into records.
+
+    Deterministic for one object version and ``info``, which a continuing run relies on: it
+    re-reads the file and replays the records already dispatched."""
+    detect_format(source.key, info.content_type)
+    return iter(
+        TicketReader(
+            deps.objects.iter_chunks(source),
+            key=source.key,
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            metadata=info.metadata,
+            fields=settings.fields,
+            max_record_chars=MAX_RECORD_BYTES,
+            max_decoded_bytes=settings.max_file_bytes,
+        )
     )
-
-
-def read_records(deps: Deps, source: S3Location, info: ObjectInfo) -> Iterator[TicketRecord]:
-    """The object's records, streamed: the one place that turns an S3 object into records."""
-    fmt = detect_format(source.key, info.content_type)
-    return iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES))
 
 
 def dispatch_upload(
@@ -267,6 +269,9 @@ def _open_job(
         "version_id": source.version_id,
         "etag": info.etag,
         "content_type": info.content_type,
+        # what the reader needs to read the file the same way in every run
+        "content_encoding": info.content_encoding,
+        "metadata": info.metadata,
         "size": info.size,
         "status": J.DISPATCHING,
         "cursor": 0,
@@ -327,7 +332,14 @@ def _run(
     source = upload.location
     start = int(meta.get("cursor", 0))
     run = int(meta.get("run", 0)) + 1
-    info = ObjectInfo(int(meta.get("size", 0)), meta.get("content_type"), meta.get("etag"), source.version_id)
+    info = ObjectInfo(
+        int(meta.get("size", 0)),
+        meta.get("content_type"),
+        meta.get("etag"),
+        source.version_id,
+        meta.get("content_encoding"),
+        dict(meta.get("metadata") or {}),
+    )
     log = {"job_id": job_id, "source": source.uri, "run": run, "cursor": start}
     can_continue = deps.continuation is not None and run < settings.max_dispatch_runs
     error: str | None = None
@@ -341,7 +353,7 @@ def _run(
         try:
             if start and not upload.versioned:
                 _check_unchanged(deps, source, info)
-            for record in read_records(deps, source, info):
+            for record in read_records(deps, source, info, settings):
                 if chunker.replayed < start:
                     chunker.replay(record)
                     continue
