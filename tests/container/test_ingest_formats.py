@@ -213,8 +213,8 @@ def test_json_bodies_over_the_record_cap_are_413_and_the_route_follows_the_total
     # either order (and a moment after the client has read the response): wait for both.
     deadline = time.monotonic() + 10
     while True:
-        invocations = [line for line in mapped_server.log_lines() if line.get("msg") == "invocation"]
-        routes = {(line["records"], line["pipelined"]) for line in invocations if line["records"] in (910, 11)}
+        invocations = [i for i in mapped_server.log_lines() if i.get("msg") == "invocation"]
+        routes = {(i["records"], i["pipelined"]) for i in invocations if i["records"] in (910, 11)}
         if len(routes) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
