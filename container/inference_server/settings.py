@@ -68,7 +68,7 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server reads from the environment (see the README's table)."""
+    """Everything the server reads from the environment (see the table in docs/serving.md)."""
 
     port: int = 8080
     model_dir: Path = Path("/opt/ml/model")

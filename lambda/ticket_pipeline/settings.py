@@ -1,7 +1,7 @@
 """Settings from environment variables, validated once per process (cold start).
 
-The variable names are the contract with the CDK stack (see CONTEXT / README). Plain pydantic
-(no pydantic-settings) because the Lambda runtime gets pydantic from the Powertools layer.
+The variable names are the contract with the CDK stack (see CONTEXT / docs/deploy-and-operate.md).
+Plain pydantic (no pydantic-settings) because the Lambda runtime gets pydantic from the Powertools layer.
 """
 
 from __future__ import annotations
