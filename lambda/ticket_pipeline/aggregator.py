@@ -54,7 +54,9 @@ def handler(event: SnsModel, context: LambdaContext) -> dict[str, Any]:
                 deps.metrics.count("InvalidNotifications")
                 outcomes.append({"message_id": record.Sns.MessageId, "outcome": "invalid"})
                 continue
-            outcomes.append(handle_notification(notification, deps=deps, settings=settings).as_dict())
+            outcomes.append(
+                handle_notification(notification, deps=deps, settings=settings, clock=deps.clock).as_dict()
+            )
     finally:
         deps.metrics.publish()
     return {"notifications": outcomes}

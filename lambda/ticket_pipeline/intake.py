@@ -98,6 +98,7 @@ class Deps:
     runtime: Any  # anything with invoke_endpoint_async(**kwargs): the sagemaker-runtime client
     continuation: Continuation | None = None  # None: never stop early (no next run to hand to)
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    clock: Callable[[], float] = time.time  # as in stores.Stores
 
 
 @dataclass(frozen=True)
