@@ -223,12 +223,12 @@ def dispatch_upload(
         if cursor is not None:
             logger.error("continuation for a job that does not exist; ignored", extra=log)
             return DispatchResult(job_id, source.uri, "superseded", version_id=source.version_id)
-        opened = _open_job(job_id, upload, deps, settings, clock)
+        opened = _open_job(job_id, upload, deps, settings, clock, budget)
         if isinstance(opened, DispatchResult):
             return opened
         meta = opened
     if meta["status"] != J.DISPATCHING:
-        return _already_dispatched(job_id, source, meta, deps, settings, clock)
+        return _already_dispatched(job_id, source, meta, deps, settings, clock, budget)
     at = int(meta.get("cursor", 0))
     if (cursor is None and at > 0) or (cursor is not None and cursor != at):
         # Another run owns the job (a duplicate or stale event). If the run that checkpointed at
@@ -246,7 +246,12 @@ def dispatch_upload(
 
 
 def _open_job(
-    job_id: str, upload: Upload, deps: Deps, settings: DispatcherSettings, clock: Callable[[], float]
+    job_id: str,
+    upload: Upload,
+    deps: Deps,
+    settings: DispatcherSettings,
+    clock: Callable[[], float],
+    budget: RunBudget,
 ) -> dict[str, Any] | DispatchResult:
     source = upload.location
     try:
@@ -259,9 +264,9 @@ def _open_job(
                 f"more than MAX_FILE_MB={settings.max_file_mb:g}; split it"
             )
     except (ObjectNotFound, ObjectUnreadable) as exc:
-        return _whole_file_failure(job_id, upload, f"file unreadable: {exc}", deps, settings, clock)
+        return _whole_file_failure(job_id, upload, f"file unreadable: {exc}", deps, settings, clock, budget)
     except WholeFileError as exc:
-        return _whole_file_failure(job_id, upload, str(exc), deps, settings, clock)
+        return _whole_file_failure(job_id, upload, str(exc), deps, settings, clock, budget)
     now = clock()
     fields = {
         "source": source.uri,
@@ -291,6 +296,7 @@ def _already_dispatched(
     deps: Deps,
     settings: DispatcherSettings,
     clock: Callable[[], float],
+    budget: RunBudget,
 ) -> DispatchResult:
     """A duplicate event for a job that is past dispatching: invoke what is still pending (a run
     that died between writing and invoking a chunk), then try to finalize."""
@@ -305,7 +311,7 @@ def _already_dispatched(
     logger.info(
         "duplicate S3 event: job already dispatched", extra={"job_id": job_id, "status": meta["status"]}
     )
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     return DispatchResult(
         job_id,
         source.uri,
@@ -436,7 +442,7 @@ def _run(
     if cursor == 0:
         deps.metrics.count("WholeFileFailures")
     logger.info("job submitted", extra={**log, **result})
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     if cursor == 0:
         outcome = "rejected_file"
     elif chunker.next_chunk == 1:
@@ -469,6 +475,7 @@ def _whole_file_failure(
     deps: Deps,
     settings: DispatcherSettings,
     clock: Callable[[], float],
+    budget: RunBudget,
 ) -> DispatchResult:
     source = upload.location
     now = clock()
@@ -493,5 +500,5 @@ def _whole_file_failure(
     if created:
         deps.metrics.count("FilesReceived")
         deps.metrics.count("WholeFileFailures")
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     return DispatchResult(job_id, source.uri, "rejected_file", error=reason, version_id=source.version_id)

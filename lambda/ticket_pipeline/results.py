@@ -25,6 +25,7 @@ live in a :class:`.keys.KeyRegistry` on local disk.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections import Counter, deque
@@ -365,6 +366,10 @@ def consolidate(
     return FinalReport(job_id, status, message, summary)
 
 
+class OutOfTime(RuntimeError):
+    """Too little of the invocation is left to publish the results and record the job as finished."""
+
+
 def finalize_job(
     job_id: str,
     *,
@@ -377,9 +382,18 @@ def finalize_job(
     lease_seconds: int,
     clock: Callable[[], float] = time.time,
     overdue: bool = False,
+    time_left: Callable[[], float] = lambda: math.inf,
+    reserve_seconds: float = 0.0,
 ) -> FinalReport | None:
     """Finalize the job if it is ready (or, ``overdue``, past its deadline) and nobody else is doing
-    it. None: not (yet) ours to do."""
+    it. None: not (yet) ours to do.
+
+    The results message is published only with at least ``reserve_seconds`` of the invocation
+    left (``time_left``): Lambda stopping the function between the publish and the completion
+    record would leave the job ``finalizing`` with its message out, and whoever takes the lease
+    over would publish a second one. With less time left the lease is released and
+    :class:`OutOfTime` raised: the invocation fails, and its retry (or the next notification, or
+    the sweeper) finalizes the job."""
     claim = jobs.claim_overdue if overdue else jobs.claim_finalization
     if not claim(job_id, clock(), lease_seconds):
         return None
@@ -388,6 +402,11 @@ def finalize_job(
         if meta is None:  # pragma: no cover - the claim just updated it
             raise LookupError(f"job {job_id} vanished")
         report = consolidate(meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix)
+        if time_left() < reserve_seconds:
+            raise OutOfTime(
+                f"{time_left():.1f} s left, less than the {reserve_seconds:g} s kept to publish the results "
+                f"of job {job_id} and record it as finished; released for the next attempt"
+            )
         message_id = publisher.publish(results_topic_arn, report.message)
         jobs.complete_job(
             job_id,
@@ -417,6 +436,7 @@ def finalize_for(
     settings: AggregatorSettings,
     clock: Callable[[], float] = time.time,
     overdue: bool = False,
+    time_left: Callable[[], float] = lambda: math.inf,
 ) -> FinalReport | None:
     """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings,
     counted in ``deps.metrics``.
@@ -436,6 +456,8 @@ def finalize_for(
         lease_seconds=settings.finalize_lease_seconds,
         clock=clock,
         overdue=overdue,
+        time_left=time_left,
+        reserve_seconds=settings.reserve_seconds,
     )
     if report is not None:
         metrics: PipelineMetrics = deps.metrics

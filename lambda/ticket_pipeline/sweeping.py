@@ -52,7 +52,7 @@ def sweep(
         if time_left() < settings.function_timeout_seconds / 2:
             logger.warning("sweep out of time; the next one continues", extra={"left": len(report.overdue)})
             break
-        final = finalize_for(job_id, deps, settings, clock, overdue=True)
+        final = finalize_for(job_id, deps, settings, clock, overdue=True, time_left=time_left)
         if final is None:
             report.skipped.append(job_id)
             continue
