@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ticket_pipeline import jobs as J
-from ticket_pipeline.chunking import Chunker
+from ticket_pipeline.chunking import MAX_ID_CHARS, Chunker
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.logs import child_logger
@@ -450,6 +450,20 @@ def _run(
     else:
         outcome = "submitted"
     return DispatchResult(job_id, source.uri, outcome, error=error, **result)
+
+
+def file_keys(deps: Any, meta: dict[str, Any]) -> Iterator[tuple[str, int, str | None, str | None]]:
+    """Every record of a job's file as the dispatcher keys it: (key, record number, its own id,
+    why it is rejected or None). For a job whose dispatch never finished, so its finalizer can
+    account for the records no run sent (:func:`.results.consolidate`); ``deps.objects`` reads."""
+    where = S3Location.parse(meta["source"])
+    source = S3Location(where.bucket, where.key, meta.get("version_id"))
+    info = ObjectInfo(int(meta.get("size", 0)), meta.get("content_type"), meta.get("etag"), source.version_id)
+    with KeyRegistry() as keys:
+        chunker = Chunker(1, keys)
+        for record in read_records(deps, source, info):
+            key, rejected = chunker.replay(record)
+            yield key, record.index + 1, record.id[:MAX_ID_CHARS] if record.id is not None else None, rejected
 
 
 def _check_unchanged(deps: Deps, source: S3Location, info: ObjectInfo) -> None:

@@ -239,6 +239,30 @@ def _failure_detail(chunk: dict[str, Any], objects: ObjectStore) -> str:
     return f"{reason} (model response: {detail})"
 
 
+def _account_for_undispatched(meta: dict[str, Any], file_keys: FileKeys | None, acc: _Accumulator) -> str:
+    """Fail every record of the file that no chunk or rejected part accounts for; the job's error."""
+    dispatched = int(meta.get("cursor", 0))
+    if file_keys is not None:
+        try:
+            records = not_sent = 0
+            for key, number, source_id, rejected in file_keys(meta):
+                records += 1
+                if key not in acc.seen:
+                    acc.fail(key, rejected or NOT_DISPATCHED, record=number, source_id=source_id)
+                    not_sent += 1
+        except (ObjectNotFound, ObjectUnreadable, ValueError) as exc:  # ValueError: RecordFormatError
+            logger.error("cannot read the file again to account for its records", extra={"error": str(exc)})
+        else:
+            return (
+                f"dispatch did not finish: {records - not_sent:,} of the file's {records:,} records were "
+                f"dispatched, the other {not_sent:,} are in the failures (not dispatched); re-upload the file"
+            )
+    return (
+        f"dispatch did not finish: only the first {dispatched:,} records of the file were read (the "
+        "dispatcher gave up; see its dead-letter queue); re-upload the file"
+    )
+
+
 @dataclass(frozen=True)
 class FinalReport:
     job_id: str
@@ -258,10 +282,29 @@ def _unreported_reason(meta: dict[str, Any], state: str | None) -> str:
     return f"chunk never reported (state {state})"
 
 
+# (key, record number, source id, why the record is rejected or None) for every record of a file
+FileKeys = Callable[[dict[str, Any]], Iterable[tuple[str, int, str | None, str | None]]]
+
+NOT_DISPATCHED = (
+    "not dispatched: the dispatcher had not sent this record when the job's deadline passed "
+    "(its event failed every attempt; see the dispatcher's dead-letter queue); re-upload the file"
+)
+
+
 def consolidate(
-    meta: dict[str, Any], chunks: Iterable[dict[str, Any]], objects: ObjectStore, bucket: str, prefix: str
+    meta: dict[str, Any],
+    chunks: Iterable[dict[str, Any]],
+    objects: ObjectStore,
+    bucket: str,
+    prefix: str,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport:
-    """Build and write results.jsonl, failures.jsonl and summary.json for a job."""
+    """Build and write results.jsonl, failures.jsonl and summary.json for a job.
+
+    A job whose dispatch never finished (the sweeper finalizes it at its deadline) has records no
+    chunk holds: with ``file_keys`` (the file read again, every record keyed as the dispatcher
+    keys them) each of those goes to the failures too, so every ticket of the file is accounted
+    for; without it, or when the file cannot be read any more, the error says how many were read."""
     job_id = meta["job_id"]
     base = f"{prefix}{job_id}/"
     results_loc = S3Location(bucket, base + "results.jsonl")
@@ -307,13 +350,10 @@ def consolidate(
                 )
             for ticket_id in chunk.get("ticket_ids") or []:
                 acc.fail(ticket_id, reason)
-        accounted = acc.succeeded + acc.failed
         error = meta.get("error")
         if "chunk_count" not in meta and not error:  # the sweeper finalized a job still dispatching
-            error = (
-                f"dispatch did not finish: only the first {int(meta.get('cursor', 0)):,} records of the file "
-                "were read (the dispatcher gave up; see its dead-letter queue); re-upload the file"
-            )
+            error = _account_for_undispatched(meta, file_keys, acc)
+        accounted = acc.succeeded + acc.failed
         expected = int(meta.get("tickets", 0)) if "chunk_count" in meta else accounted
         if accounted != expected:
             logger.error("ticket accounting mismatch", extra={"expected": expected, "accounted": accounted})
@@ -384,6 +424,7 @@ def finalize_job(
     overdue: bool = False,
     time_left: Callable[[], float] = lambda: math.inf,
     reserve_seconds: float = 0.0,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport | None:
     """Finalize the job if it is ready (or, ``overdue``, past its deadline) and nobody else is doing
     it. None: not (yet) ours to do.
@@ -401,7 +442,9 @@ def finalize_job(
         meta = jobs.get_job(job_id)
         if meta is None:  # pragma: no cover - the claim just updated it
             raise LookupError(f"job {job_id} vanished")
-        report = consolidate(meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix)
+        report = consolidate(
+            meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix, file_keys
+        )
         if time_left() < reserve_seconds:
             raise OutOfTime(
                 f"{time_left():.1f} s left, less than the {reserve_seconds:g} s kept to publish the results "
@@ -437,6 +480,7 @@ def finalize_for(
     clock: Callable[[], float] = time.time,
     overdue: bool = False,
     time_left: Callable[[], float] = lambda: math.inf,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport | None:
     """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings,
     counted in ``deps.metrics``.
@@ -458,6 +502,7 @@ def finalize_for(
         overdue=overdue,
         time_left=time_left,
         reserve_seconds=settings.reserve_seconds,
+        file_keys=file_keys,
     )
     if report is not None:
         metrics: PipelineMetrics = deps.metrics

@@ -5,6 +5,7 @@ into the interleaving the harness had hit."""
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 from pipeline_helpers import Aws, Context, check_exactly_once, complete, drop, jsonl, queued, sns_lambda_event
 
 from local_pipeline.async_endpoint import AsyncEndpoint
@@ -40,3 +41,58 @@ def test_a_finalizer_too_close_to_its_timeout_publishes_nothing_and_the_retry_pu
     }
     (message,) = aws.results_messages()
     check_exactly_once(aws, message, {f"t{i}" for i in range(4)})
+
+
+def test_a_dispatch_that_died_mid_run_leaves_no_record_of_its_file_unaccounted(
+    aws: Aws, endpoint: AsyncEndpoint
+):
+    """Found: a dispatcher run that died after writing some chunks, before any checkpoint, and whose
+    retries failed too (or sat in the dead-letter queue) until the deadline: the sweeper finalized
+    the job with the tickets of the chunks written so far only; the records no run had sent, and
+    the run's rejected records (spooled, never saved), were in neither results nor failures."""
+    from test_pipeline_big_files import mixed_file
+    from test_pipeline_deadlines import deadline_of, sweep_at
+
+    from ticket_pipeline import intake
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.records import iter_jsonl
+
+    class ThrottledAfterTwo:
+        """InvokeEndpointAsync answers ThrottlingException from the third call on (past botocore's
+        retries), as the service does under a burst."""
+
+        calls = 0
+
+        def invoke_endpoint_async(self, **request):
+            self.calls += 1
+            if self.calls > 2:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "x")
+            return endpoint.invoke_endpoint_async(**request)
+
+    body = mixed_file()
+    version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key="incoming/died.jsonl", Body=body)[
+        "VersionId"
+    ]
+    upload = intake.Upload(aws.names.input_bucket, "incoming/died.jsonl", version_id=version)
+    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo())
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        intake.dispatch_upload(upload, deps=deps, settings=aws.dispatcher_settings(DISPATCH_THREADS="1"))
+    job_id = intake.job_id_for(upload.bucket, upload.key, upload.token)
+    for request in queued(endpoint):
+        aggregator.handler(
+            sns_lambda_event(complete(aws, request), aws.resources.success_topic_arn), Context()
+        )
+    assert aws.results_messages() == []
+
+    sweep_at(aws, deadline_of(aws, job_id) + 1)
+    (message,) = aws.results_messages()
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert message["status"] == "partial" and message["error"].startswith("dispatch did not finish: ")
+    assert len(results) == 6  # the two chunks that went out
+    reasons = {f["id"]: f["error"] for f in failures}
+    assert {key: reasons[key] for key in (r.id for r in one_pass.rejected)} == {
+        r.id: r.error for r in one_pass.rejected
+    }
+    assert any(reason.startswith("not dispatched: ") for reason in reasons.values())
