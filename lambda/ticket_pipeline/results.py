@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.keys import KeyRegistry
@@ -451,26 +453,54 @@ def finalize_job(
                 f"of job {job_id} and record it as finished; released for the next attempt"
             )
         message_id = publisher.publish(results_topic_arn, report.message)
-        jobs.complete_job(
-            job_id,
-            report.status,
-            {
-                "finished_at": _iso(clock()),
-                "results_location": report.message["results"],
-                "failures_location": report.message["failures"],
-                "summary_location": report.message["summary"],
-                "succeeded": report.message["succeeded"],
-                "failed": report.message["failed"],
-                "results_message_id": message_id,
-            },
-        )
     except Exception:
         jobs.release_finalization(job_id)
         raise
+    # The message is out: the lease is never given back from here on (whoever took it next would
+    # publish again). Record the job as finished, retrying what AWS answers with a transient error.
+    _record_finished(
+        jobs,
+        job_id,
+        report.status,
+        {
+            "finished_at": _iso(clock()),
+            "results_location": report.message["results"],
+            "failures_location": report.message["failures"],
+            "summary_location": report.message["summary"],
+            "succeeded": report.message["succeeded"],
+            "failed": report.message["failed"],
+            "results_message_id": message_id,
+        },
+        time_left,
+    )
     logger.info(
         "job finalized", extra={k: report.message[k] for k in ("job_id", "status", "tickets", "failed")}
     )
     return report
+
+
+def _record_finished(
+    jobs: JobStore, job_id: str, status: str, fields: dict[str, Any], time_left: Callable[[], float]
+) -> None:
+    """``complete_job`` after the publish, retried with back-off while the invocation has time: a
+    throttled or failed write here must not end in the lease running out and a second publish."""
+    delay = 0.05
+    while True:
+        try:
+            jobs.complete_job(job_id, status, fields)
+            return
+        except (ClientError, BotoCoreError) as exc:
+            if time_left() < 2 * delay + 1:
+                logger.error(
+                    "results published but the job could not be recorded as finished; its lease will run out",
+                    extra={"job_id": job_id, "error": str(exc)},
+                )
+                raise
+            logger.warning(
+                "recording the finished job failed; retrying", extra={"job_id": job_id, "error": str(exc)}
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def finalize_for(

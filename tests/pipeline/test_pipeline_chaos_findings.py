@@ -96,3 +96,47 @@ def test_a_dispatch_that_died_mid_run_leaves_no_record_of_its_file_unaccounted(
         r.id: r.error for r in one_pass.rejected
     }
     assert any(reason.startswith("not dispatched: ") for reason in reasons.values())
+
+
+def test_a_throttled_completion_record_after_the_publish_is_retried_and_nothing_is_published_again(
+    aws: Aws, endpoint: AsyncEndpoint
+):
+    """Found: a finalizer published the results, then DynamoDB throttled the write that records the
+    job as finished past botocore's retries; the finalizer released its lease and failed, and the
+    next one (the sweeper, after the deadline) published the results a second time. Now that write
+    is retried while the invocation has time, and the lease is never given back after a publish."""
+    from test_pipeline_deadlines import deadline_of, sweep_at
+
+    from ticket_pipeline.aggregation import handle_notification
+    from ticket_pipeline.jobs import JobStore
+    from ticket_pipeline.notifications import AsyncInferenceNotification
+    from ticket_pipeline.stores import Stores
+
+    class ThrottledOnce(JobStore):
+        throttled = 0
+
+        def complete_job(self, *args, **kwargs):
+            if not self.throttled:
+                self.throttled += 1
+                error = {
+                    "Code": "ProvisionedThroughputExceededException",
+                    "Message": "Rate of requests exceeds",
+                }
+                raise ClientError({"Error": error}, "UpdateItem")
+            return super().complete_job(*args, **kwargs)
+
+    job_id = drop(aws, "incoming/four.jsonl", jsonl(4))["jobs"][0]["job_id"]
+    first, last = queued(endpoint)
+    aggregator.handler(sns_lambda_event(complete(aws, first), aws.resources.success_topic_arn), Context())
+    jobs = ThrottledOnce(aws.dynamodb, aws.names.jobs_table)
+    notification = AsyncInferenceNotification.model_validate(complete(aws, last))
+    result = handle_notification(
+        notification, deps=Stores(aws.objects(), jobs, aws.publisher()), settings=aws.aggregator_settings()
+    )
+    assert (result.finalized, jobs.throttled) == ("complete", 1)
+    (message,) = aws.results_messages()
+    check_exactly_once(aws, message, {f"t{i}" for i in range(4)})
+    assert aws.jobs().get_job(job_id)["status"] == "complete"
+    sweep_at(aws, deadline_of(aws, job_id) + 1)
+    aggregator.handler(sns_lambda_event(complete(aws, last), aws.resources.success_topic_arn), Context())
+    assert aws.results_messages() == []
