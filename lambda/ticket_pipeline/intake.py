@@ -38,6 +38,7 @@ import hashlib
 import math
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,12 +388,15 @@ def _run(
         if last is not None:
             submitter.submit(last)
         submitter.drain()
+        # An object of this run's own: two runs at one position (a duplicate event) must not
+        # overwrite each other's; the one whose checkpoint or finish wins registers its object.
         part = spool.save(
             deps.objects,
-            S3Location(settings.output_bucket, f"{settings.results_prefix}{job_id}/rejected/{run:03d}.jsonl"),
+            S3Location(
+                settings.output_bucket,
+                f"{settings.results_prefix}{job_id}/rejected/{run:03d}-{uuid.uuid4().hex[:12]}.jsonl",
+            ),
         )
-    if part:
-        deps.jobs.add_rejected_part(job_id, part)
     cursor = start + chunker.records
     rejected_total = int(meta.get("rejected", 0)) + chunker.rejected
     deps.metrics.count("TicketsDispatched", submitter.tickets_invoked)
@@ -418,7 +422,7 @@ def _run(
     if stopped and error is None:
         if chunker.records == 0:
             error = "no progress: the run's time went into re-reading the records already dispatched"
-        elif not deps.jobs.checkpoint(job_id, start, progress, deadline):
+        elif not deps.jobs.checkpoint(job_id, start, progress, deadline, rejected_part=part):
             logger.warning("another run checkpointed this job first; stopping", extra=log)
             return DispatchResult(job_id, source.uri, "superseded", **result)
         else:
@@ -431,7 +435,7 @@ def _run(
     if cursor == 0 and error is None:
         error = "file has no ticket records"
     done = {**progress, "chunk_count": chunker.next_chunk - 1, "error": error}
-    if not deps.jobs.finish_dispatch(job_id, start, done, deadline):
+    if not deps.jobs.finish_dispatch(job_id, start, done, deadline, rejected_part=part):
         logger.warning("another run finished this job first", extra=log)
         return DispatchResult(job_id, source.uri, "superseded", **result)
     if error:

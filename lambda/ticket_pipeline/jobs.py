@@ -249,13 +249,27 @@ class JobStore:
             return existing.get("state") if existing else PENDING
         return None
 
-    def checkpoint(self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float) -> bool:
-        """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``) if the job is
-        still dispatching at ``expected_cursor``: of two runs at one position, one wins."""
-        return self._advance(job_id, expected_cursor, fields, deadline, submit=False)
+    def checkpoint(
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None = None,
+    ) -> bool:
+        """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``, and the object
+        holding the run's rejected records) if the job is still dispatching at ``expected_cursor``:
+        of two runs at one position, one wins, and only the winner's rejected records count."""
+        return self._advance(job_id, expected_cursor, fields, deadline, rejected_part, submit=False)
 
     def _advance(
-        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float, submit: bool
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None,
+        submit: bool,
     ) -> bool:
         names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE, "#cursor": "cursor"}
         values = {
@@ -264,6 +278,11 @@ class JobStore:
             ":deadline": {"N": str(int(deadline))},
         }
         sets = [*_sets(fields, names, values), "#deadline = :deadline"]
+        if rejected_part:
+            names["#parts"] = "rejected_parts"
+            values[":no_parts"] = {"L": []}
+            values[":part"] = {"L": [{"S": rejected_part}]}
+            sets.append("#parts = list_append(if_not_exists(#parts, :no_parts), :part)")
         if submit:
             values[":submitted"] = {"S": SUBMITTED}
             sets.append("#status = :submitted")
@@ -274,20 +293,6 @@ class JobStore:
             ConditionExpression="#status = :dispatching AND #cursor = :expected",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
-        )
-
-    def add_rejected_part(self, job_id: str, location: str) -> None:
-        """Append one run's rejected-records object to the job (each location once)."""
-        self._update(
-            job_id,
-            "META",
-            UpdateExpression="SET rejected_parts = list_append(if_not_exists(rejected_parts, :empty), :part)",
-            ConditionExpression="NOT contains(rejected_parts, :location)",
-            ExpressionAttributeValues={
-                ":empty": {"L": []},
-                ":part": {"L": [{"S": location}]},
-                ":location": {"S": location},
-            },
         )
 
     def mark_handed_off(self, job_id: str, cursor: int) -> None:
@@ -302,11 +307,17 @@ class JobStore:
         )
 
     def finish_dispatch(
-        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None = None,
     ) -> bool:
-        """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ...: from now on
-        the job can be finalized when every chunk has reported."""
-        return self._advance(job_id, expected_cursor, fields, deadline, submit=True)
+        """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ... (and the
+        last run's rejected records): from now on the job can be finalized when every chunk has
+        reported."""
+        return self._advance(job_id, expected_cursor, fields, deadline, rejected_part, submit=True)
 
     def mark_chunk_submitted(
         self, job_id: str, number: int, submitted_at: str, output_location: str, failure_location: str | None

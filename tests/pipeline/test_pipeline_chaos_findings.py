@@ -140,3 +140,76 @@ def test_a_throttled_completion_record_after_the_publish_is_retried_and_nothing_
     sweep_at(aws, deadline_of(aws, job_id) + 1)
     aggregator.handler(sns_lambda_event(complete(aws, last), aws.resources.success_topic_arn), Context())
     assert aws.results_messages() == []
+
+
+def test_two_runs_of_one_dispatch_cannot_overwrite_each_others_rejected_records(
+    aws: Aws, endpoint: AsyncEndpoint
+):
+    """Found: a duplicate S3 event started a second dispatcher run while the first had not
+    checkpointed yet. The second read the whole file and registered its rejected records in
+    ``rejected/001.jsonl``; the first, slower, stopped at its reserve and wrote its own, shorter
+    ``rejected/001.jsonl`` over it before losing the checkpoint: the rejected records past its stop
+    were in neither file. Now every run writes an object of its own, and only the run whose
+    checkpoint (or finish) wins registers it, in the same conditional update."""
+    import threading
+    import time
+
+    from test_pipeline_big_files import mixed_file
+
+    from ticket_pipeline import intake
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.records import iter_jsonl
+
+    fast_done = threading.Event()
+
+    class HeldBack:
+        """The slow run's InvokeEndpointAsync calls wait until the other run has finished."""
+
+        def invoke_endpoint_async(self, **request):
+            fast_done.wait(30)
+            return endpoint.invoke_endpoint_async(**request)
+
+    class TwoBoundaries:
+        """The slow run's time is down to its reserve at its second chunk boundary."""
+
+        checks = 0
+
+        def __call__(self) -> float:
+            self.checks += 1
+            return 60.0 if self.checks < 2 else 0.0
+
+    body = mixed_file()
+    key = "incoming/twice.jsonl"
+    version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key=key, Body=body)["VersionId"]
+    upload = intake.Upload(aws.names.input_bucket, key, version_id=version)
+    settings = aws.dispatcher_settings(DISPATCH_THREADS="1")
+    slow_deps = intake.Deps(
+        aws.objects(), aws.jobs(), aws.publisher(), runtime=HeldBack(), continuation=lambda _event: None
+    )
+    slow: dict = {}
+
+    def slow_run() -> None:  # the S3 event's run: opens the job, reads two chunks, waits on the endpoint
+        budget = intake.RunBudget(TwoBoundaries(), 10.0)
+        slow.update(
+            intake.dispatch_upload(upload, deps=slow_deps, settings=settings, budget=budget).as_dict()
+        )
+
+    thread = threading.Thread(target=slow_run)
+    thread.start()
+    while aws.jobs().get_job(intake.job_id_for(upload.bucket, key, upload.token)) is None:
+        time.sleep(0.01)
+    fast_deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=endpoint)
+    fast = intake.dispatch_upload(upload, deps=fast_deps, settings=settings).as_dict()  # the duplicate's run
+    fast_done.set()
+    thread.join(30)
+    assert (fast["outcome"], slow["outcome"]) == ("submitted", "superseded")
+
+    for request in queued(endpoint):
+        aggregator.handler(
+            sns_lambda_event(complete(aws, request), aws.resources.success_topic_arn), Context()
+        )
+    (message,) = aws.results_messages()
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    _, failures = check_exactly_once(aws, message, keys)
+    assert {f["id"]: f["error"] for f in failures} == {r.id: r.error for r in one_pass.rejected}
