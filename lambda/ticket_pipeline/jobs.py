@@ -24,7 +24,8 @@ transaction conditioned on the chunk not having reported yet *and* the job still
 a duplicate SNS delivery changes nothing and a notification arriving after the job was
 finalized (late) changes nothing either. Finalization is claimed with a conditional update: by
 the last notification (``reported >= chunk_count``) or by the sweeper (``deadline`` passed), and
-by whoever finds a crashed finalizer's lease run out; only one claim can succeed at a time.
+by whoever finds a crashed finalizer's lease run out (the sweeper only, once the job was claimed
+as overdue); only one claim can succeed at a time.
 """
 
 from __future__ import annotations
@@ -407,14 +408,16 @@ class JobStore:
 
     def claim_finalization(self, job_id: str, now: float, lease_seconds: int) -> bool:
         """Take the job's finalization lease if every chunk has reported (or a previous holder's
-        lease ran out). Exactly one caller wins while the lease is live."""
+        lease ran out). Exactly one caller wins while the lease is live. A job the sweeper claimed
+        as overdue is left to the sweeper (:meth:`claim_overdue`): its dispatch may not have
+        finished, and only the sweeper reads the file again to account for every record."""
         return self._update(
             job_id,
             "META",
             UpdateExpression="SET #status = :finalizing, lease_until = :until",
             ConditionExpression=(
                 "(#status = :submitted AND reported >= chunk_count) "
-                "OR (#status = :finalizing AND lease_until < :now)"
+                "OR (#status = :finalizing AND lease_until < :now AND attribute_not_exists(overdue_at))"
             ),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={

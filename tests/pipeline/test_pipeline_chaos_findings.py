@@ -213,3 +213,43 @@ def test_two_runs_of_one_dispatch_cannot_overwrite_each_others_rejected_records(
     keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
     _, failures = check_exactly_once(aws, message, keys)
     assert {f["id"]: f["error"] for f in failures} == {r.id: r.error for r in one_pass.rejected}
+
+
+def test_a_job_the_sweeper_claimed_as_overdue_is_taken_over_only_by_the_sweeper(
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+):
+    """Found: the sweeper claimed a job whose dispatch never finished, and its finalization failed
+    (released the lease); a duplicate S3 event then took the job over through the aggregator's
+    claim, which does not read the file again, and published it with the records no run had sent
+    in neither file. A job claimed as overdue is now taken over by the sweeper only."""
+    from pipeline_helpers import s3_put_event
+    from test_pipeline_big_files import mixed_file, short_runs
+    from test_pipeline_deadlines import deadline_of, sweep_at
+
+    from ticket_pipeline import dispatcher, intake
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.records import iter_jsonl
+
+    body = mixed_file()
+    key = "incoming/stuck-again.jsonl"
+    version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key=key, Body=body)["VersionId"]
+    event = s3_put_event(aws.names.input_bucket, key, len(body), version_id=version)
+    first = dispatcher.handler(event, short_runs(2))["jobs"][0]
+    assert first["outcome"] == "continued"
+    invocations.clear()  # the continuation is lost
+    job_id = first["job_id"]
+    jobs, settings = aws.jobs(), aws.aggregator_settings()
+    # the sweeper claims the overdue job, then fails before publishing (and releases it)
+    assert jobs.claim_overdue(job_id, deadline_of(aws, job_id) + 1, settings.finalize_lease_seconds)
+    jobs.release_finalization(job_id)
+
+    again = dispatcher.handler(event, Context())["jobs"][0]  # S3 delivers the event again
+    assert again["outcome"] == "duplicate"
+    assert aws.results_messages() == []  # not the dispatcher's to finalize
+
+    sweep_at(aws, deadline_of(aws, job_id) + 1)
+    (message,) = aws.results_messages()
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    check_exactly_once(aws, message, keys)
+    assert intake.job_id_for(aws.names.input_bucket, key, f"v:{version}") == job_id
