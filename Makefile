@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local scale redrive image clean
+.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local scale chaos redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -95,6 +95,13 @@ local: $(VENV)/.installed
 # model needed); the last line is one JSON object: make scale [TICKETS=100000]
 scale: $(VENV)/.installed
 	$(PY) -m local_pipeline.scale --tickets $(or $(TICKETS),1000000)
+
+# seeded faults at every boundary of the local stack (real handlers and inference server, a tiny
+# model), checked by an independent checker; the last line is one JSON object (README "Chaos
+# testing"): make chaos [SEEDS=20] [FIRST_SEED=1] [FILES=5] | make chaos SEED=7 (replay one seed)
+chaos: $(VENV)/.installed
+	$(PY) -m chaos $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) --first-seed $(or $(FIRST_SEED),1)) \
+		$(if $(FILES),--files $(FILES))
 
 # --- operations
 # replay the Lambdas' dead-letter queues into their functions:
