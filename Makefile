@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench synth checkov local scale chaos redrive image clean
+.PHONY: setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -49,7 +49,7 @@ train: $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
-# transfer-learning ablation on the held-out split: make experiment [SET=ablation] [ROWS=baseline,ovr]
+# train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
 experiment: $(VENV)/.installed
 	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
 
@@ -59,6 +59,10 @@ serve: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m inference_server.benchmark --model $(MODEL)
+
+# 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
+bench-memory: $(VENV)/.installed
+	$(PY) -m inference_server.memory_benchmark --model $(MODEL)
 
 image:
 	bash container/build_image.sh $(MODEL)
@@ -74,7 +78,8 @@ $(CHECKOV): requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-# The SageMaker SDK v2 (only to launch training jobs) pins older protobuf/attrs: its own venv too.
+# The SageMaker SDK (only to launch training jobs) gets its own venv too: v2 pins older
+# protobuf/attrs, and v3 would downgrade protobuf and rich (training/sagemaker_launcher.py says why).
 SAGEMAKER_SDK := $(VENV)/sagemaker/.installed
 $(SAGEMAKER_SDK): requirements-sagemaker.txt
 	test -x $(VENV)/sagemaker/bin/python || $(PYTHON) -m venv $(VENV)/sagemaker

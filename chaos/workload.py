@@ -6,12 +6,16 @@ records as the generator wrote them, never by running the pipeline's parser:
 
 * records are numbered from 1 in file order; blank lines are not records;
 * a record keeps its own ``id`` (a JSON string, a JSON integer as its decimal digits, a CSV ``id``
-  cell) if no earlier record of the file used it;
-* a record without a readable id (none given, an empty cell, a line that is not valid JSON or not
-  UTF-8, a CSV row with the wrong number of columns) gets ``#<n>``;
+  cell) if no earlier record of the file used it; so does a broken one whose id can be read
+  (README, "Ticket files": a line that is not JSON "with its id if one can be read from the
+  text", a CSV row with more cells than the header, its ``id`` cell);
+* a record without a readable id (none given, an empty cell, an id that is neither a string nor
+  an integer) gets ``#<n>``;
 * a record repeating an id used by an earlier record (good or bad) is rejected as ``<id>#<n>``;
-* a bad record (invalid JSON, non-UTF-8, empty or whitespace text, missing text, bad id type,
-  wrong CSV column count) is rejected: its key must be among the failures.
+* a bad record (invalid JSON, empty or whitespace text, missing text, bad id type, more CSV cells
+  than the header) is rejected: its key must be among the failures;
+* a line that is not UTF-8 in a UTF-8 file (windows-1252, "a line pasted from Word") is a ticket:
+  "a ticket that can be decoded is never a failure".
 
 A file that cannot be read as a whole (empty, an unsupported type, a CSV without a ``text``
 column) has no keys and must come out with an ``error``.
@@ -99,7 +103,7 @@ def _jsonl_file(rng: random.Random, key: str, prefix: str, size: int, crlf: bool
     w = _Writer(rng, prefix)
     lines: list[bytes] = []
     end = b"\r\n" if crlf else b"\n"
-    kinds = ["bad_json", "not_utf8", "empty_text", "no_text", "bad_id_type", "duplicate", "duplicate"]
+    kinds = ["bad_json", "cp1252_line", "empty_text", "no_text", "bad_id_type", "duplicate", "duplicate"]
     for _ in range(size):
         roll = rng.random()
         if roll < 0.05:
@@ -110,12 +114,14 @@ def _jsonl_file(rng: random.Random, key: str, prefix: str, size: int, crlf: bool
             ticket_id = w.new_id()
             if flaw == "bad_json":
                 lines.append(b'{"id": "' + ticket_id.encode() + b'", "text": "unterminated' + end)
-                w.records.append(Record(None, flaw))
-            elif flaw == "not_utf8":
+                w.records.append(Record(ticket_id, flaw))  # its id can be read from the text
+                w.used.append(ticket_id)
+            elif flaw == "cp1252_line":  # not a flaw to the reader: a ticket, read as windows-1252
                 lines.append(
                     b'{"id": "' + ticket_id.encode() + b'", "text": "r\xe9sum\xe9 of my issue"}' + end
                 )
-                w.records.append(Record(None, flaw))
+                w.records.append(Record(ticket_id))
+                w.used.append(ticket_id)
             elif flaw == "empty_text":
                 lines.append(
                     json.dumps({"id": ticket_id, "text": rng.choice(["", "   ", "\t"])}).encode() + end
@@ -162,7 +168,7 @@ def _jsonl_file(rng: random.Random, key: str, prefix: str, size: int, crlf: bool
 def _csv_file(rng: random.Random, key: str, prefix: str, size: int, excel: bool, flaws: bool) -> TicketFile:
     """CSV as a help desk exports it (``id,subject,text``, quoted commas and newlines); ``excel``:
     a UTF-8 BOM and CRLF row endings, as Excel's "CSV UTF-8" writes it; ``flaws``: empty texts,
-    rows with the wrong number of columns, repeated ids."""
+    rows with more cells than the header, repeated ids."""
     w = _Writer(rng, prefix)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n" if excel else "\n")
@@ -184,7 +190,8 @@ def _csv_file(rng: random.Random, key: str, prefix: str, size: int, excel: bool,
             buffer.write(
                 f"{ticket_id},too,many,columns\n" if not excel else f"{ticket_id},too,many,columns\r\n"
             )
-            w.records.append(Record(None, "column_count"))
+            w.records.append(Record(ticket_id, "column_count"))  # its id cell can be read
+            w.used.append(ticket_id)
         elif roll < 0.24 and w.used:
             again = w.reused_id()
             writer.writerow([again, "follow-up", w.text()])

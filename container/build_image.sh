@@ -5,21 +5,25 @@
 #
 # Runs as root. Steps:
 #   1. apt-get install buildah runc debootstrap (if missing);
-#   2. a local base image: debootstrap a minimal Debian bookworm with python3 (3.11), committed
-#      as localhost/triage-base:bookworm (skipped when it exists; no registry is needed);
-#   3. buildah build -f container/Dockerfile from the repository root with that base
-#      (the Dockerfile pip-installs the pinned wheels from PyPI inside the build);
-#   4. smoke test: run the image's own ENTRYPOINT with "serve" (buildah run, chroot isolation)
-#      with MODEL_DIR's artifact bind-mounted read-only at /opt/ml/model; wait for GET /ping,
-#      POST /invocations (JSON and JSON Lines); SIGTERM; expect a clean exit.
+#   2. a local base image standing in for the Dockerfile's default (Docker's debian:bookworm-*-slim,
+#      which this machine cannot pull): debootstrap --variant=minbase bookworm (what Docker's
+#      image is made of too) with the same apt sources (bookworm, bookworm-updates,
+#      bookworm-security) and without docs, man pages and locales, committed as
+#      localhost/debian:bookworm-minbase (skipped when it exists; no registry is needed);
+#   3. buildah build -f container/Dockerfile from the repository root with that base: the
+#      Dockerfile itself installs Debian's python3 and pip-installs the pinned wheels from PyPI;
+#   4. smoke test: run the image's own ENTRYPOINT with "serve" as its own user (buildah run,
+#      chroot isolation) with MODEL_DIR's artifact bind-mounted read-only at /opt/ml/model; wait
+#      for GET /ping, POST /invocations (the toolkit's JSON shape, JSON Lines with a bad line, a
+#      windows-1252 CSV, a gzip body); SIGTERM; expect a clean exit within SageMaker's 30 s.
 # Environment: IMAGE (localhost/ticket-triage-inference:latest), BASE_IMAGE
-# (localhost/triage-base:bookworm), DEBIAN_MIRROR, SMOKE_PORT (a free port).
+# (localhost/debian:bookworm-minbase), DEBIAN_MIRROR, SMOKE_PORT (a free port).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MODEL_DIR="$(realpath "${1:-$ROOT/artifacts/model}")"
 IMAGE="${IMAGE:-localhost/ticket-triage-inference:latest}"
-BASE_IMAGE="${BASE_IMAGE:-localhost/triage-base:bookworm}"
+BASE_IMAGE="${BASE_IMAGE:-localhost/debian:bookworm-minbase}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SMOKE_PORT="${SMOKE_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 export BUILDAH_ISOLATION=chroot STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
@@ -45,11 +49,44 @@ fi
 
 # --- 2. local base image ------------------------------------------------------------------------
 if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
-    log "debootstrap Debian bookworm + python3 -> $BASE_IMAGE"
+    log "debootstrap Debian bookworm minbase -> $BASE_IMAGE"
     rootfs="$(mktemp -d /var/tmp/triage-rootfs.XXXXXX)"
     trap 'rm -rf "$rootfs"' EXIT
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-        bookworm "$rootfs" "$DEBIAN_MIRROR"
+    debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR"
+    # The apt sources of Docker's debian:bookworm image, security updates included.
+    rm -f "$rootfs/etc/apt/sources.list"
+    cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+    # Docker's slim debian images keep docs, man pages and locales out of every later install
+    # and delete downloaded packages after each one: the same here.
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/docker" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+DPKG
+    cat >"$rootfs/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
     chroot "$rootfs" apt-get clean
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* \
         "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
@@ -58,7 +95,7 @@ if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
     cp -a "$rootfs"/. "$mnt"/
     buildah umount "$ctr"
     buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        --env LANG=C.UTF-8 --cmd '["python3"]' "$ctr"
+        --cmd '["bash"]' "$ctr"
     buildah commit --rm "$ctr" "$BASE_IMAGE"
     rm -rf "$rootfs"
     trap - EXIT
@@ -67,10 +104,16 @@ log "base image ready ($((SECONDS - started)) s)"
 
 # --- 3. the image --------------------------------------------------------------------------------
 build_started=$SECONDS
-# The host's CA bundle is mounted for the RUN steps only, so pip trusts whatever TLS set-up
-# this machine uses to reach PyPI; nothing of it ends up in a layer.
+# The host's extra CA certificates (a TLS-inspecting egress proxy, say) are mounted for the RUN
+# steps only: when the build stage installs Debian's ca-certificates, update-ca-certificates adds
+# them to that stage's bundle, so pip trusts whatever TLS set-up this machine uses to reach PyPI.
+# The final stage has no ca-certificates and copies only /opt/venv from the build stage.
+extra_cas=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    extra_cas=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
+fi
 buildah build --isolation chroot --format docker --layers \
-    --volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    "${extra_cas[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     -f "$ROOT/container/Dockerfile" -t "$IMAGE" "$ROOT"
 log "image built in $((SECONDS - build_started)) s"
@@ -81,9 +124,9 @@ smoke_started=$SECONDS
 ctr="$(buildah from "$IMAGE")"
 # The image's own ENTRYPOINT and USER, as SageMaker would run them (`<image> serve`).
 config="$(buildah inspect --type image "$IMAGE")"
-user="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["OCIv1"]["config"]["User"])' <<<"$config")"
+user="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["OCIv1"]["config"].get("User") or "0:0")' <<<"$config")"
 mapfile -t cmd < <(python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)["OCIv1"]["config"]["Entrypoint"]))' <<<"$config")
-log "entrypoint ${cmd[*]} serve, user $user"
+log "entrypoint ${cmd[*]} serve, user $user, $(buildah run "$ctr" -- python --version 2>&1), $(buildah run "$ctr" -- cat /etc/debian_version)"
 logfile="$(mktemp /tmp/triage-smoke.XXXXXX.log)"
 cleanup() {
     [[ -n "${server_pid:-}" ]] && kill "$server_pid" 2>/dev/null || true
@@ -115,14 +158,23 @@ json_out="$(curl -sf -X POST "http://127.0.0.1:$SMOKE_PORT/invocations" -H 'Cont
 jsonl_out="$(printf '{"id":"a","text":"I lost my card"}\nnot json\n{"id":"c","text":"top up failed"}\n' |
     curl -sf -X POST "http://127.0.0.1:$SMOKE_PORT/invocations" -H 'Content-Type: application/jsonlines' \
         -H 'Accept: application/jsonlines' --data-binary @-)"
-python3 - "$json_out" "$jsonl_out" <<'PY'
+csv_out="$(printf 'id,text\r\n1,Ma carte n\x27est pas arriv\xe9e \x80\r\n' |
+    curl -sf -X POST "http://127.0.0.1:$SMOKE_PORT/invocations" -H 'Content-Type: text/csv; charset=windows-1252' \
+        -H 'Accept: application/jsonlines' --data-binary @-)"
+gzip_out="$(printf '{"id":"z","text":"top up failed"}\n' | gzip -c |
+    curl -sf -X POST "http://127.0.0.1:$SMOKE_PORT/invocations" -H 'Content-Type: application/jsonlines' \
+        -H 'Content-Encoding: gzip' -H 'Accept: application/jsonlines' --data-binary @-)"
+python3 - "$json_out" "$jsonl_out" "$csv_out" "$gzip_out" <<'PY'
 import json, sys
-preds = json.loads(sys.argv[1])["predictions"]
-assert [p["index"] for p in preds] == [0, 1] and all(len(p["top_k"]) == 2 for p in preds), preds
+toolkit = json.loads(sys.argv[1])  # the Hugging Face toolkit's shape: one list per input
+assert len(toolkit) == 2 and all(len(row) == 2 and set(row[0]) == {"label", "score"} for row in toolkit), toolkit
 lines = [json.loads(line) for line in sys.argv[2].splitlines()]
 assert [p["id"] for p in lines] == ["a", None, "c"], lines
 assert "label" in lines[0] and "error" in lines[1] and "label" in lines[2], lines
-print("smoke test predictions:", json.dumps(preds[0]), json.dumps(lines[1]))
+(cp1252,) = [json.loads(line) for line in sys.argv[3].splitlines()]
+(gzipped,) = [json.loads(line) for line in sys.argv[4].splitlines()]
+assert cp1252["id"] == "1" and "label" in cp1252 and gzipped["id"] == "z" and "label" in gzipped
+print("smoke test predictions:", json.dumps(toolkit[0]), json.dumps(lines[1]), json.dumps(cp1252))
 PY
 
 # buildah run does not forward SIGTERM (it kills its child): signal the server process itself,
@@ -137,11 +189,12 @@ if [[ -z "$target" ]]; then
     exit 1
 fi
 kill -TERM "$target"
+stop_started=$SECONDS
 status=0
 wait "$server_pid" || status=$?
 server_pid=""
-if [[ $status -ne 0 ]] || ! grep -q '"server stopped"' "$logfile"; then
-    echo "smoke test: no clean shutdown after SIGTERM (exit $status)" >&2
+if [[ $status -ne 0 ]] || ! grep -q '"server stopped"' "$logfile" || ((SECONDS - stop_started >= 30)); then
+    echo "smoke test: no clean shutdown within 30 s of SIGTERM (exit $status)" >&2
     cat "$logfile" >&2
     exit 1
 fi

@@ -11,6 +11,7 @@ Nothing here talks to AWS: no account ids, no regions, no lookups.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Mapping
 from functools import cache
@@ -19,6 +20,8 @@ from typing import Any
 import botocore.loaders
 import botocore.model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from triage_core.records import FieldMap
 
 CONTEXT_PREFIX = "triage:"
 
@@ -128,6 +131,13 @@ class TriageConfig(BaseModel):
         le=10240,
         description="/tmp of the Lambdas: a file's ticket-key index (~25 bytes per ticket), result spools",
     )
+    ticket_fields: dict[str, Any] = Field(
+        default_factory=lambda: FieldMap().spec(),
+        alias="ticketFields",
+        description="which field of a ticket file holds the id and which fields (joined) the text, e.g. "
+        '{"id": "ticket_id", "text": ["subject", "description"]}; a file\'s S3 metadata '
+        "(id-field, text-fields) overrides it",
+    )
     powertools_layer_version: int = Field(27, alias="powertoolsLayerVersion", ge=1)
     log_level: str = Field("INFO", alias="logLevel", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_retention_days: int = Field(30, alias="logRetentionDays")
@@ -196,6 +206,11 @@ class TriageConfig(BaseModel):
             raise ValueError("the local model artifact must be a model.tar.gz file")
         return value
 
+    @field_validator("ticket_fields", mode="before")
+    @classmethod
+    def _ticket_fields(cls, value: Any) -> dict[str, Any]:
+        return FieldMap.from_spec(value).spec()  # a -c value arrives as a JSON string
+
     @field_validator("log_retention_days")
     @classmethod
     def _retention(cls, value: int) -> int:
@@ -226,6 +241,11 @@ class TriageConfig(BaseModel):
         if self.request_ttl_seconds < self.invocation_timeout_seconds:
             raise ValueError("requestTtlSeconds must be at least invocationTimeoutSeconds")
         return self
+
+    @property
+    def ticket_fields_json(self) -> str:
+        """The field map as the dispatcher's ``TICKET_FIELDS`` environment variable."""
+        return json.dumps(self.ticket_fields, separators=(",", ":"))
 
     @property
     def model_artifact_is_s3(self) -> bool:

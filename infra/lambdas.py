@@ -166,6 +166,7 @@ class TicketPipelineProps:
     chunk_size: int
     max_file_mb: int
     max_tickets_per_file: int
+    ticket_fields_json: str
     request_ttl_seconds: int
     invocation_timeout_seconds: int
     job_deadline_margin_seconds: int
@@ -247,6 +248,7 @@ class TicketPipeline(Construct):
                 "CHUNK_SIZE": str(props.chunk_size),
                 "MAX_FILE_MB": str(props.max_file_mb),
                 "MAX_TICKETS_PER_FILE": str(props.max_tickets_per_file),
+                "TICKET_FIELDS": props.ticket_fields_json,
                 "REQUEST_TTL_SECONDS": str(props.request_ttl_seconds),
                 "INVOCATION_TIMEOUT_SECONDS": str(props.invocation_timeout_seconds),
                 "JOB_DEADLINE_MARGIN_SECONDS": str(props.job_deadline_margin_seconds),

@@ -129,6 +129,7 @@ class TicketTriageStack(Stack):
                 chunk_size=c.chunk_size,
                 max_file_mb=c.max_file_mb,
                 max_tickets_per_file=c.max_tickets_per_file,
+                ticket_fields_json=c.ticket_fields_json,
                 request_ttl_seconds=c.request_ttl_seconds,
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 job_deadline_margin_seconds=c.job_deadline_margin_seconds,

@@ -74,7 +74,7 @@ def build_samples(prefix: str = "incoming/", large: int = 3000, normal_limit: in
         b'{"id": "B-broken", "text": "unterminated\n',  # bad JSON
         b'{"id": "B-empty", "text": "   "}\n',  # empty text
         b'{"id": "B-1", "text": "same id as an earlier ticket"}\n',  # duplicate id
-        b'{"id": "B-latin1", "text": "r\xe9sum\xe9 of my complaint"}\n',  # not UTF-8
+        b'{"id": "B-latin1", "text": "r\xe9sum\xe9 of my complaint"}\n',  # windows-1252: still a ticket
         b'{"text": "my card was declined and there is no id on this line"}\n',  # no id
         b'{"id": ["not", "a", "string"], "text": "bad id type"}\n',
         _jsonl(good[4:]),
@@ -83,7 +83,7 @@ def build_samples(prefix: str = "incoming/", large: int = 3000, normal_limit: in
         SampleFile(
             f"{prefix}bad-records.jsonl",
             b"".join(bad_lines),
-            "8 good tickets + bad JSON, empty text, duplicate id, non-UTF-8, missing id, bad id",
+            "10 tickets (one in windows-1252, one without id) + bad JSON, empty text, duplicate id, bad id",
             14,
         )
     )

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
 
@@ -114,19 +116,33 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(io, "test-size", type=float, default=0.1)
     _option(io, "split-seed", type=int, default=42, help="seed of the train/validation/test split")
 
-    hp = parser.add_argument_group("hyperparameters")
+    hp = parser.add_argument_group(
+        "hyperparameters",
+        "--base-model picks its family's preset (MiniLM, DistilBERT, BERT, RoBERTa: training.config.PRESETS) "
+        "for the options marked 'preset'; an explicit option overrides it. MiniLM values shown.",
+    )
     _option(hp, "base-model", default=d.base_model, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
-    _option(hp, "epochs", type=int, default=d.epochs)
-    _option(hp, "learning-rate", type=float, default=d.learning_rate)
-    _option(hp, "head-learning-rate", type=float, default=d.head_learning_rate, help="0 = learning rate")
-    _option(hp, "batch-size", type=int, default=d.batch_size)
-    _option(hp, "max-length", type=int, default=d.max_length, help="tokens, head truncation")
-    _option(hp, "warmup-ratio", type=float, default=d.warmup_ratio)
-    _option(hp, "weight-decay", type=float, default=d.weight_decay)
+    _option(hp, "epochs", type=int, default=None, help=f"preset ({d.epochs})")
+    _option(hp, "learning-rate", type=float, default=None, help=f"preset ({d.learning_rate})")
+    _option(
+        hp, "head-learning-rate", type=float, default=None, help=f"preset ({d.head_learning_rate}); 0 = lr"
+    )
+    _option(hp, "batch-size", type=int, default=None, help=f"preset ({d.batch_size})")
+    _option(
+        hp, "max-length", type=int, default=None, help=f"preset ({d.max_length}); tokens, head truncation"
+    )
+    _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
+    _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
     _option(hp, "seed", type=int, default=d.seed)
     _option(hp, "label-smoothing", type=float, default=d.label_smoothing)
     _option(hp, "class-weights", type=_bool, default=d.class_weights, metavar="{true,false}")
-    _option(hp, "early-stopping-patience", type=int, default=d.early_stopping_patience, help="0 = off")
+    _option(
+        hp,
+        "early-stopping-patience",
+        type=int,
+        default=None,
+        help=f"preset ({d.early_stopping_patience}); 0 = off",
+    )
     _option(
         hp,
         "noisy-augmentation",
@@ -142,6 +158,38 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="oversample labels below this many training rows with noisy copies; 0 = off",
     )
     _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+
+    scale = parser.add_argument_group("scaling: GPUs, processes, checkpoints (training.train)")
+    _option(
+        scale,
+        "gradient-accumulation-steps",
+        type=int,
+        default=d.gradient_accumulation_steps,
+        help="optimizer step every N batches",
+    )
+    _option(
+        scale,
+        "mixed-precision",
+        choices=["auto", "no", "fp16", "bf16"],
+        default=d.mixed_precision,
+        help="auto = bf16/fp16 on a GPU, fp32 on CPU",
+    )
+    _option(scale, "save-steps", type=int, default=d.save_steps, help="also checkpoint every N steps")
+    _option(
+        scale,
+        "checkpoint-dir",
+        type=Path,
+        default=None,
+        help="resumable checkpoints (default <work-dir>/checkpoint; /opt/ml/checkpoints in a spot job)",
+    )
+    _option(
+        scale,
+        "keep-checkpoint",
+        type=_bool,
+        default=False,
+        metavar="{true,false}",
+        help="keep the checkpoint after a finished run",
+    )
     _add_strategy_arguments(parser, d)
 
     pre = parser.add_argument_group("preprocessing (stored in the artifact, applied when serving)")
@@ -150,6 +198,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(pre, "extract-request", type=_bool, default=p.extract_request, metavar="{true,false}")
     _option(pre, "emojis", choices=["text", "remove", "keep"], default=p.emojis)
     _option(pre, "remove-stopwords", type=_bool, default=p.remove_stopwords, metavar="{true,false}")
+
+    gate = parser.add_argument_group("export gate (validation split) and review threshold")
+    _option(gate, "fp32-max-score-diff", type=float, default=1e-3, help="torch vs fp32 ONNX scores")
+    _option(gate, "int8-min-agreement", type=float, default=0.95, help="int8 vs fp32 top-label agreement")
+    _option(gate, "int8-max-f1-drop", type=float, default=1.0, help="macro-F1 points int8 may lose")
+    _option(
+        gate,
+        "review-precision",
+        type=float,
+        default=0.98,
+        help="review threshold: lowest score whose auto-accepted validation tickets reach this accuracy",
+    )
 
     steps = parser.add_argument_group("pipeline steps")
     _option(steps, "export", type=_bool, default=True, metavar="{true,false}", help="build the int8 artifact")
@@ -164,7 +224,9 @@ def _str_list(value: str) -> list[str]:
 def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     """Transfer-learning strategies (README: "Model quality: strategies and ablation")."""
     st = parser.add_argument_group("transfer-learning strategies")
-    _option(st, "head", choices=["cls", "mean", "mlp"], default=d.head, help="classifier head")
+    _option(
+        st, "head", choices=["cls", "mean", "mlp"], default=None, help=f"preset ({d.head}); classifier head"
+    )
     _option(st, "head-dropout", type=float, default=d.head_dropout, help="mean/mlp heads")
     _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
     _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
@@ -173,9 +235,9 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
         st,
         "freeze-embeddings",
         type=_bool,
-        default=d.freeze_embeddings,
+        default=None,
         metavar="{true,false}",
-        help="keep the word embeddings fixed (faster steps)",
+        help=f"preset ({str(d.freeze_embeddings).lower()}); keep the word embeddings fixed (faster steps)",
     )
     _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
     _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
@@ -250,31 +312,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         emojis=args.emojis,
         remove_stopwords=args.remove_stopwords,
     )
+    names = (
+        "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+        "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
+        "noisy_augmentation", "minority_min_examples", "threads", "gradient_accumulation_steps",
+        "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+    )  # fmt: skip
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
-        return TrainConfig(
-            base_model=args.base_model,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            head_learning_rate=args.head_learning_rate,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            warmup_ratio=args.warmup_ratio,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            label_smoothing=args.label_smoothing,
-            class_weights=args.class_weights,
-            early_stopping_patience=args.early_stopping_patience,
-            noisy_augmentation=args.noisy_augmentation,
-            minority_min_examples=args.minority_min_examples,
-            threads=args.threads,
-            preprocessing=preprocessing,
-            **{name: getattr(args, name) for name in STRATEGY_FIELDS},
-        )
+        return TrainConfig.for_base_model(args.base_model, preprocessing=preprocessing, **given)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
 
 # --- commands ----------------------------------------------------------------------------------
+def load_model_inputs(path: Path, text_column: str, label_column: str, config: TrainConfig, encoding="utf-8"):
+    """The ticket file, with duplicates of the model's input (the preprocessed text) dropped."""
+    from functools import partial
+
+    from training.data import dedupe_model_inputs, load_tickets
+    from triage_core.preprocessing import preprocess
+
+    dataset = load_tickets(path, text_column, label_column, encoding)
+    return dedupe_model_inputs(dataset, partial(preprocess, config=config.preprocessing))
+
+
 def _log_to_file(path: Path) -> logging.Handler:
     """Copy the pipeline's log (INFO and up) to ``path``; the caller removes the handler."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +362,8 @@ def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
         if getattr(args, key) is None:
             setattr(args, key, value)
     config = config_from_args(args)
+    if not _is_main_process():  # one log file, the main process's
+        return _run_pipeline(args, config)
     handler = _log_to_file(args.reports_dir / "train.log")
     try:
         return _run_pipeline(args, config)
@@ -309,54 +373,97 @@ def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> di
 
 
 def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
-    from training.data import DataError, format_support, load_or_create_splits, load_tickets
+    from training.config import ModelSourceError, check_base_model, model_family
+    from training.data import DataError, format_support, load_or_create_splits
 
     reports_dir: Path = args.reports_dir
     started = time.perf_counter()
+    try:  # before reading any data: a bad model name is one line, not a traceback minutes later
+        check_base_model(config.base_model)
+    except ModelSourceError as exc:
+        raise SystemExit(str(exc)) from None
 
-    try:
-        dataset = load_tickets(args.data, args.text_column, args.label_column, args.encoding)
-        splits = load_or_create_splits(
-            dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
-        )
+    from training.train import process_state
+
+    try:  # under torchrun the main process writes the splits, the others then read them
+        with process_state().main_process_first():
+            dataset = load_model_inputs(args.data, args.text_column, args.label_column, config, args.encoding)
+            splits = load_or_create_splits(
+                dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
+            )
     except DataError as exc:
         raise SystemExit(f"data error: {exc}") from None
-    _write_json(reports_dir / "data_report.json", splits.info)
+    if _is_main_process():
+        # this run's load report (re-used splits carry the one of the run that wrote them)
+        _write_json(reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
     log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
 
     from training.train import train
 
     labels = dataset.label_names
-    result = train(config, splits.train, splits.validation, args.work_dir, labels=labels)
+    result = train(
+        config,
+        splits.train,
+        splits.validation,
+        args.work_dir,
+        labels=labels,
+        checkpoint_dir=args.checkpoint_dir,
+        keep_checkpoint=args.keep_checkpoint,
+    )
+    if not _is_main_process():
+        return {}  # under torchrun: the main process exports, evaluates and reports
     summary: dict[str, Any] = {
         "data": str(args.data),
         "rows": splits.info["sizes"],
         "labels": len(labels),
         "config": config.to_dict(),
+        "preset": model_family(config.base_model),
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": result.best_val_macro_f1,
         "epochs_run": len(result.history),
         "fine_tune_seconds": round(result.train_seconds, 1),
+        "processes": result.world_size,
+        "resumed_from": result.resumed_from,
         "stages": result.stages,
         "hf_model_dir": str(result.model_dir),
     }
 
     if args.export:
-        from training.export import export_artifact
+        from training.export import ExportError, ParityTolerance, export_artifact, export_report
 
         t0 = time.perf_counter()
-        export_artifact(
-            result.model_dir,
-            args.output,
-            labels=labels,
-            max_length=config.max_length,
-            preprocessing=config.preprocessing,
-            scoring=config.scoring,
-            base_model=config.base_model,
+        tolerance = ParityTolerance(
+            fp32_max_score_diff=args.fp32_max_score_diff,
+            int8_min_agreement=args.int8_min_agreement,
+            int8_max_macro_f1_drop_points=args.int8_max_f1_drop,
         )
+        try:
+            export_artifact(
+                result.model_dir,
+                args.output,
+                labels=labels,
+                max_length=config.max_length,
+                preprocessing=config.preprocessing,
+                scoring=config.scoring,
+                base_model=config.base_model,
+                parity_texts=splits.validation.texts,
+                parity_labels=splits.validation.labels,
+                tolerance=tolerance,
+            )
+        except ExportError as exc:
+            _write_json(reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
+            raise SystemExit(
+                f"{exc} (details: {args.output.parent / 'onnx-fp32' / 'export_report.json'})"
+            ) from None
         summary["artifact"] = str(args.output)
         summary["export_seconds"] = round(time.perf_counter() - t0, 1)
+        summary["export"] = export_report(args.output)
+        for warning in summary["export"]["warnings"]:
+            log.warning("export: %s", warning)
         if args.evaluate:
+            summary["review_threshold"] = choose_review_threshold(
+                args.output, splits.validation, args.review_precision
+            )
             summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
         if args.optimization_report:
             summary["optimization_report"] = optimization_report(
@@ -372,6 +479,27 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         summary.get("test_noisy", "-"),
     )
     return summary
+
+
+def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
+    """The review threshold, chosen on the validation split: the lowest top score at which the
+    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
+    the time. The test split only reports how that threshold does."""
+    from training.evaluate import review_curve
+    from triage_core.inference import ArtifactClassifier
+
+    classifier = ArtifactClassifier(artifact_dir)
+    scores = classifier.predict_scores(validation.texts)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
+    choice = review_curve(scores.max(axis=1), correct, precision)
+    log.info(
+        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
+        choice["threshold"],
+        choice["accepted_accuracy"],
+        100 * choice["review_share"],
+    )
+    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
 
 
 def evaluate_test_splits(
@@ -399,6 +527,21 @@ def evaluate_test_splits(
     clean["training"] = {
         k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
     }
+    clean["selection"] = (
+        "model and review threshold chosen on the validation split; this test split is scored once"
+    )
+    if "review_threshold" in summary:
+        review = dict(summary["review_threshold"])
+        top = classifier.predict_scores(test.texts)
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
+        accepted = top.max(axis=1) >= review["threshold"]
+        review["test"] = {
+            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
+            "review_share": float(1 - accepted.mean()),
+        }
+        clean["review_threshold"] = review
+        summary["review_threshold"] = review
     write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
     write_evaluation(clean, reports_dir / "test", title="Test split:")
     artifact_metrics = dict(clean)
@@ -419,6 +562,12 @@ def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_di
         out_dir=reports_dir,
     )
     return str(path) if path else None
+
+
+def _is_main_process() -> bool:
+    from training.train import process_state
+
+    return process_state().is_main_process
 
 
 def run_package(args: argparse.Namespace) -> Path:

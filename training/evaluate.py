@@ -156,6 +156,24 @@ def evaluate_artifact(
     return report
 
 
+def review_curve(top_scores: np.ndarray, correct: np.ndarray, target_accuracy: float) -> dict[str, float]:
+    """The lowest threshold t such that tickets with top score >= t are right at least
+    ``target_accuracy`` of the time (1.0 = review everything if no t reaches it)."""
+    order = np.argsort(-top_scores)
+    cumulative = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(cumulative >= target_accuracy)[0]
+    if len(ok) == 0:
+        return {"threshold": 1.0, "accepted_accuracy": float("nan"), "review_share": 1.0}
+    last = int(ok[-1])  # the largest accepted set that still meets the target
+    threshold = float(top_scores[order][last])
+    accepted = top_scores >= threshold
+    return {
+        "threshold": round(threshold, 4),
+        "accepted_accuracy": float(correct[accepted].mean()),
+        "review_share": float(1 - accepted.mean()),
+    }
+
+
 def headline(report: dict[str, Any]) -> dict[str, float]:
     return {k: round(report[k], 4) for k in HEADLINE if k in report}
 

@@ -12,23 +12,37 @@ Steps (each measured in the optimization report, see the README):
 3. Dynamic int8 quantization (``onnxruntime.quantization.quantize_dynamic``): int8 weights,
    activations quantized at run time, so no calibration data is needed.
 
-The served directory gets ``model.onnx`` (int8), ``tokenizer.json`` and ``triage_artifact.json``;
-the fp32 ONNX model is kept next to it (``<output_dir>/../onnx-fp32/model.onnx``) for the
-optimization report, never inside the served directory.
+4. A parity gate on validation batches (:func:`check_parity`): the fine-tuned torch model vs the
+   fp32 ONNX graph (same math: scores within ``1e-3``) and the fp32 graph vs the int8 model the
+   server runs (argmax agreement and macro-F1 on the validation labels). Past tolerance the
+   export raises :class:`ExportError` and leaves no servable artifact; ``python -m training
+   train`` then exits non-zero with that one-line message.
+
+The artifact is built in a staging directory and moved to ``output_dir`` only once it passed
+the gate. The served directory gets ``model.onnx`` (int8), ``tokenizer.json`` and
+``triage_artifact.json``; the fp32 ONNX model and ``export_report.json`` (the parity numbers,
+and a warning when the optimizer fell back to the unfused graph) are kept next to it
+(``<output_dir>/../onnx-fp32/``), never inside the served directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from triage_core.artifact import (
-    METRICS_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     ArtifactManifest,
@@ -41,6 +55,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 FP32_DIR_NAME = "onnx-fp32"
+EXPORT_REPORT = "export_report.json"
 ONNX_INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX Runtime's optimizer logs every fusion step on these loggers, and its quantizer logs one
 # line per tensor on the root logger: dozens of INFO lines per export that say nothing new.
@@ -141,8 +156,9 @@ def export_onnx_fp32(hf_model_dir: Path, onnx_path: Path, max_length: int) -> tu
     return names, model.config
 
 
-def optimize_onnx(src: Path, dst: Path, config) -> bool:
-    """Fuse transformer subgraphs with ORT's offline optimizer. False (and ``dst`` = copy) if it fails."""
+def optimize_onnx(src: Path, dst: Path, config) -> str | None:
+    """Fuse transformer subgraphs with ORT's offline optimizer. On failure ``dst`` is a copy of
+    ``src`` (still correct, slower) and the reason is returned: the export report carries it."""
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
@@ -154,11 +170,15 @@ def optimize_onnx(src: Path, dst: Path, config) -> bool:
             )
             optimized.save_model_to_file(str(dst))
         log.info("graph fusions: %s", optimized.get_fused_operator_statistics())
-        return True
+        return None
     except Exception as exc:  # the optimizer is best-effort: the plain graph is still correct
-        log.warning("ONNX Runtime transformer optimizer failed (%s); keeping the unfused graph", exc)
+        reason = (
+            f"ONNX Runtime transformer optimizer failed ({type(exc).__name__}: {exc}); "
+            "the unfused graph is served"
+        )
+        log.warning(reason)
         shutil.copyfile(src, dst)
-        return False
+        return reason
 
 
 def quantize_int8(src: Path, dst: Path, per_channel: bool = False, reduce_range: bool = False) -> None:
@@ -195,6 +215,141 @@ def save_tokenizer_json(hf_model_dir: Path, path: Path, max_length: int) -> None
     backend.save(str(path))
 
 
+class ExportError(RuntimeError):
+    """The exported model does not behave like the fine-tuned one; the message says how."""
+
+
+@dataclass(frozen=True)
+class ParityTolerance:
+    """How far the exported models may drift, measured on validation batches."""
+
+    # torch fp32 vs ONNX fp32: the same computation (fused kernels aside), scores in [0, 1]
+    fp32_max_score_diff: float = 1e-3
+    # ONNX fp32 vs ONNX int8 (served): share of tickets with the same top label, among those
+    # fp32 decides by at least ``decisive_margin`` (a near-tie flipping is rounding, not a defect)
+    int8_min_agreement: float = 0.95
+    decisive_margin: float = 0.05
+    # ... and, with at least ``min_labelled_rows`` labelled tickets, macro-F1 lost by int8, in
+    # points (1.0 = 0.01); on fewer, one ticket moves macro-F1 by points: reported, not gated
+    int8_max_macro_f1_drop_points: float = 1.0
+    min_labelled_rows: int = 100
+
+
+# Used when the caller has no validation texts (a model exported on its own): real-looking
+# tickets of different lengths, e-mail noise included.
+SAMPLE_TICKETS = (
+    "my card has not arrived yet",
+    "What exchange rate do you use for euro payments?",
+    "Hi,\n\nmy top up by bank transfer failed twice today, why?\n\nThanks,\nAnna",
+    "I was charged twice for the same coffee",
+    "how do I change my PIN",
+    "My refund from the shop is still not showing up in the app after 10 days",
+    "card payment declined at the supermarket",
+    "Can I get a virtual card for online shopping?",
+    "Why is there an extra fee on my ATM withdrawal abroad? I thought it was free.",
+    "lost my card on the train, please block it",
+    "Where can I see my account statement for March",
+    "the transfer to my landlord is pending since Monday",
+)
+
+
+def _macro_f1(y_true: list[int], y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, average="macro"))
+
+
+def check_parity(
+    hf_model_dir: Path,
+    artifact_dir: Path,
+    fp32_path: Path,
+    texts: list[str],
+    labels: list[str] | None = None,
+    tolerance: ParityTolerance | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Compare torch, fp32 ONNX and the served int8 artifact on ``texts`` (raw tickets: the
+    artifact's preprocessing and tokenizer apply, in the server's batches). Returns the numbers
+    with ``passed`` and, when it did not pass, ``failures`` (one sentence each)."""
+    import onnxruntime as ort
+    import torch
+
+    from training.modeling import load_classifier
+    from triage_core.inference import ArtifactClassifier, scores_from_logits
+
+    tolerance = tolerance or ParityTolerance()
+    classifier = ArtifactClassifier(artifact_dir)
+    scoring = classifier.manifest.scoring
+    encodings = classifier.tokenizer.encode(classifier.clean(list(texts)))
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    fp32_session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    model = load_classifier(hf_model_dir).eval()
+    n_labels = len(classifier.labels)
+    scores = {name: np.zeros((len(texts), n_labels), dtype=np.float32) for name in ("torch", "fp32", "int8")}
+    with torch.inference_mode():
+        for idx in batches:
+            feed = classifier.tokenizer.pad([encodings[i] for i in idx])
+            torch_logits = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+            scores["torch"][idx] = scores_from_logits(torch_logits, scoring)
+            scores["fp32"][idx] = scores_from_logits(fp32_session.run(["logits"], feed)[0], scoring)
+            scores["int8"][idx] = classifier.run([encodings[i] for i in idx])
+    top = {name: s.argmax(axis=1) for name, s in scores.items()}
+    ranked = np.sort(scores["fp32"], axis=1)
+    decisive = (ranked[:, -1] - ranked[:, -2]) >= tolerance.decisive_margin
+    report: dict[str, Any] = {
+        "texts": len(texts),
+        "tolerance": asdict(tolerance),
+        "torch_vs_fp32": {
+            "max_score_diff": float(np.abs(scores["torch"] - scores["fp32"]).max()),
+            "agreement": float(np.mean(top["torch"] == top["fp32"])),
+        },
+        "fp32_vs_int8": {
+            "max_score_diff": float(np.abs(scores["fp32"] - scores["int8"]).max()),
+            "agreement": float(np.mean(top["fp32"] == top["int8"])),
+            "decisive_rows": int(decisive.sum()),
+            "decisive_agreement": float(np.mean(top["fp32"][decisive] == top["int8"][decisive]))
+            if decisive.any()
+            else 1.0,
+        },
+    }
+    failures = []
+    if report["torch_vs_fp32"]["max_score_diff"] > tolerance.fp32_max_score_diff:
+        failures.append(
+            f"fp32 ONNX scores differ from torch by {report['torch_vs_fp32']['max_score_diff']:.2g} "
+            f"(tolerance {tolerance.fp32_max_score_diff:g}): the exported graph is not the fine-tuned model"
+        )
+    if report["fp32_vs_int8"]["decisive_agreement"] < tolerance.int8_min_agreement:
+        failures.append(
+            f"int8 changes the top label of {1 - report['fp32_vs_int8']['decisive_agreement']:.1%} of the "
+            f"{int(decisive.sum())} validation tickets fp32 decides clearly "
+            f"(tolerance {1 - tolerance.int8_min_agreement:.1%})"
+        )
+    if labels is not None:
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        rows = [i for i, label in enumerate(labels) if label in index]
+        y = [index[labels[i]] for i in rows]
+        f1 = {name: _macro_f1(y, top[name][rows]) for name in ("fp32", "int8")}
+        drop = 100 * (f1["fp32"] - f1["int8"])
+        report["fp32_vs_int8"].update(
+            {"fp32_macro_f1": f1["fp32"], "int8_macro_f1": f1["int8"], "macro_f1_drop_points": drop}
+        )
+        if drop > tolerance.int8_max_macro_f1_drop_points and len(rows) >= tolerance.min_labelled_rows:
+            failures.append(
+                f"int8 loses {drop:.2f} macro-F1 points on the validation tickets "
+                f"(tolerance {tolerance.int8_max_macro_f1_drop_points:g})"
+            )
+    report["passed"] = not failures
+    if failures:
+        report["failures"] = failures
+    return report
+
+
+def export_report(output_dir: Path) -> dict[str, Any]:
+    """The ``export_report.json`` that :func:`export_artifact` wrote for ``output_dir``."""
+    return json.loads((fp32_onnx_path(output_dir).parent / EXPORT_REPORT).read_text("utf-8"))
+
+
 def export_artifact(
     hf_model_dir: Path,
     output_dir: Path,
@@ -207,58 +362,104 @@ def export_artifact(
     optimize: bool = True,
     per_channel: bool = False,
     reduce_range: bool = False,
+    parity_texts: list[str] | None = None,
+    parity_labels: list[str] | None = None,
+    tolerance: ParityTolerance | None = None,
 ) -> Path:
     """Export ``hf_model_dir`` (a ``save_pretrained`` directory with a fast tokenizer) to the
     serving artifact in ``output_dir``. Returns ``output_dir``.
 
-    ``labels[i]`` must be the class of logit ``i``. An existing ``metrics.json`` in
-    ``output_dir`` is removed: it described a different model.
+    ``labels[i]`` must be the class of logit ``i``. ``parity_texts`` (and their labels), the
+    validation split in ``make train``, feed the parity gate (:data:`SAMPLE_TICKETS` if None);
+    :class:`ExportError` if it fails. An existing ``metrics.json`` in ``output_dir`` is removed:
+    it described a different model.
     """
     hf_model_dir, output_dir = Path(hf_model_dir), Path(output_dir)
     from transformers import AutoConfig
 
     _check_labels(AutoConfig.from_pretrained(hf_model_dir), labels)  # before minutes of work
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
     fp32_path = fp32_onnx_path(output_dir)
-    with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        names, config = export_onnx_fp32(hf_model_dir, raw, max_length)
-        fp32_path.parent.mkdir(parents=True, exist_ok=True)
-        if optimize:
-            optimize_onnx(raw, fp32_path, config)
+    warnings: list[str] = []
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-staging-", dir=output_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
+            raw = Path(tmp) / "raw.onnx"
+            names, config = export_onnx_fp32(hf_model_dir, raw, max_length)
+            fp32_path.parent.mkdir(parents=True, exist_ok=True)
+            if optimize:
+                fallback = optimize_onnx(raw, fp32_path, config)
+                if fallback:
+                    warnings.append(fallback)
+            else:
+                shutil.copyfile(raw, fp32_path)
+        if quantize:
+            quantize_int8(fp32_path, staging / MODEL_FILE, per_channel=per_channel, reduce_range=reduce_range)
         else:
-            shutil.copyfile(raw, fp32_path)
-    if quantize:
-        quantize_int8(fp32_path, output_dir / MODEL_FILE, per_channel=per_channel, reduce_range=reduce_range)
-    else:
-        shutil.copyfile(fp32_path, output_dir / MODEL_FILE)
-    save_tokenizer_json(hf_model_dir, output_dir / TOKENIZER_FILE, max_length)
-    manifest = ArtifactManifest(
-        labels=list(labels),
-        scoring=scoring,
-        max_length=max_length,
-        onnx_inputs=names,
-        preprocessing=preprocessing,
-        base_model=base_model,
-        quantization="int8" if quantize else "none",
+            shutil.copyfile(fp32_path, staging / MODEL_FILE)
+        save_tokenizer_json(hf_model_dir, staging / TOKENIZER_FILE, max_length)
+        manifest = ArtifactManifest(
+            labels=list(labels),
+            scoring=scoring,
+            max_length=max_length,
+            onnx_inputs=names,
+            preprocessing=preprocessing,
+            base_model=base_model,
+            quantization="int8" if quantize else "none",
+        )
+        write_manifest(staging, manifest)
+        load_manifest(staging)  # fail here, not in the container, if something is missing
+        texts = list(parity_texts) if parity_texts else list(SAMPLE_TICKETS)
+        parity = check_parity(
+            hf_model_dir, staging, fp32_path, texts, parity_labels if parity_texts else None, tolerance
+        )
+        report = {"parity": parity, "optimized": optimize and not warnings, "warnings": warnings}
+        (fp32_path.parent / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        if not parity["passed"]:
+            raise ExportError("export failed the parity gate: " + "; ".join(parity["failures"]))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "parity on %d tickets: torch vs fp32 max score diff %.1e; int8 agrees with fp32 on %.1f%%",
+        parity["texts"],
+        parity["torch_vs_fp32"]["max_score_diff"],
+        100 * parity["fp32_vs_int8"]["agreement"],
     )
-    write_manifest(output_dir, manifest)
-    (output_dir / METRICS_FILE).unlink(missing_ok=True)
-    load_manifest(output_dir)  # fail here, not in the container, if something is missing
     return output_dir
+
+
+def _normalized(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
+    """Owner root, mode 0644 (0755 for directories), one fixed mtime: readable by the container
+    whether it runs as root or not, and the same archive for the same files."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o755 if info.isdir() else 0o644
+    info.mtime = mtime
+    return info
 
 
 def pack_model_tar(artifact_dir: Path, tar_path: Path) -> Path:
     """Pack an artifact as SageMaker's ``model.tar.gz`` (``ModelDataUrl``).
 
     The files sit at the archive root (no folder): SageMaker extracts the archive into
-    ``/opt/ml/model``, which the container reads as ``MODEL_DIR``.
+    ``/opt/ml/model``, which the container reads as ``MODEL_DIR``. Modes, owner and mtimes are
+    normalised (the packing host's umask must not decide whether a non-root container can read
+    its model) and the gzip header carries no time or name: the same artifact packs to the same
+    bytes. The mtime is ``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else 0.
     """
     artifact_dir, tar_path = Path(artifact_dir), Path(tar_path)
     load_manifest(artifact_dir)
     files = sorted(p for p in artifact_dir.iterdir() if p.is_file())
+    mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tar_path, "w:gz") as tar:
+    with (
+        tar_path.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for path in files:
-            tar.add(path, arcname=path.name, recursive=False)
+            tar.add(path, arcname=path.name, recursive=False, filter=lambda info: _normalized(info, mtime))
     return tar_path

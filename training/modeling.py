@@ -212,10 +212,15 @@ def input_names(model) -> set[str]:
 
 
 def is_head_parameter(model, name: str) -> bool:
-    """Parameters a base encoder does not bring: pooler and classification head."""
+    """Parameters a base encoder does not bring: the classification head.
+
+    BERT's pooler (dense + tanh over ``[CLS]``) is not one of them: it is pretrained (next
+    sentence prediction) and ships in BERT and MiniLM checkpoints, so it trains with the encoder
+    at the encoder's learning rate (the top of the layer-wise decay), as in the BERT paper's
+    fine-tuning, not at the fresh head's rate."""
     if hasattr(model, "encoder_input_names"):
         return name.startswith("head.")
-    return name.startswith(("classifier.", "pre_classifier.")) or "pooler" in name
+    return name.startswith(("classifier.", "pre_classifier."))
 
 
 def num_layers(model) -> int:

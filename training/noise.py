@@ -7,11 +7,13 @@ for a given :class:`random.Random`.
 
 Two disjoint template pools exist:
 
-* ``"train"``: used for noisy augmentation during fine-tuning;
-* ``"eval"``: used to build the noisy test set the README reports.
+* ``"train"``: used for noisy augmentation during fine-tuning, and the only pool the e-mail rules
+  of :mod:`triage_core.preprocessing` were written and tuned on;
+* ``"eval"``: held out, used only to build the noisy test set the README reports.
 
 No greeting, sentence, name, sign-off, footer, device line, emoji or domain appears in both, so
-the noisy score measures generalisation to unseen noise, not memorised templates.
+the noisy score measures generalisation to unseen noise (for the model and for the rules), not
+memorised templates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-POOLS = ("train", "eval")
+POOLS = ("train", "dev", "eval")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,12 @@ _TRAIN = TemplatePool(
     emojis=("😊", "🙏", "😡", "👍", "💳"),
 )
 
-_EVAL = TemplatePool(
+# Second tuning pool of the e-mail rules (never used in training or evaluation): first written
+# as the held-out pool, its first measurement found structures the rules missed (an RFC 3676
+# "-- " signature with a "Name | phone" line, 0-prefixed account numbers read as phones), and
+# fixing them made it a tuning pool. Real mail clients' own formats (Outlook's header block,
+# Apple Mail's "On ..., at ..., X wrote:", Gmail's two-line header).
+_DEV = TemplatePool(
     greetings=(
         "Hello,",
         "Dear Support Team,",
@@ -128,21 +135,25 @@ _EVAL = TemplatePool(
     ),
     chat_closers=("thanks", "please", "help??", "thank u", "!!!"),
     signoffs=(
-        "Best wishes,\n{full_name}",
-        "Many thanks,\n{first_name}",
-        "Sincerely,\n{full_name}",
-        "Warm regards,\n{first_name} {last_name}\nMobile: {phone}",
-        "Thank you,\n{first_name}",
+        "All the best,\n{full_name}",
+        "Talk soon,\n{first_name}",
+        "Yours faithfully,\n{full_name}",
+        "With appreciation,\n{first_name} {last_name}\nMobile: {phone}",
+        "Have a nice day,\n{first_name}\n--\n{full_name} | {phone}",
+        "Respectfully,\n{full_name}\nTel. {phone}",
     ),
-    devices=("Sent from my iPad", "Sent from Yahoo Mail for Android", "Get Outlook for Android"),
+    devices=("Sent from my iPad", "Sent with Proton Mail secure email", "Get Outlook for Android"),
     footers=(
-        "This message is confidential and intended only for the person to whom it is addressed.",
+        "This message and any attachment are confidential and may be privileged.",
         "DISCLAIMER: the information in this e-mail is confidential. If you received it in error, "
         "notify the sender and delete it.",
-        "To unsubscribe from these e-mails, click here.",
+        "You are receiving this because you opted in. Manage your preferences or unsubscribe.",
     ),
     quoted_headers=(
-        "On {weekday}, {month} {day}, {year} at {hour}:{minute} Customer Care <{support_email}> wrote:",
+        "On {day} {month} {year}, at {hour}:{minute}, Customer Care <{support_email}> wrote:",
+        "From: Customer Care <{support_email}>\nSent: {weekday}, {day} {month} {year} {hour}:{minute}\n"
+        "To: {email}\nSubject: RE: your enquiry",
+        "On {weekday}, {month} {day}, {year} at {hour}:{minute} Customer Care\n<{support_email}> wrote:",
         "---------- Forwarded message ---------\nFrom: Customer Care <{support_email}>",
     ),
     quoted_bodies=(
@@ -156,7 +167,69 @@ _EVAL = TemplatePool(
     emojis=("😭", "🤔", "😤", "🙂", "💸"),
 )
 
-_POOL_BY_NAME = {"train": _TRAIN, "eval": _EVAL}
+# Held out: written after the e-mail rules were final (tuned on _TRAIN and _DEV) and used only
+# to build the noisy test set; nothing was changed after measuring on it.
+_EVAL = TemplatePool(
+    greetings=(
+        "Hey team,",
+        "Dear Sirs,",
+        "Morning,",
+        "Hi there support,",
+        "Dear Help Desk,",
+        "Salutations,",
+        "Hello again,",
+    ),
+    chat_openers=("heyy", "hi team", "hello support", "morning", "sup"),
+    context_before=(
+        "Quick question for you.",
+        "Long-time customer here, first time writing in.",
+        "Writing on behalf of my partner, {full_name} (customer no. {account}).",
+        "Your chatbot could not answer this.",
+        "Following up on my call from last week.",
+        "I'm abroad until the {day}th.",
+        "The card ending {card} is the one I mean.",
+    ),
+    context_after=(
+        "Best number to reach me is {phone}.",
+        "A reply today would be great.",
+        "My alternate address is {email}.",
+        "This has happened twice now.",
+        "Ticket no. {reference}.",
+    ),
+    chat_closers=("cheers!", "ta", "pls", "asap pls", "???"),
+    signoffs=(
+        "Kindest regards,\n{full_name}",
+        "Thanks so much,\n{first_name}",
+        "Looking forward to hearing from you,\n{full_name}",
+        "Yours sincerely,\n{first_name} {last_name}\nCell: {phone}",
+        "Take care,\n{first_name}\n{phone} | {email}",
+        "Warmly,\n{full_name}",
+    ),
+    devices=("Sent from my Pixel", "Sent from Mail for Windows", "Get Outlook for Mac"),
+    footers=(
+        "IMPORTANT: This email is intended for the named recipient only and may contain privileged "
+        "information.",
+        "This email has been checked for viruses by antivirus software.",
+        "Please do not print this email unless it is really necessary.",
+    ),
+    quoted_headers=(
+        "On {weekday} {day}/{month}/{year} {hour}:{minute}, Client Services <{support_email}> wrote:",
+        "________________________________\nFrom: Client Services <{support_email}>\nSent: {day} {month} "
+        "{year} {hour}:{minute}\nTo: {email}\nSubject: Re: case update",
+        "-----Original Message-----\nFrom: Client Services [mailto:{support_email}]\nSent: {weekday}",
+    ),
+    quoted_bodies=(
+        "Hi, thanks for getting in touch. Can you confirm your date of birth?",
+        "We have escalated your case to the relevant team.",
+        "Kind regards, Client Services",
+    ),
+    first_names=("Noah", "Aisha", "Liam", "Mei", "Kofi", "Freya", "Diego", "Hannah"),
+    last_names=("Walsh", "Okafor", "Andersen", "Tanaka", "Moreau", "Costa", "Fischer"),
+    domains=("gmx.de", "aol.com", "fastmail.com"),
+    emojis=("😩", "🙄", "😬", "🤞", "🏦"),
+)
+
+_POOL_BY_NAME = {"train": _TRAIN, "dev": _DEV, "eval": _EVAL}
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 

@@ -25,26 +25,21 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _adamw(params, lr: float, weight_decay: float):
+def adamw(params, lr: float, weight_decay: float = 0.0):
+    """Fused AdamW (one kernel for all parameters; the per-tensor loop is far slower on CPU)."""
     import torch
 
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError) as exc:
+        log.warning("fused AdamW unavailable (%s); using the default implementation", exc)
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _linear_warmup(optimizer, total_steps: int, warmup_ratio: float = 0.1):
-    import torch
+    from transformers import get_linear_schedule_with_warmup
 
-    warmup = max(1, int(total_steps * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, max(1, int(total_steps * warmup_ratio)), total_steps)
 
 
 def load_unlabeled_texts(path: str | Path, text_column: str = "text") -> list[str]:
@@ -110,7 +105,7 @@ def mlm_adapt(
     rng = random.Random(seed)
     order = list(range(len(encoded)))
     steps = max(1, math.ceil(epochs * len(encoded) / batch_size))
-    optimizer = _adamw([p for p in mlm.parameters() if p.requires_grad], learning_rate, 0.01)
+    optimizer = adamw([p for p in mlm.parameters() if p.requires_grad], learning_rate, 0.01)
     scheduler = _linear_warmup(optimizer, steps)
     losses: list[float] = []
     position = len(order)
@@ -186,7 +181,7 @@ def contrastive_stage(
         return F.normalize(mean_pool(encoder(**inputs).last_hidden_state, inputs["attention_mask"]), dim=-1)
 
     encoder.train()
-    optimizer = _adamw([p for p in encoder.parameters() if p.requires_grad], learning_rate, 0.01)
+    optimizer = adamw([p for p in encoder.parameters() if p.requires_grad], learning_rate, 0.01)
     scheduler = _linear_warmup(optimizer, steps)
     targets = torch.arange(per_step, device=device or "cpu")
     losses: list[float] = []
@@ -230,8 +225,8 @@ def teacher_probabilities(
     """
     from transformers import AutoTokenizer
 
+    from training.batches import TextEncoder, predict_logits
     from training.modeling import load_classifier
-    from training.train import _Encoder, predict_logits
 
     total = np.zeros((len(texts), len(labels)), dtype=np.float64)
     for directory in teacher_dirs:
@@ -243,7 +238,7 @@ def teacher_probabilities(
             raise ValueError(f"teacher {directory} does not have the student's labels in the same order")
         model.to(device or "cpu")
         tokenizer = AutoTokenizer.from_pretrained(directory, use_fast=True)
-        logits = predict_logits(model, _Encoder(tokenizer, model, max_length), texts, batch_size)
+        logits = predict_logits(model, TextEncoder(tokenizer, model, max_length), texts, batch_size)
         scaled = logits / temperature
         scaled -= scaled.max(axis=1, keepdims=True)
         probs = np.exp(scaled)

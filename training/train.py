@@ -1,10 +1,22 @@
-"""Fine-tune a BERT-family encoder as a ticket classifier: a compact torch loop, tuned for CPU.
+"""Fine-tune a BERT-family encoder as a ticket classifier, on Hugging Face Accelerate.
 
-Why not ``transformers.Trainer``: on this 2-core machine two things decide the speed and both
-are one line here: fused AdamW (``torch.optim.AdamW(fused=True)``, several times faster than the
-per-parameter loop on CPU) and length-grouped batches (similar-length texts in a batch, so
-little padding). Everything else (linear warmup/decay, class-weighted cross-entropy with label
-smoothing, best checkpoint on validation macro-F1, early stopping) is a few lines.
+The loop is a plain torch loop driven by ``accelerate.Accelerator`` rather than
+``transformers.Trainer``: the custom stages (MLM, contrastive, distillation soft labels), the
+noisy augmentation that draws fresh noise every epoch and the length-grouped batches fit a loop
+better than Trainer's callbacks, while Accelerate brings what a bigger run needs:
+
+* mixed precision on a GPU (bf16 where supported, else fp16 with loss scaling; ``--mixed-precision``),
+* gradient accumulation (``--gradient-accumulation-steps``),
+* data parallelism: the same script under ``torchrun --nproc-per-node N`` (or a multi-GPU
+  SageMaker instance with the estimator's ``torch_distributed`` setting) trains one model on N
+  processes (NCCL on GPUs, gloo on CPUs); each process takes its share of every epoch's batches,
+* checkpoint/resume: model, optimizer, scheduler and RNG states (``Accelerator.save_state``) plus
+  the loop's own state after every epoch (and every ``--save-steps`` optimizer steps), in
+  ``checkpoint_dir`` (``/opt/ml/checkpoints`` in a SageMaker spot job, synced to S3). A run with
+  the same config and data resumes there, mid-epoch included; anything else starts afresh.
+
+What decides CPU speed is kept from the first loop: fused AdamW and length-grouped batches
+(similar-length texts in a batch, so little padding).
 
 Every text goes through :func:`triage_core.preprocessing.preprocess` with the
 :class:`~triage_core.preprocessing.PreprocessConfig` that is stored in the artifact, so the
@@ -14,10 +26,12 @@ model learns on exactly what the server will feed it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from training.batches import TextEncoder, length_grouped_batches, predict_logits, sorted_batches
 from training.config import TrainConfig, resolve_base_model
 from training.data import TicketDataset
 from training.noise import make_noisy
@@ -37,6 +52,11 @@ log = logging.getLogger(__name__)
 HISTORY_FILE = "train_metrics.jsonl"
 CONFIG_FILE = "train_config.json"
 MODEL_SUBDIR = "hf_model"
+CHECKPOINT_SUBDIR = "checkpoint"
+STATE_FILE = "loop_state.json"
+BEST_WEIGHTS = "best_model.safetensors"
+
+__all__ = ["TextEncoder", "length_grouped_batches", "predict_logits", "train"]
 
 
 @dataclass
@@ -48,6 +68,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0  # fine-tuning plus the pre-stages (MLM, contrastive, soft labels)
     stages: dict[str, Any] = field(default_factory=dict)
+    resumed_from: dict[str, Any] | None = None  # the checkpoint's position when the run resumed
+    world_size: int = 1
 
 
 def class_weights(labels: list[str], label_names: list[str]) -> np.ndarray:
@@ -74,75 +96,6 @@ def minority_oversample(
     if extra_texts:
         log.info("minority oversampling: %d noisy copies added", len(extra_texts))
     return texts + extra_texts, labels + extra_labels
-
-
-def length_grouped_batches(
-    lengths: list[int], batch_size: int, group_batches: int, rng: random.Random
-) -> list[list[int]]:
-    """Shuffle, sort by length inside pools of ``group_batches`` batches, shuffle batch order."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    pool = batch_size * group_batches
-    batches: list[list[int]] = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-class _Encoder:
-    """Fast tokenizer with head truncation, producing only the inputs the model accepts."""
-
-    def __init__(self, tokenizer, model, max_length: int) -> None:
-        from training.modeling import input_names
-
-        self.tokenizer = tokenizer
-        self.tokenizer.truncation_side = "right"  # keep the head: see triage_core.preprocessing
-        self.max_length = max_length
-        accepted = input_names(model)
-        self.names = [n for n in tokenizer.model_input_names if n in accepted]
-        self.pad_id = tokenizer.pad_token_id or 0
-
-    def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)
-        return {n: enc[n] for n in self.names}
-
-    def collate(self, encoded: dict[str, list[list[int]]], idx: list[int], device=None):
-        import torch
-
-        width = max(len(encoded["input_ids"][i]) for i in idx)
-        batch = {}
-        for name in self.names:
-            pad = self.pad_id if name == "input_ids" else 0
-            rows = [encoded[name][i] + [pad] * (width - len(encoded[name][i])) for i in idx]
-            batch[name] = torch.tensor(rows, dtype=torch.long, device=device)
-        return batch
-
-
-def _set_seed(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def predict_logits(model, encoder: _Encoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Logits of the torch model for preprocessed texts, in input order."""
-    import torch
-
-    encoded = encoder.encode(texts)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = model(**encoder.collate(encoded, idx, device)).logits.float().cpu().numpy()
-    return out
 
 
 def _macro_f1(y_true: list[int], y_pred: np.ndarray) -> tuple[float, float]:
@@ -190,25 +143,9 @@ def parameter_groups(model, config: TrainConfig) -> list[dict[str, Any]]:
 
 
 def _optimizer(model, config: TrainConfig):
-    import torch
+    from training.stages import adamw
 
-    param_groups = parameter_groups(model, config)
-    try:  # fused AdamW: one kernel for all parameters; the per-tensor loop is far slower on CPU
-        return torch.optim.AdamW(param_groups, lr=config.learning_rate, fused=True)
-    except (RuntimeError, TypeError) as exc:
-        log.warning("fused AdamW unavailable (%s); using the default implementation", exc)
-        return torch.optim.AdamW(param_groups, lr=config.learning_rate)
-
-
-def _linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    import torch
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return adamw(parameter_groups(model, config), lr=config.learning_rate)
 
 
 def load_model_and_tokenizer(
@@ -286,6 +223,133 @@ class _Loss:
         return config.distill_alpha * soft + (1 - config.distill_alpha) * hard
 
 
+def process_state():
+    """Accelerate's view of this process (rank, world size). Under ``torchrun`` on CPUs this
+    joins the gloo process group: Accelerate only does that when told the run is CPU-only."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _precision(choice: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, fp16 on an older GPU, full precision on CPU."""
+    import torch
+
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _fingerprint(config: TrainConfig, labels: list[str], world_size: int, *datasets: TicketDataset) -> str:
+    """What a checkpoint must match to be resumed: the config (bar thread count and checkpoint
+    cadence), the labels, the number of processes and the exact rows."""
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("threads", "save_steps")}
+    digest.update(json.dumps([settings, labels, world_size], sort_keys=True, default=str).encode())
+    for data in datasets:
+        for text, label in zip(data.texts, data.labels, strict=True):
+            digest.update(text.encode("utf-8") + b"\x1f" + label.encode("utf-8") + b"\x1e")
+    return digest.hexdigest()
+
+
+class _Checkpoint:
+    """One resumable position in ``directory``.
+
+    ``state-<step>/`` is ``Accelerator.save_state`` (model, optimizer, scheduler, RNG of every
+    process), ``best-<epoch>.pt`` the best epoch's weights, and ``loop_state.json`` (written last,
+    atomically) names both plus the loop's counters: a run stopped while saving still finds the
+    previous complete checkpoint.
+    """
+
+    def __init__(self, directory: Path, fingerprint: str, accelerator) -> None:
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.accelerator = accelerator
+
+    def pending(self) -> dict[str, Any] | None:
+        """The loop state of a checkpoint this run can resume, or None."""
+        path = self.directory / STATE_FILE
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text("utf-8"))
+        if state.get("fingerprint") != self.fingerprint:
+            return None
+        return state
+
+    def load(self) -> dict[str, Any] | None:
+        """Restore model, optimizer, scheduler and RNG states; the loop state, or None."""
+        state = self.pending()
+        if state is None:
+            if self._exists():
+                log.warning(
+                    "checkpoint in %s is from another config or data: starting afresh", self.directory
+                )
+            return None
+        self.accelerator.load_state(str(self.directory / state["state_dir"]))
+        log.info(
+            "resuming from %s: epoch %d, %d batches done",
+            self.directory,
+            state["epoch"],
+            state["batches_done"],
+        )
+        return state
+
+    def best_weights(self, state: dict[str, Any]):
+        import torch
+
+        name = state.get("best_file")
+        return torch.load(self.directory / name, weights_only=True) if name else None
+
+    def save(self, loop: dict[str, Any], best_state, best_changed: bool, global_step: int) -> None:
+        import torch
+
+        accelerator = self.accelerator
+        previous = json.loads((self.directory / STATE_FILE).read_text("utf-8")) if self._exists() else {}
+        state_dir = f"state-{global_step}"
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(self.directory / state_dir))
+        if accelerator.is_main_process:
+            best_file = previous.get("best_file")
+            if best_changed and best_state is not None:
+                best_file = f"best-{loop['best_epoch']}.pt"
+                torch.save(best_state, self.directory / best_file)
+            record = {**loop, "fingerprint": self.fingerprint, "state_dir": state_dir, "best_file": best_file}
+            tmp = self.directory / (STATE_FILE + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(self.directory / STATE_FILE)
+            for old in self.directory.iterdir():  # what the new record no longer names
+                if old.name.startswith(("state-", "best-")) and old.name not in (state_dir, best_file):
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+        accelerator.wait_for_everyone()
+
+    def _exists(self) -> bool:
+        return (self.directory / STATE_FILE).is_file()
+
+
+def _gather_logits(accelerator, model, encoder: TextEncoder, encoded, n_rows: int, batch_size: int):
+    """Validation logits, each process scoring its share of the (length-sorted) batches."""
+    import torch
+    from accelerate.utils import gather_object
+
+    batches = sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size)
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    out = np.zeros((n_rows, model.config.num_labels), dtype=np.float32)
+    model.eval()
+    parts = []
+    with torch.inference_mode(), accelerator.autocast():
+        for idx in mine:
+            logits = model(**encoder.collate(encoded, idx, accelerator.device)).logits
+            parts.append((idx, logits.float().cpu().numpy()))
+    if accelerator.num_processes > 1:
+        parts = gather_object(parts)
+    for idx, logits in parts:
+        out[idx] = logits
+    return out
+
+
 def train(
     config: TrainConfig,
     train_data: TicketDataset,
@@ -293,17 +357,25 @@ def train(
     work_dir: str | Path,
     labels: list[str] | None = None,
     on_epoch_end: Callable[[int, Any], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    keep_checkpoint: bool = False,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` and save the best epoch's model + tokenizer.
 
     Writes ``work_dir/hf_model/`` (``save_pretrained``), ``work_dir/train_metrics.jsonl`` (one
-    JSON object per epoch) and ``work_dir/train_config.json``.
+    JSON object per epoch) and ``work_dir/train_config.json``; checkpoints go to
+    ``checkpoint_dir`` (default ``work_dir/checkpoint``), removed after a finished run unless
+    ``keep_checkpoint``. Under ``torchrun`` every process calls this; only the main process
+    writes the model, and every process gets the same result.
     """
     import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
 
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     labels = labels or train_data.label_names
     label_index = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(train_data.labels) - set(label_index))
@@ -311,27 +383,40 @@ def train(
         raise ValueError(f"training labels not in the label list: {unknown[:10]}")
     if config.threads:
         torch.set_num_threads(config.threads)
-    _set_seed(config.seed)
-    rng = random.Random(config.seed)
-    config.save(work_dir / CONFIG_FILE)
-
     started = time.perf_counter()
     stages: dict[str, Any] = {}
     teacher_dirs = list(config.distill_teachers)
     if config.distill_seeds:
-        teacher_dirs += _train_seed_teachers(config, train_data, validation_data, work_dir, labels)
-        _set_seed(config.seed)
-        rng = random.Random(config.seed)
+        teacher_dirs += _train_seed_teachers(
+            config, train_data, validation_data, work_dir, labels, checkpoint_dir
+        )
+
+    # The encoder is unfrozen/frozen between epochs with --freeze-encoder-epochs: DDP must then
+    # accept parameters without gradients in some steps.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=config.freeze_encoder_epochs > 0)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        kwargs_handlers=[ddp],
+        step_scheduler_with_optimizer=False,
+    )
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    if main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        config.save(work_dir / CONFIG_FILE)
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
 
     model, tokenizer = load_model_and_tokenizer(
         config.base_model, labels, config.head, config.head_hidden, config.head_dropout
     )
     if config.loss == "ovr":
         _init_ovr_bias(model, len(labels))
-    # CPU here; a GPU when one exists (e.g. a SageMaker ml.g5 training job).
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = accelerator.device  # a GPU when the machine has one (e.g. a SageMaker ml.g5 job)
     model.to(device)
-    encoder = _Encoder(tokenizer, model, config.max_length)
+    encoder = TextEncoder(tokenizer, model, config.max_length)
     pre = config.preprocessing
 
     base_texts, base_labels = minority_oversample(
@@ -340,9 +425,16 @@ def train(
     clean_train = preprocess_batch(base_texts, pre)
     y_train = torch.tensor([label_index[label] for label in base_labels], dtype=torch.long)
     val_texts = preprocess_batch(validation_data.texts, pre)
+    val_encoded = encoder.encode(val_texts)
     y_val = [label_index.get(label, -1) for label in validation_data.labels]
 
-    stages.update(_pre_stages(config, model, tokenizer, clean_train, y_train.tolist(), rng, device))
+    checkpoint = _Checkpoint(
+        Path(checkpoint_dir) if checkpoint_dir else work_dir / CHECKPOINT_SUBDIR,
+        _fingerprint(config, labels, world, train_data, validation_data),
+        accelerator,
+    )
+    if checkpoint.pending() is None:  # a resumed run gets the stages' result with the weights
+        stages.update(_pre_stages(config, model, tokenizer, clean_train, y_train.tolist(), rng, device))
 
     weight = None
     if config.class_weights:
@@ -362,72 +454,137 @@ def train(
                 batch_size=config.eval_batch_size,
                 device=device,
             )
-        )
+        ).to(device)
         stages["distill"] = {"teachers": [str(t) for t in teacher_dirs], "seconds": _since(t0)}
     loss_fn = _Loss(config, len(labels), weight, soft_targets)
 
-    steps_per_epoch = math.ceil(len(clean_train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     # Frozen word embeddings are left out of the optimizer (parameter_groups skips them).
     _set_encoder_trainable(model, True, config.freeze_embeddings)
     optimizer = _optimizer(model, config)
-    scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-
-    history: list[dict[str, Any]] = []
-    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    batches_per_epoch = math.ceil(math.ceil(len(clean_train) / config.batch_size) / world)  # per process
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+    resumed = checkpoint.load()
+    history: list[dict[str, Any]] = list(resumed["history"]) if resumed else []
+    best_f1 = resumed["best_f1"] if resumed else -1.0
+    best_epoch = resumed["best_epoch"] if resumed else 0
+    stale = resumed["stale"] if resumed else 0
+    global_step = resumed["global_step"] if resumed else 0
+    best_state = checkpoint.best_weights(resumed) if resumed and main else None
+    start_epoch, skip = (resumed["epoch"], resumed["batches_done"]) if resumed else (1, 0)
+    stopped = bool(resumed and resumed["stopped"])
     history_path = work_dir / HISTORY_FILE
-    history_path.write_text("", encoding="utf-8")
+    if main:
+        history_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
     log.info(
-        "fine-tuning %s on %d rows (%d labels), %d epochs x %d steps",
+        "fine-tuning %s on %d rows (%d labels), %d epochs x %d optimizer steps, %d process(es), "
+        "batch %d x %d accumulation, precision %s",
         config.base_model,
         len(clean_train),
         len(labels),
         config.epochs,
         steps_per_epoch,
+        world,
+        config.batch_size,
+        config.gradient_accumulation_steps,
+        accelerator.mixed_precision,
     )
-    for epoch in range(1, config.epochs + 1):
+
+    def loop_state(epoch: int, batches_done: int, stop: bool = False) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "batches_done": batches_done,
+            "global_step": global_step,
+            "history": history,
+            "best_f1": best_f1,
+            "best_epoch": best_epoch,
+            "stale": stale,
+            "stopped": stop,
+        }
+
+    epoch = start_epoch
+    while not stopped and epoch <= config.epochs:
         epoch_start = time.perf_counter()
+        # Each epoch's noise and batch order come from its own seed: a resumed run rebuilds
+        # exactly the batches the interrupted one was going through.
+        epoch_rng = random.Random(f"{config.seed}:epoch:{epoch}")
         texts = list(clean_train)
         n_noisy = 0
         if config.noisy_augmentation > 0:
             # Fresh noise every epoch: the model sees each query both clean and wrapped.
-            chosen = [i for i in range(len(texts)) if rng.random() < config.noisy_augmentation]
-            noisy = preprocess_batch([make_noisy(base_texts[i], rng, "train") for i in chosen], pre)
+            chosen = [i for i in range(len(texts)) if epoch_rng.random() < config.noisy_augmentation]
+            noisy = preprocess_batch([make_noisy(base_texts[i], epoch_rng, "train") for i in chosen], pre)
             for i, text in zip(chosen, noisy, strict=True):
                 texts[i] = text
             n_noisy = len(chosen)
         encoded = encoder.encode(texts)
         lengths = [len(ids) for ids in encoded["input_ids"]]
-        batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, rng)
+        batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, epoch_rng)
 
+        def collate(idx: list[int], encoded=encoded) -> dict[str, Any]:
+            batch = encoder.collate(encoded, idx)
+            batch["labels"] = y_train[idx]
+            batch["rows"] = torch.tensor(idx, dtype=torch.long)
+            return batch
+
+        loader = accelerator.prepare_data_loader(
+            DataLoader(range(len(texts)), batch_sampler=batches, collate_fn=collate)
+        )
+        n_batches = len(loader)
+        if skip:
+            loader = accelerator.skip_first_batches(loader, skip)
         frozen = epoch <= config.freeze_encoder_epochs
-        _set_encoder_trainable(model, not frozen, config.freeze_embeddings)
+        _set_encoder_trainable(unwrapped, not frozen, config.freeze_embeddings)
         model.train()
-        total_loss, seen = 0.0, 0
-        progress = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-        for idx in progress:
-            inputs = encoder.collate(encoded, idx, device)
-            logits = model(**inputs).logits
-            loss = loss_fn(logits, y_train[idx].to(device), idx)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.item() * len(idx)
-            seen += len(idx)
-            progress.set_postfix(loss=f"{total_loss / seen:.4f}")
+        total_loss = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss x rows, rows
+        done = skip
+        # one bar, the main process's; TQDM_DISABLE=1 silences it
+        quiet = {} if main else {"disable": True}
+        progress = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, **quiet)
+        for batch in progress:
+            rows, y = batch.pop("rows"), batch.pop("labels")
+            with accelerator.accumulate(model):
+                logits = model(**batch).logits
+                loss = loss_fn(logits.float(), y, rows)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            done += 1
+            total_loss += torch.tensor(
+                [loss.item() * len(rows), len(rows)], dtype=torch.float64, device=device
+            )
+            if accelerator.sync_gradients:
+                global_step += 1
+                if config.save_steps and global_step % config.save_steps == 0 and done < n_batches:
+                    checkpoint.save(loop_state(epoch, done), best_state, False, global_step)
+            if main:
+                progress.set_postfix(loss=f"{total_loss[0].item() / max(1.0, total_loss[1].item()):.4f}")
         progress.close()
+        skip = 0
         train_seconds = time.perf_counter() - epoch_start
+        loss_sum, seen = accelerator.reduce(total_loss, reduction="sum").tolist()
 
-        val_logits = predict_logits(model, encoder, val_texts, config.eval_batch_size)
+        val_logits = _gather_logits(
+            accelerator, unwrapped, encoder, val_encoded, len(val_texts), config.eval_batch_size
+        )
         val_f1, val_acc = _macro_f1(y_val, val_logits.argmax(axis=1))
         record = {
             "epoch": epoch,
-            "train_loss": round(total_loss / max(1, seen), 5),
+            "train_loss": round(loss_sum / max(1.0, seen), 5),
             "val_macro_f1": round(val_f1, 5),
             "val_accuracy": round(val_acc, 5),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": scheduler.get_last_lr()[0],
+            "optimizer_steps": global_step,
             "encoder_frozen": frozen,
             "noisy_rows": n_noisy,
             "mean_tokens": round(float(np.mean(lengths)), 2),
@@ -436,11 +593,13 @@ def train(
         }
         history.append(record)
         if on_epoch_end is not None:  # e.g. tests inspecting the weights epoch by epoch
-            on_epoch_end(epoch, model)
-        with history_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            on_epoch_end(epoch, unwrapped)
+        if main:
+            with history_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
         improved = val_f1 > best_f1
-        log.info(
+        # one line per epoch, the main process's: the SageMaker launcher's metrics parse it
+        (log.info if main else log.debug)(
             "epoch %d/%d: loss %.4f, val macro-F1 %.4f, val acc %.4f, %.0f s%s",
             epoch,
             config.epochs,
@@ -452,24 +611,36 @@ def train(
         )
         if improved:
             best_f1, best_epoch, stale = val_f1, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if main:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
         else:
             stale += 1
             if config.early_stopping_patience and stale >= config.early_stopping_patience:
                 log.info("early stopping: no improvement for %d epoch(s)", stale)
-                break
+                stopped = True
+        epoch += 1
+        checkpoint.save(loop_state(epoch, 0, stopped), best_state, improved, global_step)
 
-    _set_encoder_trainable(model, True)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    accelerator.wait_for_everyone()
+    _set_encoder_trainable(unwrapped, True)
     model_dir = work_dir / MODEL_SUBDIR
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    if main:
+        if best_state is not None:
+            unwrapped.load_state_dict(best_state)
+        unwrapped.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        if not keep_checkpoint:
+            shutil.rmtree(checkpoint.directory, ignore_errors=True)
+    accelerator.wait_for_everyone()
     elapsed = time.perf_counter() - started
     log.info(
         "best epoch %d (val macro-F1 %.4f); %.0f s; saved to %s", best_epoch, best_f1, elapsed, model_dir
     )
-    return TrainResult(model_dir, list(labels), best_epoch, best_f1, history, elapsed, stages)
+    accelerator.free_memory()
+    resumed_from = {k: resumed[k] for k in ("epoch", "batches_done", "global_step")} if resumed else None
+    return TrainResult(
+        model_dir, list(labels), best_epoch, best_f1, history, elapsed, stages, resumed_from, world
+    )
 
 
 def _since(t0: float) -> float:
@@ -533,7 +704,12 @@ def _pre_stages(config: TrainConfig, model, tokenizer, texts: list[str], y: list
 
 
 def _train_seed_teachers(
-    config: TrainConfig, train_data: TicketDataset, validation_data: TicketDataset, work_dir: Path, labels
+    config: TrainConfig,
+    train_data: TicketDataset,
+    validation_data: TicketDataset,
+    work_dir: Path,
+    labels,
+    checkpoint_dir: str | Path | None,
 ) -> list[Path]:
     """Train one teacher per ``distill_seeds`` seed (same config, no distillation)."""
     teachers = []
@@ -541,7 +717,12 @@ def _train_seed_teachers(
         teacher_config = dataclasses.replace(config, seed=seed, distill_seeds=[], distill_teachers=[])
         log.info("training distillation teacher with seed %d", seed)
         result = train(
-            teacher_config, train_data, validation_data, work_dir / "teachers" / f"seed-{seed}", labels
+            teacher_config,
+            train_data,
+            validation_data,
+            work_dir / "teachers" / f"seed-{seed}",
+            labels,
+            checkpoint_dir=Path(checkpoint_dir) / f"teacher-seed-{seed}" if checkpoint_dir else None,
         )
         teachers.append(result.model_dir)
     return teachers

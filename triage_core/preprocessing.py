@@ -51,44 +51,178 @@ class PreprocessConfig(BaseModel):
 
 # --- PII masking -------------------------------------------------------------------------
 EMAIL_TOKEN, URL_TOKEN, CARD_TOKEN, PHONE_TOKEN = "[EMAIL]", "[URL]", "[CARD]", "[PHONE]"
-# The look-behind makes a match start only at the beginning of a word: without it, a long run
-# of word characters (a pasted base64 blob) is rescanned from every position (quadratic).
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-# 13-19 digits, optionally grouped by spaces or dashes: payment card numbers.
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-# Phone numbers: optional +, 7 to 15 digits with common separators, at least 7 digits.
-_PHONE = re.compile(r"(?<![\w])(?:\+|00)?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\w])")
+ACCOUNT_TOKEN = "[ACCOUNT]"  # IBANs and bare 6-12 digit runs: account, customer or reference numbers
+# One scanner, alternatives in priority order: at each position the first that matches wins, so
+# a date, a time or an amount is recognised (and kept as written) before the card, phone and
+# account patterns can claim its digits. Every repetition is bounded and every alternative
+# starts at a word boundary or a fixed character, so the scan is linear in the text length.
+_PII = re.compile(
+    # e-mail; the look-behind makes a match start only at the beginning of a word (without it a
+    # pasted base64 blob is rescanned from every position: quadratic)
+    r"(?P<email>(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8})"
+    r"|(?P<url>(?:https?://|www\.)\S{1,2000})"
+    r"|(?P<iban>\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b)"
+    # kept: 12.03.2024, 2024-03-12, 3/12/24; 10:14; 25.00, €1,500, 40 euros, GBP 12
+    r"|(?P<date>\b\d{1,4}[./-]\d{1,2}[./-]\d{2,4}\b)"
+    r"|(?P<time>\b\d{1,2}:\d{2}(?::\d{2})?\b)"
+    r"|(?P<amount>(?:[$€£¥]|\b(?:USD|EUR|GBP|CHF)\s?)\d{1,3}(?:[,.\s]?\d{3}){0,4}(?:[.,]\d{1,2})?"
+    r"|\b\d{1,3}(?:[,.]?\d{3}){0,4}(?:[.,]\d{1,2})?\s?(?:[$€£¥]|(?:usd|eur|gbp|chf|euros?|pounds?"
+    r"|dollars?|quid|cents?|pence)\b)|\b\d{1,9}[.,]\d{2}\b)"
+    # payment card numbers: 13-19 digits in one run, or in the printed groups 4-4-4-4(-3) / 4-6-5
+    r"|(?P<card>\b(?:\d{13,19}|\d{4}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,4}(?:(?P=sep)\d{1,3})?"
+    r"|\d{4}(?P<amex>[ -])\d{6}(?P=amex)\d{5})\b)"
+    # phone numbers look like phone numbers: +country, (area code), or a national 0 prefix
+    # followed by separated groups (an unseparated 0123456789 is an account number);
+    # or 555-123-4567. 7 to 15 digits (checked below).
+    r"|(?P<phone>(?:\+\d{1,3}(?:[ .-]?\(?\d{2,6}\)?){1,5}|\(\d{2,5}\)(?:[ .-]?\d{2,6}){1,4}"
+    r"|\b0\d{1,5}(?:[ .-]\(?\d{2,6}\)?){1,4})(?![\w])"
+    r"|\b\d{3}[.-]\d{3}[.-]\d{4}\b)"
+    r"|(?P<account>\b\d{6,12}\b)",
+    re.IGNORECASE,
+)
+_TOKEN_OF = {"email": EMAIL_TOKEN, "url": URL_TOKEN, "iban": ACCOUNT_TOKEN, "card": CARD_TOKEN}
+
+
+def _pii(match: re.Match[str]) -> str:
+    kind, text = match.lastgroup, match.group(0)
+    if kind in _TOKEN_OF:
+        return _TOKEN_OF[kind]
+    if kind == "phone":
+        return PHONE_TOKEN if 7 <= sum(ch.isdigit() for ch in text) <= 15 else text
+    if kind == "account":
+        return ACCOUNT_TOKEN
+    return text  # date, time, amount: content, not personal data
 
 
 def mask_pii(text: str) -> str:
-    text = _EMAIL.sub(EMAIL_TOKEN, text)
-    text = _URL.sub(URL_TOKEN, text)
-    text = _CARD.sub(CARD_TOKEN, text)
-
-    def _phone(match: re.Match[str]) -> str:
-        digits = sum(ch.isdigit() for ch in match.group(0))
-        return PHONE_TOKEN if 7 <= digits <= 15 else match.group(0)
-
-    return _PHONE.sub(_phone, text)
+    """E-mails, URLs, card, phone and account numbers become tokens; dates, times and amounts stay."""
+    return _PII.sub(_pii, text)
 
 
 # --- e-mail / chat noise -------------------------------------------------------------------
-# A quoted thread starts at one of these lines; everything from there on is history.
-_QUOTE_START = re.compile(
-    r"^\s*(?:>|-{2,}\s*original message\s*-{2,}|on\b.{0,120}\bwrote:\s*$|from:\s|sent:\s"
-    r"|-{5,}\s*forwarded message)",
+# The rules below were written and tuned on training.noise's "train" and "dev" pools only: the
+# noisy evaluation uses the held-out "eval" pool, written after them (README, "Noisy tickets").
+# They recognise the *structure* of an e-mail (a reply header, a closing line followed by a name,
+# a contact line, a device line, a legal footer at the end), not a list of phrasings, and they
+# only ever cut the end of a message: a line that merely starts like a header ("From: the app it
+# shows two payments") or a closing word in the middle of the text never ends the ticket.
+
+# The start of a quoted thread: everything from here on is history.
+_REPLY_HEADER = re.compile(
+    r"^\s*(?:on\b.{0,160}\bwrote:\s*$"  # Gmail / Apple Mail / Thunderbird
+    r"|-{2,}\s*original message\s*-{2,}"  # Outlook
+    r"|-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:)",  # Gmail / Apple Mail forwards
     re.IGNORECASE,
 )
-# A signature or sign-off starts at one of these lines.
-_SIGNOFF = re.compile(
-    r"^\s*(?:--\s*$|(?:best|kind|warm)?\s*regards\b|best wishes\b|thanks?(?: you)?(?: in advance)?[,!.]?\s*$"
-    r"|many thanks\b|cheers[,!.]?\s*$|sincerely\b|get outlook for\b"
-    # device lines: "Sent from my iPhone", "Sent from Yahoo Mail for Android", "Sent with ... app"
-    r"|sent (?:from|with|via)\b[^\n]{0,40}?\b(?:iphone|ipad|android|galaxy|samsung|mobile|phone|mail"
-    r"|outlook|blackberry|device|tablet|app)\b[^\n]{0,30}$)",
+# "From: Name <address>" opens a quoted header block only with an address, or when further
+# header fields follow it.
+_FROM_HEADER = re.compile(r"^\s*from:\s*\S.{0,200}(?:<[^>\s]{1,200}@[^>\s]{1,200}>|\[EMAIL\])", re.I)
+_HEADER_FIELD = re.compile(r"^\s*(?:from|sent|date|to|cc|subject):\s", re.IGNORECASE)
+_QUOTED = re.compile(r"^\s*>")
+_SIG_DELIMITER = re.compile(r"^\s*--\s*$")
+# Legal and mailing-list footers: their vocabulary, wherever they sit in the last lines.
+_FOOTER = re.compile(
+    r"\b(?:confidential|privileged|intended (?:solely |only )?for|intended recipient|disclaimer"
+    r"|unsubscribe|consider the environment|legally binding|virus(?:es)? (?:scan|check))",
     re.IGNORECASE,
 )
+# Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
+_DEVICE = re.compile(
+    r"^\s*(?:sent (?:from|with|via|using)\b|get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$",
+    re.IGNORECASE,
+)
+# Contact lines of a signature: "Mobile: +44 ...", "Tel. 0123 ...", "E: jane@example.com".
+_CONTACT = re.compile(
+    r"^\s*(?:mobile|mob|cell|tel|phone|fax|m|t|e|email|e-mail|web)\s*[:.]\s*\S.{0,60}$", re.IGNORECASE
+)
+# A closing: a short line ending in a comma ("Best regards,", "Yours truly,"), or a thank-you.
+_CLOSING_COMMA = re.compile(r"^\s*[^\W\d_][^\n?!:;]{0,30},\s*$")
+_THANKS = re.compile(r"^\s*(?:thanks?|thank you|thx|ty|cheers|regards|best)\b[^\n?]{0,40}$", re.IGNORECASE)
+_PERSONAL = re.compile(r"\b(?:i|i'm|i've|my|me|we|our)\b", re.IGNORECASE)
+# A name or title line under a closing: one to four capitalised words, no digits.
+_NAME = re.compile(r"^\s*[^\W\d_][\w.'’-]{0,30}(?:[ \t]+[^\W\d_][\w.'’-]{0,30}){0,3}\s*$")
+
+
+def _is_closing(line: str) -> bool:
+    words = line.split()
+    if not 1 <= len(words) <= 6 or _PERSONAL.search(line):
+        return False
+    return bool(_CLOSING_COMMA.match(line) or _THANKS.match(line))
+
+
+def _is_name(line: str) -> bool:
+    return bool(_NAME.match(line)) and all(w[0].isupper() for w in line.split() if w[0].isalpha())
+
+
+def _is_contact(line: str) -> bool:
+    """A signature's contact line: a labelled value ("Mobile: ..."), or phone numbers and
+    addresses next to at most a name ("Jane Doe | +44 ...")."""
+    if _CONTACT.match(line):
+        return True
+    found = [m for m in _PII.finditer(line) if m.lastgroup in ("email", "url", "phone", "card")]
+    if not found or len(line) > 120:
+        return False
+    rest = _PII.sub(" ", line)
+    rest = re.sub(r"[|,;/•·:()\[\]-]+", " ", rest).strip()
+    return not rest or _is_name(rest)
+
+
+def _quote_start(lines: list[str]) -> int:
+    """Index of the first line of quoted history (a reply/forward header), or ``len(lines)``."""
+    for i, line in enumerate(lines):
+        if _REPLY_HEADER.match(line):
+            return i
+        # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line
+        if i + 1 < len(lines) and _REPLY_HEADER.match(line + " " + lines[i + 1].strip()) and line.strip():
+            return i
+        if line.lower().lstrip().startswith("from:") and (
+            _FROM_HEADER.match(line) or any(_HEADER_FIELD.match(n) for n in lines[i + 1 : i + 4])
+        ):
+            return i
+    return len(lines)
+
+
+def _signature_start(lines: list[str]) -> int:
+    """Index where the trailing signature block starts (closing, name, contact, device and
+    footer lines at the end of the message), or ``len(lines)`` if there is none. A "-- "
+    delimiter line (RFC 3676) in the last lines starts a signature whatever follows it."""
+    for i in range(len(lines) - 1, max(-1, len(lines) - 10), -1):
+        if _SIG_DELIMITER.match(lines[i]):
+            return _signature_start(lines[:i]) if i else 0
+    cut = len(lines)
+    names = 0  # name/title lines seen below: only a closing or a delimiter above makes them noise
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].strip()
+        if not any(ch.isalnum() for ch in line):  # blank, or a rule such as "_____" or "====="
+            continue
+        if _is_closing(line):
+            return i
+        if _FOOTER.search(line) or _DEVICE.match(line) or _is_contact(line):
+            if names == 0:
+                cut = i
+            continue
+        if _is_name(line) and names < 3 and len(lines) - i <= 8:
+            names += 1
+            continue
+        break
+    return cut
+
+
+def extract_request(text: str) -> str:
+    """Keep the new request of an e-mail or chat ticket; drop greeting, quoted thread, sign-off,
+    signature, device line and footer. Content is only ever cut at the end of the message."""
+    lines = text.splitlines()
+    lines = lines[: _quote_start(lines)]
+    lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
+    lines = lines[: _signature_start(lines)]
+    while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
+        lines = lines[1:]
+    body = "\n".join(lines).strip() or text.strip()
+    stripped = _GREETING.sub("", body, count=1).strip()
+    stripped = _CHAT_GREETING.sub("", stripped, count=1).strip()
+    return stripped or body
+
+
 # Chat openers without punctuation ("hey there how do I ..."): the greeting word, an optional
 # addressee, then punctuation or a space.
 _CHAT_GREETING = re.compile(
@@ -104,27 +238,6 @@ _GREETING = re.compile(
     r"\b(?:[ \t]+[^\s.!?,:]+){0,4}?[ \t]*(?:[,:!]+|(?=\n)|$)\s*",
     re.IGNORECASE,
 )
-_FOOTER = re.compile(
-    r"(?:this (?:e-?mail|message)[^.]{0,80}\b(?:confidential|intended (?:solely|only))"
-    r"|confidentiality notice|disclaimer:|please consider the environment"
-    r"|unsubscribe\b)",
-    re.IGNORECASE,
-)
-
-
-def extract_request(text: str) -> str:
-    """Keep the new request of an e-mail or chat ticket; drop greeting, thread, sign-off, footer."""
-    kept: list[str] = []
-    for line in text.splitlines():
-        if _QUOTE_START.match(line) or _SIGNOFF.match(line) or _FOOTER.search(line):
-            if kept:  # a sign-off before any content (e.g. "Thanks!") is only skipped
-                break
-            continue
-        kept.append(line)
-    body = "\n".join(kept) if kept else text
-    stripped = _GREETING.sub("", body, count=1).strip()
-    stripped = _CHAT_GREETING.sub("", stripped, count=1).strip()
-    return stripped or body.strip()
 
 
 # --- emojis, unicode, whitespace -------------------------------------------------------------

@@ -1,79 +1,34 @@
-"""Ticket batch files: JSON Lines (``{"id": ..., "text": ...}`` per line) and CSV (header with
-``text`` and optional ``id``).
+"""What a ticket record is, and which fields of a file hold its id and its text.
 
-Used by the inference server (request bodies) and by the dispatcher Lambda (files dropped in
-the input bucket), so both agree on what a valid ticket record is. Parsing streams: it takes an
-iterable of raw byte lines and yields one :class:`TicketRecord` per input record, good or bad,
-so a caller can account for every record without holding the file in memory.
+Shared by the inference server (request bodies) and the dispatcher Lambda (files dropped in the
+input bucket) so both agree on what a valid ticket is; :mod:`triage_core.reader` reads files and
+bodies into these records, :mod:`triage_core.formats` holds the per-format parsers. Standard
+library only (the Lambda bundle ships nothing else).
+
+A record is one per input record, good or bad (``error`` set), so a caller can account for every
+ticket. Records are tuples (:class:`TicketRecord`): a request of a million short tickets must not
+cost a Python object with a ``__dict__`` per ticket.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-JSONL_TYPES = frozenset({"application/jsonlines", "application/jsonl", "application/x-jsonlines"})
-CSV_TYPES = frozenset({"text/csv"})
-
-
-# Python's csv module refuses fields over 128 KiB by default; a ticket may legitimately be a
-# 1 MB e-mail. Record size is bounded by callers instead (see ``split_lines``).
-csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
+TEXT_JOINER = "\n\n"  # several text fields (subject, description) become one text, paragraph apart
+MAX_TEXT_FIELDS = 16
+SHAPE_SAMPLE_RECORDS = 100  # object records looked at before a missing field fails the whole file
+SHAPE_SAMPLE_CHARS = 16 * 1024 * 1024
 
 
 class RecordFormatError(ValueError):
-    """The file as a whole cannot be read (e.g. CSV without a ``text`` column)."""
+    """The file or body as a whole cannot be read (a CSV header without the text column, ...)."""
 
 
-class OversizedLine(bytes):
-    """Stands for a line longer than ``split_lines``'s limit: its bytes were dropped."""
-
-    limit: int
-
-
-def split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes]:
-    """Re-cut arbitrary byte chunks (e.g. an HTTP body as it arrives) into lines, ``\\n`` kept.
-
-    A line longer than ``max_line_bytes`` is not kept in memory: it comes out as an empty
-    :class:`OversizedLine`, which the parsers turn into a per-record error.
-    """
-    pending: list[bytes] = []
-    pending_len = 0
-    oversized = False
-    for chunk in chunks:
-        start = 0
-        find = chunk.find
-        while (end := find(b"\n", start)) >= 0:
-            piece = chunk[start : end + 1]
-            start = end + 1
-            if oversized or pending_len + len(piece) > max_line_bytes:
-                marker = OversizedLine()
-                marker.limit = max_line_bytes
-                yield marker
-            elif pending:
-                yield b"".join((*pending, piece))
-            else:
-                yield piece
-            pending, pending_len, oversized = [], 0, False
-        if start < len(chunk) and not oversized:
-            rest = chunk[start:]
-            pending_len += len(rest)
-            if pending_len > max_line_bytes:
-                pending, pending_len, oversized = [], 0, True
-            else:
-                pending.append(rest)
-    if oversized:
-        marker = OversizedLine()
-        marker.limit = max_line_bytes
-        yield marker
-    elif pending:
-        yield b"".join(pending)
-
-
-@dataclass(frozen=True)
-class TicketRecord:
+class TicketRecord(NamedTuple):
     """One input record. ``error`` is set when the record itself is unusable."""
 
     index: int  # 0-based position among the file's records
@@ -86,7 +41,84 @@ class TicketRecord:
         return self.error is None
 
 
-def _normalise_id(value: object) -> str | None:
+@dataclass(frozen=True)
+class FieldMap:
+    """Which field holds a ticket's id, and which fields (joined) make its text.
+
+    Defaults ``id`` / ``text``. A help-desk export is e.g. ``FieldMap("ticket_id", ("subject",
+    "description"))``. Field names match case-insensitively in CSV headers and, when the exact
+    name is absent, in JSON objects.
+    """
+
+    id: str = "id"
+    text: tuple[str, ...] = ("text",)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, str):
+            object.__setattr__(self, "text", (self.text,))
+        names = [self.id, *self.text]
+        if not self.text or any(not isinstance(n, str) or not n.strip() or len(n) > 128 for n in names):
+            raise ValueError("field names must be non-empty strings of at most 128 characters")
+        if len(self.text) > MAX_TEXT_FIELDS:
+            raise ValueError(f"at most {MAX_TEXT_FIELDS} text fields")
+        if len({n.lower() for n in names}) != len(names):
+            raise ValueError(f"field names must differ: {names}")
+
+    @classmethod
+    def parse(cls, id_field: str | None, text_fields: str | Sequence[str] | None) -> FieldMap:
+        """From settings strings: ``text_fields`` is ``"subject,description"`` or a list."""
+        if isinstance(text_fields, str):
+            text_fields = [name.strip() for name in text_fields.split(",")]
+        return cls(
+            (id_field or "id").strip(),
+            tuple(name.strip() for name in text_fields) if text_fields else ("text",),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | str) -> FieldMap:
+        """From ``{"id": "ticket_id", "text": ["subject", "description"]}`` or that JSON (the
+        deployment setting: CDK context ``triage:ticketFields``, Lambda env ``TICKET_FIELDS``)."""
+        if isinstance(spec, str):
+            try:
+                spec = json.loads(spec)
+            except ValueError:
+                raise ValueError(f"not JSON: {spec!r}") from None
+        if not isinstance(spec, Mapping) or not set(spec) <= {"id", "text"}:
+            raise ValueError('expected {"id": "<field>", "text": ["<field>", ...]}')
+        text = spec.get("text", ["text"])
+        if isinstance(text, str):
+            text = [text]
+        if not isinstance(text, list):
+            raise ValueError('"text" must be a field name or a list of field names')
+        return cls(spec.get("id", "id"), tuple(text))
+
+    def spec(self) -> dict[str, Any]:
+        return {"id": self.id, "text": list(self.text)}
+
+    def override(self, metadata: Mapping[str, str] | None) -> FieldMap:
+        """This map with a file's own ``id-field`` / ``text-fields`` (S3 object metadata, set with
+        ``x-amz-meta-id-field`` / ``x-amz-meta-text-fields``) taking precedence."""
+        if not metadata:
+            return self
+        lowered = {k.lower(): v for k, v in metadata.items()}
+        id_field = lowered.get("id-field")
+        text_fields = lowered.get("text-fields")
+        if id_field is None and text_fields is None:
+            return self
+        try:
+            return FieldMap.parse(id_field or self.id, text_fields or ",".join(self.text))
+        except ValueError as exc:
+            raise RecordFormatError(f"invalid field mapping in the object metadata: {exc}") from None
+
+    def describe(self) -> str:
+        return f"id field {self.id!r}, text field(s) {' + '.join(repr(t) for t in self.text)}"
+
+
+DEFAULT_FIELDS = FieldMap()
+_MISSING = object()
+
+
+def normalise_id(value: object) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -94,10 +126,17 @@ def _normalise_id(value: object) -> str | None:
     raise ValueError("id must be a string or an integer")
 
 
+def at_line(error: str, ticket_id: str | None, line: int | str | None) -> str:
+    """A record's error names where it is when its id cannot tell (``(line 7)``)."""
+    if ticket_id is not None or line is None:
+        return error
+    return f"{error} ({line})" if isinstance(line, str) else f"{error} (line {line})"
+
+
 def make_record(index: int, raw_id: object, text: object) -> TicketRecord:
     """Validate one record's fields; a bad id or text becomes a per-record error."""
     try:
-        ticket_id = _normalise_id(raw_id)
+        ticket_id = normalise_id(raw_id)
     except ValueError as exc:
         return TicketRecord(index, None, None, str(exc))
     if text is None:
@@ -109,102 +148,135 @@ def make_record(index: int, raw_id: object, text: object) -> TicketRecord:
     return TicketRecord(index, ticket_id, text)
 
 
-def iter_jsonl(lines: Iterable[bytes]) -> Iterator[TicketRecord]:
-    """One record per non-blank line; a bad line is a record with an error, never skipped."""
-    index = 0
-    for raw in lines:
-        if isinstance(raw, OversizedLine):
-            yield TicketRecord(index, None, None, f"record is larger than {raw.limit} bytes")
-            index += 1
+def _field(obj: Mapping[str, Any], name: str) -> Any:
+    value = obj.get(name, _MISSING)
+    if value is _MISSING:
+        lowered = name.lower()
+        for key, candidate in obj.items():
+            if key.lower() == lowered:
+                return candidate
+    return value
+
+
+def record_from_object(
+    index: int, obj: Mapping[str, Any], fields: FieldMap, line: int | None
+) -> TicketRecord:
+    """A JSON object as a record, through the field map."""
+    if len(fields.text) == 1:  # the usual shape, checked in one go
+        raw_id = obj.get(fields.id)
+        text = obj.get(fields.text[0])
+        if isinstance(text, str) and text.strip():
+            if type(raw_id) is str and raw_id.strip():
+                return TicketRecord(index, raw_id, text)
+            if type(raw_id) is int:
+                return TicketRecord(index, str(raw_id), text)
+            if raw_id is None and fields.id in obj:
+                return TicketRecord(index, None, text)
+    raw_id = _field(obj, fields.id)
+    try:
+        ticket_id = None if raw_id is _MISSING else normalise_id(raw_id)
+    except ValueError as exc:
+        return TicketRecord(index, None, None, at_line(str(exc), None, line))
+    if len(fields.text) == 1:
+        name = fields.text[0]
+        text = _field(obj, name)
+        if text is _MISSING or text is None:
+            return TicketRecord(index, ticket_id, None, at_line(f"missing field {name!r}", ticket_id, line))
+        if not isinstance(text, str):
+            error = f"field {name!r} must be a string"
+            return TicketRecord(index, ticket_id, None, at_line(error, ticket_id, line))
+        if not text.strip():
+            return TicketRecord(index, ticket_id, None, at_line("empty text", ticket_id, line))
+        return TicketRecord(index, ticket_id, text)
+    parts = []
+    present = 0
+    for name in fields.text:
+        value = _field(obj, name)
+        if value is _MISSING or value is None:
             continue
-        if not raw.strip():
+        present += 1
+        if not isinstance(value, str):
+            error = f"field {name!r} must be a string"
+            return TicketRecord(index, ticket_id, None, at_line(error, ticket_id, line))
+        if value.strip():
+            parts.append(value.strip())
+    if not present:
+        names = ", ".join(repr(n) for n in fields.text)
+        return TicketRecord(index, ticket_id, None, at_line(f"missing fields {names}", ticket_id, line))
+    if not parts:
+        return TicketRecord(index, ticket_id, None, at_line("empty text", ticket_id, line))
+    return TicketRecord(index, ticket_id, TEXT_JOINER.join(parts))
+
+
+def record_from_cells(index: int, raw_id: str | None, cells: Sequence[str], line: int) -> TicketRecord:
+    """A CSV row's id and text cells as a record (an empty cell is an empty field)."""
+    ticket_id = (raw_id.strip() or None) if raw_id is not None else None
+    parts = [cell.strip() for cell in cells if cell.strip()]
+    if not parts:
+        return TicketRecord(index, ticket_id, None, at_line("empty text", ticket_id, line))
+    return TicketRecord(index, ticket_id, cells[0] if len(cells) == 1 else TEXT_JOINER.join(parts))
+
+
+def id_pattern(fields: FieldMap) -> re.Pattern[str]:
+    """Finds the id in a record's raw text when the record itself cannot be parsed."""
+    name = re.escape(json.dumps(fields.id)[1:-1])
+    return re.compile(r'"' + name + r'"\s*:\s*("(?:[^"\\\n]|\\.){0,256}"|-?\d{1,20}(?![\d.eE]))')
+
+
+def sniff_id(raw: str, pattern: re.Pattern[str]) -> str | None:
+    """The id of an unparseable JSON record, if it can still be read."""
+    match = pattern.search(raw)
+    if match is None:
+        return None
+    try:
+        return normalise_id(json.loads(match.group(1)))
+    except ValueError:
+        return None
+
+
+def check_shape(
+    items: Iterable[tuple[TicketRecord, Iterable[str] | None]], fields: FieldMap
+) -> Iterator[TicketRecord]:
+    """Records of a JSON / JSON Lines source, after checking the source has the configured fields.
+
+    ``items`` pairs each record with the keys of its JSON object (None when it was not an object).
+    Records are held back (at most :data:`SHAPE_SAMPLE_RECORDS` objects or
+    :data:`SHAPE_SAMPLE_CHARS` characters of text) until every configured text field has been seen
+    in some object. If one never is, the source as a whole is the wrong shape: a
+    :class:`RecordFormatError` names the fields expected and the fields the records have.
+    """
+    wanted = {name.lower(): name for name in fields.text}
+    held: list[TicketRecord] = []
+    seen: set[str] = set()
+    objects = chars = 0
+    iterator = iter(items)
+    for record, keys in iterator:
+        held.append(record)
+        if keys is None:
             continue
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            yield TicketRecord(index, None, None, "line is not valid UTF-8")
-        except json.JSONDecodeError as exc:
-            yield TicketRecord(index, None, None, f"invalid JSON: {exc.msg}")
-        else:
-            if isinstance(obj, dict):
-                yield make_record(index, obj.get("id"), obj.get("text"))
-            elif isinstance(obj, str):
-                yield make_record(index, None, obj)
-            else:
-                yield TicketRecord(index, None, None, "line must be a JSON object with 'text'")
-        index += 1
-
-
-class _DecodedLines:
-    """Lines as str for the csv module. surrogateescape keeps undecodable bytes visible so the
-    affected row can be flagged; an :class:`OversizedLine` becomes a newline and is remembered
-    so the row it ends up in is flagged."""
-
-    def __init__(self, lines: Iterable[bytes]):
-        self._lines = iter(lines)
-        self.oversized: int | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        raw = next(self._lines)
-        if isinstance(raw, OversizedLine):
-            self.oversized = raw.limit
-            return "\n"
-        return raw.decode("utf-8", errors="surrogateescape")
-
-
-def _has_undecodable(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def iter_csv(lines: Iterable[bytes]) -> Iterator[TicketRecord]:
-    """CSV with a header row naming ``text`` (required) and ``id`` (optional)."""
-    decoded = _DecodedLines(lines)
-    reader = csv.reader(decoded)
-    header = next(reader, None)
-    if header is None:
-        return
-    if decoded.oversized is not None:
-        raise RecordFormatError(f"CSV header is larger than {decoded.oversized} bytes")
-    header = [h.strip().lstrip("\ufeff").lower() for h in header]
-    if "text" not in header:
-        raise RecordFormatError(f"CSV header must have a 'text' column, got {header}")
-    text_col = header.index("text")
-    id_col = header.index("id") if "id" in header else None
-    index = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a NUL byte; the reader resumes at the next line
-            decoded.oversized = None
-            yield TicketRecord(index, None, None, f"malformed CSV row: {exc}")
-            index += 1
-            continue
-        if decoded.oversized is not None:
-            yield TicketRecord(index, None, None, f"record is larger than {decoded.oversized} bytes")
-            decoded.oversized = None
-            index += 1
-            continue
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            record = TicketRecord(index, None, None, f"expected {len(header)} columns, got {len(row)}")
-        elif any(_has_undecodable(cell) for cell in row):
-            record = TicketRecord(index, None, None, "row is not valid UTF-8")
-        else:
-            record = make_record(index, row[id_col] if id_col is not None else None, row[text_col])
+        objects += 1
+        chars += len(record.text) if record.text else 0
+        for key in keys:
+            lowered = key.lower() if isinstance(key, str) else key
+            if lowered in wanted or len(seen) < 200:
+                seen.add(lowered)
+        if all(name in seen for name in wanted):
+            break
+        if objects >= SHAPE_SAMPLE_RECORDS or chars >= SHAPE_SAMPLE_CHARS:
+            _wrong_shape(fields, wanted, seen, objects)
+    else:
+        if objects:
+            _wrong_shape(fields, wanted, seen, objects)
+    yield from held
+    del held
+    for record, _ in iterator:
         yield record
-        index += 1
 
 
-def iter_records(content_type: str, lines: Iterable[bytes]) -> Iterator[TicketRecord]:
-    """Dispatch on a (parameter-free, lower-case) content type."""
-    if content_type in JSONL_TYPES:
-        return iter_jsonl(lines)
-    if content_type in CSV_TYPES:
-        return iter_csv(lines)
-    raise RecordFormatError(f"unsupported content type {content_type!r}")
+def _wrong_shape(fields: FieldMap, wanted: dict[str, str], seen: set[str], objects: int) -> None:
+    missing = [name for lowered, name in wanted.items() if lowered not in seen]
+    have = sorted(str(k) for k in seen)[:50]
+    raise RecordFormatError(
+        f"no record has the text field(s) {missing} (the first {objects} records have {have}; "
+        f"expected {fields.describe()}): set the field mapping to the file's field names"
+    )

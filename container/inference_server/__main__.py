@@ -1,63 +1,28 @@
 """``python -m inference_server serve``: the image's entry point (SageMaker runs ``<image> serve``).
 
-uvicorn (httptools parser, uvloop event loop) serves the ASGI app in ``app.py``. SIGTERM and
-SIGINT stop accepting connections, let in-flight requests finish (up to the request timeout),
-stop the batcher and exit 0.
+uvicorn (httptools parser, uvloop event loop) serves the ASGI app in ``app.py``; with
+``SAGEMAKER_MODEL_SERVER_WORKERS`` > 1 a supervisor runs one process per worker
+(``process.py``). SIGTERM and SIGINT stop accepting connections and give in-flight requests the
+shutdown window (``TRIAGE_SHUTDOWN_SECONDS``, inside SageMaker's 30 s before SIGKILL), then the
+server exits 0. Exit codes: 0 after a clean stop, 1 when the model cannot be served (a bad model
+directory, a model that fails to load in any worker), 2 for invalid settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
 import sys
-from types import FrameType
-
-import uvicorn
 
 from inference_server import logs
-from inference_server.app import InferenceApp
+from inference_server.process import Supervisor, serve_one
 from inference_server.settings import Settings, SettingsError
 from triage_core.artifact import ArtifactError, load_manifest
 
 log = logging.getLogger("inference_server")
-
-
-def create_app() -> InferenceApp:
-    """App factory for uvicorn's multi-process mode (each worker reads the settings once)."""
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)
-    return InferenceApp(settings)
-
-
-def _uvicorn_options(settings: Settings) -> dict[str, object]:
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "access_log": False,
-        "log_config": None,
-        # SageMaker keeps connections to the container open between invocations.
-        "timeout_keep_alive": 75,
-        # On SIGTERM, in-flight requests get up to the request timeout to finish.
-        "timeout_graceful_shutdown": int(settings.timeout_seconds),
-    }
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's graceful shutdown on SIGTERM, then exit 0 (uvicorn would re-raise the signal,
-    which makes a clean stop look like a crash in SageMaker's and Docker's logs)."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM:
-            super().handle_exit(sig, frame)
-        elif self.should_exit:
-            self.force_exit = True  # a second SIGTERM: stop waiting for in-flight requests
-        else:
-            self.should_exit = True
 
 
 def serve(settings: Settings) -> int:
@@ -75,35 +40,21 @@ def serve(settings: Settings) -> int:
             "threads_per_worker": settings.threads_per_worker,
             "max_payload_mb": settings.max_payload_bytes // (1024 * 1024),
             "timeout_s": settings.timeout_seconds,
+            "shutdown_s": settings.shutdown_seconds,
         },
     )
     if settings.workers > 1:
-        # One process per worker, each with its own model, batcher and ``threads_per_worker``.
-        uvicorn.run(
-            "inference_server.__main__:create_app",
-            factory=True,
-            workers=settings.workers,
-            **_uvicorn_options(settings),
-        )
-        return 0
-    failed = []
-    server: _Server | None = None
-
-    def on_fatal() -> None:
-        failed.append(True)
-        if server is not None:
-            server.should_exit = True
-
-    app = InferenceApp(settings, on_fatal=on_fatal)
-    server = _Server(uvicorn.Config(app, **_uvicorn_options(settings)))
-    server.run()
-    return 1 if failed else 0
+        return Supervisor(settings).run()
+    return serve_one(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     # The batcher's runner threads already use every core; the tokenizer's own thread pool
     # would only compete with them (and it warns after a fork).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `kill -USR1 <pid>` writes every thread's stack to stderr (the container log): a hang can
+    # be diagnosed where it happens (each worker process registers it too).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     parser = argparse.ArgumentParser(prog="python -m inference_server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve the model in MODEL_DIR on SAGEMAKER_BIND_TO_PORT (8080)")

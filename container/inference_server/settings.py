@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from triage_core.records import DEFAULT_FIELDS, FieldMap
+
 MB = 1024 * 1024
+# SageMaker stops a container with SIGTERM and sends SIGKILL 30 s later ("Custom Inference Code
+# with Hosting Services", docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html):
+# in-flight requests get this long to finish or account for their unscored tickets.
+SAGEMAKER_STOP_SECONDS = 30
+DEFAULT_SHUTDOWN_SECONDS = 25.0
 
 
 class SettingsError(ValueError):
@@ -73,8 +80,12 @@ class Settings:
     max_payload_bytes: int = 1024 * MB
     max_json_bytes: int = 100 * MB
     max_record_bytes: int = 8 * MB
+    max_json_records: int = 1_000_000
     timeout_seconds: float = 3600.0
+    shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS
     review_threshold: float = 0.5
+    fields: FieldMap = field(default=DEFAULT_FIELDS)
+    csv_columns: tuple[str, ...] | None = None
     log_level: str = "INFO"
     host: str = "0.0.0.0"
 
@@ -90,6 +101,16 @@ class Settings:
                 f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
             )
         payload_mb = _int(env, "TRIAGE_MAX_PAYLOAD_MB", 1024, 1, 4096)
+        try:
+            fields = FieldMap.parse(env.get("TRIAGE_ID_FIELD"), env.get("TRIAGE_TEXT_FIELDS"))
+        except ValueError as exc:
+            raise SettingsError(f"TRIAGE_ID_FIELD / TRIAGE_TEXT_FIELDS: {exc}") from exc
+        header = env.get("TRIAGE_CSV_HEADER", "").strip()
+        columns = tuple(c.strip() for c in header.split(",")) if header else None
+        if columns and not {t.lower() for t in fields.text} <= {c.lower() for c in columns}:
+            raise SettingsError(
+                f"TRIAGE_CSV_HEADER must name the text field(s) {list(fields.text)}, got {header!r}"
+            )
         return cls(
             port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
             model_dir=Path(env.get("MODEL_DIR", "").strip() or "/opt/ml/model"),
@@ -101,8 +122,12 @@ class Settings:
             max_payload_bytes=payload_mb * MB,
             max_json_bytes=min(payload_mb, _int(env, "TRIAGE_MAX_JSON_MB", 100, 1, 4096)) * MB,
             max_record_bytes=_int(env, "TRIAGE_MAX_RECORD_MB", 8, 1, 1024) * MB,
+            max_json_records=_int(env, "TRIAGE_MAX_JSON_RECORDS", 1_000_000, 1, 100_000_000),
             timeout_seconds=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 3600.0, 1.0, 86400.0),
+            shutdown_seconds=_float(env, "TRIAGE_SHUTDOWN_SECONDS", DEFAULT_SHUTDOWN_SECONDS, 1.0, 3600.0),
             review_threshold=_float(env, "TRIAGE_REVIEW_THRESHOLD", 0.5, 0.0, 1.0),
             log_level=log_level,
             host=env.get("TRIAGE_BIND_HOST", "").strip() or "0.0.0.0",
+            fields=fields,
+            csv_columns=columns,
         )

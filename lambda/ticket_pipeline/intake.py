@@ -11,8 +11,10 @@ A run (each step safe to repeat: S3 delivers events at least once and Lambda ret
    *whole-file failure*: a job with zero tickets and an ``error``, finalized at once (results
    files + a ``partial`` results message), so nothing is skipped silently. A job past
    ``dispatching`` is a duplicate event: only chunks still pending are invoked.
-2. Stream the records (:func:`read_records`, the one place that turns the object into records)
-   through the :class:`.chunking.Chunker`. Each chunk goes out as soon as it is full
+2. Stream the records (:func:`read_records`, the one place that turns the object into records:
+   ``triage_core.reader`` reads any accepted format, charset, compression and line ending, with
+   the deployment's field map or the file's own from its S3 metadata, at most ``MAX_FILE_MB``
+   once decompressed) through the :class:`.chunking.Chunker`. Each chunk goes out as soon as it is full
    (:class:`.submission.ChunkSubmitter`: object, item with its ticket keys, invocation);
    rejected records are spooled and written as one object per run. Nothing grows with the file
    in memory: the keys used so far live in a :class:`.keys.KeyRegistry` on local disk.
@@ -60,14 +62,9 @@ from ticket_pipeline.submission import (
     RejectedSpool,
     invoke_chunk,
 )
-from triage_core.records import (
-    CSV_TYPES,
-    JSONL_TYPES,
-    RecordFormatError,
-    TicketRecord,
-    iter_records,
-    split_lines,
-)
+from triage_core.reader import TicketReader
+from triage_core.reader import detect_format as detect_ticket_format
+from triage_core.records import FieldMap, RecordFormatError, TicketRecord
 
 logger = child_logger()
 
@@ -75,8 +72,6 @@ logger = child_logger()
 # rejected here with a clear reason instead of failing its whole chunk at the endpoint.
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 JSONL = "application/jsonlines"
-CSV = "text/csv"
-_EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".jsonlines": JSONL, ".csv": CSV}
 
 
 class WholeFileError(Exception):
@@ -182,26 +177,50 @@ def job_id_for(bucket: str, key: str, token: str) -> str:
 
 
 def detect_format(key: str, content_type: str | None) -> str:
-    """The records format of a file: by extension first, then by the object's content type."""
-    lowered = key.lower()
-    for ext, fmt in _EXTENSIONS.items():
-        if lowered.endswith(ext):
-            return fmt
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in JSONL_TYPES:
-        return JSONL
-    if ctype in CSV_TYPES:
-        return CSV
-    raise WholeFileError(
-        f"unsupported file type for {key!r} (content type {content_type!r}): "
-        "expected .jsonl/.ndjson (JSON Lines) or .csv"
+    """The records format of a file: by extension first (``.gz`` aside), then by content type."""
+    try:
+        return detect_ticket_format(key, content_type)
+    except RecordFormatError as exc:
+        raise WholeFileError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How the dispatcher read a job's file (its ``TICKET_FIELDS`` and ``MAX_FILE_MB``), recorded
+    with the job so the sweeper, which has neither setting, reads the file again the same way."""
+
+    fields: FieldMap
+    max_file_bytes: int
+
+    @classmethod
+    def of_job(cls, meta: dict[str, Any]) -> Reading:
+        """What the job recorded; a job recorded without it was read with the defaults."""
+        default = DispatcherSettings.model_fields
+        spec = meta.get("ticket_fields") or default["ticket_fields"].default
+        max_bytes = meta.get("max_file_bytes") or int(default["max_file_mb"].default * 1024 * 1024)
+        return cls(FieldMap.from_spec(spec), int(max_bytes))
+
+
+def read_records(
+    deps: Deps, source: S3Location, info: ObjectInfo, settings: DispatcherSettings | Reading
+) -> Iterator[TicketRecord]:
+    """The object's records, streamed: the one place that turns an S3 object into records.
+
+    Deterministic for one object version and ``info``, which a continuing run relies on: it
+    re-reads the file and replays the records already dispatched."""
+    detect_format(source.key, info.content_type)
+    return iter(
+        TicketReader(
+            deps.objects.iter_chunks(source),
+            key=source.key,
+            content_type=info.content_type,
+            content_encoding=info.content_encoding,
+            metadata=info.metadata,
+            fields=settings.fields,
+            max_record_chars=MAX_RECORD_BYTES,
+            max_decoded_bytes=settings.max_file_bytes,
+        )
     )
-
-
-def read_records(deps: Deps, source: S3Location, info: ObjectInfo) -> Iterator[TicketRecord]:
-    """The object's records, streamed: the one place that turns an S3 object into records."""
-    fmt = detect_format(source.key, info.content_type)
-    return iter_records(fmt, split_lines(deps.objects.iter_chunks(source), MAX_RECORD_BYTES))
 
 
 def dispatch_upload(
@@ -274,6 +293,9 @@ def _open_job(
         "version_id": source.version_id,
         "etag": info.etag,
         "content_type": info.content_type,
+        # what the reader needs to read the file the same way in every run
+        "content_encoding": info.content_encoding,
+        "metadata": info.metadata,
         "size": info.size,
         "status": J.DISPATCHING,
         "cursor": 0,
@@ -335,7 +357,7 @@ def _run(
     source = upload.location
     start = int(meta.get("cursor", 0))
     run = int(meta.get("run", 0)) + 1
-    info = ObjectInfo(int(meta.get("size", 0)), meta.get("content_type"), meta.get("etag"), source.version_id)
+    info = _recorded_info(meta, source)
     log = {"job_id": job_id, "source": source.uri, "run": run, "cursor": start}
     can_continue = deps.continuation is not None and run < settings.max_dispatch_runs
     error: str | None = None
@@ -349,7 +371,7 @@ def _run(
         try:
             if start and not upload.versioned:
                 _check_unchanged(deps, source, info)
-            for record in read_records(deps, source, info):
+            for record in read_records(deps, source, info, settings):
                 if chunker.replayed < start:
                     chunker.replay(record)
                     continue
@@ -462,12 +484,24 @@ def file_keys(deps: Any, meta: dict[str, Any]) -> Iterator[tuple[str, int, str |
     account for the records no run sent (:func:`.results.consolidate`); ``deps.objects`` reads."""
     where = S3Location.parse(meta["source"])
     source = S3Location(where.bucket, where.key, meta.get("version_id"))
-    info = ObjectInfo(int(meta.get("size", 0)), meta.get("content_type"), meta.get("etag"), source.version_id)
+    info = _recorded_info(meta, source)
     with KeyRegistry() as keys:
         chunker = Chunker(1, keys)
-        for record in read_records(deps, source, info):
+        for record in read_records(deps, source, info, Reading.of_job(meta)):
             key, rejected = chunker.replay(record)
             yield key, record.index + 1, record.id[:MAX_ID_CHARS] if record.id is not None else None, rejected
+
+
+def _recorded_info(meta: dict[str, Any], source: S3Location) -> ObjectInfo:
+    """The object as the job's first run saw it (what every later reader of the file reads by)."""
+    return ObjectInfo(
+        int(meta.get("size", 0)),
+        meta.get("content_type"),
+        meta.get("etag"),
+        source.version_id,
+        meta.get("content_encoding"),
+        dict(meta.get("metadata") or {}),
+    )
 
 
 def _check_unchanged(deps: Deps, source: S3Location, info: ObjectInfo) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 import time
 from collections import Counter, deque
@@ -133,12 +134,17 @@ class _Accumulator:
             self.failure_sample.append({"id": ticket_id, "error": _short(error)})
 
 
+# The reader names where a record is when its id cannot tell: ``... (line 7)``, ``(lines 3-5)``.
+_WHERE = re.compile(r" \((?:line|lines|row) [0-9][0-9-]*\)$")
+
+
 def _reason_class(error: str) -> str:
-    """Group failures in the summary: duplicate-id messages differ only in the id."""
+    """Group failures in the summary: duplicate-id messages differ only in the id, and the
+    reader's per-record messages only in the line they name."""
     error = _short(error)
     if error.startswith("duplicate id "):
         return "duplicate id"
-    return error
+    return _WHERE.sub("", error)
 
 
 def _json_records(lines: Iterator[bytes]) -> list[Any]:

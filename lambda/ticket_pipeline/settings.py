@@ -6,10 +6,13 @@ The variable names are the contract with the CDK stack (see CONTEXT / README). P
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from triage_core.records import FieldMap
 
 # Lambda stops a chain of invocations caused by one event after 16 (recursive loop detection).
 MAX_DISPATCH_RUNS = 15
@@ -100,6 +103,21 @@ class DispatcherSettings(AggregatorSettings):
     job_deadline_margin_seconds: int = Field(1800, alias="JOB_DEADLINE_MARGIN_SECONDS", ge=0, le=7 * 86400)
     dispatch_threads: int = Field(8, alias="DISPATCH_THREADS", ge=1, le=32)
     max_dispatch_runs: int = Field(12, alias="MAX_DISPATCH_RUNS", ge=1, le=MAX_DISPATCH_RUNS)
+    ticket_fields: str = Field(
+        '{"id": "id", "text": ["text"]}',
+        alias="TICKET_FIELDS",
+        description="which field of a ticket holds its id and which fields (joined) its text; "
+        "a file's S3 metadata id-field / text-fields overrides it",
+    )
+
+    @field_validator("ticket_fields")
+    @classmethod
+    def _ticket_fields(cls, value: str) -> str:
+        return json.dumps(FieldMap.from_spec(value).spec())
+
+    @property
+    def fields(self) -> FieldMap:
+        return FieldMap.from_spec(self.ticket_fields)
 
     @field_validator("chunk_prefix")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import unquote
 
@@ -63,6 +63,8 @@ class ObjectInfo:
     content_type: str | None
     etag: str | None = None
     version_id: str | None = None
+    content_encoding: str | None = None  # e.g. gzip: the ticket reader decompresses
+    metadata: dict[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
 
 
 def _code(exc: ClientError) -> str:
@@ -100,6 +102,8 @@ class ObjectStore:
             head.get("ContentType"),
             etag.strip('"') if etag else None,
             head.get("VersionId"),
+            head.get("ContentEncoding"),
+            dict(head.get("Metadata") or {}),
         )
 
     def iter_chunks(self, loc: S3Location, chunk_size: int = 1 << 20) -> Iterator[bytes]:

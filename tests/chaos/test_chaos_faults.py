@@ -17,7 +17,7 @@ from chaos import faults
 from chaos.faults import FaultPlan
 from chaos.workload import plan_uploads
 from ticket_pipeline.chunking import plan_chunks
-from triage_core.records import iter_csv, iter_jsonl
+from triage_core.reader import read_tickets
 
 
 def _client(service: str, answer) -> object:
@@ -127,14 +127,15 @@ def test_the_plan_is_a_function_of_the_seed_and_of_what_a_decision_is_about():
 @pytest.mark.parametrize("seed", range(1, 41))
 def test_the_manifest_from_the_documented_rules_matches_the_dispatchers_keys(seed: int):
     """The harness's manifest comes from the README's keying rules, not from the pipeline's
-    parser; here, once, the two are compared on every generated file, so a difference between
-    the rules as documented and as implemented shows up as a failing test, not as chaos noise."""
+    parser; here, once, the two are compared on every generated file, read by the dispatcher's
+    reader (``triage_core.reader``) and keyed by its chunker, so a difference between the rules as
+    documented and as implemented shows up as a failing test, not as chaos noise."""
     for upload in plan_uploads(seed, 5):
         ticket_file = upload.file
         if ticket_file.whole_file_error:
             continue
-        parse = iter_csv if ticket_file.key.endswith(".csv") else iter_jsonl
-        plan = plan_chunks(parse(ticket_file.body.splitlines(keepends=True)), chunk_size=5)
+        records = read_tickets([ticket_file.body], key=ticket_file.key, content_type=ticket_file.content_type)
+        plan = plan_chunks(records, chunk_size=5)
         keys = {key: False for chunk in plan.chunks for key in chunk.ticket_ids}
         keys.update({rejected.id: True for rejected in plan.rejected})
         assert keys == ticket_file.expected, ticket_file.key

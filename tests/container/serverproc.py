@@ -116,7 +116,19 @@ class Server:
         assert self.request("GET", "/ping").status == 200
         resp = self.invoke(b'{"inputs": "my card has not arrived yet"}', "application/json")
         assert resp.status == 200, resp.body
-        assert len(resp.json()["predictions"]) == 1
+        (prediction,) = resp.json()  # the Hugging Face toolkit's shape: [{"label", "score"}]
+        assert set(prediction) == {"label", "score"}
+
+
+def run_until_exit(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m inference_server serve`` run to its end (a server that must not start)."""
+    return subprocess.run(
+        [sys.executable, "-m", "inference_server", "serve"],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def start_server(model_dir: Path, log_path: Path, timeout: float = 60, **env: str) -> Server:

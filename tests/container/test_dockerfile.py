@@ -55,17 +55,38 @@ def test_base_image_is_a_pinned_build_arg_and_the_build_is_multi_stage():
     steps = instructions()
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE=")
     tag = steps[0][1].split("=", 1)[1]
-    assert re.search(r":\d+\.\d+\.\d+", tag) or "@sha256:" in tag, f"base image not pinned: {tag}"
+    pinned = (
+        re.search(r":\d+\.\d+\.\d+", tag) or re.search(r":bookworm-\d{8}-slim$", tag) or "@sha256:" in tag
+    )
+    assert pinned, f"base image not pinned: {tag}"
     froms = [rest for keyword, rest in steps if keyword == "FROM"]
-    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+    assert froms == ["${BASE_IMAGE} AS runtime", "runtime AS build", "runtime"]
 
 
-def test_final_stage_runs_as_non_root_with_healthcheck_label_and_exec_entrypoint():
+def test_the_deployed_base_and_make_images_base_are_the_same_debian_and_python():
+    """The Dockerfile's default base (what the CDK builds) and the base build_image.sh makes (what
+    ``make image`` builds and smoke-tests) are both Debian bookworm minbase with bookworm's apt
+    sources, and the Dockerfile installs Debian's python3 on either: same release, same python."""
+    tag = instructions()[0][1].split("=", 1)[1]
+    assert tag.startswith("debian:bookworm-")
+    runtime = " ".join(rest for keyword, rest in instructions() if keyword == "RUN").split("&&")[1]
+    assert "apt-get install" in runtime and runtime.split()[-1] == "python3"
+    script = (ROOT / "container" / "build_image.sh").read_text()
+    assert "debootstrap --variant=minbase bookworm" in script
+    assert "--include" not in script  # python3 comes from the Dockerfile, as on AWS
+    for suite in ("Suites: bookworm bookworm-updates", "Suites: bookworm-security"):
+        assert suite in script  # the apt sources of Docker's debian:bookworm image
+    assert 'BASE_IMAGE="$BASE_IMAGE"' in script
+
+
+def test_final_stage_runs_as_root_with_healthcheck_label_and_exec_entrypoint():
+    """Root, because SageMaker runs containers as root and documents that non-root users can hit
+    permission errors ("Custom Inference Code with Hosting Services": "SageMaker AI expects all
+    containers to run with root users")."""
     steps = instructions()
+    assert [rest for keyword, rest in steps if keyword == "USER"] in ([], ["root"], ["0"])
     last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
     final = steps[last_from:]
-    users = [rest for keyword, rest in final if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0")
     assert any(keyword == "HEALTHCHECK" and "/ping" in rest for keyword, rest in final)
     labels = " ".join(rest for keyword, rest in final if keyword == "LABEL")
     assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in labels

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from inference_server.app import InferenceApp
 from inference_server.settings import MB, Settings, SettingsError
-from tests.container.serverproc import ROOT, free_port, server_env, start_server, stop_server
+from tests.container.serverproc import free_port, run_until_exit, server_env, start_server, stop_server
 
 
 def test_settings_defaults_are_sized_to_the_cpus():
@@ -65,26 +63,14 @@ def test_bad_settings_are_rejected_with_the_variable_name(name, value):
 
 def test_bad_setting_exits_2_with_a_message(tiny_artifact):
     env = server_env(tiny_artifact, free_port(), TRIAGE_MAX_BATCH_SIZE="lots")
-    proc = subprocess.run(
-        [sys.executable, "-m", "inference_server", "serve"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    proc = run_until_exit(env, timeout=30)
     assert proc.returncode == 2
     assert b"TRIAGE_MAX_BATCH_SIZE" in proc.stderr
 
 
 def test_missing_model_exits_1_with_a_clear_log(tmp_path):
     env = server_env(tmp_path / "no-model", free_port())
-    proc = subprocess.run(
-        [sys.executable, "-m", "inference_server", "serve"],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    proc = run_until_exit(env, timeout=30)
     assert proc.returncode == 1
     (entry,) = [json.loads(line) for line in proc.stdout.splitlines() if b"cannot serve" in line]
     assert entry["level"] == "ERROR" and "is not a model artifact" in entry["msg"]
@@ -125,7 +111,7 @@ def test_ping_is_503_until_the_model_is_loaded_and_warm(tiny_artifact):
     status, body = _asgi_call(
         app, "POST", "/invocations", b'{"inputs": "card"}', [(b"content-type", b"application/json")]
     )
-    assert status == 200 and len(json.loads(body)["predictions"]) == 1
+    assert status == 200 and len(json.loads(body)) == 1
     app.close()
 
 
@@ -161,3 +147,161 @@ def test_sigterm_finishes_the_in_flight_request_then_exits_0(tiny_artifact, tmp_
     messages = [entry.get("msg") for entry in server.log_lines()]
     assert "server stopped" in messages
     stop_server(server)
+
+
+# --- deadlines: every record gets exactly one line ---------------------------------------------
+TICKET = "my card has not arrived yet and the app says it was delivered, what now? " * 6
+
+
+def _jsonl(first: int, n: int, text: str = TICKET) -> bytes:
+    return b"".join(
+        json.dumps({"id": f"id-{i}", "text": text}).encode() + b"\n" for i in range(first, first + n)
+    )
+
+
+def _one_line_per_record(lines: list[dict], n: int, reason: str) -> tuple[int, int]:
+    """Every index once, in order, with its id: the records scored before the deadline, then an
+    error line with the deadline's reason for each of the others."""
+    assert [line["index"] for line in lines] == list(range(n))
+    assert all(line["id"] == f"id-{line['index']}" for line in lines)
+    scored = next((i for i, line in enumerate(lines) if "label" not in line), n)
+    assert all("label" in line for line in lines[:scored])
+    assert all(reason in line["error"] for line in lines[scored:])
+    return scored, n - scored
+
+
+def test_a_timeout_mid_stream_gives_each_unscored_record_its_own_error_line(tiny_artifact, tmp_path):
+    """The client sends 20,000 long tickets, pauses past the 1 s timeout, then sends 5,000 more:
+    what was scored in time is answered; every other record, including those read after the
+    deadline, gets an error line with its index and id (no single ``index: null`` line)."""
+    server = start_server(
+        tiny_artifact,
+        tmp_path / "server.log",
+        SAGEMAKER_MODEL_SERVER_TIMEOUT="1",
+        TRIAGE_THREADS_PER_WORKER="1",
+    )
+    try:
+
+        def chunks():
+            yield _jsonl(0, 20_000)
+            time.sleep(1.5)
+            yield _jsonl(20_000, 5_000, "top up failed")
+
+        resp = server.invoke(chunks(), "application/jsonlines", "application/jsonlines")
+        assert resp.status == 200
+        _, unscored = _one_line_per_record(resp.jsonl(), 25_000, "request timed out after 1 s")
+        assert unscored >= 5_000  # at least those that arrived after the deadline
+        (entry,) = [e for e in server.log_lines() if e.get("msg") == "invocation" and e["records"] == 25_000]
+        assert entry["unscored"] == unscored
+        server.assert_healthy()
+    finally:
+        stop_server(server)
+
+
+def test_the_shutdown_window_fits_inside_sagemakers_30_seconds():
+    """SageMaker sends SIGKILL 30 s after SIGTERM ("Custom Inference Code with Hosting Services",
+    docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-inference-code.html)."""
+    from inference_server.process import uvicorn_options
+    from inference_server.settings import SAGEMAKER_STOP_SECONDS
+
+    settings = Settings.from_env({})
+    assert settings.timeout_seconds == 3600  # a request may run for an hour ...
+    assert settings.shutdown_seconds < SAGEMAKER_STOP_SECONDS == 30  # ... but not past SIGKILL
+    assert uvicorn_options(settings)["timeout_graceful_shutdown"] < 30
+
+
+def test_sigterm_mid_request_accounts_for_every_ticket_and_exits_in_the_window(tiny_artifact, tmp_path):
+    """SIGTERM while a large body is being scored: the request stops scoring early enough to
+    answer every record (scored, or an error line saying the server is shutting down) and the
+    process exits 0 inside the window (6 s here; 25 s by default)."""
+    server = start_server(
+        tiny_artifact, tmp_path / "server.log", TRIAGE_SHUTDOWN_SECONDS="6", TRIAGE_THREADS_PER_WORKER="1"
+    )
+    result: dict = {}
+    n = 40_000
+    body = _jsonl(0, n)
+    sending = threading.Event()
+
+    def chunks():
+        for start in range(0, len(body), 1 << 20):
+            yield body[start : start + (1 << 20)]
+            sending.set()
+
+    def client() -> None:
+        resp = server.invoke(chunks(), "application/jsonlines", "application/jsonlines")
+        result["status"], result["lines"] = resp.status, resp.jsonl()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    assert sending.wait(30)
+    time.sleep(1.0)  # the request is under way: scoring has started
+    signalled = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        assert server.proc.wait(10) == 0
+        stopped = time.monotonic() - signalled
+        thread.join(10)
+        assert result["status"] == 200
+        _, unscored = _one_line_per_record(result["lines"], n, "the server is shutting down (SIGTERM)")
+        assert unscored > 0
+        assert stopped < 8, f"stopped {stopped:.1f} s after SIGTERM"  # window 6 s; SIGKILL at 30
+    finally:
+        stop_server(server)
+
+
+def test_a_body_that_stops_arriving_ends_with_one_line_for_the_records_never_read(tiny_artifact, monkeypatch):
+    """The last resort: past the deadline the records already read are answered one by one, but
+    records that never arrive cannot be; after the drain budget the stream ends with a single
+    ``index: null`` line naming the first index not accounted for. (In-process, with the drain
+    budget cut from 30 s to 0.5 s.)"""
+    import inference_server.app as app_module
+
+    monkeypatch.setattr(app_module, "DRAIN_SECONDS", 0.5)
+    app = InferenceApp(Settings(model_dir=tiny_artifact, threads_per_worker=1, timeout_seconds=1.0))
+    app.start_loading()
+    deadline = time.monotonic() + 30
+    while not app.ready:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    sent: list[dict] = []
+
+    async def run() -> None:
+        first = [{"type": "http.request", "body": _jsonl(0, 300, "top up failed"), "more_body": True}]
+
+        async def receive() -> dict:
+            if first:
+                return first.pop()
+            await asyncio.Event().wait()  # the rest of the body never comes
+            return {}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/jsonlines"), (b"accept", b"application/jsonlines")]
+        scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
+        await asyncio.wait_for(app(scope, receive, send), 20)
+
+    try:
+        asyncio.run(run())
+    finally:
+        app.close()
+    assert sent[0]["status"] == 200 and sent[-1].get("more_body") is False
+    lines = [json.loads(line) for line in b"".join(m.get("body", b"") for m in sent[1:]).splitlines()]
+    assert [line["index"] for line in lines[:-1]] == list(range(300))
+    assert lines[-1]["index"] is None
+    assert lines[-1]["error"].endswith("the records from index 300 on were not read")
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_keeps_serving(tiny_artifact, tmp_path):
+    server = start_server(tiny_artifact, tmp_path / "server.log")
+    try:
+        server.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        # the runner threads' stacks and the event loop thread's (serve_one), written as they come
+        frames = ("inference_server/batching.py", "inference_server/process.py")
+        while not all(frame in server.log_path.read_text() for frame in frames):
+            assert time.monotonic() < deadline, "no stack dump in the log"
+            time.sleep(0.05)
+        server.assert_healthy()
+    finally:
+        stop_server(server)

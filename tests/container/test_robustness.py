@@ -32,7 +32,13 @@ def test_malformed_json_is_400(server):
 
 @pytest.mark.parametrize(
     "body",
-    [b"[1, 2]", b'{"text": "no inputs key"}', b'{"inputs": 42}', b'{"inputs": []}', b'{"instances": "x"}'],
+    [
+        b'"just a string"',
+        b'{"text": "no inputs key"}',
+        b'{"inputs": 42}',
+        b'{"inputs": []}',
+        b'{"instances": "x"}',
+    ],
 )
 def test_wrong_json_shapes_are_400(server, body):
     resp = server.invoke(body, "application/json")
@@ -41,12 +47,27 @@ def test_wrong_json_shapes_are_400(server, body):
     server.assert_healthy()
 
 
+def test_a_json_array_is_read_as_tickets_with_per_record_errors(server):
+    """A top-level array is a ticket file (help-desk exports), read like the dispatcher reads it."""
+    preds = server.invoke(b'[1, {"id": "x", "text": "card lost"}]', "application/json").json()["predictions"]
+    assert [p["index"] for p in preds] == [0, 1]
+    assert "JSON object" in preds[0]["error"] and preds[1]["label"]
+
+
 @pytest.mark.parametrize("top_k", [0, -1, "three", True])
 def test_bad_top_k_is_400(server, top_k):
-    body = json.dumps({"inputs": "card", "parameters": {"top_k": top_k}}).encode()
+    body = json.dumps({"instances": [{"text": "card"}], "parameters": {"top_k": top_k}}).encode()
     resp = server.invoke(body, "application/json")
     assert resp.status == 400
     assert "top_k" in resp.json()["error"]
+
+
+def test_an_unknown_parameter_is_400_not_ignored(server):
+    body = json.dumps(
+        {"instances": [{"text": "card"}], "parameters": {"top_k": 2, "temperature": 0}}
+    ).encode()
+    resp = server.invoke(body, "application/json")
+    assert resp.status == 400 and "temperature" in resp.json()["error"]
 
 
 def test_one_bad_jsonl_line_among_good_ones(server):
@@ -68,7 +89,7 @@ def test_one_bad_jsonl_line_among_good_ones(server):
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "", "text/plain", "application/xml", "application/json; charset=latin-1"]
+    "content_type", [None, "", "text/plain", "application/xml", "application/json; charset=klingon-8"]
 )
 def test_wrong_or_missing_content_type_is_415(server, content_type):
     resp = server.invoke(b'{"inputs": "card"}', content_type)
@@ -105,28 +126,29 @@ def test_body_without_records_is_400(server):
 
 def test_empty_and_whitespace_text_are_per_record_errors(server):
     body = json.dumps({"inputs": ["card lost", "", "   \n\t ", "rate"]}).encode()
-    preds = server.invoke(body, "application/json").json()["predictions"]
+    preds = server.invoke(body, "application/json", "application/jsonlines").jsonl()
     assert [p.get("error") for p in preds] == [None, "empty text", "empty text", None]
     server.assert_healthy()
 
 
-def test_non_utf8_bytes(server):
-    resp = server.invoke(b'{"inputs": "caf\xe9 card"}', "application/json")
-    assert resp.status == 400
-    assert resp.json()["error"] == "body is not valid UTF-8"
-    body = jsonl(GOOD) + b'{"id": "bad", "text": "caf\xe9"}\n' + jsonl(GOOD)
+def test_windows_1252_bytes_are_tickets_not_errors(server):
+    """A ticket that can be decoded is never a failure: cp1252 bytes (no charset declared) are
+    read as windows-1252 in every format, and a declared charset is honoured."""
+    resp = server.invoke(b'{"instances": [{"id": "a", "text": "caf\xe9 card \x80 5"}]}', "application/json")
+    assert resp.status == 200 and "label" in resp.json()["predictions"][0]
+    body = jsonl(GOOD) + b'{"id": "cp", "text": "caf\xe9"}\n' + jsonl(GOOD)
     preds = server.invoke(body, "application/jsonlines", "application/jsonlines").jsonl()
-    assert [p.get("error") for p in preds] == [None, "line is not valid UTF-8", None]
+    assert [p.get("error") for p in preds] == [None, None, None] and preds[1]["id"] == "cp"
     body = b"id,text\n1,fine\n2,caf\xe9\n3,also fine\n"
-    preds = server.invoke(body, "text/csv").json()["predictions"]
-    assert [p.get("error") for p in preds] == [None, "row is not valid UTF-8", None]
+    preds = server.invoke(body, "text/csv; charset=windows-1252").json()["predictions"]
+    assert [p.get("error") for p in preds] == [None, None, None]
     server.assert_healthy()
 
 
 def test_one_megabyte_ticket(server):
     big = ("I lost my card yesterday near the station and need a new one. " * 17000)[: 1 * MB]
     for body, ctype in [
-        (json.dumps({"inputs": [big, "rate"]}).encode(), "application/json"),
+        (json.dumps({"instances": [{"text": big}, {"text": "rate"}]}).encode(), "application/json"),
         (jsonl({"id": "big", "text": big}, GOOD), "application/jsonlines"),
         (b"id,text\nbig," + big.encode() + b"\nsmall,top up\n", "text/csv"),
     ]:
@@ -144,7 +166,7 @@ def test_record_over_the_record_limit_is_a_per_record_error(server):
     body = jsonl(GOOD, {"id": "huge", "text": huge}, GOOD)
     preds = server.invoke(body, "application/jsonlines", "application/jsonlines").jsonl()
     assert [p["index"] for p in preds] == [0, 1, 2]
-    assert preds[1]["error"] == f"record is larger than {2 * MB} bytes"
+    assert preds[1]["error"] == f"record is larger than {2 * MB} characters (line 2)"
     assert "label" in preds[0] and "label" in preds[2]
     server.assert_healthy()
 
@@ -254,7 +276,8 @@ def test_concurrent_clients_no_errors_and_flat_memory(server):
                 if resp.status != 200:
                     errors.append((resp.status, data[:200]))
                 else:
-                    preds = json.loads(data)["predictions"]
+                    preds = json.loads(data)
+                    preds = preds if isinstance(preds, list) else preds["predictions"]
                     if len(preds) != (40 if is_batch else 1):
                         errors.append(("count", len(preds)))
                 n += 1

@@ -25,6 +25,16 @@ def test_values_given_with_dash_c_arrive_as_strings_and_are_coerced() -> None:
     assert (config.max_capacity, config.review_threshold, config.min_capacity) == (4, 0.7, 1)
 
 
+def test_the_ticket_field_map_comes_from_cdk_json_or_a_json_string_on_the_command_line() -> None:
+    assert TriageConfig().ticket_fields == {"id": "id", "text": ["text"]}
+    value = '{"id": "ticket_id", "text": ["subject", "description"]}'
+    config = TriageConfig.from_context({"triage:ticketFields": value})
+    assert config.ticket_fields == {"id": "ticket_id", "text": ["subject", "description"]}
+    assert config.ticket_fields_json == '{"id":"ticket_id","text":["subject","description"]}'
+    single = TriageConfig.from_context({"triage:ticketFields": {"text": "body"}})
+    assert single.ticket_fields == {"id": "id", "text": ["body"]}
+
+
 def test_autoscaling_can_be_switched_off_from_the_command_line() -> None:
     assert TriageConfig.from_context({"triage:autoscaling": "false"}).autoscaling is False
     assert TriageConfig().autoscaling is True
@@ -56,6 +66,9 @@ def test_context_keys_without_the_prefix_are_ignored() -> None:
         ({"triage:logRetentionDays": 10}, "retention periods"),
         ({"triage:alarmEmail": "not-an-email"}, "triage:alarmEmail"),
         ({"triage:stackName": "1stack"}, "must start with a letter"),
+        ({"triage:ticketFields": {"id": "id", "body": ["x"]}}, 'expected {"id": "<field>", "text"'),
+        ({"triage:ticketFields": "subject,description"}, "ticketFields='subject,description': not JSON"),
+        ({"triage:ticketFields": {"text": ["id"]}}, "field names must differ"),
         ({"triage:maxCapcity": 4}, "triage:maxCapcity: unknown setting (known: triage:stackName"),
     ],
 )

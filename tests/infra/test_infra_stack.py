@@ -10,6 +10,9 @@ import pytest
 from aws_cdk.assertions import Template
 from infra_helpers import REPO_ROOT
 
+from ticket_pipeline.settings import DispatcherSettings
+from triage_core.records import FieldMap
+
 ROLE_POLICY = "AWS::IAM::Policy"
 
 
@@ -357,6 +360,7 @@ DISPATCHER_ENV = AGGREGATOR_ENV | {
     "CHUNK_SIZE",
     "MAX_FILE_MB",
     "MAX_TICKETS_PER_FILE",
+    "TICKET_FIELDS",
     "REQUEST_TTL_SECONDS",
     "INVOCATION_TIMEOUT_SECONDS",
     "JOB_DEADLINE_MARGIN_SECONDS",
@@ -412,6 +416,17 @@ def test_dispatcher_env_points_at_this_endpoint_table_bucket_and_topic(synth, st
         "8",
         "12",
     )
+    # the field map (triage:ticketFields) as the dispatcher's own settings read it
+    settings = DispatcherSettings.from_env(
+        {
+            "JOBS_TABLE": "jobs",
+            "OUTPUT_BUCKET": "out",
+            "RESULTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:results",
+            "ENDPOINT_NAME": "endpoint",
+            "TICKET_FIELDS": env["TICKET_FIELDS"],
+        }
+    )
+    assert settings.fields == FieldMap("id", ("text",))
 
 
 def test_the_finalization_lease_outlives_every_function_that_finalizes(synth, stack) -> None:

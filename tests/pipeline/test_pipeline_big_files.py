@@ -22,7 +22,7 @@ from local_pipeline.async_endpoint import AsyncEndpoint
 from local_pipeline.aws import patched_environ
 from ticket_pipeline import dispatcher
 from ticket_pipeline.chunking import plan_chunks
-from triage_core.records import iter_jsonl
+from triage_core.formats import iter_jsonl
 
 
 def short_runs(boundaries: int) -> Context:

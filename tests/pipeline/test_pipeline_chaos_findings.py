@@ -55,7 +55,7 @@ def test_a_dispatch_that_died_mid_run_leaves_no_record_of_its_file_unaccounted(
 
     from ticket_pipeline import intake
     from ticket_pipeline.chunking import plan_chunks
-    from triage_core.records import iter_jsonl
+    from triage_core.formats import iter_jsonl
 
     class ThrottledAfterTwo:
         """InvokeEndpointAsync answers ThrottlingException from the third call on (past botocore's
@@ -158,7 +158,7 @@ def test_two_runs_of_one_dispatch_cannot_overwrite_each_others_rejected_records(
 
     from ticket_pipeline import intake
     from ticket_pipeline.chunking import plan_chunks
-    from triage_core.records import iter_jsonl
+    from triage_core.formats import iter_jsonl
 
     fast_done = threading.Event()
 
@@ -228,7 +228,7 @@ def test_a_job_the_sweeper_claimed_as_overdue_is_taken_over_only_by_the_sweeper(
 
     from ticket_pipeline import dispatcher, intake
     from ticket_pipeline.chunking import plan_chunks
-    from triage_core.records import iter_jsonl
+    from triage_core.formats import iter_jsonl
 
     body = mixed_file()
     key = "incoming/stuck-again.jsonl"

@@ -156,7 +156,7 @@ def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
     from test_pipeline_big_files import mixed_file, short_runs
 
     from ticket_pipeline.chunking import plan_chunks
-    from triage_core.records import iter_jsonl
+    from triage_core.formats import iter_jsonl
 
     body = mixed_file()
     first = drop(aws, "incoming/stuck.jsonl", body, context=short_runs(2))["jobs"][0]

@@ -12,7 +12,7 @@ from ticket_pipeline.jobs import inference_id_for, parse_inference_id
 from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.settings import DispatcherSettings
-from triage_core.records import iter_jsonl
+from triage_core.formats import iter_jsonl
 
 # The success notification as AWS documents it for async inference (SNS Message body).
 DOCUMENTED_SUCCESS = {
@@ -212,3 +212,20 @@ def test_settings_reject_values_the_api_would_reject(name: str, value: str):
     }
     with pytest.raises(ValueError, match=name):
         DispatcherSettings.from_env(env)
+
+
+def test_summary_groups_the_readers_per_record_errors_without_the_line_they_name():
+    from ticket_pipeline.results import _reason_class
+
+    # what the reader writes for records whose id it could not read (triage_core.records.at_line)
+    first = _reason_class("invalid JSON: Expecting value (line 3)")
+    assert (
+        first == _reason_class("invalid JSON: Expecting value (line 17)") == "invalid JSON: Expecting value"
+    )
+    assert _reason_class("unclosed quote (lines 4-9)") == "unclosed quote"
+    # a location inside the message is part of the reason, not where the record is
+    assert (
+        _reason_class("record is larger than 8 MB (line 2) in chunk")
+        == "record is larger than 8 MB (line 2) in chunk"
+    )
+    assert _reason_class("duplicate id 'a#4' (first used by record 1)") == "duplicate id"

@@ -11,6 +11,7 @@ import pytest
 from training.data import (
     DEFAULT_DATA,
     DataError,
+    dedupe_model_inputs,
     load_or_create_splits,
     load_tickets,
     split_dataset,
@@ -156,3 +157,44 @@ def test_default_dataset_loads() -> None:
     assert len(data.label_names) == 77
     assert data.report["rows_read"] == 10003
     assert min(data.support().values()) >= 30
+
+
+def test_duplicates_of_the_model_input_are_dropped_and_reported(tmp_path: Path) -> None:
+    """Templated e-mails that differ only in what preprocessing strips (greeting, signature, a
+    masked number) are one model input: one copy is kept, so train and test cannot share it."""
+    from functools import partial
+
+    from triage_core.preprocessing import PreprocessConfig, preprocess
+
+    rows = [
+        ("Hi,\n\nMy card 4111 1111 1111 1111 was declined.\n\nThanks,\nAnna", "declined"),
+        ("Hello team,\nMy card 5500-0000-0000-0004 was declined.\n\nBest regards,\nTom Smith", "declined"),
+        ("My card 4000 0000 0000 0002 was declined.", "declined"),
+        ("My card 4000 0000 0000 0002 was declined.", "blocked"),  # same input, other label: kept
+        ("Why was my card declined?", "declined"),
+        ("Where is my refund?", "refund"),
+        ("Dear Sir or Madam,\nWhere is my refund?\nSent from my iPhone", "refund"),
+        ("Where is my refund for the shoes?", "refund"),
+    ]
+    data = load_tickets(_csv_rows(tmp_path / "t.csv", rows), min_examples=1)
+    assert data.report["dropped_exact_duplicates"] == 0  # the raw texts all differ
+    deduped = dedupe_model_inputs(data, partial(preprocess, config=PreprocessConfig()))
+    report = deduped.report
+    assert report["dropped_model_input_duplicates"] == 3
+    assert deduped.texts == [rows[0][0], rows[3][0], rows[4][0], rows[5][0], rows[7][0]]
+    assert report["model_input_duplicate_examples"][0]["model_input"] == "My card [CARD] was declined."
+    assert report["conflicting_model_inputs"] == 1
+    assert report["conflicting_model_input_examples"] == [
+        {"model_input": "My card [CARD] was declined.", "labels": ["blocked", "declined"]}
+    ]
+    assert report["rows_kept"] == 5 and report["support"] == {"blocked": 1, "declined": 2, "refund": 2}
+
+
+def _csv_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+    return path

@@ -234,3 +234,21 @@ def test_module_entry_points(tiny_artifact: Path, labelled, tmp_path: Path) -> N
         )
         assert done.returncode == 0, done.stderr
         assert json.loads((out / "metrics.json").read_text("utf-8"))["counts"]["examples"] == 12
+
+
+def test_review_threshold_is_the_lowest_score_that_meets_the_target() -> None:
+    import numpy as np
+
+    from training.evaluate import review_curve
+
+    top = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([True, True, True, True, False, True, False, False])
+    # accepting the top 4 is 100 % right, the top 6 is 5/6 = 83 %, the top 5 is 80 %
+    assert review_curve(top, correct, 0.8) == {
+        "threshold": 0.6,
+        "accepted_accuracy": 5 / 6,
+        "review_share": 0.25,
+    }
+    assert review_curve(top, correct, 1.0)["threshold"] == 0.8
+    nothing = review_curve(top, np.zeros(8, dtype=bool), 0.5)
+    assert nothing["threshold"] == 1.0 and nothing["review_share"] == 1.0

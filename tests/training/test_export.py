@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.conftest import TINY_LABELS
 from training.export import export_artifact, fp32_onnx_path, pack_model_tar, quantize_int8
 from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, load_manifest
 from triage_core.inference import ArtifactClassifier, scores_from_logits
@@ -178,3 +179,97 @@ def test_distilbert_without_token_type_ids(tmp_path: Path, minilm_path: Path) ->
     assert got.shape == (3, 3)
     assert np.abs(got - expected).max() < 0.1
     shutil.rmtree(tmp_path / "onnx-fp32")
+
+
+def test_parity_gate_passes_and_is_reported(tiny_artifact: Path) -> None:
+    from training.export import export_report
+
+    report = export_report(tiny_artifact)
+    parity = report["parity"]
+    assert parity["passed"] and report["optimized"] and report["warnings"] == []
+    assert parity["torch_vs_fp32"]["max_score_diff"] < 1e-3
+    assert (
+        parity["fp32_vs_int8"]["decisive_agreement"] >= 0.95 and parity["fp32_vs_int8"]["decisive_rows"] > 0
+    )
+    assert parity["texts"] > 10
+
+
+def test_export_past_tolerance_fails_and_leaves_no_artifact(tiny_hf_model: Path, tmp_path: Path) -> None:
+    """A gate that demands bit-identical fp32 scores: the fused ONNX graph is not bit-identical to
+    torch, so the export stops with the measured difference and serves nothing."""
+    from training.export import ExportError, ParityTolerance, export_report
+
+    out = tmp_path / "model"
+    with pytest.raises(
+        ExportError, match=r"parity gate: fp32 ONNX scores differ from torch by .* \(tolerance 1e-12\)"
+    ):
+        export_artifact(
+            tiny_hf_model,
+            out,
+            list(TINY_LABELS),
+            32,
+            PreprocessConfig(),
+            tolerance=ParityTolerance(fp32_max_score_diff=1e-12),
+        )
+    assert not out.exists() and not list(tmp_path.glob(".model-staging-*"))
+    assert export_report(out)["parity"]["passed"] is False  # the numbers stay for a person to read
+
+
+def test_int8_gate_uses_validation_labels(tiny_hf_model: Path, tmp_path: Path, texts: list[str]) -> None:
+    from training.export import ExportError, ParityTolerance, export_report
+
+    labels = [TINY_LABELS[i % len(TINY_LABELS)] for i in range(len(texts))]
+    loose = ParityTolerance(int8_min_agreement=0.8, int8_max_macro_f1_drop_points=100, min_labelled_rows=1)
+    export_artifact(
+        tiny_hf_model, tmp_path / "ok", list(TINY_LABELS), 32, PreprocessConfig(), parity_texts=texts,
+        parity_labels=labels, tolerance=loose,
+    )  # fmt: skip
+    parity = export_report(tmp_path / "ok")["parity"]
+    assert parity["texts"] == len(texts) and "macro_f1_drop_points" in parity["fp32_vs_int8"]
+    with pytest.raises(ExportError, match="int8 changes the top label"):
+        export_artifact(
+            tiny_hf_model, tmp_path / "strict", list(TINY_LABELS), 32, PreprocessConfig(), parity_texts=texts,
+            tolerance=ParityTolerance(int8_min_agreement=1.01),
+        )  # fmt: skip
+
+
+def test_optimizer_failure_is_a_reported_fallback(tmp_path: Path) -> None:
+    from training.export import optimize_onnx
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    reason = optimize_onnx(broken, tmp_path / "out.onnx", config=None)
+    assert reason and reason.startswith("ONNX Runtime transformer optimizer failed")
+    assert (tmp_path / "out.onnx").read_bytes() == broken.read_bytes()
+
+
+def test_model_tar_gz_is_readable_by_anyone_whatever_the_umask(tiny_artifact: Path, tmp_path: Path) -> None:
+    """Issue #10: packed under umask 077 the files were 0600, unreadable by the container's
+    non-root user. Members are root-owned 0644 with one mtime, and the archive is reproducible."""
+    import os
+    import time
+
+    old = os.umask(0o077)
+    try:
+        artifact = tmp_path / "artifact"
+        artifact.mkdir()
+        for path in tiny_artifact.iterdir():
+            (artifact / path.name).write_bytes(path.read_bytes())  # created 0600 under this umask
+        assert all((p.stat().st_mode & 0o777) == 0o600 for p in artifact.iterdir())
+        first = pack_model_tar(artifact, tmp_path / "a" / "model.tar.gz")
+        time.sleep(1.1)
+        os.utime(artifact / MODEL_FILE)  # a newer mtime on the host changes nothing
+        second = pack_model_tar(artifact, tmp_path / "b" / "model.tar.gz")
+    finally:
+        os.umask(old)
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+        assert {m.name for m in members} == {MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE}
+        for member in members:
+            assert member.isfile() and member.mode == 0o644
+            assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "root", "root")
+            assert member.mtime == 0
+        tar.extractall(tmp_path / "opt-ml-model", filter="data")
+    for path in (tmp_path / "opt-ml-model").iterdir():
+        assert path.stat().st_mode & 0o004, f"{path.name} is not world-readable"

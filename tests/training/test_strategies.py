@@ -108,10 +108,19 @@ def test_layer_wise_lr_decay_groups(tiny_base_model: Path) -> None:
     by_depth: dict[object, set[float]] = {}
     for group in groups:
         by_depth.setdefault(group["depth"], set()).add(group["lr"])
-    # 2 layers: embeddings x0.25, layer 0 x0.5, layer 1 x1; head at its own rate
-    assert by_depth == {0: {2.5e-4}, 1: {5e-4}, 2: {1e-3}, "head": {1e-2}}
+    # 2 layers: embeddings x0.25, layer 0 x0.5, layer 1 x1; BERT's pretrained pooler above the
+    # layers at the encoder's top rate, not in the head; the fresh classifier at its own rate
+    assert by_depth == {0: {2.5e-4}, 1: {5e-4}, 2: {1e-3}, 3: {1e-3}, "head": {1e-2}}
     names = {n for g in groups if g["depth"] == 0 for n in g["names"]}
     assert names and all("embeddings" in n for n in names)
+    assert {n for g in groups if g["depth"] == 3 for n in g["names"]} == {
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+    }
+    assert {n for g in groups if g["depth"] == "head" for n in g["names"]} == {
+        "classifier.weight",
+        "classifier.bias",
+    }
     covered = sum(len(g["params"]) for g in groups)
     assert covered == len(list(model.parameters()))
     flat = parameter_groups(model, TrainConfig(base_model=str(tiny_base_model), learning_rate=1e-3))
@@ -314,10 +323,15 @@ def test_experiment_command_writes_one_table(tiny_base_model: Path, tmp_path: Pa
     names = [row["name"] for row in table["rows"]]
     assert names == ["baseline", "mean-head", "ovr"]
     for row in table["rows"]:
-        assert 0 <= row["clean_macro_f1"] <= 1 and 0 <= row["noisy_macro_f1"] <= 1
+        assert 0 <= row["val_macro_f1"] <= 1 and 0 <= row["val_noisy_macro_f1"] <= 1
         assert row["served_mb"] > 0 and row["train_seconds"] > 0
+        assert row["validation_rows"] == 6 and "test_rows" not in row  # chosen on validation only
     markdown = (out / "results.md").read_text()
-    assert "| baseline |" in markdown and "noisy" in markdown
+    assert "| baseline |" in markdown and "validation split" in markdown
+    # rows are ranked by validation macro-F1
+    val = sorted((r["val_macro_f1"] for r in table["rows"]), reverse=True)
+    ordered = [line for line in markdown.splitlines() if line[:4] in ("| 1 ", "| 2 ", "| 3 ")]
+    assert [float(line.split("|")[4]) for line in ordered] == pytest.approx(val)
     assert json.loads((out / "ovr" / "model" / "triage_artifact.json").read_text())["scoring"] == "sigmoid"
     # resumable: a second run re-uses finished rows
     shutil.rmtree(out / "mean-head" / "work")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def test_one_epoch_writes_a_loadable_classifier(tiny_base_model: Path, tmp_path:
 
 def test_tiny_model_learns_a_separable_task(tiny_base_model: Path, tmp_path: Path) -> None:
     data = tiny_dataset(16)
-    config = fast_config(tiny_base_model, epochs=6, learning_rate=2e-3, noisy_augmentation=0.0)
+    config = fast_config(tiny_base_model, epochs=8, learning_rate=2e-3, noisy_augmentation=0.0)
     result = train(config, data, data, tmp_path)
     assert result.best_val_macro_f1 > 0.8  # chance is 1/3
     best = max(result.history, key=lambda record: record["val_macro_f1"])
@@ -199,6 +200,14 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     # the served artifact was evaluated on the clean and the noisy test split
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "micro_f1", "per_class", "noisy", "clean_vs_noisy"} <= set(metrics)
+    # chosen on validation, reported on test: the review threshold and the selection statement
+    review = metrics["review_threshold"]
+    assert review["chosen_on"] == "validation" and 0 <= review["threshold"] <= 1
+    assert set(review["test"]) == {"accepted_accuracy", "review_share"}
+    assert "chosen on the validation split" in metrics["selection"]
+    load_report = json.loads((out / "reports" / "data_report.json").read_text())["load_report"]
+    assert load_report["dropped_model_input_duplicates"] == 0 and "conflicting_model_inputs" in load_report
+    assert summary["export"]["parity"]["passed"] and summary["export"]["parity"]["texts"] == 6
     assert metrics["noisy"]["macro_f1"] == summary["test_noisy"]["macro_f1"]
     assert metrics["training"]["best_epoch"] == 1
     for part in ("test", "test/noisy"):
@@ -243,3 +252,80 @@ def test_default_base_model_learns_banking77_subset(tmp_path: Path, request: pyt
     val_data = TicketDataset([t for t, _ in val_rows], [y for _, y in val_rows])
     result = train(TrainConfig(epochs=3), train_data, val_data, tmp_path, labels=labels)
     assert result.best_val_macro_f1 > 0.6  # chance: 1/15
+
+
+@pytest.mark.parametrize(
+    ("base_model", "message"),
+    [
+        ("./no/such/model", r"^base model './no/such/model': no such directory; pass a directory"),
+        ("/tmp", r"^base model '/tmp': /tmp has no config.json, so it is not a Hugging Face model directory"),
+        ("not a valid id!!", r"^base model 'not a valid id!!': not a local directory and not a valid hub id"),
+        # the test session runs with HF_HUB_OFFLINE=1 (conftest), as `make train` does
+        ("distilbert-base-uncased", r"^base model 'distilbert-base-uncased' is not in the local Hugging Face "
+         r"cache and offline mode is on \(HF_HUB_OFFLINE=1\)"),
+    ],
+)  # fmt: skip
+def test_unusable_base_model_is_one_actionable_line(base_model: str, message: str) -> None:
+    """Real transformers / huggingface_hub calls behind each message."""
+    from training.config import ModelSourceError, check_base_model
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    with pytest.raises(ModelSourceError, match=message) as caught:
+        check_base_model(base_model)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_stops_on_a_bad_base_model_before_reading_data(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = ["train", "--base-model", "./no/such/model", "--data", str(tmp_path / "missing.csv")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", *argv, "--output", str(tmp_path / "run" / "model")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("base model './no/such/model': no such directory")
+    assert not (tmp_path / "run" / "splits").exists()  # no data was read or split
+
+
+@pytest.mark.parametrize(
+    ("base_model", "family", "learning_rate", "warmup", "max_length"),
+    [
+        ("all-MiniLM-L6-v2", "minilm", 1e-4, 0.06, 64),
+        ("sentence-transformers/all-MiniLM-L12-v2", "minilm", 1e-4, 0.06, 64),
+        ("bert-base-uncased", "bert", 3e-5, 0.1, 128),
+        ("distilbert-base-uncased", "distilbert", 5e-5, 0.1, 128),
+        ("roberta-base", "roberta", 2e-5, 0.06, 128),
+        ("FacebookAI/roberta-large", "roberta", 2e-5, 0.06, 128),
+    ],
+)
+def test_base_model_picks_its_family_preset(
+    base_model: str, family: str, learning_rate: float, warmup: float, max_length: int
+) -> None:
+    from training.__main__ import build_parser, config_from_args
+    from training.config import model_family
+
+    assert model_family(base_model) == family
+    config = config_from_args(build_parser().parse_args(["train", "--base-model", base_model]))
+    assert (config.learning_rate, config.warmup_ratio, config.max_length) == (
+        learning_rate,
+        warmup,
+        max_length,
+    )
+    if family != "minilm":  # the published recipes: one rate for all weights, the HF head, nothing frozen
+        assert config.head == "cls" and config.head_learning_rate == 0.0 and not config.freeze_embeddings
+    # an explicit option wins over the preset
+    config = config_from_args(
+        build_parser().parse_args(["train", "--base-model", base_model, "--learning-rate", "7e-5"])
+    )
+    assert config.learning_rate == 7e-5 and config.max_length == max_length
+
+
+def test_local_model_family_comes_from_its_config(tiny_base_model: Path, minilm_path: Path) -> None:
+    from training.config import model_family
+
+    assert model_family(str(minilm_path)) == "minilm"  # a BERT of width 384
+    assert model_family(str(tiny_base_model)) == "bert"

@@ -1,0 +1,76 @@
+"""Token batches for training and prediction: tokenize once, pad per batch, group by length.
+
+Shared by the fine-tuning loop (``training.train``) and the stages that run a fine-tuned model
+(``training.stages.teacher_probabilities``), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+
+class TextEncoder:
+    """Fast tokenizer with head truncation, producing only the inputs the model accepts."""
+
+    def __init__(self, tokenizer, model, max_length: int) -> None:
+        from training.modeling import input_names
+
+        self.tokenizer = tokenizer
+        self.tokenizer.truncation_side = "right"  # keep the head: see triage_core.preprocessing
+        self.max_length = max_length
+        accepted = input_names(model)
+        self.names = [n for n in tokenizer.model_input_names if n in accepted]
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)
+        return {n: enc[n] for n in self.names}
+
+    def collate(self, encoded: dict[str, list[list[int]]], idx: list[int], device=None):
+        """Right-pad rows ``idx`` of ``encoded`` to their longest member: a dict of int64 tensors."""
+        import torch
+
+        width = max(len(encoded["input_ids"][i]) for i in idx)
+        batch = {}
+        for name in self.names:
+            pad = self.pad_id if name == "input_ids" else 0
+            rows = [encoded[name][i] + [pad] * (width - len(encoded[name][i])) for i in idx]
+            batch[name] = torch.tensor(rows, dtype=torch.long, device=device)
+        return batch
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, group_batches: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffle, sort by length inside pools of ``group_batches`` batches, shuffle batch order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * group_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Rows sorted by length, cut into batches: the least padding for prediction."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def predict_logits(model, encoder: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """Logits of the torch model for preprocessed texts, in input order (one process)."""
+    import torch
+
+    encoded = encoder.encode(texts)
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        for idx in sorted_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+            out[idx] = model(**encoder.collate(encoded, idx, device)).logits.float().cpu().numpy()
+    return out
