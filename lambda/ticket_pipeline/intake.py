@@ -296,6 +296,8 @@ def _open_job(
         # what the reader needs to read the file the same way in every run
         "content_encoding": info.content_encoding,
         "metadata": info.metadata,
+        "ticket_fields": settings.ticket_fields,
+        "max_file_bytes": settings.max_file_bytes,
         "size": info.size,
         "status": J.DISPATCHING,
         "cursor": 0,

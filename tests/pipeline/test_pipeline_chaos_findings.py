@@ -253,3 +253,74 @@ def test_a_job_the_sweeper_claimed_as_overdue_is_taken_over_only_by_the_sweeper(
     keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
     check_exactly_once(aws, message, keys)
     assert intake.job_id_for(aws.names.input_bucket, key, f"v:{version}") == job_id
+
+
+@pytest.mark.parametrize("mapped_by", ["TICKET_FIELDS", "object metadata"])
+def test_the_sweeper_reads_a_dead_dispatchs_file_with_the_field_map_the_dispatcher_used(
+    aws: Aws, endpoint: AsyncEndpoint, mapped_by: str
+):
+    """Found when chaos met the ticket reader of issue #11: the sweeper read the file of a job whose
+    dispatch died with the default field map (it has no ``TICKET_FIELDS``) and without the object's
+    ``id-field`` / ``text-fields`` metadata, so a help-desk export (``ticket_id``, ``subject`` +
+    ``description``) was a whole-file error to it and the records no run had sent were in neither
+    file. The job now records how the dispatcher read the file, and the sweeper reads it so."""
+    from test_pipeline_deadlines import deadline_of, sweep_at
+
+    from ticket_pipeline import intake
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.reader import read_tickets
+    from triage_core.records import FieldMap
+
+    class ThrottledAfterTwo:
+        calls = 0
+
+        def invoke_endpoint_async(self, **request):
+            self.calls += 1
+            if self.calls > 2:
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "x")
+            return endpoint.invoke_endpoint_async(**request)
+
+    rows = ["ticket_id,subject,description"]
+    for i in range(14):
+        if i % 5 == 3:
+            rows.append(f"z{i},,  ")  # no subject, blank description: empty text, rejected
+        elif i % 6 == 5:
+            rows.append(f"z{i},one,too,many,cells")  # more cells than the header: rejected
+        else:
+            rows.append(f'z{i},card {i},"my card number {i}, it has not arrived"')
+    body = ("\r\n".join(rows) + "\r\n").encode()
+    fields = FieldMap("ticket_id", ("subject", "description"))
+    key = "incoming/zendesk-export.csv"
+    put: dict = {"Bucket": aws.names.input_bucket, "Key": key, "Body": body}
+    env: dict = {"DISPATCH_THREADS": "1"}
+    if mapped_by == "TICKET_FIELDS":
+        env["TICKET_FIELDS"] = '{"id": "ticket_id", "text": ["subject", "description"]}'
+    else:
+        put["Metadata"] = {"id-field": "ticket_id", "text-fields": "subject,description"}
+    version = aws.s3.put_object(**put)["VersionId"]
+    upload = intake.Upload(aws.names.input_bucket, key, version_id=version)
+    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo())
+    with pytest.raises(ClientError, match="ThrottlingException"):  # the dispatch dies after two chunks
+        intake.dispatch_upload(upload, deps=deps, settings=aws.dispatcher_settings(**env))
+    job_id = intake.job_id_for(upload.bucket, key, upload.token)
+    for request in queued(endpoint):
+        aggregator.handler(
+            sns_lambda_event(complete(aws, request), aws.resources.success_topic_arn), Context()
+        )
+
+    sweep_at(aws, deadline_of(aws, job_id) + 1)  # the sweeper's settings: no TICKET_FIELDS
+    (message,) = aws.results_messages()
+    one_pass = plan_chunks(read_tickets([body], key=key, fields=fields), chunk_size=3)
+    assert len(one_pass.rejected) == 5
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert len(results) == 6  # the two chunks that went out
+    reasons = {f["id"]: f["error"] for f in failures}
+    assert {r.id: reasons[r.id] for r in one_pass.rejected} == {r.id: r.error for r in one_pass.rejected}
+    # the third chunk was written but never invoked: the sweeper fails its tickets as unreported
+    assert sorted(k for k, reason in reasons.items() if reason.startswith("no notification")) == [
+        "z10",
+        "z12",
+        "z9",
+    ]
+    assert message["error"].startswith("dispatch did not finish: 9 of the file's 14 records were dispatched")
