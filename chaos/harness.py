@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,40 @@ class Timing:
     def deadline(self) -> int:
         return self.request_ttl + self.invocation_timeout + self.deadline_margin
 
+    def for_round_trip(self, round_trip: float) -> Timing:
+        """This timing on a machine whose AWS call (to moto's server) takes ``round_trip`` wall
+        seconds: the clock runs at most ``speed`` x, and slower when a function's timeout would
+        hold fewer than :data:`CALLS_PER_TIMEOUT` calls. A machine busy with other work then gets
+        a slower clock (the wall-clock periods stretched alike) instead of Lambda timeouts that
+        AWS would not have: the proportions to the handlers' own work stay those of the stack."""
+        speed = min(self.speed, self.function_timeout / (CALLS_PER_TIMEOUT * round_trip))
+        slower = self.speed / speed
+        return replace(
+            self,
+            speed=round(speed, 2),
+            sweep_interval=self.sweep_interval * slower,
+            dispatch_allowance=self.dispatch_allowance * slower,
+        )
+
+
+# AWS calls a function's timeout must hold, measured on the machine before each seed: a dispatcher
+# run of a 40-record file makes about 50 (8 chunks x object, item, invocation, state; the job),
+# botocore's retries of the injected errors more. At 5 ms a call (moto on an idle 2-core machine)
+# the clock runs at the full 20x; at 100 ms (the same machine shared by a dozen busy processes), 4x.
+CALLS_PER_TIMEOUT = 100
+
+
+def round_trip_seconds(s3: Any, bucket: str, calls: int = 10) -> float:
+    """The median wall time of one small S3 call to moto's server, right now (PutObject and
+    GetObject of a 2 KB object, as the handlers make)."""
+    times = []
+    for i in range(calls):
+        started = time.perf_counter()
+        s3.put_object(Bucket=bucket, Key=f"probe/{i}", Body=b"x" * 2048)
+        s3.get_object(Bucket=bucket, Key=f"probe/{i}")["Body"].read()
+        times.append((time.perf_counter() - started) / 2)
+    return statistics.median(times)
+
 
 @dataclass
 class SeedResult:
@@ -78,6 +113,7 @@ class SeedResult:
     invocations: Counter[str] = field(default_factory=Counter)
     redriven: int = 0
     timed_out: bool = False
+    speed: float = 20.0  # the virtual clock's, chosen for the machine (Timing.for_round_trip)
 
     @property
     def tickets(self) -> int:
@@ -89,7 +125,7 @@ class SeedResult:
         return (
             f"seed {self.seed}: {len(self.uploads)} files, {self.tickets} tickets, "
             f"{sum(self.faults.values())} faults, {statuses}, {self.redriven} redriven, "
-            f"{self.seconds:.1f} s: {verdict}"
+            f"{self.seconds:.1f} s at {self.speed:g}x: {verdict}"
         )
 
 
@@ -153,7 +189,8 @@ class ChaosStack:
         clients = {s: self.moto.client(s) for s in ("s3", "sns", "sqs", "dynamodb")}
         resources = provision(clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"])
         uploads = plan_uploads(seed, files, prefix=resources.names.input_prefix)
-        with _SeedRun(self, seed, resources, clients, rates, tamper) as run:
+        timing = self.timing.for_round_trip(round_trip_seconds(clients["s3"], resources.names.output_bucket))
+        with _SeedRun(self, seed, resources, clients, rates, tamper, timing) as run:
             run.phases["set_up"] = time.time() - started
             run.upload(uploads)
             timed_out = not run.wait(uploads)
@@ -168,6 +205,7 @@ class ChaosStack:
             run.service.invocations,
             run.redriven,
             timed_out,
+            timing.speed,
         )
         _save(self.work_dir / f"seed-{seed}.json", result, run)
         return result
@@ -184,10 +222,11 @@ class _SeedRun:
         clients: dict[str, Any],
         rates: Rates | None,
         tamper: Callable[[str, tuple[Any, ...]], None] | None,
+        timing: Timing,
     ):
         assert stack.moto and stack.model_server
         self.stack = stack
-        self.timing = stack.timing
+        self.timing = timing
         self.resources = resources
         self.clients = clients
         self.sqs = clients["sqs"]
@@ -506,6 +545,7 @@ def _save(path: Path, result: SeedResult, run: _SeedRun) -> None:
                 "seed": result.seed,
                 "seconds": round(result.seconds, 2),
                 "timed_out": result.timed_out,
+                "speed": result.speed,
                 "uploads": [
                     {
                         "label": u.label,
