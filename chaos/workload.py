@@ -7,7 +7,7 @@ records as the generator wrote them, never by running the pipeline's parser:
 * records are numbered from 1 in file order; blank lines are not records;
 * a record keeps its own ``id`` (a JSON string, a JSON integer as its decimal digits, a CSV ``id``
   cell) if no earlier record of the file used it; so does a broken one whose id can be read
-  (README, "Ticket files": a line that is not JSON "with its id if one can be read from the
+  (README, "Accepted ticket files": a line that is not JSON "with its id if one can be read from the
   text", a CSV row with more cells than the header, its ``id`` cell);
 * a record without a readable id (none given, an empty cell, an id that is neither a string nor
   an integer) gets ``#<n>``;
