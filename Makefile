@@ -15,7 +15,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale redrive image clean
+.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -114,6 +114,13 @@ local: $(VENV)/.installed
 ## a generated file through the real dispatcher and aggregator on the local stack: make scale [TICKETS=1000000]
 scale: $(VENV)/.installed
 	$(PY) -m local_pipeline.scale --tickets $(or $(TICKETS),1000000)
+
+# Real handlers and inference server (a tiny model), an independent checker; the last line is one
+# JSON object (docs/chaos.md): make chaos [SEEDS=20] [FIRST_SEED=1] [FILES=5] | make chaos SEED=7
+## seeded faults at every boundary of the local stack, checked end to end: make chaos [SEEDS=20] | SEED=n
+chaos: $(VENV)/.installed
+	$(PY) -m chaos $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) --first-seed $(or $(FIRST_SEED),1)) \
+		$(if $(FILES),--files $(FILES))
 
 # --- operations
 ## replay the Lambdas' dead-letter queues: make redrive STACK=TicketTriage | LOCAL=1 [FUNCTION=dispatcher] [DRY_RUN=1]
