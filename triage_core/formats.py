@@ -179,7 +179,10 @@ class _RowLines:
         if text is None:
             raise _Oversized
         self._chars += len(text)
-        if len(self.row) > self._max_lines or (self._max_chars and self._chars > self._max_chars):
+        # the row's own line break is not part of its record (as in iter_lines: a line of exactly
+        # max_chars characters plus its "\n" is within the limit)
+        chars = self._chars - 1 if text.endswith("\n") else self._chars
+        if len(self.row) > self._max_lines or (self._max_chars and chars > self._max_chars):
             raise _Unbounded
         return text
 
