@@ -13,7 +13,7 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale redrive image clean
+.PHONY: setup tools demo test lint mutation train evaluate experiment serve bench bench-memory synth checkov local scale redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -41,6 +41,11 @@ test: setup tools lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# mutation testing of the exactly-once core (ticket reader, jobs table, aggregation) with the fast
+# tests that reach it; the last line is one JSON object of scores (docs/mutation.md). ~30 min on 2 cores.
+mutation: $(VENV)/.installed
+	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
 train: $(VENV)/.installed
