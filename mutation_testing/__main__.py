@@ -92,15 +92,21 @@ def _toml(value: object) -> str:
     return json.dumps(value)  # strings and lists of strings: JSON and TOML agree
 
 
-def stage(module: str) -> None:
+def workdir(module: str) -> Path:
+    """The staging folder of one module's run (``artifacts/mutation/<module stem>/``)."""
+    return WORK / Path(module).stem
+
+
+def stage(module: str) -> Path:
     """Lay out the staging folder for a fresh run of mutmut on ``module``."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(WORK / "mutants", ignore_errors=True)
+    work = workdir(module)
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work / "mutants", ignore_errors=True)
     for name, target in LINKS.items():
-        link = WORK / name
+        link = work / name
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(os.path.relpath(target, WORK), target_is_directory=True)
+        link.symlink_to(os.path.relpath(target, work), target_is_directory=True)
     staged, tests = MODULES[module]
     mutmut = {
         "source_paths": sorted({staged_path.split("/")[0] for staged_path, _ in MODULES.values()}),
@@ -117,15 +123,16 @@ def stage(module: str) -> None:
     lines.append('pythonpath = ["."]')
     lines.append('addopts = "-ra --strict-markers"')
     lines.append('markers = ["slow: trains or runs the real model (minutes, not seconds)"]')
-    (WORK / "pyproject.toml").write_text("\n".join(lines) + "\n", "utf-8")
+    (work / "pyproject.toml").write_text("\n".join(lines) + "\n", "utf-8")
+    return work
 
 
-def run_mutmut(max_children: int, log: Path, env: dict[str, str]) -> int:
+def run_mutmut(work: Path, max_children: int, log: Path, env: dict[str, str]) -> int:
     mutmut = Path(sys.executable).with_name("mutmut")
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.run(
             [str(mutmut), "run", "--max-children", str(max_children)],
-            cwd=WORK,
+            cwd=work,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -141,7 +148,7 @@ def mutant_changes(module: str, codes: dict[str, int | None]) -> dict[str, Chang
     staged = MODULES[module][0]
     changes = {}
     cwd = os.getcwd()
-    os.chdir(WORK)
+    os.chdir(workdir(module))
     try:
         for mutant, code in codes.items():
             if status(code) == "killed":
@@ -153,16 +160,9 @@ def mutant_changes(module: str, codes: dict[str, int | None]) -> dict[str, Chang
     return changes
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mutation_testing", description=__doc__.split("\n")[0])
-    parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only these (repeatable)")
-    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-    args = parser.parse_args(argv)
-    modules = args.module or list(MODULES)
-
-    start = time.monotonic()
-    results: dict[str, dict[str, int | None]] = {}
-    changes: dict[str, Change] = {}
+def run_all(modules: list[str], max_children: int) -> int:
+    """mutmut on each module in turn, fresh each time (mutmut's cache would keep a mutant's old
+    verdict after the tests changed)."""
     # One moto server for every test process of the run (each mutant's tests run in a fresh
     # pytest session; starting a server per mutant would cost more than its tests). The selected
     # tests create resources of their own and never reset it (tests/pipeline/conftest.py).
@@ -172,21 +172,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env.update({**DUMMY_CREDENTIALS, SHARED_MOTO: server.url})
         for module in modules:
-            stage(module)
-            log = WORK / f"mutmut-{Path(module).stem}.log"
+            work = stage(module)
+            log = work / "mutmut.log"
             began = time.monotonic()
-            print(f"mutmut on {module}, {args.max_children} worker(s); its output: {log}", flush=True)
-            code = run_mutmut(args.max_children, log, env)
+            print(f"mutmut on {module}, {max_children} worker(s); its output: {log}", flush=True)
+            code = run_mutmut(work, max_children, log, env)
             if code != 0:
                 print(log.read_text("utf-8", "replace")[-4000:])
                 print(f"mutmut failed on {module} (exit {code}); its log: {log}")
                 return code
-            staged = MODULES[module][0]
-            results.update(read_meta(WORK / "mutants", {staged: module}))
-            changes.update(mutant_changes(module, results[module]))
-            print(f"  {len(results[module])} mutants, {(time.monotonic() - began) / 60:.1f} min", flush=True)
+            print(f"  done in {(time.monotonic() - began) / 60:.1f} min", flush=True)
     finally:
         server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mutation_testing", description=__doc__.split("\n")[0])
+    parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only these (repeatable)")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--report-only", action="store_true", help="the report of the last runs, no new run")
+    args = parser.parse_args(argv)
+    modules = args.module or list(MODULES)
+
+    start = time.monotonic()
+    if not args.report_only:
+        code = run_all(modules, args.max_children)
+        if code != 0:
+            return code
+    results: dict[str, dict[str, int | None]] = {}
+    changes: dict[str, Change] = {}
+    for module in modules:
+        results.update(read_meta(workdir(module) / "mutants", {MODULES[module][0]: module}))
+        changes.update(mutant_changes(module, results[module]))
     report = build_report(results, changes, load_equivalents(EQUIVALENTS))
     elapsed = time.monotonic() - start
 

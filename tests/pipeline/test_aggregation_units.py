@@ -3,8 +3,8 @@ on moto's server (the jobs table, the output bucket, the results topic), without
 handler around it: what is recorded, what the outcome says, what is counted and logged, and
 when a notification finalizes its job.
 
-The pipeline's resources get names of their own per test, so these tests never reset the shared
-server (and can share one server between processes).
+The pipeline's resources get names of their own (per module; the jobs table per test), so these
+tests never reset the shared server (and can share one server between processes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from local_pipeline.aws import MotoServer, Names, provision
+from local_pipeline.aws import MotoServer, Names, Resources, create_jobs_table, provision
 from ticket_pipeline import aggregation
 from ticket_pipeline import jobs as J
 from ticket_pipeline.aggregation import NotificationResult, handle_notification
@@ -49,21 +49,34 @@ class Stack:
         return self.deps.jobs
 
     def results_messages(self) -> list[dict[str, Any]]:
+        """The results messages published since the last call (received and deleted)."""
         resp = self.sqs.receive_message(QueueUrl=self.results_queue_url, MaxNumberOfMessages=10)
-        return [json.loads(json.loads(m["Body"])["Message"]) for m in resp.get("Messages", [])]
+        messages = resp.get("Messages", [])
+        for m in messages:
+            self.sqs.delete_message(QueueUrl=self.results_queue_url, ReceiptHandle=m["ReceiptHandle"])
+        return [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
 
 
-@pytest.fixture
-def stack(moto_server: MotoServer) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def resources(moto_server: MotoServer) -> tuple[Resources, dict[str, Any]]:
+    """Buckets, topics and queues of their own for this module (provisioning is the slow part)."""
     suffix = uuid.uuid4().hex[:10]
     names = Names(**{f.name: f"{getattr(Names(), f.name)}-{suffix}" for f in dataclasses.fields(Names)})
     clients = {s: moto_server.client(s) for s in ("s3", "sns", "sqs", "dynamodb")}
-    resources = provision(clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"], names)
+    return provision(clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"], names), clients
+
+
+@pytest.fixture
+def stack(resources: tuple[Resources, dict[str, Any]]) -> Iterator[Stack]:
+    """A fresh jobs table, fresh counts and an empty results queue per test."""
+    provisioned, clients = resources
+    names = dataclasses.replace(provisioned.names, jobs_table=f"jobs-{uuid.uuid4().hex[:12]}")
+    create_jobs_table(clients["dynamodb"], names.jobs_table)
     settings = AggregatorSettings.from_env(
         {
             "JOBS_TABLE": names.jobs_table,
             "OUTPUT_BUCKET": names.output_bucket,
-            "RESULTS_TOPIC_ARN": resources.results_topic_arn,
+            "RESULTS_TOPIC_ARN": provisioned.results_topic_arn,
             "FUNCTION_TIMEOUT_SECONDS": "60",
             "FINALIZE_LEASE_SECONDS": str(LEASE),
         }
@@ -74,7 +87,11 @@ def stack(moto_server: MotoServer) -> Iterator[Stack]:
         publisher=Publisher(clients["sns"]),
         metrics=PipelineMetrics(),
     )
-    yield Stack(deps, settings, names, clients["s3"], clients["sqs"], resources.results_queue_url)
+    stack = Stack(deps, settings, names, clients["s3"], clients["sqs"], provisioned.results_queue_url)
+    while stack.results_messages():  # an earlier test's results message
+        pass
+    yield stack
+    clients["dynamodb"].delete_table(TableName=names.jobs_table)
 
 
 @pytest.fixture
