@@ -118,7 +118,10 @@ def stage(module: str) -> Path:
     lines = ["# Written by `python -m mutation_testing` for one run; see mutation_testing/__main__.py", ""]
     lines.append("[tool.mutmut]")
     lines += [f"{key} = {_toml(value)}" for key, value in mutmut.items()]
-    lines += ["use_git_change_detection = false", "debug = false", ""]
+    # mutmut's wall-clock limit per mutant is (estimated time + 1 s) x multiplier (default 15): on
+    # a machine shared with other jobs a clean test run can take 10x its estimate, and a mutant
+    # that only ran slowly would count as a timeout. 40 keeps real hangs bounded (minutes).
+    lines += ["use_git_change_detection = false", "debug = false", "timeout_multiplier = 40.0", ""]
     lines.append("[tool.pytest.ini_options]")
     lines.append('pythonpath = ["."]')
     lines.append('addopts = "-ra --strict-markers"')
@@ -160,9 +163,23 @@ def mutant_changes(module: str, codes: dict[str, int | None]) -> dict[str, Chang
     return changes
 
 
-def run_all(modules: list[str], max_children: int) -> int:
+def forget_undetected(module: str) -> int:
+    """Clear the verdict of every mutant of the last run that was not killed, so that the next
+    ``mutmut run`` in the module's staging folder tests only those again (with the tests as
+    they are now). Sound while tests are only added: a killed mutant stays killed."""
+    meta_path = workdir(module) / "mutants" / f"{MODULES[module][0]}.meta"
+    meta = json.loads(meta_path.read_text("utf-8"))
+    codes = meta["exit_code_by_key"]
+    cleared = [name for name, code in codes.items() if status(code) != "killed"]
+    for name in cleared:
+        codes[name] = None
+    meta_path.write_text(json.dumps(meta), "utf-8")
+    return len(cleared)
+
+
+def run_all(modules: list[str], max_children: int, retry: bool = False) -> int:
     """mutmut on each module in turn, fresh each time (mutmut's cache would keep a mutant's old
-    verdict after the tests changed)."""
+    verdict after the tests changed); with ``retry``, only the last run's undetected mutants."""
     # One moto server for every test process of the run (each mutant's tests run in a fresh
     # pytest session; starting a server per mutant would cost more than its tests). The selected
     # tests create resources of their own and never reset it (tests/pipeline/conftest.py).
@@ -172,7 +189,11 @@ def run_all(modules: list[str], max_children: int) -> int:
     try:
         env.update({**DUMMY_CREDENTIALS, SHARED_MOTO: server.url})
         for module in modules:
-            work = stage(module)
+            if retry:
+                work = workdir(module)
+                print(f"{module}: {forget_undetected(module)} undetected mutants to test again", flush=True)
+            else:
+                work = stage(module)
             log = work / "mutmut.log"
             began = time.monotonic()
             print(f"mutmut on {module}, {max_children} worker(s); its output: {log}", flush=True)
@@ -192,12 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module", action="append", choices=sorted(MODULES), help="only these (repeatable)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report-only", action="store_true", help="the report of the last runs, no new run")
+    parser.add_argument(
+        "--retry-undetected",
+        action="store_true",
+        help="test again only the mutants the last run did not kill (after adding tests)",
+    )
     args = parser.parse_args(argv)
     modules = args.module or list(MODULES)
 
     start = time.monotonic()
     if not args.report_only:
-        code = run_all(modules, args.max_children)
+        code = run_all(modules, args.max_children, retry=args.retry_undetected)
         if code != 0:
             return code
     results: dict[str, dict[str, int | None]] = {}

@@ -531,3 +531,79 @@ def test_iter_csv_over_plain_lines():
     assert [(r.id, r.text) for r in iter_csv(["id,text\n", "1,a\n"])] == [("1", "a")]
     assert list(iter_csv([])) == []
     assert [json.dumps(r) for r in iter_jsonl([])] == []
+
+
+# --- records.py: what the first mutation run left unpinned ------------------------------------
+def test_field_names_are_bounded_at_128_characters_with_a_clear_error():
+    assert FieldMap("i" * 128, ("t" * 128,)).id == "i" * 128
+    with pytest.raises(ValueError) as exc:
+        FieldMap("id", ("t" * 129,))
+    assert str(exc.value) == "field names must be non-empty strings of at most 128 characters"
+
+
+def test_a_record_without_text_keeps_its_id():
+    assert make_record(4, "a", None) == TicketRecord(4, "a", None, "missing field 'text'")
+
+
+def test_the_exact_field_name_wins_over_a_case_variant():
+    fields = FieldMap("id", ("subject", "body"))
+    obj = {"Subject": "variant", "subject": "exact", "body": "b", "ID": "v", "id": "e"}
+    assert record_from_object(0, obj, fields, 1) == TicketRecord(0, "e", "exact\n\nb")
+    assert record_from_object(0, {"ID": "b", "text": "y"}, FieldMap(), 1) == TicketRecord(0, "b", "y")
+
+
+def test_record_errors_keep_index_and_id_with_several_text_fields():
+    fields = FieldMap("ticket", ("subject", "body"))
+    assert record_from_object(5, {"ticket": "T", "subject": "a", "body": 1}, fields, 2) == TicketRecord(
+        5, "T", None, "field 'body' must be a string"
+    )
+    assert record_from_object(5, {"ticket": "T"}, fields, 2) == TicketRecord(
+        5, "T", None, "missing fields 'subject', 'body'"
+    )
+    assert record_from_object(5, {"ticket": "T", "subject": " ", "body": None}, fields, 2) == TicketRecord(
+        5, "T", None, "empty text"
+    )
+
+
+@pytest.mark.parametrize("number", ["4E5", "4e5", "4.5", "45.0"])
+def test_a_non_integer_number_is_not_sniffed_as_an_id(number: str):
+    from triage_core.records import id_pattern
+
+    assert sniff_id('{"id": ' + number + ', "text": "cut', id_pattern(FieldMap())) is None
+
+
+def test_a_bare_string_first_does_not_skip_the_shape_check():
+    items = [
+        (TicketRecord(0, None, "a bare string"), None),
+        (TicketRecord(1, "b", None, "x"), {"body": 1}.keys()),
+    ]
+    with pytest.raises(RecordFormatError, match=r"the first 1 records have \['body'\]"):
+        list(check_shape(iter(items), FieldMap()))
+
+
+def test_the_shape_sample_is_bounded_by_characters_too(monkeypatch: pytest.MonkeyPatch):
+    from triage_core import records
+
+    monkeypatch.setattr(records, "SHAPE_SAMPLE_CHARS", 10)
+    fields = FieldMap("id", ("subject", "body"))  # "body" never comes
+    five = [(TicketRecord(i, None, "abcde"), {"subject": 1}.keys()) for i in range(5)]
+    with pytest.raises(RecordFormatError, match=r"the first 2 records have \['subject'\]"):
+        list(check_shape(iter(five), fields))
+    exactly = [(TicketRecord(0, None, "x" * 10), {"subject": 1}.keys()), *five]
+    with pytest.raises(RecordFormatError, match=r"the first 1 records"):
+        list(check_shape(iter(exactly), fields))
+    textless = [(TicketRecord(i, str(i), None, "missing"), {"id": 1}.keys()) for i in range(12)]
+    with pytest.raises(RecordFormatError, match=r"the first 12 records"):
+        list(check_shape(iter(textless), fields))
+
+
+def test_the_keys_kept_for_the_message_are_bounded_but_the_wanted_ones_always_count():
+    many = {f"z{i:03d}": i for i in range(250)}
+    late_text = [(TicketRecord(0, None, "x"), [*many, "text"])]
+    assert list(check_shape(iter(late_text), FieldMap())) == [TicketRecord(0, None, "x")]
+    # 200 keys are kept for the message: a 201st ("a", first in sorted order) is not
+    no_text = [(TicketRecord(0, None, None, "missing"), [*list(many)[:200], "a"])]
+    with pytest.raises(RecordFormatError) as exc:
+        list(check_shape(iter(no_text), FieldMap()))
+    have = [f"z{i:03d}" for i in range(50)]
+    assert f"the first 1 records have {have};" in str(exc.value)
