@@ -607,3 +607,25 @@ def test_the_keys_kept_for_the_message_are_bounded_but_the_wanted_ones_always_co
         list(check_shape(iter(no_text), FieldMap()))
     have = [f"z{i:03d}" for i in range(50)]
     assert f"the first 1 records have {have};" in str(exc.value)
+
+
+# --- reader.py: what the first mutation run left unpinned -------------------------------------
+def test_media_type_parameters_lose_only_their_quotes():
+    assert split_media_type('text/csv; charset="X-Mac-Roman"') == ("text/csv", {"charset": "x-mac-roman"})
+    assert split_media_type("text/csv; charset=XX") == ("text/csv", {"charset": "xx"})
+
+
+def test_an_unsupported_type_says_what_is_accepted():
+    with pytest.raises(RecordFormatError) as exc:
+        TicketReader(iter([b"x"]), content_type="text/plain")
+    assert str(exc.value) == (
+        "unsupported file type for '' (content type 'text/plain'): expected .jsonl/.ndjson "
+        "(JSON Lines), .csv/.tsv or .json (an array of tickets), optionally .gz"
+    )
+
+
+def test_how_the_data_was_read_is_unknown_until_it_is_read():
+    reader = TicketReader(iter([gzip.compress(b'{"id": "a", "text": "x"}\n')]), key="t.jsonl")
+    assert (reader.encoding, reader.compressed, reader.json) == (None, False, None)
+    assert [r.id for r in reader] == ["a"]
+    assert (reader.encoding, reader.compressed) == ("utf-8", True)
