@@ -629,3 +629,37 @@ def test_how_the_data_was_read_is_unknown_until_it_is_read():
     assert (reader.encoding, reader.compressed, reader.json) == (None, False, None)
     assert [r.id for r in reader] == ["a"]
     assert (reader.encoding, reader.compressed) == ("utf-8", True)
+
+
+# --- formats.py: what the first mutation run left unpinned ------------------------------------
+def test_a_non_object_names_every_text_field():
+    fields = FieldMap("id", ("subject", "body"))
+    records = list(iter_jsonl(['{"subject": "a", "body": "b"}\n', "7\n"], fields))
+    assert records[1] == TicketRecord(
+        1, None, None, "a ticket must be a JSON object with 'subject' + 'body' (line 2)"
+    )
+
+
+def test_a_broken_json_element_keeps_its_position():
+    data = b'[{"id": "a", "text": "x"}, {"id": "b", "text": tru}, {"id": "c", "text": "z"}]'
+    records = read(data, key="t.json")
+    assert [(r[0], r[1], r[3] is None) for r in records] == [(0, "a", True), (1, "b", False), (2, "c", True)]
+
+
+def test_the_id_of_a_broken_row_may_hold_any_letter():
+    from triage_core.formats import _id_from_line
+
+    assert _id_from_line('X7,"open', ",", 0) == "X7"
+    assert _id_from_line('a\rb,"open', ",", 0) is None
+
+
+def test_the_unclosed_quote_error_names_the_bound_that_was_hit():
+    lines = ["id,text\n", '1,"aaaaaaa\n', "bbbbbbbb\n", "cccccccccc\n", '"\n', "2,next\n"]
+    records = list(iter_csv(lines, max_chars=20, max_lines=3))
+    assert records[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 20 characters"
+    )
+    records = list(iter_csv(lines, max_chars=100, max_lines=2))
+    assert records[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 2 lines"
+    )
