@@ -154,7 +154,7 @@ def mutant_changes(module: str, codes: dict[str, int | None]) -> dict[str, Chang
     os.chdir(workdir(module))
     try:
         for mutant, code in codes.items():
-            if status(code) == "killed":
+            if status(code) in ("killed", "not_checked"):
                 continue
             diff = get_diff_for_mutant(mutant, path=staged)
             changes[mutant] = change_from_diff(module, function_of(mutant), diff)
@@ -242,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{state}: {mutant}\n{change.describe()}")
     for entry, why in report.stale:
         print(f"stale entry in {EQUIVALENTS.name}: {entry.module} {entry.function} {entry.removed}: {why}")
-    print(f"\n{'module':40} mutants killed surv. t/out no-t. equiv. score")
+    print(f"\n{'module':40} mutants killed surv. t/out no-t. unchecked equiv. score")
     for module, score in report.modules.items():
         flag = "" if score.score >= GOALS["module"] else f"  (goal {GOALS['module']})"
         print(
             f"{module:40} {score.mutants:7} {score.killed:6} {score.survived:5} {score.timeout:6} "
-            f"{score.no_tests:6} {score.equivalent:6} {score.score:.3f}{flag}"
+            f"{score.no_tests:6} {score.not_checked:9} {score.equivalent:6} {score.score:.3f}{flag}"
         )
     print(f"overall {report.score:.3f} (goal {GOALS['overall']}); {elapsed / 60:.1f} min; details: {details}")
     summary = report.summary()

@@ -8,7 +8,8 @@ names come from ``mutmut.stats.status_by_exit_code``; the ones counted here:
 * ``survived``: every test that reaches the mutated function passed;
 * ``timeout``: the tests ran out of their CPU-time limit;
 * ``no_tests``: no selected test reaches the function;
-* anything else (``suspicious``, ``segfault``, not checked) is neither killed nor equivalent.
+* ``not_checked``: the run ended before testing it (no verdict);
+* anything else (``suspicious``, ``segfault``) is neither killed nor equivalent.
 
 An *equivalent* mutant behaves exactly like the original for every input the code can get (a
 condition that cannot change the outcome, a keyword compared case-insensitively...). They are
@@ -38,6 +39,8 @@ NO_TESTS_CODES = frozenset({5, 33})
 
 
 def status(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "not_checked"  # the run stopped before this mutant (counted as not killed)
     if exit_code in KILLED_CODES:
         return "killed"
     if exit_code in SURVIVED_CODES:
@@ -136,6 +139,7 @@ class ModuleScore:
     survived: int = 0
     timeout: int = 0
     no_tests: int = 0
+    not_checked: int = 0
     other: int = 0
     equivalent: int = 0
 
@@ -151,6 +155,7 @@ class ModuleScore:
             "survived": self.survived,
             "timeout": self.timeout,
             "no_tests": self.no_tests,
+            "not_checked": self.not_checked,
             "equivalent": self.equivalent,
             "score": self.score,
         }
@@ -194,6 +199,8 @@ def build_report(
             setattr(score, state, getattr(score, state) + 1)
             change = changes.get(mutant)
             hits = [i for i, e in enumerate(equivalents) if change is not None and e.matches(change)]
+            if state == "not_checked":
+                continue  # no verdict: neither killed nor a gap known yet
             if state == "killed":
                 for i in hits:
                     killed_matches[i].append(mutant)

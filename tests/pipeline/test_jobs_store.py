@@ -537,3 +537,23 @@ def test_the_sweeper_does_not_claim_jobs_it_should_not(store: JobStore):
     assert not store.claim_overdue("job1", NOW - 500 + LEASE, LEASE)
     job = store.get_job("job1")
     assert "overdue_at" not in job and job["lease_until"] == int(NOW) - 500 + LEASE
+
+
+def test_the_reads_that_decide_outcomes_are_strongly_consistent(moto_server: MotoServer, store: JobStore):
+    """moto is always consistent; DynamoDB is not unless asked: a finalizer reading chunks with an
+    eventually consistent query could miss an outcome recorded a moment before. The requests as
+    botocore sends them must ask for ConsistentRead."""
+    _submitted_job(store, chunks=1)
+    client = moto_server.client("dynamodb")
+    reader = JobStore(client, store.table)
+    sent: list[tuple[str, Any]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        sent.append((model.name, params.get("ConsistentRead")))
+
+    client.meta.events.register("provide-client-params.dynamodb.*", record)
+    reader.get_job("job1")
+    reader.get_chunk("job1", 1)
+    reader.list_chunks("job1")
+    reader.pending_chunks("job1")
+    assert sent == [("GetItem", True), ("GetItem", True), ("Query", True), ("Query", True)]
