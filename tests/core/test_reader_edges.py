@@ -663,3 +663,31 @@ def test_the_unclosed_quote_error_names_the_bound_that_was_hit():
     assert records[0].error == (
         "unclosed quote: the quoted field in the row starting on line 2 is still open after 2 lines"
     )
+
+
+def test_json_objects_are_counted():
+    reader = TicketReader(iter([b'[{"id": 1, "text": "a"}, "s", {"id": 2, "text": "b"}]']), format=JSON)
+    assert [r.id for r in reader] == ["1", None, "2"]
+    assert reader.json is not None and reader.json.objects == 2
+
+
+def test_the_csv_row_bound_counts_characters_but_not_the_rows_line_break():
+    quoted = ["id,text\n", '1,"abc\n', 'def"\n', "2,next\n"]  # the row: 7 + 5 characters with breaks
+    assert [r.ok for r in iter_csv(quoted, max_chars=11)] == [True, True]
+    over = list(iter_csv(quoted, max_chars=10))
+    assert over[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 10 characters"
+    )
+    assert (over[-1].id, over[-1].text) == ("2", "next")
+    at_eof = ["id,text\n", '1,"abc\n', 'def"']  # no final line break: every character counts
+    assert [r.ok for r in iter_csv(at_eof, max_chars=11)] == [True]
+    assert next(r.ok for r in iter_csv(at_eof, max_chars=10)) is False
+
+
+def test_csv_row_errors_without_an_id_column_name_their_line():
+    data = b"text,channel\nA,b,c\n ,mail\nok,\n"
+    assert read(data, key="t.csv") == [
+        (0, None, None, "expected 2 columns, got 3 (line 2)"),
+        (1, None, None, "empty text (line 3)"),
+        (2, None, "ok", None),
+    ]
