@@ -156,12 +156,14 @@ def _succeeded(stack: Stack, job_id: str, n: int, write_output: bool = True) -> 
     return AsyncInferenceNotification.model_validate(message)
 
 
-def _failed(job_id: str, n: int, reason: str = "ModelError: boom") -> AsyncInferenceNotification:
+def _failed(
+    job_id: str, n: int, reason: str = "ModelError: boom", location: str | None = None
+) -> AsyncInferenceNotification:
     message = error_notification(
         inference_id=J.inference_id_for(job_id, n),
         endpoint_name="ep",
         input_location=f"s3://in/chunks/{job_id}/{n}.jsonl",
-        failure_location=None,
+        failure_location=location,
         failure_reason=reason,
         received_time="2027-01-15T07:59:00.000Z",
         event_time="2027-01-15T07:59:30.000Z",
@@ -232,7 +234,10 @@ def test_a_success_is_recorded_with_its_output_and_time(stack: Stack, logged: li
 
 def test_a_failure_is_recorded_with_its_reason(stack: Stack):
     _job(stack)
-    result = _handle(stack, _failed("job1", 2, "ClientError: Received server error (500) from model"))
+    failure = "s3://out/async-failures/job1-2.err"
+    result = _handle(
+        stack, _failed("job1", 2, "ClientError: Received server error (500) from model", failure)
+    )
     assert result == NotificationResult("job1-c00002", "recorded", "job1", 2, None)
     chunk = stack.jobs.get_chunk("job1", 2)
     assert (chunk["state"], chunk["notification_status"], chunk["failure_reason"]) == (
@@ -241,6 +246,7 @@ def test_a_failure_is_recorded_with_its_reason(stack: Stack):
         "ClientError: Received server error (500) from model",
     )
     assert chunk["reported_at"] == CLOCK_ISO
+    assert chunk["failure_location"] == failure
     assert "output_location" not in chunk
 
 
