@@ -691,3 +691,32 @@ def test_csv_row_errors_without_an_id_column_name_their_line():
         (1, None, None, "empty text (line 3)"),
         (2, None, "ok", None),
     ]
+
+
+def test_records_after_an_oversized_line_keep_counting_from_it():
+    lines = [(1, '{"id": "a", "text": "x"}\n'), (2, None), (3, '{"id": "b", "text": "y"}\n'), (4, "7\n")]
+    records = list(iter_jsonl(lines, max_chars=30))
+    assert [(r.index, r.id) for r in records] == [(0, "a"), (1, None), (2, "b"), (3, None)]
+    assert records[1].error == "record is larger than 30 characters (line 2)"
+    no_limit = list(iter_jsonl([(1, None)]))
+    assert no_limit == [TicketRecord(0, None, None, "record is larger than the record limit (line 1)")]
+
+
+def test_text_after_a_json_line_is_invalid_json():
+    records = list(iter_jsonl(['{"id": "a", "text": "t"}X\n', '{"id": "b", "text": "u"}  \r\n']))
+    assert (records[0].id, records[0].error) == ("a", "invalid JSON: Extra data")
+    assert (records[1].id, records[1].text) == ("b", "u")
+
+
+def test_a_number_python_will_not_convert_is_one_invalid_record():
+    line = '{"id": "a", "text": "t", "n": 1' + "1" * 5000 + "}\n"
+    records = list(iter_jsonl([line, '{"id": "b", "text": "u"}\n']))
+    assert (records[0].id, records[0].error) == ("a", "invalid JSON")
+    assert records[1].ok
+
+
+def test_a_header_of_exactly_the_text_fields_finds_its_delimiter_and_is_a_header():
+    fields = FieldMap("id", ("subject", "body"))
+    assert detect_delimiter("subject;body\n", fields) == ";"
+    reader = TicketReader(iter([b"text\nhello\n"]), format=CSV, csv_columns=["id", "text"])
+    assert [(r.id, r.text) for r in reader] == [(None, "hello")]
