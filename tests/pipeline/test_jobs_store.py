@@ -557,3 +557,11 @@ def test_the_reads_that_decide_outcomes_are_strongly_consistent(moto_server: Mot
     reader.list_chunks("job1")
     reader.pending_chunks("job1")
     assert sent == [("GetItem", True), ("GetItem", True), ("Query", True), ("Query", True)]
+
+
+def test_a_submission_without_an_output_location_stores_an_empty_one(store: JobStore):
+    assert store.create_job("j", {**DISPATCH}, NOW)
+    store.put_chunk("j", {"chunk": 1, "ticket_ids": ["a"]})
+    store.mark_chunk_submitted("j", 1, "2026-01-01T00:00:00Z", "", None)
+    chunk = store.get_chunk("j", 1)
+    assert (chunk["expected_output_location"], chunk["expected_failure_location"]) == ("", "")
