@@ -15,7 +15,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos redrive image clean
+.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos mutation redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -47,6 +47,12 @@ test: setup tools lint
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# With the fast tests that reach each module; the last line is one JSON object of scores
+# (docs/mutation.md). make mutation [MODULE=<path>]
+## mutation testing of the exactly-once core (ticket reader, jobs table, aggregation): mutmut scores
+mutation: $(VENV)/.installed
+	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
 ## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores)

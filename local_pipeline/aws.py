@@ -281,17 +281,13 @@ def _subscribe(sns: Any, topic_arn: str, queue_arn: str) -> str:
     ]
 
 
-def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = None) -> Resources:
-    """Create what the CDK stack creates on AWS, minus the endpoint and the Lambdas."""
+def create_jobs_table(dynamodb: Any, name: str) -> None:
+    """The jobs table as the stack defines it (infra/job_state.py): ``pk``/``sk``, the sparse
+    open-jobs index, TTL on ``expires_at``."""
     from ticket_pipeline import jobs
 
-    names = names or Names()
-    for bucket in (names.input_bucket, names.output_bucket):
-        s3.create_bucket(Bucket=bucket)
-        # versioned like the stack's buckets: every upload is a version of its own
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     dynamodb.create_table(
-        TableName=names.jobs_table,
+        TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         AttributeDefinitions=[
             {"AttributeName": "pk", "AttributeType": "S"},
@@ -312,8 +308,18 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
         BillingMode="PAY_PER_REQUEST",
     )
     dynamodb.update_time_to_live(
-        TableName=names.jobs_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
     )
+
+
+def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = None) -> Resources:
+    """Create what the CDK stack creates on AWS, minus the endpoint and the Lambdas."""
+    names = names or Names()
+    for bucket in (names.input_bucket, names.output_bucket):
+        s3.create_bucket(Bucket=bucket)
+        # versioned like the stack's buckets: every upload is a version of its own
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    create_jobs_table(dynamodb, names.jobs_table)
     topics = {
         name: sns.create_topic(Name=name)["TopicArn"]
         for name in (names.success_topic, names.error_topic, names.results_topic)

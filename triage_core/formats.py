@@ -179,7 +179,10 @@ class _RowLines:
         if text is None:
             raise _Oversized
         self._chars += len(text)
-        if len(self.row) > self._max_lines or (self._max_chars and self._chars > self._max_chars):
+        # the row's own line break is not part of its record (as in iter_lines: a line of exactly
+        # max_chars characters plus its "\n" is within the limit)
+        chars = self._chars - 1 if text.endswith("\n") else self._chars
+        if len(self.row) > self._max_lines or (self._max_chars and chars > self._max_chars):
             raise _Unbounded
         return text
 
@@ -287,8 +290,8 @@ def _csv_rows(
                 yield _too_large(index, max_chars, number)
             else:
                 ticket_id = _id_from_line(first_text, delimiter, id_col)
-                error = _quote_error(exc, number, len(lines), max_lines, max_chars, delimiter)
-                yield TicketRecord(index, ticket_id, None, at_line(error, ticket_id, None))
+                error = _quote_error(exc, number, len(lines), max_lines, max_chars)
+                yield TicketRecord(index, ticket_id, None, error)  # the error names its line
             feeder.resume_after_first_line()
             index += 1
             continue
@@ -321,9 +324,7 @@ def _id_from_line(text: str, delimiter: str, id_col: int | None) -> str | None:
     return _normal_id(cells[id_col])
 
 
-def _quote_error(
-    exc: Exception, line: int, lines: int, max_lines: int, max_chars: int | None, delimiter: str
-) -> str:
+def _quote_error(exc: Exception, line: int, lines: int, max_lines: int, max_chars: int | None) -> str:
     where = f"the row starting on line {line}"
     if isinstance(exc, _Oversized):
         return f"{where} has a line larger than {max_chars} characters (line {line + lines - 1})"

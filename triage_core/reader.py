@@ -82,7 +82,7 @@ def format_of_media_type(media: str) -> str | None:
 
 def detect_format(key: str, content_type: str | None) -> str:
     """A file's format: by its name's extension (a ``.gz`` suffix aside), else its content type."""
-    name = key.rsplit("/", 1)[-1].lower()
+    name = key.lower()  # its extension is the file name's: the key's last part
     for suffix in COMPRESSED_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]

@@ -189,12 +189,12 @@ def record_from_object(
             return TicketRecord(index, ticket_id, None, at_line("empty text", ticket_id, line))
         return TicketRecord(index, ticket_id, text)
     parts = []
-    present = 0
+    present = False  # some text field is there (possibly empty)
     for name in fields.text:
         value = _field(obj, name)
         if value is _MISSING or value is None:
             continue
-        present += 1
+        present = True
         if not isinstance(value, str):
             error = f"field {name!r} must be a string"
             return TicketRecord(index, ticket_id, None, at_line(error, ticket_id, line))

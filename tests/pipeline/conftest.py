@@ -4,8 +4,10 @@ inference server process on the tiny artifact."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from pipeline_helpers import Aws
@@ -17,6 +19,12 @@ from local_pipeline.model_server import ModelServerProcess
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
+    """moto's server; ``TRIAGE_TEST_MOTO_URL`` names one already running (``make mutation``
+    shares one between its test processes: only tests that never reset it are run there)."""
+    shared = os.environ.get("TRIAGE_TEST_MOTO_URL")
+    if shared:
+        yield MotoServer(port=urlsplit(shared).port)
+        return
     with patched_environ(DUMMY_CREDENTIALS):
         server = MotoServer().start()
         try:

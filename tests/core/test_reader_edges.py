@@ -1,0 +1,722 @@
+"""The edges of the ticket reader where a ticket could be dropped or doubled without anyone
+noticing: blank lines and rows in the middle of a file, records without the text field, bare
+JSON strings, byte-order marks, malformed and oversized CSV, records exactly at the size limit.
+
+Each case reads through :class:`triage_core.reader.TicketReader` (bytes in, as the dispatcher
+and the server read) and checks every record: its position, id, text and error. "Every ticket
+once" means the count of records equals the count of tickets in the file, good or bad.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+
+import pytest
+
+from tests.core.ticket_files import chunked
+from triage_core.formats import detect_delimiter, iter_csv, iter_jsonl, numbered
+from triage_core.reader import CSV, JSON, JSONL, TicketReader, detect_format, read_tickets, split_media_type
+from triage_core.records import (
+    FieldMap,
+    RecordFormatError,
+    TicketRecord,
+    at_line,
+    check_shape,
+    make_record,
+    normalise_id,
+    record_from_cells,
+    record_from_object,
+    sniff_id,
+)
+
+
+def read(data: bytes, size: int = 5, **options) -> list[tuple]:
+    """Every record of ``data`` streamed in ``size``-byte chunks, as (index, id, text, error)."""
+    return [(r.index, r.id, r.text, r.error) for r in TicketReader(iter(chunked(data, size)), **options)]
+
+
+# --- blank lines and rows in the middle ------------------------------------------------------
+@pytest.mark.parametrize("blank", [b"\n", b"   \n", b"\t\r\n", b"\r\n"])
+def test_a_blank_line_mid_jsonl_is_not_a_record_and_the_rest_is_read(blank: bytes):
+    data = b'{"id": "a", "text": "one"}\n' + blank + b'{"id": "b", "text": "two"}\n' + blank
+    data += b'{"id": "c", "text": "three"}\n'
+    assert read(data, key="t.jsonl") == [
+        (0, "a", "one", None),
+        (1, "b", "two", None),
+        (2, "c", "three", None),
+    ]
+
+
+@pytest.mark.parametrize("blank", [b"\n", b",\n", b" , \n", b"\r\n"])
+def test_a_blank_csv_row_mid_file_is_not_a_record_and_the_rest_is_read(blank: bytes):
+    data = b"id,text\n" + blank + b"1,one\n" + blank + blank + b"2,two\n3,three\n"
+    assert read(data, key="t.csv") == [
+        (0, "1", "one", None),
+        (1, "2", "two", None),
+        (2, "3", "three", None),
+    ]
+
+
+def test_blank_lines_before_the_csv_header_are_skipped():
+    assert read(b"\n  \n\nid,text\n1,one\n", key="t.csv") == [(0, "1", "one", None)]
+    assert read(b"\n\n \n", key="t.csv") == []
+
+
+# --- JSON Lines records that are not the usual object ----------------------------------------
+def test_a_jsonl_record_without_the_text_field_is_a_record_error_naming_its_line():
+    data = b'{"id": "a", "text": "ok"}\n{"id": "b", "body": "wrong field"}\n{"body": "no id"}\n'
+    assert read(data, key="t.jsonl") == [
+        (0, "a", "ok", None),
+        (1, "b", None, "missing field 'text'"),
+        (2, None, None, "missing field 'text' (line 3)"),
+    ]
+
+
+def test_a_bare_json_string_line_is_a_ticket_without_id():
+    data = b'{"id": "a", "text": "ok"}\n"printer on fire"\n""\n"   "\n42\n[1]\nnull\n'
+    assert read(data, key="t.jsonl") == [
+        (0, "a", "ok", None),
+        (1, None, "printer on fire", None),
+        (2, None, None, "empty text (line 3)"),
+        (3, None, None, "empty text (line 4)"),
+        (4, None, None, "a ticket must be a JSON object with 'text' (line 5)"),
+        (5, None, None, "a ticket must be a JSON object with 'text' (line 6)"),
+        (6, None, None, "a ticket must be a JSON object with 'text' (line 7)"),
+    ]
+
+
+def test_a_json_array_of_bare_strings_and_other_values():
+    data = b'[{"id": 1, "text": "ok"}, "just text", 3, {"id": "x", "text": ""}]'
+    assert read(data, key="t.json") == [
+        (0, "1", "ok", None),
+        (1, None, "just text", None),
+        (2, None, None, "a ticket must be a JSON object with 'text'"),
+        (3, "x", None, "empty text"),
+    ]
+
+
+def test_invalid_json_lines_keep_their_id_when_it_can_be_read():
+    data = b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "cut\n{"id": 12, oops}\n{oops}\n'
+    records = read(data, key="t.jsonl")
+    assert [(r[0], r[1]) for r in records] == [(0, "a"), (1, "b"), (2, "12"), (3, None)]
+    assert records[1][3].startswith("invalid JSON: Unterminated string")
+    assert records[3][3].startswith("invalid JSON: ") and records[3][3].endswith("(line 4)")
+    assert all(r[2] is None for r in records[1:])
+
+
+def test_invalid_bytes_in_a_jsonl_line_are_one_record_error():
+    lines = [b'{"id": "a", "text": "ok"}\n', b"\xff\xfe{bad\n", b'{"id": "c", "text": "fine"}\n']
+    records = list(iter_jsonl(lines))
+    assert [(r.index, r.id, r.ok) for r in records] == [(0, "a", True), (1, None, False), (2, "c", True)]
+    assert records[1].error.endswith("(line 2)")
+
+
+# --- byte-order marks -------------------------------------------------------------------------
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-32"])
+@pytest.mark.parametrize("size", [1, 2, 5, 4096])
+def test_a_csv_with_a_bom_has_the_same_header_and_rows(codec: str, size: int):
+    data = "id,text\r\n1,café\r\n2,naïve €\r\n".encode(codec)
+    assert data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF8[:2], codecs.BOM_UTF32_LE[:2])
+    assert read(data, size=size, key="t.csv") == [(0, "1", "café", None), (1, "2", "naïve €", None)]
+
+
+def test_a_bom_is_dropped_only_at_the_start():
+    data = codecs.BOM_UTF8 + b'{"id": "a", "text": "x"}\n{"id": "b", "text": "\xef\xbb\xbfkeeps it"}\n'
+    assert read(data, key="t.jsonl") == [(0, "a", "x", None), (1, "b", "\ufeffkeeps it", None)]
+
+
+# --- malformed and oversized CSV ---------------------------------------------------------------
+def test_a_malformed_csv_row_is_one_error_and_every_later_row_is_read():
+    data = b'id,text\n1,ok\n2,"closed" stray\n3,fine\n4,"also "bad\n5,last\n'
+    records = read(data, key="t.csv")
+    assert [(r[0], r[1], r[2]) for r in records] == [
+        (0, "1", "ok"),
+        (1, "2", None),
+        (2, "3", "fine"),
+        (3, "4", None),
+        (4, "5", "last"),
+    ]
+    assert records[1][3] == (
+        "stray text after a closing quote in the row starting on line 3 "
+        '(a quote inside a quoted field is written "")'
+    )
+    assert records[3][3].startswith("stray text after a closing quote in the row starting on line 5")
+
+
+def test_an_unclosed_quote_at_the_end_never_closes_and_loses_only_its_row():
+    data = b'id,text\n1,ok\n2,"never closed\n3,swallowed?\n'
+    records = read(data, key="t.csv")
+    assert records[0] == (0, "1", "ok", None)
+    assert records[1][:3] == (1, "2", None)
+    assert records[1][3] == "unclosed quote: the quoted field in the row starting on line 3 never closes"
+    assert records[2] == (2, "3", "swallowed?", None)  # resumed at the line after the row's first
+    assert len(records) == 3
+
+
+def test_a_quote_closing_lines_later_with_stray_text_names_both_lines():
+    data = b'id,text\n1,"opens\nstill open" stray\n2,next\n'
+    records = read(data, key="t.csv")
+    assert records[0][3] == (
+        "unclosed quote: the quoted field in the row starting on line 2 closes on line 3 "
+        "followed by stray text"
+    )
+    # reading resumes at line 3, the line after the broken row's first: a row of its own here
+    assert records[1] == (1, 'still open" stray', None, "empty text")
+    assert records[-1] == (2, "2", "next", None)
+
+
+def test_a_row_with_a_line_over_the_limit_is_one_error():
+    data = b'id,text\n1,"short\n' + b"x" * 50 + b'"\n2,next\n'
+    records = read(data, key="t.csv", max_record_chars=20)
+    assert records[0] == (
+        0,
+        "1",
+        None,
+        "the row starting on line 2 has a line larger than 20 characters (line 3)",
+    )
+    assert records[-1] == (len(records) - 1, "2", "next", None)
+    one_line = read(b"id,text\n1," + b"y" * 30 + b"\n2,ok\n", key="t.csv", max_record_chars=20)
+    assert one_line == [(0, None, None, "record is larger than 20 characters (line 2)"), (1, "2", "ok", None)]
+
+
+def test_an_oversized_or_malformed_header_fails_the_file():
+    with pytest.raises(RecordFormatError, match=r"^the CSV header \(line 2\) is larger than 10 characters$"):
+        read(b"\nid,text," + b"c" * 20 + b"\n1,x\n", key="t.csv", max_record_chars=10)
+    with pytest.raises(RecordFormatError, match=r"^the CSV header \(line 1\) is malformed$"):
+        read(b'id,"text\n1,x\n', key="t.csv")
+    with pytest.raises(RecordFormatError, match=r"^the CSV header \(line 1\) is malformed$"):
+        read(b'id,"te"xt\n1,x\n', key="t.csv")
+    with pytest.raises(RecordFormatError) as exc:
+        read(b"id,body\n1,x\n", key="t.csv")
+    assert str(exc.value) == (
+        "the CSV header has columns ['id', 'body']; expected text column(s) ['text'] (missing ['text']) "
+        "and optionally id column 'id': set the field mapping to the file's column names"
+    )
+
+
+def test_a_csv_without_an_id_column_and_a_mixed_case_header():
+    assert read(b"Subject;TEXT\nhello;world\n", key="t.csv") == [(0, None, "world", None)]
+    fields = FieldMap("Ticket", ("Subject", "Body"))
+    data = b"ticket|subject|body\nT1| Printer | on fire \nT2||\n"
+    assert read(data, key="t.csv", fields=fields) == [
+        (0, "T1", "Printer\n\non fire", None),
+        (1, "T2", None, "empty text"),
+    ]
+
+
+def test_too_many_cells_keeps_the_id_and_names_the_line():
+    records = read(b"id,text\n1,a,b\n,c,d\n", key="t.csv")
+    assert records == [
+        (0, "1", None, "expected 2 columns, got 3"),
+        (1, None, None, "expected 2 columns, got 3 (line 3)"),
+    ]
+
+
+def test_the_id_of_a_broken_row_is_read_from_its_first_line_only_when_safe():
+    from triage_core.formats import _id_from_line
+
+    assert _id_from_line('7,"open', ",", 0) == "7"
+    assert _id_from_line('"7,"open', ",", 0) is None
+    assert _id_from_line("7", ",", 0) is None  # the id alone: not before a broken field
+    assert _id_from_line('a,7,"x', ",", 1) == "7"
+    assert _id_from_line('a,7,"x', ",", None) is None
+    assert _id_from_line('a,7,"x', ",", 2) is None
+
+
+@pytest.mark.parametrize(
+    "header, delimiter",
+    [("id,text", ","), ("id;text", ";"), ("id\ttext", "\t"), ("id|text", "|"), ("id:text", ","), ('"x', ",")],
+)
+def test_the_delimiter_is_the_one_that_finds_the_text_column(header: str, delimiter: str):
+    assert detect_delimiter(header + "\n", FieldMap()) == delimiter
+
+
+def test_headerless_csv_with_configured_columns():
+    data = b"1,first\n2,second\n"
+    records = list(TicketReader(iter([data]), format=CSV, csv_columns=["id", "text"]))
+    assert [(r.index, r.id, r.text) for r in records] == [(0, "1", "first"), (1, "2", "second")]
+    with_header = list(TicketReader(iter([b"ID,Text\n1,first\n"]), format=CSV, csv_columns=["id", "text"]))
+    assert [(r.id, r.text) for r in with_header] == [("1", "first")]
+
+
+# --- the record size limit, exactly ------------------------------------------------------------
+@pytest.mark.parametrize("key", ["t.jsonl", "t.csv"])
+def test_a_record_exactly_at_the_limit_is_read_one_over_is_not(key: str):
+    def line(n: int) -> bytes:
+        if key == "t.csv":
+            return b"1," + b"x" * (n - 2)
+        body = b'{"id": "1", "text": "'
+        return body + b"x" * (n - len(body) - 2) + b'"}'
+
+    limit = 64
+    header = b"id,text\n" if key == "t.csv" else b""
+    at = read(header + line(limit) + b"\n", key=key, max_record_chars=limit)
+    assert len(at) == 1 and at[0][3] is None and at[0][1] == "1"
+    at_eof = read(header + line(limit), key=key, max_record_chars=limit)  # no final newline
+    assert len(at_eof) == 1 and at_eof[0][3] is None
+    over = read(header + line(limit + 1) + b"\n2\n", key=key, max_record_chars=limit)
+    assert over[0] == (
+        0,
+        None,
+        None,
+        f"record is larger than {limit} characters (line {len(header) // 8 + 1})",
+    )
+    over_eof = read(header + line(limit + 1), key=key, max_record_chars=limit)
+    assert over_eof == [
+        (0, None, None, f"record is larger than {limit} characters (line {len(header) // 8 + 1})")
+    ]
+
+
+# --- format detection and media types ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, content_type, expected",
+    [
+        ("in/a.JSONL.GZ", None, JSONL),
+        ("in/a.ndjson.gzip", "text/csv", JSONL),
+        ("a.jsonlines", None, JSONL),
+        ("a.tsv", None, CSV),
+        ("a.json.gz", None, JSON),
+        ("dir.csv/file", "application/x-ndjson; charset=utf-8", JSONL),
+        ("noext", "Application/JSON", JSON),
+        ("noext", "text/json", JSON),
+        ("noext", "application/csv", CSV),
+        ("noext", "text/tab-separated-values", CSV),
+        ("a.gz", "application/jsonl", JSONL),
+        ("a.gz.csv", None, CSV),
+        ("a.txt", "application/x-jsonlines", JSONL),
+    ],
+)
+def test_detect_format(key: str, content_type: str | None, expected: str):
+    assert detect_format(key, content_type) == expected
+
+
+@pytest.mark.parametrize(
+    "key, content_type", [("a.txt", None), ("a.gz", None), ("a", "text/plain"), ("", "")]
+)
+def test_an_unsupported_type_names_the_key_and_the_content_type(key: str, content_type: str | None):
+    with pytest.raises(RecordFormatError) as exc:
+        detect_format(key, content_type)
+    assert str(exc.value).startswith(f"unsupported file type for {key!r} (content type {content_type!r}): ")
+
+
+def test_split_media_type():
+    assert split_media_type(' Text/CSV ; Charset="Windows-1252" ; header=present') == (
+        "text/csv",
+        {"charset": "windows-1252", "header": "present"},
+    )
+    assert split_media_type(None) == ("", {})
+    assert split_media_type("application/json;x") == ("application/json", {"x": ""})
+
+
+def test_a_declared_charset_is_used_and_reported():
+    reader = TicketReader(
+        iter(["id,text\n1,café\n".encode("cp1252")]), key="t", content_type="text/csv; charset=cp1252"
+    )
+    assert reader.format == CSV and reader.charset == "cp1252"
+    assert [(r.id, r.text) for r in reader] == [("1", "café")]
+    assert reader.encoding == "windows-1252" and reader.compressed is False
+    plain = TicketReader(iter([b"id,text\n1,x\n"]), key="t.csv", content_type="text/csv")
+    assert plain.charset is None
+
+
+def test_reader_options_reach_the_formats():
+    fields = FieldMap("key", ("body",))
+    meta = {"Id-Field": "ref", "Text-Fields": "subject,message"}
+    reader = read_tickets(
+        iter([b'{"ref": 5, "subject": "a", "message": "b"}\n']), key="x.jsonl", fields=fields, metadata=meta
+    )
+    assert isinstance(reader, TicketReader)
+    assert reader.fields == FieldMap("ref", ("subject", "message"))
+    assert [(r.id, r.text) for r in reader] == [("5", "a\n\nb")]
+    assert reader.members == {}
+
+
+def test_json_members_are_kept_when_asked():
+    data = b'{"parameters": {"top_k": 2}, "inputs": [{"id": "a", "text": "x"}], "other": 1}'
+    reader = TicketReader(iter([data]), format=JSON, keep_members=("parameters",))
+    assert [(r.id, r.text) for r in reader] == [("a", "x")]
+    assert reader.members == {"parameters": {"top_k": 2}}
+    assert reader.json is not None and reader.json.objects == 1
+
+
+def test_an_empty_body_is_no_records_in_every_format():
+    for key in ("t.jsonl", "t.csv", "t.json"):
+        reader = TicketReader(iter([b""]), key=key)
+        assert list(reader) == []
+
+
+def test_whole_source_errors_become_record_format_errors():
+    with pytest.raises(RecordFormatError, match=r"^the gzip data is corrupt or truncated"):
+        read(b"\x1f\x8b\x08\x00garbage-not-gzip", key="t.jsonl")
+    with pytest.raises(RecordFormatError, match=r"^the JSON array ends without"):
+        read(b'[{"id": 1, "text": "x"}, 2', key="t.json")
+    with pytest.raises(RecordFormatError, match=r"^unexpected data after the JSON document"):
+        read(b'[{"id": 1, "text": "x"}] junk', key="t.json")
+
+
+def test_the_decompressed_size_limit_is_passed_on():
+    data = gzip.compress(b'{"id": "a", "text": "' + b"x" * 1000 + b'"}\n')
+    with pytest.raises(RecordFormatError, match=r"^the data decompresses to more than 100 bytes$"):
+        read(data, key="t.jsonl", max_decoded_bytes=100)
+    assert read(data, key="t.jsonl", max_decoded_bytes=2000)[0][:2] == (0, "a")
+
+
+# --- records.py, function by function ----------------------------------------------------------
+def test_make_record():
+    assert make_record(3, 7, "hi") == TicketRecord(3, "7", "hi", None)
+    assert make_record(0, "  ", "hi") == TicketRecord(0, None, "hi", None)
+    assert make_record(0, None, None) == TicketRecord(0, None, None, "missing field 'text'")
+    assert make_record(0, "a", 5) == TicketRecord(0, "a", None, "field 'text' must be a string")
+    assert make_record(0, "a", " \n") == TicketRecord(0, "a", None, "empty text")
+    assert make_record(0, True, "x") == TicketRecord(0, None, None, "id must be a string or an integer")
+    assert make_record(0, 1.5, "x").error == "id must be a string or an integer"
+    assert TicketRecord(0, None, "x").ok and not TicketRecord(0, None, None, "e").ok
+
+
+def test_normalise_id_and_at_line():
+    assert normalise_id(None) is None and normalise_id("") is None and normalise_id(" \t") is None
+    assert normalise_id(0) == "0" and normalise_id(" a ") == " a "
+    for bad in (False, 1.0, [], {}):
+        with pytest.raises(ValueError, match=r"^id must be a string or an integer$"):
+            normalise_id(bad)
+    assert at_line("e", "id", 7) == "e"
+    assert at_line("e", None, None) == "e"
+    assert at_line("e", None, 7) == "e (line 7)"
+    assert at_line("e", None, "row 3") == "e (row 3)"
+
+
+def test_record_from_object_fast_path_and_general_path_agree():
+    fields = FieldMap()
+    cases = [
+        ({"id": "a", "text": "x"}, TicketRecord(0, "a", "x")),
+        ({"id": 4, "text": "x"}, TicketRecord(0, "4", "x")),
+        ({"id": None, "text": "x"}, TicketRecord(0, None, "x")),
+        ({"text": "x"}, TicketRecord(0, None, "x")),
+        ({"id": " ", "text": "x"}, TicketRecord(0, None, "x")),
+        ({"ID": "b", "Text": "y"}, TicketRecord(0, "b", "y")),
+        (
+            {"id": True, "text": "x"},
+            TicketRecord(0, None, None, "id must be a string or an integer (line 9)"),
+        ),
+        ({"id": "a", "text": None}, TicketRecord(0, "a", None, "missing field 'text'")),
+        ({"id": "a", "text": 3}, TicketRecord(0, "a", None, "field 'text' must be a string")),
+        ({"text": 3}, TicketRecord(0, None, None, "field 'text' must be a string (line 9)")),
+        ({"id": "a", "text": "  "}, TicketRecord(0, "a", None, "empty text")),
+        ({"text": ""}, TicketRecord(0, None, None, "empty text (line 9)")),
+        ({"id": "a"}, TicketRecord(0, "a", None, "missing field 'text'")),
+    ]
+    for obj, expected in cases:
+        assert record_from_object(0, obj, fields, 9) == expected, obj
+
+
+def test_record_from_object_with_several_text_fields():
+    fields = FieldMap("ticket", ("subject", "body"))
+    assert record_from_object(1, {"ticket": "T", "subject": " A ", "body": "B"}, fields, 2) == TicketRecord(
+        1, "T", "A\n\nB"
+    )
+    assert record_from_object(1, {"ticket": "T", "subject": None, "body": "B"}, fields, 2).text == "B"
+    assert record_from_object(1, {"Subject": "A", "BODY": " "}, fields, 2) == TicketRecord(1, None, "A")
+    assert record_from_object(1, {"ticket": "T"}, fields, 2).error == "missing fields 'subject', 'body'"
+    assert record_from_object(1, {}, fields, 2).error == "missing fields 'subject', 'body' (line 2)"
+    assert record_from_object(1, {"subject": "", "body": " "}, fields, 2).error == "empty text (line 2)"
+    assert (
+        record_from_object(1, {"subject": "a", "body": 1}, fields, 2).error
+        == "field 'body' must be a string (line 2)"
+    )
+    assert record_from_object(1, {"ticket": [], "subject": "a"}, fields, 2).error == (
+        "id must be a string or an integer (line 2)"
+    )
+
+
+def test_record_from_cells():
+    assert record_from_cells(0, " 7 ", [" keep spaces "], 2) == TicketRecord(0, "7", " keep spaces ")
+    assert record_from_cells(0, "  ", ["x"], 2) == TicketRecord(0, None, "x")
+    assert record_from_cells(0, None, ["a", " ", " b "], 2) == TicketRecord(0, None, "a\n\nb")
+    assert record_from_cells(0, None, [" ", ""], 4) == TicketRecord(0, None, None, "empty text (line 4)")
+    assert record_from_cells(0, "9", [""], 4) == TicketRecord(0, "9", None, "empty text")
+
+
+def test_sniff_id():
+    from triage_core.records import id_pattern
+
+    pattern = id_pattern(FieldMap("ticket.id", ("text",)))
+    assert sniff_id('{"ticket.id": "A-1", "text": "cut', pattern) == "A-1"
+    assert sniff_id('{"ticket.id" :  42, "text', pattern) == "42"
+    assert sniff_id('{"ticketXid": "A-1"', pattern) is None
+    assert sniff_id('{"ticket.id": 4.5, "text', pattern) is None
+    assert sniff_id('{"ticket.id": "", "text', pattern) is None
+    assert sniff_id('{"ticket.id": "a\\"b", "t', pattern) == 'a"b'
+    assert sniff_id('{"ticket.id": "\\ud800", "t', pattern) == "\ud800"
+    assert sniff_id('{"ticket.id": "' + "x" * 300 + '"', pattern) is None
+
+
+def test_check_shape_holds_records_until_the_fields_are_seen():
+    fields = FieldMap("id", ("text",))
+    good = TicketRecord(1, "b", "x")
+    items = [(TicketRecord(0, None, None, "invalid JSON"), None), (good, {"ID": 1, "TEXT": 2}.keys())]
+    assert list(check_shape(items, fields)) == [items[0][0], good]
+    assert list(check_shape([], fields)) == []
+    assert list(check_shape([(TicketRecord(0, None, "s"), None)], fields)) == [TicketRecord(0, None, "s")]
+    with pytest.raises(RecordFormatError) as exc:
+        list(check_shape([(TicketRecord(0, None, None, "e"), {"body": 1}.keys())], fields))
+    assert str(exc.value) == (
+        "no record has the text field(s) ['text'] (the first 1 records have ['body']; expected id field "
+        "'id', text field(s) 'text'): set the field mapping to the file's field names"
+    )
+
+
+def test_check_shape_gives_up_after_the_sample():
+    from triage_core import records
+
+    fields = FieldMap()
+    many = [(TicketRecord(i, str(i), None, "missing field 'text'"), {"id": 1}.keys()) for i in range(500)]
+    with pytest.raises(RecordFormatError, match=r"the first 100 records have \['id'\]"):
+        list(check_shape(iter(many), fields))
+    # text seen late, within the sample: every record comes out, in order, once
+    late = [
+        *many[: records.SHAPE_SAMPLE_RECORDS - 1],
+        (TicketRecord(99, "t", "x"), {"text": 1}.keys()),
+        (TicketRecord(100, "u", "y"), {"text": 1}.keys()),
+    ]
+    assert [r.index for r in check_shape(iter(late), fields)] == list(range(101))
+
+
+def test_field_map_rules():
+    assert FieldMap("id", "text").text == ("text",)
+    for bad in [
+        ("id", ()),
+        ("id", ("",)),
+        ("", ("t",)),
+        ("id", ("x" * 129,)),
+        ("id", ("Id",)),
+        ("a", ("b", "B")),
+    ]:
+        with pytest.raises(ValueError):
+            FieldMap(bad[0], bad[1])
+    assert FieldMap("id", tuple(f"f{i}" for i in range(16))).text[-1] == "f15"
+    with pytest.raises(ValueError, match=r"^at most 16 text fields$"):
+        FieldMap("id", tuple(f"f{i}" for i in range(17)))
+    assert FieldMap.parse(None, None) == FieldMap()
+    assert FieldMap.parse(" key ", " a , b ") == FieldMap("key", ("a", "b"))
+    assert FieldMap.parse("key", ["a", " b"]) == FieldMap("key", ("a", "b"))
+    assert FieldMap.from_spec('{"id": "k", "text": "t"}') == FieldMap("k", ("t",))
+    assert FieldMap.from_spec({}) == FieldMap()
+    assert FieldMap.from_spec({"text": ["a", "b"]}).spec() == {"id": "id", "text": ["a", "b"]}
+    for spec, message in [
+        ("nope", "not JSON: 'nope'"),
+        ({"id": "a", "other": 1}, 'expected {"id": "<field>", "text": ["<field>", ...]}'),
+        ("[1]", 'expected {"id": "<field>", "text": ["<field>", ...]}'),
+        ({"text": 5}, '"text" must be a field name or a list of field names'),
+    ]:
+        with pytest.raises(ValueError) as exc:
+            FieldMap.from_spec(spec)
+        assert str(exc.value) == message
+    base = FieldMap("k", ("a", "b"))
+    assert base.override(None) is base and base.override({}) is base and base.override({"x": "y"}) is base
+    assert base.override({"ID-FIELD": "n"}) == FieldMap("n", ("a", "b"))
+    assert base.override({"text-fields": "c"}) == FieldMap("k", ("c",))
+    with pytest.raises(RecordFormatError, match=r"^invalid field mapping in the object metadata: "):
+        base.override({"text-fields": "k"})
+    assert base.describe() == "id field 'k', text field(s) 'a' + 'b'"
+
+
+def test_numbered_accepts_pairs_bytes_and_text():
+    assert list(numbered([(5, "a\n"), (6, None)])) == [(5, "a\n"), (6, None)]
+    assert list(numbered([b"caf\xe9\n", "x\n"])) == [(1, "café\n"), (2, "x\n")]
+
+
+def test_iter_csv_over_plain_lines():
+    assert [(r.id, r.text) for r in iter_csv(["id,text\n", "1,a\n"])] == [("1", "a")]
+    assert list(iter_csv([])) == []
+    assert [json.dumps(r) for r in iter_jsonl([])] == []
+
+
+# --- records.py: what the first mutation run left unpinned ------------------------------------
+def test_field_names_are_bounded_at_128_characters_with_a_clear_error():
+    assert FieldMap("i" * 128, ("t" * 128,)).id == "i" * 128
+    with pytest.raises(ValueError) as exc:
+        FieldMap("id", ("t" * 129,))
+    assert str(exc.value) == "field names must be non-empty strings of at most 128 characters"
+
+
+def test_a_record_without_text_keeps_its_id():
+    assert make_record(4, "a", None) == TicketRecord(4, "a", None, "missing field 'text'")
+
+
+def test_the_exact_field_name_wins_over_a_case_variant():
+    fields = FieldMap("id", ("subject", "body"))
+    obj = {"Subject": "variant", "subject": "exact", "body": "b", "ID": "v", "id": "e"}
+    assert record_from_object(0, obj, fields, 1) == TicketRecord(0, "e", "exact\n\nb")
+    assert record_from_object(0, {"ID": "b", "text": "y"}, FieldMap(), 1) == TicketRecord(0, "b", "y")
+
+
+def test_record_errors_keep_index_and_id_with_several_text_fields():
+    fields = FieldMap("ticket", ("subject", "body"))
+    assert record_from_object(5, {"ticket": "T", "subject": "a", "body": 1}, fields, 2) == TicketRecord(
+        5, "T", None, "field 'body' must be a string"
+    )
+    assert record_from_object(5, {"ticket": "T"}, fields, 2) == TicketRecord(
+        5, "T", None, "missing fields 'subject', 'body'"
+    )
+    assert record_from_object(5, {"ticket": "T", "subject": " ", "body": None}, fields, 2) == TicketRecord(
+        5, "T", None, "empty text"
+    )
+
+
+@pytest.mark.parametrize("number", ["4E5", "4e5", "4.5", "45.0"])
+def test_a_non_integer_number_is_not_sniffed_as_an_id(number: str):
+    from triage_core.records import id_pattern
+
+    assert sniff_id('{"id": ' + number + ', "text": "cut', id_pattern(FieldMap())) is None
+
+
+def test_a_bare_string_first_does_not_skip_the_shape_check():
+    items = [
+        (TicketRecord(0, None, "a bare string"), None),
+        (TicketRecord(1, "b", None, "x"), {"body": 1}.keys()),
+    ]
+    with pytest.raises(RecordFormatError, match=r"the first 1 records have \['body'\]"):
+        list(check_shape(iter(items), FieldMap()))
+
+
+def test_the_shape_sample_is_bounded_by_characters_too(monkeypatch: pytest.MonkeyPatch):
+    from triage_core import records
+
+    monkeypatch.setattr(records, "SHAPE_SAMPLE_CHARS", 10)
+    fields = FieldMap("id", ("subject", "body"))  # "body" never comes
+    five = [(TicketRecord(i, None, "abcde"), {"subject": 1}.keys()) for i in range(5)]
+    with pytest.raises(RecordFormatError, match=r"the first 2 records have \['subject'\]"):
+        list(check_shape(iter(five), fields))
+    exactly = [(TicketRecord(0, None, "x" * 10), {"subject": 1}.keys()), *five]
+    with pytest.raises(RecordFormatError, match=r"the first 1 records"):
+        list(check_shape(iter(exactly), fields))
+    textless = [(TicketRecord(i, str(i), None, "missing"), {"id": 1}.keys()) for i in range(12)]
+    with pytest.raises(RecordFormatError, match=r"the first 12 records"):
+        list(check_shape(iter(textless), fields))
+
+
+def test_the_keys_kept_for_the_message_are_bounded_but_the_wanted_ones_always_count():
+    many = {f"z{i:03d}": i for i in range(250)}
+    late_text = [(TicketRecord(0, None, "x"), [*many, "text"])]
+    assert list(check_shape(iter(late_text), FieldMap())) == [TicketRecord(0, None, "x")]
+    # 200 keys are kept for the message: a 201st ("a", first in sorted order) is not
+    no_text = [(TicketRecord(0, None, None, "missing"), [*list(many)[:200], "a"])]
+    with pytest.raises(RecordFormatError) as exc:
+        list(check_shape(iter(no_text), FieldMap()))
+    have = [f"z{i:03d}" for i in range(50)]
+    assert f"the first 1 records have {have};" in str(exc.value)
+
+
+# --- reader.py: what the first mutation run left unpinned -------------------------------------
+def test_media_type_parameters_lose_only_their_quotes():
+    assert split_media_type('text/csv; charset="X-Mac-Roman"') == ("text/csv", {"charset": "x-mac-roman"})
+    assert split_media_type("text/csv; charset=XX") == ("text/csv", {"charset": "xx"})
+
+
+def test_an_unsupported_type_says_what_is_accepted():
+    with pytest.raises(RecordFormatError) as exc:
+        TicketReader(iter([b"x"]), content_type="text/plain")
+    assert str(exc.value) == (
+        "unsupported file type for '' (content type 'text/plain'): expected .jsonl/.ndjson "
+        "(JSON Lines), .csv/.tsv or .json (an array of tickets), optionally .gz"
+    )
+
+
+def test_how_the_data_was_read_is_unknown_until_it_is_read():
+    reader = TicketReader(iter([gzip.compress(b'{"id": "a", "text": "x"}\n')]), key="t.jsonl")
+    assert (reader.encoding, reader.compressed, reader.json) == (None, False, None)
+    assert [r.id for r in reader] == ["a"]
+    assert (reader.encoding, reader.compressed) == ("utf-8", True)
+
+
+# --- formats.py: what the first mutation run left unpinned ------------------------------------
+def test_a_non_object_names_every_text_field():
+    fields = FieldMap("id", ("subject", "body"))
+    records = list(iter_jsonl(['{"subject": "a", "body": "b"}\n', "7\n"], fields))
+    assert records[1] == TicketRecord(
+        1, None, None, "a ticket must be a JSON object with 'subject' + 'body' (line 2)"
+    )
+
+
+def test_a_broken_json_element_keeps_its_position():
+    data = b'[{"id": "a", "text": "x"}, {"id": "b", "text": tru}, {"id": "c", "text": "z"}]'
+    records = read(data, key="t.json")
+    assert [(r[0], r[1], r[3] is None) for r in records] == [(0, "a", True), (1, "b", False), (2, "c", True)]
+
+
+def test_the_id_of_a_broken_row_may_hold_any_letter():
+    from triage_core.formats import _id_from_line
+
+    assert _id_from_line('X7,"open', ",", 0) == "X7"
+    assert _id_from_line('a\rb,"open', ",", 0) is None
+
+
+def test_the_unclosed_quote_error_names_the_bound_that_was_hit():
+    lines = ["id,text\n", '1,"aaaaaaa\n', "bbbbbbbb\n", "cccccccccc\n", '"\n', "2,next\n"]
+    records = list(iter_csv(lines, max_chars=20, max_lines=3))
+    assert records[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 20 characters"
+    )
+    records = list(iter_csv(lines, max_chars=100, max_lines=2))
+    assert records[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 2 lines"
+    )
+
+
+def test_json_objects_are_counted():
+    reader = TicketReader(iter([b'[{"id": 1, "text": "a"}, "s", {"id": 2, "text": "b"}]']), format=JSON)
+    assert [r.id for r in reader] == ["1", None, "2"]
+    assert reader.json is not None and reader.json.objects == 2
+
+
+def test_the_csv_row_bound_counts_characters_but_not_the_rows_line_break():
+    quoted = ["id,text\n", '1,"abc\n', 'def"\n', "2,next\n"]  # the row: 7 + 5 characters with breaks
+    assert [r.ok for r in iter_csv(quoted, max_chars=11)] == [True, True]
+    over = list(iter_csv(quoted, max_chars=10))
+    assert over[0].error == (
+        "unclosed quote: the quoted field in the row starting on line 2 is still open after 10 characters"
+    )
+    assert (over[-1].id, over[-1].text) == ("2", "next")
+    at_eof = ["id,text\n", '1,"abc\n', 'def"']  # no final line break: every character counts
+    assert [r.ok for r in iter_csv(at_eof, max_chars=11)] == [True]
+    assert next(r.ok for r in iter_csv(at_eof, max_chars=10)) is False
+
+
+def test_csv_row_errors_without_an_id_column_name_their_line():
+    data = b"text,channel\nA,b,c\n ,mail\nok,\n"
+    assert read(data, key="t.csv") == [
+        (0, None, None, "expected 2 columns, got 3 (line 2)"),
+        (1, None, None, "empty text (line 3)"),
+        (2, None, "ok", None),
+    ]
+
+
+def test_records_after_an_oversized_line_keep_counting_from_it():
+    lines = [(1, '{"id": "a", "text": "x"}\n'), (2, None), (3, '{"id": "b", "text": "y"}\n'), (4, "7\n")]
+    records = list(iter_jsonl(lines, max_chars=30))
+    assert [(r.index, r.id) for r in records] == [(0, "a"), (1, None), (2, "b"), (3, None)]
+    assert records[1].error == "record is larger than 30 characters (line 2)"
+    no_limit = list(iter_jsonl([(1, None)]))
+    assert no_limit == [TicketRecord(0, None, None, "record is larger than the record limit (line 1)")]
+
+
+def test_text_after_a_json_line_is_invalid_json():
+    records = list(iter_jsonl(['{"id": "a", "text": "t"}X\n', '{"id": "b", "text": "u"}  \r\n']))
+    assert (records[0].id, records[0].error) == ("a", "invalid JSON: Extra data")
+    assert (records[1].id, records[1].text) == ("b", "u")
+
+
+def test_a_number_python_will_not_convert_is_one_invalid_record():
+    line = '{"id": "a", "text": "t", "n": 1' + "1" * 5000 + "}\n"
+    records = list(iter_jsonl([line, '{"id": "b", "text": "u"}\n']))
+    assert (records[0].id, records[0].error) == ("a", "invalid JSON")
+    assert records[1].ok
+
+
+def test_a_header_of_exactly_the_text_fields_finds_its_delimiter_and_is_a_header():
+    fields = FieldMap("id", ("subject", "body"))
+    assert detect_delimiter("subject;body\n", fields) == ";"
+    reader = TicketReader(iter([b"text\nhello\n"]), format=CSV, csv_columns=["id", "text"])
+    assert [(r.id, r.text) for r in reader] == [(None, "hello")]
