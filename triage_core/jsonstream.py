@@ -274,12 +274,20 @@ class JsonRecords:
             yield Element(value, error, raw)
 
     def _object(self) -> Iterator[Element]:
+        names: list[str] = []
         while True:
             if not self._skip_ws():
                 raise JsonStructureError("the JSON object ends without '}': the data is truncated")
             char = self._peek()
             if char == "}":
                 self._pos += 1
+                if self.records_key is None and not self.members:
+                    # Nothing to read and nothing the caller asked for: say so, never "0 tickets".
+                    found = ", ".join(repr(n) for n in names[:10]) or "none"
+                    raise JsonStructureError(
+                        "expected a JSON array of tickets, or an object holding one (such as "
+                        f'{{"tickets": [...]}}); the object has no array member (its members: {found})'
+                    )
                 return
             if char == ",":
                 self._pos += 1
@@ -288,6 +296,7 @@ class JsonRecords:
             key, error, _ = self._value()
             if error is not None or not isinstance(key, str):
                 raise JsonStructureError(f"expected a member name at line {line}")
+            names.append(key)
             if not self._skip_ws() or self._peek() != ":":
                 raise JsonStructureError(f"expected ':' after {key!r} at line {line}")
             self._pos += 1
