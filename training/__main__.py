@@ -464,6 +464,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
             summary["review_threshold"] = choose_review_threshold(
                 args.output, splits.validation, args.review_precision
             )
+            store_review_threshold(args.output, summary["review_threshold"]["threshold"])
             summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
         if args.optimization_report:
             summary["optimization_report"] = optimization_report(
@@ -500,6 +501,17 @@ def choose_review_threshold(artifact_dir: Path, validation, precision: float) ->
         100 * choice["review_share"],
     )
     return {**choice, "chosen_on": "validation", "target_accuracy": precision}
+
+
+def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
+    """Write the chosen threshold into the artifact's manifest: the server uses it unless
+    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
+    from triage_core.artifact import load_manifest, write_manifest
+
+    manifest = load_manifest(artifact_dir)
+    write_manifest(
+        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
+    )
 
 
 def evaluate_test_splits(
