@@ -152,6 +152,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _option(
         hp,
+        "noise-pools",
+        type=_str_list,
+        default=None,
+        help=f"comma-separated noise pools of the augmentation: train, dev ({','.join(d.noise_pools)})",
+    )
+    _option(
+        hp,
         "minority-min-examples",
         type=int,
         default=d.minority_min_examples,
@@ -315,8 +322,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = (
         "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
         "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
-        "noisy_augmentation", "minority_min_examples", "threads", "gradient_accumulation_steps",
-        "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+        "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
+        "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
     )  # fmt: skip
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
