@@ -58,11 +58,11 @@ serve: $(VENV)/.installed
 	MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
 
 bench: $(VENV)/.installed
-	$(PY) -m inference_server.benchmark --model $(MODEL)
+	$(PY) -m benchmarks.serving --model $(MODEL)
 
 # 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
 bench-memory: $(VENV)/.installed
-	$(PY) -m inference_server.memory_benchmark --model $(MODEL)
+	$(PY) -m benchmarks.serving_memory --model $(MODEL)
 
 image:
 	bash container/build_image.sh $(MODEL)

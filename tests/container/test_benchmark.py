@@ -23,7 +23,7 @@ KEYS = {
 
 
 def run_benchmark(model: Path, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "inference_server.benchmark", "--model", str(model)]
+    cmd = [sys.executable, "-m", "benchmarks.serving", "--model", str(model)]
     cmd += ["--limit", "64", "--single", "10", "--repeats", "1", *extra]
     proc = subprocess.run(
         cmd, env=server_env(model, 0), capture_output=True, text=True, timeout=300, cwd=ROOT

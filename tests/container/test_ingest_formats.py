@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,11 +207,18 @@ def test_json_bodies_over_the_record_cap_are_413_and_the_route_follows_the_total
     mixed = {"instances": [{"subject": "", "body": ""}] * 900 + [{"subject": "card", "body": "lost"}] * 10}
     preds = scores(mapped_server.invoke(json.dumps(mixed).encode(), "application/json", JSONL))
     assert len(preds) == 910 and sum(1 for p in preds if p[2]) == 10
-    small = {"instances": [{"subject": "card", "body": "lost"}] * 10}
-    assert len(scores(mapped_server.invoke(json.dumps(small).encode(), "application/json", JSONL))) == 10
-    invocations = [line for line in mapped_server.log_lines() if line.get("msg") == "invocation"]
-    routes = [(line["records"], line["pipelined"]) for line in invocations if line["records"] in (910, 10)]
-    assert routes[-2:] == [(910, True), (10, False)]
+    small = {"instances": [{"subject": "card", "body": "lost"}] * 11}
+    assert len(scores(mapped_server.invoke(json.dumps(small).encode(), "application/json", JSONL))) == 11
+    # The server logs a request once its response is finished, so the two lines may come in
+    # either order (and a moment after the client has read the response): wait for both.
+    deadline = time.monotonic() + 10
+    while True:
+        invocations = [i for i in mapped_server.log_lines() if i.get("msg") == "invocation"]
+        routes = {(i["records"], i["pipelined"]) for i in invocations if i["records"] in (910, 11)}
+        if len(routes) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert routes == {(910, True), (11, False)}
 
 
 def test_charsets_the_server_cannot_decode_are_415(server):

@@ -299,9 +299,9 @@ def test_a_body_that_stops_arriving_ends_with_one_line_for_the_records_never_rea
     records that never arrive cannot be; after the drain budget the stream ends with a single
     ``index: null`` line naming the first index not accounted for. (In-process, with the drain
     budget cut from 30 s to 0.5 s.)"""
-    import inference_server.app as app_module
+    import inference_server.pipeline as pipeline_module
 
-    monkeypatch.setattr(app_module, "DRAIN_SECONDS", 0.5)
+    monkeypatch.setattr(pipeline_module, "DRAIN_SECONDS", 0.5)
     app = InferenceApp(Settings(model_dir=tiny_artifact, threads_per_worker=1, timeout_seconds=1.0))
     app.start_loading()
     deadline = time.monotonic() + 30

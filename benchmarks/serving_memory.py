@@ -1,6 +1,6 @@
 """Memory benchmark: 1 GB bodies through the real server, and the dispatcher's reading path.
 
-``python -m inference_server.memory_benchmark --model artifacts/model`` (``make bench-memory``),
+``python -m benchmarks.serving_memory --model artifacts/model`` (``make bench-memory``),
 each server case on a fresh ``python -m inference_server serve`` process, bodies POSTed in
 chunks and answered as JSON Lines (every line checked: one per record, in order):
 
@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from inference_server.benchmark import BUNDLED_DATA, _free_port, start_server
+from benchmarks.serving import BUNDLED_DATA, _free_port, start_server
 
 MB = 1024 * 1024
 CHUNK = 1 << 20
@@ -185,7 +185,7 @@ def reader_case(kind: str, size: int, record_bytes: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for read in (False, True):
         code = (
-            "from inference_server.memory_benchmark import _reader_child; "
+            "from benchmarks.serving_memory import _reader_child; "
             f"_reader_child({kind!r}, {size}, {record_bytes}, {read})"
         )
         started = time.perf_counter()
@@ -207,7 +207,7 @@ def json_body(total_bytes: int, record_bytes: int) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference_server.memory_benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving_memory", description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="serving artifact directory")
     parser.add_argument("--gb", type=float, default=1.0, help="body size in GB (gzip: compressed)")
     parser.add_argument("--record-kb", type=int, default=64, help="size of one generated ticket")

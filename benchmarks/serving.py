@@ -1,6 +1,6 @@
 """Benchmark: this server vs the Hugging Face toolkit-style baseline vs bare ONNX Runtime.
 
-``python -m inference_server.benchmark --model artifacts/model`` (``make bench``) measures, in
+``python -m benchmarks.serving --model artifacts/model`` (``make bench``) measures, in
 one run on this machine, on the same texts and the same trained model:
 
 (a) **baseline**: the fine-tuned torch checkpoint served as the SageMaker Hugging Face inference
@@ -44,7 +44,7 @@ import numpy as np
 from inference_server.settings import available_cpus
 from triage_core.inference import ArtifactClassifier
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = ROOT / "data" / "banking77" / "train.csv"
 
 
@@ -251,7 +251,7 @@ def bench_server(
 
 # --- report --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference_server.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="serving artifact directory")
     parser.add_argument("--hf-model", type=Path, default=None, help="torch checkpoint for the baseline")
     parser.add_argument("--data", type=Path, default=None, help="CSV (text column) or JSON Lines")
