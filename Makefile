@@ -13,7 +13,9 @@ DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
 PORT ?= 8080
 
-.PHONY: setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale redrive image clean
+# `make` alone lists the targets. A target is documented by the `## ` line right above it.
+.DEFAULT_GOAL := help
+.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -26,48 +28,58 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+## the virtual environment (requirements*.txt) and the pinned CDK CLI (package-lock.json)
 setup: $(VENV)/.installed node_modules/.installed
 
 # --- the two README commands
+## README command 1: set up, train the default model if there is none, run the demo on the local stack
 demo: setup
 	@if [ -f $(MODEL)/triage_artifact.json ]; then echo "Reusing the trained model in $(MODEL) (make train to retrain)"; \
 	else $(MAKE) --no-print-directory train; fi
 	$(PY) -m local_pipeline demo --model $(MODEL)
 
-# The whole suite, slow tests included (~a few minutes); `$(PY) -m pytest -m "not slow"` for a quick loop.
+# `$(PY) -m pytest -m "not slow"` for a quick loop.
+## README command 2: lint, then the whole test suite, slow tests included (minutes)
 test: setup tools lint
 	$(PY) -m pytest -m "slow or not slow"
 
+## ruff check and ruff format --check
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # --- training
+## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores)
 train: $(VENV)/.installed
 	$(PY) -m training train --output $(MODEL)
 
+## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
-# train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
+## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
 experiment: $(VENV)/.installed
 	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
 
 # --- serving
+## run the inference server on MODEL, PORT (8080), through the image's entrypoint
 serve: $(VENV)/.installed
 	MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
 
+## serving benchmark: the server's throughput and latency as ratios to a baseline in the same process
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.serving --model $(MODEL)
 
-# 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
+## 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
 bench-memory: $(VENV)/.installed
 	$(PY) -m benchmarks.serving_memory --model $(MODEL)
 
+## build the serving image with buildah and smoke-test it (root, no Docker engine needed)
 image:
 	bash container/build_image.sh $(MODEL)
 
 # --- infrastructure
+## synthesize the CDK app into cdk.out/ (offline; no Docker needed)
 synth: setup
 	npx --no-install cdk synth --quiet --output cdk.out
 
@@ -86,27 +98,42 @@ $(SAGEMAKER_SDK): requirements-sagemaker.txt
 	$(VENV)/sagemaker/bin/pip install --quiet -r requirements-sagemaker.txt
 	touch $@
 
-# side environments the test suite uses (checkov scan, SageMaker SDK estimator test)
+## side environments the test suite uses (checkov scan, SageMaker SDK estimator test)
 tools: $(CHECKOV) $(SAGEMAKER_SDK)
 
+## synth, then scan cdk.out/ with checkov
 checkov: synth $(CHECKOV)
 	$(CHECKOV) -d cdk.out --framework cloudformation --skip-download --compact --quiet
 
 # --- local async pipeline
+## start the local stack (moto, endpoint stand-in, server, Lambdas) and keep it up; writes local-stack.json
 local: $(VENV)/.installed
 	$(PY) -m local_pipeline up --model $(MODEL)
 
-# a generated file through the real dispatcher and aggregator on the local stack, stub model (no
-# model needed); the last line is one JSON object: make scale [TICKETS=100000]
+# No model needed: a stub model serves. The last line is one JSON object.
+## a generated file through the real dispatcher and aggregator on the local stack: make scale [TICKETS=1000000]
 scale: $(VENV)/.installed
 	$(PY) -m local_pipeline.scale --tickets $(or $(TICKETS),1000000)
 
+# Real handlers and inference server (a tiny model), an independent checker; the last line is one
+# JSON object (docs/chaos.md): make chaos [SEEDS=20] [FIRST_SEED=1] [FILES=5] | make chaos SEED=7
+## seeded faults at every boundary of the local stack, checked end to end: make chaos [SEEDS=20] | SEED=n
+chaos: $(VENV)/.installed
+	$(PY) -m chaos $(if $(SEED),--seed $(SEED),--seeds $(or $(SEEDS),20) --first-seed $(or $(FIRST_SEED),1)) \
+		$(if $(FILES),--files $(FILES))
+
 # --- operations
-# replay the Lambdas' dead-letter queues into their functions:
-# make redrive STACK=TicketTriage | LOCAL=1 (local-stack.json)  [FUNCTION=dispatcher] [DRY_RUN=1]
+## replay the Lambdas' dead-letter queues: make redrive STACK=TicketTriage | LOCAL=1 [FUNCTION=dispatcher] [DRY_RUN=1]
 redrive: $(VENV)/.installed
 	$(PY) -m ticket_pipeline.redrive $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
 		$(if $(FUNCTION),--function $(FUNCTION)) $(if $(DRY_RUN),--dry-run)
 
+## remove cdk.out, pytest cache, local-stack.json and scale artifacts
 clean:
 	rm -rf cdk.out .pytest_cache local-stack.json artifacts/scale
+
+## list the targets, one line each, from the `## ` comment right above each one
+help:
+	@awk '/^## / { doc = substr($$0, 4); next } \
+		/^[a-zA-Z][a-zA-Z0-9_-]*:/ && doc != "" { split($$0, t, ":"); printf "  make %-14s %s\n", t[1], doc } \
+		{ doc = "" }' $(firstword $(MAKEFILE_LIST))

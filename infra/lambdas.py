@@ -317,8 +317,11 @@ class TicketPipeline(Construct):
         props.success_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
         props.error_topic.add_subscription(subscriptions.LambdaSubscription(aggregator))
 
-        # --- sweeper: the same rights as the aggregator (it finalizes), on a schedule.
+        # --- sweeper: the same rights as the aggregator (it finalizes), on a schedule; it reads the
+        # ticket files too: a job whose dispatch never finished gets its file read again, so the
+        # records no dispatcher run sent are accounted for in its failures.
         self._grant_finalize(self.sweeper, props)
+        props.input_bucket.grant_read(self.sweeper.function, f"{props.input_prefix}*")
         self.sweep_schedule = events.Rule(
             self,
             "SweepSchedule",
@@ -375,10 +378,17 @@ class TicketPipeline(Construct):
                 "The dispatcher writes the chunk objects it creates, only under the chunk prefix."
             ),
         }
+        sweeper = {
+            **common,
+            arn_finding(input_bucket, f"/{props.input_prefix}*"): (
+                "The sweeper reads the ticket file of a job whose dispatch never finished, to account for "
+                "the records no dispatcher run sent; only under the input prefix."
+            ),
+        }
         for fn, findings in (
             (self.dispatcher, dispatcher),
             (self.aggregator, common),
-            (self.sweeper, common),
+            (self.sweeper, sweeper),
         ):
             policy = fn.role.node.find_child("DefaultPolicy").node.default_child
             for finding, reason in findings.items():

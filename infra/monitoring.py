@@ -1,8 +1,8 @@
 """Alarms (to the alarm topic, which CloudWatch may publish to) and one dashboard for the pipeline.
 
 Every metric comes from :func:`infra.metrics.documented_metric`, so each alarm and widget uses
-the dimension set AWS publishes the metric with. The README's runbook lists every alarm built
-here: what it means and what to do.
+the dimension set AWS publishes the metric with. The runbook (docs/deploy-and-operate.md) lists
+every alarm built here: what it means and what to do.
 """
 
 from __future__ import annotations

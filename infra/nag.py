@@ -42,7 +42,7 @@ def arn_finding(element: CfnElement, suffix: str = "", attribute: str = "Arn") -
 def skip_checkov(element: CfnElement | IConstruct, check_id: str, reason: str) -> None:
     """Record an accepted checkov finding on one resource (``Metadata.checkov.skip``), with why.
 
-    checkov reads this CloudFormation metadata and reports the check as skipped; the README's
+    checkov reads this CloudFormation metadata and reports the check as skipped; the runbook's
     checkov section lists the same ids.
     """
     if len(reason.strip()) < MIN_REASON_LENGTH:

@@ -161,6 +161,7 @@ class EventRouter:
                     MaxNumberOfMessages=1,
                     WaitTimeSeconds=self.wait_seconds,
                     MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                    MessageAttributeNames=["All"],
                 )
             except Exception:
                 if self._stop.is_set():

@@ -9,11 +9,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from local_pipeline.async_endpoint import (
     AsyncEndpoint,
@@ -67,6 +67,46 @@ def scheduled_event(rule_arn: str, when: float | None = None) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def routed_logs(work_dir: Path, level: str) -> Iterator[None]:
+    """Send what the functions print to files instead of the terminal, while the stack runs:
+    their Powertools JSON logs to ``<work_dir>/lambda.log``, their EMF metrics to
+    ``<work_dir>/metrics.log``, and the local stack's own log (router retries, endpoint errors) to
+    ``<work_dir>/local-pipeline.log``."""
+    from ticket_pipeline import metrics
+    from ticket_pipeline.logs import handler_logger
+
+    own = logging.getLogger("local_pipeline")
+    own_handler = logging.FileHandler(work_dir / "local-pipeline.log")
+    own_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    own.addHandler(own_handler)
+    own.setLevel(logging.INFO)
+    own.propagate = False
+
+    std = logging.getLogger(handler_logger().service)
+    lambda_handler = logging.FileHandler(work_dir / "lambda.log")
+    saved = list(std.handlers)
+    for handler in saved:
+        lambda_handler.setFormatter(handler.formatter)
+        std.removeHandler(handler)
+    std.addHandler(lambda_handler)
+    std.setLevel(level)
+    metrics_file = (work_dir / "metrics.log").open("a", encoding="utf-8")
+    metrics.set_output(metrics_file)
+    try:
+        yield
+    finally:
+        metrics.set_output(None)
+        metrics_file.close()
+        std.removeHandler(lambda_handler)
+        lambda_handler.close()
+        for handler in saved:
+            std.addHandler(handler)
+        own.removeHandler(own_handler)
+        own_handler.close()
+        own.propagate = True
+
+
 class LocalStack:
     """moto server + provisioned resources + model server + async endpoint + event router +
     Lambda's asynchronous Invoke + the sweeper's schedule.
@@ -92,10 +132,7 @@ class LocalStack:
         self.sweeps = 0
         self._sweeping = threading.Event()
         self._sweeper_thread: threading.Thread | None = None
-        self._metrics_file: IO[str] | None = None
         self._env = contextlib.ExitStack()
-        self._log_handler: logging.Handler | None = None
-        self._own_handler: logging.Handler | None = None
         self.clients: dict[str, Any] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -155,11 +192,9 @@ class LocalStack:
             set(self.invoke_queues),
         ).start()
         self._env.enter_context(patched_environ(self.lambda_environment()))
-        self._route_handler_logs()
-        from ticket_pipeline import aggregator, dispatcher, metrics, sweeper
+        self._env.enter_context(routed_logs(cfg.work_dir, cfg.log_level))
+        from ticket_pipeline import aggregator, dispatcher, sweeper
 
-        self._metrics_file = (cfg.work_dir / "metrics.log").open("a", encoding="utf-8")
-        metrics.set_output(self._metrics_file)
         for handler_module in (dispatcher, aggregator, sweeper):
             handler_module.runtime.cache_clear()
         progress("starting the event router (S3 -> dispatcher, SNS -> aggregator, schedule -> sweeper)")
@@ -232,8 +267,6 @@ class LocalStack:
             lambda: self.model_server and self.model_server.stop(),
             lambda: self.moto and self.moto.stop(),
             self._env.close,
-            self._unroute_handler_logs,
-            self._close_metrics,
         ):
             try:
                 step()
@@ -248,15 +281,6 @@ class LocalStack:
                 handler_module.runtime.cache_clear()
         except ImportError:
             pass
-
-    def _close_metrics(self) -> None:
-        if self._metrics_file is None:
-            return
-        from ticket_pipeline import metrics
-
-        metrics.set_output(None)
-        self._metrics_file.close()
-        self._metrics_file = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -293,46 +317,6 @@ class LocalStack:
             "RESULTS_PREFIX": "results/",
             "RESULTS_TOPIC_ARN": self.resources.results_topic_arn,
         }
-
-    def _route_handler_logs(self) -> None:
-        """Handler logs (Powertools JSON) go to <work_dir>/lambda.log, the stack's own (router
-        retries, endpoint errors) to <work_dir>/local-pipeline.log, not to the terminal."""
-        from ticket_pipeline.logs import handler_logger
-
-        own = logging.getLogger("local_pipeline")
-        self._own_handler = logging.FileHandler(self.config.work_dir / "local-pipeline.log")
-        self._own_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        own.addHandler(self._own_handler)
-        own.setLevel(logging.INFO)
-        own.propagate = False
-
-        logger = handler_logger()
-        std = logging.getLogger(logger.service)
-        self._log_handler = logging.FileHandler(self.config.work_dir / "lambda.log")
-        self._saved_handlers = list(std.handlers)
-        for handler in self._saved_handlers:
-            self._log_handler.setFormatter(handler.formatter)
-            std.removeHandler(handler)
-        std.addHandler(self._log_handler)
-        std.setLevel(self.config.log_level)
-
-    def _unroute_handler_logs(self) -> None:
-        own = logging.getLogger("local_pipeline")
-        if getattr(self, "_own_handler", None) is not None:
-            own.removeHandler(self._own_handler)
-            self._own_handler.close()
-            self._own_handler = None
-            own.propagate = True
-        if self._log_handler is None:
-            return
-        from ticket_pipeline.logs import handler_logger
-
-        std = logging.getLogger(handler_logger().service)
-        std.removeHandler(self._log_handler)
-        self._log_handler.close()
-        for handler in self._saved_handlers:
-            std.addHandler(handler)
-        self._log_handler = None
 
     def info(self) -> dict[str, Any]:
         """The contents of ``local-stack.json``."""

@@ -2,8 +2,7 @@
 
 The body is read by :class:`triage_core.reader.TicketReader`, the dispatcher Lambda's reader too,
 so a file is read the same way whether it is dropped in the input bucket or posted here
-(formats, charsets, BOMs, gzip, line endings, CSV quoting and field mapping: see the README's
-accepted-formats table).
+(formats, charsets, BOMs, gzip, line endings, CSV quoting and field mapping: see docs/formats.md).
 
 * :class:`RequestSpec` parses ``Content-Type`` (format and charset: any charset a codec knows is
   honoured, an unknown one is a 415), ``Content-Encoding`` (gzip or none, else 415) and SageMaker's

@@ -86,7 +86,7 @@ def review_threshold(setting: float | None, artifact: float | None) -> tuple[flo
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server reads from the environment (see the README's table)."""
+    """Everything the server reads from the environment (see the table in docs/serving.md)."""
 
     port: int = 8080
     model_dir: Path = Path("/opt/ml/model")

@@ -7,6 +7,7 @@ finalization. Notifications for unknown inference ids or chunks are counted as u
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ def handle_notification(
     deps: Deps,
     settings: AggregatorSettings,
     clock: Callable[[], float] = time.time,
+    time_left: Callable[[], float] = lambda: math.inf,
 ) -> NotificationResult:
     inference_id = notification.inferenceId
     parsed = J.parse_inference_id(inference_id)
@@ -89,7 +91,7 @@ def handle_notification(
         logger.info("duplicate notification ignored", extra=log)
         deps.metrics.count("DuplicateNotifications")
     # Also after a duplicate: if an earlier finalizer crashed, its lease has run out by now.
-    report = finalize_for(job_id, deps, settings, clock)
+    report = finalize_for(job_id, deps, settings, clock, time_left=time_left)
     return NotificationResult(
         inference_id,
         recorded.value,

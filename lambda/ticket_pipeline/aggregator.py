@@ -54,7 +54,14 @@ def handler(event: SnsModel, context: LambdaContext) -> dict[str, Any]:
                 deps.metrics.count("InvalidNotifications")
                 outcomes.append({"message_id": record.Sns.MessageId, "outcome": "invalid"})
                 continue
-            outcomes.append(handle_notification(notification, deps=deps, settings=settings).as_dict())
+            result = handle_notification(
+                notification,
+                deps=deps,
+                settings=settings,
+                clock=deps.clock,
+                time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+            )
+            outcomes.append(result.as_dict())
     finally:
         deps.metrics.publish()
     return {"notifications": outcomes}

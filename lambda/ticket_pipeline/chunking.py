@@ -105,9 +105,10 @@ class Chunker:
             key = source_id
         return key, None if record.ok else (record.error or "invalid record")
 
-    def replay(self, record: TicketRecord) -> None:
-        self._assign(record)
+    def replay(self, record: TicketRecord) -> tuple[str, str | None]:
+        """Key the record without emitting it: (its key, why it is rejected or None)."""
         self.replayed += 1
+        return self._assign(record)
 
     def add(self, record: TicketRecord) -> tuple[Chunk | None, Rejected | None]:
         """Key the record; returns (a chunk that is now full, the record's rejection)."""

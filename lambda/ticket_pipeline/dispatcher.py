@@ -61,7 +61,7 @@ def handler(event: DispatcherEvent, context: LambdaContext) -> dict[str, Any]:
         if event.continuation is not None:
             cont = event.continuation
             result = dispatch_upload(
-                cont.upload, deps=deps, settings=settings, budget=budget, cursor=cont.cursor
+                cont.upload, deps=deps, settings=settings, budget=budget, cursor=cont.cursor, clock=deps.clock
             )
             logger.info("continued", extra=result.as_dict())
             jobs.append(result.as_dict())
@@ -76,7 +76,9 @@ def handler(event: DispatcherEvent, context: LambdaContext) -> dict[str, Any]:
                 metrics.count("DispatchContinuations")
                 logger.info("remaining records handed to the next run", extra={"records": len(rest)})
                 break
-            result = dispatch_upload(record.upload, deps=deps, settings=settings, budget=budget)
+            result = dispatch_upload(
+                record.upload, deps=deps, settings=settings, budget=budget, clock=deps.clock
+            )
             logger.info("dispatched", extra=result.as_dict())
             jobs.append(result.as_dict())
     finally:

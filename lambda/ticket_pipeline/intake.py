@@ -40,13 +40,14 @@ import hashlib
 import math
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ticket_pipeline import jobs as J
-from ticket_pipeline.chunking import Chunker
+from ticket_pipeline.chunking import MAX_ID_CHARS, Chunker
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.logs import child_logger
@@ -63,7 +64,7 @@ from ticket_pipeline.submission import (
 )
 from triage_core.reader import TicketReader
 from triage_core.reader import detect_format as detect_ticket_format
-from triage_core.records import RecordFormatError, TicketRecord
+from triage_core.records import FieldMap, RecordFormatError, TicketRecord
 
 logger = child_logger()
 
@@ -93,6 +94,7 @@ class Deps:
     runtime: Any  # anything with invoke_endpoint_async(**kwargs): the sagemaker-runtime client
     continuation: Continuation | None = None  # None: never stop early (no next run to hand to)
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    clock: Callable[[], float] = time.time  # as in stores.Stores
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,25 @@ def detect_format(key: str, content_type: str | None) -> str:
         raise WholeFileError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the dispatcher read a job's file (its ``TICKET_FIELDS`` and ``MAX_FILE_MB``), recorded
+    with the job so the sweeper, which has neither setting, reads the file again the same way."""
+
+    fields: FieldMap
+    max_file_bytes: int
+
+    @classmethod
+    def of_job(cls, meta: dict[str, Any]) -> Reading:
+        """What the job recorded; a job recorded without it was read with the defaults."""
+        default = DispatcherSettings.model_fields
+        spec = meta.get("ticket_fields") or default["ticket_fields"].default
+        max_bytes = meta.get("max_file_bytes") or int(default["max_file_mb"].default * 1024 * 1024)
+        return cls(FieldMap.from_spec(spec), int(max_bytes))
+
+
 def read_records(
-    deps: Deps, source: S3Location, info: ObjectInfo, settings: DispatcherSettings
+    deps: Deps, source: S3Location, info: ObjectInfo, settings: DispatcherSettings | Reading
 ) -> Iterator[TicketRecord]:
     """The object's records, streamed: the one place that turns an S3 object into records.
 
@@ -224,12 +243,12 @@ def dispatch_upload(
         if cursor is not None:
             logger.error("continuation for a job that does not exist; ignored", extra=log)
             return DispatchResult(job_id, source.uri, "superseded", version_id=source.version_id)
-        opened = _open_job(job_id, upload, deps, settings, clock)
+        opened = _open_job(job_id, upload, deps, settings, clock, budget)
         if isinstance(opened, DispatchResult):
             return opened
         meta = opened
     if meta["status"] != J.DISPATCHING:
-        return _already_dispatched(job_id, source, meta, deps, settings, clock)
+        return _already_dispatched(job_id, source, meta, deps, settings, clock, budget)
     at = int(meta.get("cursor", 0))
     if (cursor is None and at > 0) or (cursor is not None and cursor != at):
         # Another run owns the job (a duplicate or stale event). If the run that checkpointed at
@@ -247,7 +266,12 @@ def dispatch_upload(
 
 
 def _open_job(
-    job_id: str, upload: Upload, deps: Deps, settings: DispatcherSettings, clock: Callable[[], float]
+    job_id: str,
+    upload: Upload,
+    deps: Deps,
+    settings: DispatcherSettings,
+    clock: Callable[[], float],
+    budget: RunBudget,
 ) -> dict[str, Any] | DispatchResult:
     source = upload.location
     try:
@@ -260,9 +284,9 @@ def _open_job(
                 f"more than MAX_FILE_MB={settings.max_file_mb:g}; split it"
             )
     except (ObjectNotFound, ObjectUnreadable) as exc:
-        return _whole_file_failure(job_id, upload, f"file unreadable: {exc}", deps, settings, clock)
+        return _whole_file_failure(job_id, upload, f"file unreadable: {exc}", deps, settings, clock, budget)
     except WholeFileError as exc:
-        return _whole_file_failure(job_id, upload, str(exc), deps, settings, clock)
+        return _whole_file_failure(job_id, upload, str(exc), deps, settings, clock, budget)
     now = clock()
     fields = {
         "source": source.uri,
@@ -272,6 +296,8 @@ def _open_job(
         # what the reader needs to read the file the same way in every run
         "content_encoding": info.content_encoding,
         "metadata": info.metadata,
+        "ticket_fields": settings.ticket_fields,
+        "max_file_bytes": settings.max_file_bytes,
         "size": info.size,
         "status": J.DISPATCHING,
         "cursor": 0,
@@ -295,6 +321,7 @@ def _already_dispatched(
     deps: Deps,
     settings: DispatcherSettings,
     clock: Callable[[], float],
+    budget: RunBudget,
 ) -> DispatchResult:
     """A duplicate event for a job that is past dispatching: invoke what is still pending (a run
     that died between writing and invoking a chunk), then try to finalize."""
@@ -309,7 +336,7 @@ def _already_dispatched(
     logger.info(
         "duplicate S3 event: job already dispatched", extra={"job_id": job_id, "status": meta["status"]}
     )
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     return DispatchResult(
         job_id,
         source.uri,
@@ -332,14 +359,7 @@ def _run(
     source = upload.location
     start = int(meta.get("cursor", 0))
     run = int(meta.get("run", 0)) + 1
-    info = ObjectInfo(
-        int(meta.get("size", 0)),
-        meta.get("content_type"),
-        meta.get("etag"),
-        source.version_id,
-        meta.get("content_encoding"),
-        dict(meta.get("metadata") or {}),
-    )
+    info = _recorded_info(meta, source)
     log = {"job_id": job_id, "source": source.uri, "run": run, "cursor": start}
     can_continue = deps.continuation is not None and run < settings.max_dispatch_runs
     error: str | None = None
@@ -392,12 +412,15 @@ def _run(
         if last is not None:
             submitter.submit(last)
         submitter.drain()
+        # An object of this run's own: two runs at one position (a duplicate event) must not
+        # overwrite each other's; the one whose checkpoint or finish wins registers its object.
         part = spool.save(
             deps.objects,
-            S3Location(settings.output_bucket, f"{settings.results_prefix}{job_id}/rejected/{run:03d}.jsonl"),
+            S3Location(
+                settings.output_bucket,
+                f"{settings.results_prefix}{job_id}/rejected/{run:03d}-{uuid.uuid4().hex[:12]}.jsonl",
+            ),
         )
-    if part:
-        deps.jobs.add_rejected_part(job_id, part)
     cursor = start + chunker.records
     rejected_total = int(meta.get("rejected", 0)) + chunker.rejected
     deps.metrics.count("TicketsDispatched", submitter.tickets_invoked)
@@ -423,7 +446,7 @@ def _run(
     if stopped and error is None:
         if chunker.records == 0:
             error = "no progress: the run's time went into re-reading the records already dispatched"
-        elif not deps.jobs.checkpoint(job_id, start, progress, deadline):
+        elif not deps.jobs.checkpoint(job_id, start, progress, deadline, rejected_part=part):
             logger.warning("another run checkpointed this job first; stopping", extra=log)
             return DispatchResult(job_id, source.uri, "superseded", **result)
         else:
@@ -436,7 +459,7 @@ def _run(
     if cursor == 0 and error is None:
         error = "file has no ticket records"
     done = {**progress, "chunk_count": chunker.next_chunk - 1, "error": error}
-    if not deps.jobs.finish_dispatch(job_id, start, done, deadline):
+    if not deps.jobs.finish_dispatch(job_id, start, done, deadline, rejected_part=part):
         logger.warning("another run finished this job first", extra=log)
         return DispatchResult(job_id, source.uri, "superseded", **result)
     if error:
@@ -447,7 +470,7 @@ def _run(
     if cursor == 0:
         deps.metrics.count("WholeFileFailures")
     logger.info("job submitted", extra={**log, **result})
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     if cursor == 0:
         outcome = "rejected_file"
     elif chunker.next_chunk == 1:
@@ -455,6 +478,32 @@ def _run(
     else:
         outcome = "submitted"
     return DispatchResult(job_id, source.uri, outcome, error=error, **result)
+
+
+def file_keys(deps: Any, meta: dict[str, Any]) -> Iterator[tuple[str, int, str | None, str | None]]:
+    """Every record of a job's file as the dispatcher keys it: (key, record number, its own id,
+    why it is rejected or None). For a job whose dispatch never finished, so its finalizer can
+    account for the records no run sent (:func:`.results.consolidate`); ``deps.objects`` reads."""
+    where = S3Location.parse(meta["source"])
+    source = S3Location(where.bucket, where.key, meta.get("version_id"))
+    info = _recorded_info(meta, source)
+    with KeyRegistry() as keys:
+        chunker = Chunker(1, keys)
+        for record in read_records(deps, source, info, Reading.of_job(meta)):
+            key, rejected = chunker.replay(record)
+            yield key, record.index + 1, record.id[:MAX_ID_CHARS] if record.id is not None else None, rejected
+
+
+def _recorded_info(meta: dict[str, Any], source: S3Location) -> ObjectInfo:
+    """The object as the job's first run saw it (what every later reader of the file reads by)."""
+    return ObjectInfo(
+        int(meta.get("size", 0)),
+        meta.get("content_type"),
+        meta.get("etag"),
+        source.version_id,
+        meta.get("content_encoding"),
+        dict(meta.get("metadata") or {}),
+    )
 
 
 def _check_unchanged(deps: Deps, source: S3Location, info: ObjectInfo) -> None:
@@ -480,6 +529,7 @@ def _whole_file_failure(
     deps: Deps,
     settings: DispatcherSettings,
     clock: Callable[[], float],
+    budget: RunBudget,
 ) -> DispatchResult:
     source = upload.location
     now = clock()
@@ -504,5 +554,5 @@ def _whole_file_failure(
     if created:
         deps.metrics.count("FilesReceived")
         deps.metrics.count("WholeFileFailures")
-    finalize_for(job_id, deps, settings, clock)
+    finalize_for(job_id, deps, settings, clock, time_left=budget.remaining_seconds)
     return DispatchResult(job_id, source.uri, "rejected_file", error=reason, version_id=source.version_id)

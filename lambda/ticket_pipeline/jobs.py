@@ -24,7 +24,8 @@ transaction conditioned on the chunk not having reported yet *and* the job still
 a duplicate SNS delivery changes nothing and a notification arriving after the job was
 finalized (late) changes nothing either. Finalization is claimed with a conditional update: by
 the last notification (``reported >= chunk_count``) or by the sweeper (``deadline`` passed), and
-by whoever finds a crashed finalizer's lease run out; only one claim can succeed at a time.
+by whoever finds a crashed finalizer's lease run out (the sweeper only, once the job was claimed
+as overdue); only one claim can succeed at a time.
 """
 
 from __future__ import annotations
@@ -249,13 +250,27 @@ class JobStore:
             return existing.get("state") if existing else PENDING
         return None
 
-    def checkpoint(self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float) -> bool:
-        """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``) if the job is
-        still dispatching at ``expected_cursor``: of two runs at one position, one wins."""
-        return self._advance(job_id, expected_cursor, fields, deadline, submit=False)
+    def checkpoint(
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None = None,
+    ) -> bool:
+        """Record a dispatcher run's progress (``cursor`` and the rest in ``fields``, and the object
+        holding the run's rejected records) if the job is still dispatching at ``expected_cursor``:
+        of two runs at one position, one wins, and only the winner's rejected records count."""
+        return self._advance(job_id, expected_cursor, fields, deadline, rejected_part, submit=False)
 
     def _advance(
-        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float, submit: bool
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None,
+        submit: bool,
     ) -> bool:
         names = {"#status": "status", "#deadline": DEADLINE_ATTRIBUTE, "#cursor": "cursor"}
         values = {
@@ -264,6 +279,11 @@ class JobStore:
             ":deadline": {"N": str(int(deadline))},
         }
         sets = [*_sets(fields, names, values), "#deadline = :deadline"]
+        if rejected_part:
+            names["#parts"] = "rejected_parts"
+            values[":no_parts"] = {"L": []}
+            values[":part"] = {"L": [{"S": rejected_part}]}
+            sets.append("#parts = list_append(if_not_exists(#parts, :no_parts), :part)")
         if submit:
             values[":submitted"] = {"S": SUBMITTED}
             sets.append("#status = :submitted")
@@ -274,20 +294,6 @@ class JobStore:
             ConditionExpression="#status = :dispatching AND #cursor = :expected",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
-        )
-
-    def add_rejected_part(self, job_id: str, location: str) -> None:
-        """Append one run's rejected-records object to the job (each location once)."""
-        self._update(
-            job_id,
-            "META",
-            UpdateExpression="SET rejected_parts = list_append(if_not_exists(rejected_parts, :empty), :part)",
-            ConditionExpression="NOT contains(rejected_parts, :location)",
-            ExpressionAttributeValues={
-                ":empty": {"L": []},
-                ":part": {"L": [{"S": location}]},
-                ":location": {"S": location},
-            },
         )
 
     def mark_handed_off(self, job_id: str, cursor: int) -> None:
@@ -302,11 +308,17 @@ class JobStore:
         )
 
     def finish_dispatch(
-        self, job_id: str, expected_cursor: int, fields: dict[str, Any], deadline: float
+        self,
+        job_id: str,
+        expected_cursor: int,
+        fields: dict[str, Any],
+        deadline: float,
+        rejected_part: str | None = None,
     ) -> bool:
-        """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ...: from now on
-        the job can be finalized when every chunk has reported."""
-        return self._advance(job_id, expected_cursor, fields, deadline, submit=True)
+        """``dispatching`` -> ``submitted`` with the final ``chunk_count``, ``tickets``, ... (and the
+        last run's rejected records): from now on the job can be finalized when every chunk has
+        reported."""
+        return self._advance(job_id, expected_cursor, fields, deadline, rejected_part, submit=True)
 
     def mark_chunk_submitted(
         self, job_id: str, number: int, submitted_at: str, output_location: str, failure_location: str | None
@@ -396,14 +408,16 @@ class JobStore:
 
     def claim_finalization(self, job_id: str, now: float, lease_seconds: int) -> bool:
         """Take the job's finalization lease if every chunk has reported (or a previous holder's
-        lease ran out). Exactly one caller wins while the lease is live."""
+        lease ran out). Exactly one caller wins while the lease is live. A job the sweeper claimed
+        as overdue is left to the sweeper (:meth:`claim_overdue`): its dispatch may not have
+        finished, and only the sweeper reads the file again to account for every record."""
         return self._update(
             job_id,
             "META",
             UpdateExpression="SET #status = :finalizing, lease_until = :until",
             ConditionExpression=(
                 "(#status = :submitted AND reported >= chunk_count) "
-                "OR (#status = :finalizing AND lease_until < :now)"
+                "OR (#status = :finalizing AND lease_until < :now AND attribute_not_exists(overdue_at))"
             ),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues={

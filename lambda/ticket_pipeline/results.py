@@ -25,6 +25,7 @@ live in a :class:`.keys.KeyRegistry` on local disk.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 import time
@@ -34,6 +35,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ticket_pipeline import jobs as J
 from ticket_pipeline.jobs import JobStore
@@ -244,6 +247,30 @@ def _failure_detail(chunk: dict[str, Any], objects: ObjectStore) -> str:
     return f"{reason} (model response: {detail})"
 
 
+def _account_for_undispatched(meta: dict[str, Any], file_keys: FileKeys | None, acc: _Accumulator) -> str:
+    """Fail every record of the file that no chunk or rejected part accounts for; the job's error."""
+    dispatched = int(meta.get("cursor", 0))
+    if file_keys is not None:
+        try:
+            records = not_sent = 0
+            for key, number, source_id, rejected in file_keys(meta):
+                records += 1
+                if key not in acc.seen:
+                    acc.fail(key, rejected or NOT_DISPATCHED, record=number, source_id=source_id)
+                    not_sent += 1
+        except (ObjectNotFound, ObjectUnreadable, ValueError) as exc:  # ValueError: RecordFormatError
+            logger.error("cannot read the file again to account for its records", extra={"error": str(exc)})
+        else:
+            return (
+                f"dispatch did not finish: {records - not_sent:,} of the file's {records:,} records were "
+                f"dispatched, the other {not_sent:,} are in the failures (not dispatched); re-upload the file"
+            )
+    return (
+        f"dispatch did not finish: only the first {dispatched:,} records of the file were read (the "
+        "dispatcher gave up; see its dead-letter queue); re-upload the file"
+    )
+
+
 @dataclass(frozen=True)
 class FinalReport:
     job_id: str
@@ -263,10 +290,29 @@ def _unreported_reason(meta: dict[str, Any], state: str | None) -> str:
     return f"chunk never reported (state {state})"
 
 
+# (key, record number, source id, why the record is rejected or None) for every record of a file
+FileKeys = Callable[[dict[str, Any]], Iterable[tuple[str, int, str | None, str | None]]]
+
+NOT_DISPATCHED = (
+    "not dispatched: the dispatcher had not sent this record when the job's deadline passed "
+    "(its event failed every attempt; see the dispatcher's dead-letter queue); re-upload the file"
+)
+
+
 def consolidate(
-    meta: dict[str, Any], chunks: Iterable[dict[str, Any]], objects: ObjectStore, bucket: str, prefix: str
+    meta: dict[str, Any],
+    chunks: Iterable[dict[str, Any]],
+    objects: ObjectStore,
+    bucket: str,
+    prefix: str,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport:
-    """Build and write results.jsonl, failures.jsonl and summary.json for a job."""
+    """Build and write results.jsonl, failures.jsonl and summary.json for a job.
+
+    A job whose dispatch never finished (the sweeper finalizes it at its deadline) has records no
+    chunk holds: with ``file_keys`` (the file read again, every record keyed as the dispatcher
+    keys them) each of those goes to the failures too, so every ticket of the file is accounted
+    for; without it, or when the file cannot be read any more, the error says how many were read."""
     job_id = meta["job_id"]
     base = f"{prefix}{job_id}/"
     results_loc = S3Location(bucket, base + "results.jsonl")
@@ -312,13 +358,10 @@ def consolidate(
                 )
             for ticket_id in chunk.get("ticket_ids") or []:
                 acc.fail(ticket_id, reason)
-        accounted = acc.succeeded + acc.failed
         error = meta.get("error")
         if "chunk_count" not in meta and not error:  # the sweeper finalized a job still dispatching
-            error = (
-                f"dispatch did not finish: only the first {int(meta.get('cursor', 0)):,} records of the file "
-                "were read (the dispatcher gave up; see its dead-letter queue); re-upload the file"
-            )
+            error = _account_for_undispatched(meta, file_keys, acc)
+        accounted = acc.succeeded + acc.failed
         expected = int(meta.get("tickets", 0)) if "chunk_count" in meta else accounted
         if accounted != expected:
             logger.error("ticket accounting mismatch", extra={"expected": expected, "accounted": accounted})
@@ -371,6 +414,10 @@ def consolidate(
     return FinalReport(job_id, status, message, summary)
 
 
+class OutOfTime(RuntimeError):
+    """Too little of the invocation is left to publish the results and record the job as finished."""
+
+
 def finalize_job(
     job_id: str,
     *,
@@ -383,9 +430,19 @@ def finalize_job(
     lease_seconds: int,
     clock: Callable[[], float] = time.time,
     overdue: bool = False,
+    time_left: Callable[[], float] = lambda: math.inf,
+    reserve_seconds: float = 0.0,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport | None:
     """Finalize the job if it is ready (or, ``overdue``, past its deadline) and nobody else is doing
-    it. None: not (yet) ours to do."""
+    it. None: not (yet) ours to do.
+
+    The results message is published only with at least ``reserve_seconds`` of the invocation
+    left (``time_left``): Lambda stopping the function between the publish and the completion
+    record would leave the job ``finalizing`` with its message out, and whoever takes the lease
+    over would publish a second one. With less time left the lease is released and
+    :class:`OutOfTime` raised: the invocation fails, and its retry (or the next notification, or
+    the sweeper) finalizes the job."""
     claim = jobs.claim_overdue if overdue else jobs.claim_finalization
     if not claim(job_id, clock(), lease_seconds):
         return None
@@ -393,28 +450,63 @@ def finalize_job(
         meta = jobs.get_job(job_id)
         if meta is None:  # pragma: no cover - the claim just updated it
             raise LookupError(f"job {job_id} vanished")
-        report = consolidate(meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix)
-        message_id = publisher.publish(results_topic_arn, report.message)
-        jobs.complete_job(
-            job_id,
-            report.status,
-            {
-                "finished_at": _iso(clock()),
-                "results_location": report.message["results"],
-                "failures_location": report.message["failures"],
-                "summary_location": report.message["summary"],
-                "succeeded": report.message["succeeded"],
-                "failed": report.message["failed"],
-                "results_message_id": message_id,
-            },
+        report = consolidate(
+            meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix, file_keys
         )
+        if time_left() < reserve_seconds:
+            raise OutOfTime(
+                f"{time_left():.1f} s left, less than the {reserve_seconds:g} s kept to publish the results "
+                f"of job {job_id} and record it as finished; released for the next attempt"
+            )
+        message_id = publisher.publish(results_topic_arn, report.message)
     except Exception:
         jobs.release_finalization(job_id)
         raise
+    # The message is out: the lease is never given back from here on (whoever took it next would
+    # publish again). Record the job as finished, retrying what AWS answers with a transient error.
+    _record_finished(
+        jobs,
+        job_id,
+        report.status,
+        {
+            "finished_at": _iso(clock()),
+            "results_location": report.message["results"],
+            "failures_location": report.message["failures"],
+            "summary_location": report.message["summary"],
+            "succeeded": report.message["succeeded"],
+            "failed": report.message["failed"],
+            "results_message_id": message_id,
+        },
+        time_left,
+    )
     logger.info(
         "job finalized", extra={k: report.message[k] for k in ("job_id", "status", "tickets", "failed")}
     )
     return report
+
+
+def _record_finished(
+    jobs: JobStore, job_id: str, status: str, fields: dict[str, Any], time_left: Callable[[], float]
+) -> None:
+    """``complete_job`` after the publish, retried with back-off while the invocation has time: a
+    throttled or failed write here must not end in the lease running out and a second publish."""
+    delay = 0.05
+    while True:
+        try:
+            jobs.complete_job(job_id, status, fields)
+            return
+        except (ClientError, BotoCoreError) as exc:
+            if time_left() < 2 * delay + 1:
+                logger.error(
+                    "results published but the job could not be recorded as finished; its lease will run out",
+                    extra={"job_id": job_id, "error": str(exc)},
+                )
+                raise
+            logger.warning(
+                "recording the finished job failed; retrying", extra={"job_id": job_id, "error": str(exc)}
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def finalize_for(
@@ -423,6 +515,8 @@ def finalize_for(
     settings: AggregatorSettings,
     clock: Callable[[], float] = time.time,
     overdue: bool = False,
+    time_left: Callable[[], float] = lambda: math.inf,
+    file_keys: FileKeys | None = None,
 ) -> FinalReport | None:
     """:func:`finalize_job` with a handler's stores (``deps.jobs/objects/publisher``) and settings,
     counted in ``deps.metrics``.
@@ -442,6 +536,9 @@ def finalize_for(
         lease_seconds=settings.finalize_lease_seconds,
         clock=clock,
         overdue=overdue,
+        time_left=time_left,
+        reserve_seconds=settings.reserve_seconds,
+        file_keys=file_keys,
     )
     if report is not None:
         metrics: PipelineMetrics = deps.metrics

@@ -1,7 +1,7 @@
 """Settings from environment variables, validated once per process (cold start).
 
-The variable names are the contract with the CDK stack (see CONTEXT / README). Plain pydantic
-(no pydantic-settings) because the Lambda runtime gets pydantic from the Powertools layer.
+The variable names are the contract with the CDK stack (see CONTEXT / docs/deploy-and-operate.md).
+Plain pydantic (no pydantic-settings) because the Lambda runtime gets pydantic from the Powertools layer.
 """
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ class AggregatorSettings(_EnvSettings):
     @classmethod
     def _results_prefix(cls, value: str) -> str:
         return _prefix(value)
+
+    @property
+    def reserve_seconds(self) -> float:
+        """Time an invocation keeps for itself at the end: the dispatcher to finish the chunks in
+        flight, checkpoint and hand off; a finalizer to publish the results and record the job as
+        finished (it does not publish with less left, see :func:`.results.finalize_job`)."""
+        return max(10.0, 0.1 * self.function_timeout_seconds)
 
     @model_validator(mode="after")
     def _lease_outlives_the_function(self):
@@ -126,8 +133,3 @@ class DispatcherSettings(AggregatorSettings):
         """How long after its last InvokeEndpointAsync a job may wait for notifications: the request
         may queue for the TTL, then run for the invocation timeout, then notify (plus the margin)."""
         return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
-
-    @property
-    def reserve_seconds(self) -> float:
-        """Time a run keeps for itself at the end: finish the chunks in flight, checkpoint, hand off."""
-        return max(10.0, 0.1 * self.function_timeout_seconds)

@@ -1,8 +1,10 @@
 """What the handlers' logic talks to: the object store, the jobs table, the results publisher,
-the invocation's metrics; built from boto3 clients once per execution environment."""
+the invocation's metrics and the clock; built from boto3 clients once per execution environment."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import boto3
@@ -22,6 +24,9 @@ class Stores:
     jobs: JobStore
     publisher: Publisher
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    # Epoch seconds for deadlines, leases and timestamps. The wall clock on AWS; the chaos harness
+    # (chaos/) gives the handlers a faster virtual clock, so deadlines pass within seconds.
+    clock: Callable[[], float] = time.time
 
 
 def aws_stores(settings: AggregatorSettings) -> Stores:

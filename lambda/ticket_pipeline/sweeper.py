@@ -35,7 +35,9 @@ def handler(event: ScheduledEvent, context: LambdaContext) -> dict[str, Any]:
     settings, shared = runtime()
     deps = replace(shared, metrics=PipelineMetrics())
     try:
-        report = sweep(deps, settings, time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+        report = sweep(
+            deps, settings, clock=deps.clock, time_left=lambda: context.get_remaining_time_in_millis() / 1000
+        )
     finally:
         deps.metrics.publish()
     logger.info("sweep done", extra={"scheduled": event.time, **report.as_dict()})

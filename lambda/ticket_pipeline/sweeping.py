@@ -7,7 +7,9 @@ in its dead-letter queue, SageMaker failing to publish, a request expiring witho
 sweeper takes such a job with :meth:`.jobs.JobStore.claim_overdue` (the same lease as every
 other finalizer, so it cannot race a last notification into two results messages), writes the
 tickets of the chunks that never reported to the failures with the reason, and publishes the one
-results message. Notifications arriving afterwards are late: counted and ignored.
+results message. A job whose dispatch never finished (its dispatcher event in the dead-letter
+queue) gets its file read again, so the records no run sent go to the failures too. Notifications
+arriving afterwards are late: counted and ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ticket_pipeline.intake import file_keys
 from ticket_pipeline.logs import child_logger
 from ticket_pipeline.results import finalize_for
 from ticket_pipeline.settings import SweeperSettings
@@ -52,7 +55,15 @@ def sweep(
         if time_left() < settings.function_timeout_seconds / 2:
             logger.warning("sweep out of time; the next one continues", extra={"left": len(report.overdue)})
             break
-        final = finalize_for(job_id, deps, settings, clock, overdue=True)
+        final = finalize_for(
+            job_id,
+            deps,
+            settings,
+            clock,
+            overdue=True,
+            time_left=time_left,
+            file_keys=lambda meta: file_keys(deps, meta),  # a job whose dispatch never finished
+        )
         if final is None:
             report.skipped.append(job_id)
             continue

@@ -147,15 +147,19 @@ def test_the_sweeper_and_a_last_notification_racing_publish_one_results_message(
         check_exactly_once(aws, message, {f"r{n}-{i}" for i in range(6)})
 
 
-def test_a_job_whose_dispatch_died_is_finalized_with_the_records_that_were_read(
+def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
     aws: Aws, endpoint: AsyncEndpoint, invocations: list
 ):
     """A dispatch that checkpointed and whose next run never came (its event in the dead-letter
-    queue past the deadline): the sweeper finalizes what was dispatched and says the rest was not
-    read."""
+    queue past the deadline): the sweeper finalizes what was dispatched, reads the file again and
+    puts every record no run sent among the failures, and the error says how many."""
     from test_pipeline_big_files import mixed_file, short_runs
 
-    first = drop(aws, "incoming/stuck.jsonl", mixed_file(), context=short_runs(2))["jobs"][0]
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.formats import iter_jsonl
+
+    body = mixed_file()
+    first = drop(aws, "incoming/stuck.jsonl", body, context=short_runs(2))["jobs"][0]
     assert first["outcome"] == "continued"
     invocations.clear()  # the continuation is lost
     for request in queued(endpoint):
@@ -164,10 +168,19 @@ def test_a_job_whose_dispatch_died_is_finalized_with_the_records_that_were_read(
     sweep_at(aws, deadline_of(aws, first["job_id"]) + 1)
     (message,) = aws.results_messages()
     assert message["status"] == "partial"
-    assert f"only the first {first['tickets']} records" in message["error"]
-    results = aws.read_jsonl(message["results"])
-    failures = aws.read_jsonl(message["failures"])
-    assert len(results) + len(failures) == message["tickets"] == first["tickets"]
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert message["error"] == (
+        f"dispatch did not finish: {first['tickets']} of the file's 40 records were dispatched, the other "
+        f"{40 - first['tickets']} are in the failures (not dispatched); re-upload the file"
+    )
+    rejected = {r.id: r.error for r in one_pass.rejected}
+    for failure in failures:  # a record the dispatcher never read is rejected with its own reason
+        assert failure["error"] == rejected.get(failure["id"]) or failure["error"].startswith(
+            "not dispatched: "
+        ), failure
+    assert len(results) == sum(len(c.ticket_ids) for c in one_pass.chunks[: first["chunks"]])
 
 
 def test_the_sweeper_handler_counts_overdue_jobs_in_emf(aws: Aws, endpoint: AsyncEndpoint, capsys):
