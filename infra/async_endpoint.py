@@ -38,7 +38,7 @@ class AsyncInferenceEndpointProps:
     model_server_workers: int
     threads_per_worker: int
     invocation_timeout_seconds: int
-    review_threshold: float
+    review_threshold: float | None  # None: the artifact's own (the container's fallback)
     log_level: str
 
 
@@ -104,9 +104,10 @@ class AsyncInferenceEndpoint(Construct):
             "SAGEMAKER_MODEL_SERVER_WORKERS": str(props.model_server_workers),
             "TRIAGE_THREADS_PER_WORKER": str(props.threads_per_worker),
             "TRIAGE_MAX_PAYLOAD_MB": str(MAX_ASYNC_PAYLOAD_MB),
-            "TRIAGE_REVIEW_THRESHOLD": str(props.review_threshold),
             "LOG_LEVEL": props.log_level,
         }
+        if props.review_threshold is not None:  # unset: the server uses the artifact's threshold
+            environment["TRIAGE_REVIEW_THRESHOLD"] = str(props.review_threshold)
         self.model = sagemaker.CfnModel(
             self,
             "Model",

@@ -66,7 +66,14 @@ class TriageConfig(BaseModel):
     max_concurrent_invocations_per_instance: int = Field(
         2, alias="maxConcurrentInvocationsPerInstance", ge=1, le=1000
     )
-    review_threshold: float = Field(0.5, alias="reviewThreshold", ge=0.0, le=1.0)
+    review_threshold: float | None = Field(
+        None,
+        alias="reviewThreshold",
+        ge=0.0,
+        le=1.0,
+        description="needs_review below this top score; null (default): the value the model artifact "
+        "carries, chosen on the validation split when it was trained (0.5 for an artifact without one)",
+    )
     invocation_timeout_seconds: int = Field(
         3600, alias="invocationTimeoutSeconds", ge=1, le=MAX_INVOCATION_TIMEOUT_SECONDS
     )
@@ -283,6 +290,14 @@ class TriageConfig(BaseModel):
     def context_keys(cls) -> list[str]:
         """Every supported context key, with its ``triage:`` prefix."""
         return [CONTEXT_PREFIX + (f.alias or name) for name, f in cls.model_fields.items()]
+
+    @field_validator("review_threshold", mode="before")
+    @classmethod
+    def _threshold_unset(cls, value: Any) -> Any:
+        """``-c triage:reviewThreshold=artifact`` (or an empty string) on the command line = unset."""
+        if isinstance(value, str) and value.strip().lower() in ("", "artifact", "null"):
+            return None
+        return value
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> TriageConfig:

@@ -152,6 +152,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _option(
         hp,
+        "noise-pools",
+        type=_str_list,
+        default=None,
+        help=f"comma-separated noise pools of the augmentation: train, dev ({','.join(d.noise_pools)})",
+    )
+    _option(
+        hp,
         "minority-min-examples",
         type=int,
         default=d.minority_min_examples,
@@ -315,8 +322,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     names = (
         "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
         "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
-        "noisy_augmentation", "minority_min_examples", "threads", "gradient_accumulation_steps",
-        "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+        "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
+        "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
     )  # fmt: skip
     given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
@@ -464,6 +471,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
             summary["review_threshold"] = choose_review_threshold(
                 args.output, splits.validation, args.review_precision
             )
+            store_review_threshold(args.output, summary["review_threshold"]["threshold"])
             summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
         if args.optimization_report:
             summary["optimization_report"] = optimization_report(
@@ -500,6 +508,17 @@ def choose_review_threshold(artifact_dir: Path, validation, precision: float) ->
         100 * choice["review_share"],
     )
     return {**choice, "chosen_on": "validation", "target_accuracy": precision}
+
+
+def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
+    """Write the chosen threshold into the artifact's manifest: the server uses it unless
+    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
+    from triage_core.artifact import load_manifest, write_manifest
+
+    manifest = load_manifest(artifact_dir)
+    write_manifest(
+        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
+    )
 
 
 def evaluate_test_splits(

@@ -1,9 +1,10 @@
 """Time the training loop against a baseline loop from git, in one process, in alternating rounds.
 
-    python -m training.bench_loop [--baseline-ref main] [--rows 2000] [--epochs 1] [--rounds 2] [--threads 1]
+    python -m training.bench_loop [--baseline-ref REF] [--rows 2000] [--epochs 1] [--rounds 2] [--threads 1]
 
-The baseline is ``training/train.py`` as committed at ``--baseline-ref`` (the hand-written loop
-before Accelerate), loaded from git into this process; the candidate is the current
+The baseline is ``training/train.py`` as committed at ``--baseline-ref`` (default ``dae8cbe``:
+the last commit with the hand-written loop, the parent of the Accelerate one; ``main`` has the
+Accelerate loop since issue #13 was merged), loaded from git into this process; the candidate is the current
 ``training.train``. Both fine-tune the default config (MiniLM preset) on the same stratified
 subset of the default data, with the same seed and the same preprocessing, for ``--epochs``;
 rounds alternate the order (ABBA...), so a change in the machine's load hits both. Each line
@@ -26,6 +27,7 @@ import types
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BASELINE_REF = "dae8cbe"  # training/train.py before the Accelerate loop (b394b87)
 
 
 def load_baseline_loop(ref: str) -> types.ModuleType:
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.bench_loop", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--baseline-ref", default="main")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF)
     parser.add_argument("--rows", type=int, default=2000, help="training rows (stratified subset)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="each round times both loops")

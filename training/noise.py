@@ -5,15 +5,18 @@ greetings, context sentences, personal data, emojis, signatures, legal footers a
 threads around the request. This module wraps a clean query in such noise, deterministically
 for a given :class:`random.Random`.
 
-Two disjoint template pools exist:
+Four disjoint template pools exist:
 
-* ``"train"``: used for noisy augmentation during fine-tuning, and the only pool the e-mail rules
-  of :mod:`triage_core.preprocessing` were written and tuned on;
-* ``"eval"``: held out, used only to build the noisy test set the README reports.
+* ``"train"``: noisy augmentation during fine-tuning, and the e-mail rules' first tuning pool;
+* ``"dev"``: the e-mail rules' second tuning pool (and, with ``--noise-pools train,dev``, more
+  varied augmentation);
+* ``"select"``: held out from the rules and from training: only the noisy *validation* tickets
+  that ``make experiment`` ranks configurations on;
+* ``"eval"``: held out from everything: only the noisy *test* split, scored once.
 
-No greeting, sentence, name, sign-off, footer, device line, emoji or domain appears in both, so
-the noisy score measures generalisation to unseen noise (for the model and for the rules), not
-memorised templates.
+No greeting, sentence, name, sign-off, footer, device line, emoji or domain appears in two of
+them, so a noisy score measures generalisation to unseen noise (for the model and for the
+rules), not memorised templates.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-POOLS = ("train", "dev", "eval")
+POOLS = ("train", "dev", "select", "eval")
+# Pools that training may draw augmentation from; "select" and "eval" are for measuring only.
+TRAINING_POOLS = ("train", "dev")
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,74 @@ _DEV = TemplatePool(
     emojis=("😭", "🤔", "😤", "🙂", "💸"),
 )
 
+# Held out from the rules and from training; only the noisy validation split that experiments
+# rank on (issue #13: choose on a pool the rules were not tuned on and the test never uses).
+# Written after the rules were final, with the formats of other real clients (Android's
+# "-------- Original message --------", Yahoo/Samsung device lines, UK company footers).
+_SELECT = TemplatePool(
+    greetings=(
+        "Hi all,",
+        "Dear Team,",
+        "Evening,",
+        "Hello support team,",
+        "Hi guys,",
+        "Dear Madam,",
+        "Hiya,",
+    ),
+    chat_openers=("hii", "hey support", "morning folks", "hallo", "oi"),
+    context_before=(
+        "Hope all is well on your end.",
+        "I opened my account back in {year}.",
+        "Name on the account: {full_name}, number {account}.",
+        "Nobody on the phone line could help me.",
+        "Second time I'm asking about this.",
+        "I'm on holiday right now.",
+        "It's about my card {card}.",
+    ),
+    context_after=(
+        "Text me on {phone} please.",
+        "Hoping to hear back soon.",
+        "Write to me at {email} instead.",
+        "It's been going on for days.",
+        "My reference is {reference}.",
+    ),
+    chat_closers=("thanks!!", "plz", "any help?", "tyvm", "ok?"),
+    signoffs=(
+        "Many thanks,\n{full_name}",
+        "Speak soon,\n{first_name}",
+        "Best wishes,\n{first_name} {last_name}",
+        "With thanks,\n{full_name}\nPhone: {phone}",
+        "Ciao,\n{first_name}",
+        "Best,\n{first_name}\n{full_name} · {email}",
+    ),
+    devices=(
+        "Sent from my Samsung Galaxy smartphone.",
+        "Sent from Yahoo Mail on Android",
+        "Sent from Outlook",
+    ),
+    footers=(
+        "Any views expressed in this message are those of the individual sender.",
+        "This message is for the addressee only. If you are not the addressee, do not read, copy or "
+        "forward it.",
+        "Registered in England and Wales. Company number {account}.",
+    ),
+    quoted_headers=(
+        "On {day} {month} {year} {hour}:{minute}, Banking Support <{support_email}> wrote:",
+        "From: Banking Support <{support_email}>\nDate: {weekday}, {day} {month} {year}\n"
+        "Subject: Re: your message",
+        "-------- Original message --------\nFrom: Banking Support <{support_email}>",
+    ),
+    quoted_bodies=(
+        "Many thanks for your message. We will look into it.",
+        "Could you send us a screenshot of the error?",
+        "Your request reference is below.",
+    ),
+    first_names=("Oliver", "Zara", "Ethan", "Ingrid", "Marco", "Yuki", "Samir", "Chloe"),
+    last_names=("Taylor", "Ivanova", "Haddad", "Lindqvist", "Romero", "Sato", "Evans"),
+    domains=("mail.com", "btinternet.com", "web.de"),
+    emojis=("😅", "😕", "😠", "👋", "💰"),
+)
+
 # Held out: written after the e-mail rules were final (tuned on _TRAIN and _DEV) and used only
 # to build the noisy test set; nothing was changed after measuring on it.
 _EVAL = TemplatePool(
@@ -229,7 +302,7 @@ _EVAL = TemplatePool(
     emojis=("😩", "🙄", "😬", "🤞", "🏦"),
 )
 
-_POOL_BY_NAME = {"train": _TRAIN, "dev": _DEV, "eval": _EVAL}
+_POOL_BY_NAME = {"train": _TRAIN, "dev": _DEV, "select": _SELECT, "eval": _EVAL}
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 

@@ -519,7 +519,9 @@ def train(
         if config.noisy_augmentation > 0:
             # Fresh noise every epoch: the model sees each query both clean and wrapped.
             chosen = [i for i in range(len(texts)) if epoch_rng.random() < config.noisy_augmentation]
-            noisy = preprocess_batch([make_noisy(base_texts[i], epoch_rng, "train") for i in chosen], pre)
+            noisy = preprocess_batch(
+                [make_noisy(base_texts[i], epoch_rng, _pool(config, epoch_rng)) for i in chosen], pre
+            )
             for i, text in zip(chosen, noisy, strict=True):
                 texts[i] = text
             n_noisy = len(chosen)
@@ -643,6 +645,12 @@ def train(
     )
 
 
+def _pool(config: TrainConfig, rng: random.Random) -> str:
+    """The noise pool of one augmented row (one pool: no draw, so one-pool runs stay as they were)."""
+    pools = config.noise_pools
+    return pools[0] if len(pools) == 1 else rng.choice(pools)
+
+
 def _since(t0: float) -> float:
     return round(time.perf_counter() - t0, 1)
 
@@ -684,7 +692,7 @@ def _pre_stages(config: TrainConfig, model, tokenizer, texts: list[str], y: list
             for i in range(len(stage_texts)):
                 if rng.random() < config.noisy_augmentation:
                     stage_texts[i] = preprocess_batch(
-                        [make_noisy(stage_texts[i], rng, "train")], config.preprocessing
+                        [make_noisy(stage_texts[i], rng, _pool(config, rng))], config.preprocessing
                     )[0]
         stats = contrastive_stage(
             encoder_of(model),

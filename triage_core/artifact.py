@@ -5,7 +5,8 @@ An artifact is a directory (``artifacts/model/`` locally, ``/opt/ml/model`` in S
     model.onnx            int8 ONNX model. Inputs: the names in ``onnx_inputs`` (int64,
                           shape [batch, seq]); output ``logits`` (float32, [batch, n_labels]).
     tokenizer.json        Hugging Face ``tokenizers`` file (no transformers needed to load it).
-    triage_artifact.json  this manifest: ordered labels, scoring, max length, preprocessing.
+    triage_artifact.json  this manifest: ordered labels, scoring, max length, preprocessing,
+                          review threshold.
     metrics.json          (optional) evaluation report of this exact artifact on the test split.
 
 Nothing here imports torch or transformers: the serving image has neither.
@@ -26,6 +27,8 @@ MANIFEST_FILE = "triage_artifact.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 METRICS_FILE = "metrics.json"
+# needs_review when the top score is below this, for an artifact that does not carry its own
+DEFAULT_REVIEW_THRESHOLD = 0.5
 
 
 class ArtifactError(ValueError):
@@ -48,6 +51,14 @@ class ArtifactManifest(BaseModel):
     preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     base_model: str = ""
     quantization: Literal["int8", "none"] = "int8"
+    review_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="a ticket whose top score is below this needs review; training chooses it on "
+        "the validation split (metrics.json says how); None: the server's default "
+        f"({DEFAULT_REVIEW_THRESHOLD})",
+    )
 
     @field_validator("labels")
     @classmethod

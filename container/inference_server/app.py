@@ -105,6 +105,8 @@ class InferenceApp:
                 "runners": engine.runners,
                 "intra_op_threads": self.settings.intra_op_threads,
                 "max_batch_size": self.settings.max_batch_size,
+                "review_threshold": engine.review_threshold,
+                "review_threshold_from": engine.review_threshold_source,
                 "load_ms": round(engine.load_seconds * 1000, 1),
                 "warm_up_ms": round(warm * 1000, 1),
             },
@@ -319,7 +321,7 @@ class InferenceApp:
 
     def _encoder(self, top_k: int | None) -> RecordEncoder:
         assert self.engine is not None
-        return RecordEncoder(self.engine.labels, self.settings.review_threshold, top_k)
+        return RecordEncoder(self.engine.labels, self.engine.review_threshold, top_k)
 
     def _json_encoder(self, parsed: JsonRequest, spec: RequestSpec, response: Response) -> RecordEncoder:
         """The Hugging Face toolkit's response for its request shape (answered as JSON), this

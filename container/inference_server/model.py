@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inference_server.batching import Batcher, Job
-from inference_server.settings import Settings
+from inference_server.settings import Settings, review_threshold
 from triage_core.inference import ArtifactClassifier
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Engine:
         self.classifier = ArtifactClassifier(settings.model_dir, intra_op_threads=settings.intra_op_threads)
         self.labels: list[str] = list(self.classifier.labels)
         self.n_labels = len(self.labels)
+        self.review_threshold, self.review_threshold_source = review_threshold(
+            settings.review_threshold, self.classifier.manifest.review_threshold
+        )
         self.runners = max(1, settings.threads_per_worker // settings.intra_op_threads)
         # A second session over the same model for batches that run while the other runners are
         # idle (see batching.py): an interactive ticket on an idle server gets every core.

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from triage_core.artifact import DEFAULT_REVIEW_THRESHOLD
 from triage_core.records import DEFAULT_FIELDS, FieldMap
 
 MB = 1024 * 1024
@@ -66,6 +67,23 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
     return _number(env, name, default, low, high, float, "a number")
 
 
+def _optional_float(env: Mapping[str, str], name: str, low: float, high: float) -> float | None:
+    """Unset or blank: None (the caller has a fallback); else a bounded number."""
+    if not env.get(name, "").strip():
+        return None
+    return _float(env, name, 0.0, low, high)
+
+
+def review_threshold(setting: float | None, artifact: float | None) -> tuple[float, str]:
+    """The review threshold and where it comes from: TRIAGE_REVIEW_THRESHOLD when set, else the
+    artifact's (chosen on the validation split when it was trained), else 0.5."""
+    if setting is not None:
+        return setting, "TRIAGE_REVIEW_THRESHOLD"
+    if artifact is not None:
+        return artifact, "artifact"
+    return DEFAULT_REVIEW_THRESHOLD, "default"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server reads from the environment (see the table in docs/serving.md)."""
@@ -83,7 +101,8 @@ class Settings:
     max_json_records: int = 1_000_000
     timeout_seconds: float = 3600.0
     shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS
-    review_threshold: float = 0.5
+    # None: the artifact's own (chosen on the validation split by training), else 0.5
+    review_threshold: float | None = None
     fields: FieldMap = field(default=DEFAULT_FIELDS)
     csv_columns: tuple[str, ...] | None = None
     log_level: str = "INFO"
@@ -125,7 +144,7 @@ class Settings:
             max_json_records=_int(env, "TRIAGE_MAX_JSON_RECORDS", 1_000_000, 1, 100_000_000),
             timeout_seconds=_float(env, "SAGEMAKER_MODEL_SERVER_TIMEOUT", 3600.0, 1.0, 86400.0),
             shutdown_seconds=_float(env, "TRIAGE_SHUTDOWN_SECONDS", DEFAULT_SHUTDOWN_SECONDS, 1.0, 3600.0),
-            review_threshold=_float(env, "TRIAGE_REVIEW_THRESHOLD", 0.5, 0.0, 1.0),
+            review_threshold=_optional_float(env, "TRIAGE_REVIEW_THRESHOLD", 0.0, 1.0),
             log_level=log_level,
             host=env.get("TRIAGE_BIND_HOST", "").strip() or "0.0.0.0",
             fields=fields,

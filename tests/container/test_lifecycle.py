@@ -47,6 +47,51 @@ def test_settings_from_environment():
     assert (s.timeout_seconds, s.log_level, s.solo_threads) == (3600, "DEBUG", 1)
 
 
+def test_review_threshold_comes_from_the_environment_else_the_artifact_else_half():
+    from inference_server.settings import review_threshold
+
+    assert Settings.from_env({}).review_threshold is None  # unset: the artifact decides
+    assert Settings.from_env({"TRIAGE_REVIEW_THRESHOLD": " "}).review_threshold is None
+    assert review_threshold(0.7, 0.72) == (0.7, "TRIAGE_REVIEW_THRESHOLD")
+    assert review_threshold(0.0, 0.72) == (0.0, "TRIAGE_REVIEW_THRESHOLD")  # 0 is a value, not unset
+    assert review_threshold(None, 0.72) == (0.72, "artifact")
+    assert review_threshold(None, None) == (0.5, "default")  # an artifact trained before it had one
+
+
+def test_server_applies_the_artifacts_review_threshold_unless_the_environment_sets_one(
+    tiny_artifact, tmp_path
+):
+    """The real server process: an artifact whose manifest says 1.0 (review everything) flags
+    every ticket; TRIAGE_REVIEW_THRESHOLD=0 overrides it (review nothing); the log says which."""
+    import shutil
+
+    from triage_core.artifact import load_manifest, write_manifest
+
+    artifact = Path(shutil.copytree(tiny_artifact, tmp_path / "model"))
+    manifest = load_manifest(artifact)
+    write_manifest(artifact, manifest.model_validate({**manifest.model_dump(), "review_threshold": 1.0}))
+    body = b"".join(
+        json.dumps({"id": str(k), "text": f"card {k} not arrived"}).encode() + b"\n" for k in range(20)
+    )
+    for env, flagged, source in (
+        ({}, True, "artifact"),
+        ({"TRIAGE_REVIEW_THRESHOLD": "0"}, False, "TRIAGE_REVIEW_THRESHOLD"),
+    ):
+        srv = start_server(artifact, tmp_path / f"{source}.log", **env)
+        try:
+            resp = srv.invoke(body, "application/jsonlines", "application/jsonlines")
+            assert resp.status == 200
+            predictions = resp.jsonl()
+            assert len(predictions) == 20 and all(p["needs_review"] is flagged for p in predictions)
+            (ready,) = [line for line in srv.log_lines() if line.get("msg") == "model ready"]
+            assert (ready["review_threshold"], ready["review_threshold_from"]) == (
+                0.0 if env else 1.0,
+                source,
+            )
+        finally:
+            stop_server(srv)
+
+
 @pytest.mark.parametrize(
     "name,value",
     [

@@ -25,6 +25,16 @@ def test_values_given_with_dash_c_arrive_as_strings_and_are_coerced() -> None:
     assert (config.max_capacity, config.review_threshold, config.min_capacity) == (4, 0.7, 1)
 
 
+def test_the_review_threshold_is_the_artifacts_unless_the_context_sets_one() -> None:
+    """cdk.json leaves it null: the container then uses the threshold the model artifact carries
+    (chosen on the validation split when it was trained)."""
+    assert cdk_json_context()["triage:reviewThreshold"] is None
+    assert TriageConfig().review_threshold is None
+    for unset in ("", "artifact", None):
+        assert TriageConfig.from_context({"triage:reviewThreshold": unset}).review_threshold is None
+    assert TriageConfig.from_context({"triage:reviewThreshold": 0}).review_threshold == 0.0
+
+
 def test_the_ticket_field_map_comes_from_cdk_json_or_a_json_string_on_the_command_line() -> None:
     assert TriageConfig().ticket_fields == {"id": "id", "text": ["text"]}
     value = '{"id": "ticket_id", "text": ["subject", "description"]}'

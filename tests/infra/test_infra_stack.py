@@ -205,9 +205,8 @@ def test_model_runs_the_container_asset_with_the_model_artifact_and_async_limits
         "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
         "TRIAGE_THREADS_PER_WORKER": "2",
         "TRIAGE_MAX_PAYLOAD_MB": "1024",
-        "TRIAGE_REVIEW_THRESHOLD": "0.5",
         "LOG_LEVEL": "INFO",
-    }
+    }  # no TRIAGE_REVIEW_THRESHOLD: cdk.json leaves it unset, so the artifact's threshold applies
 
 
 def test_model_container_is_network_isolated(synth, stack) -> None:
@@ -722,7 +721,9 @@ def test_lambda_asset_ships_the_handlers_and_the_shared_core_through_the_symlink
 def test_an_instance_type_with_local_nvme_storage_gets_no_volume_key_and_a_warning(synth, tmp_path) -> None:
     """CreateEndpointConfig fails when a KmsKeyId is given for an instance type with local NVMe
     storage (SageMaker API Reference, CreateEndpointConfig, KmsKeyId): the key is left out for
-    them, the synth warns, and the async outputs keep the stack key."""
+    them, the synth warns, and the async outputs keep the stack key. (This second synth also
+    sets ``-c triage:reviewThreshold=0.72``: it reaches the container as TRIAGE_REVIEW_THRESHOLD,
+    which overrides the artifact's own threshold.)"""
     from aws_cdk.assertions import Annotations, Match
     from infra_helpers import cdk_json_context
 
@@ -732,10 +733,13 @@ def test_an_instance_type_with_local_nvme_storage_gets_no_volume_key_and_a_warni
         **cdk_json_context(),
         "triage:modelArtifact": str(synth.model_tarball),
         "triage:instanceType": "ml.g5.xlarge",
+        "triage:reviewThreshold": "0.72",  # as `cdk synth -c` passes it: a string
     }
     app, nvme_stack = build_app(context=context, outdir=str(tmp_path), repo_root=synth.repo_root)
     app.synth()  # cdk-nag runs here: no finding for the missing key either
     template = json.loads((tmp_path / f"{nvme_stack.artifact_id}.template.json").read_text())
+    (model,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::Model"]
+    assert model["Properties"]["PrimaryContainer"]["Environment"]["TRIAGE_REVIEW_THRESHOLD"] == "0.72"
     (config,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::SageMaker::EndpointConfig"]
     props = config["Properties"]
     assert "KmsKeyId" not in props

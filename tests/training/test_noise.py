@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 
 import pytest
 
-from training.noise import POOLS, get_pool, make_noisy, noisy_variant
+from training.noise import POOLS, TRAINING_POOLS, get_pool, make_noisy, noisy_variant
 
 QUERIES = ["I am still waiting on my card?", "How do I top up by cheque?", "Why {is} my transfer pending"]
 
@@ -38,23 +39,34 @@ def test_noise_covers_the_realistic_kinds(pool: str) -> None:
     assert re.search(r"wrote:|Original Message|Forwarded message", joined), "quoted threads"
     assert re.search(r"^> ", joined, re.MULTILINE), "quoted lines"
     assert re.search(r"Sent from|Sent with|Get Outlook", joined), "device signatures"
-    assert re.search(r"confidential|unsubscribe|environment|privileged|viruses|print", joined, re.I), (
-        "footers"
-    )
+    assert re.search(
+        r"confidential|unsubscribe|environment|privileged|viruses|print|addressee|registered in", joined, re.I
+    ), "footers"
     assert any(not s.isascii() for s in samples), "emojis"
     assert any("\n" not in s for s in samples) and any("\n" in s for s in samples), "chat and e-mail"
     # noise actually adds text around most queries
     assert sum(len(s) > len(q) + 10 for s, q in zip(samples, QUERIES * 100, strict=True)) > 200
 
 
-@pytest.mark.parametrize(("a", "b"), [("train", "dev"), ("train", "eval"), ("dev", "eval")])
+@pytest.mark.parametrize(("a", "b"), list(itertools.combinations(POOLS, 2)))
 def test_pools_are_disjoint(a: str, b: str) -> None:
-    """Augmentation (train), the e-mail rules' second tuning pool (dev) and the held-out noisy
-    test set (eval) share no phrase, name, domain or emoji."""
+    """Augmentation (train), the e-mail rules' second tuning pool (dev), the noisy validation set
+    that experiments rank on (select) and the noisy test set (eval) share no phrase, name,
+    domain or emoji."""
     first, second = get_pool(a), get_pool(b)
     for field in dataclasses.fields(first):
         shared = set(getattr(first, field.name)) & set(getattr(second, field.name))
         assert not shared, f"{field.name} shared by {a} and {b}: {shared}"
+
+
+def test_training_may_draw_only_from_the_tuning_pools() -> None:
+    from training.config import TrainConfig
+
+    assert TRAINING_POOLS == ("train", "dev") and set(TRAINING_POOLS) < set(POOLS)
+    assert TrainConfig(noise_pools=["train", "dev"]).noise_pools == ["train", "dev"]
+    for held_out in (["select"], ["train", "eval"], []):
+        with pytest.raises(ValueError, match="noise_pools"):
+            TrainConfig(noise_pools=held_out)
 
 
 def test_unknown_pool_is_an_error() -> None:

@@ -204,6 +204,8 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     review = metrics["review_threshold"]
     assert review["chosen_on"] == "validation" and 0 <= review["threshold"] <= 1
     assert set(review["test"]) == {"accepted_accuracy", "review_share"}
+    # ... and deployed with the artifact: the manifest carries it, the server reads it from there
+    assert ArtifactClassifier(out / "model").manifest.review_threshold == review["threshold"]
     assert "chosen on the validation split" in metrics["selection"]
     load_report = json.loads((out / "reports" / "data_report.json").read_text())["load_report"]
     assert load_report["dropped_model_input_duplicates"] == 0 and "conflicting_model_inputs" in load_report
