@@ -229,7 +229,7 @@ def _str_list(value: str) -> list[str]:
 
 
 def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
-    """Transfer-learning strategies (README: "Model quality: strategies and ablation")."""
+    """Transfer-learning strategies (docs/training.md, "Model quality: transfer-learning strategies")."""
     st = parser.add_argument_group("transfer-learning strategies")
     _option(
         st, "head", choices=["cls", "mean", "mlp"], default=None, help=f"preset ({d.head}); classifier head"

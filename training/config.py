@@ -1,7 +1,7 @@
 """Training hyperparameters, validated when created.
 
 The defaults are the project's default run (all-MiniLM-L6-v2 on Banking77, 2 CPU cores, under
-10 minutes of fine-tuning); the README's "Training" section explains each choice.
+10 minutes of fine-tuning); docs/training.md, "Fine-tuning", explains each choice.
 """
 
 from __future__ import annotations
@@ -130,10 +130,10 @@ class TrainConfig:
     # Checkpoint every N optimizer steps as well as after every epoch; 0 = after epochs only.
     save_steps: int = 0
     # Keep the word-embedding matrix (30522 x 384 = 11.7M of MiniLM's 22.7M parameters) fixed:
-    # no gradient, clipping or AdamW update for half the weights; README "Training" has the
+    # no gradient, clipping or AdamW update for half the weights; docs/training.md "Fine-tuning" has the
     # measured speed and quality.
     freeze_embeddings: bool = True
-    # --- transfer-learning strategies (README "Model quality: strategies and ablation") ---
+    # --- transfer-learning strategies (docs/training.md "Model quality") ---
     # Classifier head: "cls" (Hugging Face default: pooler over [CLS]), "mean" (masked mean
     # pooling + linear), "mlp" (mean pooling + linear/GELU/linear with dropout).
     head: str = "mlp"
@@ -266,7 +266,7 @@ PRESETS: dict[str, Preset] = {
     # 128 tokens, model card), and SetFit fine-tunes such bodies with a separate, much larger
     # head rate (body 2e-5, head 1e-2). This project's values (mean-pooling MLP head, lr 1e-4,
     # head 3e-3, 64 tokens, frozen word embeddings) were chosen on the validation split under
-    # the 2-core, 10-minute budget: README "Model quality".
+    # the 2-core, 10-minute budget: docs/training.md "Honest selection".
     "minilm": Preset("minilm", {}, "sentence-transformers all-MiniLM-L6-v2 / SetFit; validation-selected"),
     # BERT paper (Devlin et al. 2019), appendix A.3: batch 16 or 32, Adam lr 5e-5/3e-5/2e-5,
     # 2-4 epochs, dropout 0.1; google-research/bert run_classifier.py: warm-up proportion 0.1,

@@ -1,6 +1,6 @@
 """Turn a fine-tuned Hugging Face classifier into the serving artifact.
 
-Steps (each measured in the optimization report, see the README):
+Steps (each measured in the optimization report, see docs/training.md):
 
 1. ``torch.onnx`` export (TorchScript-based exporter, opset 17) with dynamic batch and sequence
    axes; one output, ``logits``.
@@ -186,8 +186,8 @@ def quantize_int8(src: Path, dst: Path, per_channel: bool = False, reduce_range:
 
     ``reduce_range`` (7-bit weights) is ONNX Runtime's remedy for u8s8 saturation on AVX2/AVX-512
     CPUs without VNNI; measured on this (AVX2) machine it lost accuracy on its own and only
-    matched the default together with ``per_channel`` (README, "Evaluation and the serving
-    artifact"), so both stay off by default.
+    matched the default together with ``per_channel`` (docs/training.md, "Optimization report"),
+    so both stay off by default.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

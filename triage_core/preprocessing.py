@@ -101,7 +101,7 @@ def mask_pii(text: str) -> str:
 
 # --- e-mail / chat noise -------------------------------------------------------------------
 # The rules below were written and tuned on training.noise's "train" and "dev" pools only: the
-# noisy evaluation uses the held-out "eval" pool, written after them (README, "Noisy tickets").
+# noisy evaluation uses the held-out "eval" pool, written after them (docs/training.md, "Noisy tickets").
 # They recognise the *structure* of an e-mail (a reply header, a closing line followed by a name,
 # a contact line, a device line, a legal footer at the end), not a list of phrasings, and they
 # only ever cut the end of a message: a line that merely starts like a header ("From: the app it

@@ -14,7 +14,7 @@ A problem with the source as a whole (unsupported type, unknown charset, corrupt
 configured text field) raises :class:`RecordFormatError`, possibly after some records were
 yielded (e.g. a gzip file truncated in the middle).
 
-Accepted files (the README has the same table):
+Accepted files (docs/formats.md has the same table):
 
 ===========  ===============================================  ====================================
 format       recognised by                                    shape

@@ -126,10 +126,10 @@ def test_the_plan_is_a_function_of_the_seed_and_of_what_a_decision_is_about():
 
 @pytest.mark.parametrize("seed", range(1, 41))
 def test_the_manifest_from_the_documented_rules_matches_the_dispatchers_keys(seed: int):
-    """The harness's manifest comes from the README's keying rules, not from the pipeline's
-    parser; here, once, the two are compared on every generated file, read by the dispatcher's
-    reader (``triage_core.reader``) and keyed by its chunker, so a difference between the rules as
-    documented and as implemented shows up as a failing test, not as chaos noise."""
+    """The harness's manifest comes from the documented keying rules (docs/pipeline.md, "Ticket ids"), not
+    from the pipeline's parser; here, once, the two are compared on every generated file, read by the
+    dispatcher's reader (``triage_core.reader``) and keyed by its chunker, so a difference between the
+    rules as documented and as implemented shows up as a failing test, not as chaos noise."""
     for upload in plan_uploads(seed, 5):
         ticket_file = upload.file
         if ticket_file.whole_file_error:

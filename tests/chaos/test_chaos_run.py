@@ -1,7 +1,7 @@
 """The short chaos run of ``make test``: a few seeds through the local stack (moto's server, the real
 inference server on the tiny artifact, the real handlers) with every kind of fault, checked by
 the independent checker; and proof that the checker fails a deliberately broken aggregator.
-``make chaos`` runs the long version (README, "Chaos testing")."""
+``make chaos`` runs the long version (docs/chaos.md)."""
 
 from __future__ import annotations
 

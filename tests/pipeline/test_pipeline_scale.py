@@ -1,6 +1,6 @@
 """`make scale` on a small file: the harness runs the real dispatcher in a child process per Lambda
 run, reads its peak RSS, lets the aggregator finish the job, and ends with the one JSON line the
-README's numbers come from."""
+numbers in docs/pipeline.md come from."""
 
 from __future__ import annotations
 
