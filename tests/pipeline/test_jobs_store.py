@@ -207,12 +207,16 @@ def test_checkpoint_needs_a_dispatching_job(store: JobStore):
     assert store.get_job("nobody") is None
 
 
-def test_rejected_parts_are_appended_once_each(store: JobStore):
+def test_rejected_parts_count_only_for_the_run_that_wins_its_position(store: JobStore):
+    """Each dispatcher run writes its rejected records to an object of its own and registers it in
+    the same conditional update as its progress: of two runs at one position (a duplicate S3
+    event), only the winner's object counts; the parts are kept in order."""
     assert store.create_job("j", {**DISPATCH}, NOW)
-    store.add_rejected_part("j", "s3://out/rejected-0.jsonl")
-    store.add_rejected_part("j", "s3://out/rejected-1.jsonl")
-    store.add_rejected_part("j", "s3://out/rejected-0.jsonl")  # a retried run
-    assert store.get_job("j")["rejected_parts"] == ["s3://out/rejected-0.jsonl", "s3://out/rejected-1.jsonl"]
+    assert store.checkpoint("j", 0, {"cursor": 10}, NOW, rejected_part="rejected/run1-a.jsonl")
+    assert not store.checkpoint("j", 0, {"cursor": 10}, NOW, rejected_part="rejected/run1-b.jsonl")
+    assert store.checkpoint("j", 10, {"cursor": 20}, NOW)  # a run without rejected records
+    assert store.finish_dispatch("j", 20, {"cursor": 30}, NOW, rejected_part="rejected/run3-c.jsonl")
+    assert store.get_job("j")["rejected_parts"] == ["rejected/run1-a.jsonl", "rejected/run3-c.jsonl"]
 
 
 def test_hand_off_is_noted_only_at_the_current_cursor(store: JobStore):
