@@ -161,22 +161,26 @@ def test_two_runs_of_one_dispatch_cannot_overwrite_each_others_rejected_records(
     from triage_core.formats import iter_jsonl
 
     fast_done = threading.Event()
+    held = threading.Event()
 
     class HeldBack:
         """The slow run's InvokeEndpointAsync calls wait until the other run has finished."""
 
         def invoke_endpoint_async(self, **request):
+            held.set()
             fast_done.wait(30)
             return endpoint.invoke_endpoint_async(**request)
 
     class TwoBoundaries:
-        """The slow run's time is down to its reserve at its second chunk boundary."""
+        """The slow run's time is down to its reserve at its second chunk boundary, or at the first
+        one after that when no invocation is held back yet (the submission thread may not have
+        reached the endpoint by then: the stop must find an invocation in flight to wait for)."""
 
         checks = 0
 
         def __call__(self) -> float:
             self.checks += 1
-            return 60.0 if self.checks < 2 else 0.0
+            return 0.0 if self.checks >= 2 and held.is_set() else 60.0
 
     body = mixed_file()
     key = "incoming/twice.jsonl"
