@@ -285,6 +285,33 @@ def test_the_last_notification_finalizes_the_job_once(stack: Stack, logged: list
     assert _counts(stack)["ResultsPublished"] == 1
 
 
+def test_the_last_notification_without_its_reserve_of_time_does_not_publish(stack: Stack):
+    """Lambda may stop the function between the publish and the record of the finished job; so
+    the handler hands its invocation's time left to the finalization, which publishes only with
+    the reserve left, else gives the lease back and fails for the event's retry (which publishes
+    once)."""
+    from ticket_pipeline.results import OutOfTime
+
+    _job(stack)
+    assert _handle(stack, _succeeded(stack, "job1", 1)).finalized is None
+    reserve = stack.settings.reserve_seconds
+    with pytest.raises(OutOfTime):
+        handle_notification(
+            _succeeded(stack, "job1", 2),
+            deps=stack.deps,
+            settings=stack.settings,
+            clock=lambda: CLOCK,
+            time_left=lambda: reserve - 1,
+        )
+    assert stack.results_messages() == []
+    assert stack.jobs.get_job("job1")["lease_until"] == 0  # released, not left to expire
+    retried = handle_notification(
+        _succeeded(stack, "job1", 2), deps=stack.deps, settings=stack.settings, clock=lambda: CLOCK
+    )
+    assert retried.finalized == "complete"
+    assert len(stack.results_messages()) == 1
+
+
 def test_a_notification_after_the_sweeper_finalized_is_late(stack: Stack, logged: list[logging.LogRecord]):
     _job(stack)
     assert stack.jobs.claim_overdue("job1", CLOCK + 3601, LEASE)  # the deadline passed
