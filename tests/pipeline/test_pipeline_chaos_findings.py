@@ -13,6 +13,21 @@ from ticket_pipeline import aggregator
 from ticket_pipeline.results import OutOfTime
 
 
+class ThrottledAfterTwo:
+    """InvokeEndpointAsync answers ThrottlingException from the third call on (past botocore's
+    retries), as the service does under a burst: the dispatcher's run dies part-way."""
+
+    def __init__(self, endpoint: AsyncEndpoint):
+        self.endpoint = endpoint
+        self.calls = 0
+
+    def invoke_endpoint_async(self, **request):
+        self.calls += 1
+        if self.calls > 2:
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "x")
+        return self.endpoint.invoke_endpoint_async(**request)
+
+
 def test_a_finalizer_too_close_to_its_timeout_publishes_nothing_and_the_retry_publishes_once(
     aws: Aws, endpoint: AsyncEndpoint
 ):
@@ -57,24 +72,12 @@ def test_a_dispatch_that_died_mid_run_leaves_no_record_of_its_file_unaccounted(
     from ticket_pipeline.chunking import plan_chunks
     from triage_core.formats import iter_jsonl
 
-    class ThrottledAfterTwo:
-        """InvokeEndpointAsync answers ThrottlingException from the third call on (past botocore's
-        retries), as the service does under a burst."""
-
-        calls = 0
-
-        def invoke_endpoint_async(self, **request):
-            self.calls += 1
-            if self.calls > 2:
-                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "x")
-            return endpoint.invoke_endpoint_async(**request)
-
     body = mixed_file()
     version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key="incoming/died.jsonl", Body=body)[
         "VersionId"
     ]
     upload = intake.Upload(aws.names.input_bucket, "incoming/died.jsonl", version_id=version)
-    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo())
+    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo(endpoint))
     with pytest.raises(ClientError, match="ThrottlingException"):
         intake.dispatch_upload(upload, deps=deps, settings=aws.dispatcher_settings(DISPATCH_THREADS="1"))
     job_id = intake.job_id_for(upload.bucket, upload.key, upload.token)
@@ -275,15 +278,6 @@ def test_the_sweeper_reads_a_dead_dispatchs_file_with_the_field_map_the_dispatch
     from triage_core.reader import read_tickets
     from triage_core.records import FieldMap
 
-    class ThrottledAfterTwo:
-        calls = 0
-
-        def invoke_endpoint_async(self, **request):
-            self.calls += 1
-            if self.calls > 2:
-                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "x")
-            return endpoint.invoke_endpoint_async(**request)
-
     rows = ["ticket_id,subject,description"]
     for i in range(14):
         if i % 5 == 3:
@@ -303,7 +297,7 @@ def test_the_sweeper_reads_a_dead_dispatchs_file_with_the_field_map_the_dispatch
         put["Metadata"] = {"id-field": "ticket_id", "text-fields": "subject,description"}
     version = aws.s3.put_object(**put)["VersionId"]
     upload = intake.Upload(aws.names.input_bucket, key, version_id=version)
-    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo())
+    deps = intake.Deps(aws.objects(), aws.jobs(), aws.publisher(), runtime=ThrottledAfterTwo(endpoint))
     with pytest.raises(ClientError, match="ThrottlingException"):  # the dispatch dies after two chunks
         intake.dispatch_upload(upload, deps=deps, settings=aws.dispatcher_settings(**env))
     job_id = intake.job_id_for(upload.bucket, key, upload.token)
