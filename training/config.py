@@ -257,6 +257,19 @@ class Preset:
     source: str
 
 
+# BERT's fine-tuning recipe without its learning rate (BERT and DistilBERT take different points
+# of its grid, see below): one encoder-wide rate, no separate head rate, the [CLS] head.
+_BERT_RECIPE: dict[str, object] = {
+    "head_learning_rate": 0.0,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "max_length": 128,
+    "batch_size": 32,
+    "epochs": 3,
+    "head": "cls",
+    "freeze_embeddings": False,
+}
+
 # `--base-model` picks one of these; any explicit option overrides it. The three big families
 # follow their published fine-tuning recipes, which train the Hugging Face head ([CLS]/<s>
 # pooler + classifier) with one learning rate for all weights and no frozen weights.
@@ -273,34 +286,14 @@ PRESETS: dict[str, Preset] = {
     # weight decay 0.01, max_seq_length 128. The middle of the grid.
     "bert": Preset(
         "bert",
-        {
-            "learning_rate": 3e-5,
-            "head_learning_rate": 0.0,
-            "warmup_ratio": 0.1,
-            "weight_decay": 0.01,
-            "max_length": 128,
-            "batch_size": 32,
-            "epochs": 3,
-            "head": "cls",
-            "freeze_embeddings": False,
-        },
+        {**_BERT_RECIPE, "learning_rate": 3e-5},
         "BERT paper appendix A.3 fine-tuning grid; run_classifier.py warm-up 0.1",
     ),
     # DistilBERT (Sanh et al. 2019) is fine-tuned with BERT's recipe (section 4: GLUE, same
     # procedure); a 6-layer model takes the top of BERT's grid, 5e-5.
     "distilbert": Preset(
         "distilbert",
-        {
-            "learning_rate": 5e-5,
-            "head_learning_rate": 0.0,
-            "warmup_ratio": 0.1,
-            "weight_decay": 0.01,
-            "max_length": 128,
-            "batch_size": 32,
-            "epochs": 3,
-            "head": "cls",
-            "freeze_embeddings": False,
-        },
+        {**_BERT_RECIPE, "learning_rate": 5e-5},
         "DistilBERT paper section 4 (BERT's fine-tuning recipe), top of BERT's lr grid",
     ),
     # RoBERTa paper (Liu et al. 2019), table 10 (GLUE fine-tuning): lr 1e-5/2e-5/3e-5, batch
