@@ -100,8 +100,10 @@ def mask_pii(text: str) -> str:
 
 
 # --- e-mail / chat noise -------------------------------------------------------------------
-# The rules below were written and tuned on training.noise's "train" and "dev" pools only: the
-# noisy evaluation uses the held-out "eval" pool, written after them (docs/training.md, "Noisy tickets").
+# The rules below were written and tuned on training.noise's "train" and "dev" pools, and one
+# structural rule (a sign-off and a name above a footer no rule knows) came from the misses on the
+# noisy validation ("select"); the noisy evaluation uses the held-out "eval" pool, which no rule
+# was tuned on (docs/training.md, "Noisy tickets").
 # They recognise the *structure* of an e-mail (a reply header, a closing line followed by a name,
 # a contact line, a device line, a legal footer at the end), not a list of phrasings, and they
 # only ever cut the end of a message: a line that merely starts like a header ("From: the app it
@@ -205,7 +207,24 @@ def _signature_start(lines: list[str]) -> int:
             names += 1
             continue
         break
+    if cut == len(lines):
+        return _signed_off_at(lines)
     return cut
+
+
+def _signed_off_at(lines: list[str]) -> int:
+    """A closing line directly followed by a name line, in the last lines and below some body,
+    starts the signature even when the lines under the name are a footer no rule knows: what
+    follows a sign-off is the sender's block, unless it speaks in the first person or asks
+    something ("P.S. my card ends in 1234?" is content, and keeps everything)."""
+    for i in range(len(lines) - 2, max(0, len(lines) - 9), -1):
+        if not (_is_closing(lines[i].strip()) and _is_name(lines[i + 1].strip())):
+            continue
+        below = [line for line in lines[i + 2 :] if not (_DEVICE.match(line) or _is_contact(line))]
+        if not any(_PERSONAL.search(line) or "?" in line for line in below):
+            return i
+        return len(lines)
+    return len(lines)
 
 
 def extract_request(text: str) -> str:
@@ -218,15 +237,35 @@ def extract_request(text: str) -> str:
     while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
         lines = lines[1:]
     body = "\n".join(lines).strip() or text.strip()
-    stripped = _GREETING.sub("", body, count=1).strip()
+    stripped = _drop_salutation(body)
     stripped = _CHAT_GREETING.sub("", stripped, count=1).strip()
     return stripped or body
+
+
+def _drop_salutation(body: str) -> str:
+    """Drop "Dear Sir or Madam," / "Hello team," at the start; keep "hey i've got the card, ..."
+    and "good evening I bought something abroad, ...": words that are not an addressee (the
+    first person, a date, any lowercase word but a few addressee words) make it the request."""
+    match = _GREETING.match(body)
+    if not match:
+        return body
+    words = re.findall(r"[^\s.!?,:]+", match.group("addressee"))
+    if all(_is_addressee(w) for w in words):
+        return body[match.end() :].strip()
+    return body
+
+
+def _is_addressee(word: str) -> bool:
+    lower = word.lower()
+    if lower in _ADDRESSEE_WORDS:
+        return True
+    return word[0].isupper() and lower not in _NOT_A_NAME and not _PERSONAL.fullmatch(word)
 
 
 # Chat openers without punctuation ("hey there how do I ..."): the greeting word, an optional
 # addressee, then punctuation or a space.
 _CHAT_GREETING = re.compile(
-    r"^\s*(?:hi+|hello+|hey+|hiya|yo|good (?:morning|afternoon|evening|day))"
+    r"^\s*(?:hi+|hello+|hey+|hiya|yo|good (?:morning|afternoon|evening|day))(?:[ \t]+(?:hi+|hello+|hey+))?"
     r"(?:\s+(?:there|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
     re.IGNORECASE,
 )
@@ -235,8 +274,66 @@ _CHAT_GREETING = re.compile(
 # ("hey guys where is my card!!!" must keep "where is my card").
 _GREETING = re.compile(
     r"^\s*(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings|to whom it may concern)"
-    r"\b(?:[ \t]+[^\s.!?,:]+){0,4}?[ \t]*(?:[,:!]+|(?=\n)|$)\s*",
+    r"\b(?P<addressee>(?:[ \t]+[^\s.!?,:]+){0,4}?)[ \t]*(?:[,:!]+|(?=\n)|$)\s*",
     re.IGNORECASE,
+)
+# Lowercase words an addressee is made of ("dear sir or madam", "hello everyone", "hello hello");
+# capitalised words are names ("Dear Jane Doe") unless they are the first person or a date.
+_ADDRESSEE_WORDS = frozenset(
+    [
+        "hi",
+        "hello",
+        "hey",
+        "all",
+        "there",
+        "team",
+        "everyone",
+        "everybody",
+        "folks",
+        "guys",
+        "sir",
+        "sirs",
+        "madam",
+        "or",
+        "and",
+        "support",
+    ]
+)
+_NOT_A_NAME = frozenset(
+    [
+        "i",
+        "i'm",
+        "i've",
+        "i'd",
+        "i'll",
+        "my",
+        "last",
+        "this",
+        "next",
+        "yesterday",
+        "today",
+        "tomorrow",
+        "since",
+        "when",
+        "why",
+        "what",
+        "how",
+        "where",
+        "can",
+        "could",
+        "is",
+        "are",
+        "do",
+        "does",
+        "please",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
 )
 
 
