@@ -122,6 +122,16 @@ SETS: dict[str, ExperimentSet] = {
                 {"noisy_augmentation": 0.5, "noise_pools": ["train", "dev"]},
             ),
             Row(
+                "augmentation-0.15-three-pools",
+                "noisy augmentation 0.15 from pools train, dev and augment (the large one)",
+                {"noise_pools": ["train", "dev", "augment"]},
+            ),
+            Row(
+                "augmentation-0.3-three-pools",
+                "noisy augmentation 0.3 from pools train, dev and augment (the large one)",
+                {"noisy_augmentation": 0.3, "noise_pools": ["train", "dev", "augment"]},
+            ),
+            Row(
                 "augmentation-0.3-two-pools-128",
                 "noisy augmentation 0.3 from pools train and dev, 128 tokens",
                 {"noisy_augmentation": 0.3, "noise_pools": ["train", "dev"], "max_length": 128},

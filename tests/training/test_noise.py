@@ -54,16 +54,23 @@ def test_pools_are_disjoint(a: str, b: str) -> None:
     that experiments rank on (select) and the noisy test set (eval) share no phrase, name,
     domain or emoji."""
     first, second = get_pool(a), get_pool(b)
+
+    def heads(pool) -> set[str]:  # "Best,\n{full_name}" and "Best,\n{first_name}" are one sign-off
+        return {" ".join(re.sub(r"\{[a-z_]+\}", " ", e.lower()).splitlines()[0].split()) for e in pool}
+
     for field in dataclasses.fields(first):
         shared = set(getattr(first, field.name)) & set(getattr(second, field.name))
         assert not shared, f"{field.name} shared by {a} and {b}: {shared}"
+        if field.name in ("greetings", "signoffs", "context_before", "context_after", "footers"):
+            shared = heads(getattr(first, field.name)) & heads(getattr(second, field.name))
+            assert not shared, f"{field.name} shared by {a} and {b} up to names and lines below: {shared}"
 
 
 def test_training_may_draw_only_from_the_tuning_pools() -> None:
     from training.config import TrainConfig
 
-    assert TRAINING_POOLS == ("train", "dev") and set(TRAINING_POOLS) < set(POOLS)
-    assert TrainConfig(noise_pools=["train", "dev"]).noise_pools == ["train", "dev"]
+    assert TRAINING_POOLS == ("train", "dev", "augment") and set(TRAINING_POOLS) < set(POOLS)
+    assert TrainConfig(noise_pools=["train", "augment"]).noise_pools == ["train", "augment"]
     for held_out in (["select"], ["train", "eval"], []):
         with pytest.raises(ValueError, match="noise_pools"):
             TrainConfig(noise_pools=held_out)
