@@ -155,7 +155,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "noise-pools",
         type=_str_list,
         default=None,
-        help=f"comma-separated noise pools of the augmentation: train, dev ({','.join(d.noise_pools)})",
+        help=f"augmentation noise pools: train, dev, augment (default {','.join(d.noise_pools)})",
     )
     _option(
         hp,

@@ -544,6 +544,30 @@ def noisy_variant(texts: list[str], seed: int, pool: str = "eval") -> list[str]:
     return [make_noisy(t, rng, pool) for t in texts]
 
 
-if __name__ == "__main__":  # a quick look: python -m training.noise
-    for sample in noisy_variant(["I am still waiting on my card?", "How do I top up by cheque?"], 0):
-        print(sample, end="\n" + "=" * 60 + "\n")
+def measure_rules(queries: list[str], seed: int = 5) -> dict[str, dict[str, float]]:
+    """How the e-mail rules do on each pool: the share of wrapped queries whose cleaned query is
+    still in the model input, and the share of the raw characters left (docs/training.md)."""
+    from triage_core.preprocessing import preprocess
+
+    report = {}
+    for pool in POOLS:
+        noisy = noisy_variant(queries, seed=seed, pool=pool)
+        cleaned = [preprocess(text) for text in noisy]
+        kept = sum(preprocess(q).lower() in c.lower() for q, c in zip(queries, cleaned, strict=True))
+        report[pool] = {
+            "requests_kept": kept,
+            "queries": len(queries),
+            "chars_left": round(sum(map(len, cleaned)) / sum(map(len, noisy)), 2),
+        }
+    return report
+
+
+if __name__ == "__main__":  # python -m training.noise [train.csv]: the rules' measurement per pool
+    import csv
+    import json
+    import sys
+
+    path = sys.argv[1] if len(sys.argv) > 1 else "artifacts/splits/train.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))[1:901]
+    print(json.dumps(measure_rules([r[0] for r in rows]), indent=2))

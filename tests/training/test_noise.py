@@ -79,3 +79,16 @@ def test_training_may_draw_only_from_the_tuning_pools() -> None:
 def test_unknown_pool_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown noise pool"):
         noisy_variant(["x"], seed=0, pool="test")
+
+
+def test_rules_measurement_per_pool() -> None:
+    """`python -m training.noise` (the numbers in docs/training.md): every pool's wrapped queries
+    keep their request, and the rules drop a good part of the noise around them."""
+    from training.noise import measure_rules
+
+    report = measure_rules(QUERIES * 20, seed=5)
+    assert set(report) == set(POOLS)
+    for pool, row in report.items():
+        assert row["queries"] == len(QUERIES) * 20
+        assert row["requests_kept"] == row["queries"], pool
+        assert 0.3 < row["chars_left"] < 0.8, pool
