@@ -471,6 +471,8 @@ def train(
     accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
     resumed = checkpoint.load()
+    # torch's RNG as the checkpoint saved it, for a resume in the middle of an epoch (see below)
+    resume_rng = torch.get_rng_state() if resumed and resumed["batches_done"] else None
     history: list[dict[str, Any]] = list(resumed["history"]) if resumed else []
     best_f1 = resumed["best_f1"] if resumed else -1.0
     best_epoch = resumed["best_epoch"] if resumed else 0
@@ -550,6 +552,13 @@ def train(
         quiet = {} if main else {"disable": True}
         progress = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, **quiet)
         for batch in progress:
+            if resume_rng is not None:
+                # The uninterrupted run drew the loader's base seed from torch's generator at the
+                # start of this epoch, before the checkpoint saved the RNG state; the resumed loader
+                # has just drawn it again. Put the saved state back, or every dropout mask after
+                # the resume point would differ from the uninterrupted run's.
+                torch.set_rng_state(resume_rng)
+                resume_rng = None
             rows, y = batch.pop("rows"), batch.pop("labels")
             with accelerator.accumulate(model):
                 logits = model(**batch).logits
