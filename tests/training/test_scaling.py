@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.training.test_train import _write_csv, fast_config, tiny_dataset
 from training.train import train
@@ -68,6 +69,7 @@ def test_interrupted_run_resumes_to_the_same_model(
     config = fast_config(tiny_base_model, epochs=3, early_stopping_patience=0, save_steps=save_steps)
     data, val = tiny_dataset(), tiny_dataset(4, seed=1)
     whole = train(config, data, val, tmp_path / "whole")
+    rng_after_whole = torch.get_rng_state()
 
     def stop_in_epoch_2(epoch: int, model) -> None:
         if epoch == 2:
@@ -78,6 +80,9 @@ def test_interrupted_run_resumes_to_the_same_model(
         train(config, data, val, tmp_path / "first", on_epoch_end=stop_in_epoch_2, checkpoint_dir=checkpoints)
     assert (checkpoints / "loop_state.json").is_file()
     resumed = train(config, data, val, tmp_path / "second", checkpoint_dir=checkpoints)
+    # the same random draws (dropout masks) from the resume point on: torch's generator ends where
+    # the uninterrupted run's did
+    assert torch.equal(torch.get_rng_state(), rng_after_whole)
     # 36 rows, batches of 8: 5 steps per epoch; with save_steps=4 the last checkpoint before the
     # interruption is step 8, the 3rd batch of epoch 2
     assert resumed.resumed_from == ({"epoch": 2, "batches_done": 0, "global_step": 5} if not save_steps
