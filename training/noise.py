@@ -563,11 +563,10 @@ def measure_rules(queries: list[str], seed: int = 5) -> dict[str, dict[str, floa
 
 
 if __name__ == "__main__":  # python -m training.noise [train.csv]: the rules' measurement per pool
-    import csv
     import json
     import sys
 
-    path = sys.argv[1] if len(sys.argv) > 1 else "artifacts/splits/train.csv"
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))[1:901]
-    print(json.dumps(measure_rules([r[0] for r in rows]), indent=2))
+    from training.data import load_tickets
+
+    tickets = load_tickets(sys.argv[1] if len(sys.argv) > 1 else "artifacts/splits/train.csv")
+    print(json.dumps(measure_rules(tickets.texts[:900]), indent=2))

@@ -278,7 +278,8 @@ _GREETING = re.compile(
     re.IGNORECASE,
 )
 # Lowercase words an addressee is made of ("dear sir or madam", "hello everyone", "hello hello");
-# capitalised words are names ("Dear Jane Doe") unless they are the first person or a date.
+# capitalised words are names ("Dear Jane Doe") unless they are the first person (_PERSONAL),
+# a date or a question word.
 _ADDRESSEE_WORDS = frozenset(
     [
         "hi",
@@ -301,12 +302,8 @@ _ADDRESSEE_WORDS = frozenset(
 )
 _NOT_A_NAME = frozenset(
     [
-        "i",
-        "i'm",
-        "i've",
         "i'd",
         "i'll",
-        "my",
         "last",
         "this",
         "next",
