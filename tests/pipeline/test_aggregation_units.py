@@ -142,16 +142,7 @@ def _succeeded(stack: Stack, job_id: str, n: int, write_output: bool = True) -> 
         body = "".join(json.dumps(line) + "\n" for line in lines).encode()
         stack.s3.put_object(Bucket=stack.names.output_bucket, Key=location.split("/", 3)[3], Body=body)
     message = success_notification(
-        inference_id=J.inference_id_for(job_id, n),
-        endpoint_name="ep",
-        input_location=f"s3://in/chunks/{job_id}/{n}.jsonl",
-        output_location=location,
-        received_time="2027-01-15T07:59:00.000Z",
-        event_time="2027-01-15T07:59:30.000Z",
-        region="us-east-1",
-        content_type="application/jsonlines",
-        accept="application/jsonlines",
-        response_content_type="application/jsonlines",
+        **_envelope(job_id, n), output_location=location, response_content_type="application/jsonlines"
     )
     return AsyncInferenceNotification.model_validate(message)
 
@@ -159,19 +150,22 @@ def _succeeded(stack: Stack, job_id: str, n: int, write_output: bool = True) -> 
 def _failed(
     job_id: str, n: int, reason: str = "ModelError: boom", location: str | None = None
 ) -> AsyncInferenceNotification:
-    message = error_notification(
-        inference_id=J.inference_id_for(job_id, n),
-        endpoint_name="ep",
-        input_location=f"s3://in/chunks/{job_id}/{n}.jsonl",
-        failure_location=location,
-        failure_reason=reason,
-        received_time="2027-01-15T07:59:00.000Z",
-        event_time="2027-01-15T07:59:30.000Z",
-        region="us-east-1",
-        content_type="application/jsonlines",
-        accept="application/jsonlines",
-    )
+    message = error_notification(**_envelope(job_id, n), failure_location=location, failure_reason=reason)
     return AsyncInferenceNotification.model_validate(message)
+
+
+def _envelope(job_id: str, n: int) -> dict[str, str]:
+    """The fields a success and an error notification of chunk ``n`` share."""
+    return {
+        "inference_id": J.inference_id_for(job_id, n),
+        "endpoint_name": "ep",
+        "input_location": f"s3://in/chunks/{job_id}/{n}.jsonl",
+        "received_time": "2027-01-15T07:59:00.000Z",
+        "event_time": "2027-01-15T07:59:30.000Z",
+        "region": "us-east-1",
+        "content_type": "application/jsonlines",
+        "accept": "application/jsonlines",
+    }
 
 
 def _handle(
