@@ -108,11 +108,16 @@ def mask_pii(text: str) -> str:
 # a contact line, a device line, a legal footer at the end), not a list of phrasings, and they
 # only ever cut the end of a message: a line that merely starts like a header ("From: the app it
 # shows two payments") or a closing word in the middle of the text never ends the ticket.
+# Some client formats (Zoho's "---- On ... wrote ----", a header wrapped over three lines, a device
+# line above a header-less history, a bottom post, a mailing-list footer) came from real clients'
+# e-mails (tests/core/test_real_client_emails.py); the one exception to "only the end is cut" is
+# the bottom post: with nothing but a greeting above the quote, the reply is what follows it.
 
 # The start of a quoted thread: everything from here on is history.
 _REPLY_HEADER = re.compile(
     r"^\s*(?:on\b.{0,160}\bwrote:\s*$"  # Gmail / Apple Mail / Thunderbird
     r"|-{2,}\s*original message\s*-{2,}"  # Outlook
+    r"|-{2,}\s*on\b.{0,160}\bwrote\s*-{2,}\s*$"  # Zoho Mail: "---- On <date> <address> wrote ----"
     r"|-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:)",  # Gmail / Apple Mail forwards
     re.IGNORECASE,
 )
@@ -128,11 +133,18 @@ _FOOTER = re.compile(
     r"|unsubscribe|consider the environment|legally binding|virus(?:es)? (?:scan|check))",
     re.IGNORECASE,
 )
+# A mailing-list footer (Mailman): "<list-name> mailing list", then the list's address and URL.
+# Only the whole line: "please take me off your mailing list" is a request.
+_LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
 # Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
 _DEVICE = re.compile(
     r"^\s*(?:sent (?:from|with|via|using)\b|get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$",
     re.IGNORECASE,
 )
+# A phone's device line as its own paragraph with more text under it ("Sent from my <device>",
+# a blank line, then the message replied to): the history starts there, header or not. Short and
+# without sentence punctuation: "Sent from my phone, the app shows ..." is a request.
+_DEVICE_BOUNDARY = re.compile(r"^\s*Sent from my [^\W_][^\n.,;:!?]{0,40}$")
 # Contact lines of a signature: "Mobile: +44 ...", "Tel. 0123 ...", "E: jane@example.com".
 _CONTACT = re.compile(
     r"^\s*(?:mobile|mob|cell|tel|phone|fax|m|t|e|email|e-mail|web)\s*[:.]\s*\S.{0,60}$", re.IGNORECASE
@@ -170,12 +182,28 @@ def _is_contact(line: str) -> bool:
 
 
 def _quote_start(lines: list[str]) -> int:
-    """Index of the first line of quoted history (a reply/forward header), or ``len(lines)``."""
+    """Index of the first line of quoted history (a reply/forward header, or a device line
+    between the reply and the history), or ``len(lines)``."""
     for i, line in enumerate(lines):
         if _REPLY_HEADER.match(line):
             return i
         # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line
         if i + 1 < len(lines) and _REPLY_HEADER.match(line + " " + lines[i + 1].strip()) and line.strip():
+            return i
+        # Apple Mail wraps it around the address: "On ..., Name" / "<address>" / "wrote:"
+        window = [w.strip() for w in lines[i : i + 3]]
+        address = len(window) == 3 and ("@" in window[1] or EMAIL_TOKEN in window[1])
+        if address and all(window) and _REPLY_HEADER.match(" ".join(window)):
+            return i
+        # "Sent from my <device>" between blank lines, the reply above it and more text below
+        if (
+            _DEVICE_BOUNDARY.match(line)
+            and 0 < i < len(lines) - 2
+            and not lines[i - 1].strip()
+            and not lines[i + 1].strip()
+            and any(w.strip() for w in lines[:i])
+            and any(w.strip() for w in lines[i + 2 :])
+        ):
             return i
         if line.lower().lstrip().startswith("from:") and (
             _FROM_HEADER.match(line) or any(_HEADER_FIELD.match(n) for n in lines[i + 1 : i + 4])
@@ -199,7 +227,7 @@ def _signature_start(lines: list[str]) -> int:
             continue
         if _is_closing(line):
             return i
-        if _FOOTER.search(line) or _DEVICE.match(line) or _is_contact(line):
+        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _DEVICE.match(line) or _is_contact(line):
             if names == 0:
                 cut = i
             continue
@@ -213,14 +241,17 @@ def _signature_start(lines: list[str]) -> int:
 
 
 def _signed_off_at(lines: list[str]) -> int:
-    """A closing line directly followed by a name line, in the last lines and below some body,
-    starts the signature even when the lines under the name are a footer no rule knows: what
-    follows a sign-off is the sender's block, unless it speaks in the first person or asks
-    something ("P.S. my card ends in 1234?" is content, and keeps everything)."""
+    """A closing line followed by a name line (blank lines between them allowed), in the last
+    lines and below some body, starts the signature even when the lines under the name are a
+    footer no rule knows: what follows a sign-off is the sender's block, unless it speaks in the
+    first person or asks something ("P.S. my card ends in 1234?" is content, and keeps everything)."""
     for i in range(len(lines) - 2, max(0, len(lines) - 9), -1):
-        if not (_is_closing(lines[i].strip()) and _is_name(lines[i + 1].strip())):
+        if not _is_closing(lines[i].strip()):
             continue
-        below = [line for line in lines[i + 2 :] if not (_DEVICE.match(line) or _is_contact(line))]
+        name = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), len(lines))
+        if name == len(lines) or not _is_name(lines[name].strip()):
+            continue
+        below = [line for line in lines[name + 1 :] if not (_DEVICE.match(line) or _is_contact(line))]
         if not any(_PERSONAL.search(line) or "?" in line for line in below):
             return i
         return len(lines)
@@ -229,17 +260,41 @@ def _signed_off_at(lines: list[str]) -> int:
 
 def extract_request(text: str) -> str:
     """Keep the new request of an e-mail or chat ticket; drop greeting, quoted thread, sign-off,
-    signature, device line and footer. Content is only ever cut at the end of the message."""
+    signature, device line and footer. Content is only ever cut at the end of the message, except
+    in a bottom post (nothing but a greeting above the quote): then the reply is under the quote."""
     lines = text.splitlines()
-    lines = lines[: _quote_start(lines)]
+    start = _quote_start(lines)
+    body = _reply(lines[:start])
+    if start < len(lines) and not _drop_greeting(body):  # a bottom post: the reply is under the quote
+        reply = _reply(_below_quote(lines[start:]))
+        if _drop_greeting(reply):
+            body = reply
+    body = body or text.strip()
+    return _drop_greeting(body) or body
+
+
+def _reply(lines: list[str]) -> str:
     lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
     lines = lines[: _signature_start(lines)]
     while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
         lines = lines[1:]
-    body = "\n".join(lines).strip() or text.strip()
+    return "\n".join(lines).strip()
+
+
+def _below_quote(lines: list[str]) -> list[str]:
+    """A bottom post's reply: ``lines`` start with a reply header (wrapped over up to three lines)
+    directly followed by ``>`` lines; the unquoted lines after them, up to the next header, are
+    the reply. Nothing if the quote is not ``>`` lines."""
+    first = next((i for i, line in enumerate(lines) if _QUOTED.match(line)), len(lines))
+    if first == len(lines) or sum(1 for line in lines[1:first] if line.strip()) > 2:
+        return []
+    below = [line for line in lines[first:] if not _QUOTED.match(line)]
+    return below[: _quote_start(below)]
+
+
+def _drop_greeting(body: str) -> str:
     stripped = _drop_salutation(body)
-    stripped = _CHAT_GREETING.sub("", stripped, count=1).strip()
-    return stripped or body
+    return _CHAT_GREETING.sub("", stripped, count=1).strip()
 
 
 def _drop_salutation(body: str) -> str:

@@ -201,6 +201,36 @@ def test_config_is_strict_and_serialisable() -> None:
         # a short capitalised line is content unless a closing stands above it
         ("Card Declined\nWhy was it declined at the shop?", "Card Declined Why was it declined at the shop?"),
         ("My top up failed.\nPlease Help", "My top up failed. Please Help"),
+        # the client formats of tests/core/test_real_client_emails.py need the client's own layout:
+        # a header starting with "On" but without Zoho's dashes, or wrapped over three lines
+        # without an address, is a sentence
+        (
+            "On Monday your agent wrote that my refund was sent\nbut nothing arrived. Where is it?",
+            "On Monday your agent wrote that my refund was sent but nothing arrived. Where is it?",
+        ),
+        (
+            'On Monday the app showed an error\nand the support chat\nwrote:\n"payment declined". Why?',
+            'On Monday the app showed an error and the support chat wrote: "payment declined". Why?',
+        ),
+        # "Sent from my ..." ends the reply only as a short paragraph of its own, without punctuation
+        (
+            "My top up failed twice.\n\nSent from my phone, the app shows an error\n\nthen it logs me out.",
+            "My top up failed twice. Sent from my phone, the app shows an error then it logs me out.",
+        ),
+        (
+            "I paid my rent yesterday.\nSent from my savings account\nbut it is still pending. Why?",
+            "I paid my rent yesterday. Sent from my savings account but it is still pending. Why?",
+        ),
+        # a sign-off with a blank line above the name: what follows in the first person stays
+        (
+            "Where is my card?\n\nThanks,\n\nJane\nmy old card still works, should I cut it up?",
+            "Where is my card? Thanks, Jane my old card still works, should I cut it up?",
+        ),
+        # a mailing-list footer is only "<list-name> mailing list"
+        (
+            "Can you stop the promotional e-mails?\nPlease take me off your mailing list",
+            "Can you stop the promotional e-mails? Please take me off your mailing list",
+        ),
     ],
 )
 def test_extraction_keeps_the_body(text: str, expected: str) -> None:
@@ -261,6 +291,24 @@ Sent from my Pixel 8
 Brightline Analytics Ltd. Registered in Scotland No. SC123456. Registered office: Edinburgh EH2 2PR.
 Geschäftsführer: P. Shah, Amtsgericht München HRB 12345"""
 
+# A bottom post (the reply under the '>'-quoted question, nothing but a greeting above the header)
+# from a mailing list: the reply is what is left.
+BOTTOM_POST = """Hello,
+
+On Tue, 4 Mar 2025 at 09:12, Bank Support <support@bank.example> wrote:
+> Could you tell us the date and the amount of the payment?
+
+It was on 3 March, 25 euros at the petrol station. Why was it declined?
+
+Thanks,
+Jane
+
+_______________________________________________
+customers mailing list
+customers@lists.bank.example
+https://lists.bank.example/listinfo/customers
+"""
+
 # What follows a sign-off in the first person, or asking something, is content: nothing is cut.
 POSTSCRIPT = """Where is my card?
 Thanks,
@@ -283,10 +331,17 @@ P.S. my old card still works, should I cut it up?"""
         (GMAIL_REPLY, "why was my card payment declined at the petrol station? i had money on the account"),
         (RFC_SIGNATURE, "I can't find the exchange rate you used for my payment of $120.50 on 12.03.2024."),
         (FORWARDED, "FYI, this is the third time. I want a refund for the duplicate charge."),
+        (BOTTOM_POST, "It was on 3 March, 25 euros at the petrol station. Why was it declined?"),
     ],
 )
 def test_real_looking_emails(email: str, expected: str) -> None:
     assert preprocess(email) == expected
+
+
+def test_bottom_post_without_a_reply_keeps_the_quote() -> None:
+    """Only a greeting above the quote and nothing under it: no reply to take, nothing is cut."""
+    text = "Hi,\nOn Tue, 4 Mar 2025 at 09:12, Bank <support@bank.example> wrote:\n> Where is my card?\n"
+    assert "Where is my card?" in preprocess(text)
 
 
 @pytest.mark.parametrize("held_out", ["select", "eval"])
