@@ -132,6 +132,20 @@ SETS: dict[str, ExperimentSet] = {
                 {"noisy_augmentation": 0.3, "seed": 43},
             ),
             Row("default-128", "the default at 128 tokens", {"max_length": 128}),
+            # The encoder's learning rate, never validated for this default (its validation
+            # curve still rises in the last epoch): higher rates at the same budget.
+            Row("lr-1.5e-4", "encoder learning rate 1.5e-4 (default 1e-4)", {"learning_rate": 1.5e-4}),
+            Row(
+                "lr-1.5e-4-seed-43",
+                "encoder learning rate 1.5e-4, training seed 43",
+                {"learning_rate": 1.5e-4, "seed": 43},
+            ),
+            Row("lr-2e-4", "encoder learning rate 2e-4 (default 1e-4)", {"learning_rate": 2e-4}),
+            Row(
+                "lr-2e-4-seed-43",
+                "encoder learning rate 2e-4, training seed 43",
+                {"learning_rate": 2e-4, "seed": 43},
+            ),
         ),
         rank_by="mean",
     ),
