@@ -19,7 +19,7 @@ numbers by placeholders. So the checks are about content, never about our exact 
 
 Where upstream's test only asserts an anchor (a regex on a fragment), ``visible`` is the
 fixture's text of the fragment that anchor pins. A failure here is a finding, not a reason to
-change an expectation: known ones are strict xfails whose reason says what goes wrong.
+change an expectation.
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ class Case:
     visible: str  # the visible reply according to upstream_test
     key: tuple[str, ...]  # sentences of the visible reply that must survive
     hidden: tuple[str, ...] = ()  # distinctive text of the quoted/hidden part that must not
-    kept_xfail: str | None = None  # known failure of test_reply_is_kept
-    dropped_xfail: str | None = None  # known failure of test_quoted_part_is_dropped
 
 
 CASES = [
@@ -301,16 +299,10 @@ def _output(case: Case) -> str:
     return preprocess(_read(case)).casefold()
 
 
-def _params(xfail_field: str) -> list:
-    params = []
-    for case in CASES:
-        reason = getattr(case, xfail_field)
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        params.append(pytest.param(case, id=f"{case.fixture[:-4]}-{case.upstream_test}", marks=marks))
-    return params
+IDS = [f"{case.fixture[:-4]}-{case.upstream_test}" for case in CASES]
 
 
-@pytest.mark.parametrize("case", _params("kept_xfail"))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_reply_is_kept(case: Case) -> None:
     output = _output(case)
     lost = [sentence for sentence in case.key if _clean(sentence) not in output]
@@ -318,7 +310,7 @@ def test_reply_is_kept(case: Case) -> None:
     assert preprocess(case.visible).casefold() in output, f"output: {output!r}"
 
 
-@pytest.mark.parametrize("case", _params("dropped_xfail"))
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_quoted_part_is_dropped(case: Case) -> None:
     output = _output(case)
     kept = [text for text in case.hidden if _clean(text) in output]
