@@ -265,10 +265,11 @@ def extract_request(text: str) -> str:
     lines = text.splitlines()
     start = _quote_start(lines)
     body = _reply(lines[:start])
-    if start < len(lines) and not _drop_greeting(body):  # a bottom post: the reply is under the quote
-        reply = _reply(_below_quote(lines[start:]))
-        if _drop_greeting(reply):
-            body = reply
+    request = _drop_greeting(body)
+    if not request and start < len(lines):  # a bottom post: the reply is under the quote
+        request = _drop_greeting(_reply(_below_quote(lines[start:])))
+    if request:
+        return request
     body = body or text.strip()
     return _drop_greeting(body) or body
 
