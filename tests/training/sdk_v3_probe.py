@@ -5,7 +5,8 @@ and prints, as one JSON line, what the SDK did.
 The SDK uploads the code and its drivers to S3 (moto's server: ``AWS_ENDPOINT_URL``) and sends
 ``CreateTrainingJob`` to a botocore ``Stubber`` on the SageMaker client it uses; botocore
 validates the request against the SageMaker API model before the Stubber answers, and the
-request is printed as the SDK built it. Usage: ``sdk_v3_probe.py <role arn> <staging bucket>``.
+request is printed as the SDK built it. Usage: ``sdk_v3_probe.py <role arn> <staging bucket>
+<hyperparameters of a third, CPU job as JSON>`` (the job the test then runs as its container would).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from training.sagemaker_launcher import JobSpec, stage_source_dir, start_job
 ARN = "arn:aws:sagemaker:eu-west-1:123456789012:training-job/"
 
 
-def main(role: str, bucket: str) -> dict:
+def main(role: str, bucket: str, local_hyperparameters: dict[str, str]) -> dict:
     boto_session = boto3.Session(region_name="eu-west-1")
     s3 = boto_session.client("s3")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
@@ -66,6 +67,7 @@ def main(role: str, bucket: str) -> dict:
             instance_type="ml.g5.12xlarge",
             instance_count=2,
         ),
+        "local": JobSpec(role=role, train_input=train, hyperparameters=local_hyperparameters),
     }
     out: dict = {"jobs": {}}
     with tempfile.TemporaryDirectory() as tmp, stubber:
@@ -97,4 +99,4 @@ def main(role: str, bucket: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2]), default=str))
+    print(json.dumps(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])), default=str))

@@ -385,7 +385,7 @@ STAGING_BUCKET = "triage-sm-staging"
 SDK_PROBE = Path(__file__).with_name("sdk_v3_probe.py")
 
 
-def _sdk_probe(moto_url: str, tmp: Path) -> dict:
+def _sdk_probe(moto_url: str, tmp: Path, local_hyperparameters: dict[str, str]) -> dict:
     # the SDK's defaults file: no telemetry call from the test (SageMaker.PythonSDK.Modules.TelemetryOptOut)
     config = tmp / "sagemaker-config.yaml"
     config.write_text(
@@ -407,7 +407,7 @@ def _sdk_probe(moto_url: str, tmp: Path) -> dict:
         "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(config),
     }
     out = subprocess.run(
-        [str(SDK_PYTHON), str(SDK_PROBE), ROLE, STAGING_BUCKET],
+        [str(SDK_PYTHON), str(SDK_PROBE), ROLE, STAGING_BUCKET, json.dumps(local_hyperparameters)],
         env=env,
         capture_output=True,
         text=True,
@@ -418,7 +418,7 @@ def _sdk_probe(moto_url: str, tmp: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sdk_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def sdk_jobs(tmp_path_factory: pytest.TempPathFactory, tiny_base_model: Path) -> Iterator[dict]:
     if not SDK_PYTHON.exists():
         pytest.skip("SDK venv missing: run `make tools`")
     from local_pipeline.aws import DUMMY_CREDENTIALS, MotoServer, patched_environ
@@ -426,9 +426,116 @@ def sdk_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with patched_environ(DUMMY_CREDENTIALS):
         server = MotoServer().start()
     try:
-        yield _sdk_probe(server.url, tmp_path_factory.mktemp("sdk"))
+        jobs = _sdk_probe(
+            server.url, tmp_path_factory.mktemp("sdk"), local_job_hyperparameters(tiny_base_model)
+        )
+        yield {**jobs, "moto": server}
     finally:
         server.stop()
+
+
+def local_job_hyperparameters(base_model: Path) -> dict[str, str]:
+    return {"epochs": "1", "base-model": str(base_model), "max-length": "32", "threads": "1",
+            "evaluate": "false", "optimization-report": "false"}  # fmt: skip
+
+
+CONTAINER_RUN = """
+set -e
+mount -t tmpfs tmpfs /opt          # this namespace only: the host's /opt is untouched
+mkdir -p /opt/ml
+mount --bind "$OPT_ML" /opt/ml
+mount --bind "$MODEL_HOST_DIR" /opt/ml/model   # as the SDK's local mode mounts it: a mount point
+exec "$@"
+"""
+
+
+def test_sdk_v3_job_runs_the_entry_point_as_its_container_would(sdk_jobs: dict, tmp_path: Path) -> None:
+    """The job the SDK created, run the way its container would run it: the code and driver
+    channels downloaded from S3 (what the SDK uploaded), /opt/ml laid out as SageMaker lays it out
+    for a training container (config/resourceconfig.json, inputdataconfig.json,
+    hyperparameters.json and one directory per channel: "How Amazon SageMaker Provides Training
+    Information", docs.aws.amazon.com/sagemaker/latest/dg/
+    your-algorithms-training-algo-running-container.html),
+    /opt/ml/model a mount point, and the request's ContainerEntrypoint + ContainerArguments
+    executed in a private mount namespace. The SDK's sm_train.sh installs requirements.txt (pip
+    offline and dry-run: every pin must already be satisfied, nothing is installed), its
+    environment.py sets the SM_* variables and its driver runs train_entry.py with the
+    hyperparameters as arguments."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private mount namespace")
+    job = sdk_jobs["jobs"]["local"]
+    request = job["request"]
+    opt_ml, model_host = tmp_path / "opt-ml", tmp_path / "model-host"
+    s3 = sdk_jobs["moto"].client("s3")
+    for channel in request["InputDataConfig"]:
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        target = opt_ml / "input" / "data" / channel["ChannelName"]
+        target.mkdir(parents=True)
+        if channel["ChannelName"] == "train":
+            continue
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")["Contents"]:
+            path = target / obj["Key"][len(prefix.rstrip("/")) + 1 :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    with (opt_ml / "input" / "data" / "train" / "tickets.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        for label in ("card_arrival", "exchange_rate"):
+            writer.writerows([f"{label.replace('_', ' ')} question {i}", label] for i in range(10))
+    config = opt_ml / "input" / "config"
+    config.mkdir(parents=True)
+    resource = {
+        "current_host": "algo-1",
+        "current_instance_type": request["ResourceConfig"]["InstanceType"],
+        "current_group_name": "homogeneousCluster",
+        "hosts": ["algo-1"],
+        "network_interface_name": "eth0",
+    }
+    (config / "resourceconfig.json").write_text(json.dumps(resource))
+    channels = {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
+                "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+                for c in request["InputDataConfig"]}  # fmt: skip
+    (config / "inputdataconfig.json").write_text(json.dumps(channels))
+    (config / "hyperparameters.json").write_text(json.dumps(request["HyperParameters"]))
+    for name in ("model", "output/data"):
+        (opt_ml / name).mkdir(parents=True, exist_ok=True)
+    model_host.mkdir()
+    algorithm = request["AlgorithmSpecification"]
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # python3 and pip3 of the project
+        "HOME": str(tmp_path),
+        "TRAINING_JOB_NAME": request["TrainingJobName"],
+        **request["Environment"],
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "PIP_NO_INDEX": "1",
+        "PIP_DRY_RUN": "1",
+        "OPT_ML": str(opt_ml),
+        "MODEL_HOST_DIR": str(model_host),
+    }
+    command = [*algorithm["ContainerEntrypoint"], *algorithm["ContainerArguments"]]
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", CONTAINER_RUN, "container", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Installing requirements" in log and "Would install" not in log
+    # the entry point got the hyperparameters as SageMaker's basic driver passes them
+    assert "--base-model" in log and "--max-length 32" in log
+    assert {p.name for p in model_host.iterdir()} == {"model.onnx", "tokenizer.json", "triage_artifact.json"}
+    data = opt_ml / "output" / "data"
+    assert (data / "onnx-fp32" / "model.onnx").is_file() and (
+        data / "onnx-fp32" / "export_report.json"
+    ).is_file()
+    assert (data / "splits" / "test.csv").is_file() and (data / "reports" / "train_summary.json").is_file()
+    assert not (opt_ml / "onnx-fp32").exists() and not (opt_ml / "output" / "failure").exists()
 
 
 def test_sdk_v3_sends_the_training_job_request(sdk_jobs: dict) -> None:
