@@ -131,16 +131,22 @@ def test_hyperparameters_as_sagemaker_passes_them() -> None:
         config_from_args(build_parser().parse_args(["train", "--epochs", "0"]))
 
 
-def test_entry_point_runs_as_a_training_job(tiny_base_model: Path, tmp_path: Path) -> None:
-    """The staged source directory, run like SageMaker does: env vars + hyperparameter args."""
-    src = stage_source_dir(tmp_path / "src")
-    channel, model_dir, output_dir = tmp_path / "input", tmp_path / "model", tmp_path / "output"
-    channel.mkdir()
-    with (channel / "tickets.csv").open("w", newline="") as handle:
+def write_channel(directory: Path) -> Path:
+    """A ``train`` channel directory with one small CSV of two labels (20 tickets)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "tickets.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "category"])
         for label in ("card_arrival", "exchange_rate"):
             writer.writerows([f"{label.replace('_', ' ')} question {i}", label] for i in range(10))
+    return directory
+
+
+def test_entry_point_runs_as_a_training_job(tiny_base_model: Path, tmp_path: Path) -> None:
+    """The staged source directory, run like SageMaker does: env vars + hyperparameter args."""
+    src = stage_source_dir(tmp_path / "src")
+    channel, model_dir, output_dir = tmp_path / "input", tmp_path / "model", tmp_path / "output"
+    write_channel(channel)
     env = {
         **os.environ,
         "SM_CHANNEL_TRAIN": str(channel),
@@ -196,12 +202,7 @@ def test_two_node_job_writes_its_files_once(tiny_base_model: Path, tmp_path: Pat
 
     src = stage_source_dir(tmp_path / "src")
     channel = tmp_path / "channel"
-    channel.mkdir()
-    with (channel / "tickets.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "category"])
-        for label in ("card_arrival", "exchange_rate"):
-            writer.writerows([f"{label.replace('_', ' ')} question {i}", label] for i in range(10))
+    write_channel(channel)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -480,11 +481,7 @@ def test_sdk_v3_job_runs_the_entry_point_as_its_container_would(sdk_jobs: dict, 
             path = target / obj["Key"][len(prefix.rstrip("/")) + 1 :]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-    with (opt_ml / "input" / "data" / "train" / "tickets.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "category"])
-        for label in ("card_arrival", "exchange_rate"):
-            writer.writerows([f"{label.replace('_', ' ')} question {i}", label] for i in range(10))
+    write_channel(opt_ml / "input" / "data" / "train")
     config = opt_ml / "input" / "config"
     config.mkdir(parents=True)
     resource = {
