@@ -100,8 +100,11 @@ $(CHECKOV): requirements-checkov.txt
 # protobuf<7 and rich<15 and sagemaker-train brings mlflow; next to the project it would downgrade
 # protobuf and rich (training/sagemaker_launcher.py says why).
 SAGEMAKER_SDK := $(VENV)/sagemaker/.installed
+# Made afresh when the pin changes: v3's sagemaker-core/-train/-serve/-mlops all own
+# sagemaker/__init__.py, which an in-place upgrade from v2 would uninstall.
 $(SAGEMAKER_SDK): requirements-sagemaker.txt
-	test -x $(VENV)/sagemaker/bin/python || $(PYTHON) -m venv $(VENV)/sagemaker
+	rm -rf $(VENV)/sagemaker
+	$(PYTHON) -m venv $(VENV)/sagemaker
 	$(VENV)/sagemaker/bin/pip install --quiet -r requirements-sagemaker.txt
 	touch $@
 
