@@ -96,15 +96,19 @@ $(CHECKOV): requirements-checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
-# The SageMaker SDK (only to launch training jobs) gets its own venv too: v2 pins older
-# protobuf/attrs, and v3 would downgrade protobuf and rich (training/sagemaker_launcher.py says why).
+# The SageMaker SDK v3 (only to launch training jobs) gets its own venv too: sagemaker-core caps
+# protobuf<7 and rich<15 and sagemaker-train brings mlflow; next to the project it would downgrade
+# protobuf and rich (training/sagemaker_launcher.py says why).
 SAGEMAKER_SDK := $(VENV)/sagemaker/.installed
+# Made afresh when the pin changes: v3's sagemaker-core/-train/-serve/-mlops all own
+# sagemaker/__init__.py, which an in-place upgrade from v2 would uninstall.
 $(SAGEMAKER_SDK): requirements-sagemaker.txt
-	test -x $(VENV)/sagemaker/bin/python || $(PYTHON) -m venv $(VENV)/sagemaker
+	rm -rf $(VENV)/sagemaker
+	$(PYTHON) -m venv $(VENV)/sagemaker
 	$(VENV)/sagemaker/bin/pip install --quiet -r requirements-sagemaker.txt
 	touch $@
 
-## side environments the test suite uses (checkov scan, SageMaker SDK estimator test)
+## side environments the test suite uses (checkov scan, SageMaker SDK v3 launcher test)
 tools: $(CHECKOV) $(SAGEMAKER_SDK)
 
 ## synth, then scan cdk.out/ with checkov

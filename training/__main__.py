@@ -396,7 +396,12 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
         with process_state().main_process_first():
             dataset = load_model_inputs(args.data, args.text_column, args.label_column, config, args.encoding)
             splits = load_or_create_splits(
-                dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
+                dataset,
+                args.splits_dir,
+                args.validation_size,
+                args.test_size,
+                args.split_seed,
+                write=_is_main_process(),  # one writer per job, not per node (training.job_env)
             )
     except DataError as exc:
         raise SystemExit(f"data error: {exc}") from None
@@ -436,7 +441,13 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
     }
 
     if args.export:
-        from training.export import ExportError, ParityTolerance, export_artifact, export_report
+        from training.export import (
+            ExportError,
+            ParityTolerance,
+            export_artifact,
+            export_report,
+            export_report_path,
+        )
 
         t0 = time.perf_counter()
         tolerance = ParityTolerance(
@@ -459,9 +470,7 @@ def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, An
             )
         except ExportError as exc:
             _write_json(reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
-            raise SystemExit(
-                f"{exc} (details: {args.output.parent / 'onnx-fp32' / 'export_report.json'})"
-            ) from None
+            raise SystemExit(f"{exc} (details: {export_report_path(args.output)})") from None
         summary["artifact"] = str(args.output)
         summary["export_seconds"] = round(time.perf_counter() - t0, 1)
         summary["export"] = export_report(args.output)
@@ -584,9 +593,10 @@ def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_di
 
 
 def _is_main_process() -> bool:
-    from training.train import process_state
+    """The process that writes shared files: global rank 0 of the whole job (training.job_env)."""
+    from training.job_env import is_writer
 
-    return process_state().is_main_process
+    return is_writer()
 
 
 def run_package(args: argparse.Namespace) -> Path:

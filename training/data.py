@@ -389,10 +389,13 @@ def load_or_create_splits(
     validation_size: float = 0.1,
     test_size: float = 0.1,
     seed: int = 42,
+    write: bool = True,
 ) -> Splits:
     """Re-use the splits in ``directory`` if they were made from the same rows with the same seed.
 
     Otherwise split, write ``{train,validation,test}.csv`` + ``split_info.json`` and return them.
+    ``write=False`` (every process of a multi-node job but the one that writes shared files,
+    :func:`training.job_env.is_writer`): the same split (same rows, same seed) in memory only.
     """
     directory = Path(directory)
     info_path = directory / SPLIT_INFO_FILE
@@ -421,8 +424,9 @@ def load_or_create_splits(
             return Splits(*parts, info=info)
         log.info("splits in %s were made from other data or settings: re-splitting", directory)
     splits = split_dataset(dataset, validation_size, test_size, seed)
-    write_splits(splits, directory)
-    log.info("wrote splits to %s: %s", directory, splits.info["sizes"])
+    if write:
+        write_splits(splits, directory)
+        log.info("wrote splits to %s: %s", directory, splits.info["sizes"])
     return splits
 
 

@@ -18,11 +18,14 @@ Steps (each measured in the optimization report, see docs/training.md):
    export raises :class:`ExportError` and leaves no servable artifact; ``python -m training
    train`` then exits non-zero with that one-line message.
 
-The artifact is built in a staging directory and moved to ``output_dir`` only once it passed
-the gate. The served directory gets ``model.onnx`` (int8), ``tokenizer.json`` and
-``triage_artifact.json``; the fp32 ONNX model and ``export_report.json`` (the parity numbers,
-and a warning when the optimizer fell back to the unfused graph) are kept next to it
-(``<output_dir>/../onnx-fp32/``), never inside the served directory.
+The artifact is built in a staging directory inside ``output_dir`` and moved into it only once
+it passed the gate (:func:`publish_artifact`): file by file, manifest last, never removing or
+renaming ``output_dir`` itself, which may be a mount point (a SageMaker job's ``/opt/ml/model``
+is one in the SDK's local mode). The served directory gets ``model.onnx`` (int8),
+``tokenizer.json`` and ``triage_artifact.json``; the fp32 ONNX model and ``export_report.json``
+(the parity numbers, and a warning when the optimizer fell back to the unfused graph) are kept
+outside it (:func:`training.job_env.side_dir`: ``<output_dir>/../onnx-fp32/``, or
+``<SM_OUTPUT_DATA_DIR>/onnx-fp32/`` in a SageMaker job, the directory SageMaker uploads).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from training.job_env import side_dir
 from triage_core.artifact import (
+    MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     ArtifactManifest,
@@ -54,8 +59,8 @@ from triage_core.preprocessing import PreprocessConfig
 log = logging.getLogger(__name__)
 
 OPSET = 17
-FP32_DIR_NAME = "onnx-fp32"
 EXPORT_REPORT = "export_report.json"
+STAGING_PREFIX = ".staging-"  # the artifact being built, inside the target directory
 ONNX_INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX Runtime's optimizer logs every fusion step on these loggers, and its quantizer logs one
 # line per tensor on the root logger: dozens of INFO lines per export that say nothing new.
@@ -78,7 +83,12 @@ def _quiet_ort_logs() -> Iterator[None]:
 
 def fp32_onnx_path(output_dir: Path) -> Path:
     """Where :func:`export_artifact` keeps the fp32 ONNX model of ``output_dir``."""
-    return Path(output_dir).parent / FP32_DIR_NAME / MODEL_FILE
+    return side_dir(output_dir) / MODEL_FILE
+
+
+def export_report_path(output_dir: Path) -> Path:
+    """Where :func:`export_artifact` writes ``export_report.json`` for ``output_dir``."""
+    return side_dir(output_dir) / EXPORT_REPORT
 
 
 def _onnx_input_names(model, tokenizer) -> list[str]:
@@ -347,7 +357,7 @@ def check_parity(
 
 def export_report(output_dir: Path) -> dict[str, Any]:
     """The ``export_report.json`` that :func:`export_artifact` wrote for ``output_dir``."""
-    return json.loads((fp32_onnx_path(output_dir).parent / EXPORT_REPORT).read_text("utf-8"))
+    return json.loads(export_report_path(output_dir).read_text("utf-8"))
 
 
 def export_artifact(
@@ -371,17 +381,21 @@ def export_artifact(
 
     ``labels[i]`` must be the class of logit ``i``. ``parity_texts`` (and their labels), the
     validation split in ``make train``, feed the parity gate (:data:`SAMPLE_TICKETS` if None);
-    :class:`ExportError` if it fails. An existing ``metrics.json`` in ``output_dir`` is removed:
-    it described a different model.
+    :class:`ExportError` if it fails, and ``output_dir`` keeps what it held. An existing
+    ``output_dir`` is used as it is (it may be a mount point): what a previous export left in
+    it (``metrics.json`` included: it described a different model) is replaced or removed.
     """
     hf_model_dir, output_dir = Path(hf_model_dir), Path(output_dir)
     from transformers import AutoConfig
 
     _check_labels(AutoConfig.from_pretrained(hf_model_dir), labels)  # before minutes of work
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
     fp32_path = fp32_onnx_path(output_dir)
     warnings: list[str] = []
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-staging-", dir=output_dir.parent))
+    published = False
+    # Inside the target: the same file system, so every move into place is a rename.
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
     try:
         with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
             raw = Path(tmp) / "raw.onnx"
@@ -414,14 +428,15 @@ def export_artifact(
             hf_model_dir, staging, fp32_path, texts, parity_labels if parity_texts else None, tolerance
         )
         report = {"parity": parity, "optimized": optimize and not warnings, "warnings": warnings}
-        (fp32_path.parent / EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        export_report_path(output_dir).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         if not parity["passed"]:
             raise ExportError("export failed the parity gate: " + "; ".join(parity["failures"]))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        publish_artifact(staging, output_dir)
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not published:
+            shutil.rmtree(output_dir, ignore_errors=True)  # made here, and holding nothing servable
     log.info(
         "parity on %d tickets: torch vs fp32 max score diff %.1e; int8 agrees with fp32 on %.1f%%",
         parity["texts"],
@@ -429,6 +444,37 @@ def export_artifact(
         100 * parity["fp32_vs_int8"]["agreement"],
     )
     return output_dir
+
+
+def publish_artifact(staging: Path, output_dir: Path) -> None:
+    """Move the artifact in ``staging`` (a directory inside ``output_dir``) into ``output_dir``.
+
+    ``output_dir`` itself is never removed or renamed: it may be a mount point, where that fails
+    with ``EBUSY`` (SageMaker's ``/opt/ml/model`` in the SDK's local mode) after the old files
+    are gone. Instead: the old manifest goes first, then each new file is renamed over its old
+    version, files of the previous export that the new one does not have are removed, and the
+    manifest comes last. A reader sees the old artifact, a directory without a manifest (not an
+    artifact: :func:`triage_core.artifact.load_manifest` says so), or the new artifact; never a
+    manifest next to files of another export.
+    """
+    staging, output_dir = Path(staging), Path(output_dir)
+    if staging.parent.resolve() != output_dir.resolve():
+        raise ValueError(f"staging directory {staging} must be inside {output_dir} (one file system)")
+    new = {p.name for p in staging.iterdir()}
+    (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    for name in sorted(new - {MANIFEST_FILE}):
+        target = output_dir / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(staging / name, target)
+    for entry in output_dir.iterdir():
+        if entry.name in new or entry == staging:
+            continue  # (a crashed export's staging directory is stale too)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    os.replace(staging / MANIFEST_FILE, output_dir / MANIFEST_FILE)
 
 
 def _normalized(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:

@@ -1,9 +1,11 @@
 """SageMaker training-job entry point: ``python -m training train`` with the job's arguments.
 
-The launcher copies this file to the root of the uploaded source directory (SageMaker requires
-the entry point there) next to the ``training`` and ``triage_core`` packages. SageMaker runs it
-as ``python train_entry.py --epochs 7 --learning-rate 0.0001 ...`` with ``SM_CHANNEL_TRAIN``,
-``SM_MODEL_DIR`` and ``SM_OUTPUT_DATA_DIR`` set, which ``training.__main__`` picks up.
+The launcher copies this file to the root of the uploaded source directory (the SDK's
+``SourceCode.entry_script`` is a path inside it) next to the ``training`` and ``triage_core``
+packages. The SDK's driver runs it as ``python train_entry.py --epochs 7 --learning-rate 0.0001
+...`` (under ``torchrun`` on GPU instances) with ``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``,
+``SM_OUTPUT_DATA_DIR`` and ``SM_HOSTS`` set, which ``training.__main__`` and
+``training.job_env`` pick up.
 """
 
 from __future__ import annotations

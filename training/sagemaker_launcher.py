@@ -1,23 +1,26 @@
-"""Start the training pipeline as a SageMaker training job (SageMaker Python SDK v2, PyTorch).
+"""Start the training pipeline as a SageMaker training job (SageMaker Python SDK v3, ``ModelTrainer``).
 
-Why SDK v2 and not v3: ``sagemaker`` 3.27 resolves against the project's pins, but its
-``sagemaker-core`` caps ``protobuf<7`` and ``rich<15`` (the project environment has protobuf 7.36
-and rich 15, through onnx and typer) and ``sagemaker-train`` pulls mlflow 3 and 68 more packages:
-installed next to the project it would downgrade packages the rest of the project runs on. v2
-lives in its own environment (``make tools``: ``.venv/sagemaker``) and only launches jobs; the
-job itself installs ``training/sagemaker_requirements.txt`` (no SDK) on AWS's PyTorch image.
+The job runs the same code as ``make train``: ``training/sagemaker_entry.py`` calls ``python -m
+training train`` inside AWS's PyTorch training image. ``ModelTrainer`` uploads the staged source
+directory as the ``code`` channel and its own drivers as ``sm_drivers``; in the container the
+SDK's ``sm_train.sh`` installs ``requirements.txt``, sets SageMaker's variables
+(``SM_CHANNEL_TRAIN``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``SM_HOSTS``...) and runs
+``python train_entry.py --name value ...``, or ``torchrun`` with it on GPU instances. SageMaker
+collects ``SM_MODEL_DIR`` (the serving artifact) as ``model.tar.gz`` (directly usable as
+``ModelDataUrl``) and ``SM_OUTPUT_DATA_DIR`` (reports, splits, the fp32 model) as
+``output.tar.gz``.
 
-The job runs the same code as ``make train``: ``training/sagemaker_entry.py`` calls
-``python -m training train`` inside AWS's PyTorch training image. SageMaker provides the data
-channel (``SM_CHANNEL_TRAIN``), collects ``SM_MODEL_DIR`` (the serving artifact) as
-``model.tar.gz`` (directly usable as ``ModelDataUrl``) and ``SM_OUTPUT_DATA_DIR`` (reports,
-splits) as ``output.tar.gz``.
+Why the SDK has an environment of its own (``make tools``: ``.venv/sagemaker``, from
+``requirements-sagemaker.txt``): ``sagemaker`` 3.27's ``sagemaker-core`` caps ``protobuf<7`` and
+``rich<15`` (the project runs protobuf 7 and rich 15, through onnx and typer) and
+``sagemaker-train`` brings mlflow 3 and dozens more packages; installed next to the project it
+would downgrade packages the rest of the project runs on. It only launches jobs; the job itself
+installs ``training/sagemaker_requirements.txt`` (no SDK) on AWS's PyTorch image.
 
-The SDK is optional and imported only when a job is really started: install
-``requirements-sagemaker.txt`` (``sagemaker==2.257.7``) in its own environment. Everything up to
-the SDK call (staged source directory, estimator and ``fit`` arguments) is plain Python and is
-what ``--dry-run`` prints and the tests check. This module imports nothing from the project
-beyond the standard library, so it runs in a venv with only the SDK installed.
+The SDK is imported only when a job is really started. Everything up to the SDK call (staged
+source directory, ``ModelTrainer`` and ``train`` arguments as plain data) is what ``--dry-run``
+prints as JSON and what the tests check. This module imports nothing from the project beyond
+the standard library, so it runs in a venv with only the SDK installed.
 
     python -m training.sagemaker_launcher --role arn:aws:iam::123456789012:role/SageMakerTraining \\
         --train s3://my-bucket/tickets/ --hp epochs=7 --hp base-model=distilbert-base-uncased --wait
@@ -37,12 +40,12 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINT = "train_entry.py"
 PACKAGES = ("training", "triage_core")
-# AWS's PyTorch training image (Deep Learning Container) that the SDK resolves for these: it must
-# satisfy transformers' own torch minimum (transformers 5.23 declares torch>=2.6 and disables
-# PyTorch below it; pip will not upgrade the image's torch). The SDK's image table
-# (image_uri_config/pytorch.json) offers 2.6.0, 2.7.1 and 2.8.0 for training, all py312; a full
-# version, because the SDK's torch_distributed check compares full versions.
-# tests/training/test_sagemaker.py checks both against their owners.
+# AWS's PyTorch training image (Deep Learning Container) that the SDK resolves for these
+# (sagemaker.core.image_uris.retrieve): it must satisfy transformers' own torch minimum
+# (transformers 5.23 declares torch>=2.6 and disables PyTorch below it; pip will not upgrade the
+# image's torch). The SDK's image table (sagemaker/core/image_uri_config/pytorch.json) offers
+# 2.6.0 to 2.10.0 for training, all py312. tests/training/test_sagemaker.py checks both against
+# their owners.
 FRAMEWORK_VERSION = "2.8.0"
 PY_VERSION = "py312"
 DEFAULT_INSTANCE_TYPE = "ml.c5.2xlarge"  # 8 vCPUs: the default run takes a few minutes on CPU
@@ -65,7 +68,7 @@ def is_gpu_instance(instance_type: str) -> bool:
 
 @dataclass
 class JobSpec:
-    """What the launcher asks SageMaker for: estimator arguments plus the ``fit`` inputs."""
+    """What the launcher asks SageMaker for: the job's ModelTrainer arguments and its ``train`` channel."""
 
     role: str
     train_input: str  # s3:// URI of the channel (a prefix holding one CSV/JSONL, or the file)
@@ -124,38 +127,58 @@ def stage_source_dir(destination: str | Path) -> Path:
     return destination
 
 
-def estimator_arguments(spec: JobSpec, source_dir: str | Path) -> dict[str, Any]:
-    """Keyword arguments for ``sagemaker.pytorch.PyTorch`` (SDK v2)."""
-    kwargs: dict[str, Any] = {
-        "entry_point": ENTRY_POINT,
-        "source_dir": str(source_dir),
-        "role": spec.role,
-        "framework_version": FRAMEWORK_VERSION,
-        "py_version": PY_VERSION,
+REQUIREMENTS = "requirements.txt"  # inside the staged source dir; the SDK's sm_train.sh installs it
+ENVIRONMENT = {"TOKENIZERS_PARALLELISM": "false", "LOG_LEVEL": "INFO"}
+
+
+def trainer_arguments(spec: JobSpec, source_dir: str | Path) -> dict[str, Any]:
+    """Keyword arguments for ``sagemaker.train.ModelTrainer`` (SDK v3), as plain data: each
+    nested dict is the config class of the same name (:func:`build_trainer` makes them), and
+    ``training_image`` is resolved by :func:`build_trainer` from :func:`image_arguments`."""
+    compute: dict[str, Any] = {
         "instance_type": spec.instance_type,
         "instance_count": spec.instance_count,
-        "hyperparameters": job_hyperparameters(spec),
+        "volume_size_in_gb": spec.volume_size_gb,
+    }
+    stopping: dict[str, Any] = {"max_runtime_in_seconds": spec.max_run_seconds}
+    if spec.use_spot:
+        compute["enable_managed_spot_training"] = True
+        stopping["max_wait_time_in_seconds"] = spec.max_wait_seconds
+    kwargs: dict[str, Any] = {
+        "role": spec.role,
         "base_job_name": spec.base_job_name,
-        "max_run": spec.max_run_seconds,
-        "volume_size": spec.volume_size_gb,
-        "environment": {"TOKENIZERS_PARALLELISM": "false", "LOG_LEVEL": "INFO"},
-        "disable_profiler": True,
-        "tags": [{"Key": k, "Value": v} for k, v in sorted(spec.tags.items())],
-        "metric_definitions": [dict(m) for m in METRIC_DEFINITIONS],
+        "source_code": {
+            "source_dir": str(source_dir),
+            "entry_script": ENTRY_POINT,
+            "requirements": REQUIREMENTS,
+        },
+        "compute": compute,
+        "stopping_condition": stopping,
+        "hyperparameters": job_hyperparameters(spec),
+        "environment": dict(ENVIRONMENT),
+        "tags": [{"key": k, "value": v} for k, v in sorted(spec.tags.items())],
     }
     if spec.output_path:
-        kwargs["output_path"] = spec.output_path
-    if spec.use_spot:
-        kwargs["use_spot_instances"] = True
-        kwargs["max_wait"] = spec.max_wait_seconds
+        kwargs["output_data_config"] = {"s3_output_path": spec.output_path}
     if spec.checkpoint_s3_uri:
-        kwargs["checkpoint_s3_uri"] = spec.checkpoint_s3_uri
-        kwargs["checkpoint_local_path"] = CHECKPOINT_LOCAL_PATH
+        kwargs["checkpoint_config"] = {"s3_uri": spec.checkpoint_s3_uri, "local_path": CHECKPOINT_LOCAL_PATH}
     if is_gpu_instance(spec.instance_type):
-        # torchrun with one process per GPU on every instance (SageMaker's PyTorch toolkit);
+        # torchrun with one process per GPU on every instance (the SDK's torchrun driver);
         # training.train's Accelerate loop picks the process group up from its environment.
-        kwargs["distribution"] = {"torch_distributed": {"enabled": True}}
+        kwargs["distributed"] = {"torchrun": {}}
     return kwargs
+
+
+def image_arguments(spec: JobSpec, region: str | None = None) -> dict[str, Any]:
+    """Arguments of ``sagemaker.core.image_uris.retrieve`` for the job's training image."""
+    return {
+        "framework": "pytorch",
+        "region": region or spec.region,
+        "version": FRAMEWORK_VERSION,
+        "py_version": PY_VERSION,
+        "instance_type": spec.instance_type,
+        "image_scope": "training",
+    }
 
 
 def job_hyperparameters(spec: JobSpec) -> dict[str, str]:
@@ -168,34 +191,77 @@ def job_hyperparameters(spec: JobSpec) -> dict[str, str]:
     return hyperparameters
 
 
-def fit_arguments(spec: JobSpec, wait: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``estimator.fit``: one ``train`` channel -> ``SM_CHANNEL_TRAIN``."""
-    return {"inputs": {"train": spec.train_input}, "wait": wait, "logs": "All" if wait else "None"}
+def train_arguments(spec: JobSpec, wait: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``ModelTrainer.train``: one ``train`` channel -> ``SM_CHANNEL_TRAIN``."""
+    return {
+        "input_data_config": [{"channel_name": "train", "data_source": spec.train_input}],
+        "wait": wait,
+        "logs": wait,
+    }
 
 
-def build_estimator(spec: JobSpec, source_dir: str | Path, sagemaker_session=None):
-    """The SDK's PyTorch estimator (imports the SDK; constructing it does not call AWS)."""
+def _sdk():
     try:
-        from sagemaker.pytorch import PyTorch
+        from sagemaker.core import image_uris
+        from sagemaker.core.training import configs
+        from sagemaker.train import ModelTrainer
+        from sagemaker.train.distributed import Torchrun
     except ImportError as exc:  # pragma: no cover - depends on the optional install
         raise SystemExit(
-            "the SageMaker SDK is not installed: pip install -r requirements-sagemaker.txt "
-            f"(in its own virtual environment) ({exc})"
+            "the SageMaker SDK v3 is not installed: pip install -r requirements-sagemaker.txt "
+            f"(in its own virtual environment, `make tools` makes .venv/sagemaker) ({exc})"
         ) from None
-    return PyTorch(sagemaker_session=sagemaker_session, **estimator_arguments(spec, source_dir))
+    return image_uris, configs, ModelTrainer, Torchrun
+
+
+def build_trainer(spec: JobSpec, source_dir: str | Path, sagemaker_session):
+    """The SDK's ``ModelTrainer`` for ``spec`` (constructing it does not call AWS)."""
+    image_uris, configs, ModelTrainer, Torchrun = _sdk()
+    kwargs = trainer_arguments(spec, source_dir)
+    region = spec.region or sagemaker_session.boto_region_name
+    trainer = ModelTrainer(
+        sagemaker_session=sagemaker_session,
+        training_image=image_uris.retrieve(**image_arguments(spec, region)),
+        role=kwargs["role"],
+        base_job_name=kwargs["base_job_name"],
+        source_code=configs.SourceCode(**kwargs["source_code"]),
+        compute=configs.Compute(**kwargs["compute"]),
+        stopping_condition=configs.StoppingCondition(**kwargs["stopping_condition"]),
+        hyperparameters=kwargs["hyperparameters"],
+        environment=kwargs["environment"],
+        tags=[configs.Tag(**tag) for tag in kwargs["tags"]],
+        output_data_config=configs.OutputDataConfig(**kwargs["output_data_config"])
+        if "output_data_config" in kwargs
+        else None,
+        checkpoint_config=configs.CheckpointConfig(**kwargs["checkpoint_config"])
+        if "checkpoint_config" in kwargs
+        else None,
+        distributed=Torchrun() if "distributed" in kwargs else None,
+    )
+    return trainer.with_metric_definitions(
+        [configs.MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in METRIC_DEFINITIONS]
+    )
+
+
+def start_job(spec: JobSpec, source_dir: str | Path, sagemaker_session, wait: bool = False) -> str:
+    """Build the trainer and start the job (``CreateTrainingJob``). Returns the job name."""
+    _, configs, _, _ = _sdk()
+    trainer = build_trainer(spec, source_dir, sagemaker_session)
+    arguments = train_arguments(spec, wait)
+    channels = [configs.InputData(**channel) for channel in arguments.pop("input_data_config")]
+    trainer.train(input_data_config=channels, **arguments)
+    # the SDK's own docstring reads the job from this attribute; it has no public accessor
+    return trainer._latest_training_job.training_job_name
 
 
 def launch(spec: JobSpec, wait: bool = False) -> str:
-    """Stage the code, create the estimator and start the job. Returns the job name."""
-    import boto3  # a project dependency; the SDK needs a boto3 session anyway
-    from sagemaker.session import Session
+    """Stage the code and start the job with the default AWS credentials. Returns the job name."""
+    import boto3  # the SDK's dependency
+    from sagemaker.train import Session
 
     session = Session(boto_session=boto3.Session(region_name=spec.region))
     with tempfile.TemporaryDirectory(prefix="triage-sm-src-") as tmp:
-        source_dir = stage_source_dir(Path(tmp) / "src")
-        estimator = build_estimator(spec, source_dir, session)
-        estimator.fit(**fit_arguments(spec, wait))
-    return estimator.latest_training_job.name
+        return start_job(spec, stage_source_dir(Path(tmp) / "src"), session, wait)
 
 
 def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
@@ -228,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--region")
     parser.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the estimator and fit arguments; call nothing"
+        "--dry-run",
+        action="store_true",
+        help="print the job (ModelTrainer and train arguments) as JSON; call nothing",
     )
     return parser
 
@@ -252,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(exc)) from None
     if args.dry_run:
         plan = {
-            "estimator": "sagemaker.pytorch.PyTorch",
-            "estimator_arguments": estimator_arguments(spec, "<staged source dir>"),
-            "fit_arguments": fit_arguments(spec, args.wait),
+            "trainer": "sagemaker.train.ModelTrainer",
+            "training_image": image_arguments(spec),
+            "trainer_arguments": trainer_arguments(spec, "<staged source dir>"),
+            "metric_definitions": [dict(m) for m in METRIC_DEFINITIONS],
+            "train_arguments": train_arguments(spec, args.wait),
         }
         print(json.dumps(plan, indent=2))
         return 0

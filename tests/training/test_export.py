@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +18,7 @@ import pytest
 
 from tests.conftest import TINY_LABELS
 from training.export import export_artifact, fp32_onnx_path, pack_model_tar, quantize_int8
-from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, load_manifest
+from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactError, load_manifest
 from triage_core.inference import ArtifactClassifier, scores_from_logits
 from triage_core.preprocessing import PreprocessConfig, preprocess
 
@@ -273,3 +277,95 @@ def test_model_tar_gz_is_readable_by_anyone_whatever_the_umask(tiny_artifact: Pa
         tar.extractall(tmp_path / "opt-ml-model", filter="data")
     for path in (tmp_path / "opt-ml-model").iterdir():
         assert path.stat().st_mode & 0o004, f"{path.name} is not world-readable"
+
+
+@contextlib.contextmanager
+def _tmpfs_mount(path: Path) -> Iterator[Path]:
+    """A tmpfs mounted on ``path``: ``rmdir``/``rename`` of a mount point fail with EBUSY, as on
+    the SageMaker SDK's local mode, which bind-mounts the host's model folder on /opt/ml/model.
+    Needs root (CAP_SYS_ADMIN); the test is skipped where ``mount`` is refused."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_export_into_a_mount_point_in_a_sagemaker_job(
+    tiny_hf_model: Path, tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SM_MODEL_DIR`` is a mount point holding a previous export: the export replaces its files
+    in place (the directory cannot be removed or renamed: EBUSY) and removes what the previous
+    export left; the fp32 model and ``export_report.json`` go under ``SM_OUTPUT_DATA_DIR``, the
+    one other directory SageMaker uploads ("How Amazon SageMaker AI Processes Training Output",
+    https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-output.html)."""
+    import errno
+
+    from training.export import STAGING_PREFIX, export_report, export_report_path
+
+    model_dir, data_dir = tmp_path / "opt-ml" / "model", tmp_path / "opt-ml" / "output" / "data"
+    monkeypatch.setenv("SM_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("SM_OUTPUT_DATA_DIR", str(data_dir))
+    with _tmpfs_mount(model_dir):
+        with pytest.raises(OSError) as busy:  # what makes the old remove-and-rename export fail
+            model_dir.rmdir()
+        assert busy.value.errno == errno.EBUSY
+        for path in tiny_artifact.iterdir():  # a previous export, its metrics and a crashed staging dir
+            shutil.copyfile(path, model_dir / path.name)
+        (model_dir / "metrics.json").write_text("{}")
+        (model_dir / f"{STAGING_PREFIX}crashed").mkdir()
+        (model_dir / f"{STAGING_PREFIX}crashed" / MODEL_FILE).write_bytes(b"half a model")
+
+        export_artifact(tiny_hf_model, model_dir, list(TINY_LABELS), 16, PreprocessConfig())
+
+        assert os.path.ismount(model_dir)
+        assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+            [MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE]
+        )
+        assert load_manifest(model_dir).max_length == 16  # this export's, not the copied one's (32)
+        assert ArtifactClassifier(model_dir).predict_scores(["my card has not arrived"]).shape == (
+            1,
+            len(TINY_LABELS),
+        )
+    assert (
+        fp32_onnx_path(model_dir) == data_dir / "onnx-fp32" / MODEL_FILE
+        and fp32_onnx_path(model_dir).is_file()
+    )
+    assert export_report_path(model_dir) == data_dir / "onnx-fp32" / "export_report.json"
+    assert export_report(model_dir)["parity"]["passed"]
+    # nothing outside the two uploaded directories (the parent of /opt/ml/model is thrown away)
+    assert sorted(p.name for p in (tmp_path / "opt-ml").iterdir()) == ["model", "output"]
+
+
+def test_an_interrupted_publish_leaves_no_manifest_over_other_files(
+    tiny_hf_model: Path, tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old manifest goes first and the new one last: killed between two moves, the directory
+    is not an artifact (the server refuses it) rather than an old manifest over a new model."""
+    import training.export as export
+
+    out = tmp_path / "model"
+    shutil.copytree(tiny_artifact, out)
+    real_replace, moved = os.replace, []
+
+    def replace_then_die(src, dst) -> None:
+        if moved:
+            raise KeyboardInterrupt  # the second move into place never happens
+        real_replace(src, dst)
+        moved.append(Path(dst).name)
+
+    monkeypatch.setattr(export.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        export_artifact(tiny_hf_model, out, list(TINY_LABELS), 16, PreprocessConfig())
+    assert moved == [MODEL_FILE]
+    with pytest.raises(ArtifactError, match=f"missing {MANIFEST_FILE}"):
+        load_manifest(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(export.STAGING_PREFIX)]
+
+    monkeypatch.setattr(export.os, "replace", real_replace)  # the next export repairs it
+    export_artifact(tiny_hf_model, out, list(TINY_LABELS), 16, PreprocessConfig())
+    assert load_manifest(out).max_length == 16
