@@ -112,6 +112,11 @@ def mask_pii(text: str) -> str:
 # line above a header-less history, a bottom post, a mailing-list footer) came from real clients'
 # e-mails (tests/core/test_real_client_emails.py); the one exception to "only the end is cut" is
 # the bottom post: with nothing but a greeting above the quote, the reply is what follows it.
+# Issue #20 made them stricter about what is *certainly* noise, and keep the rest: a header block
+# needs a sender and a dated "Sent:"/"Date:" field (transfer details written as "From:"/"To:"
+# lines are content), a device line names only a device or app ("Sent from my account 3 days
+# ago ..." is a sentence), a "--" line starts a signature only above a short block that neither
+# asks nor speaks in the first person, and a P.S. is always kept (the sign-off above it is cut).
 
 # The start of a quoted thread: everything from here on is history.
 _REPLY_HEADER = re.compile(
@@ -121,12 +126,23 @@ _REPLY_HEADER = re.compile(
     r"|-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:)",  # Gmail / Apple Mail forwards
     re.IGNORECASE,
 )
-# "From: Name <address>" opens a quoted header block only with an address, or when further
-# header fields follow it.
-_FROM_HEADER = re.compile(r"^\s*from:\s*\S.{0,200}(?:<[^>\s]{1,200}@[^>\s]{1,200}>|\[EMAIL\])", re.I)
-_HEADER_FIELD = re.compile(r"^\s*(?:from|sent|date|to|cc|subject):\s", re.IGNORECASE)
+# A header block of a quoted or forwarded message (Outlook's "From: / Sent: / To: / Subject:",
+# Gmail's and Apple Mail's "From: / Date: / ..."): a "From:" line naming a sender (an address, or
+# a name on the line or, wrapped, an address on the next) and, in the field lines under it, a
+# "Sent:" or "Date:" whose value is a date with a year, a time or a weekday. Transfer details
+# written as fields ("From: my savings account / To: my current account / Date: 3 March") are
+# the request: no sender, no such date.
+_HEADER_FIELD = re.compile(
+    r"^\s*(?P<field>from|sent|date|to|cc|bcc|subject|reply-to):[ \t]*(?P<value>.*)$", re.I
+)
+_ADDRESS = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}|\[EMAIL\]")
+_HEADER_DATE = re.compile(
+    r"\b(?:19|20)\d\d\b|\b\d{1,2}:\d{2}\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]{0,6}\b", re.IGNORECASE
+)
 _QUOTED = re.compile(r"^\s*>")
 _SIG_DELIMITER = re.compile(r"^\s*--\s*$")
+# A postscript: content, wherever it sits (often under the signature, with a second request).
+_POSTSCRIPT = re.compile(r"^\s*p\.?\s?p?\.?\s?s\b\.?", re.IGNORECASE)
 # Legal and mailing-list footers: their vocabulary, wherever they sit in the last lines.
 _FOOTER = re.compile(
     r"\b(?:confidential|privileged|intended (?:solely |only )?for|intended recipient|disclaimer"
@@ -137,9 +153,31 @@ _FOOTER = re.compile(
 # Only the whole line: "please take me off your mailing list" is a request.
 _LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
 # Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
-_DEVICE = re.compile(
-    r"^\s*(?:sent (?:from|with|via|using)\b|get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$",
-    re.IGNORECASE,
+# After "Sent from/with/via/using" come only a device or app: names (a capital or a digit:
+# "iPhone 14", "Wiko RIDGE FAB 4G", "TypeApp") and a few client words ("phone", "secure email",
+# "on Android"). "Sent from my account 3 days ago and still not received" is a sentence.
+_APP_LINE = re.compile(r"^\s*(?:get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$", re.IGNORECASE)
+_SENT_FROM = re.compile(r"^\s*sent (?:from|with|via|using)\s+(?P<what>\S.{0,60})$", re.IGNORECASE)
+_CLIENT_WORDS = frozenset(
+    (
+        "my",
+        "the",
+        "a",
+        "an",
+        "phone",
+        "mobile",
+        "smartphone",
+        "tablet",
+        "device",
+        "mail",
+        "email",
+        "e-mail",
+        "app",
+        "application",
+        "secure",
+        "on",
+        "for",
+    )
 )
 # A phone's device line as its own paragraph with more text under it ("Sent from my <device>",
 # a blank line, then the message replied to): the history starts there, header or not. Short and
@@ -155,6 +193,37 @@ _THANKS = re.compile(r"^\s*(?:thanks?|thank you|thx|ty|cheers|regards|best)\b[^\
 _PERSONAL = re.compile(r"\b(?:i|i'm|i've|my|me|we|our)\b", re.IGNORECASE)
 # A name or title line under a closing: one to four capitalised words, no digits.
 _NAME = re.compile(r"^\s*[^\W\d_][\w.'’-]{0,30}(?:[ \t]+[^\W\d_][\w.'’-]{0,30}){0,3}\s*$")
+
+
+def _is_device(line: str) -> bool:
+    if _APP_LINE.match(line):
+        return True
+    match = _SENT_FROM.match(_PII.sub(" ", line))
+    if not match:
+        return False
+    words = [w.strip("()[]<>.,;:!-") for w in match.group("what").split()]
+    return all(
+        not w or w.lower() in _CLIENT_WORDS or w != w.lower() or any(c.isdigit() for c in w) for w in words
+    )
+
+
+def _header_block_at(lines: list[str], i: int) -> bool:
+    """A quoted message's header block starts at ``lines[i]`` (see ``_HEADER_FIELD``)."""
+    first = _HEADER_FIELD.match(lines[i])
+    if not first or first.group("field").lower() != "from":
+        return False
+    sender = first.group("value").strip().strip('"')
+    if not (_ADDRESS.search(sender) or (sender and _is_name(sender))):
+        return False
+    for line in lines[i + 1 : i + 7]:
+        field = _HEADER_FIELD.match(line)
+        if field is None:
+            if _ADDRESS.search(line) and len(line.split()) <= 2:  # "From: Name" wrapped before its address
+                continue
+            return False
+        if field.group("field").lower() in ("sent", "date") and _HEADER_DATE.search(field.group("value")):
+            return True
+    return False
 
 
 def _is_closing(line: str) -> bool:
@@ -198,6 +267,7 @@ def _quote_start(lines: list[str]) -> int:
         # "Sent from my <device>" between blank lines, the reply above it and more text below
         if (
             _DEVICE_BOUNDARY.match(line)
+            and _is_device(line)
             and 0 < i < len(lines) - 2
             and not lines[i - 1].strip()
             and not lines[i + 1].strip()
@@ -205,9 +275,7 @@ def _quote_start(lines: list[str]) -> int:
             and any(w.strip() for w in lines[i + 2 :])
         ):
             return i
-        if line.lower().lstrip().startswith("from:") and (
-            _FROM_HEADER.match(line) or any(_HEADER_FIELD.match(n) for n in lines[i + 1 : i + 4])
-        ):
+        if _header_block_at(lines, i):
             return i
     return len(lines)
 
@@ -215,9 +283,13 @@ def _quote_start(lines: list[str]) -> int:
 def _signature_start(lines: list[str]) -> int:
     """Index where the trailing signature block starts (closing, name, contact, device and
     footer lines at the end of the message), or ``len(lines)`` if there is none. A "-- "
-    delimiter line (RFC 3676) in the last lines starts a signature whatever follows it."""
+    delimiter line (RFC 3676) in the last lines starts a signature when what follows it is a
+    signature: a few short lines that neither ask nor speak in the first person. A "--" between
+    two parts of a request is not one."""
     for i in range(len(lines) - 1, max(-1, len(lines) - 10), -1):
         if _SIG_DELIMITER.match(lines[i]):
+            if not _is_signature_block(lines[i + 1 :]):
+                break
             return _signature_start(lines[:i]) if i else 0
     cut = len(lines)
     names = 0  # name/title lines seen below: only a closing or a delimiter above makes them noise
@@ -227,7 +299,7 @@ def _signature_start(lines: list[str]) -> int:
             continue
         if _is_closing(line):
             return i
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _DEVICE.match(line) or _is_contact(line):
+        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
             if names == 0:
                 cut = i
             continue
@@ -238,6 +310,24 @@ def _signature_start(lines: list[str]) -> int:
     if cut == len(lines):
         return _signed_off_at(lines)
     return cut
+
+
+def _speaks(line: str) -> bool:
+    """The line asks something or speaks in the first person (addresses and links aside)."""
+    rest = _PII.sub(" ", line)
+    return "?" in rest or bool(_PERSONAL.search(rest))
+
+
+def _is_signature_block(lines: list[str]) -> bool:
+    body = [line.strip() for line in lines if line.strip()]
+    if not body or len(body) > 8:
+        return False
+    for line in body:
+        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+            continue
+        if _speaks(line) or len(line.split()) > 8:
+            return False
+    return True
 
 
 def _signed_off_at(lines: list[str]) -> int:
@@ -251,7 +341,7 @@ def _signed_off_at(lines: list[str]) -> int:
         name = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), len(lines))
         if name == len(lines) or not _is_name(lines[name].strip()):
             continue
-        below = [line for line in lines[name + 1 :] if not (_DEVICE.match(line) or _is_contact(line))]
+        below = [line for line in lines[name + 1 :] if not (_is_device(line) or _is_contact(line))]
         if not any(_PERSONAL.search(line) or "?" in line for line in below):
             return i
         return len(lines)
@@ -261,7 +351,8 @@ def _signed_off_at(lines: list[str]) -> int:
 def extract_request(text: str) -> str:
     """Keep the new request of an e-mail or chat ticket; drop greeting, quoted thread, sign-off,
     signature, device line and footer. Content is only ever cut at the end of the message, except
-    in a bottom post (nothing but a greeting above the quote): then the reply is under the quote."""
+    in a bottom post (nothing but a greeting above the quote): then the reply is under the quote;
+    and a P.S. under a signature is kept while the signature is cut."""
     lines = text.splitlines()
     start = _quote_start(lines)
     body = _reply(lines[:start])
@@ -276,6 +367,13 @@ def extract_request(text: str) -> str:
 
 def _reply(lines: list[str]) -> str:
     lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
+    # A P.S. is content: the signature above it is cut, the postscript kept (its own signature
+    # lines, if any, are cut too).
+    ps = next((i for i in range(len(lines) - 1, 0, -1) if _POSTSCRIPT.match(lines[i])), None)
+    if ps is not None:
+        postscript = lines[ps:]
+        postscript = postscript[: max(1, _signature_start(postscript))]
+        return "\n".join([_reply(lines[:ps]), *postscript]).strip()
     lines = lines[: _signature_start(lines)]
     while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
         lines = lines[1:]
