@@ -132,12 +132,54 @@ _REPLY_HEADER = re.compile(
 # "Sent:" or "Date:" whose value is a date with a year, a time or a weekday. Transfer details
 # written as fields ("From: my savings account / To: my current account / Date: 3 March") are
 # the request: no sender, no such date.
+# The field names in the languages of talon's fixtures (English, German, French, Danish, Norwegian,
+# Swedish, Dutch, Polish, Spanish, Italian, Russian); Gmail's plain-text part may star them ("*From:*").
+_SENDER_FIELDS = ("from", "von", "de", "fra", "från", "van", "od", "da", "от")
+_DATE_FIELDS = ("sent", "date", "gesendet", "datum", "envoyé", "sendt", "skickat", "verzonden", "enviado")
+_DATE_FIELDS += ("inviato", "wysłano", "data", "fecha", "отправлено")
+_OTHER_FIELDS = ("to", "an", "à", "til", "till", "aan", "do", "para", "a", "кому", "cc", "bcc", "reply-to")
+_OTHER_FIELDS += (
+    "subject",
+    "betreff",
+    "objet",
+    "emne",
+    "ämne",
+    "onderwerp",
+    "temat",
+    "asunto",
+    "oggetto",
+    "тема",
+)
 _HEADER_FIELD = re.compile(
-    r"^\s*(?P<field>from|sent|date|to|cc|bcc|subject|reply-to):[ \t]*(?P<value>.*)$", re.I
+    r"^\s*\*?(?P<field>"
+    + "|".join(_SENDER_FIELDS + _DATE_FIELDS + _OTHER_FIELDS)
+    + r")\*? ?:\*?[ \t]*(?P<value>.*)$",
+    re.IGNORECASE,
 )
 _ADDRESS = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}|\[EMAIL\]")
 _HEADER_DATE = re.compile(
     r"\b(?:19|20)\d\d\b|\b\d{1,2}:\d{2}\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]{0,6}\b", re.IGNORECASE
+)
+# Reply headers of other languages and clients. A line (or two or three wrapped lines) ending in
+# "<someone> wrote:" in a language ("schrieb", "a écrit", "skrev", "napisał", "đã viết", ...)
+# with a date, a time or an address in it; Android's "---- <name> wrote ----"; English
+# "On <date>, <name> <address> sent:"; Gmail's "2014-10-17 11:28 GMT+03:00 <name> <address>:";
+# and the "-----Original Message-----" separator in other languages.
+_WROTE = (
+    r"(?:wrote|schrieb|a écrit|escribió|ha scritto|scrisse|schreef|geschreven|skrev|napisał|napisała|đã viết"
+    r"|написал|написала|kirjoitti|escreveu)"
+)
+_BRACKETED_ADDRESS = r"[<(\[]\s?(?:mailto:)?[^<>()\s]{1,200}@[^<>()\s]{1,200}\s?[>)\]]"
+_OTHER_REPLY_HEADER = re.compile(
+    r"^\s*(?:am|le|el|il|op|den|på|w dniu|dnia|vào|em|в|\d)\b.{0,240}\b" + _WROTE + r"\b.{0,120}:\s*$"
+    r"|^\s*\S.{0,160}" + _BRACKETED_ADDRESS + r"\s*" + _WROTE + r":\s*$"
+    r"|^\s*-{2,}\s*\S.{0,160}\b" + _WROTE + r"\s*-{2,}\s*$"
+    r"|^\s*on\b.{0,160}" + _BRACKETED_ADDRESS + r"\s*sent:\s*$"
+    r"|^\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b.{0,160}" + _BRACKETED_ADDRESS + r"\s*:\s*$"
+    r"|^\s*-{2,}\s*(?:original message|reply message|ursprüngliche nachricht|antwort nachricht"
+    r"|oprindelig meddelelse|message d'origine|mensaje original|messaggio originale|oorspronkelijk bericht"
+    r"|originalmeddelande|opprinnelig melding|wiadomość oryginalna|исходное сообщение)\s*-{2,}",
+    re.IGNORECASE,
 )
 _QUOTED = re.compile(r"^\s*>")
 _SIG_DELIMITER = re.compile(r"^\s*--\s*$")
@@ -207,23 +249,37 @@ def _is_device(line: str) -> bool:
     )
 
 
+def _is_reply_header(text: str) -> bool:
+    if _REPLY_HEADER.match(text):
+        return True
+    match = _OTHER_REPLY_HEADER.match(text)
+    if not match:
+        return False
+    # "... wrote:" in a language: only with a date, a time or an address in the line
+    return bool(
+        _HEADER_DATE.search(text) or re.search(_BRACKETED_ADDRESS, text) or text.lstrip().startswith("-")
+    )
+
+
 def _header_block_at(lines: list[str], i: int) -> bool:
-    """A quoted message's header block starts at ``lines[i]`` (see ``_HEADER_FIELD``)."""
-    first = _HEADER_FIELD.match(lines[i])
-    if not first or first.group("field").lower() != "from":
-        return False
-    sender = first.group("value").strip().strip('"')
-    if not (_ADDRESS.search(sender) or (sender and _is_name(sender))):
-        return False
-    for line in lines[i + 1 : i + 7]:
+    """A quoted message's header block starts at ``lines[i]``: consecutive header fields (an
+    address wrapped onto its own line allowed) with a "Sent:"/"Date:" field dated with a year, a
+    time or a weekday, and a sender (an address or a name) or a recipient address."""
+    dated = addressed = False
+    fields = 0
+    for line in lines[i : i + 8]:
         field = _HEADER_FIELD.match(line)
         if field is None:
-            if _ADDRESS.search(line) and len(line.split()) <= 2:  # "From: Name" wrapped before its address
+            if fields and _ADDRESS.search(line) and len(line.split()) <= 2:  # "From: Name" / "<address>"
                 continue
-            return False
-        if field.group("field").lower() in ("sent", "date") and _HEADER_DATE.search(field.group("value")):
-            return True
-    return False
+            break
+        fields += 1
+        name, value = field.group("field").lower(), field.group("value").strip().strip('"*')
+        if name in _DATE_FIELDS and _HEADER_DATE.search(value):
+            dated = True
+        elif _ADDRESS.search(value) or (name in _SENDER_FIELDS and value and _is_name(value)):
+            addressed = True
+    return fields >= 2 and dated and addressed
 
 
 def _is_closing(line: str) -> bool:
@@ -254,15 +310,22 @@ def _quote_start(lines: list[str]) -> int:
     """Index of the first line of quoted history (a reply/forward header, or a device line
     between the reply and the history), or ``len(lines)``."""
     for i, line in enumerate(lines):
-        if _REPLY_HEADER.match(line):
+        if _is_reply_header(line):
             return i
-        # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line
-        if i + 1 < len(lines) and _REPLY_HEADER.match(line + " " + lines[i + 1].strip()) and line.strip():
+        # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line (unless
+        # the next line is a header on its own: then the history starts there, not here)
+        two = [w.strip() for w in lines[i : i + 2]]
+        if len(two) == 2 and all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
             return i
         # Apple Mail wraps it around the address: "On ..., Name" / "<address>" / "wrote:"
         window = [w.strip() for w in lines[i : i + 3]]
         address = len(window) == 3 and ("@" in window[1] or EMAIL_TOKEN in window[1])
-        if address and all(window) and _REPLY_HEADER.match(" ".join(window)):
+        if (
+            address
+            and all(window)
+            and not _is_reply_header(" ".join(window[1:]))
+            and _is_reply_header(" ".join(window))
+        ):
             return i
         # "Sent from my <device>" between blank lines, the reply above it and more text below
         if (
@@ -358,9 +421,13 @@ def extract_request(text: str) -> str:
     body = _reply(lines[:start])
     request = _drop_greeting(body)
     if not request and start < len(lines):  # a bottom post: the reply is under the quote
-        request = _drop_greeting(_reply(_below_quote(lines[start:])))
+        below = _reply(_below_quote(lines[start:]))
+        request = _drop_greeting(below) or below  # a reply that is only "Hello" is still the reply
     if request:
         return request
+    if not body and start < len(lines):  # only a closing above the history ("Thanks Thanmai")
+        top = "\n".join(line for line in lines[:start] if not _QUOTED.match(line)).strip()
+        body = top if _drop_greeting(top) else ""  # only a greeting: nothing to take, keep it all
     body = body or text.strip()
     return _drop_greeting(body) or body
 
