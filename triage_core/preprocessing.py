@@ -485,9 +485,14 @@ def _is_addressee(word: str) -> bool:
 
 # Chat openers without punctuation ("hey there how do I ..."): the greeting word, an optional
 # addressee, then punctuation or a space.
+# "there" is an addressee ("hey there, ...", "hi there Can I ...") unless a lowercase verb follows
+# it: "hey there must have been a mistake" and "helloo There is a withdrawal waiting" start their
+# request with it.
 _CHAT_GREETING = re.compile(
     r"^\s*(?:hi+|hello+|hey+|hiya|yo|good (?:morning|afternoon|evening|day))(?:[ \t]+(?:hi+|hello+|hey+))?"
-    r"(?:\s+(?:there|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
+    r"(?:\s+(?:there(?![ \t]+(?-i:(?:is|are|was|were|has|have|had|seems?|appears?|used)\b"
+    r"|(?:should|must|might|may|will|would|can|could)[ \t]+(?:be|have|not)\b))"
+    r"|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
     re.IGNORECASE,
 )
 # A salutation: the greeting word and at most four more words ("Dear Sir or Madam"), closed by

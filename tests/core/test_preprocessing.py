@@ -101,6 +101,11 @@ def test_email_request_is_extracted() -> None:
     ("text", "expected"),
     [
         ("hey there how do I top up by cheque?", "how do I top up by cheque?"),
+        # "there" and a lowercase verb start the request (lost before: the noise pools' only misses)
+        ("hey there must have been a mistake, why?", "there must have been a mistake, why?"),
+        ("helloo There is a withdrawal waiting.", "There is a withdrawal waiting."),
+        ("hii there is a 1 EUR fee", "there is a 1 EUR fee"),
+        ("hi there Can I get an update on my card?", "Can I get an update on my card?"),
         ("Hello!! 😀 my card is lost", "grinning face my card is lost"),
         ("good evening, is there a fee for transfers", "is there a fee for transfers"),
         ("Hiking abroad: my card was swallowed", "Hiking abroad: my card was swallowed"),
