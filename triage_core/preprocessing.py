@@ -200,27 +200,10 @@ _LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
 # "on Android"). "Sent from my account 3 days ago and still not received" is a sentence.
 _APP_LINE = re.compile(r"^\s*(?:get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$", re.IGNORECASE)
 _SENT_FROM = re.compile(r"^\s*sent (?:from|with|via|using)\s+(?P<what>\S.{0,60})$", re.IGNORECASE)
-_CLIENT_WORDS = frozenset(
-    (
-        "my",
-        "the",
-        "a",
-        "an",
-        "phone",
-        "mobile",
-        "smartphone",
-        "tablet",
-        "device",
-        "mail",
-        "email",
-        "e-mail",
-        "app",
-        "application",
-        "secure",
-        "on",
-        "for",
-    )
+_CLIENT_NOUNS = frozenset(
+    ("phone", "mobile", "smartphone", "tablet", "device", "mail", "email", "e-mail", "app")
 )
+_CLIENT_FILLERS = frozenset(("my", "the", "a", "an", "secure", "on", "for", "application"))
 # A phone's device line as its own paragraph with more text under it ("Sent from my <device>",
 # a blank line, then the message replied to): the history starts there, header or not. Short and
 # without sentence punctuation: "Sent from my phone, the app shows ..." is a request.
@@ -244,8 +227,9 @@ def _is_device(line: str) -> bool:
     if not match:
         return False
     words = [w.strip("()[]<>.,;:!-") for w in match.group("what").split()]
-    return all(
-        not w or w.lower() in _CLIENT_WORDS or w != w.lower() or any(c.isdigit() for c in w) for w in words
+    words = [w for w in words if w and w.lower() not in _CLIENT_FILLERS]
+    return bool(words) and all(
+        w.lower() in _CLIENT_NOUNS or w != w.lower() or any(c.isdigit() for c in w) for w in words
     )
 
 

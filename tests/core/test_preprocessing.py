@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.noise import noisy_variant
 from triage_core.preprocessing import (
@@ -537,12 +541,43 @@ BANKING77_CLEAN_SHA256 = "eef4692106a182363bdc170863e5313304c454cbcf1e31b783a20e
 
 
 def test_clean_banking77_tickets_are_unchanged_by_the_email_rules() -> None:
-    import hashlib
-    from pathlib import Path
-
     from training.data import load_tickets
 
     texts = load_tickets(str(Path(__file__).resolve().parents[2] / "data" / "banking77" / "train.csv")).texts
     assert len(texts) == 9999
     digest = hashlib.sha256("\x00".join(preprocess_batch(texts)).encode()).hexdigest()
     assert digest == BANKING77_CLEAN_SHA256
+
+
+# Generated e-mails for issue #20's rule "when unsure, keep": request lines in the first person,
+# mixed with lines that only look like e-mail furniture (field lines with undated, sender-less
+# values, "Sent from my <not a device> ...", a "--" between them, a P.S.), under a greeting and
+# above a real sign-off. Every one of those lines is content and must reach the model.
+_WORD = st.sampled_from(("card", "transfer", "savings", "account", "pending", "refund", "yesterday", "shop"))
+_WORD |= st.sampled_from(
+    ("money", "days", "ago", "still", "not", "received", "twice", "the", "brother", "cash")
+)
+_PHRASE = st.lists(_WORD, min_size=1, max_size=6).map(" ".join)
+_REQUEST = st.builds(lambda p, end: f"I {p}{end}", _PHRASE, st.sampled_from(["?", ".", "!", ""]))
+_LOOKALIKE = st.one_of(
+    st.builds(
+        lambda f, p: f"{f}: my {p}", st.sampled_from(["From", "To", "Amount", "Date", "Sent", "Cc"]), _PHRASE
+    ),
+    st.builds(lambda p: f"Sent from my {p}", _PHRASE),
+    st.builds(lambda p: f"P.S. I {p}", _PHRASE),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.one_of(_REQUEST, _LOOKALIKE, st.just("--")), min_size=1, max_size=8),
+    greeting=st.sampled_from(["", "Hi,\n", "Dear Sir or Madam,\n\n"]),
+    signoff=st.sampled_from(["", "\nThanks,\nAnna", "\n\nBest regards,\nJames Smith\n\nSent from my iPhone"]),
+)
+def test_generated_requests_with_lookalike_lines_are_kept(
+    lines: list[str], greeting: str, signoff: str
+) -> None:
+    output = preprocess(greeting + "\n".join(lines) + signoff).casefold()
+    config = PreprocessConfig(extract_request=False)
+    lost = [line for line in lines if line != "--" and preprocess(line, config).casefold() not in output]
+    assert not lost, output
