@@ -394,8 +394,8 @@ def test_held_out_noise_never_loses_the_request(held_out: str) -> None:
 # the way preprocess cleans any text, compared case-insensitively) and signature text that must
 # not. Nine of them lost content (or, one, kept the sign-off above a P.S.) with main's rules at
 # 16e8e8a: transfer details as From:/To: lines, a last line "Sent from my account ...", a "--"
-# between two parts of the request, a P.S. under the signature; the others (a P.S. with a
-# question, a real "-- " signature, device line and forwarded header) must stay as they were.
+# between two parts of the request, a P.S. under the signature; the others (a P.S. with a question or
+# above the sign-off, a real "-- " signature, device line and forwarded header) stay as they were.
 ISSUE_20_SHAPES = [
     pytest.param(
         (
@@ -458,6 +458,12 @@ ISSUE_20_SHAPES = [
         ),
         ("Tom",),
         id="double-dash-separator-middle",
+    ),
+    pytest.param(
+        "My transfer is pending.\n\nP.S. I also need a new PIN.\n\nThanks,\nAnna Smith\nSent from my iPhone",
+        ("My transfer is pending.", "P.S. I also need a new PIN."),
+        ("Anna Smith", "Sent from my iPhone"),
+        id="ps-above-the-signoff",
     ),
     pytest.param(
         "Card arrived broken\n--\nHow do I order a replacement?",
