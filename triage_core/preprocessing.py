@@ -138,18 +138,9 @@ _SENDER_FIELDS = ("from", "von", "de", "fra", "från", "van", "od", "da", "от"
 _DATE_FIELDS = ("sent", "date", "gesendet", "datum", "envoyé", "sendt", "skickat", "verzonden", "enviado")
 _DATE_FIELDS += ("inviato", "wysłano", "data", "fecha", "отправлено")
 _OTHER_FIELDS = ("to", "an", "à", "til", "till", "aan", "do", "para", "a", "кому", "cc", "bcc", "reply-to")
-_OTHER_FIELDS += (
-    "subject",
-    "betreff",
-    "objet",
-    "emne",
-    "ämne",
-    "onderwerp",
-    "temat",
-    "asunto",
-    "oggetto",
-    "тема",
-)
+_SUBJECT_FIELDS = ("subject", "betreff", "objet", "emne", "ämne", "onderwerp", "temat", "asunto", "oggetto")
+_SUBJECT_FIELDS += ("тема",)
+_OTHER_FIELDS += _SUBJECT_FIELDS
 _HEADER_FIELD = re.compile(
     r"^\s*\*?(?P<field>"
     + "|".join(_SENDER_FIELDS + _DATE_FIELDS + _OTHER_FIELDS)
@@ -248,22 +239,28 @@ def _is_reply_header(text: str) -> bool:
 def _header_block_at(lines: list[str], i: int) -> bool:
     """A quoted message's header block starts at ``lines[i]``: consecutive header fields (an
     address wrapped onto its own line allowed) with a "Sent:"/"Date:" field dated with a year, a
-    time or a weekday, and a sender (an address or a name) or a recipient address."""
-    dated = addressed = False
+    time or a weekday, and either an address or a sender ("From:") and a "Subject:" (Outlook's
+    "From: Name / Sent: ... / To: Name / Subject: ..." has no address). Payment details written
+    as fields ("From: John Smith / Date: 12 March 2025 / Amount: 50 EUR") are none of these."""
+    dated = sender = address = subject = False
     fields = 0
     for line in lines[i : i + 8]:
         field = _HEADER_FIELD.match(line)
         if field is None:
             if fields and _ADDRESS.search(line) and len(line.split()) <= 2:  # "From: Name" / "<address>"
+                address = True
                 continue
             break
         fields += 1
         name, value = field.group("field").lower(), field.group("value").strip().strip('"*')
-        if name in _DATE_FIELDS and _HEADER_DATE.search(value):
-            dated = True
-        elif _ADDRESS.search(value) or (name in _SENDER_FIELDS and value and _is_name(value)):
-            addressed = True
-    return fields >= 2 and dated and addressed
+        address = address or bool(_ADDRESS.search(value))
+        if name in _DATE_FIELDS:
+            dated = dated or bool(_HEADER_DATE.search(value))
+        elif name in _SENDER_FIELDS:
+            sender = sender or bool(value and _is_name(value))
+        elif name in _SUBJECT_FIELDS:
+            subject = True
+    return fields >= 2 and dated and (address or (sender and subject))
 
 
 def _is_closing(line: str) -> bool:

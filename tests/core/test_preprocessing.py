@@ -413,6 +413,13 @@ ISSUE_20_SHAPES = [
         id="transfer-from-to-lines",
     ),
     pytest.param(
+        "I got a payment I don't recognise:\nFrom: John Smith\nDate: 12 March 2025\n"
+        "Amount: 50 EUR\nWhat is it?",
+        ("From: John Smith", "Date: 12 March 2025", "Amount: 50 EUR", "What is it?"),
+        (),
+        id="payment-details-with-a-name-and-a-date",
+    ),
+    pytest.param(
         "Hello,\nPlease cancel this transfer:\nFrom: joint account\nTo: Mark Jones\nSent: 12 May, 450 EUR",
         ("Please cancel this transfer:", "From: joint account", "To: Mark Jones", "450 EUR"),
         (),
