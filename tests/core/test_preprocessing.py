@@ -392,10 +392,11 @@ def test_held_out_noise_never_loses_the_request(held_out: str) -> None:
 # Issue #20: the e-mail rules cut the request in common shapes (5 of 15 realistic e-mails lost
 # content, 3 changed label). Each case: the e-mail, sentences that must reach the model (cleaned
 # the way preprocess cleans any text, compared case-insensitively) and signature text that must
-# not. Nine of them lost content (or, one, kept the sign-off above a P.S.) with main's rules at
-# 16e8e8a: transfer details as From:/To: lines, a last line "Sent from my account ...", a "--"
-# between two parts of the request, a P.S. under the signature; the others (a P.S. with a question or
-# above the sign-off, a real "-- " signature, device line and forwarded header) stay as they were.
+# not. Ten of them lost content (or, one, kept the sign-off above a P.S.) with main's rules at
+# 16e8e8a: transfer and payment details as From:/To:/Date: lines, a last line "Sent from my
+# account ...", a "--" between two parts of the request, a P.S. under the signature; the others
+# (a P.S. with a question or above the sign-off, a real "-- " signature, device line and
+# forwarded header) stay as they were.
 ISSUE_20_SHAPES = [
     pytest.param(
         (
