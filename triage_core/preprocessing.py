@@ -113,10 +113,11 @@ def mask_pii(text: str) -> str:
 # e-mails (tests/core/test_real_client_emails.py); the one exception to "only the end is cut" is
 # the bottom post: with nothing but a greeting above the quote, the reply is what follows it.
 # Issue #20 made them stricter about what is *certainly* noise, and keep the rest: a header block
-# needs a sender and a dated "Sent:"/"Date:" field (transfer details written as "From:"/"To:"
-# lines are content), a device line names only a device or app ("Sent from my account 3 days
-# ago ..." is a sentence), a "--" line starts a signature only above a short block that neither
-# asks nor speaks in the first person, and a P.S. is always kept (the sign-off above it is cut).
+# needs a dated "Sent:"/"Date:" field and an address (or a named sender and a "Subject:"), so
+# transfer details written as "From:"/"To:" lines are content; a device line names only a device
+# or app ("Sent from my account 3 days ago ..." is a sentence); a "--" line starts a signature
+# only above a short block that neither asks nor speaks in the first person; and a P.S. is always
+# kept (the sign-off above it is cut).
 
 # The start of a quoted thread: everything from here on is history.
 _REPLY_HEADER = re.compile(
@@ -126,12 +127,8 @@ _REPLY_HEADER = re.compile(
     r"|-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:)",  # Gmail / Apple Mail forwards
     re.IGNORECASE,
 )
-# A header block of a quoted or forwarded message (Outlook's "From: / Sent: / To: / Subject:",
-# Gmail's and Apple Mail's "From: / Date: / ..."): a "From:" line naming a sender (an address, or
-# a name on the line or, wrapped, an address on the next) and, in the field lines under it, a
-# "Sent:" or "Date:" whose value is a date with a year, a time or a weekday. Transfer details
-# written as fields ("From: my savings account / To: my current account / Date: 3 March") are
-# the request: no sender, no such date.
+# The fields of a quoted or forwarded message's header block (Outlook's "From: / Sent: / To: /
+# Subject:", Gmail's and Apple Mail's "From: / Date: / ..."; what makes a block: _header_block_at).
 # The field names in the languages of talon's fixtures (English, German, French, Danish, Norwegian,
 # Swedish, Dutch, Polish, Spanish, Italian, Russian); Gmail's plain-text part may star them ("*From:*").
 _SENDER_FIELDS = ("from", "von", "de", "fra", "från", "van", "od", "da", "от")
