@@ -112,6 +112,12 @@ def mask_pii(text: str) -> str:
 # line above a header-less history, a bottom post, a mailing-list footer) came from real clients'
 # e-mails (tests/core/test_real_client_emails.py); the one exception to "only the end is cut" is
 # the bottom post: with nothing but a greeting above the quote, the reply is what follows it.
+# Issue #20 made them stricter about what is *certainly* noise, and keep the rest: a header block
+# needs a dated "Sent:"/"Date:" field and an address (or a named sender and a "Subject:"), so
+# transfer details written as "From:"/"To:" lines are content; a device line names only a device
+# or app ("Sent from my account 3 days ago ..." is a sentence); a "--" line starts a signature
+# only above a short block that neither asks nor speaks in the first person; and a P.S. is always
+# kept (the sign-off above it is cut).
 
 # The start of a quoted thread: everything from here on is history.
 _REPLY_HEADER = re.compile(
@@ -121,12 +127,52 @@ _REPLY_HEADER = re.compile(
     r"|-{3,}\s*forwarded message\s*-{3,}|begin forwarded message:)",  # Gmail / Apple Mail forwards
     re.IGNORECASE,
 )
-# "From: Name <address>" opens a quoted header block only with an address, or when further
-# header fields follow it.
-_FROM_HEADER = re.compile(r"^\s*from:\s*\S.{0,200}(?:<[^>\s]{1,200}@[^>\s]{1,200}>|\[EMAIL\])", re.I)
-_HEADER_FIELD = re.compile(r"^\s*(?:from|sent|date|to|cc|subject):\s", re.IGNORECASE)
+# The fields of a quoted or forwarded message's header block (Outlook's "From: / Sent: / To: /
+# Subject:", Gmail's and Apple Mail's "From: / Date: / ..."; what makes a block: _header_block_at).
+# The field names in the languages of talon's fixtures (English, German, French, Danish, Norwegian,
+# Swedish, Dutch, Polish, Spanish, Italian, Russian); Gmail's plain-text part may star them ("*From:*").
+_SENDER_FIELDS = ("from", "von", "de", "fra", "från", "van", "od", "da", "от")
+_DATE_FIELDS = ("sent", "date", "gesendet", "datum", "envoyé", "sendt", "skickat", "verzonden", "enviado")
+_DATE_FIELDS += ("inviato", "wysłano", "data", "fecha", "отправлено")
+_OTHER_FIELDS = ("to", "an", "à", "til", "till", "aan", "do", "para", "a", "кому", "cc", "bcc", "reply-to")
+_SUBJECT_FIELDS = ("subject", "betreff", "objet", "emne", "ämne", "onderwerp", "temat", "asunto", "oggetto")
+_SUBJECT_FIELDS += ("тема",)
+_OTHER_FIELDS += _SUBJECT_FIELDS
+_HEADER_FIELD = re.compile(
+    r"^\s*\*?(?P<field>"
+    + "|".join(_SENDER_FIELDS + _DATE_FIELDS + _OTHER_FIELDS)
+    + r")\*? ?:\*?[ \t]*(?P<value>.*)$",
+    re.IGNORECASE,
+)
+_ADDRESS = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}|\[EMAIL\]")
+_HEADER_DATE = re.compile(
+    r"\b(?:19|20)\d\d\b|\b\d{1,2}:\d{2}\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]{0,6}\b", re.IGNORECASE
+)
+# Reply headers of other languages and clients. A line (or two or three wrapped lines) ending in
+# "<someone> wrote:" in a language ("schrieb", "a écrit", "skrev", "napisał", "đã viết", ...)
+# with a date, a time or an address in it; Android's "---- <name> wrote ----"; English
+# "On <date>, <name> <address> sent:"; Gmail's "2014-10-17 11:28 GMT+03:00 <name> <address>:";
+# and the "-----Original Message-----" separator in other languages.
+_WROTE = (
+    r"(?:wrote|schrieb|a écrit|escribió|ha scritto|scrisse|schreef|geschreven|skrev|napisał|napisała|đã viết"
+    r"|написал|написала|kirjoitti|escreveu)"
+)
+_BRACKETED_ADDRESS = r"[<(\[]\s?(?:mailto:)?[^<>()\s]{1,200}@[^<>()\s]{1,200}\s?[>)\]]"
+_OTHER_REPLY_HEADER = re.compile(
+    r"^\s*(?:am|le|el|il|op|den|på|w dniu|dnia|vào|em|в|\d)\b.{0,240}\b" + _WROTE + r"\b.{0,120}:\s*$"
+    r"|^\s*\S.{0,160}" + _BRACKETED_ADDRESS + r"\s*" + _WROTE + r":\s*$"
+    r"|^\s*-{2,}\s*\S.{0,160}\b" + _WROTE + r"\s*-{2,}\s*$"
+    r"|^\s*on\b.{0,160}" + _BRACKETED_ADDRESS + r"\s*sent:\s*$"
+    r"|^\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b.{0,160}" + _BRACKETED_ADDRESS + r"\s*:\s*$"
+    r"|^\s*-{2,}\s*(?:original message|reply message|ursprüngliche nachricht|antwort nachricht"
+    r"|oprindelig meddelelse|message d'origine|mensaje original|messaggio originale|oorspronkelijk bericht"
+    r"|originalmeddelande|opprinnelig melding|wiadomość oryginalna|исходное сообщение)\s*-{2,}",
+    re.IGNORECASE,
+)
 _QUOTED = re.compile(r"^\s*>")
 _SIG_DELIMITER = re.compile(r"^\s*--\s*$")
+# A postscript: content, wherever it sits (often under the signature, with a second request).
+_POSTSCRIPT = re.compile(r"^\s*p\.?\s?p?\.?\s?s\b\.?", re.IGNORECASE)
 # Legal and mailing-list footers: their vocabulary, wherever they sit in the last lines.
 _FOOTER = re.compile(
     r"\b(?:confidential|privileged|intended (?:solely |only )?for|intended recipient|disclaimer"
@@ -137,10 +183,15 @@ _FOOTER = re.compile(
 # Only the whole line: "please take me off your mailing list" is a request.
 _LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
 # Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
-_DEVICE = re.compile(
-    r"^\s*(?:sent (?:from|with|via|using)\b|get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$",
-    re.IGNORECASE,
+# After "Sent from/with/via/using" come only a device or app: names (a capital or a digit:
+# "iPhone 14", "Wiko RIDGE FAB 4G", "TypeApp") and a few client words ("phone", "secure email",
+# "on Android"). "Sent from my account 3 days ago and still not received" is a sentence.
+_APP_LINE = re.compile(r"^\s*(?:get \w+ for (?:ios|android)\b|download \w+ for\b).{0,60}$", re.IGNORECASE)
+_SENT_FROM = re.compile(r"^\s*sent (?:from|with|via|using)\s+(?P<what>\S.{0,60})$", re.IGNORECASE)
+_CLIENT_NOUNS = frozenset(
+    ("phone", "mobile", "smartphone", "tablet", "device", "mail", "email", "e-mail", "app")
 )
+_CLIENT_FILLERS = frozenset(("my", "the", "a", "an", "secure", "on", "for", "application"))
 # A phone's device line as its own paragraph with more text under it ("Sent from my <device>",
 # a blank line, then the message replied to): the history starts there, header or not. Short and
 # without sentence punctuation: "Sent from my phone, the app shows ..." is a request.
@@ -155,6 +206,58 @@ _THANKS = re.compile(r"^\s*(?:thanks?|thank you|thx|ty|cheers|regards|best)\b[^\
 _PERSONAL = re.compile(r"\b(?:i|i'm|i've|my|me|we|our)\b", re.IGNORECASE)
 # A name or title line under a closing: one to four capitalised words, no digits.
 _NAME = re.compile(r"^\s*[^\W\d_][\w.'’-]{0,30}(?:[ \t]+[^\W\d_][\w.'’-]{0,30}){0,3}\s*$")
+
+
+def _is_device(line: str) -> bool:
+    if _APP_LINE.match(line):
+        return True
+    match = _SENT_FROM.match(_PII.sub(" ", line))
+    if not match:
+        return False
+    words = [w.strip("()[]<>.,;:!-") for w in match.group("what").split()]
+    words = [w for w in words if w and w.lower() not in _CLIENT_FILLERS]
+    return bool(words) and all(
+        w.lower() in _CLIENT_NOUNS or w != w.lower() or any(c.isdigit() for c in w) for w in words
+    )
+
+
+def _is_reply_header(text: str) -> bool:
+    if _REPLY_HEADER.match(text):
+        return True
+    match = _OTHER_REPLY_HEADER.match(text)
+    if not match:
+        return False
+    # "... wrote:" in a language: only with a date, a time or an address in the line
+    return bool(
+        _HEADER_DATE.search(text) or re.search(_BRACKETED_ADDRESS, text) or text.lstrip().startswith("-")
+    )
+
+
+def _header_block_at(lines: list[str], i: int) -> bool:
+    """A quoted message's header block starts at ``lines[i]``: consecutive header fields (an
+    address wrapped onto its own line allowed) with a "Sent:"/"Date:" field dated with a year, a
+    time or a weekday, and either an address or a sender ("From:") and a "Subject:" (Outlook's
+    "From: Name / Sent: ... / To: Name / Subject: ..." has no address). Payment details written
+    as fields ("From: John Smith / Date: 12 March 2025 / Amount: 50 EUR") are none of these."""
+    dated = sender = address = subject = False
+    fields = 0
+    for line in lines[i : i + 8]:
+        field = _HEADER_FIELD.match(line)
+        if field is None:
+            if fields and _ADDRESS.search(line) and len(line.split()) <= 2:  # "From: Name" / "<address>"
+                address = True
+                continue
+            break
+        fields += 1
+        name, value = field.group("field").lower(), field.group("value").strip().strip('"*')
+        address = address or bool(_ADDRESS.search(value))
+        if name in _DATE_FIELDS:
+            dated = dated or bool(_HEADER_DATE.search(value))
+        elif name in _SENDER_FIELDS:
+            sender = sender or bool(value and _is_name(value))
+        elif name in _SUBJECT_FIELDS:
+            subject = True
+    return fields >= 2 and dated and (address or (sender and subject))
 
 
 def _is_closing(line: str) -> bool:
@@ -185,19 +288,27 @@ def _quote_start(lines: list[str]) -> int:
     """Index of the first line of quoted history (a reply/forward header, or a device line
     between the reply and the history), or ``len(lines)``."""
     for i, line in enumerate(lines):
-        if _REPLY_HEADER.match(line):
+        if _is_reply_header(line):
             return i
-        # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line
-        if i + 1 < len(lines) and _REPLY_HEADER.match(line + " " + lines[i + 1].strip()) and line.strip():
+        # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line (unless
+        # the next line is a header on its own: then the history starts there, not here)
+        two = [w.strip() for w in lines[i : i + 2]]
+        if len(two) == 2 and all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
             return i
         # Apple Mail wraps it around the address: "On ..., Name" / "<address>" / "wrote:"
         window = [w.strip() for w in lines[i : i + 3]]
         address = len(window) == 3 and ("@" in window[1] or EMAIL_TOKEN in window[1])
-        if address and all(window) and _REPLY_HEADER.match(" ".join(window)):
+        if (
+            address
+            and all(window)
+            and not _is_reply_header(" ".join(window[1:]))
+            and _is_reply_header(" ".join(window))
+        ):
             return i
         # "Sent from my <device>" between blank lines, the reply above it and more text below
         if (
             _DEVICE_BOUNDARY.match(line)
+            and _is_device(line)
             and 0 < i < len(lines) - 2
             and not lines[i - 1].strip()
             and not lines[i + 1].strip()
@@ -205,9 +316,7 @@ def _quote_start(lines: list[str]) -> int:
             and any(w.strip() for w in lines[i + 2 :])
         ):
             return i
-        if line.lower().lstrip().startswith("from:") and (
-            _FROM_HEADER.match(line) or any(_HEADER_FIELD.match(n) for n in lines[i + 1 : i + 4])
-        ):
+        if _header_block_at(lines, i):
             return i
     return len(lines)
 
@@ -215,9 +324,13 @@ def _quote_start(lines: list[str]) -> int:
 def _signature_start(lines: list[str]) -> int:
     """Index where the trailing signature block starts (closing, name, contact, device and
     footer lines at the end of the message), or ``len(lines)`` if there is none. A "-- "
-    delimiter line (RFC 3676) in the last lines starts a signature whatever follows it."""
+    delimiter line (RFC 3676) in the last lines starts a signature when what follows it is a
+    signature: a few short lines that neither ask nor speak in the first person. A "--" between
+    two parts of a request is not one."""
     for i in range(len(lines) - 1, max(-1, len(lines) - 10), -1):
         if _SIG_DELIMITER.match(lines[i]):
+            if not _is_signature_block(lines[i + 1 :]):
+                break
             return _signature_start(lines[:i]) if i else 0
     cut = len(lines)
     names = 0  # name/title lines seen below: only a closing or a delimiter above makes them noise
@@ -227,7 +340,7 @@ def _signature_start(lines: list[str]) -> int:
             continue
         if _is_closing(line):
             return i
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _DEVICE.match(line) or _is_contact(line):
+        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
             if names == 0:
                 cut = i
             continue
@@ -238,6 +351,24 @@ def _signature_start(lines: list[str]) -> int:
     if cut == len(lines):
         return _signed_off_at(lines)
     return cut
+
+
+def _speaks(line: str) -> bool:
+    """The line asks something or speaks in the first person (addresses and links aside)."""
+    rest = _PII.sub(" ", line)
+    return "?" in rest or bool(_PERSONAL.search(rest))
+
+
+def _is_signature_block(lines: list[str]) -> bool:
+    body = [line.strip() for line in lines if line.strip()]
+    if not body or len(body) > 8:
+        return False
+    for line in body:
+        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+            continue
+        if _speaks(line) or len(line.split()) > 8:
+            return False
+    return True
 
 
 def _signed_off_at(lines: list[str]) -> int:
@@ -251,7 +382,7 @@ def _signed_off_at(lines: list[str]) -> int:
         name = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), len(lines))
         if name == len(lines) or not _is_name(lines[name].strip()):
             continue
-        below = [line for line in lines[name + 1 :] if not (_DEVICE.match(line) or _is_contact(line))]
+        below = [line for line in lines[name + 1 :] if not (_is_device(line) or _is_contact(line))]
         if not any(_PERSONAL.search(line) or "?" in line for line in below):
             return i
         return len(lines)
@@ -261,21 +392,33 @@ def _signed_off_at(lines: list[str]) -> int:
 def extract_request(text: str) -> str:
     """Keep the new request of an e-mail or chat ticket; drop greeting, quoted thread, sign-off,
     signature, device line and footer. Content is only ever cut at the end of the message, except
-    in a bottom post (nothing but a greeting above the quote): then the reply is under the quote."""
+    in a bottom post (nothing but a greeting above the quote): then the reply is under the quote;
+    and a P.S. under a signature is kept while the signature is cut."""
     lines = text.splitlines()
     start = _quote_start(lines)
     body = _reply(lines[:start])
     request = _drop_greeting(body)
     if not request and start < len(lines):  # a bottom post: the reply is under the quote
-        request = _drop_greeting(_reply(_below_quote(lines[start:])))
+        below = _reply(_below_quote(lines[start:]))
+        request = _drop_greeting(below) or below  # a reply that is only "Hello" is still the reply
     if request:
         return request
+    if not body and start < len(lines):  # only a closing above the history ("Thanks Thanmai")
+        top = "\n".join(line for line in lines[:start] if not _QUOTED.match(line)).strip()
+        body = top if _drop_greeting(top) else ""  # only a greeting: nothing to take, keep it all
     body = body or text.strip()
     return _drop_greeting(body) or body
 
 
 def _reply(lines: list[str]) -> str:
     lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
+    # A P.S. is content: the signature above it is cut, the postscript kept (its own signature
+    # lines, if any, are cut too).
+    ps = next((i for i in range(len(lines) - 1, 0, -1) if _POSTSCRIPT.match(lines[i])), None)
+    if ps is not None:
+        postscript = lines[ps:]
+        postscript = postscript[: max(1, _signature_start(postscript))]
+        return "\n".join([_reply(lines[:ps]), *postscript]).strip()
     lines = lines[: _signature_start(lines)]
     while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
         lines = lines[1:]
@@ -320,9 +463,14 @@ def _is_addressee(word: str) -> bool:
 
 # Chat openers without punctuation ("hey there how do I ..."): the greeting word, an optional
 # addressee, then punctuation or a space.
+# "there" is an addressee ("hey there, ...", "hi there Can I ...") unless a lowercase verb follows
+# it: "hey there must have been a mistake" and "helloo There is a withdrawal waiting" start their
+# request with it.
 _CHAT_GREETING = re.compile(
     r"^\s*(?:hi+|hello+|hey+|hiya|yo|good (?:morning|afternoon|evening|day))(?:[ \t]+(?:hi+|hello+|hey+))?"
-    r"(?:\s+(?:there|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
+    r"(?:\s+(?:there(?![ \t]+(?-i:(?:is|are|was|were|has|have|had|seems?|appears?|used)\b"
+    r"|(?:should|must|might|may|will|would|can|could)[ \t]+(?:be|have|not)\b))"
+    r"|team|all|guys|folks|everyone|support))?(?:[\s,.!:;-]+|$)",
     re.IGNORECASE,
 )
 # A salutation: the greeting word and at most four more words ("Dear Sir or Madam"), closed by

@@ -24,6 +24,9 @@ change an expectation.
 
 from __future__ import annotations
 
+import ast
+import email
+import email.iterators
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,3 +339,173 @@ def test_expectations_are_taken_from_the_fixture(case: Case) -> None:
 
 def test_every_fixture_has_a_case() -> None:
     assert sorted(p.name for p in DATA.glob("*.txt")) == sorted(case.fixture for case in CASES)
+
+
+# --- mailgun/talon's fixtures (Apache-2.0, PyPI sdist talon 1.4.4) ----------------------------
+# data/talon/ holds, byte for byte, talon's tests/fixtures/standard_replies/ (12 e-mails written
+# by Android in Russian, AOL, Apple Mail (two), Comcast, Gmail, Hotmail, iPhone, Outlook, Sparrow,
+# Thunderbird and Yahoo) and its tests/text_quotations_test.py (renamed *.txt so that neither pytest nor ruff
+# reads it as code): 49 replies in English, German, French, Danish, Swedish, Norwegian, Dutch,
+# Polish and Vietnamese, each with talon's expectation of the reply, read here from its
+# ``eq_(reply, quotations.extract_from_plain(msg_body))`` calls. README.md there: source, hashes,
+# licence.
+TALON = Path(__file__).parent / "data" / "talon"
+TALON_SHA256 = {
+    "LICENSE": "cb5e8e7e5f4a3988e1063c142c60dc2df75605f4c46515e776e3aca6df976e14",
+    "text_quotations_test.py.txt": "d85645bd51dc8c0cfb01851ad0a62c37b4b17b44d460eb35c0cff642d1fbe731",
+    "standard_replies/android.eml": "397974938a2d8ef0ed651bea32f8dc1ca1a8530355b7cd7f82bbe638f7b0cc4e",
+    "standard_replies/aol.eml": "c10047891f9f9b7b600dddd2ef719c9b0075137e722264839553a9225065c83f",
+    "standard_replies/apple_mail.eml": "60b28bc3752e74b80332caaa249c784b4956a4d9873f23cc172d70ba74c6cd36",
+    "standard_replies/apple_mail_2.eml": "9ef30ad9b167beb38ac5a71a040b03267a4eb27d3eb51a999613d887b889cdc3",
+    "standard_replies/comcast.eml": "1300bd5c157daa27cc1d31642919b7a46408ba285efb3ca3a999345af8a99e99",
+    "standard_replies/gmail.eml": "2aeea0d48a5babf3d768091db1e449ae49e78d5c0d4fe5a539969d7fafa12677",
+    "standard_replies/hotmail.eml": "409c1c377183006d61215cb83fd6b2e2aad8ee2ffbbc8ad02bef29dfdfc02982",
+    "standard_replies/iphone.eml": "90879c8d11501f22e1f6dff65ac2a48623e6b4cd3e776e277a03c059fcd15382",
+    "standard_replies/iphone_reply_text": "943d0bfff6e0a04d37bdfeec96aa6158efe1a53364fe0b3b44e3a54246cccc21",
+    "standard_replies/outlook.eml": "9b7f84f16dc2b1fe3580b3adc14030c5afc570c2066c20ce15884bf1c2b5a194",
+    "standard_replies/sparrow.eml": "e4847f31c4c15e4638e9f368fe3ed8338f380169dde452b7ecad787118fd404e",
+    "standard_replies/sparrow_reply_text": "914609f6d865eb428ea96fcb2a57958c22d4dde906ec6802b1d2359414e3e9ee",
+    "standard_replies/thunderbird.eml": "9b17b516d8f8ffaa8183d2f8c323670329ca26c9f5faaa2d2750732fb781655b",
+    "standard_replies/yahoo.eml": "b814a89bc5610854af2475c77dba1afed8c49661e14349178fe26d0dae55e0da",
+}
+# Where our rules differ from talon's expectation on purpose, or do not (yet) recognise a
+# history: only the request is checked (the text given, quoted from talon's reply), not that the
+# rest is dropped. Each is a finding, with its reason.
+TALON_DIFFERENCES = {
+    # a header wrapped over a blank line and a "<\nmailto:..." line: not certainly a header, kept
+    "test_pattern_on_date_polymail": "Test reply",
+    # the reply and the header share a line ("reply--- On ... wrote:"): the rules cut at line starts
+    "test_reply_and_quotation_splitter_share_line": "reply",
+    "test_reply_and_quotation_splitter_share_line-1": "reply",
+    "test_reply_and_quotation_splitter_share_line-2": "reply",
+    # "2011/4/7 Name <address>" with no "wrote" and no colon: not certainly a header (its '>'
+    # lines are dropped)
+    "test_pattern_date_email_with_unicode": "Replying ok",
+    # a lone "From: <address>" with no dated Sent:/Date: field: kept (issue #20: field lines are
+    # content unless they are certainly a header block)
+    "test_link_closed_with_quotation_marker_on_new_line": "8.45am-1pm",
+    # talon keeps a ">>> >>> <link> <<<" line as text; every line starting with '>' is a quote here
+    "test_quotation_marker_false_positive": "Visit us now for assistance...",
+    # talon keeps a forwarded message; the rules cut from "---------- Forwarded message"
+    "test_dont_parse_quotations_for_forwarded_messages": "FYI",
+}
+
+
+@dataclass(frozen=True)
+class TalonCase:
+    name: str  # the talon test (and "-<n>" for its n-th check)
+    email: str
+    reply: str  # talon's expected reply
+
+
+def _talon_inline_cases() -> list[TalonCase]:
+    """talon's ``eq_(reply, quotations.extract_from_plain(msg_body))`` checks whose arguments are
+    string literals or names bound to one in the test, and its ``_check_pattern_original_message``
+    calls (a template filled with the separator's words, reply "Test reply")."""
+    tree = ast.parse((TALON / "text_quotations_test.py.txt").read_text(encoding="utf-8"))
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    template = next(
+        node.value.value
+        for f in functions
+        if f.name == "_check_pattern_original_message"
+        for node in f.body
+        if isinstance(node, ast.Assign)
+    )
+    cases = []
+    for function in (f for f in functions if f.name.startswith("test_")):
+        bound = {
+            node.targets[0].id: node.value.value
+            for node in ast.walk(function)
+            if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        }
+
+        def literal(node: ast.expr, bound: dict[str, str] = bound) -> str | None:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                return node.value
+            return bound.get(node.id) if isinstance(node, ast.Name) else None
+
+        found = []
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            if node.func.id == "_check_pattern_original_message":
+                words = node.args[0].value
+                found.append((f"{function.name}-{words}", template.format(words), "Test reply"))
+            elif node.func.id == "eq_" and isinstance(call := node.args[1], ast.Call):
+                if getattr(call.func, "attr", None) != "extract_from_plain":
+                    continue
+                reply, email = literal(node.args[0]), literal(call.args[0])
+                if reply is not None and email is not None:
+                    found.append((function.name, email, reply))
+        for n, (name, email, reply) in enumerate(found):
+            suffix = f"-{n}" if n and name == function.name else ""
+            cases.append(TalonCase(name + suffix, email, reply))
+    return cases
+
+
+def _talon_standard_cases() -> list[TalonCase]:
+    """talon's test_standard_replies: the first text/plain part of each .eml, decoded; the reply
+    is ``<name>_reply_text`` where there is one, else "Hello"."""
+    cases = []
+    for path in sorted((TALON / "standard_replies").glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes())
+        body = next(email.iterators.typed_subpart_iterator(message, subtype="plain"))
+        text = "".join(
+            part.get_payload(decode=True).decode("utf8") for part in body.walk() if not part.is_multipart()
+        )
+        reply_file = path.with_name(path.stem + "_reply_text")
+        reply = reply_file.read_text().strip() if reply_file.exists() else "Hello"
+        cases.append(TalonCase(f"standard_replies/{path.name}", text, reply))
+    return cases
+
+
+TALON_CASES = _talon_inline_cases() + _talon_standard_cases()
+
+
+def _distinct_lines(case: TalonCase) -> list[str]:
+    """Lines of the e-mail outside talon's reply, with two words or more, that are not text of
+    the reply as well ("> Test" under "Test reply")."""
+    reply_lines = {line.strip() for line in case.reply.splitlines()}
+    reply = _clean(case.reply)
+    lines = [line.strip().lstrip(">* ").strip() for line in case.email.splitlines()]
+    return [
+        line
+        for line in lines
+        if line not in reply_lines and len(line.split()) >= 2 and _clean(line) and _clean(line) not in reply
+    ]
+
+
+@pytest.mark.parametrize("case", TALON_CASES, ids=[case.name for case in TALON_CASES])
+def test_talon_reply_is_kept(case: TalonCase) -> None:
+    output = preprocess(case.email).casefold()
+    if case.name in TALON_DIFFERENCES:
+        assert _clean(TALON_DIFFERENCES[case.name]) in output, output
+        return
+    # whatever the rules keep of the reply on its own, they keep inside the whole e-mail
+    assert preprocess(case.reply).casefold() in output, output
+    if case.reply == case.email:  # nothing quoted: every line of it is the request
+        lost = [line for line in case.email.splitlines() if _clean(line) not in output]
+        assert not lost, output
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in TALON_CASES if c.name not in TALON_DIFFERENCES], ids=lambda c: c.name
+)
+def test_talon_quoted_part_is_dropped(case: TalonCase) -> None:
+    output = preprocess(case.email).casefold()
+    kept = [line for line in _distinct_lines(case) if _clean(line) in output]
+    assert not kept, f"quoted text kept: {kept}\noutput: {output!r}"
+
+
+def test_talon_fixtures_are_the_published_ones() -> None:
+    """The bytes are the sdist's (sha256), every file is pinned, and the parser above found every
+    check it should: 49 inline replies (8 languages besides English) and 12 client e-mails."""
+    files = {str(p.relative_to(TALON)) for p in TALON.rglob("*") if p.is_file() and p.name != "README.md"}
+    assert files == set(TALON_SHA256)
+    for name, digest in TALON_SHA256.items():
+        assert hashlib.sha256((TALON / name).read_bytes()).hexdigest() == digest, name
+    assert len(_talon_inline_cases()) == 49 and len(_talon_standard_cases()) == 12
+    assert set(TALON_DIFFERENCES) < {case.name for case in TALON_CASES}
