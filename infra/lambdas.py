@@ -58,9 +58,16 @@ class PipelineFunctionProps:
 class PipelineFunction(Construct):
     """A Python Lambda with its own role, KMS-encrypted log group and dead-letter queue.
 
-    The role starts empty (no AWSLambdaBasicExecutionRole: the function may write only to its
-    own log group); callers add what the function needs with ``grant_*``. Both functions are
-    invoked asynchronously (S3 and SNS), so the DLQ catches events that failed every retry.
+    The role starts with one grant: ``logs:CreateLogStream`` and ``logs:PutLogEvents`` on the
+    function's own log group (its ARN ``...:log-group:<name>:*`` covers the group's streams), which
+    Lambda needs to ship the function's output: "Your execution role needs the following
+    permissions to upload logs to CloudWatch Logs" (AWS Lambda Developer Guide, "Sending Lambda
+    function logs to CloudWatch Logs"). No ``logs:CreateLogGroup``: the stack creates the group
+    (``logGroup``), so the function writes to the group the stack owns, with its retention and
+    key, and nowhere else; no AWSLambdaBasicExecutionRole (``*``). Without it there are no handler
+    logs and no embedded-metric-format metrics. Callers add what the function needs with
+    ``grant_*``. The functions are invoked asynchronously (S3, SNS, EventBridge), so the DLQ
+    catches events that failed every retry.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: PipelineFunctionProps) -> None:
@@ -78,6 +85,7 @@ class PipelineFunction(Construct):
             encryption_key=props.key,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        self.log_group.grant_write(self.role)
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
