@@ -19,6 +19,8 @@ from typing import TextIO
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from ticket_pipeline.logs import service_name
+
 try:  # Powertools >= 3.x (the layer may be older than the pinned package)
     from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 except ImportError:  # pragma: no cover - depends on the layer version
@@ -67,7 +69,7 @@ class PipelineMetrics:
     def __init__(self, service: str | None = None, namespace: str | None = None):
         self._emf = EphemeralMetrics(
             namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-            service=service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "ticket-pipeline",
+            service=service or service_name(),
         )
         self._lock = threading.Lock()
 

@@ -1,0 +1,311 @@
+"""Replay the AWS calls a local run recorded against the synthesized template's IAM policies.
+
+Each recorded call (``local_pipeline.calls``) becomes the IAM request AWS would authorize: the
+action and the resource ARN, per the Service Authorization Reference for S3, DynamoDB, SNS,
+SageMaker, Lambda and CloudWatch Logs, plus the KMS requests the call implies on the stack's key
+(an SSE-KMS object read needs ``kms:Decrypt`` and a write ``kms:GenerateDataKey``, Amazon S3 User
+Guide "Using server-side encryption with AWS KMS keys"; publishing to an encrypted topic needs
+``kms:GenerateDataKey*`` and ``kms:Decrypt``, Amazon SNS Developer Guide "Data encryption"). The
+template's policies of the caller's role are resolved to the local resources (``Ref``,
+``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) and every request is evaluated with moto's IAM policy
+evaluator (``moto.iam.access_control.IAMPolicy``, the one moto's server uses to authorize
+requests). A request the role would be denied is a finding; a (role, action, resource) of the
+policies that no request used is listed in the usage report, so the policies can shrink.
+
+Not modelled: the KMS requests DynamoDB makes for a customer-managed table key (DynamoDB calls KMS
+under grants of its own), so the roles' table-key grants show in the report, not as a finding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto.iam.access_control import IAMPolicy, IAMPolicyStatement, PermissionResult
+
+from local_pipeline.calls import SAGEMAKER_ENDPOINT, AwsCall
+
+PARTITION, REGION, ACCOUNT = "aws", "us-east-1", "123456789012"
+LOCAL_KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-00000000c0de"
+PSEUDO = {
+    "AWS::Partition": PARTITION,
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+}
+# What the bootstrap bucket and repository of the default synthesizer are called here.
+ASSETS_BUCKET = f"cdk-hnb659fds-assets-{ACCOUNT}-{REGION}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One IAM authorization: who, which action, on which resource, and the call it comes from."""
+
+    principal: str
+    action: str
+    resource: str
+    because: str  # the recorded call (or "implied by ...")
+
+
+# --- recorded call -> IAM requests -------------------------------------------------------------------
+def _s3_object(p: Mapping[str, Any]) -> str:
+    return f"arn:{PARTITION}:s3:::{p['Bucket']}/{p['Key']}"
+
+
+def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: set[str]) -> list[Request]:
+    """The IAM requests one call makes (``KeyError`` naming the call when it is not mapped yet:
+    add its row, with the action the Service Authorization Reference gives it)."""
+    p, op, who = call.args, call.operation, call.principal
+    what = f"{call.service}.{op}"
+    out: list[tuple[str, str]] = []
+    if call.service == "s3":
+        versioned = "VersionId" in p
+        if op in ("GetObject", "HeadObject"):  # HeadObject is authorized as s3:GetObject
+            out.append(("s3:GetObjectVersion" if versioned else "s3:GetObject", _s3_object(p)))
+            kms = ["kms:Decrypt"]
+        elif op in ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"):
+            out.append(("s3:PutObject", _s3_object(p)))  # the multipart steps are s3:PutObject
+            kms = ["kms:GenerateDataKey"] if op in ("PutObject", "CreateMultipartUpload") else ["kms:Decrypt"]
+        elif op == "AbortMultipartUpload":
+            out.append(("s3:AbortMultipartUpload", _s3_object(p)))
+            kms = []
+        elif op in ("ListObjectsV2", "ListObjects"):
+            out.append(("s3:ListBucket", f"arn:{PARTITION}:s3:::{p['Bucket']}"))
+            kms = []
+        elif op == "ListObjectVersions":
+            out.append(("s3:ListBucketVersions", f"arn:{PARTITION}:s3:::{p['Bucket']}"))
+            kms = []
+        else:
+            raise KeyError(f"no IAM mapping for {what}")
+        if p.get("Bucket") in encrypted_buckets:
+            out += [(action, LOCAL_KEY_ARN) for action in kms]
+    elif call.service == "dynamodb":
+        table = f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/"
+        if op in ("TransactWriteItems", "TransactGetItems"):
+            kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                     "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}  # fmt: skip
+            out += [(f"dynamodb:{kinds[kind]}", table + name) for kind, name in p["TransactItems"]]
+        elif op in ("BatchWriteItem", "BatchGetItem"):
+            out += [(f"dynamodb:{op}", table + name) for name in p["RequestItems"]]
+        elif "TableName" in p:
+            index = f"/index/{p['IndexName']}" if "IndexName" in p else ""
+            out.append((f"dynamodb:{op}", table + p["TableName"] + index))
+        else:
+            raise KeyError(f"no IAM mapping for {what}")
+    elif call.service == "sns" and op == "Publish":
+        out.append(("sns:Publish", p["TopicArn"]))
+        if p["TopicArn"] in encrypted_topics:
+            out += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
+    elif call.service == "sagemaker-runtime" and op == "InvokeEndpointAsync":
+        name = p["EndpointName"].lower()  # SageMaker ARNs carry the name in lower case
+        out.append(
+            ("sagemaker:InvokeEndpointAsync", f"arn:{PARTITION}:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name}")
+        )
+    elif call.service == "lambda" and op == "Invoke":
+        name = p["FunctionName"]
+        arn = (
+            name if name.startswith("arn:") else f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}"
+        )
+        out.append(("lambda:InvokeFunction", arn))
+    elif call.service == "logs" and op in ("CreateLogStream", "PutLogEvents"):
+        group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{p['logGroupName']}"
+        out.append((f"logs:{op}", f"{group}:log-stream:{p['logStreamName']}"))
+    else:
+        raise KeyError(f"no IAM mapping for {what}")
+    return [Request(who, action, resource, what) for action, resource in out]
+
+
+# --- the template's policies, resolved to the local resources -------------------------------------------
+class Resolver:
+    """``Ref`` / ``Fn::GetAtt`` / ``Fn::Join`` / ``Fn::Sub`` of a template value, with the local
+    value of each logical id (``bindings[logical_id][attribute]``, ``"Ref"`` for a ``Ref``)."""
+
+    def __init__(self, bindings: Mapping[str, Mapping[str, str]]):
+        self.bindings = bindings
+
+    def attribute(self, logical_id: str, attribute: str) -> str:
+        if attribute == "Ref" and logical_id in PSEUDO:
+            return PSEUDO[logical_id]
+        try:
+            return self.bindings[logical_id][attribute]
+        except KeyError:
+            raise KeyError(f"no local value for {logical_id}.{attribute}: bind it") from None
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1 or not next(iter(value)).startswith(("Ref", "Fn::")):
+            return {k: self(v) for k, v in value.items()}  # a plain object (a document, a statement)
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return self.attribute(argument, "Ref")
+        if function == "Fn::GetAtt":
+            return self.attribute(argument[0], argument[1])
+        if function == "Fn::Join":
+            return argument[0].join(self(part) for part in argument[1])
+        if function == "Fn::Sub":
+            text, variables = (argument, {}) if isinstance(argument, str) else argument
+
+            def sub(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name in variables:
+                    return self(variables[name])
+                logical_id, _, attribute = name.partition(".")
+                return self.attribute(logical_id, attribute or "Ref")
+
+            return re.sub(r"\$\{([^}!]+)\}", sub, text)
+        raise KeyError(f"cannot resolve {function}")
+
+
+def role_policies(
+    template: Mapping[str, Any], role_logical_id: str, resolve: Resolver
+) -> list[dict[str, Any]]:
+    """The inline policy documents attached to a role, resolved to local ARNs."""
+    return [
+        resolve(resource["Properties"]["PolicyDocument"])
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and {"Ref": role_logical_id} in resource["Properties"]["Roles"]
+    ]
+
+
+# --- evaluation -------------------------------------------------------------------------------------------
+@dataclass
+class Replay:
+    denied: list[Request] = field(default_factory=list)
+    allowed: list[Request] = field(default_factory=list)
+    unused: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # principal -> (action, resource)
+
+    def report(self) -> str:
+        lines = ["# IAM grants no recorded call used", ""]
+        lines.append(f"{len(self.allowed)} distinct requests allowed, {len(self.denied)} denied.")
+        for principal, grants in sorted(self.unused.items()):
+            lines += ["", f"## {principal}", ""]
+            lines += [f"- `{action}` on `{resource}`" for action, resource in grants]
+        return "\n".join(lines) + "\n"
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def replay(
+    calls: Iterable[AwsCall],
+    policies: Mapping[str, list[dict[str, Any]]],
+    encrypted_buckets: set[str],
+    encrypted_topics: set[str],
+) -> Replay:
+    """Evaluate every request of ``calls`` against ``policies[principal]`` (resolved documents)."""
+    result = Replay()
+    seen: set[Request] = set()
+    used: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for call in calls:
+        for request in requests_of(call, encrypted_buckets, encrypted_topics):
+            key = Request(request.principal, request.action, request.resource, "")
+            if key in seen:
+                continue
+            seen.add(key)
+            documents = policies[request.principal]
+            verdicts = [
+                IAMPolicy(json.dumps(d)).is_action_permitted(request.action, request.resource)
+                for d in documents
+            ]
+            if PermissionResult.DENIED in verdicts or PermissionResult.PERMITTED not in verdicts:
+                result.denied.append(request)
+                continue
+            result.allowed.append(request)
+            for document in documents:
+                for statement in _as_list(document["Statement"]):
+                    for action in _as_list(statement["Action"]):
+                        for resource in _as_list(statement["Resource"]):
+                            single = {**statement, "Action": action, "Resource": resource}
+                            verdict = IAMPolicyStatement(single).is_action_permitted(
+                                request.action, request.resource
+                            )
+                            if verdict == PermissionResult.PERMITTED:
+                                used[request.principal].add((action, resource))
+    for principal, documents in policies.items():
+        granted = {
+            (action, resource)
+            for document in documents
+            for statement in _as_list(document["Statement"])
+            if statement["Effect"] == "Allow"
+            for action in _as_list(statement["Action"])
+            for resource in _as_list(statement["Resource"])
+        }
+        result.unused[principal] = sorted(granted - used[principal])
+    return result
+
+
+# --- the template's roles and resources, bound to the local stack's ---------------------------------------
+def local_bindings(
+    stack: Any, names: Any, resources: Any, functions: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """The local value of each resource the roles' policies name. ``stack`` is the synthesized
+    ``TicketTriageStack``, ``names``/``resources`` the local stack's (``local_pipeline.aws``),
+    ``functions`` maps the stack's function ids (Dispatcher, ...) to the local function names."""
+    from aws_cdk import Stack
+
+    def logical_id(construct: Any) -> str:
+        element = construct if hasattr(construct, "logical_id") else construct.node.default_child
+        return Stack.of(element).resolve(element.logical_id)
+
+    def bucket(name: str) -> dict[str, str]:
+        return {"Ref": name, "Arn": f"arn:{PARTITION}:s3:::{name}"}
+
+    endpoint_arn = f"arn:{PARTITION}:sagemaker:{REGION}:{ACCOUNT}:endpoint/{names.endpoint_name.lower()}"
+    bound = {
+        logical_id(stack.storage.input_bucket): bucket(names.input_bucket),
+        logical_id(stack.storage.output_bucket): bucket(names.output_bucket),
+        logical_id(stack.job_state.table): {
+            "Ref": names.jobs_table,
+            "Arn": f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{names.jobs_table}",
+        },
+        logical_id(stack.notifications.success_topic): {"Ref": resources.success_topic_arn},
+        logical_id(stack.notifications.error_topic): {"Ref": resources.error_topic_arn},
+        logical_id(stack.notifications.results_topic): {"Ref": resources.results_topic_arn},
+        logical_id(stack.inference.endpoint): {"Ref": endpoint_arn, "EndpointName": names.endpoint_name},
+        logical_id(stack.encryption.key): {"Arn": LOCAL_KEY_ARN},
+    }
+    for fn_id, fn in stack.pipeline.functions.items():
+        name = functions[fn_id]
+        group = f"/aws/lambda/{name}"
+        bound[logical_id(fn.function)] = {
+            "Ref": name,
+            "Arn": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}",
+        }
+        bound[logical_id(fn.log_group)] = {
+            "Ref": group,
+            "Arn": f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{group}:*",
+        }
+        bound[logical_id(fn.dead_letter_queue)] = {
+            "Arn": f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{getattr(names, fn_id.lower() + '_dlq')}"
+        }
+    return bound
+
+
+def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: Any) -> Replay:
+    """Replay a local run's calls against the roles of the synthesized stack ``synth``."""
+    stack = synth.stack
+    functions = {
+        "Dispatcher": "ticket-dispatcher",
+        "Aggregator": "ticket-aggregator",
+        "Sweeper": "ticket-sweeper",
+    }
+    resolve = Resolver(local_bindings(stack, names, resources, functions))
+    roles = {functions[fn_id]: fn.role for fn_id, fn in stack.pipeline.functions.items()}
+    roles[SAGEMAKER_ENDPOINT] = stack.inference.role
+    policies = {
+        principal: role_policies(synth.template, synth.logical_id(role), resolve)
+        for principal, role in roles.items()
+    }
+    topics = {resources.success_topic_arn, resources.error_topic_arn, resources.results_topic_arn}
+    return replay(calls, policies, {names.input_bucket, names.output_bucket}, topics)
