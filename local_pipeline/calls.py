@@ -52,7 +52,8 @@ class AwsCall:
 
 
 def _resource_params(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-    found = {k: params[k] for k in _RESOURCE_PARAMS if k in params}
+    # strings only: a DynamoDB ``Key`` is the item's key (a map), not a resource
+    found: dict[str, Any] = {k: params[k] for k in _RESOURCE_PARAMS if isinstance(params.get(k), str)}
     if operation in ("TransactWriteItems", "TransactGetItems"):
         # which kind of write (Put, Update, Delete, ConditionCheck or Get) on which table
         kinds = {

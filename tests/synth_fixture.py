@@ -84,3 +84,46 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     app.synth()
     template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
     return Synth(app, stack, outdir, template, tarball, repo_root)
+
+
+def _render(value: Any) -> str:
+    """A ``Fn::Join`` of strings and tokens as one string; tokens become ``<...>`` placeholders."""
+    if isinstance(value, str):
+        return value
+    separator, parts = value["Fn::Join"]
+    return separator.join(
+        p if isinstance(p, str) else "<" + json.dumps(p).replace('"', "'") + ">" for p in parts
+    )
+
+
+def watched_metrics(template: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], str]]:
+    """(namespace, metric, dimensions, alarm id or widget title) of every alarm and every metric
+    line of every dashboard widget of the template."""
+    found = []
+    for alarm_id, alarm in template["Resources"].items():
+        if alarm["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = alarm["Properties"]
+        metrics = [props] if "MetricName" in props else []
+        metrics += [q["MetricStat"]["Metric"] for q in props.get("Metrics", []) if "MetricStat" in q]
+        for m in metrics:
+            found.append(
+                (
+                    m["Namespace"],
+                    m["MetricName"],
+                    {d["Name"]: d["Value"] for d in m.get("Dimensions", [])},
+                    alarm_id,
+                )
+            )
+    for dashboard in template["Resources"].values():
+        if dashboard["Type"] != "AWS::CloudWatch::Dashboard":
+            continue
+        for widget in json.loads(_render(dashboard["Properties"]["DashboardBody"]))["widgets"]:
+            for line in widget["properties"].get("metrics", []):
+                fields = [f for f in line if not isinstance(f, dict)]
+                if not fields:  # a math expression line
+                    continue
+                namespace, name, *pairs = fields
+                dims = dict(zip(pairs[::2], pairs[1::2], strict=True))
+                found.append((namespace, name, dims, widget["properties"]["title"]))
+    return found
