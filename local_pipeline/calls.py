@@ -32,6 +32,9 @@ _RESOURCE_PARAMS = (
     "FunctionName",
     "logGroupName",
     "logStreamName",
+    "QueueUrl",
+    "repositoryName",
+    "Namespace",
 )
 
 

@@ -39,6 +39,7 @@ PSEUDO = {
 }
 # What the bootstrap bucket and repository of the default synthesizer are called here.
 ASSETS_BUCKET = f"cdk-hnb659fds-assets-{ACCOUNT}-{REGION}"
+CONTAINER_ASSETS = f"cdk-hnb659fds-container-assets-{ACCOUNT}-{REGION}"
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,21 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
             name if name.startswith("arn:") else f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}"
         )
         out.append(("lambda:InvokeFunction", arn))
-    elif call.service == "logs" and op in ("CreateLogStream", "PutLogEvents"):
+    elif call.service == "logs" and op in ("CreateLogStream", "PutLogEvents", "DescribeLogStreams"):
         group = f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{p['logGroupName']}"
         out.append((f"logs:{op}", f"{group}:log-stream:{p['logStreamName']}"))
+    elif call.service == "logs" and op == "CreateLogGroup":
+        out.append((f"logs:{op}", f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{p['logGroupName']}"))
+    elif call.service == "sqs" and op == "SendMessage":  # the queue's name: the last part of its URL
+        out.append(
+            ("sqs:SendMessage", f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[-1]}")
+        )
+    elif call.service == "ecr" and op == "GetAuthorizationToken":  # no resource-level permissions
+        out.append(("ecr:GetAuthorizationToken", "*"))
+    elif call.service == "ecr":
+        out.append((f"ecr:{op}", f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT}:repository/{p['repositoryName']}"))
+    elif call.service == "cloudwatch" and op == "PutMetricData":  # no resource-level permissions
+        out.append(("cloudwatch:PutMetricData", "*"))
     else:
         raise KeyError(f"no IAM mapping for {what}")
     return [Request(who, action, resource, what) for action, resource in out]
@@ -292,8 +305,41 @@ def local_bindings(
     return bound
 
 
+def platform_calls(synth: Any, names: Any, functions: Mapping[str, str]) -> list[AwsCall]:
+    """What AWS itself does with the roles, which no local run can record:
+
+    - Lambda sends an event that failed every retry to the function's dead-letter queue with the
+      function's execution role: "your function's execution role needs sqs:SendMessage" (AWS
+      Lambda Developer Guide, "Dead-letter queues").
+    - SageMaker, when it starts the endpoint's instances, pulls the image from ECR, downloads the
+      model archive named by ModelDataUrl, and then writes the container's logs under
+      ``/aws/sagemaker/Endpoints/<endpoint name>`` and its instance metrics (SageMaker AI Developer
+      Guide, "How to use SageMaker AI execution roles", CreateModel API execution role permissions).
+    """
+    from local_pipeline.calls import CallRecorder
+
+    recorder = CallRecorder()
+    for fn_id, name in functions.items():
+        queue = getattr(names, f"{fn_id.lower()}_dlq")
+        recorder.add(name, "sqs", "SendMessage", {"QueueUrl": queue})
+    model = synth.properties(synth.stack.inference.model)["PrimaryContainer"]["ModelDataUrl"]["Fn::Sub"]
+    key = model.rsplit("/", 1)[1]
+    recorder.add(SAGEMAKER_ENDPOINT, "s3", "GetObject", {"Bucket": ASSETS_BUCKET, "Key": key})
+    recorder.add(SAGEMAKER_ENDPOINT, "ecr", "GetAuthorizationToken", {})
+    for operation in ("BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "BatchGetImage"):
+        recorder.add(SAGEMAKER_ENDPOINT, "ecr", operation, {"repositoryName": CONTAINER_ASSETS})
+    group = f"/aws/sagemaker/Endpoints/{names.endpoint_name}"
+    for operation in ("CreateLogGroup", "CreateLogStream", "DescribeLogStreams", "PutLogEvents"):
+        recorder.add(
+            SAGEMAKER_ENDPOINT, "logs", operation, {"logGroupName": group, "logStreamName": "AllTraffic/i-0"}
+        )
+    recorder.add(SAGEMAKER_ENDPOINT, "cloudwatch", "PutMetricData", {"Namespace": "/aws/sagemaker/Endpoints"})
+    return recorder.snapshot()
+
+
 def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: Any) -> Replay:
-    """Replay a local run's calls against the roles of the synthesized stack ``synth``."""
+    """Replay a local run's calls, and what AWS does with the roles (:func:`platform_calls`),
+    against the roles of the synthesized stack ``synth``."""
     stack = synth.stack
     functions = {
         "Dispatcher": "ticket-dispatcher",
@@ -308,4 +354,5 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         for principal, role in roles.items()
     }
     topics = {resources.success_topic_arn, resources.error_topic_arn, resources.results_topic_arn}
-    return replay(calls, policies, {names.input_bucket, names.output_bucket}, topics)
+    everything = [*calls, *platform_calls(synth, names, functions)]
+    return replay(everything, policies, {names.input_bucket, names.output_bucket}, topics)

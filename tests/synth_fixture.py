@@ -86,7 +86,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return Synth(app, stack, outdir, template, tarball, repo_root)
 
 
-def _render(value: Any) -> str:
+def render(value: Any) -> str:
     """A ``Fn::Join`` of strings and tokens as one string; tokens become ``<...>`` placeholders."""
     if isinstance(value, str):
         return value
@@ -118,7 +118,7 @@ def watched_metrics(template: dict[str, Any]) -> list[tuple[str, str, dict[str, 
     for dashboard in template["Resources"].values():
         if dashboard["Type"] != "AWS::CloudWatch::Dashboard":
             continue
-        for widget in json.loads(_render(dashboard["Properties"]["DashboardBody"]))["widgets"]:
+        for widget in json.loads(render(dashboard["Properties"]["DashboardBody"]))["widgets"]:
             for line in widget["properties"].get("metrics", []):
                 fields = [f for f in line if not isinstance(f, dict)]
                 if not fields:  # a math expression line
