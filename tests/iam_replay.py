@@ -87,8 +87,13 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
     elif call.service == "dynamodb":
         table = f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/"
         if op in ("TransactWriteItems", "TransactGetItems"):
-            kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
-                     "ConditionCheck": "ConditionCheckItem", "Get": "GetItem"}  # fmt: skip
+            kinds = {
+                "Put": "PutItem",
+                "Update": "UpdateItem",
+                "Delete": "DeleteItem",
+                "ConditionCheck": "ConditionCheckItem",
+                "Get": "GetItem",
+            }
             out += [(f"dynamodb:{kinds[kind]}", table + name) for kind, name in p["TransactItems"]]
         elif op in ("BatchWriteItem", "BatchGetItem"):
             out += [(f"dynamodb:{op}", table + name) for name in p["RequestItems"]]
@@ -118,9 +123,11 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
     elif call.service == "logs" and op == "CreateLogGroup":
         out.append((f"logs:{op}", f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{p['logGroupName']}"))
     elif call.service == "sqs" and op == "SendMessage":  # the queue's name: the last part of its URL
-        out.append(
-            ("sqs:SendMessage", f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[-1]}")
-        )
+        queue = p["QueueUrl"].rsplit("/", 1)[-1]
+        out.append(("sqs:SendMessage", f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{queue}"))
+        # every queue of the stack is SSE-KMS with the stack key: a producer needs
+        # kms:GenerateDataKey and kms:Decrypt (Amazon SQS Developer Guide, "Key management")
+        out += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
     elif call.service == "ecr" and op == "GetAuthorizationToken":  # no resource-level permissions
         out.append(("ecr:GetAuthorizationToken", "*"))
     elif call.service == "ecr":
@@ -133,12 +140,23 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
 
 
 # --- the template's policies, resolved to the local resources -------------------------------------------
+# Resources with no local counterpart are named by their logical id, in their service's ARN form.
+_BY_TYPE = {
+    "AWS::CloudWatch::Alarm": ("Arn", f"arn:{PARTITION}:cloudwatch:{REGION}:{ACCOUNT}:alarm:{{}}"),
+    "AWS::Events::Rule": ("Arn", f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/{{}}"),
+    "AWS::SNS::Topic": ("Ref", f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{{}}"),
+}
+
+
 class Resolver:
     """``Ref`` / ``Fn::GetAtt`` / ``Fn::Join`` / ``Fn::Sub`` of a template value, with the local
-    value of each logical id (``bindings[logical_id][attribute]``, ``"Ref"`` for a ``Ref``)."""
+    value of each logical id (``bindings[logical_id][attribute]``, ``"Ref"`` for a ``Ref``); the
+    alarms, rules and topics the local stack has no counterpart of get ARNs named after their
+    logical ids (``template`` says which type a logical id is)."""
 
-    def __init__(self, bindings: Mapping[str, Mapping[str, str]]):
+    def __init__(self, bindings: Mapping[str, Mapping[str, str]], template: Mapping[str, Any] | None = None):
         self.bindings = bindings
+        self.template = template or {"Resources": {}}
 
     def attribute(self, logical_id: str, attribute: str) -> str:
         if attribute == "Ref" and logical_id in PSEUDO:
@@ -146,6 +164,9 @@ class Resolver:
         try:
             return self.bindings[logical_id][attribute]
         except KeyError:
+            kind = self.template["Resources"].get(logical_id, {}).get("Type")
+            if kind in _BY_TYPE and _BY_TYPE[kind][0] == attribute:
+                return _BY_TYPE[kind][1].format(logical_id)
             raise KeyError(f"no local value for {logical_id}.{attribute}: bind it") from None
 
     def __call__(self, value: Any) -> Any:
@@ -346,7 +367,7 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         "Aggregator": "ticket-aggregator",
         "Sweeper": "ticket-sweeper",
     }
-    resolve = Resolver(local_bindings(stack, names, resources, functions))
+    resolve = Resolver(local_bindings(stack, names, resources, functions), synth.template)
     roles = {functions[fn_id]: fn.role for fn_id, fn in stack.pipeline.functions.items()}
     roles[SAGEMAKER_ENDPOINT] = stack.inference.role
     policies = {
@@ -356,3 +377,199 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
     topics = {resources.success_topic_arn, resources.error_topic_arn, resources.results_topic_arn}
     everything = [*calls, *platform_calls(synth, names, functions)]
     return replay(everything, policies, {names.input_bucket, names.output_bucket}, topics)
+
+
+# --- what AWS services do with the stack's resource policies --------------------------------------------
+@dataclass(frozen=True)
+class ServiceRequest:
+    """A request an AWS service makes on its own behalf, authorized by a resource policy."""
+
+    service: str  # the service principal
+    action: str
+    resource: str
+    context: tuple[tuple[str, str], ...]  # the condition keys the service sends
+    because: str
+
+
+def service_requests(template: Mapping[str, Any], resolve: Resolver) -> list[ServiceRequest]:
+    """The requests the template's wiring makes AWS services send, read from the wiring itself
+    (not from the permissions): CloudWatch Logs encrypting each KMS-encrypted log group
+    (encryption context ``aws:logs:arn`` = the group's ARN, CloudWatch Logs User Guide "Encrypt log
+    data in CloudWatch Logs using AWS KMS"); CloudWatch publishing each alarm action to its topic
+    and using the topic's key (``aws:SourceArn`` = the alarm, ``aws:SourceAccount``; Amazon SNS
+    Developer Guide, "Enable compatibility between event sources from AWS services and encrypted
+    topics"); S3, SNS and EventBridge invoking the functions they deliver to."""
+    resources = template["Resources"]
+    out: list[ServiceRequest] = []
+
+    def arn_of(logical_id: str) -> str:
+        return resolve({"Fn::GetAtt": [logical_id, "Arn"]})
+
+    for logical_id, r in resources.items():
+        props = r.get("Properties", {})
+        if r["Type"] == "AWS::Logs::LogGroup" and "KmsKeyId" in props:
+            group = resolve({"Fn::GetAtt": [logical_id, "Arn"]}).removesuffix(":*")
+            for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+                out.append(
+                    ServiceRequest(
+                        f"logs.{REGION}.amazonaws.com",
+                        action,
+                        resolve(props["KmsKeyId"]),
+                        (("kms:EncryptionContext:aws:logs:arn", group),),
+                        logical_id,
+                    )
+                )
+        if r["Type"] == "AWS::CloudWatch::Alarm":
+            for target in props.get("AlarmActions", []) + props.get("OKActions", []):
+                if "Ref" not in target or resources[target["Ref"]]["Type"] != "AWS::SNS::Topic":
+                    continue
+                context = (("aws:SourceAccount", ACCOUNT), ("aws:SourceArn", arn_of(logical_id)))
+                out.append(
+                    ServiceRequest(
+                        "cloudwatch.amazonaws.com", "sns:Publish", resolve(target), context, logical_id
+                    )
+                )
+                key = resources[target["Ref"]]["Properties"].get("KmsMasterKeyId")
+                if key is not None:
+                    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+                        out.append(
+                            ServiceRequest(
+                                "cloudwatch.amazonaws.com",
+                                action,
+                                resolve(key),
+                                (("aws:SourceAccount", ACCOUNT),),
+                                logical_id,
+                            )
+                        )
+        if r["Type"] == "Custom::S3BucketNotifications":
+            bucket = resolve(props["BucketName"])
+            for config in props["NotificationConfiguration"].get("LambdaFunctionConfigurations", []):
+                context = (
+                    ("aws:SourceAccount", ACCOUNT),
+                    ("aws:SourceArn", f"arn:{PARTITION}:s3:::{bucket}"),
+                )
+                out.append(
+                    ServiceRequest(
+                        "s3.amazonaws.com",
+                        "lambda:InvokeFunction",
+                        resolve(config["LambdaFunctionArn"]),
+                        context,
+                        logical_id,
+                    )
+                )
+        if r["Type"] == "AWS::SNS::Subscription" and props.get("Protocol") == "lambda":
+            out.append(
+                ServiceRequest(
+                    "sns.amazonaws.com",
+                    "lambda:InvokeFunction",
+                    resolve(props["Endpoint"]),
+                    (("aws:SourceArn", resolve(props["TopicArn"])),),
+                    logical_id,
+                )
+            )
+        if r["Type"] == "AWS::Events::Rule":
+            for target in props.get("Targets", []):
+                out.append(
+                    ServiceRequest(
+                        "events.amazonaws.com",
+                        "lambda:InvokeFunction",
+                        resolve(target["Arn"]),
+                        (("aws:SourceArn", arn_of(logical_id)),),
+                        logical_id,
+                    )
+                )
+    return out
+
+
+def resource_statements(template: Mapping[str, Any], resolve: Resolver) -> list[dict[str, Any]]:
+    """The statements of the key policies, the topic policies and the Lambda permissions (as the
+    statement each one adds to its function's policy), resolved."""
+    statements: list[dict[str, Any]] = []
+    for r in template["Resources"].values():
+        props = r.get("Properties", {})
+        if r["Type"] == "AWS::KMS::Key":
+            key = {**props["KeyPolicy"]}
+            statements += [
+                {**st, "Resource": "*"} for st in resolve(key)["Statement"]
+            ]  # a key policy's "*": the key
+        elif r["Type"] == "AWS::SNS::TopicPolicy":
+            statements += resolve(props["PolicyDocument"])["Statement"]
+        elif r["Type"] == "AWS::Lambda::Permission":
+            condition: dict[str, dict[str, str]] = {}
+            if "SourceArn" in props:
+                condition["ArnLike"] = {"aws:SourceArn": resolve(props["SourceArn"])}
+            if "SourceAccount" in props:
+                condition["StringEquals"] = {"aws:SourceAccount": resolve(props["SourceAccount"])}
+            statements.append(
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": props["Principal"]},
+                    "Action": props["Action"],
+                    "Resource": resolve(props["FunctionName"]),
+                    "Condition": condition,
+                }
+            )
+    return statements
+
+
+_TLS_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def names_service(statement: Mapping[str, Any], service: str) -> bool:
+    """An Allow statement whose principal is ``service``."""
+    principal = statement.get("Principal")
+    return (
+        statement["Effect"] == "Allow"
+        and isinstance(principal, dict)
+        and service in _as_list(principal.get("Service", []))
+    )
+
+
+def _condition_holds(condition: Mapping[str, Mapping[str, Any]], context: Mapping[str, str]) -> bool:
+    """The condition operators the stack's resource policies use; moto's evaluator checks only
+    ``StringEquals``, so ``ArnLike`` / ``StringLike`` are matched here with moto's wildcard match."""
+    for operator, keys in condition.items():
+        for key, expected in keys.items():
+            value = context.get(key)
+            options = _as_list(expected)
+            if value is None:
+                return False
+            if operator in ("StringEquals", "ArnEquals") and value not in options:
+                return False
+            if operator in ("ArnLike", "StringLike") and not any(
+                IAMPolicyStatement._match(o, value) for o in options
+            ):
+                return False
+            if operator not in ("StringEquals", "ArnEquals", "ArnLike", "StringLike"):
+                raise KeyError(f"condition operator {operator} is not evaluated here")
+    return True
+
+
+def service_replay(
+    template: Mapping[str, Any], resolve: Resolver
+) -> tuple[list[ServiceRequest], list[ServiceRequest]]:
+    """(allowed, denied) service requests against the resource policies. A statement applies when
+    it names the requesting service and its condition holds; moto's statement evaluator then
+    matches action and resource. The only Deny statements are the TLS-only ones (the test fails on
+    any other), which a service's TLS request never meets."""
+    statements = resource_statements(template, resolve)
+    for st in statements:
+        assert st["Effect"] == "Allow" or st.get("Condition") == _TLS_ONLY, st
+    allowed, denied = [], []
+    for request in service_requests(template, resolve):
+        context = dict(request.context)
+        ok = False
+        for st in statements:
+            if not names_service(st, request.service):
+                continue
+            if not _condition_holds(st.get("Condition", {}), context):
+                continue
+            bare = {k: v for k, v in st.items() if k not in ("Principal", "Condition")}
+            if (
+                IAMPolicyStatement(bare).is_action_permitted(request.action, request.resource)
+                == PermissionResult.PERMITTED
+            ):
+                ok = True
+                break
+        (allowed if ok else denied).append(request)
+    return allowed, denied

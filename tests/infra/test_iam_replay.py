@@ -84,3 +84,70 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
     }
     # a grant no call used is reported: here the sweeper made no call at all
     assert result.unused["ticket-sweeper"]
+
+
+def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_function_policies(synth) -> None:
+    """The requests AWS services make on the stack's behalf, read from its wiring (encrypted log
+    groups, alarm actions, the S3 notification, the SNS subscriptions, the schedule), against the
+    key policy, the topic policies and the Lambda permissions: CloudWatch Logs may use the key for
+    each function's log group, CloudWatch may publish every alarm to the encrypted alarm topic,
+    S3, SNS and EventBridge may invoke the function they deliver to, and nothing else."""
+    from iam_replay import (
+        Resolver,
+        _condition_holds,
+        local_bindings,
+        names_service,
+        resource_statements,
+        service_replay,
+        service_requests,
+    )
+
+    functions = {
+        "Dispatcher": "ticket-dispatcher",
+        "Aggregator": "ticket-aggregator",
+        "Sweeper": "ticket-sweeper",
+    }
+    resolve = Resolver(local_bindings(synth.stack, NAMES, LocalResources, functions), synth.template)
+    allowed, denied = service_replay(synth.template, resolve)
+    assert denied == []
+    kinds = {(r.service, r.action) for r in allowed}
+    assert kinds == {
+        ("logs.us-east-1.amazonaws.com", "kms:GenerateDataKey"),
+        ("logs.us-east-1.amazonaws.com", "kms:Decrypt"),
+        ("cloudwatch.amazonaws.com", "sns:Publish"),
+        ("cloudwatch.amazonaws.com", "kms:GenerateDataKey"),
+        ("cloudwatch.amazonaws.com", "kms:Decrypt"),
+        ("s3.amazonaws.com", "lambda:InvokeFunction"),
+        ("sns.amazonaws.com", "lambda:InvokeFunction"),
+        ("events.amazonaws.com", "lambda:InvokeFunction"),
+    }
+    alarms = synth.of_type("AWS::CloudWatch::Alarm")
+    topics = synth.of_type("AWS::SNS::Topic")
+    notifying = {
+        a
+        for a, r in alarms.items()
+        if any(t.get("Ref") in topics for t in r["Properties"].get("AlarmActions", []))
+    }
+    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(notifying) == 16
+
+    # the same requests from the wrong place are refused: another account's alarm, a bucket that
+    # is not the input bucket, CloudWatch Logs for a log group of another account
+    requests = service_requests(synth.template, resolve)
+    wrong = [
+        type(r)(
+            r.service,
+            r.action,
+            r.resource,
+            tuple((k, v.replace("123456789012", "999999999999")) for k, v in r.context),
+            r.because,
+        )
+        for r in requests
+        if r.service in ("cloudwatch.amazonaws.com", "s3.amazonaws.com", "logs.us-east-1.amazonaws.com")
+    ]
+    statements = resource_statements(synth.template, resolve)
+    for request in wrong:
+        assert not any(
+            names_service(s, request.service)
+            and _condition_holds(s.get("Condition", {}), dict(request.context))
+            for s in statements
+        ), request
