@@ -343,9 +343,40 @@ def test_the_model_archive_is_uploaded_under_a_key_ending_in_tar_gz_and_is_what_
 
 
 @pytest.mark.parametrize(
-    ("instance_type", "platform"),
-    [("ml.c7g.large", "linux/arm64"), ("ml.m6g.xlarge", "linux/arm64"), ("ml.c6i.large", "linux/amd64")],
+    ("instance_type", "architecture"),
+    [
+        *[
+            (t, "arm64")
+            for t in (
+                "ml.c7g.large",
+                "ml.m6g.xlarge",
+                "ml.r6gd.large",
+                "ml.c6gn.large",
+                "ml.p6e-gb200.36xlarge",
+            )
+        ],
+        *[
+            (t, "x86_64")
+            for t in ("ml.c6i.large", "ml.m5.large", "ml.g5.xlarge", "ml.inf2.xlarge", "ml.c7i.large")
+        ],
+    ],
 )
+def test_graviton_families_are_arm64_and_the_others_x86(instance_type: str, architecture: str) -> None:
+    """The processor letter after the generation: g = AWS Graviton (the families
+    aws/aws-graviton-getting-started lists: C6g[d], M6g[d], R6g[d], C6gn, C7g[d][n], M7g[d], ...)."""
+    from infra.config import endpoint_instance_types, instance_architecture
+
+    assert instance_type in endpoint_instance_types()
+    assert instance_architecture(instance_type) == architecture
+
+
+def test_the_default_instance_type_gets_an_amd64_image(synth) -> None:
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["platform"] == "linux/amd64"
+
+
+@pytest.mark.parametrize(("instance_type", "platform"), [("ml.c7g.large", "linux/arm64")])
 def test_the_image_is_built_for_the_architecture_of_the_instance_type(
     synth, tmp_path, instance_type: str, platform: str
 ) -> None:
