@@ -6,6 +6,7 @@ the independent checker; and proof that the checker fails a deliberately broken 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -108,5 +109,8 @@ def test_every_aws_call_of_the_chaos_run_is_allowed_by_the_role_the_template_giv
     result = stack_replay(synth, calls, names, Topics)
     assert result.denied == []
     assert len(result.allowed) > 100
-    (stack.work_dir / "iam-usage.md").write_text(result.report())
+    report = result.report()
+    (stack.work_dir / "iam-usage.md").write_text(report)
+    if os.environ.get("TRIAGE_IAM_REPORT"):  # a directory: keep the report past pytest's tmp dirs
+        Path(os.environ["TRIAGE_IAM_REPORT"], "iam-usage-chaos.md").write_text(report)
     stack.calls.save(stack.work_dir / "aws-calls.jsonl")

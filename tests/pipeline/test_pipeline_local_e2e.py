@@ -284,7 +284,8 @@ def test_every_aws_call_of_the_run_is_allowed_by_the_role_the_template_gives_its
     """Every call the three functions and the endpoint stand-in made in this module's runs (the
     runtime's log writes and the key use the calls imply included), replayed against the
     synthesized template's policy of the role that makes it on AWS, is allowed. The grants no call
-    used go to ``iam-usage.md`` next to the run's logs (and ``$TRIAGE_IAM_REPORT`` when set)."""
+    used go to ``iam-usage.md`` next to the run's logs (and into the directory
+    ``$TRIAGE_IAM_REPORT`` when set)."""
     import os
 
     from iam_replay import stack_replay
@@ -307,5 +308,5 @@ def test_every_aws_call_of_the_run_is_allowed_by_the_role_the_template_gives_its
     report = result.report()
     (stack.config.work_dir / "iam-usage.md").write_text(report)
     stack.calls.save(stack.config.work_dir / "aws-calls.jsonl")
-    if os.environ.get("TRIAGE_IAM_REPORT"):
-        Path(os.environ["TRIAGE_IAM_REPORT"]).write_text(report)
+    if os.environ.get("TRIAGE_IAM_REPORT"):  # a directory: keep the report past pytest's tmp dirs
+        Path(os.environ["TRIAGE_IAM_REPORT"], "iam-usage-e2e.md").write_text(report)
