@@ -61,7 +61,6 @@ class ModelArtifact:
     bucket: s3.IBucket
     object_key: str
     placeholder: bool
-    is_asset: bool = False  # staged and uploaded by ``cdk deploy`` into the CDK assets bucket
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
         """``s3:GetObject`` on the archive object itself, nothing else of its bucket (the CDK assets
@@ -133,7 +132,6 @@ class ModelArtifactSource(Construct):
             s3.Bucket.from_bucket_name(self, "AssetBucket", location.bucket_name),
             location.object_key,
             placeholder=placeholder,
-            is_asset=True,
         )
 
 
