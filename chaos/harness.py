@@ -38,6 +38,7 @@ from chaos.lambda_service import Labels, LambdaService
 from chaos.workload import Upload, plan_uploads
 from local_pipeline.async_endpoint import AsyncEndpointConfig, AsyncEndpointHTTPServer
 from local_pipeline.aws import DUMMY_CREDENTIALS, REGION, MotoServer, Resources, patched_environ, provision
+from local_pipeline.calls import SAGEMAKER_ENDPOINT, CallRecorder
 from local_pipeline.lambda_front import LambdaInvokeFront
 from local_pipeline.model_server import ModelServerProcess
 from local_pipeline.router import Route, s3_event, sns_event
@@ -150,6 +151,7 @@ class ChaosStack:
         self.moto: MotoServer | None = None
         self.model_server: ModelServerProcess | None = None
         self._logs: Any = None
+        self.calls = CallRecorder()  # every AWS call of the functions and the endpoint, all seeds
 
     def __enter__(self) -> ChaosStack:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +259,9 @@ class _SeedRun:
         stack, res, names = self.stack, self.resources, self.resources.names
         assert stack.moto and stack.model_server
         out = f"s3://{names.output_bucket}"
+        endpoint_s3, endpoint_sns = stack.moto.client("s3"), stack.moto.client("sns")
+        for client in (endpoint_s3, endpoint_sns):  # what SageMaker does with the execution role
+            stack.calls.attach(client, SAGEMAKER_ENDPOINT)
         self.endpoint = ChaosEndpoint(
             AsyncEndpointConfig(
                 endpoint_name=names.endpoint_name,
@@ -268,8 +273,8 @@ class _SeedRun:
                 error_topic_arn=res.error_topic_arn,
                 max_concurrent_invocations=stack.endpoint_concurrency,
             ),
-            stack.moto.client("s3"),
-            stack.moto.client("sns"),
+            endpoint_s3,
+            endpoint_sns,
             self.plan,
             self.log,
             self.labels,
@@ -291,7 +296,7 @@ class _SeedRun:
         modules = {DISPATCHER: dispatcher, AGGREGATOR: aggregator, SWEEPER: sweeper}
         timeouts = dict.fromkeys(FUNCTIONS, float(self.timing.function_timeout))
         self.service = LambdaService(
-            modules, self.clock, timeouts, self.plan, self.log, self.labels, self._tamper
+            modules, self.clock, timeouts, self.plan, self.log, self.labels, self._tamper, stack.calls
         )
         self._cleanup.enter_context(self.service.installed())
         timeout = self.timing.function_timeout

@@ -44,6 +44,8 @@ from chaos.faults import (
     transaction_canceled,
 )
 from local_pipeline.aws import ACCOUNT, REGION
+from local_pipeline.calls import CallRecorder
+from ticket_pipeline.logs import serving_as
 
 
 class InjectedCrash(Exception):
@@ -268,8 +270,10 @@ class LambdaService:
         log: FaultLog,
         labels: Labels,
         tamper: Callable[[str, tuple[Any, ...]], None] | None = None,
+        calls: CallRecorder | None = None,
     ):
         self.modules = modules
+        self.calls = calls  # records every AWS call of the functions (local_pipeline.calls)
         self.clock = clock
         self.timeouts = timeouts
         self.plan = plan
@@ -313,6 +317,8 @@ class LambdaService:
         env = Environment(function, runtime)
         for client in _clients(runtime):
             self._attach(env, client)
+        if self.calls is not None:
+            self.calls.attach_runtime(runtime, function)
         for part in runtime:
             if hasattr(part, "clock"):
                 part.clock = self.clock
@@ -363,7 +369,10 @@ class LambdaService:
         try:
             if barrier is not None:
                 barrier.wait(timeout=10)
-            result = handler(event, ChaosContext(invocation))
+            if self.calls is not None:
+                self.calls.lambda_invocation(function, f"environment-{id(env)}")
+            with serving_as(function):
+                result = handler(event, ChaosContext(invocation))
             if invocation.dead is None and invocation.remaining() < 0:
                 invocation.kill("lambda_timeout")  # returned, but after Lambda had stopped it
             if invocation.dead is not None:

@@ -16,7 +16,9 @@
 #      chroot isolation) with MODEL_DIR's artifact bind-mounted read-only at /opt/ml/model; wait
 #      for GET /ping, POST /invocations (the toolkit's JSON shape, JSON Lines with a bad line, a
 #      windows-1252 CSV, a gzip body); SIGTERM; expect a clean exit within SageMaker's 30 s.
-# Environment: IMAGE (localhost/ticket-triage-inference:latest), BASE_IMAGE
+# Environment: PLATFORM (linux/amd64 or linux/arm64: the endpoint instance's architecture, which
+# `cdk deploy` builds for on its own: arm64 for Graviton types such as ml.c7g; default: this
+# machine's; another architecture than the machine's needs qemu-user-static), IMAGE (localhost/ticket-triage-inference:latest), BASE_IMAGE
 # (localhost/debian:bookworm-minbase), DEBIAN_MIRROR, SMOKE_PORT (a free port).
 set -euo pipefail
 
@@ -112,8 +114,12 @@ extra_cas=()
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     extra_cas=(--volume /usr/local/share/ca-certificates:/usr/local/share/ca-certificates:ro)
 fi
+platform=()
+if [[ -n "${PLATFORM:-}" ]]; then
+    platform=(--platform "$PLATFORM")
+fi
 buildah build --isolation chroot --format docker --layers \
-    "${extra_cas[@]}" \
+    "${extra_cas[@]}" "${platform[@]}" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     -f "$ROOT/container/Dockerfile" -t "$IMAGE" "$ROOT"
 log "image built in $((SECONDS - build_started)) s"

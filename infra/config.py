@@ -283,6 +283,11 @@ class TriageConfig(BaseModel):
         return self.stack_name
 
     @property
+    def instance_architecture(self) -> str:
+        """The CPU architecture of ``instanceType`` (the serving image is built for it)."""
+        return instance_architecture(self.instance_type)
+
+    @property
     def instance_has_local_nvme_storage(self) -> bool:
         return has_local_nvme_storage(self.instance_type)
 
@@ -340,6 +345,23 @@ def has_local_nvme_storage(instance_type: str) -> bool:
     hardware module on the instance instead."""
     family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
     return family in _NVME_FAMILIES or bool(_D_ATTRIBUTE.match(family.split("-")[0]))
+
+
+# The processor letter right after the generation digit says the CPU: "g" is AWS Graviton (arm64),
+# as in every family aws/aws-graviton-getting-started lists: C6g[d], M6g[d], R6g[d], T4g, X2gd,
+# C6gn, I4g, Im4gn, Is4gen, G5g, C7g[d][n], M7g[d], R7g[d], R8g (and the EC2 guide's "Amazon EC2
+# instance type naming conventions": "g - AWS Graviton processors"). Every other family is x86_64.
+_GRAVITON = re.compile(r"^[a-z]+\d+g")
+# Arm families without the g: NVIDIA GB200 (Grace CPUs, arm64) of P6e-GB200 UltraServers.
+_OTHER_ARM_FAMILIES = frozenset({"p6e-gb200"})
+ARM64, X86_64 = "arm64", "x86_64"
+
+
+def instance_architecture(instance_type: str) -> str:
+    """``arm64`` for a Graviton instance type (``ml.c7g.large``), else ``x86_64``: the platform the
+    serving image must be built for, or the endpoint fails to start its container."""
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
+    return ARM64 if _GRAVITON.match(family) or family in _OTHER_ARM_FAMILIES else X86_64
 
 
 def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:

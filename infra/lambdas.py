@@ -21,6 +21,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.async_endpoint import AsyncInferenceEndpoint
+from infra.job_state import OPEN_JOBS_INDEX
 from infra.nag import acknowledge, arn_finding, skip_checkov
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -28,6 +29,27 @@ RUNTIME = lambda_.Runtime.PYTHON_3_13
 # publishes it from this account in every commercial region; the region comes from the stack.
 POWERTOOLS_ACCOUNT = "017000801446"
 LAMBDA_CODE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "requirements.txt", "**/.pytest_cache"]
+
+
+def _grant_objects(grantee: iam.IGrantable, actions: list[str], bucket: s3.IBucket, prefix: str) -> None:
+    """``actions`` on the objects under ``prefix`` and the stack key use they take: reading an
+    SSE-KMS object needs kms:Decrypt, writing one kms:GenerateDataKey (and kms:Decrypt for a
+    multipart upload; Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys").
+    ``grant_read``/``grant_put`` would add s3:GetBucket*, s3:List*, s3:Abort*, the object-lock and
+    tagging writes and kms:Encrypt/ReEncrypt*, which the code never calls."""
+    iam.Grant.add_to_principal(
+        grantee=grantee, actions=actions, resource_arns=[bucket.arn_for_objects(f"{prefix}*")]
+    )
+    if bucket.encryption_key is not None:
+        bucket.encryption_key.grant(grantee, "kms:Decrypt", "kms:GenerateDataKey")
+
+
+def _grant_table(grantee: iam.IGrantable, props: TicketPipelineProps, *actions: str) -> None:
+    """``actions`` on the jobs table itself (not its indexes), and its key for DynamoDB's use of it
+    on the caller's behalf (encrypt and decrypt: the table is KMS-encrypted with the stack key)."""
+    iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=[props.table.table_arn])
+    if props.table.encryption_key is not None:
+        props.table.encryption_key.grant_encrypt_decrypt(grantee)
 
 
 def powertools_layer_arn(scope: Construct, version: int) -> str:
@@ -58,9 +80,16 @@ class PipelineFunctionProps:
 class PipelineFunction(Construct):
     """A Python Lambda with its own role, KMS-encrypted log group and dead-letter queue.
 
-    The role starts empty (no AWSLambdaBasicExecutionRole: the function may write only to its
-    own log group); callers add what the function needs with ``grant_*``. Both functions are
-    invoked asynchronously (S3 and SNS), so the DLQ catches events that failed every retry.
+    The role starts with one grant: ``logs:CreateLogStream`` and ``logs:PutLogEvents`` on the
+    function's own log group (its ARN ``...:log-group:<name>:*`` covers the group's streams), which
+    Lambda needs to ship the function's output: "Your execution role needs the following
+    permissions to upload logs to CloudWatch Logs" (AWS Lambda Developer Guide, "Sending Lambda
+    function logs to CloudWatch Logs"). No ``logs:CreateLogGroup``: the stack creates the group
+    (``logGroup``), so the function writes to the group the stack owns, with its retention and
+    key, and nowhere else; no AWSLambdaBasicExecutionRole (``*``). Without it there are no handler
+    logs and no embedded-metric-format metrics. Callers add what the function needs with
+    ``grant_*``. The functions are invoked asynchronously (S3, SNS, EventBridge), so the DLQ
+    catches events that failed every retry.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, props: PipelineFunctionProps) -> None:
@@ -78,6 +107,7 @@ class PipelineFunction(Construct):
             encryption_key=props.key,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        self.log_group.grant_write(self.role)
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
@@ -287,10 +317,10 @@ class TicketPipeline(Construct):
         # It finalizes a job itself when nothing reached the endpoint (every record or every
         # submission rejected), so it reads and writes results/ and reads the raw async outputs.
         dispatcher = self.dispatcher.function
-        props.input_bucket.grant_read(
-            dispatcher, f"{props.input_prefix}*"
-        )  # s3:GetObject* = + GetObjectVersion
-        props.input_bucket.grant_put(dispatcher, f"{props.chunk_prefix}*")
+        # the S3 event names the version: GetObject/HeadObject with VersionId is s3:GetObjectVersion
+        _grant_objects(dispatcher, ["s3:GetObjectVersion"], props.input_bucket, props.input_prefix)
+        _grant_objects(dispatcher, ["s3:PutObject"], props.input_bucket, props.chunk_prefix)
+        _grant_table(dispatcher, props, "dynamodb:PutItem")  # creates the job and its chunks
         props.endpoint.grant_invoke_async(dispatcher)
         self._grant_finalize(self.dispatcher, props)
         props.input_bucket.add_event_notification(
@@ -321,7 +351,13 @@ class TicketPipeline(Construct):
         # ticket files too: a job whose dispatch never finished gets its file read again, so the
         # records no dispatcher run sent are accounted for in its failures.
         self._grant_finalize(self.sweeper, props)
-        props.input_bucket.grant_read(self.sweeper.function, f"{props.input_prefix}*")
+        _grant_objects(self.sweeper.function, ["s3:GetObjectVersion"], props.input_bucket, props.input_prefix)
+        # the overdue jobs: a query of the sparse open-jobs index
+        iam.Grant.add_to_principal(
+            grantee=self.sweeper.function,
+            actions=["dynamodb:Query"],
+            resource_arns=[f"{props.table.table_arn}/index/{OPEN_JOBS_INDEX}"],
+        )
         self.sweep_schedule = events.Rule(
             self,
             "SweepSchedule",
@@ -335,25 +371,23 @@ class TicketPipeline(Construct):
     @staticmethod
     def _grant_finalize(fn: PipelineFunction, props: TicketPipelineProps) -> None:
         """What finalizing a job takes: job rows, the raw async outputs, results/ read and write,
-        the results topic."""
-        props.table.grant_read_write_data(fn.function)
-        props.output_bucket.grant_read(fn.function, f"{props.async_results_prefix}*")
-        props.output_bucket.grant_read(fn.function, f"{props.async_failures_prefix}*")
-        props.output_bucket.grant_read(fn.function, f"{props.results_prefix}*")
-        props.output_bucket.grant_put(fn.function, f"{props.results_prefix}*")
+        the results topic. Exactly the actions the local runs record (tests/iam_replay.py)."""
+        _grant_table(fn.function, props, "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem")
+        output = props.output_bucket
+        for prefix in (props.async_results_prefix, props.async_failures_prefix, props.results_prefix):
+            _grant_objects(fn.function, ["s3:GetObject"], output, prefix)
+        _grant_objects(fn.function, ["s3:PutObject"], output, props.results_prefix)
         props.results_topic.grant_publish(fn.function)
 
     def _acknowledge(self, props: TicketPipelineProps) -> None:
         input_bucket = props.input_bucket.node.default_child
         output_bucket = props.output_bucket.node.default_child
-        table = props.table.node.default_child
         common = {
-            "Action::s3:GetObject*": "grant_read, limited to the prefixes this function reads.",
-            "Action::s3:GetBucket*": "grant_read: bucket metadata of the buckets this function reads.",
-            "Action::s3:List*": "grant_read: listing of the buckets this function reads.",
-            "Action::s3:Abort*": "grant_put: abort its own multipart uploads under its output prefixes.",
             "Action::kms:GenerateDataKey*": "Encrypt objects, messages and rows with the stack key only.",
-            "Action::kms:ReEncrypt*": "grant_put on a KMS-encrypted bucket: the stack key only.",
+            "Action::kms:ReEncrypt*": (
+                "grant_encrypt_decrypt on the jobs table's key (DynamoDB uses it on the caller's behalf): "
+                "the stack key only."
+            ),
             arn_finding(output_bucket, f"/{props.results_prefix}*"): (
                 "Consolidated results and rejected records live under the results prefix, one folder "
                 "per input file."
@@ -363,10 +397,6 @@ class TicketPipeline(Construct):
             ),
             arn_finding(output_bucket, f"/{props.async_failures_prefix}*"): (
                 "Reads the endpoint's failure reports, only under the failures prefix."
-            ),
-            arn_finding(table, "/index/*"): (
-                "grant_read_write_data on the jobs table includes its indexes: the open-jobs index the "
-                "sweeper queries for overdue jobs."
             ),
         }
         dispatcher = {

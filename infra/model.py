@@ -14,19 +14,31 @@ package a model (``make train`` then ``python -m training package``) or pass
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Annotations, CfnRule, CfnRuleAssertion, Fn, IgnoreMode
+from aws_cdk import (
+    Annotations,
+    CfnRule,
+    CfnRuleAssertion,
+    FileAssetPackaging,
+    Fn,
+    IgnoreMode,
+    Stack,
+    Stage,
+)
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
+
+from infra.config import ARM64
 
 # The image's build context is the repo root, but only these paths go into it (the same
 # whitelist as the root .dockerignore). Excluding everything else also keeps synth fast:
@@ -48,14 +60,16 @@ class ModelArtifact:
     s3_url: str
     bucket: s3.IBucket
     object_key: str
-    asset: s3_assets.Asset | None
     placeholder: bool
 
-    def grant_read(self, grantee: iam.IGrantable) -> None:
-        if self.asset is not None:
-            self.asset.grant_read(grantee)
-        else:
-            self.bucket.grant_read(grantee, self.object_key)
+    def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
+        """``s3:GetObject`` on the archive object itself, nothing else of its bucket (the CDK assets
+        bucket holds every asset of the account: the endpoint reads only its model)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:GetObject"],
+            resource_arns=[self.bucket.arn_for_objects(self.object_key)],
+        )
 
 
 def placeholder_tarball(directory: Path) -> Path:
@@ -112,20 +126,54 @@ class ModelArtifactSource(Construct):
                     )
                 ],
             )
-        asset = s3_assets.Asset(self, "Asset", path=str(path))
+        location = model_archive_asset(self, path)
         self.artifact = ModelArtifact(
-            asset.s3_object_url, asset.bucket, asset.s3_object_key, asset, placeholder=placeholder
+            location.s3_object_url,
+            s3.Bucket.from_bucket_name(self, "AssetBucket", location.bucket_name),
+            location.object_key,
+            placeholder=placeholder,
         )
 
 
-def container_image(scope: Construct, construct_id: str, *, repo_root: Path) -> ecr_assets.DockerImageAsset:
-    """The serving image, built from ``container/Dockerfile`` with the repo root as context."""
+def model_archive_asset(scope: Construct, archive: Path):  # -> aws_cdk.FileAssetLocation
+    """Stage ``archive`` (a model.tar.gz) as a file asset whose S3 object key ends in ``.tar.gz``.
+
+    ``ModelDataUrl`` is documented as "a single gzip compressed tar archive (.tar.gz suffix)"
+    (SageMaker API Reference, ContainerDefinition). ``s3_assets.Asset`` cannot give that key: the
+    synthesizer names a file asset's object ``<sourceHash><extname(fileName)>``, and the extension
+    of ``x.tar.gz`` is ``.gz`` (aws/aws-cdk#30257, still open for file assets). So the archive is
+    registered with the stack's synthesizer directly (what ``Asset`` does underneath, no Docker,
+    no custom resource) with ``.tar`` as the last part of its source hash: the key becomes
+    ``<sha256>.tar.gz``. The file is staged into the cloud assembly as ``asset.<sha256>.tar.gz``,
+    as ``Asset`` stages it, so ``cdk deploy`` uploads it from there."""
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    staged_name = f"asset.{digest}.tar.gz"
+    outdir = Path(Stage.of(scope).asset_outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    staged = outdir / staged_name
+    if not staged.is_file():
+        partial = outdir / f".{staged_name}.{os.getpid()}"
+        shutil.copyfile(archive, partial)
+        partial.replace(staged)
+    return Stack.of(scope).synthesizer.add_file_asset(
+        source_hash=f"{digest}.tar", file_name=staged_name, packaging=FileAssetPackaging.FILE
+    )
+
+
+def container_image(
+    scope: Construct, construct_id: str, *, repo_root: Path, architecture: str
+) -> ecr_assets.DockerImageAsset:
+    """The serving image, built from ``container/Dockerfile`` with the repo root as context, for the
+    endpoint instance's architecture (``linux/arm64`` on Graviton, ``linux/amd64`` otherwise): an
+    image of the other architecture fails at start ("exec format error"). The Dockerfile is
+    architecture-neutral (Debian base, binary wheels that PyPI has for both)."""
+    platform = ecr_assets.Platform.LINUX_ARM64 if architecture == ARM64 else ecr_assets.Platform.LINUX_AMD64
     return ecr_assets.DockerImageAsset(
         scope,
         construct_id,
         directory=str(repo_root),
         file=DOCKERFILE,
-        platform=ecr_assets.Platform.LINUX_AMD64,
+        platform=platform,
         ignore_mode=IgnoreMode.DOCKER,
         exclude=IMAGE_CONTEXT_EXCLUDE + IMAGE_CONTEXT_NOISE,
     )

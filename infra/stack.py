@@ -62,7 +62,9 @@ class TicketTriageStack(Stack):
         self.notifications = Notifications(self, "Notifications", key=key)
         self.job_state = JobState(self, "JobState", key=key)
 
-        self.image = container_image(self, "ServingImage", repo_root=repo_root)
+        self.image = container_image(
+            self, "ServingImage", repo_root=repo_root, architecture=c.instance_architecture
+        )
         self.model_source = ModelArtifactSource(
             self, "ModelArtifact", location=c.model_artifact, repo_root=repo_root
         )

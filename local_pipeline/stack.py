@@ -22,6 +22,7 @@ from local_pipeline.async_endpoint import (
     AsyncRequest,
 )
 from local_pipeline.aws import ACCOUNT, DUMMY_CREDENTIALS, REGION, MotoServer, Names, Resources, provision
+from local_pipeline.calls import SAGEMAKER_ENDPOINT, CallRecorder
 from local_pipeline.lambda_front import LambdaInvokeFront
 from local_pipeline.model_server import ModelServerProcess
 from local_pipeline.router import EventRouter, Route, s3_event, sns_event
@@ -65,6 +66,20 @@ def scheduled_event(rule_arn: str, when: float | None = None) -> dict[str, Any]:
         "resources": [rule_arn],
         "detail": {},
     }
+
+
+def as_function(function: str, handler: Callable, calls: CallRecorder) -> Callable:
+    """``handler`` run as the Lambda function ``function``: its metrics carry the function's own
+    ``service`` dimension (the stack's POWERTOOLS_SERVICE_NAME, one per function, although one
+    process hosts the three here), and the runtime's log writes are recorded as the function's."""
+    from ticket_pipeline.logs import serving_as
+
+    def invoke(event: dict[str, Any], context: Any) -> Any:
+        calls.lambda_invocation(function, context.log_stream_name)
+        with serving_as(function):
+            return handler(event, context)
+
+    return invoke
 
 
 @contextlib.contextmanager
@@ -134,6 +149,8 @@ class LocalStack:
         self._sweeper_thread: threading.Thread | None = None
         self._env = contextlib.ExitStack()
         self.clients: dict[str, Any] = {}
+        # Every AWS call the three functions and the endpoint (as its SageMaker role) make.
+        self.calls = CallRecorder()
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self, progress: Callable[[str], None] = lambda _msg: None) -> LocalStack:
@@ -162,6 +179,9 @@ class LocalStack:
         ).start()
         progress("starting the async endpoint stand-in")
         out = f"s3://{self.names.output_bucket}"
+        endpoint_s3, endpoint_sns = self.moto.client("s3"), self.moto.client("sns")
+        for client in (endpoint_s3, endpoint_sns):  # what SageMaker does with the execution role
+            self.calls.attach(client, SAGEMAKER_ENDPOINT)
         self.endpoint = AsyncEndpoint(
             AsyncEndpointConfig(
                 endpoint_name=self.names.endpoint_name,
@@ -173,8 +193,8 @@ class LocalStack:
                 error_topic_arn=self.resources.error_topic_arn,
                 max_concurrent_invocations=cfg.max_concurrent_invocations,
             ),
-            self.moto.client("s3"),
-            self.moto.client("sns"),
+            endpoint_s3,
+            endpoint_sns,
             fault_injector=cfg.fault_injector,
             notification_fault=cfg.notification_fault,
         ).start()
@@ -195,8 +215,14 @@ class LocalStack:
         self._env.enter_context(routed_logs(cfg.work_dir, cfg.log_level))
         from ticket_pipeline import aggregator, dispatcher, sweeper
 
-        for handler_module in (dispatcher, aggregator, sweeper):
+        for function, handler_module in (
+            (DISPATCHER, dispatcher),
+            (AGGREGATOR, aggregator),
+            (SWEEPER, sweeper),
+        ):
             handler_module.runtime.cache_clear()
+            # The execution environment's cold start, now: its clients are the ones recorded.
+            self.calls.attach_runtime(handler_module.runtime(), function)
         progress("starting the event router (S3 -> dispatcher, SNS -> aggregator, schedule -> sweeper)")
         res = self.resources
         functions = {  # name -> (handler, timeout, dead-letter queue), as the stack configures them
@@ -215,7 +241,8 @@ class LocalStack:
 
         def route(function: str, queue_url: str, make_event: Callable, concurrency: int = 1) -> Route:
             handler, timeout, dlq = functions[function]
-            return Route(function, queue_url, make_event, handler, concurrency, timeout, dlq)
+            return Route(function, queue_url, make_event, as_function(function, handler, self.calls),
+                         concurrency, timeout, dlq)  # fmt: skip
 
         self.router = EventRouter(
             sqs,

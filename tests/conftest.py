@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from synth_fixture import synth  # noqa: F401  (the session's one synthesized stack, for every part)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

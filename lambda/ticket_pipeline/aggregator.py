@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ticket_pipeline.aggregation import Deps, handle_notification
 from ticket_pipeline.events import SnsModel
 from ticket_pipeline.logs import handler_logger
-from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.metrics import AGGREGATOR_COUNTS, PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.stores import aws_stores
@@ -35,7 +35,7 @@ def runtime() -> tuple[AggregatorSettings, Deps]:
 @event_parser(model=SnsModel)
 def handler(event: SnsModel, context: LambdaContext) -> dict[str, Any]:
     settings, shared = runtime()
-    deps = replace(shared, metrics=PipelineMetrics())
+    deps = replace(shared, metrics=PipelineMetrics(counts=AGGREGATOR_COUNTS))
     outcomes = []
     try:
         for record in event.Records:

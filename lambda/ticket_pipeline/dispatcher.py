@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ticket_pipeline.events import DispatcherEvent
 from ticket_pipeline.intake import Deps, RunBudget, dispatch_upload
 from ticket_pipeline.logs import handler_logger
-from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.metrics import DISPATCHER_COUNTS, PipelineMetrics
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.stores import aws_stores
 
@@ -51,7 +51,7 @@ def runtime() -> tuple[DispatcherSettings, Deps, Any]:
 @event_parser(model=DispatcherEvent)
 def handler(event: DispatcherEvent, context: LambdaContext) -> dict[str, Any]:
     settings, shared, lambda_client = runtime()
-    metrics = PipelineMetrics()
+    metrics = PipelineMetrics(counts=DISPATCHER_COUNTS)
     deps = replace(
         shared, metrics=metrics, continuation=SelfInvoke(lambda_client, context.invoked_function_arn)
     )

@@ -19,6 +19,8 @@ from typing import TextIO
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from ticket_pipeline.logs import service_name
+
 try:  # Powertools >= 3.x (the layer may be older than the pinned package)
     from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 except ImportError:  # pragma: no cover - depends on the layer version
@@ -51,6 +53,29 @@ METRIC_NAMES = (
     "DuplicateNotifications",  # redeliveries of a notification already recorded
 )
 
+# What each function counts. A handler publishes every one of its counts on every invocation, 0
+# included: an alarm and a graph then see a data point per run (0 when nothing happened) instead
+# of no data, and every metric the stack watches exists from the first run on.
+FINALIZING = ("ResultsPublished", "TicketsSucceeded", "TicketsFailed")
+DISPATCHER_COUNTS = (
+    "FilesReceived",
+    "WholeFileFailures",
+    "TicketsDispatched",
+    "ChunksSubmitted",
+    "ChunksRejectedByEndpoint",
+    "RecordsRejected",
+    "DispatchContinuations",
+    *FINALIZING,
+)
+AGGREGATOR_COUNTS = (
+    *FINALIZING,
+    "InvalidNotifications",
+    "UnknownNotifications",
+    "LateNotifications",
+    "DuplicateNotifications",
+)
+SWEEPER_COUNTS = ("OverdueJobs", *FINALIZING)
+
 _output: TextIO | None = None
 _output_lock = threading.Lock()
 
@@ -64,12 +89,17 @@ def set_output(stream: TextIO | None) -> None:
 class PipelineMetrics:
     """Counts of one invocation, published as one EMF document."""
 
-    def __init__(self, service: str | None = None, namespace: str | None = None):
+    def __init__(
+        self, service: str | None = None, namespace: str | None = None, counts: tuple[str, ...] = ()
+    ):
+        """``counts``: the function's own counts, published even when they stay at 0."""
         self._emf = EphemeralMetrics(
             namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
-            service=service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "ticket-pipeline",
+            service=service or service_name(),
         )
         self._lock = threading.Lock()
+        for name in counts:
+            self.count(name, 0)
 
     def count(self, name: str, value: int = 1) -> None:
         """Add ``value`` to a count (zero too: a graph then shows 0 rather than no data)."""

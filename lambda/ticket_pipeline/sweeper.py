@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ticket_pipeline.events import ScheduledEvent
 from ticket_pipeline.logs import handler_logger
-from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.metrics import SWEEPER_COUNTS, PipelineMetrics
 from ticket_pipeline.settings import SweeperSettings
 from ticket_pipeline.stores import aws_stores
 from ticket_pipeline.sweeping import Deps, sweep
@@ -33,7 +33,7 @@ def runtime() -> tuple[SweeperSettings, Deps]:
 @event_parser(model=ScheduledEvent)
 def handler(event: ScheduledEvent, context: LambdaContext) -> dict[str, Any]:
     settings, shared = runtime()
-    deps = replace(shared, metrics=PipelineMetrics())
+    deps = replace(shared, metrics=PipelineMetrics(counts=SWEEPER_COUNTS))
     try:
         report = sweep(
             deps, settings, clock=deps.clock, time_left=lambda: context.get_remaining_time_in_millis() / 1000

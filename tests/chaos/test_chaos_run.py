@@ -6,6 +6,7 @@ the independent checker; and proof that the checker fails a deliberately broken 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -77,3 +78,39 @@ def test_the_checker_reports_an_aggregator_whose_duplicate_detection_is_off(
     }
     assert figures["seeds"] == 1 and figures["violations"] >= 1
     assert any("[one_message]" in line and "results messages" in line for line in lines[:-1]), lines
+
+
+def test_every_aws_call_of_the_chaos_run_is_allowed_by_the_role_the_template_gives_its_caller(
+    stack: ChaosStack, synth
+):
+    """The calls of the short chaos run above (crashes, retries, redrives, overdue jobs: the paths
+    the plain end-to-end run does not take), replayed against the synthesized template's role of
+    each caller (``tests/iam_replay.py``): none is denied. The grants no call used go to
+    ``iam-usage.md`` in the run's directory."""
+    from iam_replay import stack_replay
+
+    from local_pipeline.aws import Names
+
+    names = Names()
+
+    class Topics:  # the ARNs provision() gets from SNS: account, region and topic name
+        success_topic_arn, error_topic_arn, results_topic_arn = (
+            f"arn:aws:sns:us-east-1:123456789012:{name}"
+            for name in (names.success_topic, names.error_topic, names.results_topic)
+        )
+
+    calls = stack.calls.snapshot()
+    assert {c.principal for c in calls} == {
+        "ticket-dispatcher",
+        "ticket-aggregator",
+        "ticket-sweeper",
+        "sagemaker-endpoint",
+    }
+    result = stack_replay(synth, calls, names, Topics)
+    assert result.denied == []
+    assert len(result.allowed) > 100
+    report = result.report()
+    (stack.work_dir / "iam-usage.md").write_text(report)
+    if os.environ.get("TRIAGE_IAM_REPORT"):  # a directory: keep the report past pytest's tmp dirs
+        Path(os.environ["TRIAGE_IAM_REPORT"], "iam-usage-chaos.md").write_text(report)
+    stack.calls.save(stack.work_dir / "aws-calls.jsonl")

@@ -1,83 +1,12 @@
-"""Synthesize the CDK app ONCE per test session (jsii start-up and synthesis are the slow part).
-
-The app gets the exact context of ``cdk.json`` except the model artifact, which is a tiny
-``model.tar.gz`` made here: no test depends on a trained model, Docker or AWS credentials.
-"""
+"""Fixtures of the infrastructure tests. The app is synthesized ONCE per test session by the
+``synth`` fixture of ``tests/synth_fixture.py`` (registered in ``tests/conftest.py``, so the
+pipeline and chaos tests replay their calls against the same template)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pytest
-from infra_helpers import REPO_ROOT, cdk_json_context
-
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-
-
-@dataclass
-class Synth:
-    app: Any
-    stack: Any
-    outdir: Path
-    template: dict[str, Any]
-    model_tarball: Path
-    repo_root: Path
-
-    @property
-    def resources(self) -> dict[str, dict[str, Any]]:
-        return self.template["Resources"]
-
-    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
-        return {k: r for k, r in self.resources.items() if r["Type"] == resource_type}
-
-    def one(self, resource_type: str) -> tuple[str, dict[str, Any]]:
-        found = self.of_type(resource_type)
-        assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
-        return next(iter(found.items()))
-
-    def logical_id(self, construct: Any) -> str:
-        from aws_cdk import CfnElement
-
-        element = construct if CfnElement.is_cfn_element(construct) else construct.node.default_child
-        return self.stack.resolve(element.logical_id)
-
-    def properties(self, construct: Any) -> dict[str, Any]:
-        return self.resources[self.logical_id(construct)]["Properties"]
-
-
-def _repo_root_for_synth(tmp: Path) -> Path:
-    """The real repo root; a stand-in only while container/Dockerfile has not landed yet."""
-    if (REPO_ROOT / "container" / "Dockerfile").is_file():
-        return REPO_ROOT
-    root = tmp / "repo"
-    (root / "container").mkdir(parents=True)
-    (root / "container" / "Dockerfile").write_text("FROM scratch\n")
-    shutil.copytree(REPO_ROOT / "triage_core", root / "triage_core")
-    (root / "lambda").symlink_to(REPO_ROOT / "lambda")
-    return root
 
 
 @pytest.fixture(scope="session")
-def stack(synth: Synth):
+def stack(synth):
     return synth.stack
-
-
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    from infra.application import build_app
-    from infra.model import placeholder_tarball
-
-    tmp = tmp_path_factory.mktemp("infra")
-    tarball = placeholder_tarball(tmp)  # any small tar.gz: the app treats it as a trained model
-    context = {**cdk_json_context(), "triage:modelArtifact": str(tarball)}
-    outdir = tmp / "cdk.out"
-    repo_root = _repo_root_for_synth(tmp)
-    app, stack = build_app(context=context, outdir=str(outdir), repo_root=repo_root)
-    app.synth()
-    template = json.loads((outdir / f"{stack.artifact_id}.template.json").read_text())
-    return Synth(app, stack, outdir, template, tarball, repo_root)

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from synth_fixture import REPO_ROOT, cdk_json_context
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def cdk_json_context() -> dict[str, Any]:
-    """The context ``cdk synth`` uses by default (cdk.json)."""
-    return json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+__all__ = ["REPO_ROOT", "cdk_json_context"]

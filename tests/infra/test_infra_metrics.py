@@ -8,20 +8,11 @@ import json
 from typing import Any
 
 import pytest
+from synth_fixture import render
 
 from infra.metrics import DOCUMENTED_METRICS, PIPELINE, SAGEMAKER, documented_dimensions, documented_metric
 
 NAMESPACE = "TicketTriage"  # triage:stackName in cdk.json: the pipeline's own metric namespace
-
-
-def render(value: Any) -> str:
-    """A ``Fn::Join`` of strings and tokens as one string; tokens become ``<...>`` placeholders."""
-    if isinstance(value, str):
-        return value
-    separator, parts = value["Fn::Join"]
-    return separator.join(
-        p if isinstance(p, str) else "<" + json.dumps(p).replace('"', "'") + ">" for p in parts
-    )
 
 
 def dashboard_metrics(synth) -> list[tuple[str, str, dict[str, str], str]]:

@@ -272,11 +272,36 @@ def test_execution_role_has_no_managed_policies_and_only_the_permissions_it_need
         json.dumps({"Fn::Join": ["", [{"Fn::GetAtt": [output, "Arn"]}, f"/{prefix}*"]]}, sort_keys=True)
         for prefix in ("async-results/", "async-failures/")
     }
-    # reads: the model artifact's bucket and the chunks of the input bucket, not incoming/
-    reads = statements_with(statements, "s3:GetObject*")
-    read_resources = " ".join(r for s in reads for r in resources_text(s))
-    assert "/chunks/*" in read_resources
-    assert "/incoming/" not in read_resources
+    # reads: the model archive object itself (not the whole CDK assets bucket) and the chunks
+    (reads,) = statements_with(statements, "s3:GetObject")
+    model_key = model_archive_key(synth)
+    assert sorted(resources_text(reads)) == sorted(
+        [
+            json.dumps(
+                {
+                    "Fn::Join": [
+                        "",
+                        [
+                            "arn:",
+                            {"Ref": "AWS::Partition"},
+                            ":s3:::",
+                            {"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"},
+                            f"/{model_key}",
+                        ],
+                    ]
+                },
+                sort_keys=True,
+            ),
+            json.dumps(
+                {"Fn::Join": ["", [arn(synth, stack.storage.input_bucket), "/chunks/*"]]}, sort_keys=True
+            ),
+        ]
+    )
+    assert not {a for a in actions if a.startswith(("s3:List", "s3:GetBucket", "s3:Abort"))}
+    # the key: decrypt what it reads, data keys for what it writes and publishes; never
+    # kms:Encrypt / kms:ReEncrypt* (SageMaker does not call them)
+    kms_actions = {a for a in actions if a.startswith("kms:")}
+    assert kms_actions == {"kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKey*"}
     publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
     assert publish == {
         json.dumps(ref(synth, stack.notifications.success_topic)),
@@ -284,6 +309,99 @@ def test_execution_role_has_no_managed_policies_and_only_the_permissions_it_need
     }
     (metrics,) = statements_with(statements, "cloudwatch:PutMetricData")
     assert "cloudwatch:namespace" in metrics["Condition"]["StringLike"]
+
+
+def model_archive_key(synth) -> str:
+    """The S3 object key the asset manifest uploads the model archive to."""
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    (archive,) = [
+        f
+        for f in manifest["files"].values()
+        if f["source"].get("packaging") == "file" and not f["source"]["path"].endswith(".json")
+    ]
+    (destination,) = archive["destinations"].values()
+    return destination["objectKey"]
+
+
+def test_the_model_archive_is_uploaded_under_a_key_ending_in_tar_gz_and_is_what_model_data_url_names(
+    synth, stack
+) -> None:
+    """ModelDataUrl: "a single gzip compressed tar archive (.tar.gz suffix)" (SageMaker API
+    Reference, ContainerDefinition); s3_assets.Asset would upload it as <hash>.gz
+    (aws/aws-cdk#30257). The asset manifest's object key, the file it uploads (byte for byte the
+    archive given) and the template's ModelDataUrl agree."""
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    key = model_archive_key(synth)
+    assert re.fullmatch(r"[0-9a-f]{64}\.tar\.gz", key)
+    (archive,) = [
+        f for f in manifest["files"].values() if key in [d["objectKey"] for d in f["destinations"].values()]
+    ]
+    assert archive["source"]["packaging"] == "file"
+    assert (synth.outdir / archive["source"]["path"]).read_bytes() == synth.model_tarball.read_bytes()
+    url = synth.properties(stack.inference.model)["PrimaryContainer"]["ModelDataUrl"]
+    assert url == {"Fn::Sub": f"s3://cdk-hnb659fds-assets-${{AWS::AccountId}}-${{AWS::Region}}/{key}"}
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "architecture"),
+    [
+        *[
+            (t, "arm64")
+            for t in (
+                "ml.c7g.large",
+                "ml.m6g.xlarge",
+                "ml.r6gd.large",
+                "ml.c6gn.large",
+                "ml.p6e-gb200.36xlarge",
+            )
+        ],
+        *[
+            (t, "x86_64")
+            for t in ("ml.c6i.large", "ml.m5.large", "ml.g5.xlarge", "ml.inf2.xlarge", "ml.c7i.large")
+        ],
+    ],
+)
+def test_graviton_families_are_arm64_and_the_others_x86(instance_type: str, architecture: str) -> None:
+    """The processor letter after the generation: g = AWS Graviton (the families
+    aws/aws-graviton-getting-started lists: C6g[d], M6g[d], R6g[d], C6gn, C7g[d][n], M7g[d], ...)."""
+    from infra.config import endpoint_instance_types, instance_architecture
+
+    assert instance_type in endpoint_instance_types()
+    assert instance_architecture(instance_type) == architecture
+
+
+def test_the_default_instance_type_gets_an_amd64_image(synth) -> None:
+    manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["platform"] == "linux/amd64"
+
+
+@pytest.mark.parametrize(("instance_type", "platform"), [("ml.c7g.large", "linux/arm64")])
+def test_the_image_is_built_for_the_architecture_of_the_instance_type(
+    synth, tmp_path, instance_type: str, platform: str
+) -> None:
+    """Graviton families (processor letter g: c7g, m6g, r6g, ...) run arm64 images only; an amd64
+    image fails at start. The image asset's platform follows the configured instance type."""
+    from aws_cdk import App
+    from infra_helpers import cdk_json_context
+
+    from infra.config import TriageConfig
+    from infra.stack import TicketTriageStack
+
+    context = {
+        **cdk_json_context(),
+        "triage:modelArtifact": str(synth.model_tarball),
+        "triage:instanceType": instance_type,
+    }
+    app = App(context=context, outdir=str(tmp_path))
+    stack = TicketTriageStack(app, "T", config=TriageConfig.from_context(context), repo_root=synth.repo_root)
+    app.synth()
+    manifest = json.loads((tmp_path / f"{stack.artifact_id}.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["platform"] == platform
+    assert instance_type in json.dumps(
+        json.loads((tmp_path / f"{stack.artifact_id}.template.json").read_text())
+    )
 
 
 # --- autoscaling -----------------------------------------------------------------------------------
@@ -506,35 +624,41 @@ def test_dispatcher_may_invoke_only_this_endpoint_and_only_asynchronously(synth,
     assert invoke["Resource"] == ref(synth, stack.inference.endpoint)  # Ref of an endpoint is its ARN
 
 
+def under(bucket_arn, prefix: str) -> str:
+    return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{prefix}*"]]}, sort_keys=True)
+
+
+def objects_with(statements: list[dict[str, Any]], action: str) -> set[str]:
+    return {r for s in statements_with(statements, action) for r in resources_text(s)}
+
+
 def test_dispatcher_reads_incoming_and_outputs_writes_chunks_and_results_only(synth, stack) -> None:
+    """Exactly what the local runs record it calling (tests/iam_replay.py): versioned reads of
+    uploads, reads of the async outputs and results/, writes of chunks/ and results/; no bucket
+    listing or metadata, no object-lock or tagging writes."""
     statements = statements_of_role(synth, stack.pipeline.dispatcher.role)
     actions = actions_of(statements)
     assert not {a for a in actions if a.endswith(":*") or a == "*"}
-    assert "s3:DeleteObject" not in actions
+    assert not {a for a in actions if a.startswith(("s3:List", "s3:GetBucket", "s3:Abort", "s3:Delete"))}
+    s3_actions = {a for a in actions if a.startswith("s3:")}
+    assert s3_actions == {"s3:GetObjectVersion", "s3:GetObject", "s3:PutObject"}
     input_arn = arn(synth, stack.storage.input_bucket)
     output_arn = arn(synth, stack.storage.output_bucket)
-
-    def under(bucket_arn, prefix: str) -> str:
-        return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{prefix}*"]]}, sort_keys=True)
-
-    reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
-    writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
-    objects_read = {r for r in reads if "Fn::Join" in r}  # the rest: bucket ARNs for s3:List*
-    buckets = {json.dumps(input_arn, sort_keys=True), json.dumps(output_arn, sort_keys=True)}
-    assert reads - objects_read == buckets
-    assert objects_read == {
-        under(input_arn, "incoming/"),
-        # it finalizes jobs that never reached the endpoint
+    assert objects_with(statements, "s3:GetObjectVersion") == {under(input_arn, "incoming/")}
+    assert objects_with(statements, "s3:GetObject") == {  # it finalizes jobs that never reached the endpoint
         under(output_arn, "results/"),
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
     }
-    assert writes == {under(input_arn, "chunks/"), under(output_arn, "results/")}
-    publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
+    assert objects_with(statements, "s3:PutObject") == {
+        under(input_arn, "chunks/"),
+        under(output_arn, "results/"),
+    }
+    publish = objects_with(statements, "sns:Publish")
     assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
-    table_statements = statements_with(statements, "dynamodb:PutItem")
-    assert table_statements
-    assert arn(synth, stack.job_state.table) in as_list(table_statements[0]["Resource"])
+    dynamodb = {a for a in actions if a.startswith("dynamodb:")}
+    assert dynamodb == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+    assert objects_with(statements, "dynamodb:PutItem") == {json.dumps(arn(synth, stack.job_state.table))}
 
 
 @pytest.mark.parametrize("name", ["aggregator", "sweeper"])
@@ -543,32 +667,55 @@ def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invo
 ) -> None:
     statements = statements_of_role(synth, getattr(stack.pipeline, name).role)
     actions = actions_of(statements)
-    assert not {a for a in actions if a.startswith("sagemaker:")}
+    assert not {a for a in actions if a.startswith(("sagemaker:", "lambda:"))}
+    assert not {a for a in actions if a.startswith(("s3:List", "s3:GetBucket", "s3:Abort", "s3:Delete"))}
     output_arn = arn(synth, stack.storage.output_bucket)
-
-    def under(bucket_arn, prefix: str) -> str:
-        return json.dumps({"Fn::Join": ["", [bucket_arn, f"/{prefix}*"]]}, sort_keys=True)
-
-    reads = {r for s in statements_with(statements, "s3:GetObject*") for r in resources_text(s)}
-    writes = {r for s in statements_with(statements, "s3:PutObject") for r in resources_text(s)}
-    objects_read = {r for r in reads if "Fn::Join" in r}  # the rest: bucket ARNs for s3:List*
     input_arn = arn(synth, stack.storage.input_bucket)
-    # the sweeper reads the ticket file of a job whose dispatch never finished (every record is
-    # accounted for), and only under the input prefix
-    inputs = {under(input_arn, "incoming/")} if name == "sweeper" else set()
-    buckets = {json.dumps(output_arn, sort_keys=True)}
-    if inputs:
-        buckets.add(json.dumps(input_arn, sort_keys=True))
-    assert reads - objects_read == buckets
-    assert objects_read == {
+    assert objects_with(statements, "s3:GetObject") == {
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
         under(output_arn, "results/"),  # the dispatcher's rejected records
-        *inputs,
     }
-    assert writes == {under(output_arn, "results/")}
-    publish = {r for s in statements_with(statements, "sns:Publish") for r in resources_text(s)}
-    assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
+    # the sweeper reads the ticket file of a job whose dispatch never finished (every record is
+    # accounted for), the version the job names, and only under the input prefix
+    versions = {under(input_arn, "incoming/")} if name == "sweeper" else set()
+    assert objects_with(statements, "s3:GetObjectVersion") == versions
+    assert objects_with(statements, "s3:PutObject") == {under(output_arn, "results/")}
+    assert objects_with(statements, "sns:Publish") == {
+        json.dumps(ref(synth, stack.notifications.results_topic))
+    }
+    dynamodb = {a for a in actions if a.startswith("dynamodb:")}
+    assert dynamodb == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+    table = arn(synth, stack.job_state.table)
+    index = {"Fn::Join": ["", [table, "/index/OpenJobsByDeadline"]]}
+    queried = objects_with(statements, "dynamodb:Query")
+    assert queried == (
+        {json.dumps(table), json.dumps(index, sort_keys=True)} if name == "sweeper" else {json.dumps(table)}
+    )
+
+
+@pytest.mark.parametrize("name", ["dispatcher", "aggregator", "sweeper"])
+def test_each_function_may_write_its_own_log_group_and_nothing_else_of_cloudwatch_logs(
+    synth, stack, name
+) -> None:
+    """ "Your execution role needs the following permissions to upload logs to CloudWatch Logs:
+    logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents" (AWS Lambda Developer Guide,
+    "Sending Lambda function logs to CloudWatch Logs"). The stack creates the group and points the
+    function at it (LoggingConfig), so the role needs the other two, on that group only: its
+    ``Arn`` attribute is ``arn:...:log-group:<name>:*``, which covers its streams."""
+    fn = getattr(stack.pipeline, name)
+    statements = statements_of_role(synth, fn.role)
+    logs = [s for s in statements if any(a.startswith("logs:") for a in as_list(s["Action"]))]
+    assert len(logs) == 1
+    (statement,) = logs
+    assert statement["Effect"] == "Allow" and "Condition" not in statement
+    assert sorted(as_list(statement["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert statement["Resource"] == arn(synth, fn.log_group)
+    assert synth.properties(fn.function)["LoggingConfig"] == {"LogGroup": ref(synth, fn.log_group)}
+    # the function waits for its role's policy, so its first invocation can already log
+    function_id = synth.logical_id(fn.function)
+    policy_id = synth.logical_id(fn.role.node.find_child("DefaultPolicy"))
+    assert policy_id in synth.resources[function_id]["DependsOn"]
 
 
 def test_lambda_roles_have_no_managed_policies(synth, stack) -> None:

@@ -212,3 +212,101 @@ def test_versions_a_lost_notification_the_scheduled_sweeper_and_emf_on_the_local
     } <= names
     files = sum(sum(doc.get("FilesReceived", [])) for doc in metrics)
     assert files >= 3  # and the first test's files when it ran before
+
+
+def _wait_for_aggregator(stack: LocalStack, invocations: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while stack.router.stats["ticket-aggregator"].invocations < invocations:
+        assert time.time() < deadline, "the aggregator did not get the messages"
+        time.sleep(0.1)
+
+
+def test_every_metric_an_alarm_or_widget_watches_is_one_its_function_emits_on_the_local_stack(
+    stack: LocalStack, synth
+):
+    """Read from the EMF lines the run printed (the ``_aws.CloudWatchMetrics`` directive of the
+    embedded metric format specification: Namespace, Dimensions, Metrics), not from a constant:
+    every metric of the template's pipeline namespace that an alarm or a dashboard widget watches
+    was emitted with exactly the dimensions it is watched with. A message that is not a SageMaker
+    notification and a notification of no job of this pipeline go to the success topic first, so
+    the aggregator's InvalidNotifications and UnknownNotifications alarms have their data too."""
+    from synth_fixture import watched_metrics
+
+    before = stack.router.stats["ticket-aggregator"].invocations
+    sns, topic = stack.clients["sns"], stack.resources.success_topic_arn
+    sns.publish(TopicArn=topic, Message="not a notification")
+    from ticket_pipeline.notifications import success_notification
+
+    unknown = success_notification(  # as SageMaker writes it, for an inference id of no job
+        inference_id="no-such-job-c00001",
+        endpoint_name=stack.names.endpoint_name,
+        input_location=f"s3://{stack.names.input_bucket}/chunks/none/c00001.jsonl",
+        output_location=f"s3://{stack.names.output_bucket}/async-results/none.out",
+        received_time="2026-12-06T11:59:59.000Z",
+        event_time="2026-12-06T12:00:00.000Z",
+        region="us-east-1",
+        content_type="application/jsonlines",
+        accept="application/jsonlines",
+        response_content_type="application/jsonlines",
+    )
+    sns.publish(TopicArn=topic, Message=json.dumps(unknown))
+    _wait_for_aggregator(stack, before + 2)
+
+    emitted: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    for line in (stack.config.work_dir / "metrics.log").read_text().splitlines():
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimension_set in directive["Dimensions"]:
+                dims = tuple(sorted((name, document[name]) for name in dimension_set))
+                for metric in directive["Metrics"]:
+                    emitted.add((directive["Namespace"], metric["Name"], dims))
+    local_namespace = stack.lambda_environment()["POWERTOOLS_METRICS_NAMESPACE"]
+    functions = {  # the template's namespace and service of each function, from its environment
+        (env["POWERTOOLS_METRICS_NAMESPACE"], env["POWERTOOLS_SERVICE_NAME"])
+        for fn in synth.stack.pipeline.functions.values()
+        for env in [synth.properties(fn.function)["Environment"]["Variables"]]
+    }
+    (namespace,) = {ns for ns, _ in functions}
+    watched = [m for m in watched_metrics(synth.template) if m[0] == namespace]
+    assert len(watched) >= 20  # 3 alarms and the pipeline widgets
+    missing = []
+    for _, name, dims, where in watched:
+        assert set(dims) == {"service"} and (namespace, dims["service"]) in functions, where
+        key = (local_namespace, name, tuple(sorted(dims.items())))
+        if key not in emitted:
+            missing.append(f"{where}: {name} {dims}")
+    assert missing == [], f"watched but never emitted: {missing}"
+
+
+def test_every_aws_call_of_the_run_is_allowed_by_the_role_the_template_gives_its_caller(
+    stack: LocalStack, synth
+):
+    """Every call the three functions and the endpoint stand-in made in this module's runs (the
+    runtime's log writes and the key use the calls imply included), replayed against the
+    synthesized template's policy of the role that makes it on AWS, is allowed. The grants no call
+    used go to ``iam-usage.md`` next to the run's logs (and into the directory
+    ``$TRIAGE_IAM_REPORT`` when set)."""
+    import os
+
+    from iam_replay import stack_replay
+
+    calls = stack.calls.snapshot()
+    principals = {c.principal for c in calls}
+    assert principals == {"ticket-dispatcher", "ticket-aggregator", "ticket-sweeper", "sagemaker-endpoint"}
+    result = stack_replay(synth, calls, stack.names, stack.resources)
+    assert result.denied == []
+    actions = {(r.principal, r.action) for r in result.allowed}
+    assert {
+        ("ticket-dispatcher", "s3:GetObjectVersion"),
+        ("ticket-dispatcher", "sagemaker:InvokeEndpointAsync"),
+        ("ticket-dispatcher", "logs:PutLogEvents"),
+        ("ticket-aggregator", "sns:Publish"),
+        ("ticket-sweeper", "dynamodb:Query"),
+        ("sagemaker-endpoint", "s3:PutObject"),
+        ("sagemaker-endpoint", "kms:GenerateDataKey"),
+    } <= actions
+    report = result.report()
+    (stack.config.work_dir / "iam-usage.md").write_text(report)
+    stack.calls.save(stack.config.work_dir / "aws-calls.jsonl")
+    if os.environ.get("TRIAGE_IAM_REPORT"):  # a directory: keep the report past pytest's tmp dirs
+        Path(os.environ["TRIAGE_IAM_REPORT"], "iam-usage-e2e.md").write_text(report)
