@@ -203,7 +203,7 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     # chosen on validation, reported on test: the review threshold and the selection statement
     review = metrics["review_threshold"]
     assert review["chosen_on"] == "validation" and 0 <= review["threshold"] <= 1
-    assert set(review["test"]) == {"accepted_accuracy", "review_share"}
+    assert set(review["test"]) == {"accepted_accuracy", "review_share", "accepted_accuracy_interval_95"}
     # ... and deployed with the artifact: the manifest carries it, the server reads it from there
     assert ArtifactClassifier(out / "model").manifest.review_threshold == review["threshold"]
     assert "chosen on the validation split" in metrics["selection"]
