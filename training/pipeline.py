@@ -258,6 +258,7 @@ def export_served_model(
     report = export_report(run.output)
     for warning in report["warnings"]:
         log.warning("export: %s", warning)
+    log.info("served model: %s (%s)", report["served"]["model"], report["served"]["reason"])
     return {
         "artifact": str(run.output),
         "export_seconds": round(time.perf_counter() - t0, 1),
