@@ -111,6 +111,52 @@ def classification_report(
     }
 
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_labels: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile bootstrap intervals of accuracy and macro-F1: the evaluated tickets resampled
+    with replacement ``resamples`` times (seeded, so the same data gives the same interval). Each
+    resample's macro-F1 averages over the labels that occur in its true labels, as the report's
+    does. A difference between two models smaller than these intervals is not a difference."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    accuracy = np.empty(resamples)
+    macro = np.empty(resamples)
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        t, p = y_true[idx], y_pred[idx]
+        right = t == p
+        tp = np.bincount(t[right], minlength=n_labels).astype(float)
+        support = np.bincount(t, minlength=n_labels).astype(float)
+        predicted = np.bincount(p, minlength=n_labels).astype(float)
+        _, _, f1 = _prf(tp, predicted, support)
+        accuracy[r] = right.mean()
+        macro[r] = f1[support > 0].mean()
+    tail = 100 * (1 - confidence) / 2
+
+    def interval(values: np.ndarray) -> list[float]:
+        return [
+            round(float(np.percentile(values, tail)), 4),
+            round(float(np.percentile(values, 100 - tail)), 4),
+        ]
+
+    return {
+        "method": f"percentile bootstrap over the evaluated tickets, {resamples} resamples, seed {seed}",
+        "confidence": confidence,
+        "accuracy": interval(accuracy),
+        "macro_f1": interval(macro),
+    }
+
+
 def evaluate_artifact(
     artifact_dir: str | Path,
     texts: list[str],
@@ -139,7 +185,11 @@ def evaluate_artifact(
     started = time.perf_counter()
     scores = classifier.predict_scores(texts, batch_size=batch_size)
     seconds = time.perf_counter() - started
-    report = classification_report(np.array([index[y] for y in labels]), scores, classifier.labels)
+    y_true = np.array([index[y] for y in labels])
+    report = classification_report(y_true, scores, classifier.labels)
+    report["confidence_intervals"] = bootstrap_intervals(
+        y_true, scores.argmax(axis=1), len(classifier.labels)
+    )
     manifest = classifier.manifest
     report["model"] = {
         "artifact": str(artifact_dir),
@@ -237,7 +287,8 @@ def review_threshold(
     choice: dict[str, Any] = dict(review_curve(top_scores, correct, target_accuracy))
     warnings: list[str] = []
     met = not math.isnan(choice["accepted_accuracy"])
-    if met and choice["review_share"] <= max_review_share + 1e-12:
+    target_met = met and choice["review_share"] <= max_review_share + 1e-12
+    if target_met:
         choice["rule"] = "target: the lowest threshold whose accepted tickets reach the target accuracy"
     elif max_review_share >= 1.0:
         choice["rule"] = "target not reachable at any threshold and no ceiling: every ticket to review"
@@ -247,10 +298,11 @@ def review_threshold(
     else:
         accepted_count = max(1, math.ceil((1 - max_review_share) * n - 1e-9))
         order = np.argsort(-top_scores, kind="stable")
-        threshold = float(top_scores[order][accepted_count - 1])
+        # rounded down to the 4 decimals the manifest keeps: the server accepts at least these
+        threshold = math.floor(float(top_scores[order][accepted_count - 1]) * 1e4) / 1e4
         accepted = top_scores >= threshold
         choice = {
-            "threshold": round(threshold, 4),
+            "threshold": threshold,
             "accepted_accuracy": float(correct[accepted].mean()),
             "review_share": float(1 - accepted.mean()),
             "rule": "ceiling: the target cannot be met within the review ceiling, so the threshold "
@@ -279,7 +331,7 @@ def review_threshold(
         {
             "target_accuracy": target_accuracy,
             "max_review_share": max_review_share,
-            "target_met": bool(met and choice["review_share"] <= max_review_share + 1e-12),
+            "target_met": bool(target_met),
             "validation_tickets": n,
             "min_validation_tickets": minimum,
             "accepted_tickets": int(accepted.sum()),
@@ -402,6 +454,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(format_table({k: {"value": v} for k, v in headline(report).items()}, ["value"]))
     else:
         print(format_table(report["clean_vs_noisy"]["metrics"], ["clean", "noisy", "delta"]))
+    ci = report["confidence_intervals"]
+    print(
+        f"95% bootstrap intervals ({len(data.texts)} tickets): macro-F1 {ci['macro_f1']}, "
+        f"accuracy {ci['accuracy']}"
+    )
     print(f"wrote {args.out / 'metrics.json'} and plots ({len(data.texts)} tickets)")
     return report
 

@@ -115,10 +115,15 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.reports_dir / "train_summary.json", summary)
     log.info(
-        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
+        "done in %.0f s: best val macro-F1 %.4f; test %s (95%% bootstrap intervals %s); noisy test %s",
         summary["total_seconds"],
         result.best_val_macro_f1,
         summary.get("test_clean", "-"),
+        {
+            k: v
+            for k, v in summary.get("test_confidence_intervals", {}).items()
+            if k in ("macro_f1", "accuracy")
+        },
         summary.get("test_noisy", "-"),
     )
     return summary
@@ -351,7 +356,11 @@ def evaluate_test_splits(
     artifact_metrics = dict(clean)
     artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
     write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
-    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
+    return {
+        "test_clean": headline(clean),
+        "test_noisy": headline(noisy),
+        "test_confidence_intervals": clean["confidence_intervals"],
+    }
 
 
 def review_on_test(artifact_dir: Path, test, review: dict[str, Any], out_dir: Path) -> dict[str, Any]:
