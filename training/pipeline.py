@@ -1,12 +1,17 @@
 """The training pipeline behind ``python -m training train``, one step per function.
 
 :func:`run_training` reads top to bottom as the run goes: the run's settings (paths, split,
-hyperparameters, gate) -> data (load, de-duplicate the model inputs, split) -> the training
-config -> fine-tune -> export the served artifact (parity gate) -> review threshold (chosen on
-the validation split) -> evaluate the served artifact once on the clean and the noisy test
-split -> optimization report -> ``train_summary.json``. Each step is a function with its inputs
-and outputs named; the command line (``training/__main__.py``) only parses arguments into a
-:class:`TrainRun` and calls :func:`run_training`.
+preset, explicit hyperparameters, gate, review policy) -> the base model checked -> data (load,
+de-duplicate the model inputs, split) -> the recipe for this data (``training.recipe``: the
+training config and review policy, logged with where each value came from) -> fine-tune ->
+export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> review
+threshold (chosen on the validation split by the policy) -> evaluate the served artifact once on
+the clean and the noisy test split, with bootstrap intervals -> optimization report ->
+``train_summary.json``. The recipe needs the data (``auto`` reads the training split), so it is
+resolved after the split; the preset and the explicit values are checked before any data is
+read. Each step is a function with its inputs and outputs named; the command line
+(``training/__main__.py``) only parses arguments into a :class:`TrainRun` and calls
+:func:`run_training`.
 
 Under ``torchrun`` every process runs the pipeline: all of them fine-tune, the main process
 alone writes the splits first (the others then read them) and exports, evaluates and reports.
