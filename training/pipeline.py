@@ -137,13 +137,21 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
 # --- settings ----------------------------------------------------------------------------------
 def read_preset(run: TrainRun) -> Preset:
     """The run's preset (``training.recipe``), with the explicit options checked against it
-    before any data is read: a bad value is one line, not an error after the split."""
+    before any data is read (:func:`recipe_before_data`): a bad value is one line, not an error
+    after the split."""
+    recipe_before_data(run)
+    return load_preset(run.preset or default_preset(run.data))
+
+
+def recipe_before_data(run: TrainRun) -> Recipe:
+    """The recipe without the rules that read the data: the preset's and the explicit values."""
     try:
         preset = load_preset(run.preset or default_preset(run.data))
-        resolve_recipe(preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing)
+        return resolve_recipe(
+            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
+        )
     except PresetError as exc:
         raise SystemExit(str(exc)) from None
-    return preset
 
 
 def check_model_source(base_model: str) -> str:
