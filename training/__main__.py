@@ -1,7 +1,10 @@
-"""``python -m training {train,evaluate,package}``: the training pipeline's command line.
+"""``python -m training {train,evaluate,package,experiment}``: the training command line.
 
-``train`` runs the whole pipeline: load -> split -> fine-tune -> export (ONNX int8 artifact) ->
-evaluate the served artifact on the clean and the noisy test split -> optimization report.
+This module only parses arguments. ``train`` turns them into a :class:`~training.pipeline.TrainRun`
+and calls :func:`training.pipeline.run_training`, the whole pipeline: load -> split -> fine-tune
+-> export (ONNX int8 artifact) -> evaluate the served artifact on the clean and the noisy test
+split -> optimization report. ``experiment`` is :mod:`training.experiment`'s, ``evaluate``
+:mod:`training.evaluate`'s.
 
 The same command runs unchanged as a SageMaker training job (``training/sagemaker_entry.py``
 calls it): when SageMaker's variables are set they become the defaults:
@@ -18,23 +21,19 @@ booleans accept true/false. Explicit arguments always win over the environment.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
+from training.pipeline import TrainRun
 
 log = logging.getLogger("training")
 
 LOCAL_ARTIFACTS = Path("artifacts")
-NOISY_SEED = 2024  # = training.evaluate.NOISY_SEED: every model is measured on the same noisy tickets
 
 
 # --- SageMaker environment -------------------------------------------------------------------
@@ -91,12 +90,14 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+def _option(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs: Any) -> None:
     """``--some-name`` with the ``--some_name`` alias (SageMaker hyperparameter keys vary)."""
     flags = [f"--{name}"]
-    if "-" in name:
-        flags.append(f"--{name.replace('-', '_')}")
-    parser.add_argument(*flags, **kwargs)
+    for flag in (f"--{name}", *aliases):
+        if "-" in flag[2:]:
+            flags.append("--" + flag[2:].replace("-", "_"))
+    flags += aliases
+    parser.add_argument(*dict.fromkeys(flags), **kwargs)
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,10 +119,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     hp = parser.add_argument_group(
         "hyperparameters",
-        "--base-model picks its family's preset (MiniLM, DistilBERT, BERT, RoBERTa: training.config.PRESETS) "
-        "for the options marked 'preset'; an explicit option overrides it. MiniLM values shown.",
+        "Unset options come from the recipe (docs/training.md, 'Recipe'): --preset banking77 (the "
+        "default for the bundled Banking77 file: the values shown), auto (the default for other "
+        "data: the --base-model family's preset, training.config.PRESETS, then rules that read the "
+        "training split) or a .toml/.json file. An option given here always wins.",
     )
-    _option(hp, "base-model", default=d.base_model, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
+    _option(
+        hp,
+        "preset",
+        default=None,
+        help="banking77, auto or a preset file (default: banking77 for the bundled data, else auto)",
+    )
+    _option(hp, "base-model", default=None, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
     _option(hp, "epochs", type=int, default=None, help=f"preset ({d.epochs})")
     _option(hp, "learning-rate", type=float, default=None, help=f"preset ({d.learning_rate})")
     _option(
@@ -133,9 +142,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
     _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
-    _option(hp, "seed", type=int, default=d.seed)
-    _option(hp, "label-smoothing", type=float, default=d.label_smoothing)
-    _option(hp, "class-weights", type=_bool, default=d.class_weights, metavar="{true,false}")
+    _option(hp, "seed", type=int, default=None, help=f"preset ({d.seed})")
+    _option(hp, "label-smoothing", type=float, default=None, help=f"preset ({d.label_smoothing})")
+    _option(
+        hp,
+        "class-weights",
+        type=_bool,
+        default=None,
+        metavar="{true,false}",
+        help=f"preset ({str(d.class_weights).lower()}); auto: on when the labels are imbalanced",
+    )
     _option(
         hp,
         "early-stopping-patience",
@@ -147,8 +163,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         hp,
         "noisy-augmentation",
         type=float,
-        default=d.noisy_augmentation,
-        help="share of training rows wrapped in e-mail/chat noise each epoch; 0 = off",
+        default=None,
+        help=f"preset ({d.noisy_augmentation}); share of training rows wrapped in e-mail/chat noise "
+        "each epoch; 0 = off (auto: off)",
+    )
+    _option(
+        hp,
+        "noise-context",
+        choices=["banking77", "neutral"],
+        default=None,
+        help=f"preset ({d.noise_context}); neutral = no Banking77 context sentences (auto: neutral)",
     )
     _option(
         hp,
@@ -161,27 +185,28 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         hp,
         "minority-min-examples",
         type=int,
-        default=d.minority_min_examples,
-        help="oversample labels below this many training rows with noisy copies; 0 = off",
+        default=None,
+        help=f"preset ({d.minority_min_examples}); oversample labels below this many training rows "
+        "with noisy copies; 0 = off",
     )
-    _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+    _option(hp, "threads", type=int, default=None, help=f"preset ({d.threads}); torch threads; 0 = all cores")
 
     scale = parser.add_argument_group("scaling: GPUs, processes, checkpoints (training.train)")
     _option(
         scale,
         "gradient-accumulation-steps",
         type=int,
-        default=d.gradient_accumulation_steps,
+        default=None,
         help="optimizer step every N batches",
     )
     _option(
         scale,
         "mixed-precision",
         choices=["auto", "no", "fp16", "bf16"],
-        default=d.mixed_precision,
+        default=None,
         help="auto = bf16/fp16 on a GPU, fp32 on CPU",
     )
-    _option(scale, "save-steps", type=int, default=d.save_steps, help="also checkpoint every N steps")
+    _option(scale, "save-steps", type=int, default=None, help="also checkpoint every N steps")
     _option(
         scale,
         "checkpoint-dir",
@@ -212,10 +237,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(gate, "int8-max-f1-drop", type=float, default=1.0, help="macro-F1 points int8 may lose")
     _option(
         gate,
-        "review-precision",
+        "review-target-accuracy",
+        "--review-precision",
         type=float,
-        default=0.98,
-        help="review threshold: lowest score whose auto-accepted validation tickets reach this accuracy",
+        default=None,
+        help="review threshold: the lowest top score whose auto-accepted validation tickets reach this "
+        "accuracy (recipe: banking77 0.98, auto 0.95)",
+    )
+    _option(
+        gate,
+        "review-max-share",
+        type=float,
+        default=None,
+        help="at most this share of tickets goes to review; if the target accuracy needs more, the "
+        "ceiling wins and the report says so (recipe: banking77 1.0 = no ceiling, auto 0.5)",
     )
 
     steps = parser.add_argument_group("pipeline steps")
@@ -234,10 +269,10 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
     _option(
         st, "head", choices=["cls", "mean", "mlp"], default=None, help=f"preset ({d.head}); classifier head"
     )
-    _option(st, "head-dropout", type=float, default=d.head_dropout, help="mean/mlp heads")
-    _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
-    _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
-    _option(st, "freeze-encoder-epochs", type=int, default=d.freeze_encoder_epochs, help="head only first")
+    _option(st, "head-dropout", type=float, default=None, help="mean/mlp heads")
+    _option(st, "head-hidden", type=int, default=None, help="mlp width; 0 = encoder width")
+    _option(st, "loss", choices=["softmax", "ovr"], default=None, help="ovr = one-vs-rest sigmoid/BCE")
+    _option(st, "freeze-encoder-epochs", type=int, default=None, help="head only first")
     _option(
         st,
         "freeze-embeddings",
@@ -246,26 +281,26 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
         metavar="{true,false}",
         help=f"preset ({str(d.freeze_embeddings).lower()}); keep the word embeddings fixed (faster steps)",
     )
-    _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
-    _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
-    _option(st, "mlm-data", default=d.mlm_data, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
-    _option(st, "mlm-learning-rate", type=float, default=d.mlm_learning_rate)
-    _option(st, "mlm-probability", type=float, default=d.mlm_probability)
-    _option(st, "contrastive-epochs", type=float, default=d.contrastive_epochs, help="SetFit stage; 0 = off")
-    _option(st, "contrastive-learning-rate", type=float, default=d.contrastive_learning_rate)
-    _option(st, "contrastive-temperature", type=float, default=d.contrastive_temperature)
+    _option(st, "layer-lr-decay", type=float, default=None, help="layer-wise LR decay; 1 = off")
+    _option(st, "mlm-epochs", type=float, default=None, help="domain-adaptive MLM passes; 0 = off")
+    _option(st, "mlm-data", default=None, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
+    _option(st, "mlm-learning-rate", type=float, default=None)
+    _option(st, "mlm-probability", type=float, default=None)
+    _option(st, "contrastive-epochs", type=float, default=None, help="SetFit stage; 0 = off")
+    _option(st, "contrastive-learning-rate", type=float, default=None)
+    _option(st, "contrastive-temperature", type=float, default=None)
     _option(
         st,
         "distill-teachers",
         type=_str_list,
-        default=[],
+        default=None,
         help="comma-separated fine-tuned model dirs (work/hf_model) whose soft labels the student learns",
     )
     _option(
-        st, "distill-seeds", type=_str_list, default=[], help="comma-separated seeds of teachers to train"
+        st, "distill-seeds", type=_str_list, default=None, help="comma-separated seeds of teachers to train"
     )
-    _option(st, "distill-alpha", type=float, default=d.distill_alpha)
-    _option(st, "distill-temperature", type=float, default=d.distill_temperature)
+    _option(st, "distill-alpha", type=float, default=None)
+    _option(st, "distill-temperature", type=float, default=None)
 
 
 STRATEGY_FIELDS = (
@@ -310,295 +345,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+HYPERPARAMETERS = (
+    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+    "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
+    "noisy_augmentation", "noise_pools", "noise_context", "minority_min_examples", "threads",
+    "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+)  # fmt: skip
+
+
+def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> TrainRun:
+    """The parsed ``train`` arguments as a :class:`~training.pipeline.TrainRun`; paths left
+    unset take their defaults from the environment (:func:`environment_defaults`)."""
     from triage_core.preprocessing import PreprocessConfig
 
+    paths = environment_defaults(env, output=args.output)
+    for key in paths:
+        if getattr(args, key) is not None:
+            paths[key] = getattr(args, key)
     preprocessing = PreprocessConfig(
         mask_pii=args.mask_pii,
         extract_request=args.extract_request,
         emojis=args.emojis,
         remove_stopwords=args.remove_stopwords,
     )
-    names = (
-        "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
-        "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
-        "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
-        "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
-    )  # fmt: skip
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    try:
-        return TrainConfig.for_base_model(args.base_model, preprocessing=preprocessing, **given)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    given = {name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None}
+    return TrainRun(
+        **paths,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        validation_size=args.validation_size,
+        test_size=args.test_size,
+        split_seed=args.split_seed,
+        preset=args.preset,
+        base_model=args.base_model,
+        hyperparameters=given,
+        preprocessing=preprocessing,
+        checkpoint_dir=args.checkpoint_dir,
+        keep_checkpoint=args.keep_checkpoint,
+        fp32_max_score_diff=args.fp32_max_score_diff,
+        int8_min_agreement=args.int8_min_agreement,
+        int8_max_f1_drop=args.int8_max_f1_drop,
+        review={
+            name: value
+            for name, value in (
+                ("target_accuracy", args.review_target_accuracy),
+                ("max_review_share", args.review_max_share),
+            )
+            if value is not None
+        },
+        export=args.export,
+        evaluate=args.evaluate,
+        optimization_report=args.optimization_report,
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The training config the ``train`` arguments ask for, before the data is read (the auto
+    rules, which read it, left out): what the pipeline's recipe starts from."""
+    from training.pipeline import recipe_before_data
+
+    return recipe_before_data(run_from_args(args)).config
 
 
 # --- commands ----------------------------------------------------------------------------------
-def load_model_inputs(path: Path, text_column: str, label_column: str, config: TrainConfig, encoding="utf-8"):
-    """The ticket file, with duplicates of the model's input (the preprocessed text) dropped."""
-    from functools import partial
-
-    from training.data import dedupe_model_inputs, load_tickets
-    from triage_core.preprocessing import preprocess
-
-    dataset = load_tickets(path, text_column, label_column, encoding)
-    return dedupe_model_inputs(dataset, partial(preprocess, config=config.preprocessing))
-
-
-def _log_to_file(path: Path) -> logging.Handler:
-    """Copy the pipeline's log (INFO and up) to ``path``; the caller removes the handler."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    if log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)  # the epoch lines must reach the file whatever the root level
-    return handler
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
-
-
-def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
-    defaults = environment_defaults(env, output=args.output)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    config = config_from_args(args)
-    if not _is_main_process():  # one log file, the main process's
-        return _run_pipeline(args, config)
-    handler = _log_to_file(args.reports_dir / "train.log")
-    try:
-        return _run_pipeline(args, config)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-
-
-def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
-    from training.config import ModelSourceError, check_base_model, model_family
-    from training.data import DataError, format_support, load_or_create_splits
-
-    reports_dir: Path = args.reports_dir
-    started = time.perf_counter()
-    try:  # before reading any data: a bad model name is one line, not a traceback minutes later
-        check_base_model(config.base_model)
-    except ModelSourceError as exc:
-        raise SystemExit(str(exc)) from None
-
-    from training.train import process_state
-
-    try:  # under torchrun the main process writes the splits, the others then read them
-        with process_state().main_process_first():
-            dataset = load_model_inputs(args.data, args.text_column, args.label_column, config, args.encoding)
-            splits = load_or_create_splits(
-                dataset,
-                args.splits_dir,
-                args.validation_size,
-                args.test_size,
-                args.split_seed,
-                write=_is_main_process(),  # one writer per job, not per node (training.job_env)
-            )
-    except DataError as exc:
-        raise SystemExit(f"data error: {exc}") from None
-    if _is_main_process():
-        # this run's load report (re-used splits carry the one of the run that wrote them)
-        _write_json(reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
-    log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
-
-    from training.train import train
-
-    labels = dataset.label_names
-    result = train(
-        config,
-        splits.train,
-        splits.validation,
-        args.work_dir,
-        labels=labels,
-        checkpoint_dir=args.checkpoint_dir,
-        keep_checkpoint=args.keep_checkpoint,
-    )
-    if not _is_main_process():
-        return {}  # under torchrun: the main process exports, evaluates and reports
-    summary: dict[str, Any] = {
-        "data": str(args.data),
-        "rows": splits.info["sizes"],
-        "labels": len(labels),
-        "config": config.to_dict(),
-        "preset": model_family(config.base_model),
-        "best_epoch": result.best_epoch,
-        "best_val_macro_f1": result.best_val_macro_f1,
-        "epochs_run": len(result.history),
-        "fine_tune_seconds": round(result.train_seconds, 1),
-        "processes": result.world_size,
-        "resumed_from": result.resumed_from,
-        "stages": result.stages,
-        "hf_model_dir": str(result.model_dir),
-    }
-
-    if args.export:
-        from training.export import (
-            ExportError,
-            ParityTolerance,
-            export_artifact,
-            export_report,
-            export_report_path,
-        )
-
-        t0 = time.perf_counter()
-        tolerance = ParityTolerance(
-            fp32_max_score_diff=args.fp32_max_score_diff,
-            int8_min_agreement=args.int8_min_agreement,
-            int8_max_macro_f1_drop_points=args.int8_max_f1_drop,
-        )
-        try:
-            export_artifact(
-                result.model_dir,
-                args.output,
-                labels=labels,
-                max_length=config.max_length,
-                preprocessing=config.preprocessing,
-                scoring=config.scoring,
-                base_model=config.base_model,
-                parity_texts=splits.validation.texts,
-                parity_labels=splits.validation.labels,
-                tolerance=tolerance,
-            )
-        except ExportError as exc:
-            _write_json(reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
-            raise SystemExit(f"{exc} (details: {export_report_path(args.output)})") from None
-        summary["artifact"] = str(args.output)
-        summary["export_seconds"] = round(time.perf_counter() - t0, 1)
-        summary["export"] = export_report(args.output)
-        for warning in summary["export"]["warnings"]:
-            log.warning("export: %s", warning)
-        if args.evaluate:
-            summary["review_threshold"] = choose_review_threshold(
-                args.output, splits.validation, args.review_precision
-            )
-            store_review_threshold(args.output, summary["review_threshold"]["threshold"])
-            summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
-        if args.optimization_report:
-            summary["optimization_report"] = optimization_report(
-                result.model_dir, args.output, splits.test, reports_dir
-            )
-    summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    _write_json(reports_dir / "train_summary.json", summary)
-    log.info(
-        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
-        summary["total_seconds"],
-        result.best_val_macro_f1,
-        summary.get("test_clean", "-"),
-        summary.get("test_noisy", "-"),
-    )
-    return summary
-
-
-def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
-    """The review threshold, chosen on the validation split: the lowest top score at which the
-    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
-    the time. The test split only reports how that threshold does."""
-    from training.evaluate import review_curve
-    from triage_core.inference import ArtifactClassifier
-
-    classifier = ArtifactClassifier(artifact_dir)
-    scores = classifier.predict_scores(validation.texts)
-    index = {label: i for i, label in enumerate(classifier.labels)}
-    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
-    choice = review_curve(scores.max(axis=1), correct, precision)
-    log.info(
-        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
-        choice["threshold"],
-        choice["accepted_accuracy"],
-        100 * choice["review_share"],
-    )
-    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
-
-
-def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
-    """Write the chosen threshold into the artifact's manifest: the server uses it unless
-    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
-    from triage_core.artifact import load_manifest, write_manifest
-
-    manifest = load_manifest(artifact_dir)
-    write_manifest(
-        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
-    )
-
-
-def evaluate_test_splits(
-    artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
-) -> dict[str, Any]:
-    """Evaluate the served artifact on the clean and the noisy test split.
-
-    Writes ``<reports>/test/`` (clean) and ``<reports>/test/noisy/`` (metrics.json + plots, the
-    layout of ``python -m training evaluate --noisy``) and the artifact's ``metrics.json``.
-    """
-    from training.evaluate import compare_reports, evaluate_artifact, headline, write_evaluation
-    from training.noise import noisy_variant
-    from triage_core.artifact import METRICS_FILE
-    from triage_core.inference import ArtifactClassifier
-
-    classifier = ArtifactClassifier(artifact_dir)
-    clean = evaluate_artifact(artifact_dir, test.texts, test.labels, classifier=classifier)
-    noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
-    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels, classifier=classifier)
-    data = {"split": "test", "rows": len(test.texts), "source": summary["data"]}
-    clean["data"] = data
-    noisy["data"] = {**data, "noise": {"pool": "eval", "seed": NOISY_SEED}}
-    clean["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
-    clean["clean_vs_noisy"] = compare_reports(clean, noisy)
-    clean["training"] = {
-        k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
-    }
-    clean["selection"] = (
-        "model and review threshold chosen on the validation split; this test split is scored once"
-    )
-    if "review_threshold" in summary:
-        review = dict(summary["review_threshold"])
-        top = classifier.predict_scores(test.texts)
-        index = {label: i for i, label in enumerate(classifier.labels)}
-        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
-        accepted = top.max(axis=1) >= review["threshold"]
-        review["test"] = {
-            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
-            "review_share": float(1 - accepted.mean()),
-        }
-        clean["review_threshold"] = review
-        summary["review_threshold"] = review
-    write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
-    write_evaluation(clean, reports_dir / "test", title="Test split:")
-    artifact_metrics = dict(clean)
-    artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
-    _write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
-    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
-
-
-def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
-    """torch fp32 vs ONNX fp32 vs ONNX int8 (the other helper's ``training.optimization_report``)."""
-    from training import optimization_report as report_module
-
-    path = report_module.run_optimization_report(
-        hf_model_dir=hf_model_dir,
-        artifact_dir=artifact_dir,
-        texts=test.texts,
-        labels=test.labels,
-        out_dir=reports_dir,
-    )
-    return str(path) if path else None
-
-
-def _is_main_process() -> bool:
-    """The process that writes shared files: global rank 0 of the whole job (training.job_env)."""
-    from training.job_env import is_writer
-
-    return is_writer()
-
-
 def run_package(args: argparse.Namespace) -> Path:
     from training.export import pack_model_tar
 
@@ -616,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "train":
-        run_train(args)
+        from training.pipeline import run_training
+
+        run_training(run_from_args(args))
     elif args.command == "evaluate":
         from training import evaluate
 
