@@ -695,6 +695,46 @@ def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invo
 
 
 @pytest.mark.parametrize("name", ["dispatcher", "aggregator", "sweeper"])
+def test_each_function_uses_the_table_key_only_to_decrypt_and_only_through_dynamodb(
+    synth, stack, name
+) -> None:
+    """The jobs table is encrypted with the stack key (customer managed). What DynamoDB does with
+    that key as the caller, per AWS (Amazon DynamoDB Developer Guide, "DynamoDB encryption at rest
+    usage notes", section "Monitoring DynamoDB interaction with AWS KMS"):
+
+    "When you access an encrypted DynamoDB table, DynamoDB needs to decrypt the table key so that
+    it can decrypt the keys below it in the hierarchy. [...] DynamoDB sends a Decrypt request to
+    AWS KMS that specifies the KMS key for the table. The event that records the Decrypt operation
+    is similar to the following example event. The user is the principal in your AWS account who
+    is accessing the table."
+
+    The other key operations are not the caller's: GenerateDataKey "The user is the DynamoDB
+    service account"; CreateGrant "The principal in the CreateGrant request is the user who
+    created the table"; DescribeKey "to determine whether the KMS key you selected exists". The
+    list "At a minimum, DynamoDB requires the following permissions on a customer managed key:
+    kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKey*, kms:DescribeKey,
+    kms:CreateGrant" is for "the principal who makes the selection" (the deploy role, through the
+    key policy's account statement), not for the functions. So each function gets kms:Decrypt on
+    the key with kms:ViaService = dynamodb.<region>.amazonaws.com, and nothing of
+    grant_encrypt_decrypt's kms:Encrypt / kms:ReEncrypt*. (Its other key use is the S3 objects
+    and the encrypted results topic it reads, writes and publishes to.)"""
+    table = synth.properties(stack.job_state.table)
+    key = arn(synth, stack.encryption.key)
+    assert table["SSESpecification"] == {"KMSMasterKeyId": key, "SSEEnabled": True, "SSEType": "KMS"}
+    statements = statements_of_role(synth, getattr(stack.pipeline, name).role)
+    kms_actions = {a for a in actions_of(statements) if a.startswith("kms:")}
+    assert kms_actions == {"kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKey*"}
+    via_dynamodb = [s for s in statements if "kms:ViaService" in json.dumps(s.get("Condition", {}))]
+    (statement,) = via_dynamodb
+    assert statement["Action"] == "kms:Decrypt" and statement["Resource"] == key
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {"Fn::Join": ["", ["dynamodb.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+        }
+    }
+
+
+@pytest.mark.parametrize("name", ["dispatcher", "aggregator", "sweeper"])
 def test_each_function_may_write_its_own_log_group_and_nothing_else_of_cloudwatch_logs(
     synth, stack, name
 ) -> None:
