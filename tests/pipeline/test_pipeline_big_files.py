@@ -1,6 +1,7 @@
 """Files as big as promised, and exactly the version uploaded: the real dispatcher handler against
 moto's server, its continuation through Lambda's asynchronous Invoke (the local front), the
-async endpoint stand-in taking the requests."""
+async endpoint stand-in taking the requests. Every AWS call the handlers make here is replayed
+against the synthesized template's roles (``iam_calls``): the continuation's self-invoke included."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pipeline_helpers import (
 
 from local_pipeline.async_endpoint import AsyncEndpoint
 from local_pipeline.aws import patched_environ
+from local_pipeline.calls import CallRecorder
 from ticket_pipeline import dispatcher
 from ticket_pipeline.chunking import plan_chunks
 from triage_core.formats import iter_jsonl
@@ -62,8 +64,10 @@ def mixed_file() -> bytes:
 
 
 def test_a_file_longer_than_one_run_continues_in_the_next_and_comes_out_exactly_once(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder, synth
 ):
+    from iam_replay import stack_replay
+
     body = mixed_file()
     first = drop(aws, "incoming/long.jsonl", body, context=short_runs(2))["jobs"][0]
     assert first["outcome"] == "continued" and first["run"] == 1
@@ -87,9 +91,19 @@ def test_a_file_longer_than_one_run_continues_in_the_next_and_comes_out_exactly_
     meta = aws.jobs().get_job(first["job_id"])
     assert len(meta["rejected_parts"]) >= 2  # each run wrote its own rejected records
 
+    # each run but the last invoked the dispatcher with its position: lambda:InvokeFunction on
+    # itself, allowed by the template's DispatcherSelfInvoke policy, the grant used
+    invokes = [c for c in iam_calls.snapshot() if (c.service, c.operation) == ("lambda", "Invoke")]
+    assert [(c.principal, c.args["FunctionName"]) for c in invokes] == [
+        ("ticket-dispatcher", "arn:aws:lambda:us-east-1:123456789012:function:ticket-dispatcher")
+    ] and iam_calls.calls[invokes[0]] == len(outcomes) - 1
+    result = stack_replay(synth, iam_calls.snapshot(), aws.names, aws.resources)
+    assert ("ticket-dispatcher", "lambda:InvokeFunction") in {(r.principal, r.action) for r in result.allowed}
+    assert not [g for g in result.unused["ticket-dispatcher"] if g[0] == "lambda:InvokeFunction"]
+
 
 def test_a_duplicate_or_stale_event_during_a_continuation_changes_nothing(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     body = mixed_file()
     version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key="incoming/dup.jsonl", Body=body)[
@@ -111,7 +125,7 @@ def test_a_duplicate_or_stale_event_during_a_continuation_changes_nothing(
 
 
 def test_a_file_still_unfinished_after_the_last_allowed_run_ends_with_a_clear_error(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     with patched_environ({"MAX_DISPATCH_RUNS": "2"}):
         dispatcher.runtime.cache_clear()
@@ -127,7 +141,7 @@ def test_a_file_still_unfinished_after_the_last_allowed_run_ends_with_a_clear_er
 
 
 def test_two_quick_uploads_to_one_key_are_two_jobs_each_with_its_own_tickets(
-    aws: Aws, endpoint: AsyncEndpoint
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
 ):
     """The input bucket is versioned and each event names its version: the dispatcher reads that
     version, even when the second upload has already replaced the first as the latest."""
@@ -159,7 +173,9 @@ def test_two_quick_uploads_to_one_key_are_two_jobs_each_with_its_own_tickets(
     assert messages[first["job_id"]]["version_id"] == v1
 
 
-def test_a_deleted_version_is_a_whole_file_failure_naming_it(aws: Aws, endpoint: AsyncEndpoint):
+def test_a_deleted_version_is_a_whole_file_failure_naming_it(
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
+):
     bucket = aws.names.input_bucket
     version = aws.s3.put_object(Bucket=bucket, Key="incoming/gone.jsonl", Body=b'{"text": "x"}\n')[
         "VersionId"
@@ -171,7 +187,7 @@ def test_a_deleted_version_is_a_whole_file_failure_naming_it(aws: Aws, endpoint:
 
 
 def test_a_file_with_more_records_than_the_documented_maximum_ends_with_a_clear_error(
-    aws: Aws, endpoint: AsyncEndpoint
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
 ):
     with patched_environ({"MAX_TICKETS_PER_FILE": "5"}):
         dispatcher.runtime.cache_clear()
