@@ -14,6 +14,7 @@ from pipeline_helpers import (
     check_exactly_once,
     complete,
     drop,
+    fail,
     notify,
     queued,
     s3_put_event,
@@ -204,3 +205,43 @@ def test_a_file_with_more_records_than_the_documented_maximum_ends_with_a_clear_
         message["status"] == "partial" and message["tickets"] == 5 and "the rest not read" in message["error"]
     )
     check_exactly_once(aws, message, {f"m{i}" for i in range(5)})
+
+
+def test_the_dispatcher_finalizes_a_job_whose_last_run_only_rejects_records_with_an_earlier_chunk_failed(
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder, synth
+):
+    """The dispatcher runs the shared finalization (``results.finalize_for``) when its last run
+    finds every chunk reported: here a file whose first run sent two chunks, one of which failed
+    at the endpoint before the next run, which reads only bad records. The dispatcher then reads
+    the failure report under ``async-failures/`` (its reason is in the failures), the result under
+    ``async-results/`` and the rejected records under ``results/``, with its own role: each of its
+    three s3:GetObject grants is used, and nothing it calls is denied (``iam_calls``)."""
+    from iam_replay import stack_replay
+
+    good = [json.dumps({"id": f"g{i}", "text": f"ticket {i}"}).encode() + b"\n" for i in range(6)]
+    body = b"".join(good) + b"not json at all\n" * 4
+    first = drop(aws, "incoming/tail.jsonl", body, context=short_runs(1))["jobs"][0]
+    assert first["outcome"] == "continued" and first["chunks"] == 2
+    done, failed = queued(endpoint)
+    notify(aws, complete(aws, done))
+    notify(aws, fail(aws, failed, "ModelError"), error=True)
+    assert aws.results_messages() == []  # the job is still dispatching: nobody finalizes yet
+    (last,) = run_continuations(invocations, boundaries=100)
+    assert last["outcome"] == "submitted" and last["run"] == 2 and last["rejected"] == 4
+    (message,) = aws.results_messages()  # published by the dispatcher's last run
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert message["status"] == "partial" and len(results) == 3
+    reasons = {f["id"]: f["error"] for f in failures}
+    for ticket in aws.read_jsonl(failed.input_location):
+        assert reasons[ticket["id"]] == "ModelError (model response: model exploded)"
+
+    reads = {
+        c.args["Key"].split("/")[0]
+        for c in iam_calls.snapshot()
+        if c.principal == "ticket-dispatcher" and (c.service, c.operation) == ("s3", "GetObject")
+    }
+    assert reads == {"incoming", "async-results", "async-failures", "results"}  # incoming/: versioned
+    result = stack_replay(synth, iam_calls.snapshot(), aws.names, aws.resources)
+    assert not [g for g in result.unused["ticket-dispatcher"] if g[0] == "s3:GetObject"]
