@@ -311,6 +311,33 @@ def test_execution_role_has_no_managed_policies_and_only_the_permissions_it_need
     assert "cloudwatch:namespace" in metrics["Condition"]["StringLike"]
 
 
+def test_the_execution_role_reads_the_model_archive_as_aws_scopes_it_for_create_model(synth, stack) -> None:
+    """What the execution role needs to download ``ModelDataUrl``, per AWS (Amazon SageMaker
+    Developer Guide, "How to use SageMaker execution roles", section "CreateModel API: Execution
+    Role Permissions"): its policy scoped to resources has, for S3, only
+
+        "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::inputbucket/object"]
+
+    with "Scope S3 permissions to objects that you specify in the PrimaryContainer.ModelDataUrl in
+    a CreateModel request" ("s3:ListBucket" appears only in the unscoped ``"Resource": "*"``
+    variant). So: s3:GetObject on exactly the object ModelDataUrl names, and no s3:ListBucket."""
+    from iam_replay import Resolver
+
+    resolve = Resolver({}, synth.template)
+    url = resolve(synth.properties(stack.inference.model)["PrimaryContainer"]["ModelDataUrl"])
+    assert url.startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-1/") and url.endswith(".tar.gz")
+    statements = statements_of_role(synth, stack.inference.role)
+    model_reads = [  # every grant on the assets bucket (it holds every asset of the account)
+        (action, resolve(resource))
+        for st in statements
+        for action in as_list(st["Action"])
+        for resource in as_list(st["Resource"])
+        if "cdk-hnb659fds-assets-" in json.dumps(resource)
+    ]
+    assert model_reads == [("s3:GetObject", "arn:aws:s3:::" + url.removeprefix("s3://"))]
+    assert not [a for a in actions_of(statements) if a.startswith("s3:List")]
+
+
 def model_archive_key(synth) -> str:
     """The S3 object key the asset manifest uploads the model archive to."""
     manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())

@@ -3,6 +3,7 @@ handlers publish (Powertools EMF on stdout, read back the way CloudWatch Logs wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -51,6 +52,14 @@ def emf_counts(text: str) -> dict[str, float]:
 def sweep_at(aws: Aws, when: float) -> sweeping.SweepReport:
     deps = sweeping.Deps(aws.objects(), aws.jobs(), aws.publisher(), PipelineMetrics())
     return sweeping.sweep(deps, SweeperSettings.from_env(aws.env()), clock=lambda: when)
+
+
+def sweep_as_the_sweeper(when: float) -> sweeping.SweepReport:
+    """:func:`sweep_at` with the sweeper handler's own clients (``sweeper.runtime()``: recorded as
+    the sweeper role's calls under ``iam_calls``)."""
+    settings, shared = sweeper.runtime()
+    deps = dataclasses.replace(shared, metrics=PipelineMetrics())
+    return sweeping.sweep(deps, settings, clock=lambda: when)
 
 
 def deadline_of(aws: Aws, job_id: str) -> int:
@@ -151,11 +160,12 @@ def test_the_sweeper_and_a_last_notification_racing_publish_one_results_message(
 
 
 def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     """A dispatch that checkpointed and whose next run never came (its event in the dead-letter
     queue past the deadline): the sweeper finalizes what was dispatched, reads the file again and
-    puts every record no run sent among the failures, and the error says how many."""
+    puts every record no run sent among the failures, and the error says how many. It reads the
+    version the job names, with its own role (s3:GetObjectVersion on ``incoming/*``, replayed)."""
     from test_pipeline_big_files import mixed_file, short_runs
 
     from ticket_pipeline.chunking import plan_chunks
@@ -168,9 +178,15 @@ def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
     for request in queued(endpoint):
         notify(aws, complete(aws, request))
     assert aws.results_messages() == []
-    sweep_at(aws, deadline_of(aws, first["job_id"]) + 1)
+    sweep_as_the_sweeper(deadline_of(aws, first["job_id"]) + 1)
     (message,) = aws.results_messages()
     assert message["status"] == "partial"
+    (read,) = [
+        c.args
+        for c in iam_calls.snapshot()
+        if c.principal == "ticket-sweeper" and c.args.get("Key") == "incoming/stuck.jsonl"
+    ]
+    assert read["VersionId"] == aws.jobs().get_job(first["job_id"])["version_id"]
     one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
     keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
     results, failures = check_exactly_once(aws, message, keys)
