@@ -249,7 +249,8 @@ class Replay:
         lines.append(f"{len(self.allowed)} distinct requests allowed, {len(self.denied)} denied.")
         for principal, grants in sorted(self.unused.items()):
             lines += ["", f"## {principal}", ""]
-            lines += [f"- `{action}` on `{resource}`" for action, resource in grants]
+            listed = [f"- `{action}` on `{resource}`" for action, resource in grants]
+            lines += listed or ["(every grant used)"]
         return "\n".join(lines) + "\n"
 
 
