@@ -45,11 +45,24 @@ def _grant_objects(grantee: iam.IGrantable, actions: list[str], bucket: s3.IBuck
 
 
 def _grant_table(grantee: iam.IGrantable, props: TicketPipelineProps, *actions: str) -> None:
-    """``actions`` on the jobs table itself (not its indexes), and its key for DynamoDB's use of it
-    on the caller's behalf (encrypt and decrypt: the table is KMS-encrypted with the stack key)."""
+    """``actions`` on the jobs table itself (not its indexes), and the one key operation DynamoDB
+    makes on the caller's behalf with the table's customer-managed key: ``kms:Decrypt`` of the
+    table key, only through DynamoDB (``kms:ViaService``). "When you access an encrypted DynamoDB
+    table, DynamoDB needs to decrypt the table key [...] DynamoDB sends a Decrypt request to AWS
+    KMS [...] The user is the principal in your AWS account who is accessing the table"; the
+    table key's GenerateDataKey is DynamoDB's own ("The user is the DynamoDB service account") and
+    CreateGrant/DescribeKey are the table creator's (Amazon DynamoDB Developer Guide, "DynamoDB
+    encryption at rest usage notes", Monitoring DynamoDB interaction with AWS KMS). No
+    kms:Encrypt / kms:ReEncrypt* / kms:GenerateDataKey* (``grant_encrypt_decrypt``)."""
     iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=[props.table.table_arn])
-    if props.table.encryption_key is not None:
-        props.table.encryption_key.grant_encrypt_decrypt(grantee)
+    key = props.table.encryption_key
+    if key is not None:
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt"],
+            resource_arns=[key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{Stack.of(key).region}.amazonaws.com"}},
+        )
 
 
 def powertools_layer_arn(scope: Construct, version: int) -> str:
@@ -383,10 +396,8 @@ class TicketPipeline(Construct):
         input_bucket = props.input_bucket.node.default_child
         output_bucket = props.output_bucket.node.default_child
         common = {
-            "Action::kms:GenerateDataKey*": "Encrypt objects, messages and rows with the stack key only.",
-            "Action::kms:ReEncrypt*": (
-                "grant_encrypt_decrypt on the jobs table's key (DynamoDB uses it on the caller's behalf): "
-                "the stack key only."
+            "Action::kms:GenerateDataKey*": (
+                "grant_publish on the KMS-encrypted results topic: the stack key only, as SNS documents it."
             ),
             arn_finding(output_bucket, f"/{props.results_prefix}*"): (
                 "Consolidated results and rejected records live under the results prefix, one folder "

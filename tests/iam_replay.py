@@ -7,13 +7,20 @@ SageMaker, Lambda and CloudWatch Logs, plus the KMS requests the call implies on
 Guide "Using server-side encryption with AWS KMS keys"; publishing to an encrypted topic needs
 ``kms:GenerateDataKey*`` and ``kms:Decrypt``, Amazon SNS Developer Guide "Data encryption"). The
 template's policies of the caller's role are resolved to the local resources (``Ref``,
-``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) and every request is evaluated with moto's IAM policy
-evaluator (``moto.iam.access_control.IAMPolicy``, the one moto's server uses to authorize
-requests). A request the role would be denied is a finding; a (role, action, resource) of the
-policies that no request used is listed in the usage report, so the policies can shrink.
+``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``) and every request is evaluated statement by statement
+with moto's IAM statement evaluator (``moto.iam.access_control.IAMPolicyStatement``, the one
+moto's server uses to authorize requests). A request the role would be denied is a finding; a
+(role, action, resource) of the policies that no request used is listed in the usage report, so
+the policies can shrink.
 
-Not modelled: the KMS requests DynamoDB makes for a customer-managed table key (DynamoDB calls KMS
-under grants of its own), so the roles' table-key grants show in the report, not as a finding.
+Every call to the jobs table (KMS-encrypted with the stack key, a customer-managed key) implies
+the caller's ``kms:Decrypt`` of the table key through DynamoDB (``kms:ViaService`` =
+``dynamodb.<region>.amazonaws.com``): "When you access an encrypted DynamoDB table, DynamoDB
+needs to decrypt the table key [...] The user is the principal in your AWS account who is
+accessing the table" (Amazon DynamoDB Developer Guide, "DynamoDB encryption at rest usage notes").
+Each key request carries the ``kms:ViaService`` of the service that makes it, and the conditions
+of the roles' statements are checked against the request's context here (moto's evaluator
+ignores a condition key the request lacks and answers an Allow whose condition fails with Deny).
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from moto.iam.access_control import IAMPolicy, IAMPolicyStatement, PermissionResult
+from moto.iam.access_control import IAMPolicyStatement, PermissionResult
 
 from local_pipeline.calls import SAGEMAKER_ENDPOINT, AwsCall
 
@@ -50,6 +57,7 @@ class Request:
     action: str
     resource: str
     because: str  # the recorded call (or "implied by ...")
+    context: tuple[tuple[str, str], ...] = ()  # the condition keys the request carries
 
 
 # --- recorded call -> IAM requests -------------------------------------------------------------------
@@ -57,12 +65,23 @@ def _s3_object(p: Mapping[str, Any]) -> str:
     return f"arn:{PARTITION}:s3:::{p['Bucket']}/{p['Key']}"
 
 
-def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: set[str]) -> list[Request]:
+def _via(service: str) -> tuple[tuple[str, str], ...]:
+    """The context of a key request a service makes on the caller's behalf."""
+    return (("kms:ViaService", f"{service}.{REGION}.amazonaws.com"),)
+
+
+def requests_of(
+    call: AwsCall,
+    encrypted_buckets: set[str],
+    encrypted_topics: set[str],
+    encrypted_tables: frozenset[str] | set[str] = frozenset(),
+) -> list[Request]:
     """The IAM requests one call makes (``KeyError`` naming the call when it is not mapped yet:
     add its row, with the action the Service Authorization Reference gives it)."""
     p, op, who = call.args, call.operation, call.principal
     what = f"{call.service}.{op}"
     out: list[tuple[str, str]] = []
+    keys: list[tuple[str, str]] = []  # the key operations the service makes on the caller's behalf
     if call.service == "s3":
         versioned = "VersionId" in p
         if op in ("GetObject", "HeadObject"):  # HeadObject is authorized as s3:GetObject
@@ -83,7 +102,7 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
         else:
             raise KeyError(f"no IAM mapping for {what}")
         if p.get("Bucket") in encrypted_buckets:
-            out += [(action, LOCAL_KEY_ARN) for action in kms]
+            keys += [(action, LOCAL_KEY_ARN) for action in kms]
     elif call.service == "dynamodb":
         table = f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/"
         if op in ("TransactWriteItems", "TransactGetItems"):
@@ -102,10 +121,13 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
             out.append((f"dynamodb:{op}", table + p["TableName"] + index))
         else:
             raise KeyError(f"no IAM mapping for {what}")
+        tables = {resource.removeprefix(table).split("/")[0] for _, resource in out}
+        if tables & set(encrypted_tables):  # DynamoDB decrypts the table key as the caller
+            keys.append(("kms:Decrypt", LOCAL_KEY_ARN))
     elif call.service == "sns" and op == "Publish":
         out.append(("sns:Publish", p["TopicArn"]))
         if p["TopicArn"] in encrypted_topics:
-            out += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
+            keys += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
     elif call.service == "sagemaker-runtime" and op == "InvokeEndpointAsync":
         name = p["EndpointName"].lower()  # SageMaker ARNs carry the name in lower case
         out.append(
@@ -127,16 +149,20 @@ def requests_of(call: AwsCall, encrypted_buckets: set[str], encrypted_topics: se
         out.append(("sqs:SendMessage", f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{queue}"))
         # every queue of the stack is SSE-KMS with the stack key: a producer needs
         # kms:GenerateDataKey and kms:Decrypt (Amazon SQS Developer Guide, "Key management")
-        out += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
+        keys += [("kms:GenerateDataKey", LOCAL_KEY_ARN), ("kms:Decrypt", LOCAL_KEY_ARN)]
     elif call.service == "ecr" and op == "GetAuthorizationToken":  # no resource-level permissions
         out.append(("ecr:GetAuthorizationToken", "*"))
     elif call.service == "ecr":
         out.append((f"ecr:{op}", f"arn:{PARTITION}:ecr:{REGION}:{ACCOUNT}:repository/{p['repositoryName']}"))
     elif call.service == "cloudwatch" and op == "PutMetricData":  # no resource-level permissions
-        out.append(("cloudwatch:PutMetricData", "*"))
+        namespace = (("cloudwatch:namespace", p["Namespace"]),)
+        return [Request(who, "cloudwatch:PutMetricData", "*", what, namespace)]
     else:
         raise KeyError(f"no IAM mapping for {what}")
-    return [Request(who, action, resource, what) for action, resource in out]
+    via = _via(call.service)
+    return [Request(who, action, resource, what) for action, resource in out] + [
+        Request(who, action, resource, what, via) for action, resource in keys
+    ]
 
 
 # --- the template's policies, resolved to the local resources -------------------------------------------
@@ -223,7 +249,8 @@ class Replay:
         lines.append(f"{len(self.allowed)} distinct requests allowed, {len(self.denied)} denied.")
         for principal, grants in sorted(self.unused.items()):
             lines += ["", f"## {principal}", ""]
-            lines += [f"- `{action}` on `{resource}`" for action, resource in grants]
+            listed = [f"- `{action}` on `{resource}`" for action, resource in grants]
+            lines += listed or ["(every grant used)"]
         return "\n".join(lines) + "\n"
 
 
@@ -231,46 +258,59 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _statements(documents: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+    for document in documents:
+        yield from _as_list(document["Statement"])
+
+
+def _verdict(statement: Mapping[str, Any], request: Request) -> PermissionResult:
+    """One statement on one request: its condition checked against the request's context here
+    (an unmet condition: the statement does not apply), action and resource by moto."""
+    if not _condition_holds(statement.get("Condition", {}), dict(request.context)):
+        return PermissionResult.NEUTRAL
+    bare = {k: v for k, v in statement.items() if k != "Condition"}
+    return IAMPolicyStatement(bare).is_action_permitted(request.action, request.resource)
+
+
+def _grant(statement: Mapping[str, Any], action: str, resource: str) -> tuple[str, str]:
+    """A grant as the report names it: action, and resource with the statement's condition."""
+    condition = statement.get("Condition")
+    return action, resource + (f" if {json.dumps(condition, sort_keys=True)}" if condition else "")
+
+
 def replay(
     calls: Iterable[AwsCall],
     policies: Mapping[str, list[dict[str, Any]]],
     encrypted_buckets: set[str],
     encrypted_topics: set[str],
+    encrypted_tables: frozenset[str] | set[str] = frozenset(),
 ) -> Replay:
     """Evaluate every request of ``calls`` against ``policies[principal]`` (resolved documents)."""
     result = Replay()
     seen: set[Request] = set()
     used: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for call in calls:
-        for request in requests_of(call, encrypted_buckets, encrypted_topics):
-            key = Request(request.principal, request.action, request.resource, "")
+        for request in requests_of(call, encrypted_buckets, encrypted_topics, encrypted_tables):
+            key = Request(request.principal, request.action, request.resource, "", request.context)
             if key in seen:
                 continue
             seen.add(key)
-            documents = policies[request.principal]
-            verdicts = [
-                IAMPolicy(json.dumps(d)).is_action_permitted(request.action, request.resource)
-                for d in documents
-            ]
+            statements = list(_statements(policies[request.principal]))
+            verdicts = [_verdict(st, request) for st in statements]
             if PermissionResult.DENIED in verdicts or PermissionResult.PERMITTED not in verdicts:
                 result.denied.append(request)
                 continue
             result.allowed.append(request)
-            for document in documents:
-                for statement in _as_list(document["Statement"]):
-                    for action in _as_list(statement["Action"]):
-                        for resource in _as_list(statement["Resource"]):
-                            single = {**statement, "Action": action, "Resource": resource}
-                            verdict = IAMPolicyStatement(single).is_action_permitted(
-                                request.action, request.resource
-                            )
-                            if verdict == PermissionResult.PERMITTED:
-                                used[request.principal].add((action, resource))
+            for statement in statements:
+                for action in _as_list(statement["Action"]):
+                    for resource in _as_list(statement["Resource"]):
+                        single = {**statement, "Action": action, "Resource": resource}
+                        if _verdict(single, request) == PermissionResult.PERMITTED:
+                            used[request.principal].add(_grant(statement, action, resource))
     for principal, documents in policies.items():
         granted = {
-            (action, resource)
-            for document in documents
-            for statement in _as_list(document["Statement"])
+            _grant(statement, action, resource)
+            for statement in _statements(documents)
             if statement["Effect"] == "Allow"
             for action in _as_list(statement["Action"])
             for resource in _as_list(statement["Resource"])
@@ -376,7 +416,8 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
     }
     topics = {resources.success_topic_arn, resources.error_topic_arn, resources.results_topic_arn}
     everything = [*calls, *platform_calls(synth, names, functions)]
-    return replay(everything, policies, {names.input_bucket, names.output_bucket}, topics)
+    buckets = {names.input_bucket, names.output_bucket}
+    return replay(everything, policies, buckets, topics, {names.jobs_table})
 
 
 # --- what AWS services do with the stack's resource policies --------------------------------------------

@@ -151,3 +151,50 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
             and _condition_holds(s.get("Condition", {}), dict(request.context))
             for s in statements
         ), request
+
+
+def test_every_call_to_the_encrypted_table_implies_the_callers_decrypt_of_its_key_via_dynamodb() -> None:
+    """AWS: "When you access an encrypted DynamoDB table, DynamoDB needs to decrypt the table key [...]
+    DynamoDB sends a Decrypt request to AWS KMS [...] The user is the principal in your AWS
+    account who is accessing the table" (Amazon DynamoDB Developer Guide, "DynamoDB encryption at
+    rest usage notes"): every call to the jobs table, reads and writes alike, is that Decrypt,
+    made through DynamoDB; a table without a customer-managed key implies none."""
+    get, transact = calls(
+        ("a", "dynamodb", "GetItem", {"TableName": "jobs"}),
+        ("a", "dynamodb", "TransactWriteItems", {"TransactItems": [{"Put": {"TableName": "jobs"}}]}),
+    )
+    via = (("kms:ViaService", "dynamodb.us-east-1.amazonaws.com"),)
+    for call in (get, transact):
+        (table, key) = requests_of(call, set(), set(), {"jobs"})
+        assert table.resource == "arn:aws:dynamodb:us-east-1:123456789012:table/jobs"
+        assert (key.action, key.resource, key.context) == ("kms:Decrypt", LOCAL_KEY_ARN, via)
+        assert len(requests_of(call, set(), set())) == 1
+
+
+def test_a_statement_conditioned_on_the_calling_service_allows_that_service_only() -> None:
+    """The condition of a role's statement is checked against the request (moto's evaluator would
+    skip a key the request lacks): a Decrypt allowed through DynamoDB only is refused through S3
+    and when called directly, and the grant shows used only after the DynamoDB request."""
+    from iam_replay import replay
+
+    statement = {
+        "Effect": "Allow",
+        "Action": "kms:Decrypt",
+        "Resource": LOCAL_KEY_ARN,
+        "Condition": {"StringEquals": {"kms:ViaService": "dynamodb.us-east-1.amazonaws.com"}},
+    }
+    policies = {"a": [{"Version": "2012-10-17", "Statement": [statement]}]}
+    s3_read, table_read = calls(
+        ("a", "s3", "GetObject", {"Bucket": "b", "Key": "k"}),
+        ("a", "dynamodb", "GetItem", {"TableName": "jobs"}),
+    )
+    through_s3 = replay([s3_read], policies, {"b"}, set())
+    assert [(r.action, r.context) for r in through_s3.denied] == [
+        ("s3:GetObject", ()),
+        ("kms:Decrypt", (("kms:ViaService", "s3.us-east-1.amazonaws.com"),)),
+    ]
+    assert len(through_s3.unused["a"]) == 1
+    through_dynamodb = replay([table_read], policies, set(), set(), {"jobs"})
+    assert [r.action for r in through_dynamodb.allowed] == ["kms:Decrypt"]
+    assert [r.action for r in through_dynamodb.denied] == ["dynamodb:GetItem"]
+    assert through_dynamodb.unused["a"] == []

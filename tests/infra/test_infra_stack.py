@@ -311,6 +311,33 @@ def test_execution_role_has_no_managed_policies_and_only_the_permissions_it_need
     assert "cloudwatch:namespace" in metrics["Condition"]["StringLike"]
 
 
+def test_the_execution_role_reads_the_model_archive_as_aws_scopes_it_for_create_model(synth, stack) -> None:
+    """What the execution role needs to download ``ModelDataUrl``, per AWS (Amazon SageMaker
+    Developer Guide, "How to use SageMaker execution roles", section "CreateModel API: Execution
+    Role Permissions"): its policy scoped to resources has, for S3, only
+
+        "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::inputbucket/object"]
+
+    with "Scope S3 permissions to objects that you specify in the PrimaryContainer.ModelDataUrl in
+    a CreateModel request" ("s3:ListBucket" appears only in the unscoped ``"Resource": "*"``
+    variant). So: s3:GetObject on exactly the object ModelDataUrl names, and no s3:ListBucket."""
+    from iam_replay import Resolver
+
+    resolve = Resolver({}, synth.template)
+    url = resolve(synth.properties(stack.inference.model)["PrimaryContainer"]["ModelDataUrl"])
+    assert url.startswith("s3://cdk-hnb659fds-assets-123456789012-us-east-1/") and url.endswith(".tar.gz")
+    statements = statements_of_role(synth, stack.inference.role)
+    model_reads = [  # every grant on the assets bucket (it holds every asset of the account)
+        (action, resolve(resource))
+        for st in statements
+        for action in as_list(st["Action"])
+        for resource in as_list(st["Resource"])
+        if "cdk-hnb659fds-assets-" in json.dumps(resource)
+    ]
+    assert model_reads == [("s3:GetObject", "arn:aws:s3:::" + url.removeprefix("s3://"))]
+    assert not [a for a in actions_of(statements) if a.startswith("s3:List")]
+
+
 def model_archive_key(synth) -> str:
     """The S3 object key the asset manifest uploads the model archive to."""
     manifest = json.loads((synth.outdir / f"{synth.stack.artifact_id}.assets.json").read_text())
@@ -692,6 +719,46 @@ def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invo
     assert queried == (
         {json.dumps(table), json.dumps(index, sort_keys=True)} if name == "sweeper" else {json.dumps(table)}
     )
+
+
+@pytest.mark.parametrize("name", ["dispatcher", "aggregator", "sweeper"])
+def test_each_function_uses_the_table_key_only_to_decrypt_and_only_through_dynamodb(
+    synth, stack, name
+) -> None:
+    """The jobs table is encrypted with the stack key (customer managed). What DynamoDB does with
+    that key as the caller, per AWS (Amazon DynamoDB Developer Guide, "DynamoDB encryption at rest
+    usage notes", section "Monitoring DynamoDB interaction with AWS KMS"):
+
+    "When you access an encrypted DynamoDB table, DynamoDB needs to decrypt the table key so that
+    it can decrypt the keys below it in the hierarchy. [...] DynamoDB sends a Decrypt request to
+    AWS KMS that specifies the KMS key for the table. The event that records the Decrypt operation
+    is similar to the following example event. The user is the principal in your AWS account who
+    is accessing the table."
+
+    The other key operations are not the caller's: GenerateDataKey "The user is the DynamoDB
+    service account"; CreateGrant "The principal in the CreateGrant request is the user who
+    created the table"; DescribeKey "to determine whether the KMS key you selected exists". The
+    list "At a minimum, DynamoDB requires the following permissions on a customer managed key:
+    kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKey*, kms:DescribeKey,
+    kms:CreateGrant" is for "the principal who makes the selection" (the deploy role, through the
+    key policy's account statement), not for the functions. So each function gets kms:Decrypt on
+    the key with kms:ViaService = dynamodb.<region>.amazonaws.com, and nothing of
+    grant_encrypt_decrypt's kms:Encrypt / kms:ReEncrypt*. (Its other key use is the S3 objects
+    and the encrypted results topic it reads, writes and publishes to.)"""
+    table = synth.properties(stack.job_state.table)
+    key = arn(synth, stack.encryption.key)
+    assert table["SSESpecification"] == {"KMSMasterKeyId": key, "SSEEnabled": True, "SSEType": "KMS"}
+    statements = statements_of_role(synth, getattr(stack.pipeline, name).role)
+    kms_actions = {a for a in actions_of(statements) if a.startswith("kms:")}
+    assert kms_actions == {"kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKey*"}
+    via_dynamodb = [s for s in statements if "kms:ViaService" in json.dumps(s.get("Condition", {}))]
+    (statement,) = via_dynamodb
+    assert statement["Action"] == "kms:Decrypt" and statement["Resource"] == key
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {"Fn::Join": ["", ["dynamodb.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+        }
+    }
 
 
 @pytest.mark.parametrize("name", ["dispatcher", "aggregator", "sweeper"])

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,6 +16,7 @@ from pipeline_helpers import Aws
 
 from local_pipeline.async_endpoint import AsyncEndpoint, AsyncEndpointConfig, AsyncEndpointHTTPServer
 from local_pipeline.aws import DUMMY_CREDENTIALS, MotoServer, patched_environ, provision
+from local_pipeline.calls import CallRecorder
 from local_pipeline.model_server import ModelServerProcess
 
 
@@ -110,3 +113,75 @@ def invocations(lambda_env: dict[str, str]) -> Iterator[list[tuple[str, bytes]]]
         dispatcher.runtime.cache_clear()
         yield received
     front.stop()
+
+
+class RecordedRuntime:
+    """A handler module's ``runtime`` whose clients (built anew after each ``cache_clear``) record
+    their AWS calls as the function's (``local_pipeline.calls``)."""
+
+    def __init__(self, original: Any, calls: CallRecorder, function: str):
+        self.original, self.calls, self.function = original, calls, function
+        self._attached: list[Any] = []
+
+    def __call__(self) -> Any:
+        value = self.original()
+        if all(value is not seen for seen in self._attached):
+            self.calls.attach_runtime(value, self.function)
+            self._attached.append(value)
+        return value
+
+    def cache_clear(self) -> None:
+        self.original.cache_clear()
+
+
+@dataclass
+class ModuleCalls:
+    calls: CallRecorder = field(default_factory=CallRecorder)
+    resources: Any = None  # the local resources the calls named (the same names in every test)
+
+
+@pytest.fixture(scope="module")
+def module_calls(request: pytest.FixtureRequest, synth: Any) -> Iterator[ModuleCalls]:
+    """Every call the handlers made in this module's tests (:func:`iam_calls`); after the module,
+    replayed against the template's roles, the grants no call used written to
+    ``$TRIAGE_IAM_REPORT/iam-usage-<module>.md`` when that directory is set."""
+    recorded = ModuleCalls()
+    yield recorded
+    directory = os.environ.get("TRIAGE_IAM_REPORT")
+    if directory and recorded.resources is not None:
+        from iam_replay import stack_replay
+
+        result = stack_replay(synth, recorded.calls.snapshot(), recorded.resources.names, recorded.resources)
+        name = request.module.__name__.removeprefix("test_pipeline_").replace("_", "-")
+        Path(directory, f"iam-usage-{name}.md").write_text(result.report())
+
+
+@pytest.fixture
+def iam_calls(
+    aws: Aws,
+    lambda_env: dict[str, str],
+    synth: Any,
+    module_calls: ModuleCalls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[CallRecorder]:
+    """The AWS calls the three handlers make in this test (their ``runtime()`` clients, recorded as
+    their execution roles' on AWS), replayed against the synthesized template's roles afterwards:
+    a call the role that makes it would be denied fails the test (``tests/iam_replay.py``)."""
+    from iam_replay import stack_replay
+
+    from ticket_pipeline import aggregator, dispatcher, sweeper
+
+    calls = CallRecorder()
+    for function, module in (
+        ("ticket-dispatcher", dispatcher),
+        ("ticket-aggregator", aggregator),
+        ("ticket-sweeper", sweeper),
+    ):
+        monkeypatch.setattr(module, "runtime", RecordedRuntime(module.runtime, calls, function))
+    yield calls
+    recorded = calls.snapshot()
+    for call in recorded:
+        module_calls.calls.calls[call] += calls.calls[call]
+    module_calls.resources = aws.resources
+    denied = stack_replay(synth, recorded, aws.names, aws.resources).denied
+    assert denied == [], f"calls the template's roles do not allow: {denied}"

@@ -1,6 +1,7 @@
 """Files as big as promised, and exactly the version uploaded: the real dispatcher handler against
 moto's server, its continuation through Lambda's asynchronous Invoke (the local front), the
-async endpoint stand-in taking the requests."""
+async endpoint stand-in taking the requests. Every AWS call the handlers make here is replayed
+against the synthesized template's roles (``iam_calls``): the continuation's self-invoke included."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline_helpers import (
     check_exactly_once,
     complete,
     drop,
+    fail,
     notify,
     queued,
     s3_put_event,
@@ -20,6 +22,7 @@ from pipeline_helpers import (
 
 from local_pipeline.async_endpoint import AsyncEndpoint
 from local_pipeline.aws import patched_environ
+from local_pipeline.calls import CallRecorder
 from ticket_pipeline import dispatcher
 from ticket_pipeline.chunking import plan_chunks
 from triage_core.formats import iter_jsonl
@@ -62,8 +65,10 @@ def mixed_file() -> bytes:
 
 
 def test_a_file_longer_than_one_run_continues_in_the_next_and_comes_out_exactly_once(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder, synth
 ):
+    from iam_replay import stack_replay
+
     body = mixed_file()
     first = drop(aws, "incoming/long.jsonl", body, context=short_runs(2))["jobs"][0]
     assert first["outcome"] == "continued" and first["run"] == 1
@@ -87,9 +92,19 @@ def test_a_file_longer_than_one_run_continues_in_the_next_and_comes_out_exactly_
     meta = aws.jobs().get_job(first["job_id"])
     assert len(meta["rejected_parts"]) >= 2  # each run wrote its own rejected records
 
+    # each run but the last invoked the dispatcher with its position: lambda:InvokeFunction on
+    # itself, allowed by the template's DispatcherSelfInvoke policy, the grant used
+    invokes = [c for c in iam_calls.snapshot() if (c.service, c.operation) == ("lambda", "Invoke")]
+    assert [(c.principal, c.args["FunctionName"]) for c in invokes] == [
+        ("ticket-dispatcher", "arn:aws:lambda:us-east-1:123456789012:function:ticket-dispatcher")
+    ] and iam_calls.calls[invokes[0]] == len(outcomes) - 1
+    result = stack_replay(synth, iam_calls.snapshot(), aws.names, aws.resources)
+    assert ("ticket-dispatcher", "lambda:InvokeFunction") in {(r.principal, r.action) for r in result.allowed}
+    assert not [g for g in result.unused["ticket-dispatcher"] if g[0] == "lambda:InvokeFunction"]
+
 
 def test_a_duplicate_or_stale_event_during_a_continuation_changes_nothing(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     body = mixed_file()
     version = aws.s3.put_object(Bucket=aws.names.input_bucket, Key="incoming/dup.jsonl", Body=body)[
@@ -111,7 +126,7 @@ def test_a_duplicate_or_stale_event_during_a_continuation_changes_nothing(
 
 
 def test_a_file_still_unfinished_after_the_last_allowed_run_ends_with_a_clear_error(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     with patched_environ({"MAX_DISPATCH_RUNS": "2"}):
         dispatcher.runtime.cache_clear()
@@ -127,7 +142,7 @@ def test_a_file_still_unfinished_after_the_last_allowed_run_ends_with_a_clear_er
 
 
 def test_two_quick_uploads_to_one_key_are_two_jobs_each_with_its_own_tickets(
-    aws: Aws, endpoint: AsyncEndpoint
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
 ):
     """The input bucket is versioned and each event names its version: the dispatcher reads that
     version, even when the second upload has already replaced the first as the latest."""
@@ -159,7 +174,9 @@ def test_two_quick_uploads_to_one_key_are_two_jobs_each_with_its_own_tickets(
     assert messages[first["job_id"]]["version_id"] == v1
 
 
-def test_a_deleted_version_is_a_whole_file_failure_naming_it(aws: Aws, endpoint: AsyncEndpoint):
+def test_a_deleted_version_is_a_whole_file_failure_naming_it(
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
+):
     bucket = aws.names.input_bucket
     version = aws.s3.put_object(Bucket=bucket, Key="incoming/gone.jsonl", Body=b'{"text": "x"}\n')[
         "VersionId"
@@ -171,7 +188,7 @@ def test_a_deleted_version_is_a_whole_file_failure_naming_it(aws: Aws, endpoint:
 
 
 def test_a_file_with_more_records_than_the_documented_maximum_ends_with_a_clear_error(
-    aws: Aws, endpoint: AsyncEndpoint
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder
 ):
     with patched_environ({"MAX_TICKETS_PER_FILE": "5"}):
         dispatcher.runtime.cache_clear()
@@ -188,3 +205,43 @@ def test_a_file_with_more_records_than_the_documented_maximum_ends_with_a_clear_
         message["status"] == "partial" and message["tickets"] == 5 and "the rest not read" in message["error"]
     )
     check_exactly_once(aws, message, {f"m{i}" for i in range(5)})
+
+
+def test_the_dispatcher_finalizes_a_job_whose_last_run_only_rejects_records_with_an_earlier_chunk_failed(
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder, synth
+):
+    """The dispatcher runs the shared finalization (``results.finalize_for``) when its last run
+    finds every chunk reported: here a file whose first run sent two chunks, one of which failed
+    at the endpoint before the next run, which reads only bad records. The dispatcher then reads
+    the failure report under ``async-failures/`` (its reason is in the failures), the result under
+    ``async-results/`` and the rejected records under ``results/``, with its own role: each of its
+    three s3:GetObject grants is used, and nothing it calls is denied (``iam_calls``)."""
+    from iam_replay import stack_replay
+
+    good = [json.dumps({"id": f"g{i}", "text": f"ticket {i}"}).encode() + b"\n" for i in range(6)]
+    body = b"".join(good) + b"not json at all\n" * 4
+    first = drop(aws, "incoming/tail.jsonl", body, context=short_runs(1))["jobs"][0]
+    assert first["outcome"] == "continued" and first["chunks"] == 2
+    done, failed = queued(endpoint)
+    notify(aws, complete(aws, done))
+    notify(aws, fail(aws, failed, "ModelError"), error=True)
+    assert aws.results_messages() == []  # the job is still dispatching: nobody finalizes yet
+    (last,) = run_continuations(invocations, boundaries=100)
+    assert last["outcome"] == "submitted" and last["run"] == 2 and last["rejected"] == 4
+    (message,) = aws.results_messages()  # published by the dispatcher's last run
+    one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert message["status"] == "partial" and len(results) == 3
+    reasons = {f["id"]: f["error"] for f in failures}
+    for ticket in aws.read_jsonl(failed.input_location):
+        assert reasons[ticket["id"]] == "ModelError (model response: model exploded)"
+
+    reads = {
+        c.args["Key"].split("/")[0]
+        for c in iam_calls.snapshot()
+        if c.principal == "ticket-dispatcher" and (c.service, c.operation) == ("s3", "GetObject")
+    }
+    assert reads == {"incoming", "async-results", "async-failures", "results"}  # incoming/: versioned
+    result = stack_replay(synth, iam_calls.snapshot(), aws.names, aws.resources)
+    assert not [g for g in result.unused["ticket-dispatcher"] if g[0] == "s3:GetObject"]

@@ -3,6 +3,7 @@ handlers publish (Powertools EMF on stdout, read back the way CloudWatch Logs wo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -22,6 +23,7 @@ from pipeline_helpers import (
 )
 
 from local_pipeline.async_endpoint import AsyncEndpoint
+from local_pipeline.calls import CallRecorder
 from local_pipeline.stack import scheduled_event
 from ticket_pipeline import aggregator, intake, sweeper, sweeping
 from ticket_pipeline.metrics import AGGREGATOR_COUNTS, PipelineMetrics
@@ -50,6 +52,14 @@ def emf_counts(text: str) -> dict[str, float]:
 def sweep_at(aws: Aws, when: float) -> sweeping.SweepReport:
     deps = sweeping.Deps(aws.objects(), aws.jobs(), aws.publisher(), PipelineMetrics())
     return sweeping.sweep(deps, SweeperSettings.from_env(aws.env()), clock=lambda: when)
+
+
+def sweep_as_the_sweeper(when: float) -> sweeping.SweepReport:
+    """:func:`sweep_at` with the sweeper handler's own clients (``sweeper.runtime()``: recorded as
+    the sweeper role's calls under ``iam_calls``)."""
+    settings, shared = sweeper.runtime()
+    deps = dataclasses.replace(shared, metrics=PipelineMetrics())
+    return sweeping.sweep(deps, settings, clock=lambda: when)
 
 
 def deadline_of(aws: Aws, job_id: str) -> int:
@@ -150,11 +160,12 @@ def test_the_sweeper_and_a_last_notification_racing_publish_one_results_message(
 
 
 def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
-    aws: Aws, endpoint: AsyncEndpoint, invocations: list
+    aws: Aws, endpoint: AsyncEndpoint, invocations: list, iam_calls: CallRecorder
 ):
     """A dispatch that checkpointed and whose next run never came (its event in the dead-letter
     queue past the deadline): the sweeper finalizes what was dispatched, reads the file again and
-    puts every record no run sent among the failures, and the error says how many."""
+    puts every record no run sent among the failures, and the error says how many. It reads the
+    version the job names, with its own role (s3:GetObjectVersion on ``incoming/*``, replayed)."""
     from test_pipeline_big_files import mixed_file, short_runs
 
     from ticket_pipeline.chunking import plan_chunks
@@ -167,9 +178,15 @@ def test_a_job_whose_dispatch_died_is_finalized_with_every_record_of_its_file(
     for request in queued(endpoint):
         notify(aws, complete(aws, request))
     assert aws.results_messages() == []
-    sweep_at(aws, deadline_of(aws, first["job_id"]) + 1)
+    sweep_as_the_sweeper(deadline_of(aws, first["job_id"]) + 1)
     (message,) = aws.results_messages()
     assert message["status"] == "partial"
+    (read,) = [
+        c.args
+        for c in iam_calls.snapshot()
+        if c.principal == "ticket-sweeper" and c.args.get("Key") == "incoming/stuck.jsonl"
+    ]
+    assert read["VersionId"] == aws.jobs().get_job(first["job_id"])["version_id"]
     one_pass = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
     keys = {r.id for r in one_pass.rejected} | {k for c in one_pass.chunks for k in c.ticket_ids}
     results, failures = check_exactly_once(aws, message, keys)
@@ -204,6 +221,47 @@ def test_the_sweeper_handler_counts_overdue_jobs_in_emf(aws: Aws, endpoint: Asyn
         "TicketsFailed": 3,
     }
     assert aws.results_messages()[0]["status"] == "partial"
+
+
+def test_the_sweeper_finalizes_an_overdue_job_with_rejected_records_reading_them_with_its_own_role(
+    aws: Aws, endpoint: AsyncEndpoint, iam_calls: CallRecorder, synth
+):
+    """The sweeper runs the shared finalization (``results.finalize_for``) for a job past its
+    deadline; a job with records the dispatcher rejected has them under ``results/<job>/rejected/``,
+    and the sweeper reads them into the failures: its s3:GetObject on ``results/*`` is used, and
+    nothing the real handler calls is denied by the template's sweeper role (``iam_calls``)."""
+    from iam_replay import stack_replay
+
+    from ticket_pipeline.chunking import plan_chunks
+    from triage_core.formats import iter_jsonl
+
+    body = jsonl(4) + b"not json at all\n" + json.dumps({"id": "t1", "text": "again"}).encode() + b"\n"
+    job = dispatch_long_ago(aws, endpoint, "incoming/rejects.jsonl", body)
+    assert (job["tickets"], job["rejected"]) == (6, 2)
+    report = sweeper.handler(
+        scheduled_event("arn:aws:events:us-east-1:123456789012:rule/sweep"), Context("ticket-sweeper")
+    )
+    assert report["finalized"] == {job["job_id"]: "partial"}
+    (message,) = aws.results_messages()
+    plan = plan_chunks(iter_jsonl(body.splitlines(keepends=True)), chunk_size=3)
+    keys = {r.id for r in plan.rejected} | {k for c in plan.chunks for k in c.ticket_ids}
+    _, failures = check_exactly_once(aws, message, keys)
+    reasons = {f["id"]: f["error"] for f in failures}
+    assert len(plan.rejected) == 2
+    for record in plan.rejected:  # read back from the dispatcher's rejected records, reason and all
+        assert reasons[record.id] == record.error
+    assert reasons["t0"].startswith("no notification received by the job deadline")
+
+    rejected = [
+        c.args["Key"]
+        for c in iam_calls.snapshot()
+        if (c.principal, c.service, c.operation) == ("ticket-sweeper", "s3", "GetObject")
+    ]
+    assert [k.startswith(f"results/{job['job_id']}/rejected/") for k in rejected] == [True]
+    result = stack_replay(synth, iam_calls.snapshot(), aws.names, aws.resources)
+    assert ("s3:GetObject", "arn:aws:s3:::ticket-triage-output/results/*") not in result.unused[
+        "ticket-sweeper"
+    ]
 
 
 def test_the_aggregator_counts_invalid_unknown_and_duplicate_notifications_in_emf(
