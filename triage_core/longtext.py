@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -78,6 +79,16 @@ def choose_max_length(
     high = float(np.percentile(np.asarray(token_lengths, dtype=np.float64), percentile))
     chosen = max(floor, multiple * math.ceil(high / multiple))
     return int(min(cap, chosen))
+
+
+def token_lengths(tokenizer_file: str | Path, texts: Sequence[str]) -> list[int]:
+    """Tokens of each (preprocessed) text with special tokens, untruncated and unpadded."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return [len(e.ids) for e in tokenizer.encode_batch(list(texts))]
 
 
 def length_summary(token_lengths: Sequence[int], max_length: int) -> dict[str, float]:
