@@ -49,15 +49,16 @@ class BaselineConfig:
 
 
 def fit_baseline(texts: list[str], labels: list[str], label_names: list[str], config: BaselineConfig):
-    """A fitted ``Pipeline(FeatureUnion(word, char), LogisticRegression)`` on cleaned texts;
-    its classes are ``label_names`` (every label must occur in ``labels``)."""
+    """A fitted ``Pipeline(FeatureUnion(word, char), LogisticRegression)`` on cleaned texts.
+    :func:`probabilities` and :func:`save_linear` put its columns in ``label_names``' order; a
+    label without a training ticket gets probability 0."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, Pipeline
 
-    missing = sorted(set(label_names) - set(labels))
-    if missing:
-        raise ValueError(f"labels without a training ticket: {missing[:5]}")
+    unknown = sorted(set(labels) - set(label_names))
+    if unknown:
+        raise ValueError(f"training labels the model does not have: {unknown[:5]}")
     common = {"sublinear_tf": True, "lowercase": True, "min_df": config.min_df, "dtype": np.float64}
     model = Pipeline(
         [
@@ -74,16 +75,40 @@ def fit_baseline(texts: list[str], labels: list[str], label_names: list[str], co
         ]
     )
     model.fit(texts, labels)
-    if list(model.classes_) != sorted(label_names) or list(label_names) != sorted(label_names):
-        raise ValueError("label_names must be the sorted training labels (the artifact's order)")
     return model
 
 
-def save_linear(model, path: Path) -> Path:
-    """Write the fitted pipeline as ``linear.npz`` (format: :mod:`triage_core.linear`)."""
+# logit of a label the model never saw: exp() of it is 0 in float32, as its probability is
+ABSENT_LOGIT = -1e4
+
+
+def _columns(model, label_names: list[str]) -> list[int | None]:
+    classes = {label: i for i, label in enumerate(model.classes_)}
+    return [classes.get(label) for label in label_names]
+
+
+def probabilities(model, texts: list[str], label_names: list[str]) -> np.ndarray:
+    """scikit-learn's ``predict_proba`` on cleaned texts, columns in ``label_names``' order."""
+    proba = model.predict_proba(texts)
+    out = np.zeros((len(texts), len(label_names)), dtype=np.float32)
+    for j, column in enumerate(_columns(model, label_names)):
+        if column is not None:
+            out[:, j] = proba[:, column]
+    return out
+
+
+def save_linear(model, path: Path, label_names: list[str]) -> Path:
+    """Write the fitted pipeline as ``linear.npz`` (format: :mod:`triage_core.linear`), its
+    columns in ``label_names``' order (the artifact's)."""
     union = model.named_steps["tfidf"]
     word, char = (dict(union.transformer_list)[name] for name in ("word", "char"))
     lr = model.named_steps["lr"]
+    coef, intercept = lr.coef_, lr.intercept_
+    if coef.shape[0] == 1:  # two labels: one logit z, p = [sigmoid(-z), sigmoid(z)] = softmax([-z/2, z/2])
+        coef, intercept = np.vstack((-coef / 2, coef / 2)), np.concatenate((-intercept / 2, intercept / 2))
+    columns = _columns(model, label_names)
+    coef = np.vstack([coef[c] if c is not None else np.zeros(coef.shape[1]) for c in columns])
+    intercept = np.array([intercept[c] if c is not None else ABSENT_LOGIT for c in columns])
 
     def terms(vectorizer) -> np.ndarray:
         return np.asarray(vectorizer.get_feature_names_out(), dtype=str)
@@ -94,8 +119,8 @@ def save_linear(model, path: Path) -> Path:
         word_idf=word.idf_,
         char_terms=terms(char),
         char_idf=char.idf_,
-        coef=np.ascontiguousarray(lr.coef_.T, dtype=np.float32),
-        intercept=lr.intercept_.astype(np.float32),
+        coef=np.ascontiguousarray(coef.T, dtype=np.float32),
+        intercept=intercept.astype(np.float32),
     )
     return path
 
@@ -159,7 +184,7 @@ def run_baseline(
         y = np.array([index[label] for label in split.labels])
         scores[name] = {
             "transformer": classifier.predict_scores(split.texts),
-            "linear": model.predict_proba(preprocess_batch(split.texts, preprocessing)).astype(np.float32),
+            "linear": probabilities(model, preprocess_batch(split.texts, preprocessing), labels),
         }
         reports[name] = {
             kind: _headline(classification_report(y, s, labels)) for kind, s in scores[name].items()
@@ -218,8 +243,8 @@ def run_baseline(
 
 def ship_linear(model, artifact_dir: Path, kind: str, weight: float, config: BaselineConfig) -> None:
     """Put the linear model into the artifact as ``kind`` ("linear" or "ensemble")."""
-    save_linear(model, Path(artifact_dir) / LINEAR_FILE)
     manifest = load_manifest(artifact_dir)
+    save_linear(model, Path(artifact_dir) / LINEAR_FILE, manifest.labels)
     changes = {"model": kind, "linear": config.spec(weight).model_dump()}
     if kind == "linear":
         changes["scoring"] = "softmax"  # logistic regression's probabilities

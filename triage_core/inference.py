@@ -135,6 +135,16 @@ class ArtifactClassifier:
             self.linear = self._load_linear(directory)
         self._pooled = self.manifest.long_text.strategy == "windows"
 
+    def use_long_text(self, strategy: LongText) -> None:
+        """Score long tickets with ``strategy`` from now on (training compares the candidates on
+        the validation split with this, then writes the winner into the manifest)."""
+        manifest = self.manifest
+        self.manifest = manifest.model_copy(update={"long_text": strategy})
+        self.tokenizer = TicketTokenizer(
+            self._model_path.parent / TOKENIZER_FILE, manifest.max_length, manifest.onnx_inputs, strategy
+        )
+        self._pooled = strategy.strategy == "windows"
+
     def _load_linear(self, directory: Path) -> LinearModel:
         try:
             linear = LinearModel(directory / LINEAR_FILE, self.manifest.linear)

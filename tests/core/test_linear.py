@@ -49,7 +49,7 @@ def banking() -> tuple[list[str], list[str], list[str], list[str]]:
 def fitted(banking, tmp_path_factory: pytest.TempPathFactory):
     train_texts, train_labels, _, _ = banking
     model = fit_baseline(train_texts, train_labels, sorted(set(train_labels)), BaselineConfig())
-    path = save_linear(model, tmp_path_factory.mktemp("linear") / LINEAR_FILE)
+    path = save_linear(model, tmp_path_factory.mktemp("linear") / LINEAR_FILE, list(model.classes_))
     return model, path
 
 
@@ -119,3 +119,16 @@ def test_linear_labels_must_match_the_manifest(fitted, tiny_artifact: Path, tmp_
     artifact = linear_artifact(tiny_artifact, tmp_path / "e", path, labels, "ensemble", 0.5)
     with pytest.raises(ArtifactError, match=r"linear\.npz scores 12 labels, the manifest has 5"):
         ArtifactClassifier(artifact)
+
+
+def test_two_labels_and_any_label_order(banking, tmp_path: Path) -> None:
+    """scikit-learn keeps one logit for two labels; the artifact's label order need not be sorted."""
+    texts, labels, held_out, _ = banking
+    pair = sorted(set(labels))[:2]
+    rows = [(t, y) for t, y in zip(texts, labels, strict=True) if y in pair]
+    model = fit_baseline([t for t, _ in rows], [y for _, y in rows], pair, BaselineConfig())
+    order = pair[::-1]
+    path = save_linear(model, tmp_path / LINEAR_FILE, order)
+    linear = LinearModel(path, LinearSpec())
+    ours = scores_from_logits(linear.logits(linear.features(held_out)), "softmax")
+    np.testing.assert_allclose(ours, model.predict_proba(held_out)[:, ::-1], atol=1e-5)
