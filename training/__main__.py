@@ -1,7 +1,10 @@
-"""``python -m training {train,evaluate,package}``: the training pipeline's command line.
+"""``python -m training {train,evaluate,package,experiment}``: the training command line.
 
-``train`` runs the whole pipeline: load -> split -> fine-tune -> export (ONNX int8 artifact) ->
-evaluate the served artifact on the clean and the noisy test split -> optimization report.
+This module only parses arguments. ``train`` turns them into a :class:`~training.pipeline.TrainRun`
+and calls :func:`training.pipeline.run_training`, the whole pipeline: load -> split -> fine-tune
+-> export (ONNX int8 artifact) -> evaluate the served artifact on the clean and the noisy test
+split -> optimization report. ``experiment`` is :mod:`training.experiment`'s, ``evaluate``
+:mod:`training.evaluate`'s.
 
 The same command runs unchanged as a SageMaker training job (``training/sagemaker_entry.py``
 calls it): when SageMaker's variables are set they become the defaults:
@@ -18,23 +21,19 @@ booleans accept true/false. Explicit arguments always win over the environment.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_DATA, DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN
+from training.pipeline import TrainRun
 
 log = logging.getLogger("training")
 
 LOCAL_ARTIFACTS = Path("artifacts")
-NOISY_SEED = 2024  # = training.evaluate.NOISY_SEED: every model is measured on the same noisy tickets
 
 
 # --- SageMaker environment -------------------------------------------------------------------
@@ -310,285 +309,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+HYPERPARAMETERS = (
+    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+    "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
+    "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
+    "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
+)  # fmt: skip
+
+
+def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> TrainRun:
+    """The parsed ``train`` arguments as a :class:`~training.pipeline.TrainRun`; paths left
+    unset take their defaults from the environment (:func:`environment_defaults`)."""
     from triage_core.preprocessing import PreprocessConfig
 
+    paths = environment_defaults(env, output=args.output)
+    for key in paths:
+        if getattr(args, key) is not None:
+            paths[key] = getattr(args, key)
     preprocessing = PreprocessConfig(
         mask_pii=args.mask_pii,
         extract_request=args.extract_request,
         emojis=args.emojis,
         remove_stopwords=args.remove_stopwords,
     )
-    names = (
-        "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
-        "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
-        "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
-        "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
-    )  # fmt: skip
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    try:
-        return TrainConfig.for_base_model(args.base_model, preprocessing=preprocessing, **given)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    given = {name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None}
+    return TrainRun(
+        **paths,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        validation_size=args.validation_size,
+        test_size=args.test_size,
+        split_seed=args.split_seed,
+        base_model=args.base_model,
+        hyperparameters=given,
+        preprocessing=preprocessing,
+        checkpoint_dir=args.checkpoint_dir,
+        keep_checkpoint=args.keep_checkpoint,
+        fp32_max_score_diff=args.fp32_max_score_diff,
+        int8_min_agreement=args.int8_min_agreement,
+        int8_max_f1_drop=args.int8_max_f1_drop,
+        review_precision=args.review_precision,
+        export=args.export,
+        evaluate=args.evaluate,
+        optimization_report=args.optimization_report,
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The training config the ``train`` arguments ask for (what :func:`run_from_args` +
+    :func:`training.pipeline.training_config` resolve)."""
+    from training.pipeline import training_config
+
+    return training_config(run_from_args(args))
 
 
 # --- commands ----------------------------------------------------------------------------------
-def load_model_inputs(path: Path, text_column: str, label_column: str, config: TrainConfig, encoding="utf-8"):
-    """The ticket file, with duplicates of the model's input (the preprocessed text) dropped."""
-    from functools import partial
-
-    from training.data import dedupe_model_inputs, load_tickets
-    from triage_core.preprocessing import preprocess
-
-    dataset = load_tickets(path, text_column, label_column, encoding)
-    return dedupe_model_inputs(dataset, partial(preprocess, config=config.preprocessing))
-
-
-def _log_to_file(path: Path) -> logging.Handler:
-    """Copy the pipeline's log (INFO and up) to ``path``; the caller removes the handler."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    if log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)  # the epoch lines must reach the file whatever the root level
-    return handler
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
-
-
-def run_train(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
-    defaults = environment_defaults(env, output=args.output)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    config = config_from_args(args)
-    if not _is_main_process():  # one log file, the main process's
-        return _run_pipeline(args, config)
-    handler = _log_to_file(args.reports_dir / "train.log")
-    try:
-        return _run_pipeline(args, config)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-
-
-def _run_pipeline(args: argparse.Namespace, config: TrainConfig) -> dict[str, Any]:
-    from training.config import ModelSourceError, check_base_model, model_family
-    from training.data import DataError, format_support, load_or_create_splits
-
-    reports_dir: Path = args.reports_dir
-    started = time.perf_counter()
-    try:  # before reading any data: a bad model name is one line, not a traceback minutes later
-        check_base_model(config.base_model)
-    except ModelSourceError as exc:
-        raise SystemExit(str(exc)) from None
-
-    from training.train import process_state
-
-    try:  # under torchrun the main process writes the splits, the others then read them
-        with process_state().main_process_first():
-            dataset = load_model_inputs(args.data, args.text_column, args.label_column, config, args.encoding)
-            splits = load_or_create_splits(
-                dataset, args.splits_dir, args.validation_size, args.test_size, args.split_seed
-            )
-    except DataError as exc:
-        raise SystemExit(f"data error: {exc}") from None
-    if _is_main_process():
-        # this run's load report (re-used splits carry the one of the run that wrote them)
-        _write_json(reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
-    log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
-
-    from training.train import train
-
-    labels = dataset.label_names
-    result = train(
-        config,
-        splits.train,
-        splits.validation,
-        args.work_dir,
-        labels=labels,
-        checkpoint_dir=args.checkpoint_dir,
-        keep_checkpoint=args.keep_checkpoint,
-    )
-    if not _is_main_process():
-        return {}  # under torchrun: the main process exports, evaluates and reports
-    summary: dict[str, Any] = {
-        "data": str(args.data),
-        "rows": splits.info["sizes"],
-        "labels": len(labels),
-        "config": config.to_dict(),
-        "preset": model_family(config.base_model),
-        "best_epoch": result.best_epoch,
-        "best_val_macro_f1": result.best_val_macro_f1,
-        "epochs_run": len(result.history),
-        "fine_tune_seconds": round(result.train_seconds, 1),
-        "processes": result.world_size,
-        "resumed_from": result.resumed_from,
-        "stages": result.stages,
-        "hf_model_dir": str(result.model_dir),
-    }
-
-    if args.export:
-        from training.export import ExportError, ParityTolerance, export_artifact, export_report
-
-        t0 = time.perf_counter()
-        tolerance = ParityTolerance(
-            fp32_max_score_diff=args.fp32_max_score_diff,
-            int8_min_agreement=args.int8_min_agreement,
-            int8_max_macro_f1_drop_points=args.int8_max_f1_drop,
-        )
-        try:
-            export_artifact(
-                result.model_dir,
-                args.output,
-                labels=labels,
-                max_length=config.max_length,
-                preprocessing=config.preprocessing,
-                scoring=config.scoring,
-                base_model=config.base_model,
-                parity_texts=splits.validation.texts,
-                parity_labels=splits.validation.labels,
-                tolerance=tolerance,
-            )
-        except ExportError as exc:
-            _write_json(reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
-            raise SystemExit(
-                f"{exc} (details: {args.output.parent / 'onnx-fp32' / 'export_report.json'})"
-            ) from None
-        summary["artifact"] = str(args.output)
-        summary["export_seconds"] = round(time.perf_counter() - t0, 1)
-        summary["export"] = export_report(args.output)
-        for warning in summary["export"]["warnings"]:
-            log.warning("export: %s", warning)
-        if args.evaluate:
-            summary["review_threshold"] = choose_review_threshold(
-                args.output, splits.validation, args.review_precision
-            )
-            store_review_threshold(args.output, summary["review_threshold"]["threshold"])
-            summary.update(evaluate_test_splits(args.output, splits.test, reports_dir, summary))
-        if args.optimization_report:
-            summary["optimization_report"] = optimization_report(
-                result.model_dir, args.output, splits.test, reports_dir
-            )
-    summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    _write_json(reports_dir / "train_summary.json", summary)
-    log.info(
-        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
-        summary["total_seconds"],
-        result.best_val_macro_f1,
-        summary.get("test_clean", "-"),
-        summary.get("test_noisy", "-"),
-    )
-    return summary
-
-
-def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
-    """The review threshold, chosen on the validation split: the lowest top score at which the
-    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
-    the time. The test split only reports how that threshold does."""
-    from training.evaluate import review_curve
-    from triage_core.inference import ArtifactClassifier
-
-    classifier = ArtifactClassifier(artifact_dir)
-    scores = classifier.predict_scores(validation.texts)
-    index = {label: i for i, label in enumerate(classifier.labels)}
-    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
-    choice = review_curve(scores.max(axis=1), correct, precision)
-    log.info(
-        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
-        choice["threshold"],
-        choice["accepted_accuracy"],
-        100 * choice["review_share"],
-    )
-    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
-
-
-def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
-    """Write the chosen threshold into the artifact's manifest: the server uses it unless
-    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
-    from triage_core.artifact import load_manifest, write_manifest
-
-    manifest = load_manifest(artifact_dir)
-    write_manifest(
-        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
-    )
-
-
-def evaluate_test_splits(
-    artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
-) -> dict[str, Any]:
-    """Evaluate the served artifact on the clean and the noisy test split.
-
-    Writes ``<reports>/test/`` (clean) and ``<reports>/test/noisy/`` (metrics.json + plots, the
-    layout of ``python -m training evaluate --noisy``) and the artifact's ``metrics.json``.
-    """
-    from training.evaluate import compare_reports, evaluate_artifact, headline, write_evaluation
-    from training.noise import noisy_variant
-    from triage_core.artifact import METRICS_FILE
-    from triage_core.inference import ArtifactClassifier
-
-    classifier = ArtifactClassifier(artifact_dir)
-    clean = evaluate_artifact(artifact_dir, test.texts, test.labels, classifier=classifier)
-    noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
-    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels, classifier=classifier)
-    data = {"split": "test", "rows": len(test.texts), "source": summary["data"]}
-    clean["data"] = data
-    noisy["data"] = {**data, "noise": {"pool": "eval", "seed": NOISY_SEED}}
-    clean["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
-    clean["clean_vs_noisy"] = compare_reports(clean, noisy)
-    clean["training"] = {
-        k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
-    }
-    clean["selection"] = (
-        "model and review threshold chosen on the validation split; this test split is scored once"
-    )
-    if "review_threshold" in summary:
-        review = dict(summary["review_threshold"])
-        top = classifier.predict_scores(test.texts)
-        index = {label: i for i, label in enumerate(classifier.labels)}
-        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
-        accepted = top.max(axis=1) >= review["threshold"]
-        review["test"] = {
-            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
-            "review_share": float(1 - accepted.mean()),
-        }
-        clean["review_threshold"] = review
-        summary["review_threshold"] = review
-    write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
-    write_evaluation(clean, reports_dir / "test", title="Test split:")
-    artifact_metrics = dict(clean)
-    artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
-    _write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
-    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
-
-
-def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
-    """torch fp32 vs ONNX fp32 vs ONNX int8 (the other helper's ``training.optimization_report``)."""
-    from training import optimization_report as report_module
-
-    path = report_module.run_optimization_report(
-        hf_model_dir=hf_model_dir,
-        artifact_dir=artifact_dir,
-        texts=test.texts,
-        labels=test.labels,
-        out_dir=reports_dir,
-    )
-    return str(path) if path else None
-
-
-def _is_main_process() -> bool:
-    from training.train import process_state
-
-    return process_state().is_main_process
-
-
 def run_package(args: argparse.Namespace) -> Path:
     from training.export import pack_model_tar
 
@@ -606,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "train":
-        run_train(args)
+        from training.pipeline import run_training
+
+        run_training(run_from_args(args))
     elif args.command == "evaluate":
         from training import evaluate
 

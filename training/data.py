@@ -29,7 +29,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from triage_core.preprocessing import PreprocessConfig
 
 from triage_core.records import join_text_fields
 
@@ -295,6 +298,23 @@ def dedupe_model_inputs(dataset: TicketDataset, normalize: Callable[[str], str])
     return TicketDataset(texts, labels, dataset.text_column, dataset.label_column, report)
 
 
+def load_model_inputs(
+    path: str | Path,
+    text_column: str,
+    label_column: str,
+    preprocessing: PreprocessConfig,
+    encoding: str = "utf-8",
+) -> TicketDataset:
+    """The ticket file, with duplicates of the model's input (the text as ``preprocessing``
+    leaves it) dropped: :func:`load_tickets`, then :func:`dedupe_model_inputs`."""
+    from functools import partial
+
+    from triage_core.preprocessing import preprocess
+
+    dataset = load_tickets(path, text_column, label_column, encoding)
+    return dedupe_model_inputs(dataset, partial(preprocess, config=preprocessing))
+
+
 def _log_report(report: dict[str, Any]) -> None:
     log.info(
         "loaded %s: %d rows read, %d kept, %d labels (support %d..%d)",
@@ -328,6 +348,11 @@ class Splits:
 
     def __iter__(self):
         return iter((self.train, self.validation, self.test))
+
+    @property
+    def label_names(self) -> list[str]:
+        """Sorted label names over the three splits: the model's label order."""
+        return sorted(set(self.train.labels) | set(self.validation.labels) | set(self.test.labels))
 
 
 def _fingerprint(dataset: TicketDataset) -> str:

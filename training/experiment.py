@@ -282,9 +282,8 @@ def format_markdown(set_name: str, exp: ExperimentSet, rows: list[dict[str, Any]
 
 
 def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
-    from training.__main__ import load_model_inputs
     from training.config import TrainConfig
-    from training.data import DataError, load_or_create_splits
+    from training.data import DataError, load_model_inputs, load_or_create_splits
 
     if args.set not in SETS:
         raise SystemExit(f"unknown experiment set {args.set!r}; choose one of {sorted(SETS)}")
@@ -304,7 +303,9 @@ def run_experiment(args: argparse.Namespace) -> dict[str, Any]:
     out = args.output or Path("artifacts/experiments") / args.set
     out.mkdir(parents=True, exist_ok=True)
     try:
-        dataset = load_model_inputs(args.data, args.text_column, args.label_column, TrainConfig())
+        dataset = load_model_inputs(
+            args.data, args.text_column, args.label_column, TrainConfig().preprocessing
+        )
         splits = load_or_create_splits(dataset, args.splits_dir, 0.1, 0.1, args.split_seed)
     except DataError as exc:
         raise SystemExit(f"data error: {exc}") from None

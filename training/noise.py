@@ -17,16 +17,39 @@ Four disjoint template pools exist:
 No greeting, sentence, name, sign-off, footer, device line, emoji or domain appears in two of
 them, so a noisy score measures generalisation to unseen noise (for the model and for the
 rules), not memorised templates.
+
+Each pool has two contexts: ``"banking77"`` (the default, every entry: context sentences about
+accounts, cards and the app, "Hello Bank,", a "Banking Support" thread) and ``None`` (only
+entries with no word of Banking77's label vocabulary: greetings, sign-offs, signatures,
+disclaimers, device lines, quoted and forwarded threads from a neutral help desk), for
+augmenting data of another domain without teaching it banking words.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
+from functools import cache
 
 POOLS = ("train", "dev", "augment", "select", "eval")
 # Pools that training may draw augmentation from; "select" and "eval" are for measuring only.
 TRAINING_POOLS = ("train", "dev", "augment")
+# What the noise may say about the domain: "banking77" draws every entry (the measured default,
+# with context sentences, greetings, emojis and thread senders written for a bank); None draws only
+# domain-neutral entries (no word of Banking77's label vocabulary), for data of any domain.
+CONTEXTS = ("banking77", None)
+
+
+class _B(str):
+    """An entry that names Banking77's domain ("Hello Bank,", "I have the premium plan.", a card
+    emoji, a "Banking Support" thread): drawn only with ``context="banking77"``."""
+
+
+class _N(str):
+    """A domain-neutral entry drawn only with ``context=None`` (a replacement for the
+    domain entries of its field): the Banking77 default never sees it, so its output stays the
+    one measured (a test pins its hash)."""
 
 
 @dataclass(frozen=True)
@@ -56,18 +79,18 @@ _TRAIN = TemplatePool(
         "Dear Sir or Madam,",
         "Good morning,",
         "Hey there,",
-        "Hi support,",
+        _B("Hi support,"),
         "To whom it may concern,",
     ),
     chat_openers=("hey", "hello?", "hi there", "yo", "hiya"),
     context_before=(
         "I hope you are doing well.",
         "I have been a customer of yours for {years} years.",
-        "My name is {full_name} and my account number is {account}.",
-        "I tried to find the answer in the app but could not.",
+        _B("My name is {full_name} and my account number is {account}."),
+        _B("I tried to find the answer in the app but could not."),
         "Sorry to bother you again.",
         "I am writing to you from abroad at the moment.",
-        "Customer ID: {account}",
+        _B("Customer ID: {account}"),
     ),
     context_after=(
         "You can call me on {phone} if needed.",
@@ -87,23 +110,33 @@ _TRAIN = TemplatePool(
     devices=("Sent from my iPhone", "Sent from my Galaxy", "Get Outlook for iOS"),
     footers=(
         "This e-mail and any attachments are confidential and intended solely for the addressee.",
-        "CONFIDENTIALITY NOTICE: this message may contain privileged information. If you are not "
-        "the intended recipient, please delete it.",
+        _B(
+            "CONFIDENTIALITY NOTICE: this message may contain privileged information. If you are not "
+            "the intended recipient, please delete it."
+        ),
         "Please consider the environment before printing this e-mail.",
     ),
     quoted_headers=(
-        "On {weekday}, {day} {month} {year} at {hour}:{minute}, Support <{support_email}> wrote:",
-        "-----Original Message-----\nFrom: Support <{support_email}>\nSent: {weekday} {day} {month} {year}",
+        _B("On {weekday}, {day} {month} {year} at {hour}:{minute}, Support <{support_email}> wrote:"),
+        _B(
+            "-----Original Message-----\nFrom: Support <{support_email}>\n"
+            "Sent: {weekday} {day} {month} {year}"
+        ),
+        _N("On {weekday}, {day} {month} {year} at {hour}:{minute}, Helpdesk <{support_email}> wrote:"),
+        _N(
+            "-----Original Message-----\nFrom: Helpdesk <{support_email}>\n"
+            "Sent: {weekday} {day} {month} {year}"
+        ),
     ),
     quoted_bodies=(
         "Thank you for contacting us. How can we help you today?",
-        "We have received your request and will reply within 24 hours.",
+        _B("We have received your request and will reply within 24 hours."),
         "Is there anything else we can help you with?",
     ),
     first_names=("Anna", "James", "Priya", "Lukas", "Maria", "Chen", "Olivia", "Tom"),
     last_names=("Smith", "Novak", "Garcia", "Kowalski", "Brown", "Nguyen", "Müller"),
-    domains=("gmail.com", "yahoo.co.uk", "outlook.com"),
-    emojis=("😊", "🙏", "😡", "👍", "💳"),
+    domains=("gmail.com", _B("yahoo.co.uk"), "outlook.com"),
+    emojis=("😊", "🙏", "😡", "👍", _B("💳")),
 )
 
 # Second tuning pool of the e-mail rules (never used in training or evaluation): first written
@@ -114,7 +147,7 @@ _TRAIN = TemplatePool(
 _DEV = TemplatePool(
     greetings=(
         "Hello,",
-        "Dear Support Team,",
+        _B("Dear Support Team,"),
         "Good afternoon,",
         "Hi folks,",
         "Dear customer service,",
@@ -124,12 +157,12 @@ _DEV = TemplatePool(
     chat_openers=("hi", "hello!!", "hey guys", "good evening", "helloo"),
     context_before=(
         "I hope this message finds you well.",
-        "I've had an account with you since {year}.",
-        "This is {full_name}, account no. {account}.",
+        _B("I've had an account with you since {year}."),
+        _B("This is {full_name}, account no. {account}."),
         "I already checked the FAQ on your website.",
         "Apologies for writing again about this.",
-        "I'm currently travelling for work.",
-        "My card number is {card}.",
+        _B("I'm currently travelling for work."),
+        _B("My card number is {card}."),
     ),
     context_after=(
         "Feel free to ring me at {phone}.",
@@ -150,9 +183,12 @@ _DEV = TemplatePool(
     devices=("Sent from my iPad", "Sent with Proton Mail secure email", "Get Outlook for Android"),
     footers=(
         "This message and any attachment are confidential and may be privileged.",
-        "DISCLAIMER: the information in this e-mail is confidential. If you received it in error, "
-        "notify the sender and delete it.",
-        "You are receiving this because you opted in. Manage your preferences or unsubscribe.",
+        _N("If this message reached you by mistake, please tell the sender and erase it."),
+        _B(
+            "DISCLAIMER: the information in this e-mail is confidential. If you received it in error, "
+            "notify the sender and delete it."
+        ),
+        _B("You are receiving this because you opted in. Manage your preferences or unsubscribe."),
     ),
     quoted_headers=(
         "On {day} {month} {year}, at {hour}:{minute}, Customer Care <{support_email}> wrote:",
@@ -169,7 +205,7 @@ _DEV = TemplatePool(
     first_names=("Sofia", "Ahmed", "Emma", "Rahul", "Lucía", "Jonas", "Grace", "Mateo"),
     last_names=("Johnson", "Rossi", "Silva", "Dubois", "Kim", "Patel", "O'Brien"),
     domains=("hotmail.com", "icloud.com", "proton.me"),
-    emojis=("😭", "🤔", "😤", "🙂", "💸"),
+    emojis=("😭", "🤔", "😤", "🙂", _B("💸")),
 )
 
 # Augmentation only (never the rules' tuning, never measured): many more phrasings than the
@@ -183,57 +219,57 @@ _AUGMENT = TemplatePool(
         "Dear Sir,",
         "Hello everyone,",
         "Good day,",
-        "Dear Support,",
+        _B("Dear Support,"),
         "Hi again,",
-        "Hello Bank,",
+        _B("Hello Bank,"),
         "Dear colleagues,",
         "Hey,",
         "Hi, hope you're well,",
-        "Dear Customer Support Team,",
+        _B("Dear Customer Support Team,"),
         "Afternoon,",
     ),
     chat_openers=("hey hey", "hi hi", "hello hello", "excuse me", "good morning!", "yo team", "hey you"),
     context_before=(
-        "I have a question about my account.",
-        "I use your app almost every day.",
-        "I moved here from {year} onwards and opened the account then.",
+        _B("I have a question about my account."),
+        _B("I use your app almost every day."),
+        _B("I moved here from {year} onwards and opened the account then."),
         "My husband usually deals with this but he is away.",
-        "I waited on hold for forty minutes yesterday.",
+        _B("I waited on hold for forty minutes yesterday."),
         "I am visiting my family in Spain this month.",
         "The branch told me to write to you.",
         "I really like your service so far.",
-        "I'm a student and this is my first bank account.",
-        "I run a small business and use the account for it.",
-        "I got a notification on my phone this morning.",
+        _B("I'm a student and this is my first bank account."),
+        _B("I run a small business and use the account for it."),
+        _B("I got a notification on my phone this morning."),
         "This is my third e-mail this week.",
-        "I'm writing from my work computer.",
-        "My daughter set the account up for me.",
-        "I already restarted my phone twice.",
-        "I checked my statement last night.",
-        "Account holder: {full_name}, ID {account}.",
+        _B("I'm writing from my work computer."),
+        _B("My daughter set the account up for me."),
+        _B("I already restarted my phone twice."),
+        _B("I checked my statement last night."),
+        _B("Account holder: {full_name}, ID {account}."),
         "My membership number is {account}.",
         "I have the premium plan.",
         "I just got back from a trip to Japan.",
         "I'm in a hurry so I'll keep it short.",
         "Please forgive my English.",
-        "My old bank never had this problem.",
-        "It's the card ending in {card}.",
+        _B("My old bank never had this problem."),
+        _B("It's the card ending in {card}."),
         "I was told someone would call me back.",
         "I've been with you for {years} months now.",
-        "I read the help pages twice.",
+        _B("I read the help pages twice."),
         "I'm not very good with technology.",
         "This happened on {weekday} around {hour}:{minute}.",
-        "I updated the app yesterday.",
+        _B("I updated the app yesterday."),
     ),
     context_after=(
         "My number is {phone}.",
         "Looking forward to your reply.",
         "You can also reach me at {email}.",
-        "I'm getting quite frustrated.",
+        _B("I'm getting quite frustrated."),
         "My ticket number is {reference}.",
-        "I will be at work until {hour}:00.",
+        _B("I will be at work until {hour}:00."),
         "Any help would be great.",
-        "This is the second time this has happened.",
+        _B("This is the second time this has happened."),
         "I am travelling again next week.",
         "Please call me after 5pm on {phone}.",
         "Thanks in advance for your help.",
@@ -245,10 +281,10 @@ _AUGMENT = TemplatePool(
     signoffs=(
         "Thank you,\n{full_name}",
         "Warm regards,\n{first_name}",
-        "Sincerely,\n{full_name}\nAccount {account}",
+        _B("Sincerely,\n{full_name}\nAccount {account}"),
         "Much obliged,\n{first_name} {last_name}",
         "Thanks heaps,\n{first_name}",
-        "Kind thanks,\n{first_name}\nPhone: {phone}\nEmail: {email}",
+        _B("Kind thanks,\n{first_name}\nPhone: {phone}\nEmail: {email}"),
         "Thanks a lot,\n{first_name}\n\n{full_name}\nOperations Manager",
         "All best,\n{first_name}\n{full_name} | Mob {phone}",
         "Yours truly,\n{full_name}",
@@ -256,14 +292,16 @@ _AUGMENT = TemplatePool(
     ),
     devices=(
         "Sent from my iPhone 14",
-        "Sent from my Huawei phone",
+        _B("Sent from my Huawei phone"),
         "Sent from my Xperia",
         "Sent from my BlackBerry",
-        "Sent via the Samsung Email app",
+        _B("Sent via the Samsung Email app"),
     ),
     footers=(
-        "The information contained in this communication is confidential and intended only for "
-        "the use of the recipient.",
+        _B(
+            "The information contained in this communication is confidential and intended only for "
+            "the use of the recipient."
+        ),
         "Our company is authorised and regulated by the Financial Conduct Authority.",
         "This mailbox is not monitored.",
         "Think green: keep it on the screen.",
@@ -272,17 +310,26 @@ _AUGMENT = TemplatePool(
         "No contracts may be concluded on behalf of the company by means of e-mail.",
     ),
     quoted_headers=(
-        "On {day}.{month}.{year} {hour}:{minute}, Support Desk <{support_email}> wrote:",
-        "Am {weekday}, {day}. {month} {year} um {hour}:{minute} schrieb Support Desk <{support_email}>:",
-        "From: Support Desk <{support_email}>\nDate: {weekday}, {day} {month} {year}\nSubject: Your request",
-        "-----Original Message-----\nFrom: Support Desk\nSent: {day} {month} {year}\nTo: {full_name}",
-        "{weekday} {day} {month} {year}, Support Desk <{support_email}> wrote:",
+        _B("On {day}.{month}.{year} {hour}:{minute}, Support Desk <{support_email}> wrote:"),
+        _B("Am {weekday}, {day}. {month} {year} um {hour}:{minute} schrieb Support Desk <{support_email}>:"),
+        _B(
+            "From: Support Desk <{support_email}>\nDate: {weekday}, {day} {month} {year}\n"
+            "Subject: Your request"
+        ),
+        _B("-----Original Message-----\nFrom: Support Desk\nSent: {day} {month} {year}\nTo: {full_name}"),
+        _B("{weekday} {day} {month} {year}, Support Desk <{support_email}> wrote:"),
+        _N("On {day}.{month}.{year} {hour}:{minute}, Service Desk <{support_email}> wrote:"),
+        _N("Am {weekday}, {day}. {month} {year} um {hour}:{minute} schrieb Service Desk <{support_email}>:"),
+        _N(
+            "From: Service Desk <{support_email}>\nDate: {weekday}, {day} {month} {year}\n"
+            "Subject: Your question"
+        ),
     ),
     quoted_bodies=(
         "Dear customer, we are looking into it.",
         "Please reply to this message with more details.",
-        "Our opening hours are 9 to 5, Monday to Friday.",
-        "Have you tried reinstalling the app?",
+        _B("Our opening hours are 9 to 5, Monday to Friday."),
+        _B("Have you tried reinstalling the app?"),
     ),
     first_names=(
         "Elena",
@@ -298,7 +345,7 @@ _AUGMENT = TemplatePool(
     ),
     last_names=("Horvat", "Mensah", "Lindgren", "Petrov", "Castillo", "Yilmaz", "Schneider", "Murphy"),
     domains=("t-online.de", "orange.fr", "zoho.com", "libero.it"),
-    emojis=("😢", "🥲", "🥺", "💶", "📱", "⏳", "🤷"),
+    emojis=("😢", "🥲", "🥺", "💶", _B("📱"), "⏳", "🤷"),
 )
 
 # Held out from the rules and from training; only the noisy validation split that experiments
@@ -310,20 +357,23 @@ _SELECT = TemplatePool(
         "Hi all,",
         "Dear Team,",
         "Evening,",
-        "Hello support team,",
+        _B("Hello support team,"),
         "Hi guys,",
         "Dear Madam,",
         "Hiya,",
     ),
-    chat_openers=("hii", "hey support", "morning folks", "hallo", "oi"),
+    chat_openers=("hii", _B("hey support"), "morning folks", "hallo", "oi"),
     context_before=(
         "Hope all is well on your end.",
-        "I opened my account back in {year}.",
-        "Name on the account: {full_name}, number {account}.",
-        "Nobody on the phone line could help me.",
-        "Second time I'm asking about this.",
-        "I'm on holiday right now.",
-        "It's about my card {card}.",
+        _N("Writing this during my lunch break."),
+        _N("Hope this is the right place to write."),
+        _N("Bear with me, this is a bit long."),
+        _B("I opened my account back in {year}."),
+        _B("Name on the account: {full_name}, number {account}."),
+        _B("Nobody on the phone line could help me."),
+        _B("Second time I'm asking about this."),
+        _B("I'm on holiday right now."),
+        _B("It's about my card {card}."),
     ),
     context_after=(
         "Text me on {phone} please.",
@@ -337,7 +387,7 @@ _SELECT = TemplatePool(
         "Many thanks,\n{full_name}",
         "Speak soon,\n{first_name}",
         "Best wishes,\n{first_name} {last_name}",
-        "With thanks,\n{full_name}\nPhone: {phone}",
+        _B("With thanks,\n{full_name}\nPhone: {phone}"),
         "Ciao,\n{first_name}",
         "Best,\n{first_name}\n{full_name} · {email}",
     ),
@@ -353,20 +403,24 @@ _SELECT = TemplatePool(
         "Registered in England and Wales. Company number {account}.",
     ),
     quoted_headers=(
-        "On {day} {month} {year} {hour}:{minute}, Banking Support <{support_email}> wrote:",
-        "From: Banking Support <{support_email}>\nDate: {weekday}, {day} {month} {year}\n"
-        "Subject: Re: your message",
-        "-------- Original message --------\nFrom: Banking Support <{support_email}>",
+        _N("On {day} {month} {year} {hour}:{minute}, Help Centre <{support_email}> wrote:"),
+        _N("-------- Original message --------\nFrom: Help Centre <{support_email}>"),
+        _B("On {day} {month} {year} {hour}:{minute}, Banking Support <{support_email}> wrote:"),
+        _B(
+            "From: Banking Support <{support_email}>\nDate: {weekday}, {day} {month} {year}\n"
+            "Subject: Re: your message"
+        ),
+        _B("-------- Original message --------\nFrom: Banking Support <{support_email}>"),
     ),
     quoted_bodies=(
         "Many thanks for your message. We will look into it.",
         "Could you send us a screenshot of the error?",
-        "Your request reference is below.",
+        _B("Your request reference is below."),
     ),
     first_names=("Oliver", "Zara", "Ethan", "Ingrid", "Marco", "Yuki", "Samir", "Chloe"),
     last_names=("Taylor", "Ivanova", "Haddad", "Lindqvist", "Romero", "Sato", "Evans"),
     domains=("mail.com", "btinternet.com", "web.de"),
-    emojis=("😅", "😕", "😠", "👋", "💰"),
+    emojis=("😅", "😕", "😠", "👋", _B("💰")),
 )
 
 # Held out: written after the e-mail rules were final (tuned on _TRAIN and _DEV) and used only
@@ -376,12 +430,12 @@ _EVAL = TemplatePool(
         "Hey team,",
         "Dear Sirs,",
         "Morning,",
-        "Hi there support,",
+        _B("Hi there support,"),
         "Dear Help Desk,",
         "Salutations,",
         "Hello again,",
     ),
-    chat_openers=("heyy", "hi team", "hello support", "morning", "sup"),
+    chat_openers=("heyy", "hi team", _B("hello support"), "morning", "sup"),
     context_before=(
         "Quick question for you.",
         "Long-time customer here, first time writing in.",
@@ -389,13 +443,13 @@ _EVAL = TemplatePool(
         "Your chatbot could not answer this.",
         "Following up on my call from last week.",
         "I'm abroad until the {day}th.",
-        "The card ending {card} is the one I mean.",
+        _B("The card ending {card} is the one I mean."),
     ),
     context_after=(
         "Best number to reach me is {phone}.",
         "A reply today would be great.",
-        "My alternate address is {email}.",
-        "This has happened twice now.",
+        _B("My alternate address is {email}."),
+        _B("This has happened twice now."),
         "Ticket no. {reference}.",
     ),
     chat_closers=("cheers!", "ta", "pls", "asap pls", "???"),
@@ -409,8 +463,10 @@ _EVAL = TemplatePool(
     ),
     devices=("Sent from my Pixel", "Sent from Mail for Windows", "Get Outlook for Mac"),
     footers=(
-        "IMPORTANT: This email is intended for the named recipient only and may contain privileged "
-        "information.",
+        _B(
+            "IMPORTANT: This email is intended for the named recipient only and may contain privileged "
+            "information."
+        ),
         "This email has been checked for viruses by antivirus software.",
         "Please do not print this email unless it is really necessary.",
     ),
@@ -421,14 +477,14 @@ _EVAL = TemplatePool(
         "-----Original Message-----\nFrom: Client Services [mailto:{support_email}]\nSent: {weekday}",
     ),
     quoted_bodies=(
-        "Hi, thanks for getting in touch. Can you confirm your date of birth?",
+        _B("Hi, thanks for getting in touch. Can you confirm your date of birth?"),
         "We have escalated your case to the relevant team.",
         "Kind regards, Client Services",
     ),
     first_names=("Noah", "Aisha", "Liam", "Mei", "Kofi", "Freya", "Diego", "Hannah"),
     last_names=("Walsh", "Okafor", "Andersen", "Tanaka", "Moreau", "Costa", "Fischer"),
     domains=("gmx.de", "aol.com", "fastmail.com"),
-    emojis=("😩", "🙄", "😬", "🤞", "🏦"),
+    emojis=("😩", "🙄", "😬", "🤞", _B("🏦")),
 )
 
 _POOL_BY_NAME = {"train": _TRAIN, "dev": _DEV, "augment": _AUGMENT, "select": _SELECT, "eval": _EVAL}
@@ -436,18 +492,29 @@ _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def get_pool(pool: str) -> TemplatePool:
+@cache
+def get_pool(pool: str, context: str | None = "banking77") -> TemplatePool:
+    """The templates of ``pool`` for ``context`` (see :data:`CONTEXTS`)."""
     try:
-        return _POOL_BY_NAME[pool]
+        templates = _POOL_BY_NAME[pool]
     except KeyError:
         raise ValueError(f"unknown noise pool {pool!r}; choose one of {POOLS}") from None
+    if context not in CONTEXTS:
+        raise ValueError(f"unknown noise context {context!r}; choose one of {CONTEXTS}")
+    left_out = _N if context == "banking77" else _B
+    return TemplatePool(
+        **{
+            field.name: tuple(e for e in getattr(templates, field.name) if not isinstance(e, left_out))
+            for field in dataclasses.fields(templates)
+        }
+    )
 
 
 def _digits(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789") for _ in range(n))
 
 
-def _fields(rng: random.Random, pool: TemplatePool) -> dict[str, str]:
+def _fields(rng: random.Random, pool: TemplatePool, context: str | None) -> dict[str, str]:
     first, last = rng.choice(pool.first_names), rng.choice(pool.last_names)
     phone = rng.choice(
         (
@@ -464,11 +531,16 @@ def _fields(rng: random.Random, pool: TemplatePool) -> dict[str, str]:
         "full_name": f"{first} {last}",
         "email": f"{first.lower()}.{last.lower().replace(chr(39), '')}{rng.randint(1, 99)}@"
         f"{rng.choice(pool.domains)}",
-        "support_email": f"support@{rng.choice(('bank.example', 'help.example.com'))}",
+        "support_email": f"support@{rng.choice(('bank.example', 'help.example.com'))}"
+        if context == "banking77"
+        else f"helpdesk@{rng.choice(('example.org', 'help.example.com'))}",
         "phone": phone,
         "account": _digits(rng, rng.choice((8, 10, 12))),
         "card": rng.choice((card, card.replace(" ", ""), card.replace(" ", "-"))),
-        "reference": f"{rng.choice('ABCDEFGHJK')}{rng.choice('LMNPRSTUVW')}-{_digits(rng, 6)}",
+        # two random letters can spell a domain word ("EU", "ID"): digits only in the neutral context
+        "reference": f"{rng.choice('ABCDEFGHJK')}{rng.choice('LMNPRSTUVW')}-{_digits(rng, 6)}"
+        if context == "banking77"
+        else f"{_digits(rng, 3)}-{_digits(rng, 6)}",
         "years": str(rng.randint(2, 15)),
         "year": str(rng.randint(2015, 2025)),
         "weekday": rng.choice(_WEEKDAYS),
@@ -528,30 +600,35 @@ def _chat_style(text: str, rng: random.Random, pool: TemplatePool, f: dict[str, 
     return " ".join(w.strip() for w in words if w.strip()).format(**f)
 
 
-def make_noisy(text: str, rng: random.Random, pool: str = "eval") -> str:
-    """Wrap one clean query in e-mail (70%) or chat (30%) noise drawn from ``pool``."""
-    templates = get_pool(pool)
-    fields = _fields(rng, templates)
+def make_noisy(text: str, rng: random.Random, pool: str = "eval", context: str | None = "banking77") -> str:
+    """Wrap one clean query in e-mail (70%) or chat (30%) noise drawn from ``pool``, with the
+    entries of ``context`` (:data:`CONTEXTS`)."""
+    templates = get_pool(pool, context)
+    fields = _fields(rng, templates, context)
     text = text.strip().replace("{", "{{").replace("}", "}}")
     if rng.random() < 0.7:
         return _email_style(text, rng, templates, fields)
     return _chat_style(text, rng, templates, fields)
 
 
-def noisy_variant(texts: list[str], seed: int, pool: str = "eval") -> list[str]:
-    """Noisy copies of ``texts``, identical for the same ``seed`` and ``pool``."""
+def noisy_variant(
+    texts: list[str], seed: int, pool: str = "eval", context: str | None = "banking77"
+) -> list[str]:
+    """Noisy copies of ``texts``, identical for the same ``seed``, ``pool`` and ``context``."""
     rng = random.Random(f"{pool}:{seed}")
-    return [make_noisy(t, rng, pool) for t in texts]
+    return [make_noisy(t, rng, pool, context) for t in texts]
 
 
-def measure_rules(queries: list[str], seed: int = 5) -> dict[str, dict[str, float]]:
+def measure_rules(
+    queries: list[str], seed: int = 5, context: str | None = "banking77"
+) -> dict[str, dict[str, float]]:
     """How the e-mail rules do on each pool: the share of wrapped queries whose cleaned query is
     still in the model input, and the share of the raw characters left (docs/training.md)."""
     from triage_core.preprocessing import preprocess
 
     report = {}
     for pool in POOLS:
-        noisy = noisy_variant(queries, seed=seed, pool=pool)
+        noisy = noisy_variant(queries, seed=seed, pool=pool, context=context)
         cleaned = [preprocess(text) for text in noisy]
         kept = sum(preprocess(q).lower() in c.lower() for q, c in zip(queries, cleaned, strict=True))
         report[pool] = {
@@ -569,4 +646,5 @@ if __name__ == "__main__":  # python -m training.noise [train.csv]: the rules' m
     from training.data import load_tickets
 
     tickets = load_tickets(sys.argv[1] if len(sys.argv) > 1 else "artifacts/splits/train.csv")
-    print(json.dumps(measure_rules(tickets.texts[:900]), indent=2))
+    report = {str(context): measure_rules(tickets.texts[:900], context=context) for context in CONTEXTS}
+    print(json.dumps(report, indent=2))

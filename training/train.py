@@ -367,20 +367,16 @@ def train(
     ``checkpoint_dir`` (default ``work_dir/checkpoint``), removed after a finished run unless
     ``keep_checkpoint``. Under ``torchrun`` every process calls this; only the main process
     writes the model, and every process gets the same result.
+
+    The steps, in the order they draw random numbers (which a resumed run relies on): teachers
+    -> accelerator -> model -> rows -> pre-stages -> loss -> optimizer -> resume -> epochs
+    (noise and batches, one pass, validation, best epoch and early stopping, checkpoint) -> save.
     """
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from accelerate.utils import set_seed
 
     work_dir = Path(work_dir)
-    labels = labels or train_data.label_names
-    label_index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted(set(train_data.labels) - set(label_index))
-    if unknown:
-        raise ValueError(f"training labels not in the label list: {unknown[:10]}")
+    labels = _label_order(train_data, labels)
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
@@ -390,55 +386,169 @@ def train(
         teacher_dirs += _train_seed_teachers(
             config, train_data, validation_data, work_dir, labels, checkpoint_dir
         )
+    accelerator = _accelerator(config)
+    if accelerator.is_main_process:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        config.save(work_dir / CONFIG_FILE)
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+
+    model, tokenizer = _classifier(config, labels, accelerator.device)
+    encoder = TextEncoder(tokenizer, model, config.max_length)
+    rows = _model_rows(config, train_data, validation_data, labels, encoder, rng)
+    checkpoint = _Checkpoint(
+        Path(checkpoint_dir) if checkpoint_dir else work_dir / CHECKPOINT_SUBDIR,
+        _fingerprint(config, labels, accelerator.num_processes, train_data, validation_data),
+        accelerator,
+    )
+    if checkpoint.pending() is None:  # a resumed run gets the stages' result with the weights
+        stages.update(
+            _pre_stages(
+                config, model, tokenizer, rows.train_texts, rows.y_train.tolist(), rng, accelerator.device
+            )
+        )
+    loss_fn = _loss_function(config, rows, labels, teacher_dirs, accelerator.device, stages)
+    loop = _prepare_loop(config, model, accelerator, encoder, loss_fn, checkpoint, len(rows.train_texts))
+    state, best_state = _resume(checkpoint, accelerator.is_main_process)
+    # torch's RNG as the checkpoint saved it, for a resume in the middle of an epoch (_train_epoch)
+    resume_rng = torch.get_rng_state() if state.batches_done else None
+    history_path = _start_history(work_dir / HISTORY_FILE, state.history, accelerator.is_main_process)
+    _log_start(config, loop, len(rows.train_texts), len(labels))
+
+    while not state.stopped and state.epoch <= config.epochs:
+        epoch_start = time.perf_counter()
+        batches = _epoch_batches(config, state.epoch, rows, encoder)
+        loss = _train_epoch(config, loop, rows, batches, state, best_state, resume_rng)
+        resume_rng = None
+        train_seconds = time.perf_counter() - epoch_start
+        val_f1, val_acc = _validate(config, loop, rows)
+        record = _epoch_record(config, loop, state, batches, loss, (val_f1, val_acc))
+        record["epoch_seconds"] = round(time.perf_counter() - epoch_start, 1)
+        record["train_seconds"] = round(train_seconds, 1)
+        state.history.append(record)
+        if on_epoch_end is not None:  # e.g. tests inspecting the weights epoch by epoch
+            on_epoch_end(state.epoch, loop.unwrapped)
+        if accelerator.is_main_process:
+            with history_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        improved, best_state = _end_epoch(config, loop, state, (val_f1, val_acc), best_state)
+        checkpoint.save(state.as_record(), best_state, improved, state.global_step)
+
+    model_dir = _save_best_model(loop, tokenizer, best_state, work_dir / MODEL_SUBDIR, keep_checkpoint)
+    elapsed = time.perf_counter() - started
+    log.info(
+        "best epoch %d (val macro-F1 %.4f); %.0f s; saved to %s",
+        state.best_epoch,
+        state.best_f1,
+        elapsed,
+        model_dir,
+    )
+    accelerator.free_memory()
+    return TrainResult(
+        model_dir,
+        list(labels),
+        state.best_epoch,
+        state.best_f1,
+        state.history,
+        elapsed,
+        stages,
+        state.resumed_from,
+        accelerator.num_processes,
+    )
+
+
+# --- the steps of train(), in the order it takes them ------------------------------------------
+def _label_order(train_data: TicketDataset, labels: list[str] | None) -> list[str]:
+    """The model's label order: ``labels`` (every training label must be one), else the
+    training split's sorted labels."""
+    labels = labels or train_data.label_names
+    unknown = sorted(set(train_data.labels) - set(labels))
+    if unknown:
+        raise ValueError(f"training labels not in the label list: {unknown[:10]}")
+    return labels
+
+
+def _accelerator(config: TrainConfig):
+    """Accelerate's driver of this run: device, precision, accumulation, processes."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     # The encoder is unfrozen/frozen between epochs with --freeze-encoder-epochs: DDP must then
     # accept parameters without gradients in some steps.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=config.freeze_encoder_epochs > 0)
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=_precision(config.mixed_precision),
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         kwargs_handlers=[ddp],
         step_scheduler_with_optimizer=False,
     )
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    if main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        config.save(work_dir / CONFIG_FILE)
-    set_seed(config.seed)
-    rng = random.Random(config.seed)
 
+
+def _classifier(config: TrainConfig, labels: list[str], device):
+    """The base encoder with a fresh head for ``labels``, on ``device`` (a GPU when the machine
+    has one, e.g. a SageMaker ml.g5 job), and its tokenizer."""
     model, tokenizer = load_model_and_tokenizer(
         config.base_model, labels, config.head, config.head_hidden, config.head_dropout
     )
     if config.loss == "ovr":
         _init_ovr_bias(model, len(labels))
-    device = accelerator.device  # a GPU when the machine has one (e.g. a SageMaker ml.g5 job)
     model.to(device)
-    encoder = TextEncoder(tokenizer, model, config.max_length)
-    pre = config.preprocessing
+    return model, tokenizer
 
-    base_texts, base_labels = minority_oversample(
+
+@dataclass
+class _Rows:
+    """The training and validation rows as the model sees them."""
+
+    raw_train: list[str]  # training texts (minority copies added) before preprocessing: noise wraps these
+    train_labels: list[str]
+    train_texts: list[str]  # ... preprocessed: the clean input of every epoch
+    y_train: Any  # int64 tensor of label indices
+    val_texts: list[str]  # preprocessed
+    val_encoded: dict[str, list[list[int]]]
+    y_val: list[int]  # -1 for a validation label the model does not have
+
+
+def _model_rows(
+    config: TrainConfig,
+    train_data: TicketDataset,
+    validation_data: TicketDataset,
+    labels: list[str],
+    encoder: TextEncoder,
+    rng: random.Random,
+) -> _Rows:
+    import torch
+
+    label_index = {label: i for i, label in enumerate(labels)}
+    raw_train, train_labels = minority_oversample(
         list(train_data.texts), list(train_data.labels), config.minority_min_examples, rng
     )
-    clean_train = preprocess_batch(base_texts, pre)
-    y_train = torch.tensor([label_index[label] for label in base_labels], dtype=torch.long)
-    val_texts = preprocess_batch(validation_data.texts, pre)
-    val_encoded = encoder.encode(val_texts)
-    y_val = [label_index.get(label, -1) for label in validation_data.labels]
-
-    checkpoint = _Checkpoint(
-        Path(checkpoint_dir) if checkpoint_dir else work_dir / CHECKPOINT_SUBDIR,
-        _fingerprint(config, labels, world, train_data, validation_data),
-        accelerator,
+    train_texts = preprocess_batch(raw_train, config.preprocessing)
+    y_train = torch.tensor([label_index[label] for label in train_labels], dtype=torch.long)
+    val_texts = preprocess_batch(validation_data.texts, config.preprocessing)
+    return _Rows(
+        raw_train,
+        train_labels,
+        train_texts,
+        y_train,
+        val_texts,
+        encoder.encode(val_texts),
+        [label_index.get(label, -1) for label in validation_data.labels],
     )
-    if checkpoint.pending() is None:  # a resumed run gets the stages' result with the weights
-        stages.update(_pre_stages(config, model, tokenizer, clean_train, y_train.tolist(), rng, device))
+
+
+def _loss_function(
+    config: TrainConfig, rows: _Rows, labels: list[str], teacher_dirs: list, device, stages: dict[str, Any]
+) -> _Loss:
+    """The loss with its class weights and, with teachers, their soft labels (which adds the
+    ``distill`` entry to ``stages``)."""
+    import torch
 
     weight = None
     if config.class_weights:
-        weight = torch.from_numpy(class_weights(base_labels, labels)).to(device)
+        weight = torch.from_numpy(class_weights(rows.train_labels, labels)).to(device)
     soft_targets = None
     if teacher_dirs:
         from training.stages import teacher_probabilities
@@ -447,7 +557,7 @@ def train(
         soft_targets = torch.from_numpy(
             teacher_probabilities(
                 teacher_dirs,
-                clean_train,
+                rows.train_texts,
                 labels,
                 temperature=config.distill_temperature,
                 max_length=config.max_length,
@@ -456,12 +566,36 @@ def train(
             )
         ).to(device)
         stages["distill"] = {"teachers": [str(t) for t in teacher_dirs], "seconds": _since(t0)}
-    loss_fn = _Loss(config, len(labels), weight, soft_targets)
+    return _Loss(config, len(labels), weight, soft_targets)
+
+
+@dataclass
+class _Loop:
+    """What the epochs run on, after ``accelerator.prepare``."""
+
+    accelerator: Any
+    model: Any  # wrapped for data parallelism under torchrun
+    unwrapped: Any
+    optimizer: Any
+    scheduler: Any
+    loss_fn: _Loss
+    encoder: TextEncoder
+    checkpoint: _Checkpoint
+    steps_per_epoch: int
+
+
+def _prepare_loop(
+    config: TrainConfig, model, accelerator, encoder: TextEncoder, loss_fn: _Loss, checkpoint, n_rows: int
+) -> _Loop:
+    """Optimizer and linear warm-up schedule over the whole run, prepared by Accelerate; the
+    scheduler is registered so that checkpoints carry it."""
+    from transformers import get_linear_schedule_with_warmup
 
     # Frozen word embeddings are left out of the optimizer (parameter_groups skips them).
     _set_encoder_trainable(model, True, config.freeze_embeddings)
     optimizer = _optimizer(model, config)
-    batches_per_epoch = math.ceil(math.ceil(len(clean_train) / config.batch_size) / world)  # per process
+    world = accelerator.num_processes
+    batches_per_epoch = math.ceil(math.ceil(n_rows / config.batch_size) / world)  # per process
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(
@@ -470,188 +604,275 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     unwrapped = accelerator.unwrap_model(model)
+    return _Loop(
+        accelerator, model, unwrapped, optimizer, scheduler, loss_fn, encoder, checkpoint, steps_per_epoch
+    )
+
+
+@dataclass
+class _LoopState:
+    """Where the epoch loop stands: what a checkpoint saves (``loop_state.json``) and a resumed
+    run restores."""
+
+    epoch: int = 1  # the epoch to run next
+    batches_done: int = 0  # of that epoch (a checkpoint taken mid-epoch)
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one
+    stopped: bool = False
+    resumed_from: dict[str, Any] | None = None
+
+    def as_record(self, epoch: int | None = None, batches_done: int | None = None) -> dict[str, Any]:
+        """The checkpoint's loop record; mid-epoch, at ``epoch`` after ``batches_done`` batches."""
+        return {
+            "epoch": self.epoch if epoch is None else epoch,
+            "batches_done": self.batches_done if batches_done is None else batches_done,
+            "global_step": self.global_step,
+            "history": self.history,
+            "best_f1": self.best_f1,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stopped": self.stopped,
+        }
+
+
+def _resume(checkpoint: _Checkpoint, main: bool) -> tuple[_LoopState, Any]:
+    """The loop state (and, on the main process, the best weights so far) of the checkpoint this
+    run resumes, or a fresh start. Restores model, optimizer, scheduler and RNG states."""
     resumed = checkpoint.load()
-    # torch's RNG as the checkpoint saved it, for a resume in the middle of an epoch (see below)
-    resume_rng = torch.get_rng_state() if resumed and resumed["batches_done"] else None
-    history: list[dict[str, Any]] = list(resumed["history"]) if resumed else []
-    best_f1 = resumed["best_f1"] if resumed else -1.0
-    best_epoch = resumed["best_epoch"] if resumed else 0
-    stale = resumed["stale"] if resumed else 0
-    global_step = resumed["global_step"] if resumed else 0
-    best_state = checkpoint.best_weights(resumed) if resumed and main else None
-    start_epoch, skip = (resumed["epoch"], resumed["batches_done"]) if resumed else (1, 0)
-    stopped = bool(resumed and resumed["stopped"])
-    history_path = work_dir / HISTORY_FILE
+    if not resumed:
+        return _LoopState(), None
+    state = _LoopState(
+        epoch=resumed["epoch"],
+        batches_done=resumed["batches_done"],
+        global_step=resumed["global_step"],
+        history=list(resumed["history"]),
+        best_f1=resumed["best_f1"],
+        best_epoch=resumed["best_epoch"],
+        stale=resumed["stale"],
+        stopped=bool(resumed["stopped"]),
+        resumed_from={k: resumed[k] for k in ("epoch", "batches_done", "global_step")},
+    )
+    return state, checkpoint.best_weights(resumed) if main else None
+
+
+def _start_history(path: Path, history: list[dict[str, Any]], main: bool) -> Path:
+    """``train_metrics.jsonl`` with the epochs done so far (a resumed run's); one line per epoch follows."""
     if main:
-        history_path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+        path.write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    return path
+
+
+def _log_start(config: TrainConfig, loop: _Loop, n_rows: int, n_labels: int) -> None:
     log.info(
         "fine-tuning %s on %d rows (%d labels), %d epochs x %d optimizer steps, %d process(es), "
         "batch %d x %d accumulation, precision %s",
         config.base_model,
-        len(clean_train),
-        len(labels),
+        n_rows,
+        n_labels,
         config.epochs,
-        steps_per_epoch,
-        world,
+        loop.steps_per_epoch,
+        loop.accelerator.num_processes,
         config.batch_size,
         config.gradient_accumulation_steps,
-        accelerator.mixed_precision,
+        loop.accelerator.mixed_precision,
     )
 
-    def loop_state(epoch: int, batches_done: int, stop: bool = False) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "batches_done": batches_done,
-            "global_step": global_step,
-            "history": history,
-            "best_f1": best_f1,
-            "best_epoch": best_epoch,
-            "stale": stale,
-            "stopped": stop,
-        }
 
-    epoch = start_epoch
-    while not stopped and epoch <= config.epochs:
-        epoch_start = time.perf_counter()
-        # Each epoch's noise and batch order come from its own seed: a resumed run rebuilds
-        # exactly the batches the interrupted one was going through.
-        epoch_rng = random.Random(f"{config.seed}:epoch:{epoch}")
-        texts = list(clean_train)
-        n_noisy = 0
-        if config.noisy_augmentation > 0:
-            # Fresh noise every epoch: the model sees each query both clean and wrapped.
-            chosen = [i for i in range(len(texts)) if epoch_rng.random() < config.noisy_augmentation]
-            noisy = preprocess_batch(
-                [make_noisy(base_texts[i], epoch_rng, _pool(config, epoch_rng)) for i in chosen], pre
-            )
-            for i, text in zip(chosen, noisy, strict=True):
-                texts[i] = text
-            n_noisy = len(chosen)
-        encoded = encoder.encode(texts)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, epoch_rng)
+@dataclass
+class _EpochBatches:
+    """One epoch's inputs: the rows (a share wrapped in fresh noise), tokenized, in batches."""
 
-        def collate(idx: list[int], encoded=encoded) -> dict[str, Any]:
-            batch = encoder.collate(encoded, idx)
-            batch["labels"] = y_train[idx]
-            batch["rows"] = torch.tensor(idx, dtype=torch.long)
-            return batch
+    encoded: dict[str, list[list[int]]]
+    lengths: list[int]
+    batches: list[list[int]]
+    noisy_rows: int
 
-        loader = accelerator.prepare_data_loader(
-            DataLoader(range(len(texts)), batch_sampler=batches, collate_fn=collate)
+
+def _epoch_batches(config: TrainConfig, epoch: int, rows: _Rows, encoder: TextEncoder) -> _EpochBatches:
+    # Each epoch's noise and batch order come from its own seed: a resumed run rebuilds
+    # exactly the batches the interrupted one was going through.
+    epoch_rng = random.Random(f"{config.seed}:epoch:{epoch}")
+    texts = list(rows.train_texts)
+    n_noisy = 0
+    if config.noisy_augmentation > 0:
+        # Fresh noise every epoch: the model sees each query both clean and wrapped.
+        chosen = [i for i in range(len(texts)) if epoch_rng.random() < config.noisy_augmentation]
+        noisy = preprocess_batch(
+            [make_noisy(rows.raw_train[i], epoch_rng, _pool(config, epoch_rng)) for i in chosen],
+            config.preprocessing,
         )
-        n_batches = len(loader)
-        if skip:
-            loader = accelerator.skip_first_batches(loader, skip)
-        frozen = epoch <= config.freeze_encoder_epochs
-        _set_encoder_trainable(unwrapped, not frozen, config.freeze_embeddings)
-        model.train()
-        total_loss = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss x rows, rows
-        done = skip
-        # one bar, the main process's; TQDM_DISABLE=1 silences it
-        quiet = {} if main else {"disable": True}
-        progress = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False, **quiet)
-        for batch in progress:
-            if resume_rng is not None:
-                # The uninterrupted run drew the loader's base seed from torch's generator at the
-                # start of this epoch, before the checkpoint saved the RNG state; the resumed loader
-                # has just drawn it again. Put the saved state back, or every dropout mask after
-                # the resume point would differ from the uninterrupted run's.
-                torch.set_rng_state(resume_rng)
-                resume_rng = None
-            rows, y = batch.pop("rows"), batch.pop("labels")
-            with accelerator.accumulate(model):
-                logits = model(**batch).logits
-                loss = loss_fn(logits.float(), y, rows)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            done += 1
-            total_loss += torch.tensor(
-                [loss.item() * len(rows), len(rows)], dtype=torch.float64, device=device
-            )
+        for i, text in zip(chosen, noisy, strict=True):
+            texts[i] = text
+        n_noisy = len(chosen)
+    encoded = encoder.encode(texts)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    batches = length_grouped_batches(lengths, config.batch_size, config.length_group_batches, epoch_rng)
+    return _EpochBatches(encoded, lengths, batches, n_noisy)
+
+
+def _train_epoch(
+    config: TrainConfig,
+    loop: _Loop,
+    rows: _Rows,
+    epoch: _EpochBatches,
+    state: _LoopState,
+    best_state,
+    resume_rng,
+) -> tuple[float, float]:
+    """One pass over ``epoch``'s batches (skipping those a mid-epoch checkpoint already did),
+    with a checkpoint every ``save_steps`` optimizer steps. Returns (sum of loss x rows, rows)
+    over all processes; ``state.global_step`` counts the optimizer steps."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    accelerator, model, main = loop.accelerator, loop.model, loop.accelerator.is_main_process
+    device = accelerator.device
+
+    def collate(idx: list[int]) -> dict[str, Any]:
+        batch = loop.encoder.collate(epoch.encoded, idx)
+        batch["labels"] = rows.y_train[idx]
+        batch["rows"] = torch.tensor(idx, dtype=torch.long)
+        return batch
+
+    loader = accelerator.prepare_data_loader(
+        DataLoader(range(len(epoch.lengths)), batch_sampler=epoch.batches, collate_fn=collate)
+    )
+    n_batches = len(loader)
+    skip = state.batches_done
+    if skip:
+        loader = accelerator.skip_first_batches(loader, skip)
+    frozen = state.epoch <= config.freeze_encoder_epochs
+    _set_encoder_trainable(loop.unwrapped, not frozen, config.freeze_embeddings)
+    model.train()
+    total_loss = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss x rows, rows
+    done = skip
+    # one bar, the main process's; TQDM_DISABLE=1 silences it
+    quiet = {} if main else {"disable": True}
+    progress = tqdm(loader, desc=f"epoch {state.epoch}/{config.epochs}", unit="batch", leave=False, **quiet)
+    for batch in progress:
+        if resume_rng is not None:
+            # The uninterrupted run drew the loader's base seed from torch's generator at the
+            # start of this epoch, before the checkpoint saved the RNG state; the resumed loader
+            # has just drawn it again. Put the saved state back, or every dropout mask after
+            # the resume point would differ from the uninterrupted run's.
+            torch.set_rng_state(resume_rng)
+            resume_rng = None
+        batch_rows, y = batch.pop("rows"), batch.pop("labels")
+        with accelerator.accumulate(model):
+            logits = model(**batch).logits
+            loss = loop.loss_fn(logits.float(), y, batch_rows)
+            accelerator.backward(loss)
             if accelerator.sync_gradients:
-                global_step += 1
-                if config.save_steps and global_step % config.save_steps == 0 and done < n_batches:
-                    checkpoint.save(loop_state(epoch, done), best_state, False, global_step)
-            if main:
-                progress.set_postfix(loss=f"{total_loss[0].item() / max(1.0, total_loss[1].item()):.4f}")
-        progress.close()
-        skip = 0
-        train_seconds = time.perf_counter() - epoch_start
-        loss_sum, seen = accelerator.reduce(total_loss, reduction="sum").tolist()
-
-        val_logits = _gather_logits(
-            accelerator, unwrapped, encoder, val_encoded, len(val_texts), config.eval_batch_size
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            loop.optimizer.step()
+            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                loop.scheduler.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+        done += 1
+        total_loss += torch.tensor(
+            [loss.item() * len(batch_rows), len(batch_rows)], dtype=torch.float64, device=device
         )
-        val_f1, val_acc = _macro_f1(y_val, val_logits.argmax(axis=1))
-        record = {
-            "epoch": epoch,
-            "train_loss": round(loss_sum / max(1.0, seen), 5),
-            "val_macro_f1": round(val_f1, 5),
-            "val_accuracy": round(val_acc, 5),
-            "lr": scheduler.get_last_lr()[0],
-            "optimizer_steps": global_step,
-            "encoder_frozen": frozen,
-            "noisy_rows": n_noisy,
-            "mean_tokens": round(float(np.mean(lengths)), 2),
-            "epoch_seconds": round(time.perf_counter() - epoch_start, 1),
-            "train_seconds": round(train_seconds, 1),
-        }
-        history.append(record)
-        if on_epoch_end is not None:  # e.g. tests inspecting the weights epoch by epoch
-            on_epoch_end(epoch, unwrapped)
+        if accelerator.sync_gradients:
+            state.global_step += 1
+            if config.save_steps and state.global_step % config.save_steps == 0 and done < n_batches:
+                loop.checkpoint.save(state.as_record(state.epoch, done), best_state, False, state.global_step)
         if main:
-            with history_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        improved = val_f1 > best_f1
-        # one line per epoch, the main process's: the SageMaker launcher's metrics parse it
-        (log.info if main else log.debug)(
-            "epoch %d/%d: loss %.4f, val macro-F1 %.4f, val acc %.4f, %.0f s%s",
-            epoch,
-            config.epochs,
-            record["train_loss"],
-            val_f1,
-            val_acc,
-            record["epoch_seconds"],
-            " (best)" if improved else "",
-        )
-        if improved:
-            best_f1, best_epoch, stale = val_f1, epoch, 0
-            if main:
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in unwrapped.state_dict().items()}
-        else:
-            stale += 1
-            if config.early_stopping_patience and stale >= config.early_stopping_patience:
-                log.info("early stopping: no improvement for %d epoch(s)", stale)
-                stopped = True
-        epoch += 1
-        checkpoint.save(loop_state(epoch, 0, stopped), best_state, improved, global_step)
+            progress.set_postfix(loss=f"{total_loss[0].item() / max(1.0, total_loss[1].item()):.4f}")
+    progress.close()
+    state.batches_done = 0
+    loss_sum, seen = accelerator.reduce(total_loss, reduction="sum").tolist()
+    return loss_sum, seen
 
+
+def _validate(config: TrainConfig, loop: _Loop, rows: _Rows) -> tuple[float, float]:
+    """Validation macro-F1 and accuracy of the model as it stands."""
+    val_logits = _gather_logits(
+        loop.accelerator,
+        loop.unwrapped,
+        loop.encoder,
+        rows.val_encoded,
+        len(rows.val_texts),
+        config.eval_batch_size,
+    )
+    return _macro_f1(rows.y_val, val_logits.argmax(axis=1))
+
+
+def _epoch_record(
+    config: TrainConfig,
+    loop: _Loop,
+    state: _LoopState,
+    batches: _EpochBatches,
+    loss: tuple[float, float],
+    scores: tuple[float, float],
+) -> dict[str, Any]:
+    """The epoch's line of ``train_metrics.jsonl`` (its timings are added by the caller)."""
+    loss_sum, seen = loss
+    return {
+        "epoch": state.epoch,
+        "train_loss": round(loss_sum / max(1.0, seen), 5),
+        "val_macro_f1": round(scores[0], 5),
+        "val_accuracy": round(scores[1], 5),
+        "lr": loop.scheduler.get_last_lr()[0],
+        "optimizer_steps": state.global_step,
+        "encoder_frozen": state.epoch <= config.freeze_encoder_epochs,
+        "noisy_rows": batches.noisy_rows,
+        "mean_tokens": round(float(np.mean(batches.lengths)), 2),
+    }
+
+
+def _end_epoch(
+    config: TrainConfig, loop: _Loop, state: _LoopState, scores: tuple[float, float], best_state
+) -> tuple[bool, Any]:
+    """Log the epoch; keep the weights of a better epoch (main process), count the epochs
+    without one and stop after ``early_stopping_patience`` of them; move on to the next epoch.
+    Returns (improved, the best weights so far)."""
+    main = loop.accelerator.is_main_process
+    val_f1, val_acc = scores
+    record = state.history[-1]
+    improved = val_f1 > state.best_f1
+    # one line per epoch, the main process's: the SageMaker launcher's metrics parse it
+    (log.info if main else log.debug)(
+        "epoch %d/%d: loss %.4f, val macro-F1 %.4f, val acc %.4f, %.0f s%s",
+        state.epoch,
+        config.epochs,
+        record["train_loss"],
+        val_f1,
+        val_acc,
+        record["epoch_seconds"],
+        " (best)" if improved else "",
+    )
+    if improved:
+        state.best_f1, state.best_epoch, state.stale = val_f1, state.epoch, 0
+        if main:
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in loop.unwrapped.state_dict().items()}
+    else:
+        state.stale += 1
+        if config.early_stopping_patience and state.stale >= config.early_stopping_patience:
+            log.info("early stopping: no improvement for %d epoch(s)", state.stale)
+            state.stopped = True
+    state.epoch += 1
+    return improved, best_state
+
+
+def _save_best_model(loop: _Loop, tokenizer, best_state, model_dir: Path, keep_checkpoint: bool) -> Path:
+    """The best epoch's weights and the tokenizer as ``save_pretrained`` (main process); the
+    checkpoint removed unless ``keep_checkpoint``."""
+    accelerator, unwrapped = loop.accelerator, loop.unwrapped
     accelerator.wait_for_everyone()
     _set_encoder_trainable(unwrapped, True)
-    model_dir = work_dir / MODEL_SUBDIR
-    if main:
+    if accelerator.is_main_process:
         if best_state is not None:
             unwrapped.load_state_dict(best_state)
         unwrapped.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         if not keep_checkpoint:
-            shutil.rmtree(checkpoint.directory, ignore_errors=True)
+            shutil.rmtree(loop.checkpoint.directory, ignore_errors=True)
     accelerator.wait_for_everyone()
-    elapsed = time.perf_counter() - started
-    log.info(
-        "best epoch %d (val macro-F1 %.4f); %.0f s; saved to %s", best_epoch, best_f1, elapsed, model_dir
-    )
-    accelerator.free_memory()
-    resumed_from = {k: resumed[k] for k in ("epoch", "batches_done", "global_step")} if resumed else None
-    return TrainResult(
-        model_dir, list(labels), best_epoch, best_f1, history, elapsed, stages, resumed_from, world
-    )
+    return model_dir
 
 
 def _pool(config: TrainConfig, rng: random.Random) -> str:

@@ -1,0 +1,357 @@
+"""The training pipeline behind ``python -m training train``, one step per function.
+
+:func:`run_training` reads top to bottom as the run goes: the run's settings (paths, split,
+hyperparameters, gate) -> data (load, de-duplicate the model inputs, split) -> the training
+config -> fine-tune -> export the served artifact (parity gate) -> review threshold (chosen on
+the validation split) -> evaluate the served artifact once on the clean and the noisy test
+split -> optimization report -> ``train_summary.json``. Each step is a function with its inputs
+and outputs named; the command line (``training/__main__.py``) only parses arguments into a
+:class:`TrainRun` and calls :func:`run_training`.
+
+Under ``torchrun`` every process runs the pipeline: all of them fine-tune, the main process
+alone writes the splits first (the others then read them) and exports, evaluates and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import DEFAULT_BASE_MODEL, TrainConfig
+from training.data import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Splits
+from triage_core.preprocessing import PreprocessConfig
+
+log = logging.getLogger("training")
+
+NOISY_SEED = 2024  # = training.evaluate.NOISY_SEED: every model is measured on the same noisy tickets
+
+
+@dataclass
+class TrainRun:
+    """What one ``python -m training train`` was asked to do: the parsed command line, with
+    every path already resolved (``training.__main__.environment_defaults``)."""
+
+    data: Path
+    output: Path
+    work_dir: Path
+    splits_dir: Path
+    reports_dir: Path
+    text_column: str = DEFAULT_TEXT_COLUMN
+    label_column: str = DEFAULT_LABEL_COLUMN
+    encoding: str = "utf-8"
+    validation_size: float = 0.1
+    test_size: float = 0.1
+    split_seed: int = 42
+    base_model: str = DEFAULT_BASE_MODEL
+    # Hyperparameters given explicitly; every other one comes from the base model's preset.
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    checkpoint_dir: Path | None = None
+    keep_checkpoint: bool = False
+    # export gate (validation split) and review threshold
+    fp32_max_score_diff: float = 1e-3
+    int8_min_agreement: float = 0.95
+    int8_max_f1_drop: float = 1.0
+    review_precision: float = 0.98
+    # pipeline steps
+    export: bool = True
+    evaluate: bool = True
+    optimization_report: bool = True
+
+
+def run_training(run: TrainRun) -> dict[str, Any]:
+    """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
+    config = training_config(run)
+    if not is_main_process():  # one log file, the main process's
+        return _run_steps(run, config)
+    with log_to_file(run.reports_dir / "train.log"):
+        return _run_steps(run, config)
+
+
+def _run_steps(run: TrainRun, config: TrainConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    check_model_source(config.base_model)
+    splits = load_splits(run, config)
+    result = fine_tune(config, splits, run)
+    if not is_main_process():
+        return {}  # under torchrun: the main process exports, evaluates and reports
+    summary = training_summary(run, config, splits, result)
+    if run.export:
+        summary.update(export_served_model(run, config, splits, result))
+        if run.evaluate:
+            summary["review_threshold"] = choose_review_threshold(
+                run.output, splits.validation, run.review_precision
+            )
+            store_review_threshold(run.output, summary["review_threshold"]["threshold"])
+            summary.update(evaluate_test_splits(run.output, splits.test, run.reports_dir, summary))
+        if run.optimization_report:
+            summary["optimization_report"] = optimization_report(
+                result.model_dir, run.output, splits.test, run.reports_dir
+            )
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    write_json(run.reports_dir / "train_summary.json", summary)
+    log.info(
+        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
+        summary["total_seconds"],
+        result.best_val_macro_f1,
+        summary.get("test_clean", "-"),
+        summary.get("test_noisy", "-"),
+    )
+    return summary
+
+
+# --- settings ----------------------------------------------------------------------------------
+def training_config(run: TrainRun) -> TrainConfig:
+    """The base model's family preset (``training.config.PRESETS``), then the explicit options."""
+    try:
+        return TrainConfig.for_base_model(
+            run.base_model, preprocessing=run.preprocessing, **run.hyperparameters
+        )
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def check_model_source(base_model: str) -> None:
+    """Before reading any data: a bad model name is one line, not a traceback minutes later."""
+    from training.config import ModelSourceError, check_base_model
+
+    try:
+        check_base_model(base_model)
+    except ModelSourceError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+# --- data --------------------------------------------------------------------------------------
+def load_splits(run: TrainRun, config: TrainConfig) -> Splits:
+    """The ticket file (model-input duplicates dropped), split train/validation/test or the
+    splits already in ``run.splits_dir`` for the same rows. Writes ``data_report.json``."""
+    from training.data import DataError, format_support, load_model_inputs, load_or_create_splits
+    from training.train import process_state
+
+    try:  # under torchrun the main process writes the splits, the others then read them
+        with process_state().main_process_first():
+            dataset = load_model_inputs(
+                run.data, run.text_column, run.label_column, config.preprocessing, run.encoding
+            )
+            splits = load_or_create_splits(
+                dataset, run.splits_dir, run.validation_size, run.test_size, run.split_seed
+            )
+    except DataError as exc:
+        raise SystemExit(f"data error: {exc}") from None
+    if is_main_process():
+        # this run's load report (re-used splits carry the one of the run that wrote them)
+        write_json(run.reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
+    log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
+    return splits
+
+
+# --- model and training ------------------------------------------------------------------------
+def fine_tune(config: TrainConfig, splits: Splits, run: TrainRun):
+    """Fine-tune on the training split, choose the epoch on the validation split
+    (:func:`training.train.train`). Returns its ``TrainResult``."""
+    from training.train import train
+
+    return train(
+        config,
+        splits.train,
+        splits.validation,
+        run.work_dir,
+        labels=splits.label_names,
+        checkpoint_dir=run.checkpoint_dir,
+        keep_checkpoint=run.keep_checkpoint,
+    )
+
+
+def training_summary(run: TrainRun, config: TrainConfig, splits: Splits, result) -> dict[str, Any]:
+    """What was trained on what, and how the fine-tuning went: the summary's first part."""
+    from training.config import model_family
+
+    return {
+        "data": str(run.data),
+        "rows": splits.info["sizes"],
+        "labels": len(result.labels),
+        "config": config.to_dict(),
+        "preset": model_family(config.base_model),
+        "best_epoch": result.best_epoch,
+        "best_val_macro_f1": result.best_val_macro_f1,
+        "epochs_run": len(result.history),
+        "fine_tune_seconds": round(result.train_seconds, 1),
+        "processes": result.world_size,
+        "resumed_from": result.resumed_from,
+        "stages": result.stages,
+        "hf_model_dir": str(result.model_dir),
+    }
+
+
+# --- save: the served artifact -----------------------------------------------------------------
+def export_served_model(run: TrainRun, config: TrainConfig, splits: Splits, result) -> dict[str, Any]:
+    """Export the best epoch to the int8 ONNX artifact in ``run.output``, gated on the
+    validation split. A failed gate writes the summary with the reason and exits non-zero."""
+    from training.export import ExportError, ParityTolerance, export_artifact, export_report
+
+    t0 = time.perf_counter()
+    tolerance = ParityTolerance(
+        fp32_max_score_diff=run.fp32_max_score_diff,
+        int8_min_agreement=run.int8_min_agreement,
+        int8_max_macro_f1_drop_points=run.int8_max_f1_drop,
+    )
+    try:
+        export_artifact(
+            result.model_dir,
+            run.output,
+            labels=result.labels,
+            max_length=config.max_length,
+            preprocessing=config.preprocessing,
+            scoring=config.scoring,
+            base_model=config.base_model,
+            parity_texts=splits.validation.texts,
+            parity_labels=splits.validation.labels,
+            tolerance=tolerance,
+        )
+    except ExportError as exc:
+        summary = training_summary(run, config, splits, result)
+        write_json(run.reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
+        details = run.output.parent / "onnx-fp32" / "export_report.json"
+        raise SystemExit(f"{exc} (details: {details})") from None
+    report = export_report(run.output)
+    for warning in report["warnings"]:
+        log.warning("export: %s", warning)
+    return {
+        "artifact": str(run.output),
+        "export_seconds": round(time.perf_counter() - t0, 1),
+        "export": report,
+    }
+
+
+# --- review threshold --------------------------------------------------------------------------
+def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
+    """The review threshold, chosen on the validation split: the lowest top score at which the
+    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
+    the time. The test split only reports how that threshold does."""
+    from training.evaluate import review_curve
+    from triage_core.inference import ArtifactClassifier
+
+    classifier = ArtifactClassifier(artifact_dir)
+    scores = classifier.predict_scores(validation.texts)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
+    choice = review_curve(scores.max(axis=1), correct, precision)
+    log.info(
+        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
+        choice["threshold"],
+        choice["accepted_accuracy"],
+        100 * choice["review_share"],
+    )
+    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
+
+
+def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
+    """Write the chosen threshold into the artifact's manifest: the server uses it unless
+    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
+    from triage_core.artifact import load_manifest, write_manifest
+
+    manifest = load_manifest(artifact_dir)
+    write_manifest(
+        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
+    )
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+def evaluate_test_splits(
+    artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """Evaluate the served artifact on the clean and the noisy test split.
+
+    Writes ``<reports>/test/`` (clean) and ``<reports>/test/noisy/`` (metrics.json + plots, the
+    layout of ``python -m training evaluate --noisy``) and the artifact's ``metrics.json``.
+    """
+    from training.evaluate import compare_reports, evaluate_artifact, headline, write_evaluation
+    from training.noise import noisy_variant
+    from triage_core.artifact import METRICS_FILE
+    from triage_core.inference import ArtifactClassifier
+
+    classifier = ArtifactClassifier(artifact_dir)
+    clean = evaluate_artifact(artifact_dir, test.texts, test.labels, classifier=classifier)
+    noisy_texts = noisy_variant(test.texts, seed=NOISY_SEED, pool="eval")
+    noisy = evaluate_artifact(artifact_dir, noisy_texts, test.labels, classifier=classifier)
+    data = {"split": "test", "rows": len(test.texts), "source": summary["data"]}
+    clean["data"] = data
+    noisy["data"] = {**data, "noise": {"pool": "eval", "seed": NOISY_SEED}}
+    clean["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
+    clean["clean_vs_noisy"] = compare_reports(clean, noisy)
+    clean["training"] = {
+        k: summary[k] for k in ("best_epoch", "best_val_macro_f1", "epochs_run", "fine_tune_seconds")
+    }
+    clean["selection"] = (
+        "model and review threshold chosen on the validation split; this test split is scored once"
+    )
+    if "review_threshold" in summary:
+        review = dict(summary["review_threshold"])
+        top = classifier.predict_scores(test.texts)
+        index = {label: i for i, label in enumerate(classifier.labels)}
+        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
+        accepted = top.max(axis=1) >= review["threshold"]
+        review["test"] = {
+            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
+            "review_share": float(1 - accepted.mean()),
+        }
+        clean["review_threshold"] = review
+        summary["review_threshold"] = review
+    write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
+    write_evaluation(clean, reports_dir / "test", title="Test split:")
+    artifact_metrics = dict(clean)
+    artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
+    write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
+    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
+
+
+def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:
+    """torch fp32 vs ONNX fp32 vs ONNX int8 (``training.optimization_report``)."""
+    from training import optimization_report as report_module
+
+    path = report_module.run_optimization_report(
+        hf_model_dir=hf_model_dir,
+        artifact_dir=artifact_dir,
+        texts=test.texts,
+        labels=test.labels,
+        out_dir=reports_dir,
+    )
+    return str(path) if path else None
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+def is_main_process() -> bool:
+    from training.train import process_state
+
+    return process_state().is_main_process
+
+
+@contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Copy the pipeline's log (INFO and up) to ``path`` while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)  # the epoch lines must reach the file whatever the root level
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
