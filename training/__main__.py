@@ -128,7 +128,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _option(hp, "batch-size", type=int, default=None, help=f"preset ({d.batch_size})")
     _option(
-        hp, "max-length", type=int, default=None, help=f"preset ({d.max_length}); tokens, head truncation"
+        hp,
+        "max-length",
+        type=int,
+        default=None,
+        help="tokens the model reads; default: the training split's 99th percentile, rounded up to a "
+        "multiple of 32, at most the model's 512 (Banking77: 64)",
     )
     _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
     _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
@@ -221,6 +226,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(steps, "export", type=_bool, default=True, metavar="{true,false}", help="build the int8 artifact")
     _option(steps, "evaluate", type=_bool, default=True, metavar="{true,false}")
     _option(steps, "optimization-report", type=_bool, default=True, metavar="{true,false}")
+    _option(
+        steps,
+        "baseline",
+        type=_bool,
+        default=True,
+        metavar="{true,false}",
+        help="TF-IDF + logistic regression baseline: reported, shipped if it wins on validation",
+    )
 
 
 def _str_list(value: str) -> list[str]:
@@ -353,6 +366,7 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         export=args.export,
         evaluate=args.evaluate,
         optimization_report=args.optimization_report,
+        baseline=args.baseline,
     )
 
 

@@ -121,3 +121,34 @@ def _write(report: dict[str, Any], reports_dir: Path | None) -> dict[str, Any]:
         Path(reports_dir).mkdir(parents=True, exist_ok=True)
         (Path(reports_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def max_length_step(run, config, splits):
+    """The pipeline step: ``config`` with ``max_length`` chosen from the training split, unless
+    ``--max-length`` was given. Returns ``(config, summary)``."""
+    import dataclasses
+
+    from triage_core.preprocessing import preprocess_batch
+
+    if "max_length" in run.hyperparameters:
+        return config, {"max_length": config.max_length, "source": "--max-length"}
+    texts = preprocess_batch(splits.train.texts, config.preprocessing)
+    chosen, summary = data_max_length(config.base_model, texts)
+    cut = sum(len(t) >= config.preprocessing.max_chars for t in texts) / max(1, len(texts))
+    summary["share_cut_at_max_chars"] = round(cut, 4)
+    log.info(
+        "max length %d tokens, from the training split (p50 %.0f, p99 %.0f, max %.0f tokens; %.1f%% longer)",
+        chosen,
+        summary["p50"],
+        summary["p99"],
+        summary["max"],
+        100 * summary["share_longer"],
+    )
+    if cut > 0.01:
+        log.warning(
+            "%.1f%% of the training tickets are cut at preprocessing's max_chars (%d characters) before "
+            "tokenizing: the long-ticket strategies only see what is left",
+            100 * cut,
+            config.preprocessing.max_chars,
+        )
+    return dataclasses.replace(config, max_length=chosen), summary

@@ -2,11 +2,14 @@
 
 :func:`run_training` reads top to bottom as the run goes: the run's settings (paths, split,
 hyperparameters, gate) -> data (load, de-duplicate the model inputs, split) -> the training
-config -> fine-tune -> export the served artifact (parity gate) -> review threshold (chosen on
-the validation split) -> evaluate the served artifact once on the clean and the noisy test
-split -> optimization report -> ``train_summary.json``. Each step is a function with its inputs
-and outputs named; the command line (``training/__main__.py``) only parses arguments into a
-:class:`TrainRun` and calls :func:`run_training`.
+config (max length from the training split's token lengths) -> fine-tune -> export the served
+artifact (parity gate) -> long-ticket strategy (chosen on the validation split) -> linear
+baseline (compared on validation and test, shipped alone or averaged in if it wins on
+validation) -> review threshold (chosen on the validation split) -> evaluate the served
+artifact once on the clean and the noisy test split -> optimization report ->
+``train_summary.json``. Each step is a function with its inputs and outputs named; the command
+line (``training/__main__.py``) only parses arguments into a :class:`TrainRun` and calls
+:func:`run_training`.
 
 Under ``torchrun`` every process runs the pipeline: all of them fine-tune, the main process
 alone writes the splits first (the others then read them) and exports, evaluates and reports.
@@ -25,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from training.baseline import run_baseline
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Splits
+from training.long_text import max_length_step, select_long_text
 from triage_core.preprocessing import PreprocessConfig
 
 log = logging.getLogger("training")
@@ -65,6 +70,7 @@ class TrainRun:
     export: bool = True
     evaluate: bool = True
     optimization_report: bool = True
+    baseline: bool = True  # the linear baseline, compared and shipped if it wins (training.baseline)
 
 
 def run_training(run: TrainRun) -> dict[str, Any]:
@@ -80,12 +86,24 @@ def _run_steps(run: TrainRun, config: TrainConfig) -> dict[str, Any]:
     started = time.perf_counter()
     check_model_source(config.base_model)
     splits = load_splits(run, config)
+    config, lengths = max_length_step(run, config, splits)
     result = fine_tune(config, splits, run)
     if not is_main_process():
         return {}  # under torchrun: the main process exports, evaluates and reports
     summary = training_summary(run, config, splits, result)
+    summary["max_length"] = lengths
     if run.export:
         summary.update(export_served_model(run, config, splits, result))
+        summary["long_text"] = select_long_text(run.output, splits.validation, run.reports_dir)
+        if run.baseline:
+            summary["baseline"] = run_baseline(
+                run.output,
+                splits.train,
+                splits.validation,
+                splits.test,
+                config.preprocessing,
+                run.reports_dir,
+            )
         if run.evaluate:
             summary["review_threshold"] = choose_review_threshold(
                 run.output, splits.validation, run.review_precision

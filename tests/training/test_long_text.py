@@ -1,0 +1,133 @@
+"""training.long_text: the maximum length from the data, the long-ticket strategy from the
+validation split, and both through ``python -m training train`` on a synthetic long-ticket set."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import TicketDataset
+from training.export import fp32_onnx_path
+from training.long_text import model_limit, select_long_text
+from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, load_manifest
+from triage_core.inference import ArtifactClassifier
+from triage_core.longtext import LongText
+
+WORDS = [
+    *("account", "card", "payment", "transfer", "refund", "branch", "statement", "charge", "fee"),
+    *("balance", "loan", "mortgage", "escrow", "credit", "report", "dispute", "debt", "collector"),
+    *("letter", "phone", "call", "bank", "manager", "interest", "rate", "late", "notice"),
+]
+
+
+def long_tickets(n: int, seed: int, low: int = 40, high: int = 160) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randrange(low, high))) + "." for _ in range(n)]
+
+
+@pytest.fixture
+def artifact(tiny_artifact: Path, tmp_path: Path) -> Path:
+    """The tiny model in fp32 (scores do not depend on batch neighbours) reading 32 tokens."""
+    dst = Path(shutil.copytree(tiny_artifact, tmp_path / "model"))
+    shutil.copyfile(fp32_onnx_path(tiny_artifact), dst / MODEL_FILE)
+    data = json.loads((dst / MANIFEST_FILE).read_text("utf-8"))
+    data.update(quantization="none", max_length=32)
+    (dst / MANIFEST_FILE).write_text(json.dumps(data), "utf-8")
+    return dst
+
+
+@pytest.mark.parametrize(
+    "target",
+    [LongText(strategy="head_tail"), LongText(strategy="windows", pooling="mean")],
+    ids=lambda s: s.label(),
+)
+def test_the_strategy_that_fits_the_validation_labels_is_chosen(
+    artifact: Path, tmp_path: Path, target: LongText
+) -> None:
+    """Validation tickets labelled by the model itself read with ``target``: that strategy is
+    right on all of them, head truncation is not, so ``target`` is chosen (a tie goes to the
+    earlier candidate: head, head_tail, windows-mean, windows-max), written into the manifest,
+    and the artifact then answers those labels."""
+    classifier = ArtifactClassifier(artifact)
+    texts = [*long_tickets(60, 1), "my card", "refund please"]
+    head_labels = classifier.predict_scores(texts).argmax(axis=1)
+    classifier.use_long_text(target)
+    own = classifier.predict_scores(texts).argmax(axis=1)
+    assert (own != head_labels).sum() >= 3, "the strategies must disagree on some tickets"
+    validation = TicketDataset(texts, [classifier.labels[i] for i in own])
+    report = select_long_text(artifact, validation, tmp_path / "reports")
+    rows = {row["strategy"]: row for row in report["candidates"]}
+    assert set(rows) == {"head", "head_tail", "windows-mean", "windows-max"}
+    assert rows[target.label()]["accuracy"] == 1.0 and rows["head"]["accuracy"] < 1.0
+    assert report["winner"] == target.label() and report["chosen_on"] == "validation"
+    assert report["validation_lengths"]["share_longer"] > 0.9
+    assert load_manifest(artifact).long_text == target
+    served = ArtifactClassifier(artifact).predict_scores(texts).argmax(axis=1)
+    np.testing.assert_array_equal(served, own)
+    assert json.loads((tmp_path / "reports" / "long_text.json").read_text())["winner"] == target.label()
+
+
+def test_short_validation_tickets_keep_head(artifact: Path) -> None:
+    validation = TicketDataset(["my card", "where is my refund"], ["card_arrival", "exchange_rate"])
+    report = select_long_text(artifact, validation)
+    assert "candidates" not in report and report["strategy"]["strategy"] == "head"
+    assert load_manifest(artifact).long_text == LongText()
+
+
+def test_model_limit_reads_the_position_embeddings(tmp_path: Path, tiny_base_model: Path) -> None:
+    from transformers import BertConfig, RobertaConfig
+
+    assert model_limit(str(tiny_base_model)) == 512
+    BertConfig(max_position_embeddings=128).save_pretrained(tmp_path / "short")
+    assert model_limit(str(tmp_path / "short")) == 128
+    RobertaConfig(max_position_embeddings=514).save_pretrained(tmp_path / "roberta")
+    assert model_limit(str(tmp_path / "roberta")) == 512  # two positions are RoBERTa's padding offset
+
+
+def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path, tmp_path: Path) -> None:
+    """``make train`` on long tickets with a subject and a body: the maximum length comes from
+    the data, the strategy and the shipped model from validation, all in the reports and the
+    artifact."""
+    from training.__main__ import main
+
+    rng = random.Random(5)
+    topics = {"mortgage": "escrow", "credit_report": "dispute", "debt_collection": "collector"}
+    path = tmp_path / "complaints.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject", "body", "product"])
+        for i in range(90):
+            product = list(topics)[i % 3]
+            body = long_tickets(1, 100 + i, 60, 140)[0] + f" {topics[product]} problem number {i}."
+            writer.writerow([f"complaint {i}" if rng.random() < 0.8 else "", body, product])
+    out = tmp_path / "artifacts"
+    argv = [
+        "train", "--data", str(path), "--text-column", "subject,body", "--label-column", "product",
+        "--base-model", str(tiny_base_model), "--epochs", "1", "--batch-size", "8", "--threads", "1",
+        "--output", str(out / "model"), "--work-dir", str(out / "work"), "--splits-dir", str(out / "splits"),
+        "--reports-dir", str(out / "reports"), "--optimization-report", "false",
+        "--validation-size", "0.2", "--test-size", "0.2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "reports" / "train_summary.json").read_text())
+    lengths = summary["max_length"]
+    assert lengths["source"] == "training data" and lengths["model_limit"] == 512
+    assert lengths["max_length"] % 32 == 0 and lengths["max_length"] >= lengths["p99"]
+    assert summary["config"]["max_length"] == lengths["max_length"]
+    manifest = load_manifest(out / "model")
+    assert manifest.max_length == lengths["max_length"]
+    # The baseline was compared on the same validation and test tickets; the margin is reported
+    # and what won on validation is what the artifact serves.
+    baseline = summary["baseline"]
+    assert set(baseline["margin"]) == {"validation", "test"}
+    assert manifest.model == baseline["shipped"]
+    assert json.loads((out / "reports" / "baseline.json").read_text())["choice"] == baseline["choice"]
+    assert manifest.long_text.model_dump() == summary["long_text"]["strategy"]
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
+    assert metrics["counts"]["examples"] == summary["rows"]["test"]
