@@ -135,6 +135,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens the model reads; default: the training split's 99th percentile, rounded up to a "
         "multiple of 32, at most the model's 512 (Banking77: 64)",
     )
+    _option(
+        hp,
+        "truncation",
+        choices=["head", "head_tail"],
+        default=None,
+        help="what fine-tuning reads of a longer ticket; default: head_tail when over 1%% of the "
+        "training tickets are longer, else head (serving's strategy is chosen on validation)",
+    )
     _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
     _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
     _option(hp, "seed", type=int, default=d.seed)
@@ -323,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HYPERPARAMETERS = (
-    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "truncation",
+    "warmup_ratio",
     "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
     "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
     "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,

@@ -23,6 +23,7 @@ from triage_core.longtext import candidates, choose_max_length, length_summary
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "long_text.json"
+LONG_SHARE = 0.01  # over this share of long training tickets, fine-tuning reads head + tail
 
 
 def model_limit(base_model_path: str) -> int:
@@ -36,8 +37,11 @@ def model_limit(base_model_path: str) -> int:
     return max(8, min(512, positions))
 
 
-def data_max_length(base_model: str, texts: list[str]) -> tuple[int, dict[str, Any]]:
-    """The maximum length chosen from ``texts`` (preprocessed training texts) and a summary."""
+def data_max_length(
+    base_model: str, texts: list[str], given: int | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The maximum length chosen from ``texts`` (preprocessed training texts), or ``given``
+    (``--max-length``), and a summary of the token lengths against it."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
@@ -50,8 +54,9 @@ def data_max_length(base_model: str, texts: list[str]) -> tuple[int, dict[str, A
     tokenizer.no_padding()
     lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
     cap = model_limit(path)
-    chosen = choose_max_length(lengths, cap=cap)
-    return chosen, {**length_summary(lengths, chosen), "model_limit": cap, "source": "training data"}
+    chosen = given if given is not None else choose_max_length(lengths, cap=cap)
+    source = "--max-length" if given is not None else "training data"
+    return chosen, {**length_summary(lengths, chosen), "model_limit": cap, "source": source}
 
 
 def select_long_text(artifact_dir: Path, validation, reports_dir: Path | None = None) -> dict[str, Any]:
@@ -124,31 +129,39 @@ def _write(report: dict[str, Any], reports_dir: Path | None) -> dict[str, Any]:
 
 
 def max_length_step(run, config, splits):
-    """The pipeline step: ``config`` with ``max_length`` chosen from the training split, unless
-    ``--max-length`` was given. Returns ``(config, summary)``."""
+    """The pipeline step: ``config`` with ``max_length`` chosen from the training split (unless
+    ``--max-length`` was given) and, when over :data:`LONG_SHARE` of the training tickets are
+    longer, fine-tuning on their head and tail (unless ``truncation`` was given). Returns
+    ``(config, summary)``."""
     import dataclasses
 
     from triage_core.preprocessing import preprocess_batch
 
-    if "max_length" in run.hyperparameters:
-        return config, {"max_length": config.max_length, "source": "--max-length"}
     texts = preprocess_batch(splits.train.texts, config.preprocessing)
-    chosen, summary = data_max_length(config.base_model, texts)
+    given = config.max_length if "max_length" in run.hyperparameters else None
+    chosen, summary = data_max_length(config.base_model, texts, given)
     cut = sum(len(t) >= config.preprocessing.max_chars for t in texts) / max(1, len(texts))
     summary["share_cut_at_max_chars"] = round(cut, 4)
+    truncation = config.truncation
+    if "truncation" not in run.hyperparameters and summary["share_longer"] > LONG_SHARE:
+        truncation = "head_tail"  # fine-tune on what the long-ticket strategy will most likely read
+    summary["fine_tuning_truncation"] = truncation
     log.info(
-        "max length %d tokens, from the training split (p50 %.0f, p99 %.0f, max %.0f tokens; %.1f%% longer)",
+        "max length %d tokens (%s; training split p50 %.0f, p99 %.0f, max %.0f tokens, %.1f%% longer); "
+        "fine-tuning reads the %s",
         chosen,
+        summary["source"],
         summary["p50"],
         summary["p99"],
         summary["max"],
         100 * summary["share_longer"],
+        "head and tail of longer tickets" if truncation == "head_tail" else "head of longer tickets",
     )
-    if cut > 0.01:
+    if cut > LONG_SHARE:
         log.warning(
             "%.1f%% of the training tickets are cut at preprocessing's max_chars (%d characters) before "
             "tokenizing: the long-ticket strategies only see what is left",
             100 * cut,
             config.preprocessing.max_chars,
         )
-    return dataclasses.replace(config, max_length=chosen), summary
+    return dataclasses.replace(config, max_length=chosen, truncation=truncation), summary

@@ -118,6 +118,8 @@ def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path
     summary = json.loads((out / "reports" / "train_summary.json").read_text())
     lengths = summary["max_length"]
     assert lengths["source"] == "training data" and lengths["model_limit"] == 512
+    assert lengths["fine_tuning_truncation"] == "head_tail" or lengths["share_longer"] <= 0.01
+    assert summary["config"]["truncation"] == lengths["fine_tuning_truncation"]
     assert lengths["max_length"] % 32 == 0 and lengths["max_length"] >= lengths["p99"]
     assert summary["config"]["max_length"] == lengths["max_length"]
     manifest = load_manifest(out / "model")
@@ -131,3 +133,30 @@ def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path
     assert manifest.long_text.model_dump() == summary["long_text"]["strategy"]
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["counts"]["examples"] == summary["rows"]["test"]
+
+
+def test_fine_tuning_reads_the_tokens_the_server_reads(tiny_hf_model: Path, tiny_artifact: Path) -> None:
+    """``--truncation head_tail``: training's encoder keeps exactly the tokens the artifact's
+    ``head_tail`` strategy keeps (one function, triage_core.longtext.head_tail_positions)."""
+    from transformers import AutoTokenizer
+
+    from training.batches import TextEncoder
+    from training.modeling import load_classifier
+    from triage_core.artifact import TOKENIZER_FILE
+    from triage_core.inference import TicketTokenizer
+
+    texts = [*long_tickets(5, 9, 80, 160), "short ticket", " ".join(["word"] * 62)]  # 64 tokens: fits exactly
+    model = load_classifier(tiny_hf_model)
+    encoder = TextEncoder(AutoTokenizer.from_pretrained(tiny_hf_model), model, 64, "head_tail")
+    served = TicketTokenizer(
+        tiny_artifact / TOKENIZER_FILE, 64, ["input_ids", "attention_mask", "token_type_ids"],
+        LongText(strategy="head_tail"),
+    ).encode(texts)  # fmt: skip
+    encoded = encoder.encode(texts)
+    assert encoded["input_ids"] == [list(e.ids) for e in served]
+    assert [len(ids) for ids in encoded["input_ids"]][:5] == [64] * 5
+    assert encoded["token_type_ids"] == [list(e.type_ids) for e in served]
+    assert all(set(mask) == {1} for mask in encoded["attention_mask"])
+    head = TextEncoder(AutoTokenizer.from_pretrained(tiny_hf_model), model, 64).encode(texts)
+    assert head["input_ids"][5:] == encoded["input_ids"][5:]  # tickets that fit: the same
+    assert head["input_ids"][0] != encoded["input_ids"][0]
