@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from triage_core.longtext import candidates, choose_max_length, length_summary
+from triage_core.longtext import LongText, candidates, choose_max_length, length_summary
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "long_text.json"
 LONG_SHARE = 0.01  # over this share of long training tickets, fine-tuning reads head + tail
+CHARS_PER_TOKEN = 8  # generous: English runs about 4-5 characters per WordPiece token
 
 
 def model_limit(base_model_path: str) -> int:
@@ -135,13 +136,23 @@ def max_length_step(run, config, splits):
     ``(config, summary)``."""
     import dataclasses
 
+    from training.config import resolve_base_model
     from triage_core.preprocessing import preprocess_batch
 
-    texts = preprocess_batch(splits.train.texts, config.preprocessing)
+    preprocessing = config.preprocessing
+    texts = preprocess_batch(splits.train.texts, preprocessing)
+    cut = sum(len(t) >= preprocessing.max_chars for t in texts) / max(1, len(texts))
+    room = CHARS_PER_TOKEN * model_limit(resolve_base_model(config.base_model)) * LongText().max_windows
+    if cut and preprocessing.max_chars < room:
+        # Preprocessing caps a cleaned ticket at max_chars before tokenizing: make room for what
+        # the strategies can read (serving applies the same config from the manifest).
+        preprocessing = preprocessing.model_copy(update={"max_chars": room})
+        texts = preprocess_batch(splits.train.texts, preprocessing)
     given = config.max_length if "max_length" in run.hyperparameters else None
     chosen, summary = data_max_length(config.base_model, texts, given)
-    cut = sum(len(t) >= config.preprocessing.max_chars for t in texts) / max(1, len(texts))
     summary["share_cut_at_max_chars"] = round(cut, 4)
+    if preprocessing is not config.preprocessing:
+        summary["max_chars"] = {"from": config.preprocessing.max_chars, "to": preprocessing.max_chars}
     truncation = config.truncation
     if "truncation" not in run.hyperparameters and summary["share_longer"] > LONG_SHARE:
         truncation = "head_tail"  # fine-tune on what the long-ticket strategy will most likely read
@@ -157,11 +168,15 @@ def max_length_step(run, config, splits):
         100 * summary["share_longer"],
         "head and tail of longer tickets" if truncation == "head_tail" else "head of longer tickets",
     )
-    if cut > LONG_SHARE:
-        log.warning(
-            "%.1f%% of the training tickets are cut at preprocessing's max_chars (%d characters) before "
-            "tokenizing: the long-ticket strategies only see what is left",
+    if "max_chars" in summary:
+        log.info(
+            "%.1f%% of the training tickets reach preprocessing's max_chars (%d characters): raised to "
+            "%d so that the long-ticket strategies can read them",
             100 * cut,
             config.preprocessing.max_chars,
+            preprocessing.max_chars,
         )
-    return dataclasses.replace(config, max_length=chosen, truncation=truncation), summary
+    return (
+        dataclasses.replace(config, max_length=chosen, truncation=truncation, preprocessing=preprocessing),
+        summary,
+    )

@@ -160,3 +160,28 @@ def test_fine_tuning_reads_the_tokens_the_server_reads(tiny_hf_model: Path, tiny
     head = TextEncoder(AutoTokenizer.from_pretrained(tiny_hf_model), model, 64).encode(texts)
     assert head["input_ids"][5:] == encoded["input_ids"][5:]  # tickets that fit: the same
     assert head["input_ids"][0] != encoded["input_ids"][0]
+
+
+def test_max_length_step_makes_room_for_long_tickets(tiny_base_model: Path) -> None:
+    """Tickets past preprocessing's 2,000-character cap: the cap is raised for the strategies'
+    tokens, fine-tuning reads head + tail, the length is the model's 512; --max-length and
+    --truncation still win."""
+    from types import SimpleNamespace
+
+    from training.config import TrainConfig
+    from training.long_text import max_length_step
+
+    texts = long_tickets(40, 3, 400, 600)  # 3-5,000 characters each
+    assert min(map(len, texts)) > 2000
+    splits = SimpleNamespace(train=TicketDataset(texts, ["a", "b"] * 20))
+    config = TrainConfig(base_model=str(tiny_base_model))
+    chosen, summary = max_length_step(SimpleNamespace(hyperparameters={}), config, splits)
+    assert chosen.max_length == 512 and summary["source"] == "training data"
+    assert summary["share_cut_at_max_chars"] == 1.0 and summary["max_chars"] == {"from": 2000, "to": 32768}
+    assert chosen.preprocessing.max_chars == 32768 and chosen.truncation == "head_tail"
+    given = {"max_length": 64, "truncation": "head"}
+    kept, summary = max_length_step(
+        SimpleNamespace(hyperparameters=given), TrainConfig(base_model=str(tiny_base_model), **given), splits
+    )
+    assert (kept.max_length, kept.truncation, summary["source"]) == (64, "head", "--max-length")
+    assert summary["share_longer"] == 1.0
