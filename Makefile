@@ -55,7 +55,7 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores)
+## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores), the linear baseline beside it
 train: $(VENV)/.installed
 	$(PY) -m training train --output $(MODEL)
 

@@ -185,12 +185,16 @@ def test_the_transformer_wins_and_the_artifact_is_unchanged(
     assert not (artifact / LINEAR_FILE).exists()
 
 
-def test_an_ensemble_artifact_averages_the_two_models(artifact: Path) -> None:
+@pytest.mark.parametrize("long_text", [None, {"strategy": "windows", "pooling": "max"}])
+def test_an_ensemble_artifact_averages_the_two_models(artifact: Path, long_text: dict | None) -> None:
+    if long_text is not None:  # long tickets scored window by window, then averaged in
+        manifest = load_manifest(artifact)
+        write_manifest(artifact, manifest.model_validate({**manifest.model_dump(), "long_text": long_text}))
     train = keyword_tickets(20, 4)
     model = fit_baseline(
         preprocess_batch(train.texts, PreprocessConfig()), train.labels, sorted(KEYWORDS), BaselineConfig()
     )
-    texts = keyword_tickets(3, 5).texts
+    texts = [*keyword_tickets(3, 5).texts, " ".join(keyword_tickets(4, 6).texts)]  # the last: several windows
     transformer = ArtifactClassifier(artifact).predict_scores(texts)
     ship_linear(model, artifact, "ensemble", 0.3, BaselineConfig())
     ensemble = ArtifactClassifier(artifact)
