@@ -55,17 +55,20 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores), the linear baseline beside it
+## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
 train: $(VENV)/.installed
-	$(PY) -m training train --output $(MODEL)
+	$(PY) -m training train --output $(MODEL) $(if $(TICKETS),--data $(TICKETS)) $(if $(TEXT),--text-column $(TEXT)) \
+		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \
+		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
 
 ## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
-## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
+## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation|noise] [ROWS=a,b] [TICKETS=f.csv TEXT=col LABEL=col]
 experiment: $(VENV)/.installed
-	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
+	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS)) $(if $(TICKETS),--data $(TICKETS)) \
+		$(if $(TEXT),--text-column $(TEXT)) $(if $(LABEL),--label-column $(LABEL))
 
 # --- serving
 ## run the inference server on MODEL, PORT (8080), through the image's entrypoint
