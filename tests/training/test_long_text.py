@@ -143,6 +143,9 @@ def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path
     assert manifest.long_text.model_dump() == long_text["strategy"]
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["counts"]["examples"] == summary["rows"]["test"]
+    # the test split was scored with the chosen strategy and the shipped model
+    assert metrics["model"]["long_text"] == long_text["winner"]
+    assert metrics["model"]["served"] == baseline["shipped"]
 
 
 def test_fine_tuning_reads_the_tokens_the_server_reads(tiny_hf_model: Path, tiny_artifact: Path) -> None:
