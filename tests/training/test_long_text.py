@@ -218,3 +218,14 @@ def test_preprocessing_makes_room_for_long_tickets(tiny_base_model: Path) -> Non
     assert roomy.preprocessing == PreprocessConfig(max_chars=32768) and run.preprocessing.max_chars == 2000
     short = SimpleNamespace(train=TicketDataset(["my card", "a refund"], ["a", "b"]))
     assert make_room_for_long_tickets(run, str(tiny_base_model), short) is run
+
+
+def test_a_handful_of_long_validation_tickets_keeps_head(artifact: Path) -> None:
+    """1 long ticket in 200 (Banking77 has 3 in 1,000): compared and reported, not chosen on."""
+    classifier = ArtifactClassifier(artifact)
+    texts = [*(f"my card number {i} has not arrived" for i in range(199)), long_tickets(1, 4)[0]]
+    classifier.use_long_text(LongText(strategy="head_tail"))
+    own = classifier.predict_scores(texts).argmax(axis=1)
+    report = select_long_text(artifact, TicketDataset(texts, [classifier.labels[i] for i in own]))
+    assert len(report["candidates"]) == 4 and "too few" in report["reason"]
+    assert report["strategy"]["strategy"] == "head" and load_manifest(artifact).long_text == LongText()
