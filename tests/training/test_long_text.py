@@ -221,7 +221,7 @@ def test_preprocessing_makes_room_for_long_tickets(tiny_base_model: Path) -> Non
 
 
 def test_a_handful_of_long_validation_tickets_keeps_head(artifact: Path) -> None:
-    """1 long ticket in 200 (Banking77 has 3 in 1,000): compared and reported, not chosen on."""
+    """1 long ticket in 200 (Banking77: 0.3 % of its tickets): compared and reported, not chosen on."""
     classifier = ArtifactClassifier(artifact)
     texts = [*(f"my card number {i} has not arrived" for i in range(199)), long_tickets(1, 4)[0]]
     classifier.use_long_text(LongText(strategy="head_tail"))
