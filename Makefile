@@ -55,7 +55,7 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, export, evaluate into MODEL (~10 min on 2 cores); own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
+## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
 train: $(VENV)/.installed
 	$(PY) -m training train --output $(MODEL) $(if $(TICKETS),--data $(TICKETS)) $(if $(TEXT),--text-column $(TEXT)) \
 		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \

@@ -13,7 +13,11 @@ one run on this machine, on the same texts and the same trained model:
     session per core running batches concurrently; the faster of the two is the limit;
 (c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
     batch file POSTed over loopback HTTP (end to end: parsing, preprocessing, tokenization,
-    batching, inference, response), and single-ticket requests one after another.
+    batching, inference, response), and single-ticket requests one after another;
+(d) **long tickets**: the same server on a copy of the artifact that reads ``L`` tokens
+    (``--long-lengths``, default 64, 128, 256 and 512), on tickets of at least ``L`` tokens
+    (consecutive texts joined): batch throughput and single-ticket p50/p99 per length, and each
+    length's throughput as a ratio to the shortest one's.
 
 It needs torch + transformers (the dev environment, not the image). The torch checkpoint is
 ``--hf-model`` (default: ``<model>/../work/hf_model``, where ``make train`` keeps it). Texts:
@@ -249,6 +253,66 @@ def bench_server(
     }
 
 
+# --- (d) long tickets --------------------------------------------------------------------------------
+def long_texts(classifier: ArtifactClassifier, texts: list[str], tokens: int, count: int) -> list[str]:
+    """``count`` tickets of at least ``tokens`` tokens: consecutive texts joined by a blank line."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(classifier.tokenizer.tokenizer.to_str())
+    tokenizer.no_truncation()
+
+    def length(text: str) -> int:
+        return len(tokenizer.encode(classifier.clean([text])[0]).ids)
+
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        ticket, previous = texts[i % len(texts)], -1
+        while previous < (n := length(ticket)) < tokens:  # stops growing: preprocessing's cap
+            i, previous = i + 1, n
+            ticket += "\n\n" + texts[i % len(texts)]
+        out.append(ticket)
+        i += 1
+    return out
+
+
+def reading(model: Path, directory: Path, tokens: int) -> Path:
+    """A copy of the artifact that reads ``tokens`` tokens (head truncation); model files linked."""
+    directory.mkdir(parents=True)
+    for path in model.iterdir():
+        if path.is_file() and path.name != "triage_artifact.json":
+            (directory / path.name).symlink_to(path)
+    manifest = json.loads((model / "triage_artifact.json").read_text("utf-8"))
+    preprocessing = manifest.get("preprocessing", {})
+    preprocessing["max_chars"] = max(preprocessing.get("max_chars", 2000), 8 * tokens)  # room for the tokens
+    manifest.update(max_length=tokens, long_text={"strategy": "head"}, preprocessing=preprocessing)
+    (directory / "triage_artifact.json").write_text(json.dumps(manifest), "utf-8")
+    return directory
+
+
+def bench_long(
+    model: Path, texts: list[str], lengths: list[int], count: int, single: int, env_extra: dict[str, str]
+) -> dict[str, float]:
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as tmp:
+        for tokens in lengths:
+            copy = reading(model, Path(tmp) / str(tokens), tokens)
+            tickets = long_texts(ArtifactClassifier(copy, intra_op_threads=1), texts, tokens, count)
+            served = bench_server(copy, tickets, single, 1, env_extra)
+            result[f"long_{tokens}_tps"] = served["server_tps"]
+            result[f"long_{tokens}_p50_ms"] = served["single_p50_ms"]
+            result[f"long_{tokens}_p99_ms"] = served["single_p99_ms"]
+            print(
+                f"    {tokens:4d} tokens: {served['server_tps']:8.1f} tickets/s, single p50 "
+                f"{served['single_p50_ms']:.1f} ms, p99 {served['single_p99_ms']:.1f} ms",
+                flush=True,
+            )
+    shortest = result[f"long_{lengths[0]}_tps"]
+    for tokens in lengths:
+        result[f"long_{tokens}_vs_{lengths[0]}"] = round(result[f"long_{tokens}_tps"] / shortest, 3)
+    return result
+
+
 # --- report --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
@@ -266,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="extra environment for the server process (e.g. TRIAGE_THREADS_PER_WORKER=2)",
     )
+    parser.add_argument(
+        "--long-lengths",
+        default="64,128,256,512",
+        help="(d) token lengths of the long-ticket rows, comma-separated; empty: skip them",
+    )
+    parser.add_argument("--long-tickets", type=int, default=200, help="(d) tickets per length (default 200)")
     args = parser.parse_args(argv)
 
     model = args.model.resolve()
@@ -295,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     print("(c) this server over HTTP ...", flush=True)
     result.update(bench_server(model, texts, args.single, args.repeats, env_extra))
 
+    lengths = [int(n) for n in args.long_lengths.split(",") if n.strip()]
+    if lengths:
+        print(f"(d) long tickets through the server, {args.long_tickets} per length ...", flush=True)
+        result.update(bench_long(model, texts, lengths, args.long_tickets, min(args.single, 50), env_extra))
+
     baseline = result.get("baseline_tps")
     result["server_vs_baseline"] = round(result["server_tps"] / baseline, 2) if baseline else None
     result["server_vs_limit"] = round(result["server_tps"] / result["limit_tps"], 3)
@@ -319,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         tps_s = f"{tps:10.1f}" if tps is not None else f"{'-':>10}"
         p50_s = f"{p50:8.2f}" if p50 is not None else f"{'-':>8}"
         print(f"{name:46} {tps_s} {p50_s}")
+    for tokens in lengths:
+        print(
+            f"{f'(d) this server, {tokens}-token tickets':46} {result[f'long_{tokens}_tps']:10.1f} "
+            f"{result[f'long_{tokens}_p50_ms']:8.2f}  p99 {result[f'long_{tokens}_p99_ms']:.2f} ms, "
+            f"{result[f'long_{tokens}_vs_{lengths[0]}']}x the {lengths[0]}-token throughput"
+        )
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
     print(f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}")
     print(json.dumps(result))

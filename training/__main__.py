@@ -138,7 +138,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _option(hp, "batch-size", type=int, default=None, help=f"preset ({d.batch_size})")
     _option(
-        hp, "max-length", type=int, default=None, help=f"preset ({d.max_length}); tokens, head truncation"
+        hp,
+        "max-length",
+        type=int,
+        default=None,
+        help="tokens the model reads; default: the training split's 99th percentile, rounded up to a "
+        "multiple of 32, at most the model's 512 (Banking77: 64)",
+    )
+    _option(
+        hp,
+        "truncation",
+        choices=["head", "head_tail"],
+        default=None,
+        help="what fine-tuning reads of a longer ticket; default: head_tail when over 1%% of the "
+        "training tickets are longer, else head (serving's strategy is chosen on validation)",
     )
     _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
     _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
@@ -257,6 +270,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(steps, "export", type=_bool, default=True, metavar="{true,false}", help="build the int8 artifact")
     _option(steps, "evaluate", type=_bool, default=True, metavar="{true,false}")
     _option(steps, "optimization-report", type=_bool, default=True, metavar="{true,false}")
+    _option(
+        steps,
+        "baseline",
+        type=_bool,
+        default=True,
+        metavar="{true,false}",
+        help="TF-IDF + logistic regression baseline: reported, shipped if it wins on validation",
+    )
 
 
 def _str_list(value: str) -> list[str]:
@@ -346,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HYPERPARAMETERS = (
-    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "truncation",
+    "warmup_ratio",
     "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
     "noisy_augmentation", "noise_pools", "noise_context", "minority_min_examples", "threads",
     "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
@@ -397,6 +419,7 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         export=args.export,
         evaluate=args.evaluate,
         optimization_report=args.optimization_report,
+        baseline=args.baseline,
     )
 
 

@@ -103,6 +103,10 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     max_length: int = 64
+    # What fine-tuning reads of a ticket longer than max_length: "head", or "head_tail" (the first
+    # quarter and the end: triage_core.longtext). The pipeline sets head_tail when over 1 % of the
+    # training tickets are longer (training.long_text.max_length_step).
+    truncation: str = "head"
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -187,6 +191,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (8 <= self.max_length <= 512, "max_length must be in [8, 512]"),
+            (self.truncation in ("head", "head_tail"), "truncation must be head or head_tail"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)"),
             (self.max_grad_norm > 0, "max_grad_norm must be > 0"),

@@ -10,6 +10,11 @@ Nothing is dropped silently: every dropped or suspicious row is counted in the l
   they are a labelling question for a person, not for the loader. ``drop_conflicts=True``
   drops every copy instead.
 * Labels with fewer than ``min_examples`` rows are an error: they cannot be split stratified.
+
+The text may come from several fields: ``text_column="subject,body"`` joins the fields in that
+order, a blank line apart, empty ones left out (:func:`triage_core.records.join_text_fields`,
+what the server and the dispatcher do with ``TRIAGE_TEXT_FIELDS`` / ``triage:ticketFields`` set
+to the same names), so the model trains on the text it is served.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from triage_core.preprocessing import PreprocessConfig
+
+from triage_core.records import join_text_fields
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,20 @@ def _read_text(path: Path, encoding: str) -> str:
         ) from None
 
 
-def _csv_rows(path: Path, content: str, columns: tuple[str, str]) -> list[dict[str, Any]]:
+def text_fields(text_column: str) -> tuple[str, ...]:
+    """``"subject,body"`` -> ``("subject", "body")``: the fields whose values make the text."""
+    fields = tuple(name.strip() for name in text_column.split(","))
+    if not all(fields) or len(set(fields)) != len(fields):
+        raise DataError(f"invalid text column(s) {text_column!r}: name one column, or several with commas")
+    return fields
+
+
+def split_text_column(text_column: str) -> str:
+    """The text column of the split files: the joined text of several fields is ``text``."""
+    return DEFAULT_TEXT_COLUMN if "," in text_column else text_column
+
+
+def _csv_rows(path: Path, content: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
     header = [h.strip() for h in (reader.fieldnames or [])]
@@ -114,7 +134,7 @@ def _csv_rows(path: Path, content: str, columns: tuple[str, str]) -> list[dict[s
     return [{c: row.get(c) for c in columns} for row in reader]
 
 
-def _jsonl_rows(path: Path, content: str, columns: tuple[str, str]) -> list[dict[str, Any]]:
+def _jsonl_rows(path: Path, content: str, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for number, line in enumerate(content.split("\n"), start=1):
@@ -155,7 +175,8 @@ def load_tickets(
     content = _read_text(path, encoding)
     if not content.strip():
         raise DataError(f"{path} is empty")
-    columns = (text_column, label_column)
+    fields = text_fields(text_column)
+    columns = (*fields, label_column)
     rows = _csv_rows(path, content, columns) if fmt == "csv" else _jsonl_rows(path, content, columns)
     if not rows:
         raise DataError(f"{path} has no data rows")
@@ -164,7 +185,11 @@ def load_tickets(
     labels_by_text: dict[str, list[str]] = defaultdict(list)
     order: list[tuple[str, str]] = []
     for row in rows:
-        text, label = _as_text(row[text_column]), _as_text(row[label_column])
+        if len(fields) == 1:
+            text = _as_text(row[text_column])
+        else:
+            text = join_text_fields(_as_text(row[name]) for name in fields)
+        label = _as_text(row[label_column])
         if not text:
             empty_text += 1
             continue
@@ -437,7 +462,7 @@ def rare_labels(parts: list[TicketDataset], validation_size: float, test_size: f
 def _write_csv(path: Path, dataset: TicketDataset) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([dataset.text_column, dataset.label_column])
+        writer.writerow([split_text_column(dataset.text_column), dataset.label_column])
         writer.writerows(zip(dataset.texts, dataset.labels, strict=True))
 
 
@@ -483,8 +508,12 @@ def load_or_create_splits(
             parts = []
             for name in SPLIT_NAMES:
                 part = load_tickets(
-                    directory / f"{name}.csv", dataset.text_column, dataset.label_column, min_examples=1
+                    directory / f"{name}.csv",
+                    split_text_column(dataset.text_column),
+                    dataset.label_column,
+                    min_examples=1,
                 )
+                part.text_column = dataset.text_column
                 part.report["split"] = name
                 parts.append(part)
             log.info("re-using the splits in %s (seed %d, same source rows)", directory, seed)

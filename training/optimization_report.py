@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from triage_core.inference import ArtifactClassifier, scores_from_logits
+from triage_core.longtext import LongText
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def optimization_report(
     hf_model_dir, artifact_dir, out_dir = Path(hf_model_dir), Path(artifact_dir), Path(out_dir)
     threads = threads or os.cpu_count() or 1
     classifier = ArtifactClassifier(artifact_dir, intra_op_threads=threads)
+    classifier.use_long_text(LongText())  # the transformer's graphs, row for row: head truncation
     index = {label: i for i, label in enumerate(classifier.labels)}
     unknown = sorted(set(labels) - set(index))
     if unknown:

@@ -4,7 +4,9 @@
 preset, explicit hyperparameters, gate, review policy) -> the base model checked -> data (load,
 de-duplicate the model inputs, split) -> the recipe for this data (``training.recipe``: the
 training config and review policy, logged with where each value came from) -> fine-tune ->
-export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> review
+export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> the
+long-ticket strategy (chosen on the validation split) -> the linear baseline (compared on
+validation and test, shipped alone or averaged in if it wins on validation) -> review
 threshold (chosen on the validation split by the policy) -> evaluate the served artifact once on
 the clean and the noisy test split, with bootstrap intervals -> optimization report ->
 ``train_summary.json``. The recipe needs the data (``auto`` reads the training split), so it is
@@ -30,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from training.baseline import run_baseline
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Splits
+from training.long_text import make_room_for_long_tickets, select_long_text
 from training.recipe import (
     Preset,
     PresetError,
@@ -84,6 +88,7 @@ class TrainRun:
     export: bool = True
     evaluate: bool = True
     optimization_report: bool = True
+    baseline: bool = True  # the linear baseline, compared and shipped if it wins (training.baseline)
 
 
 def run_training(run: TrainRun) -> dict[str, Any]:
@@ -99,6 +104,7 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     started = time.perf_counter()
     base_model = check_model_source(run.base_model or preset.train.get("base_model") or DEFAULT_BASE_MODEL)
     splits = load_splits(run)
+    run = make_room_for_long_tickets(run, base_model, splits)
     recipe = choose_recipe(run, preset, base_model, splits)
     result = fine_tune(recipe, splits, run)
     if not is_main_process():
@@ -107,6 +113,16 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     summary = training_summary(run, recipe, splits, result)
     if run.export:
         summary.update(export_served_model(run, config, splits, result, summary))
+        summary["long_text"] = select_long_text(run.output, splits.validation, run.reports_dir)
+        if run.baseline:
+            summary["baseline"] = run_baseline(
+                run.output,
+                splits.train,
+                splits.validation,
+                splits.test,
+                config.preprocessing,
+                run.reports_dir,
+            )
         if run.evaluate:
             summary["review_threshold"] = choose_review_threshold(
                 run.output, splits.validation, recipe.review

@@ -19,7 +19,8 @@ value that a preset, a rule, a file or the command line set, with its source and
 pipeline logs it, writes it into ``train_config.json`` (``"recipe"``) and into the summary.
 
 The maximum length: :func:`choose_max_length` is the one place that picks it from the data's
-token lengths (``DataProfile.token_lengths``); today it keeps the family preset's value.
+token lengths (``DataProfile.token_lengths``: :func:`training.long_text.max_length_rule`), and
+:func:`choose_truncation` what fine-tuning reads of longer tickets.
 """
 
 from __future__ import annotations
@@ -330,6 +331,7 @@ def auto_rules(
     out = []
     rules: list[tuple[str, Rule]] = [
         ("max_length", choose_max_length),
+        ("truncation", choose_truncation),
         ("epochs", choose_epochs),
         ("early_stopping_patience", choose_patience),
         ("class_weights", choose_class_weights),
@@ -346,9 +348,18 @@ def auto_rules(
 
 
 def choose_max_length(config: TrainConfig, profile: DataProfile) -> tuple[int, str]:
-    """The family preset's length. The place where the maximum length is chosen from the data's
-    token lengths (``profile.token_lengths``, up to the model's 512)."""
-    return config.max_length, "the family preset's length (the token-length rule goes here)"
+    """The maximum length from the data's token lengths, up to the model's limit
+    (:func:`training.long_text.max_length_rule`)."""
+    from training.long_text import max_length_rule
+
+    return max_length_rule(config, profile.token_lengths)
+
+
+def choose_truncation(config: TrainConfig, profile: DataProfile) -> tuple[str, str]:
+    """Fine-tuning reads head + tail when tickets are long (:func:`training.long_text.truncation_rule`)."""
+    from training.long_text import truncation_rule
+
+    return truncation_rule(config, profile.token_lengths)
 
 
 def estimated_epoch_seconds(config: TrainConfig, profile: DataProfile) -> float:

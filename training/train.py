@@ -400,7 +400,7 @@ def train(
     rng = random.Random(config.seed)
 
     model, tokenizer = _classifier(config, labels, accelerator.device)
-    encoder = TextEncoder(tokenizer, model, config.max_length)
+    encoder = TextEncoder(tokenizer, model, config.max_length, config.truncation)
     rows = _model_rows(config, train_data, validation_data, labels, encoder, rng)
     checkpoint = _Checkpoint(
         Path(checkpoint_dir) if checkpoint_dir else work_dir / CHECKPOINT_SUBDIR,

@@ -5,8 +5,10 @@ An artifact is a directory (``artifacts/model/`` locally, ``/opt/ml/model`` in S
     model.onnx            int8 ONNX model. Inputs: the names in ``onnx_inputs`` (int64,
                           shape [batch, seq]); output ``logits`` (float32, [batch, n_labels]).
     tokenizer.json        Hugging Face ``tokenizers`` file (no transformers needed to load it).
-    triage_artifact.json  this manifest: ordered labels, scoring, max length, preprocessing,
-                          review threshold.
+    triage_artifact.json  this manifest: ordered labels, scoring, max length, long-ticket
+                          strategy, preprocessing, review threshold, which model is shipped.
+    linear.npz            (``model`` "linear" or "ensemble") the TF-IDF + logistic regression
+                          model, format in :mod:`triage_core.linear`.
     metrics.json          (optional) evaluation report of this exact artifact on the test split.
 
 Nothing here imports torch or transformers: the serving image has neither.
@@ -18,8 +20,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from triage_core.linear import LINEAR_FILE, LinearSpec
+from triage_core.longtext import LongText
 from triage_core.preprocessing import PreprocessConfig
 
 FORMAT_VERSION = 1
@@ -47,6 +51,15 @@ class ArtifactManifest(BaseModel):
         description="softmax: single-label cross-entropy head; sigmoid: one-vs-rest head",
     )
     max_length: int = Field(128, ge=8, le=512, description="tokens, including special tokens")
+    long_text: LongText = Field(
+        default_factory=LongText, description="what a ticket longer than max_length becomes"
+    )
+    model: Literal["transformer", "linear", "ensemble"] = Field(
+        "transformer",
+        description="the shipped scorer: model.onnx, linear.npz, or their scores averaged with "
+        "linear.weight on the linear model's (training chooses on the validation split)",
+    )
+    linear: LinearSpec | None = None
     onnx_inputs: list[str] = Field(default_factory=lambda: ["input_ids", "attention_mask"])
     preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     base_model: str = ""
@@ -72,6 +85,20 @@ class ArtifactManifest(BaseModel):
         "", description="why this quantization is served (the export's parity gate on the validation split)"
     )
 
+    @model_validator(mode="after")
+    def _linear_described(self) -> ArtifactManifest:
+        if self.model != "transformer" and self.linear is None:
+            raise ValueError(f"model {self.model!r} needs the 'linear' settings")
+        return self
+
+    def required_files(self) -> list[str]:
+        files = [MANIFEST_FILE]
+        if self.model != "linear":
+            files += [MODEL_FILE, TOKENIZER_FILE]
+        if self.model != "transformer":
+            files.append(LINEAR_FILE)
+        return files
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, labels: list[str]) -> list[str]:
@@ -89,10 +116,14 @@ def write_manifest(directory: str | Path, manifest: ArtifactManifest) -> Path:
 def load_manifest(directory: str | Path) -> ArtifactManifest:
     """Load and validate the manifest, checking that the files it needs are present."""
     directory = Path(directory)
-    missing = [f for f in (MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE) if not (directory / f).is_file()]
-    if missing:
+    if not (directory / MANIFEST_FILE).is_file():
+        missing = [f for f in (MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE) if not (directory / f).is_file()]
         raise ArtifactError(f"{directory} is not a model artifact: missing {', '.join(missing)}")
     try:
-        return ArtifactManifest.model_validate(json.loads((directory / MANIFEST_FILE).read_text("utf-8")))
+        manifest = ArtifactManifest.model_validate(json.loads((directory / MANIFEST_FILE).read_text("utf-8")))
     except (ValueError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"invalid {MANIFEST_FILE} in {directory}: {exc}") from exc
+    missing = [f for f in manifest.required_files() if not (directory / f).is_file()]
+    if missing:
+        raise ArtifactError(f"{directory} is not a model artifact: missing {', '.join(missing)}")
+    return manifest

@@ -17,6 +17,8 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from triage_core.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, ArtifactManifest, load_manifest
+from triage_core.linear import LINEAR_FILE, Features, LinearModel
+from triage_core.longtext import Framing, LongText, Windows, fit_long, pool_logits
 from triage_core.preprocessing import preprocess
 
 
@@ -31,12 +33,25 @@ def scores_from_logits(logits: np.ndarray, scoring: str) -> np.ndarray:
 
 
 class TicketTokenizer:
-    """The artifact's ``tokenizer.json`` with the artifact's truncation (head, ``max_length``)."""
+    """The artifact's ``tokenizer.json`` with the artifact's long-ticket strategy
+    (:mod:`triage_core.longtext`; ``head``: the tokenizer's own truncation at ``max_length``)."""
 
-    def __init__(self, tokenizer_file: str | Path, max_length: int, input_names: list[str]):
+    def __init__(
+        self,
+        tokenizer_file: str | Path,
+        max_length: int,
+        input_names: list[str],
+        long_text: LongText | None = None,
+    ):
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_truncation(max_length=max_length)
+        self.long_text = long_text or LongText()
         self.tokenizer.no_padding()
+        if self.long_text.strategy == "head":
+            self.tokenizer.enable_truncation(max_length=max_length)
+            self.framing = None
+        else:
+            self.tokenizer.no_truncation()
+            self.framing = Framing(self.tokenizer)
         self.max_length = max_length
         self.input_names = input_names
         self.pad_id = self._pad_id()
@@ -49,8 +64,18 @@ class TicketTokenizer:
         return 0
 
     def encode(self, texts: list[str]) -> list[Encoding]:
-        """Encode already-preprocessed texts, unpadded (batching pads per batch)."""
-        return self.tokenizer.encode_batch(texts)
+        """Encode already-preprocessed texts, unpadded (batching pads per batch). A ticket that
+        fits is the tokenizer's ``Encoding`` whatever the strategy; a longer one is cut by it
+        (``head_tail``: a ``Tokens``; ``windows``: a ``Windows`` of several rows)."""
+        encodings = self.tokenizer.encode_batch(texts)
+        if self.framing is None:
+            return encodings
+        limit, framing, strategy = self.max_length, self.framing, self.long_text
+        for i, enc in enumerate(encodings):
+            if len(enc.ids) > limit:
+                content = enc.ids[len(framing.head_ids) : len(enc.ids) - len(framing.tail_ids)]
+                encodings[i] = fit_long(content, framing, limit, strategy)
+        return encodings
 
     def pad(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
         """Right-pad a batch to its longest member and build the ONNX feed."""
@@ -67,6 +92,18 @@ class TicketTokenizer:
         return {name: feed[name] for name in self.input_names}
 
 
+class Both:
+    """An ensemble's item: the ticket's token encoding and its TF-IDF vector."""
+
+    __slots__ = ("encoding", "features", "ids", "parts")
+
+    def __init__(self, encoding: Encoding, features: Features):
+        self.encoding = encoding
+        self.features = features
+        self.ids = encoding.ids
+        self.parts = encoding.parts if type(encoding) is Windows else None  # rows, for the batcher
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -81,12 +118,45 @@ class ArtifactClassifier:
         directory = Path(directory)
         self.manifest: ArtifactManifest = load_manifest(directory)
         self.labels = self.manifest.labels
-        self.tokenizer = TicketTokenizer(
-            directory / TOKENIZER_FILE, self.manifest.max_length, self.manifest.onnx_inputs
-        )
+        self.kind = self.manifest.model
+        self.linear: LinearModel | None = None
+        self.tokenizer: TicketTokenizer | None = None
+        self.session: ort.InferenceSession | None = None
         self._model_path = directory / MODEL_FILE
-        self.session = self._open_session(intra_op_threads, inter_op_threads)
-        self._check_model_interface(directory)
+        if self.kind != "linear":
+            self.tokenizer = TicketTokenizer(
+                directory / TOKENIZER_FILE,
+                self.manifest.max_length,
+                self.manifest.onnx_inputs,
+                self.manifest.long_text,
+            )
+            self.session = self._open_session(intra_op_threads, inter_op_threads)
+            self._check_model_interface(directory)
+        if self.kind != "transformer":
+            self.linear = self._load_linear(directory)
+        self._pooled = self.manifest.long_text.strategy == "windows"
+
+    def use_long_text(self, strategy: LongText) -> None:
+        """Score long tickets with ``strategy`` from now on (training compares the candidates on
+        the validation split with this, then writes the winner into the manifest)."""
+        manifest = self.manifest
+        self.manifest = manifest.model_copy(update={"long_text": strategy})
+        self.tokenizer = TicketTokenizer(
+            self._model_path.parent / TOKENIZER_FILE, manifest.max_length, manifest.onnx_inputs, strategy
+        )
+        self._pooled = strategy.strategy == "windows"
+
+    def _load_linear(self, directory: Path) -> LinearModel:
+        try:
+            linear = LinearModel(directory / LINEAR_FILE, self.manifest.linear)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{directory / LINEAR_FILE} cannot be loaded: {exc}") from exc
+        if linear.n_labels != len(self.labels):
+            raise ArtifactError(
+                f"{directory}: linear.npz scores {linear.n_labels} labels, "
+                f"the manifest has {len(self.labels)}"
+            )
+        return linear
 
     def _open_session(
         self, intra_op_threads: int, inter_op_threads: int = 1, allow_spinning: bool = True
@@ -108,6 +178,8 @@ class ArtifactClassifier:
     ) -> Callable[[list[Encoding]], np.ndarray]:
         """:meth:`run` on a second session of the same model with its own thread settings
         (the server's all-core session for batches that run alone); tokenizer and scoring shared."""
+        if self.kind == "linear":
+            return self.run
         return functools.partial(
             self._score, self._open_session(intra_op_threads, allow_spinning=allow_spinning)
         )
@@ -133,19 +205,49 @@ class ArtifactClassifier:
         config = self.manifest.preprocessing
         return [preprocess(t, config) for t in texts]
 
-    def run(self, encodings: list[Encoding]) -> np.ndarray:
-        """Scores [batch, n_labels] for one batch of encodings."""
+    def encode(self, cleaned: list[str]) -> list:
+        """What :meth:`run` takes for preprocessed texts, one item per ticket: token encodings
+        (transformer), TF-IDF vectors (linear) or both (ensemble). Every item has ``ids``, whose
+        length the batchers sort by."""
+        if self.kind == "transformer":
+            return self.tokenizer.encode(cleaned)
+        features = self.linear.features(cleaned)
+        if self.kind == "linear":
+            return features
+        return [Both(e, f) for e, f in zip(self.tokenizer.encode(cleaned), features, strict=True)]
+
+    def run(self, encodings: list) -> np.ndarray:
+        """Scores [batch, n_labels] for one batch of :meth:`encode` items."""
         return self._score(self.session, encodings)
 
-    def _score(self, session: ort.InferenceSession, encodings: list[Encoding]) -> np.ndarray:
+    def _score(self, session: ort.InferenceSession | None, encodings: list) -> np.ndarray:
+        if self.kind == "transformer":
+            return scores_from_logits(self._logits(session, encodings), self.manifest.scoring)
+        if self.kind == "linear":
+            return scores_from_logits(self.linear.logits(encodings), "softmax")
+        weight = self.manifest.linear.weight
+        linear = scores_from_logits(self.linear.logits([b.features for b in encodings]), "softmax")
+        logits = self._logits(session, [b.encoding for b in encodings])
+        model = scores_from_logits(logits, self.manifest.scoring)
+        return weight * linear + (1 - weight) * model
+
+    def _logits(self, session: ort.InferenceSession, encodings: list) -> np.ndarray:
+        if self._pooled and any(type(e) is Windows for e in encodings):
+            rows, counts = [], []
+            for enc in encodings:
+                parts = enc.parts if type(enc) is Windows else (enc,)
+                rows.extend(parts)
+                counts.append(len(parts))
+            (logits,) = session.run(["logits"], self.tokenizer.pad(rows))
+            return pool_logits(logits, counts, self.manifest.long_text.pooling)
         (logits,) = session.run(["logits"], self.tokenizer.pad(encodings))
-        return scores_from_logits(logits, self.manifest.scoring)
+        return logits
 
     def predict_scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Scores for raw texts, batched in length order, returned in input order."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        encodings = self.tokenizer.encode(self.clean(texts))
+        encodings = self.encode(self.clean(texts))
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):

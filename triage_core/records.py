@@ -280,3 +280,10 @@ def _wrong_shape(fields: FieldMap, wanted: dict[str, str], seen: set[str], objec
         f"no record has the text field(s) {missing} (the first {objects} records have {have}; "
         f"expected {fields.describe()}): set the field mapping to the file's field names"
     )
+
+
+def join_text_fields(values: Iterable[str]) -> str:
+    """Several text fields (subject, body) as one ticket text: stripped, the empty ones left
+    out, joined by :data:`TEXT_JOINER` in the given order (what :func:`record_from_object` and
+    :func:`record_from_cells` do; training's loader uses it for ``--text-column subject,body``)."""
+    return TEXT_JOINER.join(stripped for value in values if (stripped := value.strip()))

@@ -17,6 +17,12 @@ How a batch is chosen:
   evaluation. Long tickets cannot starve: every bulk producer (``app.py``'s pipeline) keeps a
   bounded number of windows in flight and a window completes only when all its tickets are
   scored, so once the producers are blocked the pool drains down to its longest tickets.
+* Length decides batches in both queues: the tickets of an urgent job are queued shortest
+  first (a request mixing short and long tickets does not pad the short ones to the long
+  ones' width; scores go back to each ticket's own row, so the response keeps the input order),
+  and a batch stops before its padded size (rows x the longest row's tokens; a ``windows``
+  ticket counts one row per window) passes ``max_batch_tokens``: a batch of 512-token tickets
+  holds fewer of them than a batch of 20-token ones. It always holds at least one ticket.
 * There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
   Under load tickets accumulate while runners are busy, so batches grow by themselves; at
   idle a single ticket runs at once.
@@ -67,9 +73,16 @@ class Batcher:
     """Dynamic batcher: ``submit`` from any thread; ``runners`` threads call ``run_fn``."""
 
     def __init__(
-        self, run_fn: RunFn, n_labels: int, max_batch: int, runners: int, solo_fn: RunFn | None = None
+        self,
+        run_fn: RunFn,
+        n_labels: int,
+        max_batch: int,
+        runners: int,
+        solo_fn: RunFn | None = None,
+        max_batch_tokens: int | None = None,
     ):
         self._run_fn = run_fn
+        self.max_batch_tokens = max_batch_tokens
         self._solo_fn = solo_fn
         self._busy = 0  # runners inside a run call
         self._n_labels = n_labels
@@ -107,6 +120,8 @@ class Batcher:
             if self._closed:
                 raise RuntimeError("batcher is closed")
             if urgent:
+                if len(items) > 1:
+                    items.sort(key=_length)
                 self._urgent.extend(items)
             else:
                 buckets = self._buckets
@@ -138,8 +153,7 @@ class Batcher:
         """Next batch, or None once closed and drained. Called with the condition held."""
         while True:
             if self._urgent:
-                urgent = self._urgent
-                batch = [urgent.popleft() for _ in range(min(self.max_batch, len(urgent)))]
+                batch = self._take_urgent()
             elif self._bulk:
                 batch = self._take_bulk()
             elif self._closed:
@@ -151,13 +165,33 @@ class Batcher:
             if batch:
                 return batch
 
+    def _take_urgent(self) -> list[_Item]:
+        urgent, budget = self._urgent, self.max_batch_tokens
+        if budget is None:
+            return [urgent.popleft() for _ in range(min(self.max_batch, len(urgent)))]
+        batch = [urgent.popleft()]
+        width, rows = _length(batch[0]), _rows(batch[0])
+        while urgent and len(batch) < self.max_batch:
+            item = urgent[0]
+            new_width, new_rows = max(width, _length(item)), rows + _rows(item)
+            if new_width * new_rows > budget:
+                break
+            batch.append(urgent.popleft())
+            width, rows = new_width, new_rows
+        return batch
+
     def _take_bulk(self) -> list[_Item]:
         buckets = self._buckets
         batch: list[_Item] = []
         need = self.max_batch
+        budget, rows = self.max_batch_tokens, 0
         for length in sorted(buckets):
             bucket = buckets[length]
             take = min(need, len(bucket))
+            if budget is not None:  # lengths grow: this bucket's length is the batch's width
+                take, rows = _fit(bucket, take, rows, length, budget, bool(batch))
+                if not take:
+                    break
             batch.extend(bucket.popleft() for _ in range(take))
             need -= take
             if not bucket:
@@ -199,3 +233,28 @@ class Batcher:
                     job.callback(job)
                 except Exception:
                     log.exception("job callback failed")
+
+
+def _length(item: _Item) -> int:
+    return len(item.encoding.ids)
+
+
+def _rows(item: _Item) -> int:
+    """Model rows of a ticket: one, or its windows (``triage_core.longtext.Windows``)."""
+    parts = getattr(item.encoding, "parts", None)
+    return 1 if parts is None else len(parts)
+
+
+def _fit(
+    bucket: deque[_Item], take: int, rows: int, width: int, budget: int, started: bool
+) -> tuple[int, int]:
+    """How many of the first ``take`` tickets of ``bucket`` fit the token budget at ``width``
+    (a batch's first ticket always fits), and the batch's rows with them."""
+    fits = 0
+    while fits < take:
+        extra = _rows(bucket[fits])
+        if (rows + extra) * width > budget and (started or fits):
+            break
+        rows += extra
+        fits += 1
+    return fits, rows

@@ -50,14 +50,20 @@ class Engine:
             else None
         )
         self.batcher = Batcher(
-            self.classifier.run, self.n_labels, settings.max_batch_size, self.runners, solo_fn=solo
+            self.classifier.run,
+            self.n_labels,
+            settings.max_batch_size,
+            self.runners,
+            solo_fn=solo,
+            max_batch_tokens=settings.max_batch_tokens,
         )
         self.load_seconds = time.perf_counter() - started
 
     def prepare(self, texts: Sequence[str]) -> list[Any]:
-        """Preprocess and tokenize raw texts (unpadded encodings)."""
+        """Preprocess and encode raw texts: one item per ticket (unpadded encodings, TF-IDF vectors
+        for a linear artifact; a long ticket under ``windows`` is one item of several rows)."""
         classifier = self.classifier
-        return classifier.tokenizer.encode(classifier.clean(list(texts)))
+        return classifier.encode(classifier.clean(list(texts)))
 
     def predict_blocking(self, texts: Sequence[str], timeout: float | None = None) -> np.ndarray:
         """Scores for texts through the batcher, waiting on the calling thread."""

@@ -1,13 +1,25 @@
 """The dynamic batcher's routing: which batches use the wide ("solo") session and which the
-per-core one. Real runner threads; the run functions record what they were given."""
+per-core one, and how tickets of different lengths are grouped. Real runner threads; the run
+functions record what they were given, or the real model runs and its feeds are read."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
+import orjson
+import pytest
 
 from inference_server.batching import Batcher
+from inference_server.model import Engine
+from inference_server.settings import Settings
+from tests.container.serverproc import start_server, stop_server
+from training.export import fp32_onnx_path
+from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, load_manifest
+from triage_core.inference import ArtifactClassifier
 
 N_LABELS = 3
 
@@ -102,3 +114,149 @@ def test_without_a_solo_session_everything_runs_per_core() -> None:
         assert narrow.batches == [[5]]
     finally:
         batcher.close()
+
+
+# --- batches by length, through the real model ----------------------------------------------
+SHORT = ["top up failed", "where is my card", "refund please", "pin blocked", "card declined", "fee?"]
+LONG_TICKET = (
+    "I ordered a new card three weeks ago and it still has not arrived, the tracking page says "
+    "nothing and the support chat keeps closing before anyone answers my question. "
+)
+
+
+def mixed_tickets(n: int) -> list[str]:
+    """Short and long tickets interleaved (every third one long, of growing length)."""
+    return [
+        LONG_TICKET * (2 + 3 * (i % 5)) + str(i) if i % 3 == 0 else SHORT[i % len(SHORT)] for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def long_artifact(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model (fp32, so batch neighbours do not move scores) reading up to 512 tokens."""
+    dst = tmp_path_factory.mktemp("long") / "model"
+    shutil.copytree(tiny_artifact, dst)
+    shutil.copyfile(fp32_onnx_path(tiny_artifact), dst / MODEL_FILE)
+    data = json.loads((dst / MANIFEST_FILE).read_text("utf-8"))
+    data.update(max_length=512, quantization="none")
+    (dst / MANIFEST_FILE).write_text(json.dumps(data), "utf-8")
+    return dst
+
+
+class ShapeLog:
+    """Wraps the classifier's padding: the ONNX feeds the real session receives, and the real
+    (unpadded) lengths of their rows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.feeds: list[tuple[tuple[int, int], list[int]]] = []
+        tokenizer = engine.classifier.tokenizer
+        pad = tokenizer.pad
+
+        def recording(encodings):
+            feed = pad(encodings)
+            self.feeds.append((feed["input_ids"].shape, [len(e.ids) for e in encodings]))
+            return feed
+
+        tokenizer.pad = recording
+
+    def padding_share(self) -> float:
+        cells = sum(rows * width for (rows, width), _ in self.feeds)
+        real = sum(sum(lengths) for _, lengths in self.feeds)
+        return cells / real - 1
+
+
+def score(engine: Engine, texts: list[str], urgent: bool) -> np.ndarray:
+    """As the server's routes submit: inline requests (up to 64 records) as one urgent job,
+    pipelined windows as bulk jobs."""
+    done = threading.Event()
+    job = engine.submit(engine.prepare(texts), lambda _job: done.set(), urgent=urgent)
+    assert done.wait(60) and job.error is None
+    return job.scores
+
+
+@pytest.mark.parametrize(("n", "urgent"), [(24, True), (64, True), (64, False)])
+def test_a_request_mixing_lengths_is_batched_by_length_and_answered_in_order(
+    long_artifact: Path, n: int, urgent: bool
+) -> None:
+    settings = Settings(model_dir=long_artifact, max_batch_size=8, max_batch_tokens=2048)
+    engine = Engine(settings)
+    try:
+        texts = mixed_tickets(n)
+        log = ShapeLog(engine)
+        scores = score(engine, texts, urgent)
+        feeds = list(log.feeds)
+        # In input order: each row is that ticket's own scores (scored alone, fp32).
+        alone = np.vstack([engine.classifier.predict_scores([t]) for t in texts])
+        np.testing.assert_allclose(scores, alone, atol=1e-5)
+        lengths = sorted(len(e.ids) for e in engine.prepare(texts))
+        assert lengths[0] < 10 and lengths[-1] > 300
+        # Padding is bounded: short tickets are not padded to the long ones' width, and no batch
+        # holds more padded tokens than the budget (unless it is one ticket).
+        log.feeds = feeds
+        assert sum(len(rows) for _, rows in feeds) == n
+        assert log.padding_share() < 0.35, feeds
+        for (rows, width), real in feeds:
+            assert rows * width <= 2048 or rows == 1
+            assert width == max(real)
+        # Arrival order (what a FIFO batcher feeds) pads several times more.
+        fifo = [lengths_of(engine, texts[i : i + 8]) for i in range(0, n, 8)]
+        assert sum(len(b) * max(b) for b in fifo) / sum(map(sum, fifo)) - 1 > 3 * log.padding_share()
+    finally:
+        engine.close()
+
+
+def lengths_of(engine: Engine, texts: list[str]) -> list[int]:
+    return [len(e.ids) for e in engine.prepare(texts)]
+
+
+def test_short_requests_still_run_as_one_batch(long_artifact: Path) -> None:
+    """The budget only splits long batches: 8 short tickets are one run, as before."""
+    engine = Engine(Settings(model_dir=long_artifact, max_batch_size=8, max_batch_tokens=2048))
+    try:
+        log = ShapeLog(engine)
+        engine.predict_blocking(SHORT + SHORT[:2], timeout=60)
+        assert [shape[0] for shape, _ in log.feeds] == [8]
+    finally:
+        engine.close()
+
+
+def test_a_windows_ticket_counts_its_rows_against_the_budget() -> None:
+    class Windowed(Encoding):
+        @property
+        def ids(self) -> list[int]:
+            return [0] * 100
+
+        @property
+        def parts(self) -> list[int]:
+            return [0] * int(self)
+
+    narrow = Recorder()
+    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=1, max_batch_tokens=1000)
+    try:
+        done = threading.Event()
+        batcher.submit([Windowed(v) for v in (4, 4, 4, 9)], lambda _job: done.set(), urgent=True)
+        assert done.wait(10)
+        # 4 + 4 windows of 100 tokens fit 1,000; the third ticket does not; 9 windows go alone.
+        assert narrow.batches == [[4, 4], [4], [9]]
+    finally:
+        batcher.close()
+
+
+@pytest.mark.parametrize("n", [40, 300])  # inline (one urgent job) and pipelined (bulk windows)
+def test_the_server_answers_mixed_lengths_in_input_order_with_their_ids(
+    long_artifact: Path, tmp_path: Path, n: int
+) -> None:
+    texts = mixed_tickets(n)
+    body = b"".join(orjson.dumps({"id": f"t-{i}", "text": t}) + b"\n" for i, t in enumerate(texts))
+    expected = ArtifactClassifier(long_artifact).predict_scores(texts)
+    server = start_server(long_artifact, tmp_path / "server.log", TRIAGE_MAX_BATCH_TOKENS="2048")
+    try:
+        resp = server.invoke(body, "application/jsonlines", "application/jsonlines")
+    finally:
+        stop_server(server)
+    assert resp.status == 200, resp.body
+    lines = resp.jsonl()
+    assert [(r["index"], r["id"]) for r in lines] == [(i, f"t-{i}") for i in range(n)]
+    np.testing.assert_allclose([r["score"] for r in lines], expected.max(axis=1), atol=1e-5)
+    labels = load_manifest(long_artifact).labels
+    assert [r["label"] for r in lines] == [labels[i] for i in expected.argmax(axis=1)]

@@ -24,7 +24,7 @@ KEYS = {
 
 def run_benchmark(model: Path, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.serving", "--model", str(model)]
-    cmd += ["--limit", "64", "--single", "10", "--repeats", "1", *extra]
+    cmd += ["--limit", "64", "--single", "10", "--repeats", "1", "--long-tickets", "16", *extra]
     proc = subprocess.run(
         cmd, env=server_env(model, 0), capture_output=True, text=True, timeout=300, cwd=ROOT
     )
@@ -38,8 +38,14 @@ def run_benchmark(model: Path, *extra: str) -> dict:
 
 
 def test_benchmark_without_baseline_prints_the_summary_json_last(tiny_artifact):
-    summary = run_benchmark(tiny_artifact, "--skip-baseline")
+    summary = run_benchmark(tiny_artifact, "--skip-baseline", "--long-lengths", "32,128")
     assert summary["baseline_tps"] is None and summary["server_vs_baseline"] is None
+    # (d) long tickets: one row per length, each as a ratio to the shortest one's throughput
+    for tokens in (32, 128):
+        assert summary[f"long_{tokens}_tps"] > 0 and summary[f"long_{tokens}_p99_ms"] > 0
+    assert summary["long_32_vs_32"] == 1.0
+    ratio = summary["long_128_tps"] / summary["long_32_tps"]
+    assert abs(summary["long_128_vs_32"] - ratio) < 0.01
 
 
 @pytest.mark.slow

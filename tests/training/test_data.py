@@ -200,6 +200,74 @@ def _csv_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+SUBJECT_BODY = [
+    ("Card not arrived", "Hi,\nI ordered it two weeks ago.", "card_arrival"),
+    ("", "My top up failed twice", "top_up_failed"),
+    ("Refund missing  ", "", "refund_not_showing_up"),
+    ("Card not arrived again", "  still waiting ", "card_arrival"),
+    ("Top up", "failed with an error", "top_up_failed"),
+    ("refund?", "where is my refund", "refund_not_showing_up"),
+]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_subject_and_body_make_the_text_the_server_reads(tmp_path: Path, suffix: str) -> None:
+    """``--text-column subject,body`` gives training the very text the server's reader makes of
+    the same file with ``TRIAGE_TEXT_FIELDS=subject,body`` (triage_core.reader, id + fields)."""
+    import csv as csv_module
+    import io
+
+    from triage_core.reader import TicketReader
+    from triage_core.records import FieldMap
+
+    path = tmp_path / f"tickets{suffix}"
+    if suffix == ".csv":
+        out = io.StringIO()
+        writer = csv_module.writer(out)
+        writer.writerow(["id", "subject", "body", "queue"])
+        writer.writerows([i, s, b, q] for i, (s, b, q) in enumerate(SUBJECT_BODY))
+        path.write_text(out.getvalue(), encoding="utf-8")
+    else:
+        path.write_text(
+            "".join(
+                json.dumps({"id": i, "subject": s, "body": b, "queue": q}) + "\n"
+                for i, (s, b, q) in enumerate(SUBJECT_BODY)
+            ),
+            encoding="utf-8",
+        )
+    data = load_tickets(path, "subject,body", "queue", min_examples=1)
+    served = [
+        r.text
+        for r in TicketReader([path.read_bytes()], key=path.name, fields=FieldMap("id", ("subject", "body")))
+    ]
+    assert data.texts == served
+    assert data.texts[0] == "Card not arrived\n\nHi,\nI ordered it two weeks ago."
+    assert data.texts[1] == "My top up failed twice" and data.texts[2] == "Refund missing"
+
+
+def test_subject_and_body_splits_are_written_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    rows = [
+        {"subject": f"s{k} {i}", "body": f"body {i} of {k}", "queue": f"q{k}"}
+        for k in range(3)
+        for i in range(10)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    data = load_tickets(path, "subject,body", "queue")
+    first = load_or_create_splits(data, tmp_path / "splits", 0.2, 0.2, seed=1)
+    assert (tmp_path / "splits" / "train.csv").read_text("utf-8").startswith("text,queue")
+    again = load_or_create_splits(data, tmp_path / "splits", 0.2, 0.2, seed=1)
+    assert again.test.texts == first.test.texts and "\n\n" in again.test.texts[0]
+
+
+def test_a_missing_subject_or_body_column_is_named(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "t.csv", _rows(), header="subject,category")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['body'\]"):
+        load_tickets(path, "subject,body")
+    with pytest.raises(DataError, match="invalid text column"):
+        load_tickets(path, "subject,,body")
+
+
 @pytest.mark.parametrize("big", [40, 400])
 def test_a_label_too_rare_to_split_is_named_with_where_it_went(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, big: int

@@ -41,7 +41,7 @@ MEASURED_DEFAULT = {
     "preprocessing": {"unicode_form": "NFKC", "emojis": "text", "mask_pii": True, "extract_request": True,
                       "remove_stopwords": False, "max_chars": 2000},
 }  # fmt: skip
-ADDED_SINCE = {"noise_context": "banking77"}
+ADDED_SINCE = {"noise_context": "banking77", "truncation": "head"}
 
 
 def _banking77_profile() -> DataProfile:
