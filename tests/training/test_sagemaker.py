@@ -36,9 +36,21 @@ from training.sagemaker_launcher import (
 from training.sagemaker_launcher import (
     main as launcher_main,
 )
+from triage_core.artifact import load_manifest
+from triage_core.linear import LINEAR_FILE
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerTraining"
 REPO = Path(__file__).resolve().parents[2]
+
+
+def assert_artifact_files(directory: Path) -> None:
+    """The directory holds the served artifact and nothing else: ONNX model, tokenizer, manifest,
+    and ``linear.npz`` when the TF-IDF baseline won on validation and ships (alone or combined)."""
+    manifest = load_manifest(directory)
+    expected = {"model.onnx", "tokenizer.json", "triage_artifact.json"}
+    if manifest.model != "transformer":
+        expected.add(LINEAR_FILE)
+    assert {p.name for p in directory.iterdir()} == expected
 
 
 def test_environment_defaults_local_and_sagemaker(tmp_path: Path) -> None:
@@ -241,15 +253,16 @@ def test_two_node_job_writes_its_files_once(tiny_base_model: Path, tmp_path: Pat
         assert proc.returncode == 0, output[-3000:]
 
     first, second = tmp_path / "algo-1", tmp_path / "algo-2"
-    assert {p.name for p in (first / "model").iterdir()} == {
-        "model.onnx",
-        "tokenizer.json",
-        "triage_artifact.json",
-    }
+    assert_artifact_files(first / "model")
     written = {
         p.relative_to(first / "output" / "data").as_posix() for p in (first / "output" / "data").rglob("*")
     }
-    assert {"splits/train.csv", "reports/train_summary.json", "onnx-fp32/model.onnx"} <= written
+    assert {
+        "splits/train.csv",
+        "reports/train_summary.json",
+        "reports/baseline.json",
+        "onnx-fp32/model.onnx",
+    } <= written
     assert json.loads((first / "output/data/reports/train_summary.json").read_text())["processes"] == 2
     assert list((second / "model").iterdir()) == []
     left = [p.relative_to(second).as_posix() for p in (second / "output" / "data").rglob("*") if p.is_file()]
@@ -524,7 +537,7 @@ def test_sdk_v3_job_runs_the_entry_point_as_its_container_would(sdk_jobs: dict, 
     assert "Installing requirements" in log and "Would install" not in log
     # the entry point got the hyperparameters as SageMaker's basic driver passes them
     assert "--base-model" in log and "--max-length 32" in log
-    assert {p.name for p in model_host.iterdir()} == {"model.onnx", "tokenizer.json", "triage_artifact.json"}
+    assert_artifact_files(model_host)
     data = opt_ml / "output" / "data"
     assert (data / "onnx-fp32" / "model.onnx").is_file() and (
         data / "onnx-fp32" / "export_report.json"
