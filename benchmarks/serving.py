@@ -27,16 +27,21 @@ The last line printed is one JSON object (``baseline_tps``, ``limit_tps``, ``ser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +163,52 @@ def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[
     }
 
 
+# --- the project's classifier in-process ----------------------------------------------------------
+def bench_classifier(model: Path, texts: list[str], cpus: int, repeats: int) -> float:
+    """Tickets/s of ``ArtifactClassifier.predict_scores`` (preprocessing, tokenizing, length-sorted
+    batches of 32, one all-core session): what training's evaluation and a batch job run."""
+    classifier = ArtifactClassifier(model, intra_op_threads=cpus)
+    classifier.predict_scores(texts[:64])
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        classifier.predict_scores(texts)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best
+
+
+def email_texts(texts: list[str], seed: int = 0) -> list[str]:
+    """The same tickets as e-mail or chat bodies (greeting, context, signature, quoted history:
+    ``training.noise``'s ``dev`` pool), what the server's preprocessing has to cut."""
+    from training.noise import make_noisy
+
+    rng = random.Random(seed)
+    return [make_noisy(text, rng, pool="dev") for text in texts]
+
+
+def texts_of_tokens(model: Path, texts: list[str], tokens: int, count: int) -> list[str]:
+    """``count`` tickets of about ``tokens`` tokens each (the artifact's tokenizer, [CLS]/[SEP]
+    included): Banking77 texts joined until long enough, cut at a token boundary."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    out, i = [], 0
+    while len(out) < count:
+        parts = []
+        while True:
+            parts.append(texts[i % len(texts)])
+            i += 1
+            joined = " ".join(parts)
+            enc = tokenizer.encode(joined)
+            if len(enc.ids) >= tokens:
+                break
+        content = tokens - 2  # [CLS] and [SEP]
+        out.append(joined[: enc.offsets[content][1]] if content < len(enc.ids) - 1 else joined)
+    return out
+
+
 # --- (c) the server over HTTP ----------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -210,55 +261,188 @@ def _post(conn: http.client.HTTPConnection, body: bytes, content_type: str, acce
     return data
 
 
+class Server:
+    """``python -m inference_server serve`` on ``model`` as a real process, one keep-alive
+    connection to it; ``with Server(...) as server:`` stops it at the end."""
+
+    def __init__(self, model: Path, env_extra: dict[str, str]):
+        self.model, self.env_extra = model, env_extra
+
+    def __enter__(self) -> Server:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-server-")
+        port = _free_port()
+        self.proc = start_server(self.model, port, Path(self._tmp.name) / "server.log", self.env_extra)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._tmp.cleanup()
+
+    def bulk_tps(self, texts: list[str], repeats: int) -> float:
+        """Best of ``repeats``: the texts as one JSON Lines body, every line checked."""
+        batch = b"".join(
+            json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
+        )
+        _post(self.conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
+        best = 0.0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            data = _post(self.conn, batch, "application/jsonlines", "application/jsonlines")
+            best = max(best, len(texts) / (time.perf_counter() - started))
+            lines = data.splitlines()
+            if len(lines) != len(texts) or any(b'"error"' in line for line in lines):
+                raise RuntimeError("server did not classify every ticket")
+        return best
+
+    def single_ms(self, texts: list[str], single: int, warm_up: int = 20) -> tuple[float, float]:
+        """p50 and p99 of ``single`` one-ticket JSON requests, one after another."""
+        bodies = [json.dumps({"inputs": text}).encode() for text in texts[: max(single, 1)]]
+        for body in bodies[:warm_up]:
+            _post(self.conn, body, "application/json", "application/json")
+        latencies = []
+        for i in range(single):
+            t0 = time.perf_counter()
+            _post(self.conn, bodies[i % len(bodies)], "application/json", "application/json")
+            latencies.append(time.perf_counter() - t0)
+        return percentile_ms(latencies, 50), percentile_ms(latencies, 99)
+
+
+@contextlib.contextmanager
+def sampled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy (a sampling profiler, requirements-dev.txt) on process ``pid`` while the block
+    runs: collapsed stacks into ``out`` (``flamegraph.pl`` and speedscope read them), then the
+    top entries printed. Nothing when ``out`` is None."""
+    if out is None:
+        yield
+        return
+    spy_bin = Path(sys.executable).with_name("py-spy")
+    spy = subprocess.Popen(
+        [str(spy_bin), "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "--threads"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(60)
+    for line in profile_summary(out):
+        print(f"  {line}")
+
+
+def profile_summary(path: Path, top: int = 12) -> list[str]:
+    """Shares of the samples in py-spy's collapsed stacks: per thread, then per leaf function
+    (where the time is spent: ``session.run`` = ONNX Runtime's own work)."""
+    threads: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames, n = stack.split(";"), int(count)
+        total += n
+        threads[frames[0].rsplit("): ", 1)[-1].rstrip("-0123456789")] += n
+        name, _, where = frames[-1].partition(" (")
+        leaves[f"{name} ({where.rsplit('/', 1)[-1]}" if where else name] += n
+    if not total:
+        return ["no samples"]
+    lines = [
+        f"{total} samples; threads: " + ", ".join(f"{t} {n / total:.1%}" for t, n in threads.most_common())
+    ]
+    lines += [f"{n / total:6.1%}  {leaf}" for leaf, n in leaves.most_common(top)]
+    return lines
+
+
 def bench_server(
-    model: Path, texts: list[str], single: int, repeats: int, env_extra: dict[str, str]
+    model: Path,
+    texts: list[str],
+    emails: list[str],
+    single: int,
+    repeats: int,
+    env_extra: dict[str, str],
+    profile: Path | None = None,
 ) -> dict[str, float]:
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        proc = start_server(model, port, Path(tmp) / "server.log", env_extra)
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            batch = b"".join(
-                json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
+    with Server(model, env_extra) as server:
+        with sampled(server.proc.pid, profile):
+            clean = server.bulk_tps(texts, repeats)
+            email = server.bulk_tps(emails, repeats)
+        p50, p99 = server.single_ms(texts, single)
+    return {"server_tps": clean, "server_email_tps": email, "single_p50_ms": p50, "single_p99_ms": p99}
+
+
+def bench_long(
+    model: Path, texts: list[str], lengths: list[int], single: int, env_extra: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Tickets of each length through the server (a JSON Lines body: tickets/s; one-ticket
+    requests: p50/p99), then the shortest and longest mixed in one body (9 short : 1 long,
+    shuffled): ``mixed_vs_separate`` is the time the two bodies took apart over the time the
+    mixed one took (1.0: long tickets cost the short ones nothing)."""
+    max_length = ArtifactClassifier(model).manifest.max_length
+    sets = {n: texts_of_tokens(model, texts, n, max(64, 32_768 // n)) for n in lengths}
+    out: dict[str, dict[str, float]] = {}
+    with Server(model, env_extra) as server:
+        for n, group in sets.items():
+            tps = server.bulk_tps(group, 1)
+            p50, p99 = server.single_ms(group, single, warm_up=5)
+            out[str(n)] = {"tps": round(tps, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
+            print(
+                f"  {n:4d} tokens (model reads {min(n, max_length)}): {tps:8.1f} tickets/s, "
+                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                flush=True,
             )
-            _post(conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
-            best = 0.0
-            for _ in range(repeats):
-                started = time.perf_counter()
-                data = _post(conn, batch, "application/jsonlines", "application/jsonlines")
-                best = max(best, len(texts) / (time.perf_counter() - started))
-                lines = data.splitlines()
-                if len(lines) != len(texts) or any(b'"error"' in line for line in lines):
-                    raise RuntimeError("server did not classify every ticket")
-            latencies = []
-            bodies = [json.dumps({"inputs": text}).encode() for text in texts[: max(single, 1)]]
-            for body in bodies[:20]:
-                _post(conn, body, "application/json", "application/json")
-            for i in range(single):
-                t0 = time.perf_counter()
-                _post(conn, bodies[i % len(bodies)], "application/json", "application/json")
-                latencies.append(time.perf_counter() - t0)
-            conn.close()
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    return {
-        "server_tps": best,
-        "single_p50_ms": percentile_ms(latencies, 50),
-        "single_p99_ms": percentile_ms(latencies, 99),
-    }
+        short, long = sets[min(lengths)], sets[max(lengths)]
+        long = (long * (len(short) // 9 // len(long) + 1))[: max(1, len(short) // 9)]
+        mixed = short + long
+        random.Random(0).shuffle(mixed)
+        apart = len(short) / server.bulk_tps(short, 1) + len(long) / server.bulk_tps(long, 1)
+        together = len(mixed) / server.bulk_tps(mixed, 1)
+    out["mixed"] = {"short": len(short), "long": len(long), "mixed_vs_separate": round(apart / together, 3)}
+    print(
+        f"  mixed body ({len(short)} x {min(lengths)} + {len(long)} x {max(lengths)} tokens): "
+        f"separate / mixed time {apart / together:.3f}",
+        flush=True,
+    )
+    return out
 
 
 # --- report --------------------------------------------------------------------------------------
+def _ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    return round(numerator / denominator, digits) if numerator and denominator else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="serving artifact directory")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the reference artifact (make train-reference): measured beside --model, default_vs_reference",
+    )
     parser.add_argument("--hf-model", type=Path, default=None, help="torch checkpoint for the baseline")
     parser.add_argument("--data", type=Path, default=None, help="CSV (text column) or JSON Lines")
     parser.add_argument("--limit", type=int, default=2000, help="number of texts (default 2000)")
     parser.add_argument("--single", type=int, default=300, help="single-ticket requests (default 300)")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for limit and server")
     parser.add_argument("--skip-baseline", action="store_true", help="no torch baseline (e.g. no checkpoint)")
+    parser.add_argument(
+        "--long-lengths",
+        default="64,128,256,512",
+        help="ticket lengths in tokens for the long-ticket section; '' skips it",
+    )
+    parser.add_argument(
+        "--long-model", type=Path, default=None, help="artifact for the long-ticket section (default --model)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy the server during its JSON Lines runs: collapsed stacks into FILE, top entries printed",
+    )
     parser.add_argument(
         "--server-env",
         action="append",
@@ -269,16 +453,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = args.model.resolve()
+    reference = args.reference.resolve() if args.reference else None
+    if reference is not None and not (reference / "triage_artifact.json").is_file():
+        print(f"reference skipped: no artifact at {reference} (make train-reference)")
+        reference = None
     hf_model = (args.hf_model or model.parent / "work" / "hf_model").resolve()
     data = args.data or default_data(model)
     texts = load_texts(data, args.limit)
+    emails = email_texts(texts)
     cpus = available_cpus()
     env_extra = dict(item.split("=", 1) for item in args.server_env)
-    print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}\n", flush=True)
+    print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}", flush=True)
+    print(f"load  {os.getloadavg()} (1, 5, 15 min)\n", flush=True)
 
     result: dict[str, float | int | str | None] = {
         "texts": len(texts),
         "cpus": cpus,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "baseline_tps": None,  # stays null when the baseline is skipped
         "baseline_bs32_tps": None,
         "baseline_single_p50_ms": None,
@@ -290,17 +481,32 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("(a) torch checkpoint, toolkit-style ...", flush=True)
         result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
-    print("(b) bare ONNX Runtime, int8, sorted batches of 32 ...", flush=True)
+    print("(b) bare ONNX Runtime, int8, sorted batches of 32 (clean, then e-mail bodies) ...", flush=True)
     result.update(bench_limit(model, texts, cpus, args.repeats))
-    print("(c) this server over HTTP ...", flush=True)
-    result.update(bench_server(model, texts, args.single, args.repeats, env_extra))
+    result["limit_email_tps"] = bench_limit(model, emails, cpus, args.repeats)["limit_tps"]
+    print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
+    result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
+    print("(d) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
+    result["classifier_tps"] = bench_classifier(model, texts, cpus, args.repeats)
+    result["reference"] = str(reference) if reference else None
+    result["reference_classifier_tps"] = result["reference_server_tps"] = None
+    if reference is not None:
+        print("(e) the reference model: classifier, then server ...", flush=True)
+        result["reference_classifier_tps"] = bench_classifier(reference, texts, cpus, args.repeats)
+        with Server(reference, env_extra) as server:
+            result["reference_server_tps"] = server.bulk_tps(texts, args.repeats)
+    lengths = [int(n) for n in args.long_lengths.split(",") if n.strip()]
+    if lengths:
+        long_model = (args.long_model or model).resolve()
+        print(f"(f) long tickets through the server ({long_model}) ...", flush=True)
+        result["long"] = bench_long(long_model, texts, lengths, min(args.single, 50), env_extra)
 
-    baseline = result.get("baseline_tps")
-    result["server_vs_baseline"] = round(result["server_tps"] / baseline, 2) if baseline else None
-    result["server_vs_limit"] = round(result["server_tps"] / result["limit_tps"], 3)
-    result = {
-        k: round(v, 2) if isinstance(v, float) and k != "server_vs_limit" else v for k, v in result.items()
-    }
+    result["server_vs_baseline"] = _ratio(result["server_tps"], result.get("baseline_tps"), 2)
+    result["server_vs_limit"] = _ratio(result["server_tps"], result["limit_tps"])
+    result["server_vs_limit_email"] = _ratio(result["server_email_tps"], result["limit_email_tps"])
+    result["classifier_vs_reference"] = _ratio(result["classifier_tps"], result["reference_classifier_tps"])
+    result["default_vs_reference"] = _ratio(result["server_tps"], result["reference_server_tps"])
+    result = {k: round(v, 2) if isinstance(v, float) and "_vs_" not in k else v for k, v in result.items()}
 
     rows = [
         (
@@ -311,8 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         ("(a) torch, batches of 32", result.get("baseline_bs32_tps"), None),
         ("(b) bare ORT int8, one session x all cores", result["limit_one_session_tps"], None),
         ("(b) bare ORT int8, one session per core", result["limit_session_per_core_tps"], None),
+        ("(b) bare ORT int8, e-mail bodies (cleaned)", result["limit_email_tps"], None),
         ("(c) this server, JSON Lines batch over HTTP", result["server_tps"], None),
+        ("(c) this server, e-mail bodies", result["server_email_tps"], None),
         ("(c) this server, single tickets over HTTP", None, result["single_p50_ms"]),
+        ("(d) ArtifactClassifier.predict_scores", result["classifier_tps"], None),
+        ("(e) reference: ArtifactClassifier", result["reference_classifier_tps"], None),
+        ("(e) reference: server, JSON Lines batch", result["reference_server_tps"], None),
     ]
     print(f"\n{'':46} {'tickets/s':>10} {'p50 ms':>8}")
     for name, tps, p50 in rows:
@@ -320,7 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         p50_s = f"{p50:8.2f}" if p50 is not None else f"{'-':>8}"
         print(f"{name:46} {tps_s} {p50_s}")
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
-    print(f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}")
+    print(
+        f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"
+        f" (e-mail bodies: {result['server_vs_limit_email']})   default / reference: "
+        f"{result['default_vs_reference']} (classifier: {result['classifier_vs_reference']})"
+    )
     print(json.dumps(result))
     return 0
 

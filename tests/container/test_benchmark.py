@@ -19,6 +19,12 @@ KEYS = {
     "server_vs_limit",
     "single_p50_ms",
     "single_p99_ms",
+    "server_email_tps",
+    "limit_email_tps",
+    "server_vs_limit_email",
+    "classifier_tps",
+    "default_vs_reference",
+    "classifier_vs_reference",
 }
 
 
@@ -38,8 +44,53 @@ def run_benchmark(model: Path, *extra: str) -> dict:
 
 
 def test_benchmark_without_baseline_prints_the_summary_json_last(tiny_artifact):
-    summary = run_benchmark(tiny_artifact, "--skip-baseline")
+    summary = run_benchmark(tiny_artifact, "--skip-baseline", "--long-lengths", "")
     assert summary["baseline_tps"] is None and summary["server_vs_baseline"] is None
+    assert summary["reference"] is None and summary["default_vs_reference"] is None
+    assert "long" not in summary
+
+
+def test_benchmark_beside_a_reference_with_long_tickets_and_a_profile(tiny_artifact, tmp_path):
+    """The reference and long-ticket sections, and py-spy's samples of the real server process."""
+    profile = tmp_path / "profile.txt"
+    summary = run_benchmark(
+        tiny_artifact,
+        "--skip-baseline",
+        "--reference",
+        str(tiny_artifact),
+        "--long-lengths",
+        "16,32",
+        "--profile",
+        str(profile),
+    )
+    ratio = summary["server_tps"] / summary["reference_server_tps"]
+    assert abs(summary["default_vs_reference"] - ratio) < 0.01
+    ratio = summary["classifier_tps"] / summary["reference_classifier_tps"]
+    assert abs(summary["classifier_vs_reference"] - ratio) < 0.01
+    assert (
+        abs(summary["server_vs_limit_email"] - summary["server_email_tps"] / summary["limit_email_tps"])
+        < 0.01
+    )
+    long = summary["long"]
+    assert set(long) == {"16", "32", "mixed"}
+    assert all(long[n]["tps"] > 0 and 0 < long[n]["p50_ms"] <= long[n]["p99_ms"] for n in ("16", "32"))
+    assert long["mixed"]["long"] >= 1 and long["mixed"]["mixed_vs_separate"] > 0
+    # py-spy's collapsed stacks of the server: its runner threads ran ONNX Runtime's session
+    stacks = profile.read_text().splitlines()
+    assert any("onnx-runner" in line and "onnxruntime_inference_collection.py" in line for line in stacks)
+
+
+@pytest.mark.parametrize("tokens", [16, 64, 200])
+def test_long_tickets_have_the_asked_number_of_tokens(tiny_artifact, tokens):
+    from tokenizers import Tokenizer
+
+    from benchmarks.serving import BUNDLED_DATA, load_texts, texts_of_tokens
+
+    texts = texts_of_tokens(tiny_artifact, load_texts(BUNDLED_DATA, 200), tokens, 20)
+    tokenizer = Tokenizer.from_file(str(tiny_artifact / "tokenizer.json"))
+    tokenizer.no_truncation()
+    assert len(texts) == 20 and len(set(texts)) > 1
+    assert [len(tokenizer.encode(text).ids) for text in texts] == [tokens] * 20
 
 
 @pytest.mark.slow
