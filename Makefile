@@ -58,14 +58,16 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, evaluate, export and quantize the default model into MODEL (artifacts/model) (~10 min on 2 cores)
+## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
 train: $(VENV)/.installed
-	$(PY) -m training train --output $(MODEL)
+	$(PY) -m training train --output $(MODEL) $(if $(TICKETS),--data $(TICKETS)) $(if $(TEXT),--text-column $(TEXT)) \
+		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \
+		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
 
 # The same splits as make train (artifacts/splits); its own model, checkpoint and reports.
 ## train the reference (the current default recipe) into REFERENCE's folder (artifacts/reference) for make bench
 train-reference: $(VENV)/.installed
-	$(PY) -m training train --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
+	$(PY) -m training train --preset banking77 --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
 		--splits-dir artifacts/splits --reports-dir $(dir $(REFERENCE))reports
 
 # MiniLM cut to its bottom LAYERS (3) encoder layers, fine-tuned on the reference's soft labels
@@ -74,7 +76,7 @@ train-reference: $(VENV)/.installed
 train-student: $(VENV)/.installed
 	test -f $(dir $(REFERENCE))work/hf_model/config.json || { echo "make train-reference first"; exit 1; }
 	$(PY) -m training.student --layers $(or $(LAYERS),3) --output ./artifacts/minilm-l$(or $(LAYERS),3)
-	$(PY) -m training train --base-model ./artifacts/minilm-l$(or $(LAYERS),3) \
+	$(PY) -m training train --preset banking77 --base-model ./artifacts/minilm-l$(or $(LAYERS),3) \
 		--distill-teachers $(dir $(REFERENCE))work/hf_model --output artifacts/student/model \
 		--work-dir artifacts/student/work --splits-dir artifacts/splits --reports-dir artifacts/student/reports
 
@@ -82,9 +84,10 @@ train-student: $(VENV)/.installed
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
 
-## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation] [ROWS=a,b]
+## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation|noise] [ROWS=a,b] [TICKETS=f.csv TEXT=col LABEL=col]
 experiment: $(VENV)/.installed
-	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS))
+	$(PY) -m training experiment --set $(or $(SET),ablation) $(if $(ROWS),--rows $(ROWS)) $(if $(TICKETS),--data $(TICKETS)) \
+		$(if $(TEXT),--text-column $(TEXT)) $(if $(LABEL),--label-column $(LABEL))
 
 # --- serving
 ## run the inference server on MODEL, PORT (8080), through the image's entrypoint

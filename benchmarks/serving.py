@@ -13,7 +13,19 @@ one run on this machine, on the same texts and the same trained model:
     session per core running batches concurrently; the faster of the two is the limit;
 (c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
     batch file POSTed over loopback HTTP (end to end: parsing, preprocessing, tokenization,
-    batching, inference, response), and single-ticket requests one after another.
+    batching, inference, response), and single-ticket requests one after another;
+(d) **long tickets**: the same server on a copy of the artifact that reads ``L`` tokens
+    (``--long-lengths``, default 64, 128, 256 and 512), on tickets of at least ``L`` tokens
+    (consecutive texts joined): batch throughput and single-ticket p50/p99 per length, and each
+    length's throughput as a ratio to the shortest one's; then the shortest and the longest tickets
+    mixed in one body (``long_mixed_vs_separate``: 1.0 = long tickets cost the short ones
+    nothing);
+(e) **the project's classifier** (``ArtifactClassifier.predict_scores`` in-process) and, with
+    ``--reference`` (``make train-reference``), the reference artifact's classifier and server
+    beside ``--model``'s: ``default_vs_reference`` (server) and ``classifier_vs_reference``;
+(f) e-mail-style bodies (the same tickets wrapped by ``training.noise``): ``server_vs_limit_email``.
+    ``--profile FILE`` samples the server with py-spy during its JSON Lines runs.
+
 
 It needs torch + transformers (the dev environment, not the image). The torch checkpoint is
 ``--hf-model`` (default: ``<model>/../work/hf_model``, where ``make train`` keeps it). Texts:
@@ -186,29 +198,6 @@ def email_texts(texts: list[str], seed: int = 0) -> list[str]:
     return [make_noisy(text, rng, pool="dev") for text in texts]
 
 
-def texts_of_tokens(model: Path, texts: list[str], tokens: int, count: int) -> list[str]:
-    """``count`` tickets of about ``tokens`` tokens each (the artifact's tokenizer, [CLS]/[SEP]
-    included): Banking77 texts joined until long enough, cut at a token boundary."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    out, i = [], 0
-    while len(out) < count:
-        parts = []
-        while True:
-            parts.append(texts[i % len(texts)])
-            i += 1
-            joined = " ".join(parts)
-            enc = tokenizer.encode(joined)
-            if len(enc.ids) >= tokens:
-                break
-        content = tokens - 2  # [CLS] and [SEP]
-        out.append(joined[: enc.offsets[content][1]] if content < len(enc.ids) - 1 else joined)
-    return out
-
-
 # --- (c) the server over HTTP ----------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -373,39 +362,82 @@ def bench_server(
     return {"server_tps": clean, "server_email_tps": email, "single_p50_ms": p50, "single_p99_ms": p99}
 
 
+# --- (d) long tickets --------------------------------------------------------------------------------
+def long_texts(classifier: ArtifactClassifier, texts: list[str], tokens: int, count: int) -> list[str]:
+    """``count`` tickets of at least ``tokens`` tokens: consecutive texts joined by a blank line."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(classifier.tokenizer.tokenizer.to_str())
+    tokenizer.no_truncation()
+
+    def length(text: str) -> int:
+        return len(tokenizer.encode(classifier.clean([text])[0]).ids)
+
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        ticket, previous = texts[i % len(texts)], -1
+        while previous < (n := length(ticket)) < tokens:  # stops growing: preprocessing's cap
+            i, previous = i + 1, n
+            ticket += "\n\n" + texts[i % len(texts)]
+        out.append(ticket)
+        i += 1
+    return out
+
+
+def reading(model: Path, directory: Path, tokens: int) -> Path:
+    """A copy of the artifact that reads ``tokens`` tokens (head truncation); model files linked."""
+    directory.mkdir(parents=True)
+    for path in model.iterdir():
+        if path.is_file() and path.name != "triage_artifact.json":
+            (directory / path.name).symlink_to(path)
+    manifest = json.loads((model / "triage_artifact.json").read_text("utf-8"))
+    preprocessing = manifest.get("preprocessing", {})
+    preprocessing["max_chars"] = max(preprocessing.get("max_chars", 2000), 8 * tokens)  # room for the tokens
+    manifest.update(max_length=tokens, long_text={"strategy": "head"}, preprocessing=preprocessing)
+    (directory / "triage_artifact.json").write_text(json.dumps(manifest), "utf-8")
+    return directory
+
+
 def bench_long(
-    model: Path, texts: list[str], lengths: list[int], single: int, env_extra: dict[str, str]
-) -> dict[str, dict[str, float]]:
-    """Tickets of each length through the server (a JSON Lines body: tickets/s; one-ticket
-    requests: p50/p99), then the shortest and longest mixed in one body (9 short : 1 long,
-    shuffled): ``mixed_vs_separate`` is the time the two bodies took apart over the time the
-    mixed one took (1.0: long tickets cost the short ones nothing)."""
-    max_length = ArtifactClassifier(model).manifest.max_length
-    sets = {n: texts_of_tokens(model, texts, n, max(64, 32_768 // n)) for n in lengths}
-    out: dict[str, dict[str, float]] = {}
-    with Server(model, env_extra) as server:
-        for n, group in sets.items():
-            tps = server.bulk_tps(group, 1)
-            p50, p99 = server.single_ms(group, single, warm_up=5)
-            out[str(n)] = {"tps": round(tps, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
+    model: Path, texts: list[str], lengths: list[int], count: int, single: int, env_extra: dict[str, str]
+) -> dict[str, float]:
+    result: dict[str, float] = {}
+    tickets: dict[int, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-long-") as tmp:
+        for tokens in lengths:
+            copy = reading(model, Path(tmp) / str(tokens), tokens)
+            tickets[tokens] = long_texts(ArtifactClassifier(copy, intra_op_threads=1), texts, tokens, count)
+            with Server(copy, env_extra) as server:
+                tps = server.bulk_tps(tickets[tokens], 1)
+                p50, p99 = server.single_ms(tickets[tokens], single, warm_up=5)
+            result[f"long_{tokens}_tps"] = tps
+            result[f"long_{tokens}_p50_ms"] = p50
+            result[f"long_{tokens}_p99_ms"] = p99
             print(
-                f"  {n:4d} tokens (model reads {min(n, max_length)}): {tps:8.1f} tickets/s, "
-                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                f"    {tokens:4d} tokens: {tps:8.1f} tickets/s, single p50 {p50:.1f} ms, p99 {p99:.1f} ms",
                 flush=True,
             )
-        short, long = sets[min(lengths)], sets[max(lengths)]
-        long = (long * (len(short) // 9 // len(long) + 1))[: max(1, len(short) // 9)]
+        # The shortest and the longest tickets in one body (9 : 1, shuffled), on the copy that
+        # reads the longest: the two apart take `apart` seconds; batching by length keeps the
+        # mixed body at that time (a ratio under 1: long tickets slowed the short ones).
+        short, longest = tickets[min(lengths)], tickets[max(lengths)]
+        long = longest[: max(1, len(short) // 9)]
         mixed = short + long
         random.Random(0).shuffle(mixed)
-        apart = len(short) / server.bulk_tps(short, 1) + len(long) / server.bulk_tps(long, 1)
-        together = len(mixed) / server.bulk_tps(mixed, 1)
-    out["mixed"] = {"short": len(short), "long": len(long), "mixed_vs_separate": round(apart / together, 3)}
-    print(
-        f"  mixed body ({len(short)} x {min(lengths)} + {len(long)} x {max(lengths)} tokens): "
-        f"separate / mixed time {apart / together:.3f}",
-        flush=True,
-    )
-    return out
+        with Server(Path(tmp) / str(max(lengths)), env_extra) as server:
+            apart = len(short) / server.bulk_tps(short, 1) + len(long) / server.bulk_tps(long, 1)
+            together = len(mixed) / server.bulk_tps(mixed, 1)
+        result["long_mixed_vs_separate"] = round(apart / together, 3)
+        print(
+            f"    mixed body ({len(short)} x {min(lengths)} + {len(long)} x {max(lengths)} tokens): "
+            f"separate / mixed time {apart / together:.3f}",
+            flush=True,
+        )
+    shortest = result[f"long_{lengths[0]}_tps"]
+    for tokens in lengths:
+        result[f"long_{tokens}_vs_{lengths[0]}"] = round(result[f"long_{tokens}_tps"] / shortest, 3)
+    return result
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -431,11 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--long-lengths",
         default="64,128,256,512",
-        help="ticket lengths in tokens for the long-ticket section; '' skips it",
+        help="(d) token lengths of the long-ticket rows, comma-separated; empty: skip them",
     )
-    parser.add_argument(
-        "--long-model", type=Path, default=None, help="artifact for the long-ticket section (default --model)"
-    )
+    parser.add_argument("--long-tickets", type=int, default=200, help="(d) tickets per length (default 200)")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -486,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     result["limit_email_tps"] = bench_limit(model, emails, cpus, args.repeats)["limit_tps"]
     print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
     result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
-    print("(d) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
+    print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
     result["classifier_tps"] = bench_classifier(model, texts, cpus, args.repeats)
     result["reference"] = str(reference) if reference else None
     result["reference_classifier_tps"] = result["reference_server_tps"] = None
@@ -497,9 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             result["reference_server_tps"] = server.bulk_tps(texts, args.repeats)
     lengths = [int(n) for n in args.long_lengths.split(",") if n.strip()]
     if lengths:
-        long_model = (args.long_model or model).resolve()
-        print(f"(f) long tickets through the server ({long_model}) ...", flush=True)
-        result["long"] = bench_long(long_model, texts, lengths, min(args.single, 50), env_extra)
+        print(f"(d) long tickets through the server, {args.long_tickets} per length ...", flush=True)
+        result.update(bench_long(model, texts, lengths, args.long_tickets, min(args.single, 50), env_extra))
 
     result["server_vs_baseline"] = _ratio(result["server_tps"], result.get("baseline_tps"), 2)
     result["server_vs_limit"] = _ratio(result["server_tps"], result["limit_tps"])
@@ -521,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         ("(c) this server, JSON Lines batch over HTTP", result["server_tps"], None),
         ("(c) this server, e-mail bodies", result["server_email_tps"], None),
         ("(c) this server, single tickets over HTTP", None, result["single_p50_ms"]),
-        ("(d) ArtifactClassifier.predict_scores", result["classifier_tps"], None),
+        ("(e) ArtifactClassifier.predict_scores", result["classifier_tps"], None),
         ("(e) reference: ArtifactClassifier", result["reference_classifier_tps"], None),
         ("(e) reference: server, JSON Lines batch", result["reference_server_tps"], None),
     ]
@@ -530,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
         tps_s = f"{tps:10.1f}" if tps is not None else f"{'-':>10}"
         p50_s = f"{p50:8.2f}" if p50 is not None else f"{'-':>8}"
         print(f"{name:46} {tps_s} {p50_s}")
+    for tokens in lengths:
+        print(
+            f"{f'(d) this server, {tokens}-token tickets':46} {result[f'long_{tokens}_tps']:10.1f} "
+            f"{result[f'long_{tokens}_p50_ms']:8.2f}  p99 {result[f'long_{tokens}_p99_ms']:.2f} ms, "
+            f"{result[f'long_{tokens}_vs_{lengths[0]}']}x the {lengths[0]}-token throughput"
+        )
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
     print(
         f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"

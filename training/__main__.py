@@ -90,12 +90,14 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+def _option(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs: Any) -> None:
     """``--some-name`` with the ``--some_name`` alias (SageMaker hyperparameter keys vary)."""
     flags = [f"--{name}"]
-    if "-" in name:
-        flags.append(f"--{name.replace('-', '_')}")
-    parser.add_argument(*flags, **kwargs)
+    for flag in (f"--{name}", *aliases):
+        if "-" in flag[2:]:
+            flags.append("--" + flag[2:].replace("-", "_"))
+    flags += aliases
+    parser.add_argument(*dict.fromkeys(flags), **kwargs)
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,10 +119,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
     hp = parser.add_argument_group(
         "hyperparameters",
-        "--base-model picks its family's preset (MiniLM, DistilBERT, BERT, RoBERTa: training.config.PRESETS) "
-        "for the options marked 'preset'; an explicit option overrides it. MiniLM values shown.",
+        "Unset options come from the recipe (docs/training.md, 'Recipe'): --preset banking77 (the "
+        "default for the bundled Banking77 file: the values shown), auto (the default for other "
+        "data: the --base-model family's preset, training.config.PRESETS, then rules that read the "
+        "training split) or a .toml/.json file. An option given here always wins.",
     )
-    _option(hp, "base-model", default=d.base_model, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
+    _option(
+        hp,
+        "preset",
+        default=None,
+        help="banking77, auto or a preset file (default: banking77 for the bundled data, else auto)",
+    )
+    _option(hp, "base-model", default=None, help=f"path or hub id; default {DEFAULT_BASE_MODEL}")
     _option(hp, "epochs", type=int, default=None, help=f"preset ({d.epochs})")
     _option(hp, "learning-rate", type=float, default=None, help=f"preset ({d.learning_rate})")
     _option(
@@ -135,11 +145,26 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens the model reads; default: the training split's 99th percentile, rounded up to a "
         "multiple of 32, at most the model's 512 (Banking77: 64)",
     )
+    _option(
+        hp,
+        "truncation",
+        choices=["head", "head_tail"],
+        default=None,
+        help="what fine-tuning reads of a longer ticket; default: head_tail when over 1%% of the "
+        "training tickets are longer, else head (serving's strategy is chosen on validation)",
+    )
     _option(hp, "warmup-ratio", type=float, default=None, help=f"preset ({d.warmup_ratio})")
     _option(hp, "weight-decay", type=float, default=None, help=f"preset ({d.weight_decay})")
-    _option(hp, "seed", type=int, default=d.seed)
-    _option(hp, "label-smoothing", type=float, default=d.label_smoothing)
-    _option(hp, "class-weights", type=_bool, default=d.class_weights, metavar="{true,false}")
+    _option(hp, "seed", type=int, default=None, help=f"preset ({d.seed})")
+    _option(hp, "label-smoothing", type=float, default=None, help=f"preset ({d.label_smoothing})")
+    _option(
+        hp,
+        "class-weights",
+        type=_bool,
+        default=None,
+        metavar="{true,false}",
+        help=f"preset ({str(d.class_weights).lower()}); auto: on when the labels are imbalanced",
+    )
     _option(
         hp,
         "early-stopping-patience",
@@ -151,8 +176,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         hp,
         "noisy-augmentation",
         type=float,
-        default=d.noisy_augmentation,
-        help="share of training rows wrapped in e-mail/chat noise each epoch; 0 = off",
+        default=None,
+        help=f"preset ({d.noisy_augmentation}); share of training rows wrapped in e-mail/chat noise "
+        "each epoch; 0 = off (auto: off)",
+    )
+    _option(
+        hp,
+        "noise-context",
+        choices=["banking77", "neutral"],
+        default=None,
+        help=f"preset ({d.noise_context}); neutral = no Banking77 context sentences (auto: neutral)",
     )
     _option(
         hp,
@@ -165,27 +198,28 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         hp,
         "minority-min-examples",
         type=int,
-        default=d.minority_min_examples,
-        help="oversample labels below this many training rows with noisy copies; 0 = off",
+        default=None,
+        help=f"preset ({d.minority_min_examples}); oversample labels below this many training rows "
+        "with noisy copies; 0 = off",
     )
-    _option(hp, "threads", type=int, default=d.threads, help="torch threads; 0 = all cores")
+    _option(hp, "threads", type=int, default=None, help=f"preset ({d.threads}); torch threads; 0 = all cores")
 
     scale = parser.add_argument_group("scaling: GPUs, processes, checkpoints (training.train)")
     _option(
         scale,
         "gradient-accumulation-steps",
         type=int,
-        default=d.gradient_accumulation_steps,
+        default=None,
         help="optimizer step every N batches",
     )
     _option(
         scale,
         "mixed-precision",
         choices=["auto", "no", "fp16", "bf16"],
-        default=d.mixed_precision,
+        default=None,
         help="auto = bf16/fp16 on a GPU, fp32 on CPU",
     )
-    _option(scale, "save-steps", type=int, default=d.save_steps, help="also checkpoint every N steps")
+    _option(scale, "save-steps", type=int, default=None, help="also checkpoint every N steps")
     _option(
         scale,
         "checkpoint-dir",
@@ -216,10 +250,20 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(gate, "int8-max-f1-drop", type=float, default=1.0, help="macro-F1 points int8 may lose")
     _option(
         gate,
-        "review-precision",
+        "review-target-accuracy",
+        "--review-precision",
         type=float,
-        default=0.98,
-        help="review threshold: lowest score whose auto-accepted validation tickets reach this accuracy",
+        default=None,
+        help="review threshold: the lowest top score whose auto-accepted validation tickets reach this "
+        "accuracy (recipe: banking77 0.98, auto 0.95)",
+    )
+    _option(
+        gate,
+        "review-max-share",
+        type=float,
+        default=None,
+        help="at most this share of tickets goes to review; if the target accuracy needs more, the "
+        "ceiling wins and the report says so (recipe: banking77 1.0 = no ceiling, auto 0.5)",
     )
 
     steps = parser.add_argument_group("pipeline steps")
@@ -246,10 +290,10 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
     _option(
         st, "head", choices=["cls", "mean", "mlp"], default=None, help=f"preset ({d.head}); classifier head"
     )
-    _option(st, "head-dropout", type=float, default=d.head_dropout, help="mean/mlp heads")
-    _option(st, "head-hidden", type=int, default=d.head_hidden, help="mlp width; 0 = encoder width")
-    _option(st, "loss", choices=["softmax", "ovr"], default=d.loss, help="ovr = one-vs-rest sigmoid/BCE")
-    _option(st, "freeze-encoder-epochs", type=int, default=d.freeze_encoder_epochs, help="head only first")
+    _option(st, "head-dropout", type=float, default=None, help="mean/mlp heads")
+    _option(st, "head-hidden", type=int, default=None, help="mlp width; 0 = encoder width")
+    _option(st, "loss", choices=["softmax", "ovr"], default=None, help="ovr = one-vs-rest sigmoid/BCE")
+    _option(st, "freeze-encoder-epochs", type=int, default=None, help="head only first")
     _option(
         st,
         "freeze-embeddings",
@@ -258,26 +302,26 @@ def _add_strategy_arguments(parser: argparse.ArgumentParser, d: TrainConfig) -> 
         metavar="{true,false}",
         help=f"preset ({str(d.freeze_embeddings).lower()}); keep the word embeddings fixed (faster steps)",
     )
-    _option(st, "layer-lr-decay", type=float, default=d.layer_lr_decay, help="layer-wise LR decay; 1 = off")
-    _option(st, "mlm-epochs", type=float, default=d.mlm_epochs, help="domain-adaptive MLM passes; 0 = off")
-    _option(st, "mlm-data", default=d.mlm_data, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
-    _option(st, "mlm-learning-rate", type=float, default=d.mlm_learning_rate)
-    _option(st, "mlm-probability", type=float, default=d.mlm_probability)
-    _option(st, "contrastive-epochs", type=float, default=d.contrastive_epochs, help="SetFit stage; 0 = off")
-    _option(st, "contrastive-learning-rate", type=float, default=d.contrastive_learning_rate)
-    _option(st, "contrastive-temperature", type=float, default=d.contrastive_temperature)
+    _option(st, "layer-lr-decay", type=float, default=None, help="layer-wise LR decay; 1 = off")
+    _option(st, "mlm-epochs", type=float, default=None, help="domain-adaptive MLM passes; 0 = off")
+    _option(st, "mlm-data", default=None, help="unlabeled .txt/.csv/.jsonl (default: training texts)")
+    _option(st, "mlm-learning-rate", type=float, default=None)
+    _option(st, "mlm-probability", type=float, default=None)
+    _option(st, "contrastive-epochs", type=float, default=None, help="SetFit stage; 0 = off")
+    _option(st, "contrastive-learning-rate", type=float, default=None)
+    _option(st, "contrastive-temperature", type=float, default=None)
     _option(
         st,
         "distill-teachers",
         type=_str_list,
-        default=[],
+        default=None,
         help="comma-separated fine-tuned model dirs (work/hf_model) whose soft labels the student learns",
     )
     _option(
-        st, "distill-seeds", type=_str_list, default=[], help="comma-separated seeds of teachers to train"
+        st, "distill-seeds", type=_str_list, default=None, help="comma-separated seeds of teachers to train"
     )
-    _option(st, "distill-alpha", type=float, default=d.distill_alpha)
-    _option(st, "distill-temperature", type=float, default=d.distill_temperature)
+    _option(st, "distill-alpha", type=float, default=None)
+    _option(st, "distill-temperature", type=float, default=None)
 
 
 STRATEGY_FIELDS = (
@@ -323,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 HYPERPARAMETERS = (
-    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "warmup_ratio",
+    "epochs", "learning_rate", "head_learning_rate", "batch_size", "max_length", "truncation",
+    "warmup_ratio",
     "weight_decay", "seed", "label_smoothing", "class_weights", "early_stopping_patience",
-    "noisy_augmentation", "noise_pools", "minority_min_examples", "threads",
+    "noisy_augmentation", "noise_pools", "noise_context", "minority_min_examples", "threads",
     "gradient_accumulation_steps", "mixed_precision", "save_steps", *STRATEGY_FIELDS,
 )  # fmt: skip
 
@@ -354,6 +399,7 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         validation_size=args.validation_size,
         test_size=args.test_size,
         split_seed=args.split_seed,
+        preset=args.preset,
         base_model=args.base_model,
         hyperparameters=given,
         preprocessing=preprocessing,
@@ -362,7 +408,14 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         fp32_max_score_diff=args.fp32_max_score_diff,
         int8_min_agreement=args.int8_min_agreement,
         int8_max_f1_drop=args.int8_max_f1_drop,
-        review_precision=args.review_precision,
+        review={
+            name: value
+            for name, value in (
+                ("target_accuracy", args.review_target_accuracy),
+                ("max_review_share", args.review_max_share),
+            )
+            if value is not None
+        },
         export=args.export,
         evaluate=args.evaluate,
         optimization_report=args.optimization_report,
@@ -371,11 +424,19 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The training config the ``train`` arguments ask for (what :func:`run_from_args` +
-    :func:`training.pipeline.training_config` resolve)."""
-    from training.pipeline import training_config
+    """The training config the ``train`` arguments ask for, before the data is read (the auto
+    rules, which read it, left out): what the pipeline's recipe starts from."""
+    from training.recipe import PresetError, default_preset, load_preset, resolve_recipe
 
-    return training_config(run_from_args(args))
+    run = run_from_args(args)
+    try:
+        preset = load_preset(run.preset or default_preset(run.data))
+        recipe = resolve_recipe(
+            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
+        )
+    except PresetError as exc:
+        raise SystemExit(str(exc)) from None
+    return recipe.config
 
 
 # --- commands ----------------------------------------------------------------------------------

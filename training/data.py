@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -365,15 +366,23 @@ def _fingerprint(dataset: TicketDataset) -> str:
 def split_dataset(
     dataset: TicketDataset, validation_size: float = 0.1, test_size: float = 0.1, seed: int = 42
 ) -> Splits:
-    """Stratified train/validation/test split (scikit-learn), deterministic for ``seed``."""
+    """Stratified train/validation/test split (scikit-learn), deterministic for ``seed``.
+
+    A label with fewer rows than there are splits cannot have one in each: its rows all go to
+    the training split (learned, never validated or tested), and :func:`rare_labels` names it
+    with a warning. scikit-learn gives a label of 3 rows or more one in each split.
+    """
     from sklearn.model_selection import train_test_split
 
     if not (0 < validation_size < 1 and 0 < test_size < 1 and validation_size + test_size < 1):
         raise DataError(f"invalid split sizes: validation {validation_size}, test {test_size}")
-    indices = list(range(len(dataset)))
+    support = Counter(dataset.labels)
+    too_rare = {label for label, n in support.items() if n < len(SPLIT_NAMES)}
+    indices = [i for i, label in enumerate(dataset.labels) if label not in too_rare]
+    train_only = [i for i, label in enumerate(dataset.labels) if label in too_rare]
     try:
         rest, test_idx = train_test_split(
-            indices, test_size=test_size, random_state=seed, stratify=dataset.labels
+            indices, test_size=test_size, random_state=seed, stratify=[dataset.labels[i] for i in indices]
         )
         rest_labels = [dataset.labels[i] for i in rest]
         train_idx, val_idx = train_test_split(
@@ -388,6 +397,7 @@ def split_dataset(
             f"{1 - validation_size - test_size:.0%}/{validation_size:.0%}/{test_size:.0%}: {exc}. "
             "Each split needs at least one example per label: add data or merge rare labels."
         ) from None
+    train_idx = list(train_idx) + train_only
 
     def subset(idx: list[int], name: str) -> TicketDataset:
         idx = sorted(idx)
@@ -400,6 +410,7 @@ def split_dataset(
         )
 
     parts = [subset(train_idx, "train"), subset(val_idx, "validation"), subset(test_idx, "test")]
+    rare = rare_labels(parts, validation_size, test_size)
     info = {
         "seed": seed,
         "validation_size": validation_size,
@@ -412,9 +423,40 @@ def split_dataset(
             label: {p.report["split"]: p.support().get(label, 0) for p in parts}
             for label in dataset.label_names
         },
+        "rare_labels": rare,
         "load_report": dataset.report,
     }
     return Splits(*parts, info=info)
+
+
+def rare_labels(parts: list[TicketDataset], validation_size: float, test_size: float) -> list[dict[str, Any]]:
+    """Labels that a split did not get a single row of, each logged as a warning that names it,
+    its rows and where they ended up. A stratified split gives a split about ``size`` x rows of a
+    label, so a label needs about 1 / min(validation_size, test_size) rows (10 at 80/10/10) for
+    one to land in each; with fewer it is trained on but never validated or tested (issue #20:
+    "a label with two rows silently lands entirely in train")."""
+    needed = math.ceil(1 / min(validation_size, test_size))
+    found = []
+    counts = {part.report["split"]: part.support() for part in parts}
+    for label in sorted(set().union(*(c.keys() for c in counts.values()))):
+        where = {name: counts[name].get(label, 0) for name in counts}
+        missing = [name for name, n in where.items() if n == 0]
+        if not missing:
+            continue
+        rows = sum(where.values())
+        found.append({"label": label, "rows": rows, "splits": where, "missing_from": missing})
+        log.warning(
+            "label %r has %d row(s), too few to split (each split needs one: about %d rows at these "
+            "sizes): %s; it is %s",
+            label,
+            rows,
+            needed,
+            ", ".join(f"{n} in {name}" for name, n in where.items()),
+            "never validated or tested"
+            if set(missing) >= {"validation", "test"}
+            else f"not in {' or '.join(missing)}",
+        )
+    return found
 
 
 def _write_csv(path: Path, dataset: TicketDataset) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,52 @@ def classification_report(
     }
 
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_labels: int,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Percentile bootstrap intervals of accuracy and macro-F1: the evaluated tickets resampled
+    with replacement ``resamples`` times (seeded, so the same data gives the same interval). Each
+    resample's macro-F1 averages over the labels that occur in its true labels, as the report's
+    does. A difference between two models smaller than these intervals is not a difference."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    accuracy = np.empty(resamples)
+    macro = np.empty(resamples)
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        t, p = y_true[idx], y_pred[idx]
+        right = t == p
+        tp = np.bincount(t[right], minlength=n_labels).astype(float)
+        support = np.bincount(t, minlength=n_labels).astype(float)
+        predicted = np.bincount(p, minlength=n_labels).astype(float)
+        _, _, f1 = _prf(tp, predicted, support)
+        accuracy[r] = right.mean()
+        macro[r] = f1[support > 0].mean()
+    tail = 100 * (1 - confidence) / 2
+
+    def interval(values: np.ndarray) -> list[float]:
+        return [
+            round(float(np.percentile(values, tail)), 4),
+            round(float(np.percentile(values, 100 - tail)), 4),
+        ]
+
+    return {
+        "method": f"percentile bootstrap over the evaluated tickets, {resamples} resamples, seed {seed}",
+        "confidence": confidence,
+        "accuracy": interval(accuracy),
+        "macro_f1": interval(macro),
+    }
+
+
 def evaluate_artifact(
     artifact_dir: str | Path,
     texts: list[str],
@@ -138,7 +185,11 @@ def evaluate_artifact(
     started = time.perf_counter()
     scores = classifier.predict_scores(texts, batch_size=batch_size)
     seconds = time.perf_counter() - started
-    report = classification_report(np.array([index[y] for y in labels]), scores, classifier.labels)
+    y_true = np.array([index[y] for y in labels])
+    report = classification_report(y_true, scores, classifier.labels)
+    report["confidence_intervals"] = bootstrap_intervals(
+        y_true, scores.argmax(axis=1), len(classifier.labels)
+    )
     manifest = classifier.manifest
     report["model"] = {
         "artifact": str(artifact_dir),
@@ -172,6 +223,130 @@ def review_curve(top_scores: np.ndarray, correct: np.ndarray, target_accuracy: f
         "accepted_accuracy": float(correct[accepted].mean()),
         "review_share": float(1 - accepted.mean()),
     }
+
+
+# The accuracy of the auto-accepted validation tickets should be known within this many points
+# (95 % confidence) for the threshold chosen on it to mean something.
+REVIEW_ACCURACY_MARGIN = 0.02
+Z_95 = 1.959964
+
+
+def min_validation_tickets(target_accuracy: float, margin: float = REVIEW_ACCURACY_MARGIN) -> int:
+    """Tickets needed to measure an accuracy near ``target_accuracy`` within ``margin`` at 95 %
+    confidence (normal approximation: z² t(1 − t) / margin²; 189 for 0.98, 457 for 0.95), and
+    at least 100. Fewer validation tickets: the review threshold rests on a handful of them."""
+    t = min(max(target_accuracy, 0.0), 1.0)
+    return max(100, math.ceil(Z_95**2 * t * (1 - t) / margin**2))
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (95 % by default); None for n = 0."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+
+
+def coverage_curve(top_scores: np.ndarray, correct: np.ndarray, points: int = 101) -> list[dict[str, float]]:
+    """Accuracy of the auto-accepted tickets against the share accepted (coverage), from
+    accepting only the highest-scored ticket to accepting all: one point per 1/(points - 1) of
+    coverage, each with the threshold that accepts it (the lowest accepted top score)."""
+    n = len(top_scores)
+    order = np.argsort(-top_scores, kind="stable")
+    right = np.cumsum(correct[order])
+    curve = []
+    for k in sorted({max(1, math.ceil(c * n)) for c in np.linspace(0.0, 1.0, points)}):
+        curve.append(
+            {
+                "threshold": round(float(top_scores[order][k - 1]), 4),
+                "coverage": round(k / n, 4),
+                "review_share": round(1 - k / n, 4),
+                "accepted_accuracy": round(float(right[k - 1] / k), 4),
+            }
+        )
+    return curve
+
+
+def review_threshold(
+    top_scores: np.ndarray, correct: np.ndarray, target_accuracy: float, max_review_share: float = 1.0
+) -> dict[str, Any]:
+    """The review threshold for a target accuracy on auto-accepted tickets and a ceiling on the
+    share sent to review.
+
+    The rule: the lowest threshold whose accepted tickets reach ``target_accuracy``
+    (:func:`review_curve`), if it sends at most ``max_review_share`` to review. Otherwise the
+    target cannot be met within the ceiling, and the ceiling wins: the threshold that sends
+    ``max_review_share`` to review (people can review only so many tickets; the accuracy that
+    share gets is reported, with a warning). With no ceiling (1.0) an unreachable target sends
+    every ticket to review, as before. Warnings also name a validation split below
+    :func:`min_validation_tickets`.
+    """
+    n = len(top_scores)
+    choice: dict[str, Any] = dict(review_curve(top_scores, correct, target_accuracy))
+    warnings: list[str] = []
+    met = not math.isnan(choice["accepted_accuracy"])
+    target_met = met and choice["review_share"] <= max_review_share + 1e-12
+    if target_met:
+        choice["rule"] = "target: the lowest threshold whose accepted tickets reach the target accuracy"
+    elif max_review_share >= 1.0:
+        choice["rule"] = "target not reachable at any threshold and no ceiling: every ticket to review"
+        warnings.append(
+            f"no threshold reaches {target_accuracy:.1%} accuracy on the accepted validation tickets"
+        )
+    else:
+        accepted_count = max(1, math.ceil((1 - max_review_share) * n - 1e-9))
+        order = np.argsort(-top_scores, kind="stable")
+        # rounded down to the 4 decimals the manifest keeps: the server accepts at least these
+        threshold = math.floor(float(top_scores[order][accepted_count - 1]) * 1e4) / 1e4
+        accepted = top_scores >= threshold
+        choice = {
+            "threshold": threshold,
+            "accepted_accuracy": float(correct[accepted].mean()),
+            "review_share": float(1 - accepted.mean()),
+            "rule": "ceiling: the target cannot be met within the review ceiling, so the threshold "
+            "sends the ceiling's share to review",
+        }
+        needed = (
+            f"it needs {choice_share(top_scores, correct, target_accuracy):.1%} to review"
+            if met
+            else "no threshold reaches it"
+        )
+        warnings.append(
+            f"target {target_accuracy:.1%} cannot be met with at most {max_review_share:.0%} of tickets "
+            f"to review ({needed}): the threshold {threshold:.3f} sends {choice['review_share']:.1%} to "
+            f"review and the accepted tickets are right {choice['accepted_accuracy']:.1%} of the time "
+            "on validation"
+        )
+    accepted = top_scores >= choice["threshold"] if choice["review_share"] < 1.0 else np.zeros(n, dtype=bool)
+    minimum = min_validation_tickets(target_accuracy)
+    if n < minimum:
+        warnings.append(
+            f"the review threshold rests on {n} validation tickets; measuring {target_accuracy:.0%} "
+            f"accuracy within ±{REVIEW_ACCURACY_MARGIN:.0%} (95 % confidence) needs at least {minimum}: "
+            "add labelled tickets or a larger --validation-size"
+        )
+    choice.update(
+        {
+            "target_accuracy": target_accuracy,
+            "max_review_share": max_review_share,
+            "target_met": bool(target_met),
+            "validation_tickets": n,
+            "min_validation_tickets": minimum,
+            "accepted_tickets": int(accepted.sum()),
+            "accepted_accuracy_interval_95": wilson_interval(
+                int(correct[accepted].sum()), int(accepted.sum())
+            ),
+            "warnings": warnings,
+        }
+    )
+    return choice
+
+
+def choice_share(top_scores: np.ndarray, correct: np.ndarray, target_accuracy: float) -> float:
+    """The review share the target accuracy alone needs (1.0 if no threshold reaches it)."""
+    return float(review_curve(top_scores, correct, target_accuracy)["review_share"])
 
 
 def headline(report: dict[str, Any]) -> dict[str, float]:
@@ -279,6 +454,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(format_table({k: {"value": v} for k, v in headline(report).items()}, ["value"]))
     else:
         print(format_table(report["clean_vs_noisy"]["metrics"], ["clean", "noisy", "delta"]))
+    ci = report["confidence_intervals"]
+    print(
+        f"95% bootstrap intervals ({len(data.texts)} tickets): macro-F1 {ci['macro_f1']}, "
+        f"accuracy {ci['accuracy']}"
+    )
     print(f"wrote {args.out / 'metrics.json'} and plots ({len(data.texts)} tickets)")
     return report
 

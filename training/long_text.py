@@ -1,9 +1,11 @@
 """Long tickets in training: the maximum length from the data, the strategy from validation.
 
-* :func:`data_max_length`: the base model's tokenizer on the preprocessed training texts;
-  :func:`triage_core.longtext.choose_max_length` rounds their 99th percentile up to a multiple
-  of 32, capped at the model's position embeddings (512 for the BERT family). Banking77 gives
-  64, the default measured before; ``--max-length`` still overrides it.
+* :func:`max_length_rule` (the ``auto`` recipe's rule, ``training.recipe.choose_max_length``):
+  :func:`triage_core.longtext.choose_max_length` rounds the training split's 99th percentile
+  of token lengths up to a multiple of 32, capped at the model's position embeddings (512 for
+  the BERT family). Banking77 gives 64, the default measured before; ``--max-length`` (or a
+  preset) still decides. :func:`truncation_rule`: fine-tuning reads head + tail of long
+  tickets. :func:`make_room_for_long_tickets`: preprocessing's character cap out of their way.
 * :func:`select_long_text`: when validation tickets are longer than ``max_length``, the served
   artifact scores the validation split once per candidate strategy (``head``, ``head_tail``,
   ``windows`` mean and max: inference only) and the best macro-F1 is written into the manifest;
@@ -18,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from triage_core.longtext import candidates, choose_max_length, length_summary
+from triage_core.longtext import LongText, candidates, choose_max_length, length_summary
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "long_text.json"
+LONG_SHARE = 0.01  # over this share of long training tickets, fine-tuning reads head + tail
+CHARS_PER_TOKEN = 8  # generous: English runs about 4-5 characters per WordPiece token
 
 
 def model_limit(base_model_path: str) -> int:
@@ -36,22 +40,64 @@ def model_limit(base_model_path: str) -> int:
     return max(8, min(512, positions))
 
 
-def data_max_length(base_model: str, texts: list[str]) -> tuple[int, dict[str, Any]]:
-    """The maximum length chosen from ``texts`` (preprocessed training texts) and a summary."""
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-
+def max_length_rule(config, token_lengths) -> tuple[int, str]:
+    """The recipe's maximum-length rule (``training.recipe.choose_max_length``): the training
+    split's token lengths -> :func:`triage_core.longtext.choose_max_length`, capped at what the
+    base model can read."""
     from training.config import resolve_base_model
 
-    path = resolve_base_model(base_model)
-    backend = AutoTokenizer.from_pretrained(path, use_fast=True).backend_tokenizer
-    tokenizer = Tokenizer.from_str(backend.to_str())
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
-    cap = model_limit(path)
-    chosen = choose_max_length(lengths, cap=cap)
-    return chosen, {**length_summary(lengths, chosen), "model_limit": cap, "source": "training data"}
+    if not token_lengths:
+        return config.max_length, "no token lengths measured: the family preset's length"
+    cap = model_limit(resolve_base_model(config.base_model))
+    chosen = choose_max_length(token_lengths, cap=cap)
+    stats = length_summary(token_lengths, chosen)
+    return chosen, (
+        f"99th percentile of the training split's token lengths ({stats['p99']:.0f}) rounded up to a "
+        f"multiple of 32, at most the model's {cap}; "
+        f"{100 * stats['share_longer']:.1f}% of the tickets are longer"
+    )
+
+
+def truncation_rule(config, token_lengths) -> tuple[str, str]:
+    """The recipe's fine-tuning truncation rule: ``head_tail`` when over :data:`LONG_SHARE` of
+    the training tickets are longer than ``max_length`` (what the long-ticket strategies most
+    likely read), else ``head``."""
+    if not token_lengths:
+        return config.truncation, "no token lengths measured"
+    longer = sum(n > config.max_length for n in token_lengths) / len(token_lengths)
+    if longer > LONG_SHARE:
+        return (
+            "head_tail",
+            f"{100 * longer:.1f}% of the training tickets are longer than {config.max_length} tokens",
+        )
+    return "head", f"{100 * longer:.1f}% of the training tickets are longer than {config.max_length} tokens"
+
+
+def make_room_for_long_tickets(run, base_model: str, splits):
+    """``run`` with preprocessing's ``max_chars`` raised when training tickets reach it: the cap
+    applies before tokenizing, so it would cut what the long-ticket strategies read (and what
+    the token lengths measure). Raised to :data:`CHARS_PER_TOKEN` x the model's limit x the
+    windows strategy's windows (32,768 characters for 512 tokens); serving applies the same
+    config from the manifest."""
+    import dataclasses
+
+    from training.config import resolve_base_model
+    from triage_core.preprocessing import preprocess_batch
+
+    preprocessing = run.preprocessing
+    texts = preprocess_batch(list(splits.train.texts), preprocessing)
+    reached = sum(len(t) >= preprocessing.max_chars for t in texts)
+    room = CHARS_PER_TOKEN * model_limit(resolve_base_model(base_model)) * LongText().max_windows
+    if not reached or preprocessing.max_chars >= room:
+        return run
+    log.info(
+        "%d training ticket(s) reach preprocessing's max_chars (%d characters): raised to %d so that the "
+        "long-ticket strategies can read them",
+        reached,
+        preprocessing.max_chars,
+        room,
+    )
+    return dataclasses.replace(run, preprocessing=preprocessing.model_copy(update={"max_chars": room}))
 
 
 def select_long_text(artifact_dir: Path, validation, reports_dir: Path | None = None) -> dict[str, Any]:
@@ -121,34 +167,3 @@ def _write(report: dict[str, Any], reports_dir: Path | None) -> dict[str, Any]:
         Path(reports_dir).mkdir(parents=True, exist_ok=True)
         (Path(reports_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def max_length_step(run, config, splits):
-    """The pipeline step: ``config`` with ``max_length`` chosen from the training split, unless
-    ``--max-length`` was given. Returns ``(config, summary)``."""
-    import dataclasses
-
-    from triage_core.preprocessing import preprocess_batch
-
-    if "max_length" in run.hyperparameters:
-        return config, {"max_length": config.max_length, "source": "--max-length"}
-    texts = preprocess_batch(splits.train.texts, config.preprocessing)
-    chosen, summary = data_max_length(config.base_model, texts)
-    cut = sum(len(t) >= config.preprocessing.max_chars for t in texts) / max(1, len(texts))
-    summary["share_cut_at_max_chars"] = round(cut, 4)
-    log.info(
-        "max length %d tokens, from the training split (p50 %.0f, p99 %.0f, max %.0f tokens; %.1f%% longer)",
-        chosen,
-        summary["p50"],
-        summary["p99"],
-        summary["max"],
-        100 * summary["share_longer"],
-    )
-    if cut > 0.01:
-        log.warning(
-            "%.1f%% of the training tickets are cut at preprocessing's max_chars (%d characters) before "
-            "tokenizing: the long-ticket strategies only see what is left",
-            100 * cut,
-            config.preprocessing.max_chars,
-        )
-    return dataclasses.replace(config, max_length=chosen), summary

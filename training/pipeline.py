@@ -31,7 +31,17 @@ import numpy as np
 from training.baseline import run_baseline
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Splits
-from training.long_text import max_length_step, select_long_text
+from training.long_text import make_room_for_long_tickets, select_long_text
+from training.recipe import (
+    Preset,
+    PresetError,
+    Recipe,
+    ReviewPolicy,
+    default_preset,
+    load_preset,
+    profile_training_data,
+    resolve_recipe,
+)
 from triage_core.preprocessing import PreprocessConfig
 
 log = logging.getLogger("training")
@@ -55,8 +65,11 @@ class TrainRun:
     validation_size: float = 0.1
     test_size: float = 0.1
     split_seed: int = 42
-    base_model: str = DEFAULT_BASE_MODEL
-    # Hyperparameters given explicitly; every other one comes from the base model's preset.
+    # "banking77", "auto" or a .toml/.json preset file; None: banking77 for the bundled Banking77
+    # file, auto for any other (training.recipe)
+    preset: str | None = None
+    base_model: str | None = None  # None: the preset file's, else all-MiniLM-L6-v2
+    # Hyperparameters given explicitly; every other one comes from the recipe.
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     checkpoint_dir: Path | None = None
@@ -65,7 +78,8 @@ class TrainRun:
     fp32_max_score_diff: float = 1e-3
     int8_min_agreement: float = 0.95
     int8_max_f1_drop: float = 1.0
-    review_precision: float = 0.98
+    # Review policy values given explicitly (target_accuracy, max_review_share); the rest from the recipe.
+    review: dict[str, Any] = field(default_factory=dict)
     # pipeline steps
     export: bool = True
     evaluate: bool = True
@@ -75,25 +89,26 @@ class TrainRun:
 
 def run_training(run: TrainRun) -> dict[str, Any]:
     """The full pipeline. Returns the summary written to ``<reports>/train_summary.json``."""
-    config = training_config(run)
+    preset = read_preset(run)
     if not is_main_process():  # one log file, the main process's
-        return _run_steps(run, config)
+        return _run_steps(run, preset)
     with log_to_file(run.reports_dir / "train.log"):
-        return _run_steps(run, config)
+        return _run_steps(run, preset)
 
 
-def _run_steps(run: TrainRun, config: TrainConfig) -> dict[str, Any]:
+def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     started = time.perf_counter()
-    check_model_source(config.base_model)
-    splits = load_splits(run, config)
-    config, lengths = max_length_step(run, config, splits)
-    result = fine_tune(config, splits, run)
+    base_model = check_model_source(run.base_model or preset.train.get("base_model") or DEFAULT_BASE_MODEL)
+    splits = load_splits(run)
+    run = make_room_for_long_tickets(run, base_model, splits)
+    recipe = choose_recipe(run, preset, base_model, splits)
+    result = fine_tune(recipe, splits, run)
     if not is_main_process():
         return {}  # under torchrun: the main process exports, evaluates and reports
-    summary = training_summary(run, config, splits, result)
-    summary["max_length"] = lengths
+    config = recipe.config
+    summary = training_summary(run, recipe, splits, result)
     if run.export:
-        summary.update(export_served_model(run, config, splits, result))
+        summary.update(export_served_model(run, config, splits, result, summary))
         summary["long_text"] = select_long_text(run.output, splits.validation, run.reports_dir)
         if run.baseline:
             summary["baseline"] = run_baseline(
@@ -106,9 +121,9 @@ def _run_steps(run: TrainRun, config: TrainConfig) -> dict[str, Any]:
             )
         if run.evaluate:
             summary["review_threshold"] = choose_review_threshold(
-                run.output, splits.validation, run.review_precision
+                run.output, splits.validation, recipe.review
             )
-            store_review_threshold(run.output, summary["review_threshold"]["threshold"])
+            store_review_threshold(run.output, summary["review_threshold"])
             summary.update(evaluate_test_splits(run.output, splits.test, run.reports_dir, summary))
         if run.optimization_report:
             summary["optimization_report"] = optimization_report(
@@ -117,27 +132,33 @@ def _run_steps(run: TrainRun, config: TrainConfig) -> dict[str, Any]:
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.reports_dir / "train_summary.json", summary)
     log.info(
-        "done in %.0f s: best val macro-F1 %.4f; test %s; noisy test %s",
+        "done in %.0f s: best val macro-F1 %.4f; test %s (95%% bootstrap intervals %s); noisy test %s",
         summary["total_seconds"],
         result.best_val_macro_f1,
         summary.get("test_clean", "-"),
+        {
+            k: v
+            for k, v in summary.get("test_confidence_intervals", {}).items()
+            if k in ("macro_f1", "accuracy")
+        },
         summary.get("test_noisy", "-"),
     )
     return summary
 
 
 # --- settings ----------------------------------------------------------------------------------
-def training_config(run: TrainRun) -> TrainConfig:
-    """The base model's family preset (``training.config.PRESETS``), then the explicit options."""
+def read_preset(run: TrainRun) -> Preset:
+    """The run's preset (``training.recipe``), with the explicit options checked against it
+    before any data is read: a bad value is one line, not an error after the split."""
     try:
-        return TrainConfig.for_base_model(
-            run.base_model, preprocessing=run.preprocessing, **run.hyperparameters
-        )
-    except ValueError as exc:
+        preset = load_preset(run.preset or default_preset(run.data))
+        resolve_recipe(preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing)
+    except PresetError as exc:
         raise SystemExit(str(exc)) from None
+    return preset
 
 
-def check_model_source(base_model: str) -> None:
+def check_model_source(base_model: str) -> str:
     """Before reading any data: a bad model name is one line, not a traceback minutes later."""
     from training.config import ModelSourceError, check_base_model
 
@@ -145,10 +166,11 @@ def check_model_source(base_model: str) -> None:
         check_base_model(base_model)
     except ModelSourceError as exc:
         raise SystemExit(str(exc)) from None
+    return base_model
 
 
 # --- data --------------------------------------------------------------------------------------
-def load_splits(run: TrainRun, config: TrainConfig) -> Splits:
+def load_splits(run: TrainRun) -> Splits:
     """The ticket file (model-input duplicates dropped), split train/validation/test or the
     splits already in ``run.splits_dir`` for the same rows. Writes ``data_report.json``."""
     from training.data import DataError, format_support, load_model_inputs, load_or_create_splits
@@ -157,7 +179,7 @@ def load_splits(run: TrainRun, config: TrainConfig) -> Splits:
     try:  # under torchrun the main process writes the splits, the others then read them
         with process_state().main_process_first():
             dataset = load_model_inputs(
-                run.data, run.text_column, run.label_column, config.preprocessing, run.encoding
+                run.data, run.text_column, run.label_column, run.preprocessing, run.encoding
             )
             splits = load_or_create_splits(
                 dataset, run.splits_dir, run.validation_size, run.test_size, run.split_seed
@@ -171,33 +193,48 @@ def load_splits(run: TrainRun, config: TrainConfig) -> Splits:
     return splits
 
 
+# --- the recipe --------------------------------------------------------------------------------
+def choose_recipe(run: TrainRun, preset: Preset, base_model: str, splits: Splits) -> Recipe:
+    """The training config and review policy for this data (``training.recipe``), logged with
+    where each value came from."""
+    profile = None
+    if preset.base == "auto":
+        profile = profile_training_data(splits.train, base_model, run.preprocessing)
+    recipe = resolve_recipe(preset, base_model, run.hyperparameters, profile, run.review, run.preprocessing)
+    log.info("%s", recipe.describe())
+    return recipe
+
+
 # --- model and training ------------------------------------------------------------------------
-def fine_tune(config: TrainConfig, splits: Splits, run: TrainRun):
+def fine_tune(recipe: Recipe, splits: Splits, run: TrainRun):
     """Fine-tune on the training split, choose the epoch on the validation split
     (:func:`training.train.train`). Returns its ``TrainResult``."""
     from training.train import train
 
     return train(
-        config,
+        recipe.config,
         splits.train,
         splits.validation,
         run.work_dir,
         labels=splits.label_names,
         checkpoint_dir=run.checkpoint_dir,
         keep_checkpoint=run.keep_checkpoint,
+        recipe=recipe.to_dict(),
     )
 
 
-def training_summary(run: TrainRun, config: TrainConfig, splits: Splits, result) -> dict[str, Any]:
+def training_summary(run: TrainRun, recipe: Recipe, splits: Splits, result) -> dict[str, Any]:
     """What was trained on what, and how the fine-tuning went: the summary's first part."""
     from training.config import model_family
 
+    config = recipe.config
     return {
         "data": str(run.data),
         "rows": splits.info["sizes"],
         "labels": len(result.labels),
         "config": config.to_dict(),
         "preset": model_family(config.base_model),
+        "recipe": recipe.to_dict(),
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": result.best_val_macro_f1,
         "epochs_run": len(result.history),
@@ -210,9 +247,11 @@ def training_summary(run: TrainRun, config: TrainConfig, splits: Splits, result)
 
 
 # --- save: the served artifact -----------------------------------------------------------------
-def export_served_model(run: TrainRun, config: TrainConfig, splits: Splits, result) -> dict[str, Any]:
+def export_served_model(
+    run: TrainRun, config: TrainConfig, splits: Splits, result, summary: dict[str, Any]
+) -> dict[str, Any]:
     """Export the best epoch to the int8 ONNX artifact in ``run.output``, gated on the
-    validation split. A failed gate writes the summary with the reason and exits non-zero."""
+    validation split. A failed gate writes ``summary`` with the reason and exits non-zero."""
     from training.export import ExportError, ParityTolerance, export_artifact, export_report
 
     t0 = time.perf_counter()
@@ -235,13 +274,13 @@ def export_served_model(run: TrainRun, config: TrainConfig, splits: Splits, resu
             tolerance=tolerance,
         )
     except ExportError as exc:
-        summary = training_summary(run, config, splits, result)
         write_json(run.reports_dir / "train_summary.json", {**summary, "export_error": str(exc)})
         details = run.output.parent / "onnx-fp32" / "export_report.json"
         raise SystemExit(f"{exc} (details: {details})") from None
     report = export_report(run.output)
     for warning in report["warnings"]:
         log.warning("export: %s", warning)
+    log.info("served model: %s (%s)", report["served"]["model"], report["served"]["reason"])
     return {
         "artifact": str(run.output),
         "export_seconds": round(time.perf_counter() - t0, 1),
@@ -250,36 +289,50 @@ def export_served_model(run: TrainRun, config: TrainConfig, splits: Splits, resu
 
 
 # --- review threshold --------------------------------------------------------------------------
-def choose_review_threshold(artifact_dir: Path, validation, precision: float) -> dict[str, Any]:
-    """The review threshold, chosen on the validation split: the lowest top score at which the
-    tickets scored at or above it (the ones nobody reviews) are right at least ``precision`` of
-    the time. The test split only reports how that threshold does."""
-    from training.evaluate import review_curve
-    from triage_core.inference import ArtifactClassifier
+def choose_review_threshold(artifact_dir: Path, validation, policy: ReviewPolicy) -> dict[str, Any]:
+    """The review threshold, chosen on the validation split by the recipe's policy
+    (:func:`training.evaluate.review_threshold`: the target accuracy of the auto-accepted
+    tickets, within the ceiling on the share sent to review), with the validation split's
+    coverage/accuracy curve. The test split only reports how that threshold does."""
+    from training.evaluate import coverage_curve, review_threshold
 
-    classifier = ArtifactClassifier(artifact_dir)
-    scores = classifier.predict_scores(validation.texts)
-    index = {label: i for i, label in enumerate(classifier.labels)}
-    correct = scores.argmax(axis=1) == np.array([index[y] for y in validation.labels])
-    choice = review_curve(scores.max(axis=1), correct, precision)
+    top, correct = _top_scores_and_correct(artifact_dir, validation)
+    choice = review_threshold(top, correct, policy.target_accuracy, policy.max_review_share)
     log.info(
-        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review)",
+        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review; %s)",
         choice["threshold"],
         choice["accepted_accuracy"],
         100 * choice["review_share"],
+        choice["rule"].split(":")[0],
     )
-    return {**choice, "chosen_on": "validation", "target_accuracy": precision}
+    for warning in choice["warnings"]:
+        log.warning("review threshold: %s", warning)
+    return {**choice, "chosen_on": "validation", "validation_curve": coverage_curve(top, correct)}
 
 
-def store_review_threshold(artifact_dir: Path, threshold: float) -> None:
-    """Write the chosen threshold into the artifact's manifest: the server uses it unless
-    TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only when ``triage:reviewThreshold`` is)."""
+def _top_scores_and_correct(artifact_dir: Path, data) -> tuple[np.ndarray, np.ndarray]:
+    """The served artifact's top score per ticket, and whether its top label is right."""
+    from triage_core.inference import ArtifactClassifier
+
+    classifier = ArtifactClassifier(artifact_dir)
+    scores = classifier.predict_scores(data.texts)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    return scores.max(axis=1), scores.argmax(axis=1) == np.array([index[y] for y in data.labels])
+
+
+def store_review_threshold(artifact_dir: Path, review: dict[str, Any]) -> None:
+    """Write the chosen threshold, and the policy it was chosen by, into the artifact's manifest:
+    the server uses the threshold unless TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only
+    when ``triage:reviewThreshold`` is)."""
     from triage_core.artifact import load_manifest, write_manifest
 
     manifest = load_manifest(artifact_dir)
-    write_manifest(
-        artifact_dir, manifest.model_validate({**manifest.model_dump(), "review_threshold": threshold})
-    )
+    fields = {
+        "review_threshold": review["threshold"],
+        "review_target_accuracy": review["target_accuracy"],
+        "review_max_share": review["max_review_share"],
+    }
+    write_manifest(artifact_dir, manifest.model_validate({**manifest.model_dump(), **fields}))
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -312,15 +365,7 @@ def evaluate_test_splits(
         "model and review threshold chosen on the validation split; this test split is scored once"
     )
     if "review_threshold" in summary:
-        review = dict(summary["review_threshold"])
-        top = classifier.predict_scores(test.texts)
-        index = {label: i for i, label in enumerate(classifier.labels)}
-        right = top.argmax(axis=1) == np.array([index[y] for y in test.labels])
-        accepted = top.max(axis=1) >= review["threshold"]
-        review["test"] = {
-            "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
-            "review_share": float(1 - accepted.mean()),
-        }
+        review = review_on_test(artifact_dir, test, summary["review_threshold"], reports_dir / "test")
         clean["review_threshold"] = review
         summary["review_threshold"] = review
     write_evaluation(noisy, reports_dir / "test" / "noisy", title="Noisy test tickets:")
@@ -328,7 +373,31 @@ def evaluate_test_splits(
     artifact_metrics = dict(clean)
     artifact_metrics["noisy"] = {k: v for k, v in clean["noisy"].items() if k != "report"}
     write_json(Path(artifact_dir) / METRICS_FILE, artifact_metrics)
-    return {"test_clean": headline(clean), "test_noisy": headline(noisy)}
+    return {
+        "test_clean": headline(clean),
+        "test_noisy": headline(noisy),
+        "test_confidence_intervals": clean["confidence_intervals"],
+    }
+
+
+def review_on_test(artifact_dir: Path, test, review: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """How the validation-chosen threshold does on the test split, the test split's coverage
+    curve, and both curves as ``<out_dir>/review_coverage.png``."""
+    from training.evaluate import coverage_curve, wilson_interval
+    from training.plots import plot_review_coverage
+
+    top, right = _top_scores_and_correct(artifact_dir, test)
+    accepted = top >= review["threshold"] if review["review_share"] < 1.0 else np.zeros(len(top), dtype=bool)
+    review = dict(review)
+    review["test"] = {
+        "accepted_accuracy": float(right[accepted].mean()) if accepted.any() else None,
+        "review_share": float(1 - accepted.mean()),
+        "accepted_accuracy_interval_95": wilson_interval(int(right[accepted].sum()), int(accepted.sum())),
+    }
+    review["test_curve"] = coverage_curve(top, right)
+    plot_review_coverage(review, out_dir / "review_coverage.png")
+    review["plot"] = "review_coverage.png"
+    return review
 
 
 def optimization_report(hf_model_dir: Path, artifact_dir: Path, test, reports_dir: Path) -> str | None:

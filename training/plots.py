@@ -128,3 +128,51 @@ def plot_per_class_f1(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_review_coverage(review: dict[str, Any], path: Path) -> Path:
+    """Accuracy of the auto-accepted tickets against the share accepted, on the validation split
+    (where the threshold is chosen) and the test split (how it does), with the target accuracy,
+    the ceiling on the review share and the chosen threshold marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    for key, name, style in (("validation_curve", "validation", "-"), ("test_curve", "test", "--")):
+        curve = review.get(key) or []
+        if curve:
+            ax.plot(
+                [100 * p["coverage"] for p in curve],
+                [100 * p["accepted_accuracy"] for p in curve],
+                style,
+                linewidth=1.6,
+                label=f"{name} split",
+            )
+    target = review.get("target_accuracy")
+    if target is not None:
+        ax.axhline(100 * target, color="#2b8a3e", linestyle=":", linewidth=1.2, label=f"target {target:.1%}")
+    ceiling = review.get("max_review_share")
+    if ceiling is not None and ceiling < 1.0:
+        ax.axvline(
+            100 * (1 - ceiling),
+            color="#c92a2a",
+            linestyle=":",
+            linewidth=1.2,
+            label=f"review ceiling {ceiling:.0%} (accept at least {1 - ceiling:.0%})",
+        )
+    if review.get("review_share", 1.0) < 1.0 and not np.isnan(review.get("accepted_accuracy", np.nan)):
+        ax.plot(
+            [100 * (1 - review["review_share"])],
+            [100 * review["accepted_accuracy"]],
+            "o",
+            color="#222222",
+            label=f"threshold {review['threshold']:.3f}: {review['review_share']:.1%} to review",
+        )
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("tickets auto-accepted (%)  (the rest goes to review)")
+    ax.set_ylabel("accuracy of the auto-accepted tickets (%)")
+    ax.grid(color="#dddddd", linewidth=0.5)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Review threshold: coverage vs accuracy (chosen on validation)", fontsize=11, loc="left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -80,7 +80,11 @@ def class_weights(labels: list[str], label_names: list[str]) -> np.ndarray:
 
 
 def minority_oversample(
-    texts: list[str], labels: list[str], min_examples: int, rng: random.Random
+    texts: list[str],
+    labels: list[str],
+    min_examples: int,
+    rng: random.Random,
+    context: str | None = "banking77",
 ) -> tuple[list[str], list[str]]:
     """Add noisy copies (pool "train") of rows of labels below ``min_examples`` up to that count."""
     if min_examples <= 0:
@@ -91,7 +95,7 @@ def minority_oversample(
     extra_texts, extra_labels = [], []
     for label, rows in sorted(by_label.items()):
         for _ in range(max(0, min_examples - len(rows))):
-            extra_texts.append(make_noisy(rng.choice(rows), rng, "train"))
+            extra_texts.append(make_noisy(rng.choice(rows), rng, "train", context))
             extra_labels.append(label)
     if extra_texts:
         log.info("minority oversampling: %d noisy copies added", len(extra_texts))
@@ -359,11 +363,13 @@ def train(
     on_epoch_end: Callable[[int, Any], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     keep_checkpoint: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` and save the best epoch's model + tokenizer.
 
     Writes ``work_dir/hf_model/`` (``save_pretrained``), ``work_dir/train_metrics.jsonl`` (one
-    JSON object per epoch) and ``work_dir/train_config.json``; checkpoints go to
+    JSON object per epoch) and ``work_dir/train_config.json`` (with ``recipe``, where the
+    config's values came from: ``training.recipe``); checkpoints go to
     ``checkpoint_dir`` (default ``work_dir/checkpoint``), removed after a finished run unless
     ``keep_checkpoint``. Under ``torchrun`` every process calls this; only the main process
     writes the model, and every process gets the same result.
@@ -389,12 +395,12 @@ def train(
     accelerator = _accelerator(config)
     if accelerator.is_main_process:
         work_dir.mkdir(parents=True, exist_ok=True)
-        config.save(work_dir / CONFIG_FILE)
+        config.save(work_dir / CONFIG_FILE, recipe)
     set_seed(config.seed)
     rng = random.Random(config.seed)
 
     model, tokenizer = _classifier(config, labels, accelerator.device)
-    encoder = TextEncoder(tokenizer, model, config.max_length)
+    encoder = TextEncoder(tokenizer, model, config.max_length, config.truncation)
     rows = _model_rows(config, train_data, validation_data, labels, encoder, rng)
     checkpoint = _Checkpoint(
         Path(checkpoint_dir) if checkpoint_dir else work_dir / CHECKPOINT_SUBDIR,
@@ -523,7 +529,11 @@ def _model_rows(
 
     label_index = {label: i for i, label in enumerate(labels)}
     raw_train, train_labels = minority_oversample(
-        list(train_data.texts), list(train_data.labels), config.minority_min_examples, rng
+        list(train_data.texts),
+        list(train_data.labels),
+        config.minority_min_examples,
+        rng,
+        config.noise_context_arg,
     )
     train_texts = preprocess_batch(raw_train, config.preprocessing)
     y_train = torch.tensor([label_index[label] for label in train_labels], dtype=torch.long)
@@ -701,7 +711,10 @@ def _epoch_batches(config: TrainConfig, epoch: int, rows: _Rows, encoder: TextEn
         # Fresh noise every epoch: the model sees each query both clean and wrapped.
         chosen = [i for i in range(len(texts)) if epoch_rng.random() < config.noisy_augmentation]
         noisy = preprocess_batch(
-            [make_noisy(rows.raw_train[i], epoch_rng, _pool(config, epoch_rng)) for i in chosen],
+            [
+                make_noisy(rows.raw_train[i], epoch_rng, _pool(config, epoch_rng), config.noise_context_arg)
+                for i in chosen
+            ],
             config.preprocessing,
         )
         for i, text in zip(chosen, noisy, strict=True):
@@ -922,7 +935,8 @@ def _pre_stages(config: TrainConfig, model, tokenizer, texts: list[str], y: list
             for i in range(len(stage_texts)):
                 if rng.random() < config.noisy_augmentation:
                     stage_texts[i] = preprocess_batch(
-                        [make_noisy(stage_texts[i], rng, _pool(config, rng))], config.preprocessing
+                        [make_noisy(stage_texts[i], rng, _pool(config, rng), config.noise_context_arg)],
+                        config.preprocessing,
                     )[0]
         stats = contrastive_stage(
             encoder_of(model),

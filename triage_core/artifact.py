@@ -72,6 +72,18 @@ class ArtifactManifest(BaseModel):
         "the validation split (metrics.json says how); None: the server's default "
         f"({DEFAULT_REVIEW_THRESHOLD})",
     )
+    review_target_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="the accuracy of auto-accepted tickets the threshold was chosen for"
+    )
+    review_max_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="the ceiling on the share of tickets sent to review it was chosen with",
+    )
+    quantization_reason: str = Field(
+        "", description="why this quantization is served (the export's parity gate on the validation split)"
+    )
 
     @model_validator(mode="after")
     def _linear_described(self) -> ArtifactManifest:

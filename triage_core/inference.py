@@ -95,12 +95,13 @@ class TicketTokenizer:
 class Both:
     """An ensemble's item: the ticket's token encoding and its TF-IDF vector."""
 
-    __slots__ = ("encoding", "features", "ids")
+    __slots__ = ("encoding", "features", "ids", "parts")
 
     def __init__(self, encoding: Encoding, features: Features):
         self.encoding = encoding
         self.features = features
         self.ids = encoding.ids
+        self.parts = encoding.parts if type(encoding) is Windows else None  # rows, for the batcher
 
 
 @dataclass(frozen=True)

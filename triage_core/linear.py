@@ -20,6 +20,10 @@ text with runs of whitespace collapsed to one space (``analyzer="char"``). Each 
 vector is ``1 + log(count)`` (sublinear tf) times idf, L2-normalised; the union concatenates
 them; scores are the softmax of ``x @ coef + intercept`` (multinomial logistic regression).
 ``tests/core/test_linear.py`` checks this against scikit-learn's ``predict_proba`` on real text.
+
+Why not ONNX (skl2onnx): its converter raises ``NotImplementedError`` for character analyzers
+(onnx/sklearn-onnx pull request #1211, open), and the whitespace collapsing above has no ONNX
+``StringNormalizer`` equivalent (onnx/sklearn-onnx issue #446).
 """
 
 from __future__ import annotations

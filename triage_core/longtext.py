@@ -130,6 +130,11 @@ class Framing:
     read off the tokenizer itself so any BERT-family template works."""
 
     def __init__(self, tokenizer) -> None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy without padding or truncation
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         probe = "ticket triage probe"
         wrapped = tokenizer.encode(probe)
         bare = tokenizer.encode(probe, add_special_tokens=False).ids
@@ -164,14 +169,27 @@ def window_starts(n: int, size: int, overlap: float, max_windows: int) -> list[i
     return [min(i * stride, n - size) for i in range(count)]
 
 
+def head_tail_positions(n: int, max_length: int, prefix: int, suffix: int, head_share: float) -> list[int]:
+    """The positions ``head_tail`` keeps of a sequence of ``n`` tokens (``prefix`` special
+    tokens first, ``suffix`` last): the specials, the first ``head_share`` of the content budget
+    and the last tokens for the rest. Training's encoder cuts its rows with this, the server's
+    tokenizer its tickets, so both read the same tokens."""
+    if n <= max_length:
+        return list(range(n))
+    budget = max_length - prefix - suffix
+    head = max(1, round(budget * head_share))
+    tail_start = n - suffix - (budget - head)
+    return [*range(prefix + head), *range(tail_start, n)]
+
+
 def fit_long(content: list[int], framing: Framing, max_length: int, strategy: LongText) -> Tokens | Windows:
     """A ticket's content ids (no special tokens) longer than the budget, cut by ``strategy``."""
     budget = max_length - framing.specials
     if strategy.strategy == "head":
         return framing.wrap(content[:budget])
     if strategy.strategy == "head_tail":
-        head = max(1, round(budget * strategy.head_share))
-        return framing.wrap(content[:head] + content[len(content) - (budget - head) :])
+        keep = head_tail_positions(len(content), budget, 0, 0, strategy.head_share)
+        return framing.wrap([content[i] for i in keep])
     starts = window_starts(len(content), budget, strategy.overlap, strategy.max_windows)
     return Windows([framing.wrap(content[s : s + budget]) for s in starts])
 

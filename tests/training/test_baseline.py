@@ -25,7 +25,7 @@ from training.baseline import (
 )
 from training.data import TicketDataset
 from training.export import fp32_onnx_path
-from triage_core.artifact import MODEL_FILE, load_manifest
+from triage_core.artifact import MODEL_FILE, load_manifest, write_manifest
 from triage_core.inference import ArtifactClassifier
 from triage_core.linear import LINEAR_FILE
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
@@ -185,15 +185,31 @@ def test_the_transformer_wins_and_the_artifact_is_unchanged(
     assert not (artifact / LINEAR_FILE).exists()
 
 
-def test_an_ensemble_artifact_averages_the_two_models(artifact: Path) -> None:
+@pytest.mark.parametrize("long_text", [None, {"strategy": "windows", "pooling": "max"}])
+def test_an_ensemble_artifact_averages_the_two_models(artifact: Path, long_text: dict | None) -> None:
+    if long_text is not None:  # long tickets scored window by window, then averaged in
+        manifest = load_manifest(artifact)
+        write_manifest(artifact, manifest.model_validate({**manifest.model_dump(), "long_text": long_text}))
     train = keyword_tickets(20, 4)
     model = fit_baseline(
         preprocess_batch(train.texts, PreprocessConfig()), train.labels, sorted(KEYWORDS), BaselineConfig()
     )
-    texts = keyword_tickets(3, 5).texts
+    texts = [*keyword_tickets(3, 5).texts, " ".join(keyword_tickets(4, 6).texts)]  # the last: several windows
     transformer = ArtifactClassifier(artifact).predict_scores(texts)
     ship_linear(model, artifact, "ensemble", 0.3, BaselineConfig())
     ensemble = ArtifactClassifier(artifact)
     assert ensemble.kind == "ensemble" and load_manifest(artifact).linear.weight == 0.3
     expected = 0.3 * probabilities(model, ensemble.clean(texts), ensemble.labels) + 0.7 * transformer
     np.testing.assert_allclose(ensemble.predict_scores(texts), expected, atol=1e-5)
+
+
+def test_a_one_vs_rest_transformer_is_compared_but_not_replaced(artifact: Path, tmp_path: Path) -> None:
+    """Sigmoid scores are a promise to clients (independent per-class scores, the toolkit's
+    function_to_apply): the linear model's softmax cannot keep it, so it is reported only."""
+    manifest = load_manifest(artifact)
+    write_manifest(artifact, manifest.model_validate({**manifest.model_dump(), "scoring": "sigmoid"}))
+    train, validation, test = keyword_tickets(30, 1), keyword_tickets(10, 2), keyword_tickets(10, 3)
+    report = run_baseline(artifact, train, validation, test, PreprocessConfig())
+    assert not report["transformer_wins_on_validation"] and "sigmoids" in report["not_shipped"]
+    assert report["shipped"] == "transformer" and load_manifest(artifact).model == "transformer"
+    assert [row["weight"] for row in report["choice"]["candidates"]] == [0.0, 1.0]

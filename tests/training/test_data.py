@@ -266,3 +266,34 @@ def test_a_missing_subject_or_body_column_is_named(tmp_path: Path) -> None:
         load_tickets(path, "subject,body")
     with pytest.raises(DataError, match="invalid text column"):
         load_tickets(path, "subject,,body")
+
+
+@pytest.mark.parametrize("big", [40, 400])
+def test_a_label_too_rare_to_split_is_named_with_where_it_went(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, big: int
+) -> None:
+    """Issue #20: "a label with two rows silently lands entirely in train" (here scikit-learn
+    refused the whole split). Now its rows go to train, nothing is lost, and the warning names
+    the label, its rows and where they went."""
+    rare_rows = 2
+    rows = _rows(4, big) + [(f"a rare request number {i}", "rare_queue") for i in range(rare_rows)]
+    data = load_tickets(_csv(tmp_path / "t.csv", rows))
+    with caplog.at_level("WARNING", logger="training.data"):
+        splits = split_dataset(data, seed=0)
+    (rare,) = splits.info["rare_labels"]
+    assert rare["label"] == "rare_queue" and rare["rows"] == rare_rows
+    assert sum(rare["splits"].values()) == rare_rows  # nothing lost
+    assert rare["splits"] == splits.info["support"]["rare_queue"]
+    assert rare["splits"] == {"train": 2, "validation": 0, "test": 0}
+    assert rare["missing_from"] == ["validation", "test"]
+    assert sorted(t for part in splits for t in part.texts) == sorted(data.texts)
+    warning = next(r.getMessage() for r in caplog.records if "rare_queue" in r.getMessage())
+    assert f"has {rare_rows} row(s), too few to split" in warning
+    assert f"{rare['splits']['train']} in train" in warning
+
+
+def test_three_rows_are_enough_for_one_in_each_split(tmp_path: Path) -> None:
+    rows = _rows(4, 40) + [(f"a rare request number {i}", "rare_queue") for i in range(3)]
+    splits = split_dataset(load_tickets(_csv(tmp_path / "t.csv", rows)), seed=3)
+    assert splits.info["rare_labels"] == []
+    assert splits.info["support"]["rare_queue"] == {"train": 1, "validation": 1, "test": 1}

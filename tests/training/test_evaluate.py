@@ -252,3 +252,115 @@ def test_review_threshold_is_the_lowest_score_that_meets_the_target() -> None:
     assert review_curve(top, correct, 1.0)["threshold"] == 0.8
     nothing = review_curve(top, np.zeros(8, dtype=bool), 0.5)
     assert nothing["threshold"] == 1.0 and nothing["review_share"] == 1.0
+
+
+def test_bootstrap_intervals_are_seeded_and_match_sklearn_on_a_resample() -> None:
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from training.evaluate import bootstrap_intervals
+
+    rng = np.random.default_rng(7)
+    y_true = rng.integers(0, 5, 400)
+    y_pred = np.where(rng.random(400) < 0.8, y_true, rng.integers(0, 5, 400))
+    first = bootstrap_intervals(y_true, y_pred, 5, resamples=200, seed=3)
+    assert first == bootstrap_intervals(y_true, y_pred, 5, resamples=200, seed=3)  # same seed, same interval
+    low, high = first["macro_f1"]
+    assert low < f1_score(y_true, y_pred, average="macro") < high
+    low, high = first["accuracy"]
+    assert low < accuracy_score(y_true, y_pred) < high
+    # the resampling itself: a single resample's numbers are scikit-learn's on those rows
+    one = bootstrap_intervals(y_true, y_pred, 5, resamples=1, seed=11)
+    idx = np.random.default_rng(11).integers(0, 400, 400)
+    present = sorted(set(y_true[idx]))
+    assert one["macro_f1"][0] == round(f1_score(y_true[idx], y_pred[idx], labels=present, average="macro"), 4)
+    assert one["accuracy"][0] == round(accuracy_score(y_true[idx], y_pred[idx]), 4)
+    # ten times the tickets, about a third of the width
+    wide = bootstrap_intervals(y_true[:40], y_pred[:40], 5, resamples=500)
+    narrow = bootstrap_intervals(np.tile(y_true[:40], 10), np.tile(y_pred[:40], 10), 5, resamples=500)
+    assert (narrow["accuracy"][1] - narrow["accuracy"][0]) < 0.5 * (wide["accuracy"][1] - wide["accuracy"][0])
+
+
+def test_wilson_interval_of_a_known_proportion() -> None:
+    from training.evaluate import wilson_interval
+
+    # 8 of 10: the Wilson score interval at 95 % is 0.490 to 0.943 (Wilson 1927; Newcombe 1998, table I)
+    assert wilson_interval(8, 10) == (0.4902, 0.9433)
+    assert wilson_interval(0, 0) is None
+
+
+def test_minimum_validation_tickets_follow_the_target() -> None:
+    from training.evaluate import min_validation_tickets
+
+    assert min_validation_tickets(0.98) == 189  # 1.96^2 x 0.98 x 0.02 / 0.02^2
+    assert min_validation_tickets(0.95) == 457
+    assert min_validation_tickets(1.0) == 100  # the floor
+
+
+def test_review_ceiling_wins_when_the_target_cannot_be_met() -> None:
+    """Issue #20: 98 % sent 97 % of the tickets to review. With a ceiling the threshold sends
+    the ceiling's share and says so; within it the target's threshold is kept."""
+    import numpy as np
+
+    from training.evaluate import review_curve, review_threshold
+
+    rng = np.random.default_rng(0)
+    top = rng.random(1000)
+    correct = rng.random(1000) < 0.5 + 0.45 * top  # higher scores are right more often
+    alone = review_curve(top, correct, 0.98)
+    assert alone["review_share"] > 0.9  # the target alone sends almost everything to review
+    capped = review_threshold(top, correct, 0.98, max_review_share=0.3)
+    assert capped["rule"].startswith("ceiling") and not capped["target_met"]
+    assert capped["review_share"] == pytest.approx(0.3, abs=0.002)
+    assert capped["accepted_accuracy"] == pytest.approx(correct[top >= capped["threshold"]].mean())
+    assert capped["accepted_accuracy"] < 0.98
+    assert any("cannot be met with at most 30%" in w for w in capped["warnings"])
+    # a reachable target within the ceiling: the same threshold as before the ceiling existed
+    easy = review_threshold(top, correct, 0.9, max_review_share=0.8)
+    assert easy["rule"].startswith("target") and easy["target_met"]
+    assert easy["threshold"] == review_curve(top, correct, 0.9)["threshold"]
+    assert easy["accepted_tickets"] == int((top >= easy["threshold"]).sum())
+    low, high = easy["accepted_accuracy_interval_95"]
+    assert low < easy["accepted_accuracy"] < high
+    assert not any("rests on" in w for w in easy["warnings"])  # 1,000 tickets are enough for 90 %
+
+
+def test_review_threshold_warns_on_a_handful_of_tickets() -> None:
+    import numpy as np
+
+    from training.evaluate import review_threshold
+
+    top = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([True, True, True, False, True, False])
+    choice = review_threshold(top, correct, 0.98)
+    warning = next(w for w in choice["warnings"] if "rests on" in w)
+    assert "rests on 6 validation tickets" in warning and "at least 189" in warning
+    assert choice["validation_tickets"] == 6 and choice["min_validation_tickets"] == 189
+
+
+def test_coverage_curve_runs_from_the_most_confident_ticket_to_all() -> None:
+    import numpy as np
+
+    from training.evaluate import coverage_curve
+
+    top = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([True, True, True, True, False, True, False, False])
+    curve = coverage_curve(top, correct, points=5)
+    assert curve[0] == {"threshold": 0.99, "coverage": 0.125, "review_share": 0.875, "accepted_accuracy": 1.0}
+    assert curve[-1] == {"threshold": 0.4, "coverage": 1.0, "review_share": 0.0, "accepted_accuracy": 0.625}
+    assert [p["coverage"] for p in curve] == sorted(p["coverage"] for p in curve)
+
+
+def test_review_coverage_plot_is_written(tmp_path: Path) -> None:
+    import numpy as np
+
+    from training.evaluate import coverage_curve, review_threshold
+    from training.plots import plot_review_coverage
+
+    rng = np.random.default_rng(1)
+    top = rng.random(300)
+    correct = rng.random(300) < top
+    review = review_threshold(top, correct, 0.9, 0.4)
+    review["validation_curve"] = review["test_curve"] = coverage_curve(top, correct)
+    path = plot_review_coverage(review, tmp_path / "review_coverage.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

@@ -19,6 +19,7 @@ from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, load_manifest
 from triage_core.inference import ArtifactClassifier
 from triage_core.longtext import LongText
 
+BANKING77 = Path(__file__).resolve().parents[2] / "data" / "banking77" / "train.csv"
 WORDS = [
     *("account", "card", "payment", "transfer", "refund", "branch", "statement", "charge", "fee"),
     *("balance", "loan", "mortgage", "escrow", "credit", "report", "dispute", "debt", "collector"),
@@ -91,9 +92,9 @@ def test_model_limit_reads_the_position_embeddings(tmp_path: Path, tiny_base_mod
 
 
 def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path, tmp_path: Path) -> None:
-    """``make train`` on long tickets with a subject and a body: the maximum length comes from
-    the data, the strategy and the shipped model from validation, all in the reports and the
-    artifact."""
+    """``make train`` on long tickets with a subject and a body, read at 64 tokens: fine-tuning
+    reads head + tail, the strategy and the shipped model come from validation, all in the
+    reports and the artifact (the length from the data: the recipe test above)."""
     from training.__main__ import main
 
     rng = random.Random(5)
@@ -110,24 +111,107 @@ def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path
     argv = [
         "train", "--data", str(path), "--text-column", "subject,body", "--label-column", "product",
         "--base-model", str(tiny_base_model), "--epochs", "1", "--batch-size", "8", "--threads", "1",
+        "--max-length", "64",
         "--output", str(out / "model"), "--work-dir", str(out / "work"), "--splits-dir", str(out / "splits"),
         "--reports-dir", str(out / "reports"), "--optimization-report", "false",
         "--validation-size", "0.2", "--test-size", "0.2",
     ]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads((out / "reports" / "train_summary.json").read_text())
-    lengths = summary["max_length"]
-    assert lengths["source"] == "training data" and lengths["model_limit"] == 512
-    assert lengths["max_length"] % 32 == 0 and lengths["max_length"] >= lengths["p99"]
-    assert summary["config"]["max_length"] == lengths["max_length"]
+    choices = {c["name"]: c for c in summary["recipe"]["choices"]}
+    assert choices["max_length"]["source"] == "command line" and summary["config"]["max_length"] == 64
+    # every ticket is longer than 64 tokens: fine-tuning reads head + tail (the auto recipe's rule),
+    # and the strategies were compared on the validation split
+    assert choices["truncation"]["source"] == "rule"
+    assert choices["truncation"]["value"] == summary["config"]["truncation"] == "head_tail"
+    long_text = summary["long_text"]
+    assert [row["strategy"] for row in long_text["candidates"]] == [
+        "head",
+        "head_tail",
+        "windows-mean",
+        "windows-max",
+    ]
+    assert long_text["validation_lengths"]["share_longer"] == 1.0
     manifest = load_manifest(out / "model")
-    assert manifest.max_length == lengths["max_length"]
+    assert manifest.max_length == 64 and manifest.long_text.label() == long_text["winner"]
     # The baseline was compared on the same validation and test tickets; the margin is reported
     # and what won on validation is what the artifact serves.
     baseline = summary["baseline"]
     assert set(baseline["margin"]) == {"validation", "test"}
     assert manifest.model == baseline["shipped"]
     assert json.loads((out / "reports" / "baseline.json").read_text())["choice"] == baseline["choice"]
-    assert manifest.long_text.model_dump() == summary["long_text"]["strategy"]
+    assert manifest.long_text.model_dump() == long_text["strategy"]
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["counts"]["examples"] == summary["rows"]["test"]
+
+
+def test_fine_tuning_reads_the_tokens_the_server_reads(tiny_hf_model: Path, tiny_artifact: Path) -> None:
+    """``--truncation head_tail``: training's encoder keeps exactly the tokens the artifact's
+    ``head_tail`` strategy keeps (one function, triage_core.longtext.head_tail_positions)."""
+    from transformers import AutoTokenizer
+
+    from training.batches import TextEncoder
+    from training.modeling import load_classifier
+    from triage_core.artifact import TOKENIZER_FILE
+    from triage_core.inference import TicketTokenizer
+
+    texts = [*long_tickets(5, 9, 80, 160), "short ticket", " ".join(["word"] * 62)]  # 64 tokens: fits exactly
+    model = load_classifier(tiny_hf_model)
+    encoder = TextEncoder(AutoTokenizer.from_pretrained(tiny_hf_model), model, 64, "head_tail")
+    served = TicketTokenizer(
+        tiny_artifact / TOKENIZER_FILE, 64, ["input_ids", "attention_mask", "token_type_ids"],
+        LongText(strategy="head_tail"),
+    ).encode(texts)  # fmt: skip
+    encoded = encoder.encode(texts)
+    assert encoded["input_ids"] == [list(e.ids) for e in served]
+    assert [len(ids) for ids in encoded["input_ids"]][:5] == [64] * 5
+    assert encoded["token_type_ids"] == [list(e.type_ids) for e in served]
+    assert all(set(mask) == {1} for mask in encoded["attention_mask"])
+    head = TextEncoder(AutoTokenizer.from_pretrained(tiny_hf_model), model, 64).encode(texts)
+    assert head["input_ids"][5:] == encoded["input_ids"][5:]  # tickets that fit: the same
+    assert head["input_ids"][0] != encoded["input_ids"][0]
+
+
+def test_the_auto_recipe_reads_the_length_from_the_data(tiny_base_model: Path, minilm_path: Path) -> None:
+    """The auto recipe's rules: Banking77 resolves to the measured 64 tokens with head truncation
+    (its preset keeps 64 without reading the data); long tickets get the model's 512 and head +
+    tail; --max-length and --truncation still decide."""
+    from training.recipe import load_preset, profile_training_data, resolve_recipe
+    from triage_core.preprocessing import PreprocessConfig
+
+    with BANKING77.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    banking = TicketDataset([r["text"] for r in rows], [r["category"] for r in rows])
+    auto = load_preset("auto")
+    profile = profile_training_data(banking, str(minilm_path), PreprocessConfig())
+    recipe = resolve_recipe(auto, str(minilm_path), {}, profile)
+    assert (recipe.config.max_length, recipe.config.truncation) == (64, "head")
+    assert load_preset("banking77").train.get("max_length", 64) == 64
+
+    long = TicketDataset(long_tickets(40, 3, 400, 600), ["a", "b"] * 20)
+    profile = profile_training_data(long, str(tiny_base_model), PreprocessConfig(max_chars=40_000))
+    recipe = resolve_recipe(auto, str(tiny_base_model), {}, profile)
+    assert (recipe.config.max_length, recipe.config.truncation) == (512, "head_tail")
+    given = {"max_length": 128, "truncation": "head"}
+    recipe = resolve_recipe(auto, str(tiny_base_model), given, profile)
+    assert (recipe.config.max_length, recipe.config.truncation) == (128, "head")
+
+
+def test_preprocessing_makes_room_for_long_tickets(tiny_base_model: Path) -> None:
+    """Tickets past preprocessing's 2,000-character cap: the cap is raised for what the
+    strategies can read (8 characters x 512 tokens x 8 windows); short tickets change nothing."""
+    from types import SimpleNamespace
+
+    from training.long_text import make_room_for_long_tickets
+    from training.pipeline import TrainRun
+    from triage_core.preprocessing import PreprocessConfig
+
+    run = TrainRun(
+        data=Path("t.csv"), output=Path("o"), work_dir=Path("w"), splits_dir=Path("s"), reports_dir=Path("r")
+    )
+    long = SimpleNamespace(train=TicketDataset(long_tickets(10, 3, 400, 600), ["a", "b"] * 5))
+    assert min(map(len, long.train.texts)) > 2000
+    roomy = make_room_for_long_tickets(run, str(tiny_base_model), long)
+    assert roomy.preprocessing == PreprocessConfig(max_chars=32768) and run.preprocessing.max_chars == 2000
+    short = SimpleNamespace(train=TicketDataset(["my card", "a refund"], ["a", "b"]))
+    assert make_room_for_long_tickets(run, str(tiny_base_model), short) is run

@@ -203,10 +203,29 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     # chosen on validation, reported on test: the review threshold and the selection statement
     review = metrics["review_threshold"]
     assert review["chosen_on"] == "validation" and 0 <= review["threshold"] <= 1
-    assert set(review["test"]) == {"accepted_accuracy", "review_share"}
+    assert set(review["test"]) == {"accepted_accuracy", "review_share", "accepted_accuracy_interval_95"}
     # ... and deployed with the artifact: the manifest carries it, the server reads it from there
     assert ArtifactClassifier(out / "model").manifest.review_threshold == review["threshold"]
     assert "chosen on the validation split" in metrics["selection"]
+    # the recipe that fits this (non-Banking77) file: auto, written where a person looks for it
+    assert summary["recipe"]["preset"] == "auto"
+    sources = {c["name"]: c["source"] for c in summary["recipe"]["choices"]}
+    assert sources["epochs"] == "command line" and sources["class_weights"] == "rule"
+    saved = json.loads((out / "work" / "train_config.json").read_text())
+    assert saved["recipe"] == summary["recipe"] and saved["noisy_augmentation"] == 0.0
+    assert TrainConfig.load(out / "work" / "train_config.json").to_dict() == summary["config"]
+    assert "recipe (preset auto)" in (out / "reports" / "train.log").read_text()
+    # the review policy travels with the threshold; the curve is in the report and drawn
+    manifest = ArtifactClassifier(out / "model").manifest
+    assert (manifest.review_target_accuracy, manifest.review_max_share) == (0.95, 0.5)
+    assert review["validation_curve"][-1]["coverage"] == 1.0 and review["test_curve"]
+    assert (out / "reports" / "test" / "review_coverage.png").is_file()
+    assert any("rests on 6 validation tickets" in w for w in review["warnings"])
+    # the served model and why; the test score with its bootstrap interval
+    assert summary["export"]["served"]["model"] in ("int8", "int8 per-channel", "fp32")
+    assert manifest.quantization_reason == summary["export"]["served"]["reason"]
+    low, high = metrics["confidence_intervals"]["macro_f1"]
+    assert low <= metrics["macro_f1"] <= high
     load_report = json.loads((out / "reports" / "data_report.json").read_text())["load_report"]
     assert load_report["dropped_model_input_duplicates"] == 0 and "conflicting_model_inputs" in load_report
     assert summary["export"]["parity"]["passed"] and summary["export"]["parity"]["texts"] == 6
