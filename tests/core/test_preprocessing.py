@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.noise import noisy_variant
 from triage_core.preprocessing import (
@@ -378,3 +380,39 @@ def test_held_out_noise_never_loses_the_request(held_out: str) -> None:
     cleaned = preprocess_batch(noisy)
     assert all(q.lower() in c.lower() for q, c in zip(queries, cleaned, strict=True))
     assert sum(len(c) for c in cleaned) < 0.8 * sum(len(n) for n in noisy)
+
+
+# The pre-check in front of the PII scanner (issue #23): a text without a digit, "@", "www." or
+# "http(s)://" is returned unscanned; the scanner itself must agree that it had nothing to mask.
+_PII_PIECES = st.sampled_from(
+    [
+        "@",
+        "www.",
+        "WWW.",
+        "http://",
+        "https://",
+        "4",
+        "12",
+        "٣",
+        "૭",
+        "+44 ",
+        "(020) ",
+        "€",
+        "$",
+        ".",
+        "-",
+        "/",
+        ":",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), _PII_PIECES), max_size=12).map("".join))
+def test_mask_pii_with_its_pre_check_equals_the_full_scan(text: str) -> None:
+    from triage_core.preprocessing import _PII, _PII_HINT, _pii
+
+    scanned = _PII.sub(_pii, text)
+    assert mask_pii(text) == scanned
+    if not _PII_HINT.search(text):  # the pre-check's claim: the scanner finds nothing there
+        assert _PII.search(text) is None
