@@ -426,17 +426,9 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The training config the ``train`` arguments ask for, before the data is read (the auto
     rules, which read it, left out): what the pipeline's recipe starts from."""
-    from training.recipe import PresetError, default_preset, load_preset, resolve_recipe
+    from training.pipeline import recipe_before_data
 
-    run = run_from_args(args)
-    try:
-        preset = load_preset(run.preset or default_preset(run.data))
-        recipe = resolve_recipe(
-            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
-        )
-    except PresetError as exc:
-        raise SystemExit(str(exc)) from None
-    return recipe.config
+    return recipe_before_data(run_from_args(args)).config
 
 
 # --- commands ----------------------------------------------------------------------------------

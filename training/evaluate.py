@@ -196,6 +196,8 @@ def evaluate_artifact(
         "base_model": manifest.base_model,
         "quantization": manifest.quantization,
         "max_length": manifest.max_length,
+        "long_text": manifest.long_text.label(),
+        "served": manifest.model,  # transformer, linear or ensemble (training.baseline)
         "scoring": manifest.scoring,
     }
     report["inference"] = {

@@ -8,8 +8,9 @@
   tickets. :func:`make_room_for_long_tickets`: preprocessing's character cap out of their way.
 * :func:`select_long_text`: when validation tickets are longer than ``max_length``, the served
   artifact scores the validation split once per candidate strategy (``head``, ``head_tail``,
-  ``windows`` mean and max: inference only) and the best macro-F1 is written into the manifest;
-  otherwise ``head`` stays (every strategy encodes a ticket that fits the same way).
+  ``windows`` mean and max: inference only) and the best macro-F1 is written into the manifest
+  when over :data:`LONG_SHARE` of them are longer; otherwise ``head`` stays (every strategy
+  encodes a ticket that fits the same way).
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ def select_long_text(artifact_dir: Path, validation, reports_dir: Path | None = 
             }
         )
     best = max(rows, key=lambda r: (r["macro_f1"], r["accuracy"]))  # ties: the first (head)
+    if summary["share_longer"] <= LONG_SHARE:
+        # A handful of long tickets (Banking77: 0.3 % of its tickets) would choose by one ticket's flip.
+        best = rows[0]
+        report["reason"] = (
+            f"at most {LONG_SHARE:.0%} of the validation tickets are longer: too few to choose on"
+        )
     write_manifest(
         artifact_dir,
         manifest.model_validate({**manifest.model_dump(), "long_text": best["settings"]}),

@@ -1,14 +1,18 @@
 """The training pipeline behind ``python -m training train``, one step per function.
 
 :func:`run_training` reads top to bottom as the run goes: the run's settings (paths, split,
-hyperparameters, gate) -> data (load, de-duplicate the model inputs, split) -> the training
-config (max length from the training split's token lengths) -> fine-tune -> export the served
-artifact (parity gate) -> long-ticket strategy (chosen on the validation split) -> linear
-baseline (compared on validation and test, shipped alone or averaged in if it wins on
-validation) -> review threshold (chosen on the validation split) -> evaluate the served
-artifact once on the clean and the noisy test split -> optimization report ->
-``train_summary.json``. Each step is a function with its inputs and outputs named; the command
-line (``training/__main__.py``) only parses arguments into a :class:`TrainRun` and calls
+preset, explicit hyperparameters, gate, review policy) -> the base model checked -> data (load,
+de-duplicate the model inputs, split) -> the recipe for this data (``training.recipe``: the
+training config and review policy, logged with where each value came from) -> fine-tune ->
+export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> the
+long-ticket strategy (chosen on the validation split) -> the linear baseline (compared on
+validation and test, shipped alone or averaged in if it wins on validation) -> review
+threshold (chosen on the validation split by the policy) -> evaluate the served artifact once on
+the clean and the noisy test split, with bootstrap intervals -> optimization report ->
+``train_summary.json``. The recipe needs the data (``auto`` reads the training split), so it is
+resolved after the split; the preset and the explicit values are checked before any data is
+read. Each step is a function with its inputs and outputs named; the command line
+(``training/__main__.py``) only parses arguments into a :class:`TrainRun` and calls
 :func:`run_training`.
 
 Under ``torchrun`` every process runs the pipeline: all of them fine-tune, the main process
@@ -149,13 +153,21 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
 # --- settings ----------------------------------------------------------------------------------
 def read_preset(run: TrainRun) -> Preset:
     """The run's preset (``training.recipe``), with the explicit options checked against it
-    before any data is read: a bad value is one line, not an error after the split."""
+    before any data is read (:func:`recipe_before_data`): a bad value is one line, not an error
+    after the split."""
+    recipe_before_data(run)
+    return load_preset(run.preset or default_preset(run.data))
+
+
+def recipe_before_data(run: TrainRun) -> Recipe:
+    """The recipe without the rules that read the data: the preset's and the explicit values."""
     try:
         preset = load_preset(run.preset or default_preset(run.data))
-        resolve_recipe(preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing)
+        return resolve_recipe(
+            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
+        )
     except PresetError as exc:
         raise SystemExit(str(exc)) from None
-    return preset
 
 
 def check_model_source(base_model: str) -> str:

@@ -154,7 +154,10 @@ class Recipe:
         lines = [f"recipe (preset {self.preset}):"]
         for c in self.choices:
             reason = f": {c.reason}" if c.reason else ""
-            lines.append(f"  {c.name} = {c.value!r}  [{c.source}{reason}]")
+            if c.name == "*":
+                lines.append(f"  every value not listed below: {c.source}{reason}")
+            else:
+                lines.append(f"  {c.name} = {c.value!r}  [{c.source}{reason}]")
         lines.append(
             f"  review: target accuracy {self.review.target_accuracy:g}, "
             f"at most {self.review.max_review_share:.0%} of tickets to review"
@@ -438,8 +441,8 @@ def choose_class_weights(config: TrainConfig, profile: DataProfile) -> tuple[boo
 def choose_noise(config: TrainConfig, profile: DataProfile) -> tuple[float, str]:
     """Off. The noise share 0.15 was chosen on Banking77's validation split; on another domain no
     share has been validated. Whether (domain-neutral) noise helps a given data set is measured
-    with ``make experiment SET=noise DATA=...``; a share that wins there goes into a preset file."""
-    return 0.0, "not validated on this data: `make experiment SET=noise DATA=<file>` measures it"
+    with ``make experiment SET=noise TICKETS=...``; a share that wins there goes into a preset file."""
+    return 0.0, "not validated on this data: `make experiment SET=noise TICKETS=<file>` measures it"
 
 
 def choose_noise_context(config: TrainConfig, profile: DataProfile) -> tuple[str, str]:

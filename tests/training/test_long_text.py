@@ -143,6 +143,9 @@ def test_train_on_long_tickets_chooses_length_and_strategy(tiny_base_model: Path
     assert manifest.long_text.model_dump() == long_text["strategy"]
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     assert metrics["counts"]["examples"] == summary["rows"]["test"]
+    # the test split was scored with the chosen strategy and the shipped model
+    assert metrics["model"]["long_text"] == long_text["winner"]
+    assert metrics["model"]["served"] == baseline["shipped"]
 
 
 def test_fine_tuning_reads_the_tokens_the_server_reads(tiny_hf_model: Path, tiny_artifact: Path) -> None:
@@ -215,3 +218,14 @@ def test_preprocessing_makes_room_for_long_tickets(tiny_base_model: Path) -> Non
     assert roomy.preprocessing == PreprocessConfig(max_chars=32768) and run.preprocessing.max_chars == 2000
     short = SimpleNamespace(train=TicketDataset(["my card", "a refund"], ["a", "b"]))
     assert make_room_for_long_tickets(run, str(tiny_base_model), short) is run
+
+
+def test_a_handful_of_long_validation_tickets_keeps_head(artifact: Path) -> None:
+    """1 long ticket in 200 (Banking77: 0.3 % of its tickets): compared and reported, not chosen on."""
+    classifier = ArtifactClassifier(artifact)
+    texts = [*(f"my card number {i} has not arrived" for i in range(199)), long_tickets(1, 4)[0]]
+    classifier.use_long_text(LongText(strategy="head_tail"))
+    own = classifier.predict_scores(texts).argmax(axis=1)
+    report = select_long_text(artifact, TicketDataset(texts, [classifier.labels[i] for i in own]))
+    assert len(report["candidates"]) == 4 and "too few" in report["reason"]
+    assert report["strategy"]["strategy"] == "head" and load_manifest(artifact).long_text == LongText()

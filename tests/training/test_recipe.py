@@ -41,7 +41,7 @@ MEASURED_DEFAULT = {
     "preprocessing": {"unicode_form": "NFKC", "emojis": "text", "mask_pii": True, "extract_request": True,
                       "remove_stopwords": False, "max_chars": 2000},
 }  # fmt: skip
-ADDED_SINCE = {"noise_context": "banking77"}
+ADDED_SINCE = {"noise_context": "banking77", "truncation": "head"}
 
 
 def _banking77_profile() -> DataProfile:
@@ -170,5 +170,7 @@ def test_cli_preset_option_and_review_flags() -> None:
     assert run.hyperparameters == {}  # nothing given: every value from the recipe
     legacy = run_from_args(build_parser().parse_args(["train", "--review-precision", "0.97"]), env={})
     assert legacy.review == {"target_accuracy": 0.97}
+    # nothing given, the bundled data: the measured default
+    assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
     with pytest.raises(SystemExit, match="use banking77 or auto"):
         config_from_args(build_parser().parse_args(["train", "--preset", "fancy"]))
