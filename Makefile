@@ -11,11 +11,14 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/container:$(CURDIR)/lambda
 MODEL ?= artifacts/model
 DATA ?= artifacts/splits/test.csv
 OUT ?= artifacts/eval
+# issue #23: the default as it was trained before a faster one is chosen (make train-reference),
+# measured beside MODEL by make bench (default_vs_reference)
+REFERENCE ?= artifacts/reference/model
 PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train evaluate experiment serve bench bench-memory synth checkov local scale chaos mutation redrive image clean
+.PHONY: help setup tools demo test lint train train-reference train-student evaluate experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -61,6 +64,22 @@ train: $(VENV)/.installed
 		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \
 		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
 
+# The same splits as make train (artifacts/splits); its own model, checkpoint and reports.
+## train the reference (the current default recipe) into REFERENCE's folder (artifacts/reference) for make bench
+train-reference: $(VENV)/.installed
+	$(PY) -m training train --preset banking77 --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
+		--splits-dir artifacts/splits --reports-dir $(dir $(REFERENCE))reports
+
+# MiniLM cut to its bottom LAYERS (3) encoder layers, fine-tuned on the reference's soft labels
+# (make train-reference first); compare it on validation (clean and noisy) before making it MODEL.
+## distil a shallower student from the reference into artifacts/student: make train-student [LAYERS=3]
+train-student: $(VENV)/.installed
+	test -f $(dir $(REFERENCE))work/hf_model/config.json || { echo "make train-reference first"; exit 1; }
+	$(PY) -m training.student --layers $(or $(LAYERS),3) --output ./artifacts/minilm-l$(or $(LAYERS),3)
+	$(PY) -m training train --preset banking77 --base-model ./artifacts/minilm-l$(or $(LAYERS),3) \
+		--distill-teachers $(dir $(REFERENCE))work/hf_model --output artifacts/student/model \
+		--work-dir artifacts/student/work --splits-dir artifacts/splits --reports-dir artifacts/student/reports
+
 ## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
@@ -75,9 +94,15 @@ experiment: $(VENV)/.installed
 serve: $(VENV)/.installed
 	MODEL_DIR=$(MODEL) SAGEMAKER_BIND_TO_PORT=$(PORT) $(PY) -m inference_server serve
 
-## serving benchmark: the server's throughput and latency as ratios to a baseline in the same process
+## serving benchmark: MODEL's server vs a baseline, bare ONNX Runtime and REFERENCE, as ratios in one run
 bench: $(VENV)/.installed
-	$(PY) -m benchmarks.serving --model $(MODEL)
+	$(PY) -m benchmarks.serving --model $(MODEL) --reference $(REFERENCE)
+
+## make bench without the torch baseline, py-spy sampling the server into artifacts/bench-profile.txt
+bench-profile: $(VENV)/.installed
+	mkdir -p artifacts
+	$(PY) -m benchmarks.serving --model $(MODEL) --reference $(REFERENCE) --skip-baseline \
+		--profile artifacts/bench-profile.txt
 
 ## 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
 bench-memory: $(VENV)/.installed

@@ -17,7 +17,15 @@ one run on this machine, on the same texts and the same trained model:
 (d) **long tickets**: the same server on a copy of the artifact that reads ``L`` tokens
     (``--long-lengths``, default 64, 128, 256 and 512), on tickets of at least ``L`` tokens
     (consecutive texts joined): batch throughput and single-ticket p50/p99 per length, and each
-    length's throughput as a ratio to the shortest one's.
+    length's throughput as a ratio to the shortest one's; then the shortest and the longest tickets
+    mixed in one body (``long_mixed_vs_separate``: 1.0 = long tickets cost the short ones
+    nothing);
+(e) **the project's classifier** (``ArtifactClassifier.predict_scores`` in-process) and, with
+    ``--reference`` (``make train-reference``), the reference artifact's classifier and server
+    beside ``--model``'s: ``default_vs_reference`` (server) and ``classifier_vs_reference``;
+(f) e-mail-style bodies (the same tickets wrapped by ``training.noise``): ``server_vs_limit_email``.
+    ``--profile FILE`` samples the server with py-spy during its JSON Lines runs.
+
 
 It needs torch + transformers (the dev environment, not the image). The torch checkpoint is
 ``--hf-model`` (default: ``<model>/../work/hf_model``, where ``make train`` keeps it). Texts:
@@ -31,16 +39,21 @@ The last line printed is one JSON object (``baseline_tps``, ``limit_tps``, ``ser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +175,29 @@ def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[
     }
 
 
+# --- the project's classifier in-process ----------------------------------------------------------
+def bench_classifier(model: Path, texts: list[str], cpus: int, repeats: int) -> float:
+    """Tickets/s of ``ArtifactClassifier.predict_scores`` (preprocessing, tokenizing, length-sorted
+    batches of 32, one all-core session): what training's evaluation and a batch job run."""
+    classifier = ArtifactClassifier(model, intra_op_threads=cpus)
+    classifier.predict_scores(texts[:64])
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        classifier.predict_scores(texts)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best
+
+
+def email_texts(texts: list[str], seed: int = 0) -> list[str]:
+    """The same tickets as e-mail or chat bodies (greeting, context, signature, quoted history:
+    ``training.noise``'s ``dev`` pool), what the server's preprocessing has to cut."""
+    from training.noise import make_noisy
+
+    rng = random.Random(seed)
+    return [make_noisy(text, rng, pool="dev") for text in texts]
+
+
 # --- (c) the server over HTTP ----------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -214,43 +250,116 @@ def _post(conn: http.client.HTTPConnection, body: bytes, content_type: str, acce
     return data
 
 
+class Server:
+    """``python -m inference_server serve`` on ``model`` as a real process, one keep-alive
+    connection to it; ``with Server(...) as server:`` stops it at the end."""
+
+    def __init__(self, model: Path, env_extra: dict[str, str]):
+        self.model, self.env_extra = model, env_extra
+
+    def __enter__(self) -> Server:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-server-")
+        port = _free_port()
+        self.proc = start_server(self.model, port, Path(self._tmp.name) / "server.log", self.env_extra)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._tmp.cleanup()
+
+    def bulk_tps(self, texts: list[str], repeats: int) -> float:
+        """Best of ``repeats``: the texts as one JSON Lines body, every line checked."""
+        batch = b"".join(
+            json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
+        )
+        _post(self.conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
+        best = 0.0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            data = _post(self.conn, batch, "application/jsonlines", "application/jsonlines")
+            best = max(best, len(texts) / (time.perf_counter() - started))
+            lines = data.splitlines()
+            if len(lines) != len(texts) or any(b'"error"' in line for line in lines):
+                raise RuntimeError("server did not classify every ticket")
+        return best
+
+    def single_ms(self, texts: list[str], single: int, warm_up: int = 20) -> tuple[float, float]:
+        """p50 and p99 of ``single`` one-ticket JSON requests, one after another."""
+        bodies = [json.dumps({"inputs": text}).encode() for text in texts[: max(single, 1)]]
+        for body in bodies[:warm_up]:
+            _post(self.conn, body, "application/json", "application/json")
+        latencies = []
+        for i in range(single):
+            t0 = time.perf_counter()
+            _post(self.conn, bodies[i % len(bodies)], "application/json", "application/json")
+            latencies.append(time.perf_counter() - t0)
+        return percentile_ms(latencies, 50), percentile_ms(latencies, 99)
+
+
+@contextlib.contextmanager
+def sampled(pid: int, out: Path | None) -> Iterator[None]:
+    """py-spy (a sampling profiler, requirements-dev.txt) on process ``pid`` while the block
+    runs: collapsed stacks into ``out`` (``flamegraph.pl`` and speedscope read them), then the
+    top entries printed. Nothing when ``out`` is None."""
+    if out is None:
+        yield
+        return
+    spy_bin = Path(sys.executable).with_name("py-spy")
+    spy = subprocess.Popen(
+        [str(spy_bin), "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "--threads"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(60)
+    for line in profile_summary(out):
+        print(f"  {line}")
+
+
+def profile_summary(path: Path, top: int = 12) -> list[str]:
+    """Shares of the samples in py-spy's collapsed stacks: per thread, then per leaf function
+    (where the time is spent: ``session.run`` = ONNX Runtime's own work)."""
+    threads: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames, n = stack.split(";"), int(count)
+        total += n
+        threads[frames[0].rsplit("): ", 1)[-1].rstrip("-0123456789")] += n
+        name, _, where = frames[-1].partition(" (")
+        leaves[f"{name} ({where.rsplit('/', 1)[-1]}" if where else name] += n
+    if not total:
+        return ["no samples"]
+    lines = [
+        f"{total} samples; threads: " + ", ".join(f"{t} {n / total:.1%}" for t, n in threads.most_common())
+    ]
+    lines += [f"{n / total:6.1%}  {leaf}" for leaf, n in leaves.most_common(top)]
+    return lines
+
+
 def bench_server(
-    model: Path, texts: list[str], single: int, repeats: int, env_extra: dict[str, str]
+    model: Path,
+    texts: list[str],
+    emails: list[str],
+    single: int,
+    repeats: int,
+    env_extra: dict[str, str],
+    profile: Path | None = None,
 ) -> dict[str, float]:
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
-        proc = start_server(model, port, Path(tmp) / "server.log", env_extra)
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            batch = b"".join(
-                json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
-            )
-            _post(conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
-            best = 0.0
-            for _ in range(repeats):
-                started = time.perf_counter()
-                data = _post(conn, batch, "application/jsonlines", "application/jsonlines")
-                best = max(best, len(texts) / (time.perf_counter() - started))
-                lines = data.splitlines()
-                if len(lines) != len(texts) or any(b'"error"' in line for line in lines):
-                    raise RuntimeError("server did not classify every ticket")
-            latencies = []
-            bodies = [json.dumps({"inputs": text}).encode() for text in texts[: max(single, 1)]]
-            for body in bodies[:20]:
-                _post(conn, body, "application/json", "application/json")
-            for i in range(single):
-                t0 = time.perf_counter()
-                _post(conn, bodies[i % len(bodies)], "application/json", "application/json")
-                latencies.append(time.perf_counter() - t0)
-            conn.close()
-        finally:
-            proc.terminate()
-            proc.wait(30)
-    return {
-        "server_tps": best,
-        "single_p50_ms": percentile_ms(latencies, 50),
-        "single_p99_ms": percentile_ms(latencies, 99),
-    }
+    with Server(model, env_extra) as server:
+        with sampled(server.proc.pid, profile):
+            clean = server.bulk_tps(texts, repeats)
+            email = server.bulk_tps(emails, repeats)
+        p50, p99 = server.single_ms(texts, single)
+    return {"server_tps": clean, "server_email_tps": email, "single_p50_ms": p50, "single_p99_ms": p99}
 
 
 # --- (d) long tickets --------------------------------------------------------------------------------
@@ -294,19 +403,37 @@ def bench_long(
     model: Path, texts: list[str], lengths: list[int], count: int, single: int, env_extra: dict[str, str]
 ) -> dict[str, float]:
     result: dict[str, float] = {}
+    tickets: dict[int, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-long-") as tmp:
         for tokens in lengths:
             copy = reading(model, Path(tmp) / str(tokens), tokens)
-            tickets = long_texts(ArtifactClassifier(copy, intra_op_threads=1), texts, tokens, count)
-            served = bench_server(copy, tickets, single, 1, env_extra)
-            result[f"long_{tokens}_tps"] = served["server_tps"]
-            result[f"long_{tokens}_p50_ms"] = served["single_p50_ms"]
-            result[f"long_{tokens}_p99_ms"] = served["single_p99_ms"]
+            tickets[tokens] = long_texts(ArtifactClassifier(copy, intra_op_threads=1), texts, tokens, count)
+            with Server(copy, env_extra) as server:
+                tps = server.bulk_tps(tickets[tokens], 1)
+                p50, p99 = server.single_ms(tickets[tokens], single, warm_up=5)
+            result[f"long_{tokens}_tps"] = tps
+            result[f"long_{tokens}_p50_ms"] = p50
+            result[f"long_{tokens}_p99_ms"] = p99
             print(
-                f"    {tokens:4d} tokens: {served['server_tps']:8.1f} tickets/s, single p50 "
-                f"{served['single_p50_ms']:.1f} ms, p99 {served['single_p99_ms']:.1f} ms",
+                f"    {tokens:4d} tokens: {tps:8.1f} tickets/s, single p50 {p50:.1f} ms, p99 {p99:.1f} ms",
                 flush=True,
             )
+        # The shortest and the longest tickets in one body (9 : 1, shuffled), on the copy that
+        # reads the longest: the two apart take `apart` seconds; batching by length keeps the
+        # mixed body at that time (a ratio under 1: long tickets slowed the short ones).
+        short, longest = tickets[min(lengths)], tickets[max(lengths)]
+        long = longest[: max(1, len(short) // 9)]
+        mixed = short + long
+        random.Random(0).shuffle(mixed)
+        with Server(Path(tmp) / str(max(lengths)), env_extra) as server:
+            apart = len(short) / server.bulk_tps(short, 1) + len(long) / server.bulk_tps(long, 1)
+            together = len(mixed) / server.bulk_tps(mixed, 1)
+        result["long_mixed_vs_separate"] = round(apart / together, 3)
+        print(
+            f"    mixed body ({len(short)} x {min(lengths)} + {len(long)} x {max(lengths)} tokens): "
+            f"separate / mixed time {apart / together:.3f}",
+            flush=True,
+        )
     shortest = result[f"long_{lengths[0]}_tps"]
     for tokens in lengths:
         result[f"long_{tokens}_vs_{lengths[0]}"] = round(result[f"long_{tokens}_tps"] / shortest, 3)
@@ -314,9 +441,19 @@ def bench_long(
 
 
 # --- report --------------------------------------------------------------------------------------
+def _ratio(numerator: float | None, denominator: float | None, digits: int = 3) -> float | None:
+    return round(numerator / denominator, digits) if numerator and denominator else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="serving artifact directory")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the reference artifact (make train-reference): measured beside --model, default_vs_reference",
+    )
     parser.add_argument("--hf-model", type=Path, default=None, help="torch checkpoint for the baseline")
     parser.add_argument("--data", type=Path, default=None, help="CSV (text column) or JSON Lines")
     parser.add_argument("--limit", type=int, default=2000, help="number of texts (default 2000)")
@@ -324,31 +461,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="best of N for limit and server")
     parser.add_argument("--skip-baseline", action="store_true", help="no torch baseline (e.g. no checkpoint)")
     parser.add_argument(
+        "--long-lengths",
+        default="64,128,256,512",
+        help="(d) token lengths of the long-ticket rows, comma-separated; empty: skip them",
+    )
+    parser.add_argument("--long-tickets", type=int, default=200, help="(d) tickets per length (default 200)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="py-spy the server during its JSON Lines runs: collapsed stacks into FILE, top entries printed",
+    )
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="extra environment for the server process (e.g. TRIAGE_THREADS_PER_WORKER=2)",
     )
-    parser.add_argument(
-        "--long-lengths",
-        default="64,128,256,512",
-        help="(d) token lengths of the long-ticket rows, comma-separated; empty: skip them",
-    )
-    parser.add_argument("--long-tickets", type=int, default=200, help="(d) tickets per length (default 200)")
     args = parser.parse_args(argv)
 
     model = args.model.resolve()
+    reference = args.reference.resolve() if args.reference else None
+    if reference is not None and not (reference / "triage_artifact.json").is_file():
+        print(f"reference skipped: no artifact at {reference} (make train-reference)")
+        reference = None
     hf_model = (args.hf_model or model.parent / "work" / "hf_model").resolve()
     data = args.data or default_data(model)
     texts = load_texts(data, args.limit)
+    emails = email_texts(texts)
     cpus = available_cpus()
     env_extra = dict(item.split("=", 1) for item in args.server_env)
-    print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}\n", flush=True)
+    print(f"model {model}\ndata  {data} ({len(texts)} texts)\ncpus  {cpus}", flush=True)
+    print(f"load  {os.getloadavg()} (1, 5, 15 min)\n", flush=True)
 
     result: dict[str, float | int | str | None] = {
         "texts": len(texts),
         "cpus": cpus,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "baseline_tps": None,  # stays null when the baseline is skipped
         "baseline_bs32_tps": None,
         "baseline_single_p50_ms": None,
@@ -360,22 +511,31 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("(a) torch checkpoint, toolkit-style ...", flush=True)
         result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
-    print("(b) bare ONNX Runtime, int8, sorted batches of 32 ...", flush=True)
+    print("(b) bare ONNX Runtime, int8, sorted batches of 32 (clean, then e-mail bodies) ...", flush=True)
     result.update(bench_limit(model, texts, cpus, args.repeats))
-    print("(c) this server over HTTP ...", flush=True)
-    result.update(bench_server(model, texts, args.single, args.repeats, env_extra))
-
+    result["limit_email_tps"] = bench_limit(model, emails, cpus, args.repeats)["limit_tps"]
+    print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
+    result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
+    print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
+    result["classifier_tps"] = bench_classifier(model, texts, cpus, args.repeats)
+    result["reference"] = str(reference) if reference else None
+    result["reference_classifier_tps"] = result["reference_server_tps"] = None
+    if reference is not None:
+        print("(e) the reference model: classifier, then server ...", flush=True)
+        result["reference_classifier_tps"] = bench_classifier(reference, texts, cpus, args.repeats)
+        with Server(reference, env_extra) as server:
+            result["reference_server_tps"] = server.bulk_tps(texts, args.repeats)
     lengths = [int(n) for n in args.long_lengths.split(",") if n.strip()]
     if lengths:
         print(f"(d) long tickets through the server, {args.long_tickets} per length ...", flush=True)
         result.update(bench_long(model, texts, lengths, args.long_tickets, min(args.single, 50), env_extra))
 
-    baseline = result.get("baseline_tps")
-    result["server_vs_baseline"] = round(result["server_tps"] / baseline, 2) if baseline else None
-    result["server_vs_limit"] = round(result["server_tps"] / result["limit_tps"], 3)
-    result = {
-        k: round(v, 2) if isinstance(v, float) and k != "server_vs_limit" else v for k, v in result.items()
-    }
+    result["server_vs_baseline"] = _ratio(result["server_tps"], result.get("baseline_tps"), 2)
+    result["server_vs_limit"] = _ratio(result["server_tps"], result["limit_tps"])
+    result["server_vs_limit_email"] = _ratio(result["server_email_tps"], result["limit_email_tps"])
+    result["classifier_vs_reference"] = _ratio(result["classifier_tps"], result["reference_classifier_tps"])
+    result["default_vs_reference"] = _ratio(result["server_tps"], result["reference_server_tps"])
+    result = {k: round(v, 2) if isinstance(v, float) and "_vs_" not in k else v for k, v in result.items()}
 
     rows = [
         (
@@ -386,8 +546,13 @@ def main(argv: list[str] | None = None) -> int:
         ("(a) torch, batches of 32", result.get("baseline_bs32_tps"), None),
         ("(b) bare ORT int8, one session x all cores", result["limit_one_session_tps"], None),
         ("(b) bare ORT int8, one session per core", result["limit_session_per_core_tps"], None),
+        ("(b) bare ORT int8, e-mail bodies (cleaned)", result["limit_email_tps"], None),
         ("(c) this server, JSON Lines batch over HTTP", result["server_tps"], None),
+        ("(c) this server, e-mail bodies", result["server_email_tps"], None),
         ("(c) this server, single tickets over HTTP", None, result["single_p50_ms"]),
+        ("(e) ArtifactClassifier.predict_scores", result["classifier_tps"], None),
+        ("(e) reference: ArtifactClassifier", result["reference_classifier_tps"], None),
+        ("(e) reference: server, JSON Lines batch", result["reference_server_tps"], None),
     ]
     print(f"\n{'':46} {'tickets/s':>10} {'p50 ms':>8}")
     for name, tps, p50 in rows:
@@ -401,7 +566,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result[f'long_{tokens}_vs_{lengths[0]}']}x the {lengths[0]}-token throughput"
         )
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
-    print(f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}")
+    print(
+        f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"
+        f" (e-mail bodies: {result['server_vs_limit_email']})   default / reference: "
+        f"{result['default_vs_reference']} (classifier: {result['classifier_vs_reference']})"
+    )
     print(json.dumps(result))
     return 0
 

@@ -81,6 +81,10 @@ _PII = re.compile(
     re.IGNORECASE,
 )
 _TOKEN_OF = {"email": EMAIL_TOKEN, "url": URL_TOKEN, "iban": ACCOUNT_TOKEN, "card": CARD_TOKEN}
+# Every alternative of _PII needs a digit, an "@" or a URL's "www." / "http(s)://": a text with
+# none of them has nothing to mask, and this one-pass check is ~7x cheaper than the scanner on
+# Banking77, 98 % of whose tickets have none (issue #23's profile: mask_pii 1.3 % of the server).
+_PII_HINT = re.compile(r"[\d@]|www\.|https?://", re.IGNORECASE)
 
 
 def _pii(match: re.Match[str]) -> str:
@@ -96,7 +100,7 @@ def _pii(match: re.Match[str]) -> str:
 
 def mask_pii(text: str) -> str:
     """E-mails, URLs, card, phone and account numbers become tokens; dates, times and amounts stay."""
-    return _PII.sub(_pii, text)
+    return _PII.sub(_pii, text) if _PII_HINT.search(text) else text
 
 
 # --- e-mail / chat noise -------------------------------------------------------------------
@@ -276,6 +280,8 @@ def _is_contact(line: str) -> bool:
     addresses next to at most a name ("Jane Doe | +44 ...")."""
     if _CONTACT.match(line):
         return True
+    if not _PII_HINT.search(line):
+        return False
     found = [m for m in _PII.finditer(line) if m.lastgroup in ("email", "url", "phone", "card")]
     if not found or len(line) > 120:
         return False

@@ -19,6 +19,12 @@ KEYS = {
     "server_vs_limit",
     "single_p50_ms",
     "single_p99_ms",
+    "server_email_tps",
+    "limit_email_tps",
+    "server_vs_limit_email",
+    "classifier_tps",
+    "default_vs_reference",
+    "classifier_vs_reference",
 }
 
 
@@ -46,6 +52,33 @@ def test_benchmark_without_baseline_prints_the_summary_json_last(tiny_artifact):
     assert summary["long_32_vs_32"] == 1.0
     ratio = summary["long_128_tps"] / summary["long_32_tps"]
     assert abs(summary["long_128_vs_32"] - ratio) < 0.01
+    assert summary["long_mixed_vs_separate"] > 0
+    assert summary["reference"] is None and summary["default_vs_reference"] is None
+
+
+def test_benchmark_beside_a_reference_with_a_profile(tiny_artifact, tmp_path):
+    """The reference section and e-mail bodies, and py-spy's samples of the real server process."""
+    profile = tmp_path / "profile.txt"
+    summary = run_benchmark(
+        tiny_artifact,
+        "--skip-baseline",
+        "--long-lengths",
+        "",
+        "--reference",
+        str(tiny_artifact),
+        "--profile",
+        str(profile),
+    )
+    ratio = summary["server_tps"] / summary["reference_server_tps"]
+    assert abs(summary["default_vs_reference"] - ratio) < 0.01
+    ratio = summary["classifier_tps"] / summary["reference_classifier_tps"]
+    assert abs(summary["classifier_vs_reference"] - ratio) < 0.01
+    ratio = summary["server_email_tps"] / summary["limit_email_tps"]
+    assert abs(summary["server_vs_limit_email"] - ratio) < 0.01
+    assert not any(key.startswith("long_") for key in summary)
+    # py-spy's collapsed stacks of the server: its runner threads ran ONNX Runtime's session
+    stacks = profile.read_text().splitlines()
+    assert any("onnx-runner" in line and "onnxruntime_inference_collection.py" in line for line in stacks)
 
 
 @pytest.mark.slow

@@ -595,3 +595,39 @@ def test_generated_requests_with_lookalike_lines_are_kept(
     config = PreprocessConfig(extract_request=False)
     lost = [line for line in lines if line != "--" and preprocess(line, config).casefold() not in output]
     assert not lost, output
+
+
+# The pre-check in front of the PII scanner (issue #23): a text without a digit, "@", "www." or
+# "http(s)://" is returned unscanned; the scanner itself must agree that it had nothing to mask.
+_PII_PIECES = st.sampled_from(
+    [
+        "@",
+        "www.",
+        "WWW.",
+        "http://",
+        "https://",
+        "4",
+        "12",
+        "٣",
+        "૭",
+        "+44 ",
+        "(020) ",
+        "€",
+        "$",
+        ".",
+        "-",
+        "/",
+        ":",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), _PII_PIECES), max_size=12).map("".join))
+def test_mask_pii_with_its_pre_check_equals_the_full_scan(text: str) -> None:
+    from triage_core.preprocessing import _PII, _PII_HINT, _pii
+
+    scanned = _PII.sub(_pii, text)
+    assert mask_pii(text) == scanned
+    if not _PII_HINT.search(text):  # the pre-check's claim: the scanner finds nothing there
+        assert _PII.search(text) is None
