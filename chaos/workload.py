@@ -10,8 +10,8 @@ records as the generator wrote them, never by running the pipeline's parser:
   (docs/formats.md: a line that is not JSON "with its id if one can be read from the
   text", a CSV row with more cells than the header, its ``id`` cell);
 * a record without a readable id (none given, an empty cell, an id that is neither a string nor
-  an integer) gets ``#<n>``;
-* a record repeating an id used by an earlier record (good or bad) is rejected as ``<id>#<n>``;
+  an integer) gets ``<record n>``;
+* a record repeating an id used by an earlier record (good or bad) is rejected as ``<record n>``;
 * a bad record (invalid JSON, empty or whitespace text, missing text, bad id type, more CSV cells
   than the header) is rejected: its key must be among the failures;
 * a line that is not UTF-8 in a UTF-8 file (windows-1252, "a line pasted from Word") is a ticket:
@@ -61,9 +61,9 @@ class TicketFile:
         used: set[str] = set()
         for number, record in enumerate(self.records, 1):
             if record.id is None:
-                key, must_fail = f"#{number}", record.broken is not None
+                key, must_fail = f"<record {number}>", record.broken is not None
             elif record.id in used:
-                key, must_fail = f"{record.id}#{number}", True
+                key, must_fail = f"<record {number}>", True
             else:
                 key, must_fail = record.id, record.broken is not None
                 used.add(record.id)

@@ -31,12 +31,14 @@ from triage_core.records import (
     TicketRecord,
     at_line,
     check_shape,
+    escapes_surrogate,
     id_pattern,
     make_record,
     normalise_id,
     record_from_cells,
     record_from_object,
     sniff_id,
+    without_surrogates,
 )
 from triage_core.textstream import decode_bytes
 
@@ -89,16 +91,75 @@ def _jsonl_items(lines: Iterator[Line], fields: FieldMap, max_chars: int | None)
             continue
         try:
             obj = loads(line.rstrip("\n"))
-        except ValueError as exc:
-            ticket_id = sniff_id(line, id_re)
-            message = f"invalid JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "invalid JSON"
-            yield TicketRecord(index, ticket_id, None, at_line(message, ticket_id, number)), None
+        except (ValueError, RecursionError):
+            # Not one JSON value: maybe several (files joined without a final newline), a BOM
+            # of a joined file, or broken JSON. Each value is a record of its own.
+            for item in _line_values(index, line, number, fields, id_re):
+                yield item
+                index += 1
+            continue
+        if isinstance(obj, dict):
+            record = record_from_object(index, obj, fields, number)
+            if escapes_surrogate(line):
+                record = without_surrogates(record)
+            yield record, obj.keys()
         else:
-            if isinstance(obj, dict):
-                yield record_from_object(index, obj, fields, number), obj.keys()
-            else:
-                yield _non_object(index, obj, fields, number), None
+            yield _non_object(index, obj, fields, number), None
         index += 1
+
+
+_DECODE = json.JSONDecoder().raw_decode
+_JSON_WS = " \t\n\r\ufeff"  # JSON's whitespace, and the BOM of a file joined mid-line
+
+
+def _line_values(index: int, line: str, number: int, fields: FieldMap, id_re):
+    """The records of a line that is not one JSON value.
+
+    Every JSON value on the line is a record, in order (two files joined without a final
+    newline put two tickets on one line). Text that is not a JSON value is: a record error of
+    its own when it starts like a record (``{`` or ``"``: a record cut short); otherwise stray
+    text, and then nothing on the line is trusted: each value seen is a record error naming it,
+    so no record is made up of the stray text and none is read from a damaged line."""
+    line = line.rstrip("\n")
+    pos, end = 0, len(line)
+    items: list[tuple[TicketRecord, object]] = []
+    exc: Exception
+    while True:
+        while pos < end and line[pos] in _JSON_WS:
+            pos += 1
+        if pos >= end:
+            yield from items
+            return
+        try:
+            value, stop = _DECODE(line, pos)
+        except (ValueError, RecursionError) as err:
+            exc = err
+            break
+        number_here = index + len(items)
+        if isinstance(value, dict):
+            record = record_from_object(number_here, value, fields, number)
+            if escapes_surrogate(line, pos, stop):
+                record = without_surrogates(record)
+            items.append((record, value.keys()))
+        else:
+            items.append((_non_object(number_here, value, fields, number), None))
+        pos = stop
+    if isinstance(exc, json.JSONDecodeError):
+        message = f"invalid JSON: {exc.msg}"
+    elif isinstance(exc, RecursionError):
+        message = "invalid JSON: nested deeper than the JSON decoder allows"
+    else:
+        message = "invalid JSON"
+    if items and line[pos] not in '{"':
+        where = f"stray text after the {len(items)} JSON value(s) of line {number} (column {pos + 1})"
+        for record, _ in items:
+            yield TicketRecord(record.index, record.id, None, at_line(where, record.id, None)), None
+        return
+    yield from items
+    ticket_id = sniff_id(line[pos:], id_re)
+    if items:
+        message += f" (after {len(items)} record(s) on the same line)"
+    yield TicketRecord(index + len(items), ticket_id, None, at_line(message, ticket_id, number)), None
 
 
 def _non_object(index: int, value: object, fields: FieldMap, line: int | None) -> TicketRecord:
@@ -123,7 +184,7 @@ class JsonTickets:
         max_chars: int = 8 * 1024 * 1024,
         keep_members: Collection[str] = (),
     ):
-        self.document = JsonRecords(read, max_chars, keep_members)
+        self.document = JsonRecords(read, max_chars, keep_members, capture=(fields.id, *fields.text))
         self.fields = fields
         self.objects = 0  # elements that were JSON objects (the rest: strings, other values, errors)
 
@@ -135,12 +196,13 @@ class JsonTickets:
         # text also names its line.
         id_re = id_pattern(self.fields)
         fields = self.fields
-        for index, (value, error, raw) in enumerate(self.document):
+        for index, (value, error, raw, escapes) in enumerate(self.document):
             if error is not None:
                 yield TicketRecord(index, sniff_id(raw, id_re) if raw else None, None, error), None
             elif isinstance(value, dict):
                 self.objects += 1
-                yield record_from_object(index, value, fields, None), value.keys()
+                record = record_from_object(index, value, fields, None)
+                yield without_surrogates(record) if escapes else record, value.keys()
             else:
                 yield _non_object(index, value, fields, None), None
 
@@ -216,7 +278,8 @@ def _split(text: str, delimiter: str) -> list[str]:
 
 
 def _columns(cells: Sequence[str]) -> list[str]:
-    return [cell.strip().lower() for cell in cells]
+    # "\ufeff": the BOM of a file joined to another, or one a tool added twice
+    return [cell.strip().lstrip("\ufeff").strip().lower() for cell in cells]
 
 
 def detect_delimiter(header_line: str, fields: FieldMap) -> str:
@@ -261,21 +324,44 @@ def iter_csv(
             f"{[n.lower() for n in fields.text]} (missing {missing}) and optionally id column "
             f"{fields.id.lower()!r}: set the field mapping to the file's column names"
         )
-    id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
-    text_cols = [header.index(name.lower()) for name in fields.text]
-    yield from _csv_rows(feeder, delimiter, len(header), id_col, text_cols, max_chars, max_lines)
+    yield from _csv_rows(feeder, delimiter, _Layout(header, fields), max_chars, max_lines)
+
+
+class _Layout:
+    """Where a CSV header puts the id and text fields."""
+
+    def __init__(self, header: list[str], fields: FieldMap):
+        self.header = header
+        self.fields = fields
+        self.width = len(header)
+        self.id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
+        self.text_cols = [header.index(name.lower()) for name in fields.text]
+        self.first_name = fields.text[0].lower()
+
+    def header_again(self, row: list[str]) -> _Layout | None:
+        """The layout of ``row`` if it is a header row (files joined with ``cat``: the second
+        file's header, perhaps with its BOM, perhaps in another column order), else None."""
+        cell = row[self.text_cols[0]]
+        if len(cell) > len(self.first_name) + 8 or _columns([cell])[0] not in self.header:
+            return None
+        columns = _columns(row)
+        names = [name.lower() for name in self.fields.text]
+        if self.id_col is not None:
+            names.append(self.fields.id.lower())
+        if len(set(columns)) != len(columns) or not all(name in columns for name in names):
+            return None  # a record: a header names every field once
+        return _Layout(columns, self.fields)
 
 
 def _csv_rows(
     feeder: _RowLines,
     delimiter: str,
-    width: int,
-    id_col: int | None,
-    text_cols: list[int],
+    layout: _Layout,
     max_chars: int | None,
     max_lines: int,
 ) -> Iterator[TicketRecord]:
     reader = csv.reader(feeder, delimiter=delimiter, strict=True)
+    width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
     index = 0
     while True:
         feeder.begin_row()
@@ -298,6 +384,10 @@ def _csv_rows(
         if not row or all(not cell.strip() for cell in row):
             continue
         number = feeder.row[0][0]
+        if len(row) >= width and (again := layout.header_again(row)) is not None:
+            layout = again  # a header row is not a record
+            width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
+            continue
         if len(row) > width:
             ticket_id = _normal_id(row[id_col]) if id_col is not None else None
             error = f"expected {width} columns, got {len(row)}"

@@ -703,8 +703,12 @@ def test_records_after_an_oversized_line_keep_counting_from_it():
 
 
 def test_text_after_a_json_line_is_invalid_json():
+    # (issue #21) stray text after a value: the record is an error naming it, and the stray text
+    # is not a record of its own
     records = list(iter_jsonl(['{"id": "a", "text": "t"}X\n', '{"id": "b", "text": "u"}  \r\n']))
-    assert (records[0].id, records[0].error) == ("a", "invalid JSON: Extra data")
+    assert len(records) == 2
+    stray = "stray text after the 1 JSON value(s) of line 1 (column 25)"
+    assert (records[0].id, records[0].error) == ("a", stray)
     assert (records[1].id, records[1].text) == ("b", "u")
 
 
