@@ -35,6 +35,7 @@ def generated_key(number: int) -> str:
     """The key of record ``number`` (1-based) when it cannot keep an id of its own."""
     return f"{GENERATED_PREFIX}{number}>"
 
+
 # Keeps a chunk's list of ticket keys well inside DynamoDB's 400 KB item limit.
 MAX_CHUNK_ID_BYTES = 256 * 1024
 # A chunk is closed early once its body reaches this size (a chunk is held in memory until it
