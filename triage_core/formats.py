@@ -89,6 +89,11 @@ def _jsonl_items(lines: Iterator[Line], fields: FieldMap, max_chars: int | None)
             continue
         if not line or line.isspace():
             continue
+        if index == 0 and line.strip() in ("[", "{"):
+            raise RecordFormatError(
+                f"line {number} is {line.strip()!r} alone: a JSON document written over several lines, "
+                "not JSON Lines (one ticket per line): send it as JSON (.json, application/json)"
+            )
         try:
             obj = loads(line.rstrip("\n"))
         except (ValueError, RecursionError):
@@ -103,9 +108,26 @@ def _jsonl_items(lines: Iterator[Line], fields: FieldMap, max_chars: int | None)
             if escapes_surrogate(line):
                 record = without_surrogates(record)
             yield record, obj.keys()
+        elif isinstance(obj, list) and obj and all(isinstance(item, dict) for item in obj):
+            # a JSON array of tickets on one line (a .json file sent as JSON Lines): its tickets
+            surrogates = escapes_surrogate(line)
+            for item in obj:
+                record = record_from_object(index, item, fields, number)
+                yield (without_surrogates(record) if surrogates else record), item.keys()
+                index += 1
+            continue
         else:
+            if index == 0 and isinstance(obj, str) and obj.strip().lower() in _header_names(fields):
+                raise RecordFormatError(
+                    f"the first line is {obj!r}, a CSV header, not a ticket: send the file as CSV "
+                    "(.csv, text/csv)"
+                )
             yield _non_object(index, obj, fields, number), None
         index += 1
+
+
+def _header_names(fields: FieldMap) -> set[str]:
+    return {fields.id.lower(), *(name.lower() for name in fields.text)}
 
 
 _DECODE = json.JSONDecoder().raw_decode
@@ -336,21 +358,25 @@ class _Layout:
         self.width = len(header)
         self.id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
         self.text_cols = [header.index(name.lower()) for name in fields.text]
-        self.first_name = fields.text[0].lower()
+        self.known = {*header, fields.id.lower(), *(name.lower() for name in fields.text)}
+        self.longest = max(map(len, self.known)) + 8  # room for a BOM and spaces
+        self.starts = tuple(self.known)
 
-    def header_again(self, row: list[str]) -> _Layout | None:
-        """The layout of ``row`` if it is a header row (files joined with ``cat``: the second
-        file's header, perhaps with its BOM, perhaps in another column order), else None."""
-        cell = row[self.text_cols[0]]
-        if len(cell) > len(self.first_name) + 8 or _columns([cell])[0] not in self.header:
+    def header_again(self, row: list[str], line: str) -> tuple[_Layout, str] | None:
+        """The layout and delimiter of a header row (files joined with ``cat``: the second file's
+        header, perhaps with its BOM, other columns or another delimiter), else None. An
+        ordinary row costs a look at the start of its first cell."""
+        head = row[0][: self.longest].lstrip('\ufeff" ').lower()
+        if not head.startswith(self.starts):
             return None
-        columns = _columns(row)
-        names = [name.lower() for name in self.fields.text]
-        if self.id_col is not None:
-            names.append(self.fields.id.lower())
-        if len(set(columns)) != len(columns) or not all(name in columns for name in names):
-            return None  # a record: a header names every field once
-        return _Layout(columns, self.fields)
+        line = line.lstrip("\ufeff")
+        for delimiter in CSV_DELIMITERS:
+            columns = _columns(_split(line, delimiter))
+            if "" in columns or len(set(columns)) != len(columns):
+                continue
+            if all(name.lower() in columns for name in self.fields.text):
+                return _Layout(columns, self.fields), delimiter  # names the text field(s) once
+        return None
 
 
 def _csv_rows(
@@ -372,6 +398,13 @@ def _csv_rows(
         except (csv.Error, _Unbounded, _Oversized) as exc:
             lines = feeder.row
             number, first_text = lines[0]
+            if first_text is not None and (again := layout.header_again([first_text], first_text)):
+                # the header of a file joined to this one, quoted and in another delimiter
+                layout, delimiter = again
+                width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
+                feeder.resume_after_first_line()
+                reader = csv.reader(feeder, delimiter=delimiter, strict=True)
+                continue
             if first_text is None:
                 yield _too_large(index, max_chars, number)
             else:
@@ -381,12 +414,19 @@ def _csv_rows(
             feeder.resume_after_first_line()
             index += 1
             continue
-        if not row or all(not cell.strip() for cell in row):
+        # a blank line, or a row of separators only (Excel's empty rows), is not a record; a
+        # quoted empty or blank field is (a record with an empty text)
+        if (not row or all(not cell.strip() for cell in row)) and not any(
+            '"' in (text or "") for _, text in feeder.row
+        ):
             continue
         number = feeder.row[0][0]
-        if len(row) >= width and (again := layout.header_again(row)) is not None:
-            layout = again  # a header row is not a record
+        if (again := layout.header_again(row, feeder.row[0][1] or "")) is not None:
+            layout, new_delimiter = again  # a header row is not a record
             width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
+            if new_delimiter != delimiter:
+                delimiter = new_delimiter
+                reader = csv.reader(feeder, delimiter=delimiter, strict=True)
             continue
         if len(row) > width:
             ticket_id = _normal_id(row[id_col]) if id_col is not None else None

@@ -249,7 +249,8 @@ def record_from_cells(index: int, raw_id: str | None, cells: Sequence[str], line
 def id_pattern(fields: FieldMap) -> re.Pattern[str]:
     """Finds the id in a record's raw text when the record itself cannot be parsed."""
     name = re.escape(json.dumps(fields.id)[1:-1])
-    return re.compile(r'"' + name + r'"\s*:\s*("(?:[^"\\\n]|\\.){0,256}"|-?\d{1,20}(?![\d.eE]))')
+    # an integer id only when something follows it (a record cut inside its id has no id)
+    return re.compile(r'"' + name + r'"\s*:\s*("(?:[^"\\\n]|\\.){0,256}"|-?\d{1,20}(?=\s*[,}]))')
 
 
 def sniff_id(raw: str, pattern: re.Pattern[str]) -> str | None:

@@ -175,6 +175,34 @@ class _Prefixed(io.RawIOBase):
         return self._source.readinto1(buffer) or 0
 
 
+class _WholeUnits(_Prefixed):
+    """:class:`_Prefixed` for UTF-16/32: data that ends inside a code unit was cut, and says so
+    (instead of a U+FFFD that a CSV row would take for its text or its id)."""
+
+    def __init__(self, prefix: bytes, source: io.BufferedIOBase, unit: int):
+        super().__init__(prefix, source)
+        self._unit = unit
+        self._total = 0
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = super().readinto(buffer)
+        self._total += n
+        if n == 0 and self._total % self._unit:
+            raise TextFormatError(_cut_unit(self._total, self._unit))
+        return n
+
+
+def _unit(encoding: str) -> int:
+    return 4 if encoding.startswith("utf-32") else 2 if encoding.startswith("utf-16") else 0
+
+
+def _cut_unit(size: int, unit: int) -> str:
+    return (
+        f"the UTF-{unit * 8} data ends inside a character ({size:,} bytes after its byte-order mark, "
+        f"not a multiple of {unit}): the data is truncated"
+    )
+
+
 class _Gunzip(io.RawIOBase):
     """Decompressed bytes; gzip's errors become :class:`TextFormatError` (saying how many bytes
     were decompressed before the data stopped making sense); optional size cap."""
@@ -267,7 +295,9 @@ class DecodedText:
         sample = _read_available(binary, _HEAD_BYTES, SAMPLE_BYTES)
         sample = self._choose_encoding(sample, declared)
         codec, errors = _codec(self.encoding)
-        raw = io.BufferedReader(_Prefixed(sample, binary), buffer_size=1 << 16)
+        unit = _unit(self.encoding)
+        prefixed = _WholeUnits(sample, binary, unit) if unit else _Prefixed(sample, binary)
+        raw = io.BufferedReader(prefixed, buffer_size=1 << 16)
         self.stream: TextIO | io.StringIO = io.TextIOWrapper(raw, encoding=codec, errors=errors, newline=None)
         self.stream._CHUNK_SIZE = 1 << 18  # type: ignore[attr-defined]  # bytes decoded per refill
 
@@ -276,6 +306,9 @@ class DecodedText:
         few tickets pays microseconds for its decoding, not a tenth of a millisecond)."""
         self.compressed = False
         data = self._choose_encoding(data, declared)
+        unit = _unit(self.encoding)
+        if unit and len(data) % unit:
+            raise TextFormatError(_cut_unit(len(data), unit))
         codec, errors = _codec(self.encoding)
         self.stream = io.StringIO(data.decode(codec, errors), newline=None)
 
@@ -290,8 +323,10 @@ class DecodedText:
             if head.startswith(bom):
                 self.encoding, self.bom = name, True
                 head = _strip_boms(head, bom, name)
-                if name == UTF_8:
-                    refuse_binary(head[:SAMPLE_BYTES], compressed=self.compressed)
+                wide = name != UTF_8
+                refuse_binary(
+                    head[:SAMPLE_BYTES], compressed=self.compressed, wide=wide, encoding=name if wide else ""
+                )
                 return head
         if declared is not None:
             self.encoding = declared
@@ -301,9 +336,10 @@ class DecodedText:
                 self.encoding = actual
         else:
             self.encoding = sniff_encoding(head[:SAMPLE_BYTES])
-        if self.encoding in _WIDE:
-            return head
-        refuse_binary(head[:SAMPLE_BYTES], compressed=self.compressed)
+        wide = self.encoding in _WIDE
+        refuse_binary(
+            head[:SAMPLE_BYTES], compressed=self.compressed, wide=wide, encoding=self.encoding if wide else ""
+        )
         return _strip_boms(head, codecs.BOM_UTF8, self.encoding) if self.encoding == UTF_8 else head
 
     def read(self, size: int) -> str:
@@ -355,15 +391,18 @@ class BinaryData(TextFormatError):
     """The bytes are not text in any encoding this reader takes."""
 
 
-def refuse_binary(sample: bytes, *, compressed: bool = False) -> None:
-    """Raise :class:`BinaryData` for a sample of 8-bit-encoded data that is not text: a known
-    file signature, or a NUL byte (no text file in an 8-bit encoding holds one; UTF-16/32 are
-    told apart before this by their BOM or their NUL pattern)."""
+def refuse_binary(sample: bytes, *, compressed: bool = False, wide: bool = False, encoding: str = "") -> None:
+    """Raise :class:`BinaryData` for a sample of data that is not text: a known file signature
+    (whatever the charset label says), or a NUL: in an 8-bit encoding (not ``wide``) a NUL byte
+    (no text file in one holds one; UTF-16/32 are told apart before this by their BOM or their
+    NUL pattern), in UTF-16/32 (``encoding``) a NUL character."""
     for magic, what in _MAGIC:
         if sample.startswith(magic) and (magic != b"BZh" or sample[3:4].isdigit()):
             where = "the decompressed data is" if compressed else "the data is"
             raise BinaryData(f"{where} {what}, not text: send JSON Lines, CSV or JSON (optionally gzip)")
-    nul = sample.find(b"\x00")
+    nul = -1 if wide else sample.find(b"\x00")
+    if wide and encoding:
+        nul = sample[: len(sample) - len(sample) % 4].decode(encoding, "replace").find("\x00")
     if nul >= 0:
         where = "decompressed byte" if compressed else "byte"
         raise BinaryData(
