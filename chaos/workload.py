@@ -240,16 +240,18 @@ def _whole_file_failure(rng: random.Random, key_base: str) -> TicketFile:
     return TicketFile(f"{key_base}.csv", body, "csv_without_text", whole_file_error=True)
 
 
-def generated_file(rng: random.Random, key_base: str) -> TicketFile:
+def generated_file(rng: random.Random, key_base: str, key: str | None = None) -> TicketFile:
     """A file from the property tests' generator (:mod:`chaos.generated`): ids of every type,
     texts with every kind of line break, BOM, control character, emoji and lone surrogate,
-    written by ``json`` / ``csv`` / ``codecs`` in any supported encoding, maybe gzip."""
-    made = write_file(RandomDraw(rng))
+    written by ``json`` / ``csv`` / ``codecs`` in any supported encoding, maybe gzip. ``key``: a
+    new version of that object (same format, by its extension)."""
+    fmt = None
+    if key is not None:
+        fmt = next(f for f in ("jsonl", "json", "csv") if f".{f}" in key)
+    made = write_file(RandomDraw(rng), fmt=fmt)
     records = [Record(e.id, None if e.text is not None else "generated error", e.text) for e in made.expected]
-    name = made.key.removeprefix("generated")
-    return TicketFile(
-        f"{key_base}{name}", made.body, f"generated {made.description}", records, False, made.content_type
-    )
+    key = key or f"{key_base}{made.key.removeprefix('generated')}"
+    return TicketFile(key, made.body, f"generated {made.description}", records, False, made.content_type)
 
 
 @dataclass
@@ -293,7 +295,9 @@ def plan_uploads(
         uploads.append(Upload(len(uploads), ticket_file, rng.uniform(0.0, 0.4)))
         if n == 0 and not ticket_file.whole_file_error:  # a second version of the same key, soon after
             size = rng.randint(*tickets)
-            if ticket_file.key.endswith(".csv"):
+            if ticket_file.kind.startswith("generated"):
+                again = generated_file(rng, key_base, key=ticket_file.key)
+            elif ticket_file.key.endswith(".csv"):
                 again = _csv_file(rng, ticket_file.key, f"s{seed}f{n}v2", size, False, flaws)
             else:
                 again = _jsonl_file(rng, ticket_file.key, f"s{seed}f{n}v2", size, False, flaws)
