@@ -105,7 +105,7 @@ def _jsonl_items(lines: Iterator[Line], fields: FieldMap, max_chars: int | None)
             continue
         if isinstance(obj, dict):
             record = record_from_object(index, obj, fields, number)
-            if escapes_surrogate(line):
+            if "\\ud" in line or "\\uD" in line:  # may hold a lone surrogate: look (rarely true)
                 record = without_surrogates(record)
             yield record, obj.keys()
         elif isinstance(obj, list) and obj and all(isinstance(item, dict) for item in obj):
@@ -361,6 +361,10 @@ class _Layout:
         self.known = {*header, fields.id.lower(), *(name.lower() for name in fields.text)}
         self.longest = max(map(len, self.known)) + 8  # room for a BOM and spaces
         self.starts = tuple(self.known)
+        # first characters a header row can start with: a row that starts otherwise is a record
+        self.initials = frozenset(
+            {"\ufeff", '"', " ", *(n[0] for n in self.known if n), *(n[0].upper() for n in self.known if n)}
+        )
 
     def header_again(self, row: list[str], line: str) -> tuple[_Layout, str] | None:
         """The layout and delimiter of a header row (files joined with ``cat``: the second file's
@@ -421,7 +425,7 @@ def _csv_rows(
         ):
             continue
         number = feeder.row[0][0]
-        if (again := layout.header_again(row, feeder.row[0][1] or "")) is not None:
+        if row[0][:1] in layout.initials and (again := layout.header_again(row, feeder.row[0][1] or "")):
             layout, new_delimiter = again  # a header row is not a record
             width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
             if new_delimiter != delimiter:
