@@ -920,3 +920,81 @@ def test_a_nul_is_not_text_in_8_bit_data_but_is_in_wide_data() -> None:
     ts.refuse_binary("abcd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # NUL bytes: fine
     with pytest.raises(ts.BinaryData, match="a NUL at byte 1"):
         ts.refuse_binary("a\x00cd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # a NUL character
+
+
+def test_what_refusing_binary_says_in_full() -> None:
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"PK\x03\x04rest", compressed=True)
+    assert str(err.value) == (
+        "the decompressed data is a ZIP archive (an .xlsx, .docx or .zip file), not text: "
+        "send JSON Lines, CSV or JSON (optionally gzip)"
+    )
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"%PDF-1.7")
+    assert str(err.value).startswith("the data is a PDF document, not text")
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"ab\x00")
+    assert str(err.value) == (
+        "the data is not text: a NUL at byte 2 (a binary file, or UTF-16/32 without its byte-order "
+        "mark and mislabelled): send JSON Lines, CSV or JSON as text"
+    )
+    ts.refuse_binary(b"BZh, a ticket that starts like bzip2")  # "BZh" without a digit is text
+    ts.refuse_binary(b"")
+    # UTF-32 judged on whole units: a NUL character found in the first ones, a cut unit ignored
+    with pytest.raises(ts.BinaryData, match="a NUL at byte 1 "):
+        ts.refuse_binary("a\x00b".encode("utf-32-le") + b"\x61", wide=True, encoding="utf-32-le")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize(
+    "data, charset, encoding, bom, mismatch, text",
+    [
+        (codecs.BOM_UTF8 * 2 + b"id,text\n", None, "utf-8", True, None, "id,text\n"),
+        (
+            codecs.BOM_UTF16_BE + "id,text\n".encode("utf-16-be"),
+            "utf-8",
+            "utf-16-be",
+            True,
+            None,
+            "id,text\n",
+        ),
+        (codecs.BOM_UTF32_LE + "id,text\n".encode("utf-32-le"), None, "utf-32-le", True, None, "id,text\n"),
+        (b'{"id": 1, "text": "a"}\n', "utf-16", "utf-8", False, "utf-16-le", '{"id": 1, "text": "a"}\n'),
+        (
+            '{"id": 1, "text": "a"}\n'.encode("utf-16-be"),
+            "utf-8",
+            "utf-16-be",
+            False,
+            "utf-8",
+            '{"id": 1, "text": "a"}\n',
+        ),
+        ("crème\n".encode("cp1252"), "latin1", "windows-1252", False, None, "crème\n"),
+        ("crème\n".encode("cp1252") * 3, None, "windows-1252", False, None, "crème\n" * 3),
+    ],
+)
+def test_how_a_body_was_read(data, charset, encoding, bom, mismatch, text, streamed: bool) -> None:
+    decoded = ts.DecodedText(
+        iter([data[i : i + 5] for i in range(0, len(data), 5)]) if streamed else [data], charset=charset
+    )
+    assert (decoded.encoding, decoded.bom, decoded.declared_mismatch, decoded.compressed) == (
+        encoding,
+        bom,
+        mismatch,
+        False,
+    )
+    assert decoded.read(1 << 20) == text and decoded.empty is False
+
+
+def test_gzip_small_and_streamed_bodies_and_empty_ones() -> None:
+    data = "id,text\n1,crème\n".encode()
+    for chunks in ([gzip.compress(data)], iter([gzip.compress(data)])):
+        decoded = ts.DecodedText(chunks)
+        assert decoded.compressed and decoded.encoding == "utf-8" and decoded.read(100) == data.decode()
+    assert ts.DecodedText([b""]).empty and ts.DecodedText(iter([])).empty
+    big = [data] * (ts.SMALL_BYTES // len(data) + 1)  # over the in-memory limit: streamed, same text
+    assert ts.DecodedText(big).read(1 << 30) == data.decode() * len(big)
+    with pytest.raises(ts.UnsupportedEncoding, match="unsupported Content-Encoding 'br'"):
+        ts.DecodedText([data], content_encoding="br")
+    assert (
+        ts.DecodedText([data], content_encoding=" GZIP ").read(100) == data.decode()
+    )  # a label, bytes decide
