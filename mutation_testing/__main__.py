@@ -72,6 +72,7 @@ READER_TESTS = [
 PROPERTY_CASES = "tests/core/test_reader_properties.py"
 STREAM_TESTS = [
     *READER_TESTS,
+    "tests/core/test_jsonstream.py",
     f"{PROPERTY_CASES}::test_issue_21_regressions",
     f"{PROPERTY_CASES}::test_utf8_json_lines_labelled_utf16_is_read_by_its_bytes",
     f"{PROPERTY_CASES}::test_a_truncated_gzip_says_where_reading_stopped",
