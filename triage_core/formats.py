@@ -1,7 +1,8 @@
 """The three ticket formats, read from decoded text into :class:`TicketRecord` s.
 
 * **JSON Lines**: one JSON object per line (a bare JSON string is a ticket without id); blank
-  lines are not records.
+  lines are not records; every JSON value of a line is a record (files joined without a final
+  newline), a line of stray text names the values it holds (issue #21).
 * **CSV**: a header row naming the fields (case-insensitive), or configured column names for
   headerless data (batch transform's mini-batches). The delimiter is the first of ``,`` ``;``
   tab ``|`` that splits the header into the configured text field(s) (Excel writes ``;`` in
@@ -9,7 +10,9 @@
   most ``max_lines`` lines and ``max_chars`` characters; a row whose quote never closes, or
   whose closing quote is followed by stray text, is one per-record error naming its line, and
   reading resumes at the line after that row's first line.
-* **JSON**: an array of ticket objects, or an object holding one (:mod:`triage_core.jsonstream`).
+* **JSON**: an array of ticket objects, an object holding one under a known name, or one ticket
+  object (:mod:`triage_core.jsonstream`).
+* A CSV row that names the text field(s) is a header (of a file joined to this one), not a record.
 
 Every record that cannot be used is a record with an ``error``, never skipped; its error names
 its line when its id cannot be read. A source that as a whole has none of the configured text
