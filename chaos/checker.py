@@ -15,16 +15,44 @@ Invariants, per upload:
    ``complete`` means no failure and no error; the message's counts match the files; a file that
    fails as a whole is ``partial`` with an ``error`` and no tickets;
 4. no job left open past its deadline: the message arrived by the latest time the deadline
-   rules allow (:func:`latest_results_time`), judged by the wall clock.
+   rules allow (:func:`latest_results_time`), judged by the wall clock;
+5. integrity (issue #21): each result carries its own ticket's label. The checker scores every
+   classified ticket's text on its own (:class:`ReferenceScorer`: ONNX Runtime on the served
+   artifact, in this process, nothing of the pipeline in between) and requires the result's
+   label to be that label, or a near-tie of it, and its score that label's score, both within
+   :data:`NEAR_TIE` (docs/training.md: a ticket is a near-tie when the best label leads by less
+   than 0.05; batching and int8 dynamic quantization move scores by far less). A result attached
+   to another ticket's key would pass a presence check; it fails this one unless the two tickets
+   score alike.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+NEAR_TIE = 0.05  # docs/training.md, "export gate": the margin under which a ticket is a near-tie
+Scores = Callable[[Sequence[str]], list[dict[str, float]]]  # texts -> label -> score, per text
+
+
+class ReferenceScorer:
+    """The served model's scores for texts, computed here: ONNX Runtime on the artifact the
+    inference server serves (``triage_core.inference``, which the server imports too; nothing of
+    the pipeline: no reader, no chunk, no endpoint)."""
+
+    def __init__(self, model_dir: Path):
+        from triage_core.inference import ArtifactClassifier
+
+        self._classifier = ArtifactClassifier(model_dir, intra_op_threads=1)
+
+    def __call__(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        scores = self._classifier.predict_scores(list(texts))
+        labels = self._classifier.labels
+        return [{label: float(row[i]) for i, label in enumerate(labels)} for row in scores]
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,7 @@ class Expected:
     whole_file_error: bool
     uploaded_at: float  # wall clock
     latest_at: float  # its results message must have arrived by then (wall clock)
+    texts: dict[str, str] = field(default_factory=dict)  # ticket key -> text (classified ones)
 
 
 @dataclass(frozen=True)
@@ -49,7 +78,7 @@ class Arrived:
 @dataclass(frozen=True)
 class Violation:
     upload: str
-    invariant: str  # one_message | exactly_once | reasons | deadline
+    invariant: str  # one_message | exactly_once | reasons | deadline | integrity
     detail: str
 
     def __str__(self) -> str:
@@ -90,8 +119,10 @@ def check(
     arrived: list[Arrived],
     read: Callable[[str], bytes],
     output_bucket: str,
+    score: Scores | None = None,
 ) -> CheckReport:
-    """Check every invariant; ``read(uri)`` returns an output object's bytes."""
+    """Check every invariant; ``read(uri)`` returns an output object's bytes; ``score`` (a
+    :class:`ReferenceScorer`) the served model's scores of texts (None: no integrity check)."""
     report = CheckReport()
     by_upload: dict[tuple[str, str | None], list[Arrived]] = defaultdict(list)
     for item in arrived:
@@ -127,13 +158,17 @@ def check(
                 )
             )
         for item in items:
-            report.violations.extend(_check_message(exp, item.message, read, output_bucket))
+            report.violations.extend(_check_message(exp, item.message, read, output_bucket, score))
             report.statuses[str(item.message.get("status"))] += 1
     return report
 
 
 def _check_message(
-    exp: Expected, message: dict[str, Any], read: Callable[[str], bytes], output_bucket: str
+    exp: Expected,
+    message: dict[str, Any],
+    read: Callable[[str], bytes],
+    output_bucket: str,
+    scorer: Scores | None = None,
 ) -> list[Violation]:
     found: list[Violation] = []
 
@@ -194,4 +229,28 @@ def _check_message(
         )
     if exp.whole_file_error and not (status == "partial" and message.get("error") and not ids):
         bad("reasons", f"a file that fails as a whole came out {status} with {len(ids)} tickets")
+    if scorer is not None:
+        found.extend(Violation(exp.label, "integrity", d) for d in check_labels(exp.texts, results, scorer))
     return found
+
+
+def check_labels(texts: dict[str, str], results: list[dict[str, Any]], score: Scores) -> list[str]:
+    """Each result whose key has a known text: its label and score are what the served model
+    gives that text (within :data:`NEAR_TIE`). Returns what is wrong, one line per result."""
+    rows = [r for r in results if isinstance(r.get("id"), str) and r["id"] in texts]
+    if not rows:
+        return []
+    reference = score([texts[r["id"]] for r in rows])
+    wrong = []
+    for row, expected in zip(rows, reference, strict=True):
+        label, served = row.get("label"), row.get("score")
+        best = max(expected, key=expected.__getitem__)
+        own = expected.get(label) if isinstance(label, str) else None
+        if own is None or expected[best] - own > NEAR_TIE:
+            wrong.append(
+                f"{row['id']!r} came back {label!r}; its text scores {best!r} {expected[best]:.3f}"
+                + (f", {label!r} {own:.3f}" if own is not None else "")
+            )
+        elif not isinstance(served, (int, float)) or abs(served - own) > NEAR_TIE:
+            wrong.append(f"{row['id']!r} came back {label!r} {served}; its text scores it {own:.3f}")
+    return wrong

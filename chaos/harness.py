@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import Arrived, CheckReport, Expected, check, latest_results_time
+from chaos.checker import Arrived, CheckReport, Expected, ReferenceScorer, check, latest_results_time
 from chaos.clock import VirtualClock
 from chaos.delivery import CONTINUATION, NOTIFICATION, REDRIVE, S3, SCHEDULE, ChaosRouter
 from chaos.endpoint import ChaosEndpoint
@@ -150,6 +150,7 @@ class ChaosStack:
         self.endpoint_concurrency = endpoint_concurrency
         self.moto: MotoServer | None = None
         self.model_server: ModelServerProcess | None = None
+        self.scorer: ReferenceScorer | None = None  # the checker's own scoring of ticket texts
         self._logs: Any = None
         self.calls = CallRecorder()  # every AWS call of the functions and the endpoint, all seeds
 
@@ -163,6 +164,7 @@ class ChaosStack:
             ).start()
             self._logs = routed_logs(self.work_dir, "WARNING")
             self._logs.__enter__()
+            self.scorer = ReferenceScorer(self.model_dir)
         except BaseException:
             self.__exit__()
             raise
@@ -201,7 +203,13 @@ class ChaosStack:
         result = SeedResult(
             seed,
             uploads,
-            check(run.expected(uploads), list(run.arrived), run.read, resources.names.output_bucket),
+            check(
+                run.expected(uploads),
+                list(run.arrived),
+                run.read,
+                resources.names.output_bucket,
+                score=self.scorer,
+            ),
             run.log.counts,
             time.time() - started,
             run.service.invocations,
@@ -429,6 +437,7 @@ class _SeedRun:
                 u.file.whole_file_error,
                 u.uploaded_at or 0.0,
                 self.latest_at(u),
+                u.file.texts,
             )
             for u in uploads
         ]

@@ -10,8 +10,9 @@ records as the generator wrote them, never by running the pipeline's parser:
   (docs/formats.md: a line that is not JSON "with its id if one can be read from the
   text", a CSV row with more cells than the header, its ``id`` cell);
 * a record without a readable id (none given, an empty cell, an id that is neither a string nor
-  an integer) gets ``#<n>``;
-* a record repeating an id used by an earlier record (good or bad) is rejected as ``<id>#<n>``;
+  an integer) gets ``<record n>``; so does one whose id starts with ``<record `` (reserved), and
+  it fails;
+* a record repeating an id used by an earlier record (good or bad) is rejected as ``<record n>``;
 * a bad record (invalid JSON, empty or whitespace text, missing text, bad id type, more CSV cells
   than the header) is rejected: its key must be among the failures;
 * a line that is not UTF-8 in a UTF-8 file (windows-1252, "a line pasted from Word") is a ticket:
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from chaos.generated import RandomDraw, write_file
 from local_pipeline.model_server import REPO_ROOT
 
 BUNDLED = REPO_ROOT / "data" / "banking77" / "train.csv"
@@ -43,6 +45,7 @@ class Record:
 
     id: str | None
     broken: str | None = None  # what is wrong with it, for reports
+    text: str | None = None  # the text the reader must give it (a good record), to score it
 
 
 @dataclass
@@ -57,18 +60,28 @@ class TicketFile:
     @property
     def expected(self) -> dict[str, bool]:
         """Ticket key -> must be a failure (a broken or duplicate record)."""
-        keys: dict[str, bool] = {}
+        return {key: must_fail for key, must_fail, _ in self._keyed()}
+
+    @property
+    def texts(self) -> dict[str, str]:
+        """Ticket key -> its text, for every record that must be classified (what the checker
+        scores on its own to check the label the pipeline gave that key)."""
+        return {key: text for key, must_fail, text in self._keyed() if not must_fail and text is not None}
+
+    def _keyed(self) -> list[tuple[str, bool, str | None]]:
+        keyed = []
         used: set[str] = set()
         for number, record in enumerate(self.records, 1):
-            if record.id is None:
-                key, must_fail = f"#{number}", record.broken is not None
+            if record.id is None or record.id.startswith("<record "):  # the reserved namespace
+                key = f"<record {number}>"
+                must_fail = record.broken is not None or record.id is not None
             elif record.id in used:
-                key, must_fail = f"{record.id}#{number}", True
+                key, must_fail = f"<record {number}>", True
             else:
                 key, must_fail = record.id, record.broken is not None
                 used.add(record.id)
-            keys[key] = must_fail
-        return keys
+            keyed.append((key, must_fail, record.text))
+        return keyed
 
 
 @cache
@@ -120,7 +133,7 @@ def _jsonl_file(rng: random.Random, key: str, prefix: str, size: int, crlf: bool
                 lines.append(
                     b'{"id": "' + ticket_id.encode() + b'", "text": "r\xe9sum\xe9 of my issue"}' + end
                 )
-                w.records.append(Record(ticket_id))
+                w.records.append(Record(ticket_id, text="résumé of my issue"))
                 w.used.append(ticket_id)
             elif flaw == "empty_text":
                 lines.append(
@@ -143,24 +156,25 @@ def _jsonl_file(rng: random.Random, key: str, prefix: str, size: int, crlf: bool
                 w.records.append(Record(again, None))  # the keying rule makes it a failure
             continue
         style = rng.random()
+        text = w.text()
         if style < 0.08:  # "a bare JSON string is a ticket without id"
-            lines.append(json.dumps(w.text()).encode() + end)
-            w.records.append(Record(None))
+            lines.append(json.dumps(text).encode() + end)
+            w.records.append(Record(None, text=text))
         elif style < 0.16:  # no id field
-            lines.append(json.dumps({"text": w.text()}).encode() + end)
-            w.records.append(Record(None))
+            lines.append(json.dumps({"text": text}).encode() + end)
+            w.records.append(Record(None, text=text))
         elif style < 0.24:  # an integer id: "integers as strings"
             number = rng.randrange(10_000, 99_999)
-            lines.append(json.dumps({"id": number, "text": w.text()}).encode() + end)
-            w.records.append(Record(str(number)))
+            lines.append(json.dumps({"id": number, "text": text}).encode() + end)
+            w.records.append(Record(str(number), text=text))
             w.used.append(str(number))
         else:
             ticket_id = w.new_id()
             extra = {"channel": "email"} if style > 0.9 else {}
             lines.append(
-                json.dumps({"id": ticket_id, "text": w.text(), **extra}, ensure_ascii=False).encode() + end
+                json.dumps({"id": ticket_id, "text": text, **extra}, ensure_ascii=False).encode() + end
             )
-            w.records.append(Record(ticket_id))
+            w.records.append(Record(ticket_id, text=text))
             w.used.append(ticket_id)
     return TicketFile(key, b"".join(lines), "jsonl-crlf" if crlf else "jsonl", w.records)
 
@@ -179,8 +193,9 @@ def _csv_file(rng: random.Random, key: str, prefix: str, size: int, excel: bool,
         if roll < 0.06:
             buffer.write("\r\n" if excel else "\n")  # a blank line: not a record
         elif not flaws and roll < 0.24:
-            writer.writerow([ticket_id, "card", w.text()])
-            w.records.append(Record(ticket_id))
+            text = w.text()
+            writer.writerow([ticket_id, "card", text])
+            w.records.append(Record(ticket_id, text=text))
             w.used.append(ticket_id)
         elif roll < 0.12:
             writer.writerow([ticket_id, "re: card", "   "])
@@ -197,14 +212,15 @@ def _csv_file(rng: random.Random, key: str, prefix: str, size: int, excel: bool,
             writer.writerow([again, "follow-up", w.text()])
             w.records.append(Record(again))
         elif roll < 0.30:
-            writer.writerow(["", "no id", w.text()])
-            w.records.append(Record(None))
+            text = w.text()
+            writer.writerow(["", "no id", text])
+            w.records.append(Record(None, text=text))
         else:
             text = w.text()
             if rng.random() < 0.15:
                 text = f"Hello,\n{text}\nThanks, Sam"  # quoted newlines
             writer.writerow([ticket_id, "support, please", text])
-            w.records.append(Record(ticket_id))
+            w.records.append(Record(ticket_id, text=text))
             w.used.append(ticket_id)
     body = buffer.getvalue().encode("utf-8")
     if excel:
@@ -222,6 +238,20 @@ def _whole_file_failure(rng: random.Random, key_base: str) -> TicketFile:
         )
     body = b"id,subject\nq-1,card\nq-2,refund\n"
     return TicketFile(f"{key_base}.csv", body, "csv_without_text", whole_file_error=True)
+
+
+def generated_file(rng: random.Random, key_base: str, key: str | None = None) -> TicketFile:
+    """A file from the property tests' generator (:mod:`chaos.generated`): ids of every type,
+    texts with every kind of line break, BOM, control character, emoji and lone surrogate,
+    written by ``json`` / ``csv`` / ``codecs`` in any supported encoding, maybe gzip. ``key``: a
+    new version of that object (same format, by its extension)."""
+    fmt = None
+    if key is not None:
+        fmt = next(f for f in ("jsonl", "json", "csv") if f".{f}" in key)
+    made = write_file(RandomDraw(rng), fmt=fmt)
+    records = [Record(e.id, None if e.text is not None else "generated error", e.text) for e in made.expected]
+    key = key or f"{key_base}{made.key.removeprefix('generated')}"
+    return TicketFile(key, made.body, f"generated {made.description}", records, False, made.content_type)
 
 
 @dataclass
@@ -254,6 +284,8 @@ def plan_uploads(
         roll = rng.random()
         if roll < 0.12:
             ticket_file = _whole_file_failure(rng, key_base)
+        elif roll < 0.27:
+            ticket_file = generated_file(rng, key_base)
         elif roll < 0.55:
             ticket_file = _jsonl_file(
                 rng, f"{key_base}.jsonl", f"s{seed}f{n}", size, rng.random() < 0.3, flaws
@@ -263,7 +295,9 @@ def plan_uploads(
         uploads.append(Upload(len(uploads), ticket_file, rng.uniform(0.0, 0.4)))
         if n == 0 and not ticket_file.whole_file_error:  # a second version of the same key, soon after
             size = rng.randint(*tickets)
-            if ticket_file.key.endswith(".csv"):
+            if ticket_file.kind.startswith("generated"):
+                again = generated_file(rng, key_base, key=ticket_file.key)
+            elif ticket_file.key.endswith(".csv"):
                 again = _csv_file(rng, ticket_file.key, f"s{seed}f{n}v2", size, False, flaws)
             else:
                 again = _jsonl_file(rng, ticket_file.key, f"s{seed}f{n}v2", size, False, flaws)

@@ -55,19 +55,40 @@ SHARED_MOTO = "TRIAGE_TEST_MOTO_URL"  # tests/pipeline/conftest.py uses this ser
 # Reading tickets (issue #11 split the reader): records.py (what a record is, field maps,
 # per-record errors, the shape check), formats.py (JSON Lines, CSV, JSON elements to records:
 # blank lines, broken rows, bare strings) and reader.py (format detection, decoding -> lines ->
-# records) decide which bytes become which records. textstream.py and jsonstream.py (bytes ->
-# text, the bounded JSON array reader) are not mutated yet (docs/mutation.md).
+# records) decide which bytes become which records; textstream.py (bytes -> text: gzip, BOMs,
+# charsets checked against the bytes, binary refused) and jsonstream.py (the bounded JSON array
+# reader) are mutated too since issue #21, with the same tests plus the reader's property tests.
 # Job state: jobs.py (DynamoDB items, conditions, leases) and aggregation.py (one notification ->
-# recorded once -> maybe finalize).
+# recorded once -> maybe finalize); results.py (finalizing a job: results files, the message)
+# and sweeping.py (overdue jobs) since issue #21, with the fast tests of deadlines and of the
+# chaos findings that drive them through moto's server.
 READER_TESTS = [
     "tests/core/test_ticket_reader.py",
     "tests/core/test_reader_edges.py",
     "tests/pipeline/test_pipeline_units.py",
 ]
+# The reader's property tests' regression cases (issue #21); the Hypothesis properties themselves
+# take ~10 s a run, too long to repeat for each of several hundred mutants.
+PROPERTY_CASES = "tests/core/test_reader_properties.py"
+STREAM_TESTS = [
+    *READER_TESTS,
+    "tests/core/test_jsonstream.py",
+    f"{PROPERTY_CASES}::test_issue_21_regressions",
+    f"{PROPERTY_CASES}::test_utf8_json_lines_labelled_utf16_is_read_by_its_bytes",
+    f"{PROPERTY_CASES}::test_a_truncated_gzip_says_where_reading_stopped",
+]
+FINALIZE_TESTS = [
+    "tests/pipeline/test_aggregation_units.py",
+    "tests/pipeline/test_pipeline_units.py",
+    "tests/pipeline/test_pipeline_deadlines.py",
+    "tests/pipeline/test_pipeline_chaos_findings.py",
+]
 MODULES = {
     "triage_core/records.py": ("triage_core/records.py", READER_TESTS),
     "triage_core/formats.py": ("triage_core/formats.py", READER_TESTS),
     "triage_core/reader.py": ("triage_core/reader.py", READER_TESTS),
+    "triage_core/textstream.py": ("triage_core/textstream.py", STREAM_TESTS),
+    "triage_core/jsonstream.py": ("triage_core/jsonstream.py", STREAM_TESTS),
     "lambda/ticket_pipeline/jobs.py": (
         "ticket_pipeline/jobs.py",
         ["tests/pipeline/test_jobs_store.py", "tests/pipeline/test_pipeline_units.py"],
@@ -76,6 +97,11 @@ MODULES = {
         "ticket_pipeline/aggregation.py",
         ["tests/pipeline/test_aggregation_units.py"],
     ),
+    "lambda/ticket_pipeline/results.py": ("ticket_pipeline/results.py", FINALIZE_TESTS),
+    "lambda/ticket_pipeline/sweeping.py": (
+        "ticket_pipeline/sweeping.py",
+        ["tests/pipeline/test_pipeline_deadlines.py", "tests/pipeline/test_pipeline_chaos_findings.py"],
+    ),
 }
 
 LINKS = {
@@ -83,6 +109,7 @@ LINKS = {
     "ticket_pipeline": REPO / "lambda" / "ticket_pipeline",
     "local_pipeline": REPO / "local_pipeline",
     "tests": REPO / "tests",
+    "chaos": REPO / "chaos",  # chaos/generated.py: the files of the reader's property tests
 }
 
 GOALS = {"module": 0.90, "overall": 0.92}
@@ -111,7 +138,7 @@ def stage(module: str) -> Path:
     mutmut = {
         "source_paths": sorted({staged_path.split("/")[0] for staged_path, _ in MODULES.values()}),
         "only_mutate": [staged],
-        "also_copy": ["local_pipeline"],
+        "also_copy": ["local_pipeline", "chaos"],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly", "-m", "not slow"],
     }

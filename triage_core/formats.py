@@ -1,7 +1,8 @@
 """The three ticket formats, read from decoded text into :class:`TicketRecord` s.
 
 * **JSON Lines**: one JSON object per line (a bare JSON string is a ticket without id); blank
-  lines are not records.
+  lines are not records; every JSON value of a line is a record (files joined without a final
+  newline), a line of stray text names the values it holds (issue #21).
 * **CSV**: a header row naming the fields (case-insensitive), or configured column names for
   headerless data (batch transform's mini-batches). The delimiter is the first of ``,`` ``;``
   tab ``|`` that splits the header into the configured text field(s) (Excel writes ``;`` in
@@ -9,7 +10,9 @@
   most ``max_lines`` lines and ``max_chars`` characters; a row whose quote never closes, or
   whose closing quote is followed by stray text, is one per-record error naming its line, and
   reading resumes at the line after that row's first line.
-* **JSON**: an array of ticket objects, or an object holding one (:mod:`triage_core.jsonstream`).
+* **JSON**: an array of ticket objects, an object holding one under a known name, or one ticket
+  object (:mod:`triage_core.jsonstream`).
+* A CSV row that names the text field(s) is a header (of a file joined to this one), not a record.
 
 Every record that cannot be used is a record with an ``error``, never skipped; its error names
 its line when its id cannot be read. A source that as a whole has none of the configured text
@@ -31,12 +34,14 @@ from triage_core.records import (
     TicketRecord,
     at_line,
     check_shape,
+    escapes_surrogate,
     id_pattern,
     make_record,
     normalise_id,
     record_from_cells,
     record_from_object,
     sniff_id,
+    without_surrogates,
 )
 from triage_core.textstream import decode_bytes
 
@@ -87,18 +92,99 @@ def _jsonl_items(lines: Iterator[Line], fields: FieldMap, max_chars: int | None)
             continue
         if not line or line.isspace():
             continue
+        if index == 0 and line.strip() in ("[", "{"):
+            raise RecordFormatError(
+                f"line {number} is {line.strip()!r} alone: a JSON document written over several lines, "
+                "not JSON Lines (one ticket per line): send it as JSON (.json, application/json)"
+            )
         try:
             obj = loads(line.rstrip("\n"))
-        except ValueError as exc:
-            ticket_id = sniff_id(line, id_re)
-            message = f"invalid JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "invalid JSON"
-            yield TicketRecord(index, ticket_id, None, at_line(message, ticket_id, number)), None
+        except (ValueError, RecursionError):
+            # Not one JSON value: maybe several (files joined without a final newline), a BOM
+            # of a joined file, or broken JSON. Each value is a record of its own.
+            for item in _line_values(index, line, number, fields, id_re):
+                yield item
+                index += 1
+            continue
+        if isinstance(obj, dict):
+            record = record_from_object(index, obj, fields, number)
+            if "\\ud" in line or "\\uD" in line:  # may hold a lone surrogate: look (rarely true)
+                record = without_surrogates(record)
+            yield record, obj.keys()
+        elif isinstance(obj, list) and obj and all(isinstance(item, dict) for item in obj):
+            # a JSON array of tickets on one line (a .json file sent as JSON Lines): its tickets
+            surrogates = escapes_surrogate(line)
+            for item in obj:
+                record = record_from_object(index, item, fields, number)
+                yield (without_surrogates(record) if surrogates else record), item.keys()
+                index += 1
+            continue
         else:
-            if isinstance(obj, dict):
-                yield record_from_object(index, obj, fields, number), obj.keys()
-            else:
-                yield _non_object(index, obj, fields, number), None
+            if index == 0 and isinstance(obj, str) and obj.strip().lower() in _header_names(fields):
+                raise RecordFormatError(
+                    f"the first line is {obj!r}, a CSV header, not a ticket: send the file as CSV "
+                    "(.csv, text/csv)"
+                )
+            yield _non_object(index, obj, fields, number), None
         index += 1
+
+
+def _header_names(fields: FieldMap) -> set[str]:
+    return {fields.id.lower(), *(name.lower() for name in fields.text)}
+
+
+_DECODE = json.JSONDecoder().raw_decode
+_JSON_WS = " \t\n\r\ufeff"  # JSON's whitespace, and the BOM of a file joined mid-line
+
+
+def _line_values(index: int, line: str, number: int, fields: FieldMap, id_re):
+    """The records of a line that is not one JSON value.
+
+    Every JSON value on the line is a record, in order (two files joined without a final
+    newline put two tickets on one line). Text that is not a JSON value is: a record error of
+    its own when it starts like a record (``{`` or ``"``: a record cut short); otherwise stray
+    text, and then nothing on the line is trusted: each value seen is a record error naming it,
+    so no record is made up of the stray text and none is read from a damaged line."""
+    line = line.rstrip("\n")
+    pos, end = 0, len(line)
+    items: list[tuple[TicketRecord, object]] = []
+    exc: Exception
+    while True:
+        while pos < end and line[pos] in _JSON_WS:
+            pos += 1
+        if pos >= end:
+            yield from items
+            return
+        try:
+            value, stop = _DECODE(line, pos)
+        except (ValueError, RecursionError) as err:
+            exc = err
+            break
+        number_here = index + len(items)
+        if isinstance(value, dict):
+            record = record_from_object(number_here, value, fields, number)
+            if escapes_surrogate(line, pos, stop):
+                record = without_surrogates(record)
+            items.append((record, value.keys()))
+        else:
+            items.append((_non_object(number_here, value, fields, number), None))
+        pos = stop
+    if isinstance(exc, json.JSONDecodeError):
+        message = f"invalid JSON: {exc.msg}"
+    elif isinstance(exc, RecursionError):
+        message = "invalid JSON: nested deeper than the JSON decoder allows"
+    else:
+        message = "invalid JSON"
+    if items and line[pos] not in '{"':
+        where = f"stray text after the {len(items)} JSON value(s) of line {number} (column {pos + 1})"
+        for record, _ in items:
+            yield TicketRecord(record.index, record.id, None, at_line(where, record.id, None)), None
+        return
+    yield from items
+    ticket_id = sniff_id(line[pos:], id_re)
+    if items:
+        message += f" (after {len(items)} record(s) on the same line)"
+    yield TicketRecord(index + len(items), ticket_id, None, at_line(message, ticket_id, number)), None
 
 
 def _non_object(index: int, value: object, fields: FieldMap, line: int | None) -> TicketRecord:
@@ -123,7 +209,7 @@ class JsonTickets:
         max_chars: int = 8 * 1024 * 1024,
         keep_members: Collection[str] = (),
     ):
-        self.document = JsonRecords(read, max_chars, keep_members)
+        self.document = JsonRecords(read, max_chars, keep_members, capture=(fields.id, *fields.text))
         self.fields = fields
         self.objects = 0  # elements that were JSON objects (the rest: strings, other values, errors)
 
@@ -135,12 +221,13 @@ class JsonTickets:
         # text also names its line.
         id_re = id_pattern(self.fields)
         fields = self.fields
-        for index, (value, error, raw) in enumerate(self.document):
+        for index, (value, error, raw, escapes) in enumerate(self.document):
             if error is not None:
                 yield TicketRecord(index, sniff_id(raw, id_re) if raw else None, None, error), None
             elif isinstance(value, dict):
                 self.objects += 1
-                yield record_from_object(index, value, fields, None), value.keys()
+                record = record_from_object(index, value, fields, None)
+                yield without_surrogates(record) if escapes else record, value.keys()
             else:
                 yield _non_object(index, value, fields, None), None
 
@@ -216,7 +303,8 @@ def _split(text: str, delimiter: str) -> list[str]:
 
 
 def _columns(cells: Sequence[str]) -> list[str]:
-    return [cell.strip().lower() for cell in cells]
+    # "\ufeff": the BOM of a file joined to another, or one a tool added twice
+    return [cell.strip().lstrip("\ufeff").strip().lower() for cell in cells]
 
 
 def detect_delimiter(header_line: str, fields: FieldMap) -> str:
@@ -261,21 +349,52 @@ def iter_csv(
             f"{[n.lower() for n in fields.text]} (missing {missing}) and optionally id column "
             f"{fields.id.lower()!r}: set the field mapping to the file's column names"
         )
-    id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
-    text_cols = [header.index(name.lower()) for name in fields.text]
-    yield from _csv_rows(feeder, delimiter, len(header), id_col, text_cols, max_chars, max_lines)
+    yield from _csv_rows(feeder, delimiter, _Layout(header, fields), max_chars, max_lines)
+
+
+class _Layout:
+    """Where a CSV header puts the id and text fields."""
+
+    def __init__(self, header: list[str], fields: FieldMap):
+        self.header = header
+        self.fields = fields
+        self.width = len(header)
+        self.id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
+        self.text_cols = [header.index(name.lower()) for name in fields.text]
+        self.known = {*header, fields.id.lower(), *(name.lower() for name in fields.text)}
+        self.longest = max(map(len, self.known)) + 8  # room for a BOM and spaces
+        self.starts = tuple(self.known)
+        # first characters a header row can start with: a row that starts otherwise is a record
+        self.initials = frozenset(
+            {"\ufeff", '"', " ", *(n[0] for n in self.known if n), *(n[0].upper() for n in self.known if n)}
+        )
+
+    def header_again(self, row: list[str], line: str) -> tuple[_Layout, str] | None:
+        """The layout and delimiter of a header row (files joined with ``cat``: the second file's
+        header, perhaps with its BOM, other columns or another delimiter), else None. An
+        ordinary row costs a look at the start of its first cell."""
+        head = row[0][: self.longest].lstrip('\ufeff" ').lower()
+        if not head.startswith(self.starts):
+            return None
+        line = line.lstrip("\ufeff")
+        for delimiter in CSV_DELIMITERS:
+            columns = _columns(_split(line, delimiter))
+            if "" in columns or len(set(columns)) != len(columns):
+                continue
+            if all(name.lower() in columns for name in self.fields.text):
+                return _Layout(columns, self.fields), delimiter  # names the text field(s) once
+        return None
 
 
 def _csv_rows(
     feeder: _RowLines,
     delimiter: str,
-    width: int,
-    id_col: int | None,
-    text_cols: list[int],
+    layout: _Layout,
     max_chars: int | None,
     max_lines: int,
 ) -> Iterator[TicketRecord]:
     reader = csv.reader(feeder, delimiter=delimiter, strict=True)
+    width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
     index = 0
     while True:
         feeder.begin_row()
@@ -286,6 +405,13 @@ def _csv_rows(
         except (csv.Error, _Unbounded, _Oversized) as exc:
             lines = feeder.row
             number, first_text = lines[0]
+            if first_text is not None and (again := layout.header_again([first_text], first_text)):
+                # the header of a file joined to this one, quoted and in another delimiter
+                layout, delimiter = again
+                width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
+                feeder.resume_after_first_line()
+                reader = csv.reader(feeder, delimiter=delimiter, strict=True)
+                continue
             if first_text is None:
                 yield _too_large(index, max_chars, number)
             else:
@@ -295,9 +421,20 @@ def _csv_rows(
             feeder.resume_after_first_line()
             index += 1
             continue
-        if not row or all(not cell.strip() for cell in row):
+        # a blank line, or a row of separators only (Excel's empty rows), is not a record; a
+        # quoted empty or blank field is (a record with an empty text)
+        if (not row or all(not cell.strip() for cell in row)) and not any(
+            '"' in (text or "") for _, text in feeder.row
+        ):
             continue
         number = feeder.row[0][0]
+        if row[0][:1] in layout.initials and (again := layout.header_again(row, feeder.row[0][1] or "")):
+            layout, new_delimiter = again  # a header row is not a record
+            width, id_col, text_cols = layout.width, layout.id_col, layout.text_cols
+            if new_delimiter != delimiter:
+                delimiter = new_delimiter
+                reader = csv.reader(feeder, delimiter=delimiter, strict=True)
+            continue
         if len(row) > width:
             ticket_id = _normal_id(row[id_col]) if id_col is not None else None
             error = f"expected {width} columns, got {len(row)}"

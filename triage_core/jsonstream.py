@@ -11,11 +11,18 @@ top of the standard library's C-accelerated decoder (``json.JSONDecoder.raw_deco
 * an element longer than ``max_chars`` is skipped by a scanner that tracks only string and
   nesting state, and reported; so is an element that is not valid JSON (its extent is still
   known from the brackets, so reading resumes at the next element);
-* the records array is the first top-level member whose value is an array; other members are
-  skipped the same bounded way, or, when ``keep_members`` names them, decoded (each at most
-  ``max_chars``) into :attr:`JsonRecords.members`;
+* in an object, the records array is the member named by one of :data:`WRAPPER_KEYS` (any
+  case) whose value is an array: the first array of an object is not taken for the tickets (a
+  ticket's ``tags``, a table's ``columns``); a second such array is an error (which holds the
+  tickets would be a guess). Other members are skipped the same bounded way, or, when
+  ``keep_members`` names them, decoded (each at most ``max_chars``) into
+  :attr:`JsonRecords.members`; members named in ``capture`` (the ticket fields) are decoded
+  too, so that an object without a records array that has them is read as *one* ticket;
+* arrays written one after another (``cat a.json b.json``) are read in order, as one array;
 * a document that ends before its closing bracket (a truncated file) is an error for the whole
-  document, since the tickets after the cut are unknown.
+  document, since the tickets after the cut are unknown;
+* a value nested deeper than the standard decoder can recurse is an invalid element, not a
+  crash.
 """
 
 from __future__ import annotations
@@ -25,7 +32,20 @@ import re
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, NamedTuple
 
+from triage_core.textstream import TextFormatError
+
 READ_CHARS = 1 << 18
+# Members that hold a file's tickets: help-desk and API exports (Zendesk ``tickets`` /
+# ``requests`` / ``results``, ServiceNow ``result``, Jira ``issues``, HubSpot ``results``,
+# Front ``_results``, generic ``records`` / ``items`` / ``data`` / ``rows``) and the serving
+# shapes ``inputs`` / ``instances`` (SageMaker, Hugging Face).
+WRAPPER_KEYS = frozenset(
+    {
+        *("tickets", "requests", "results", "result", "issues", "_results", "conversations"),
+        *("records", "items", "data", "rows", "entries", "inputs", "instances"),
+    }
+)
+_DEEP = "nested deeper than the JSON decoder allows"
 _WS = re.compile(r"[ \t\n\r]*")
 _SEPARATOR = re.compile(r"[ \t\n\r]*(?:,[ \t\n\r]*)?")  # between two elements
 _STRUCT = re.compile(r'["\[\]{}]')
@@ -42,11 +62,17 @@ class JsonStructureError(ValueError):
 
 class Element(NamedTuple):
     """One element of the records array: its value, or why it could not be read (the error
-    names the element's line; ``raw`` is its text, bounded, to find an id in it)."""
+    names the element's line; ``raw`` is its text, bounded, to find an id in it).
+    ``escapes``: its text holds a ``\\ud...`` escape (it may decode to a lone surrogate)."""
 
     value: Any = None
     error: str | None = None
     raw: str = ""
+    escapes: bool = False
+
+
+def _escapes(buf: str, start: int, end: int) -> bool:
+    return buf.find("\\ud", start, end) >= 0 or buf.find("\\uD", start, end) >= 0
 
 
 class JsonRecords:
@@ -58,10 +84,13 @@ class JsonRecords:
         read: Callable[[int], str],
         max_chars: int,
         keep_members: Collection[str] = (),
+        capture: Collection[str] = (),
     ):
         self._read = read
         self._max = max_chars
         self._keep = frozenset(keep_members)
+        self._capture = frozenset(name.lower() for name in capture)
+        self.captured: dict[str, Any] = {}
         self._buf = ""
         self._pos = 0
         self._eof = False
@@ -69,6 +98,8 @@ class JsonRecords:
         self._line_pos = 0  # self._line counts the newlines before this buffer position
         self._decode = json.JSONDecoder().raw_decode
         self.members: dict[str, Any] = {}
+        self._captured_escapes = False
+        self._captured_error: str | None = None
         self.records_key: str | None = None
         self.top_level: str | None = None  # "array" | "object" | None (empty document)
 
@@ -82,7 +113,11 @@ class JsonRecords:
             self._buf = self._buf[self._pos :]
             self._line_pos -= self._pos
             self._pos = 0
-        piece = self._read(READ_CHARS)
+        try:
+            piece = self._read(READ_CHARS)
+        except TextFormatError as exc:
+            line = self._line_at(len(self._buf))
+            raise TextFormatError(f"{exc} (the JSON was read up to line {line:,})") from None
         if not piece:
             self._eof = True
             return False
@@ -186,19 +221,19 @@ class JsonRecords:
             start, buf = self._pos, self._buf  # the cursor stays at the value until it is read
             try:
                 value, end = self._decode(buf, start)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 end = self._extent(start)
+                message = exc.msg if isinstance(exc, json.JSONDecodeError) else _DEEP
                 if end is not None:  # the value is complete, so it is invalid JSON
                     self._pos = end
                     lines = self._span(start, end)
-                    return None, f"invalid JSON: {exc.msg} ({lines})", buf[start : min(end, start + 4096)]
-                message = exc.msg
+                    return None, f"invalid JSON: {message} ({lines})", buf[start : min(end, start + 4096)]
             else:
                 if end < len(buf) or self._eof:  # else a number may go on in the next read
                     self._pos = end
                     if end - start > self._max:
                         return None, f"record is larger than {self._max} characters", ""
-                    return value, None, ""
+                    return value, None, buf[start:end] if _escapes(buf, start, end) else ""
                 message = "truncated"
             if self._eof:
                 line = self._line_at(start)
@@ -227,6 +262,9 @@ class JsonRecords:
             self.top_level = "array"
             self._pos += 1
             yield from self._array()
+            while self._skip_bom_ws() and self._peek() == "[":  # arrays joined: cat a.json b.json
+                self._pos += 1
+                yield from self._array()
         elif first == "{":
             self.top_level = "object"
             self._pos += 1
@@ -236,10 +274,19 @@ class JsonRecords:
                 "expected a JSON array of tickets, or an object holding one (such as "
                 f'{{"tickets": [...]}}), found {first!r} at line {self._line_at(self._pos)}'
             )
-        if self._skip_ws():
+        if self._skip_bom_ws():
             raise JsonStructureError(
-                f"unexpected data after the JSON document at line {self._line_at(self._pos)}"
+                f"unexpected data after the JSON document at line {self._line_at(self._pos)}: "
+                "the records after it are not read"
             )
+
+    def _skip_bom_ws(self) -> bool:
+        """:meth:`_skip_ws`, also over BOMs (of files joined after this one)."""
+        while self._skip_ws():
+            if self._peek() != "\ufeff":
+                return True
+            self._pos += 1
+        return False
 
     def _array(self) -> Iterator[Element]:
         separator, decode = _SEPARATOR.match, self._decode
@@ -250,12 +297,15 @@ class JsonRecords:
             if pos < len(buf) and buf[pos] not in "],":
                 try:
                     value, end = decode(buf, pos)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     pass
                 else:
                     if end < len(buf) and end - pos <= self._max:
                         self._pos = end
-                        yield Element(value)
+                        if _escapes(buf, pos, end):
+                            yield Element(value, None, "", True)
+                        else:
+                            yield Element(value)
                         continue
             self._pos = pos
             if not self._skip_ws():
@@ -271,7 +321,7 @@ class JsonRecords:
                 self._pos += 1
                 continue
             value, error, raw = self._value()
-            yield Element(value, error, raw)
+            yield Element(value, error, raw if error else "", bool(raw) and not error)
 
     def _object(self) -> Iterator[Element]:
         names: list[str] = []
@@ -281,12 +331,21 @@ class JsonRecords:
             char = self._peek()
             if char == "}":
                 self._pos += 1
-                if self.records_key is None and not self.members:
+                if self.records_key is None and self.captured:
+                    self.records_key = ""  # the object is one ticket
+                    if self._captured_error is not None:
+                        yield Element(None, self._captured_error)
+                    else:
+                        yield Element(self.captured, None, "", self._captured_escapes)
+                elif self.records_key is None and not self.members:
                     # Nothing to read and nothing the caller asked for: say so, never "0 tickets".
                     found = ", ".join(repr(n) for n in names[:10]) or "none"
+                    known = ", ".join(repr(k) for k in sorted(WRAPPER_KEYS))
                     raise JsonStructureError(
-                        "expected a JSON array of tickets, or an object holding one (such as "
-                        f'{{"tickets": [...]}}); the object has no array member (its members: {found})'
+                        "expected a JSON array of tickets, an object holding one (such as "
+                        f'{{"tickets": [...]}}), or one ticket object; the object has no array of '
+                        f"records under a known name ({known}) and no ticket field "
+                        f"(its members: {found})"
                     )
                 return
             if char == ",":
@@ -302,14 +361,26 @@ class JsonRecords:
             self._pos += 1
             if not self._skip_ws():
                 raise JsonStructureError("the JSON object ends without '}': the data is truncated")
-            if self.records_key is None and self._peek() == "[":
+            if self._peek() == "[" and key.lower() in WRAPPER_KEYS:
+                if self.records_key is not None:
+                    raise JsonStructureError(
+                        f"a second array of records, {key!r} (line {line}), after "
+                        f"{self.records_key!r}: which one holds the tickets is ambiguous"
+                    )
                 self.records_key = key
                 self._pos += 1
                 yield from self._array()
-            elif key in self._keep:
-                value, error, _ = self._value()
+            elif key in self._keep or key.lower() in self._capture:
+                value, error, raw = self._value()
                 if error is not None:
-                    raise JsonStructureError(f"member {key!r} at line {line}: {error}")
-                self.members[key] = value
+                    if key in self._keep:
+                        raise JsonStructureError(f"member {key!r} at line {line}: {error}")
+                    value = None  # a ticket field that is not JSON: the ticket is invalid
+                    self._captured_error = f"member {key!r}: {error}"
+                if key in self._keep:
+                    self.members[key] = value
+                if key.lower() in self._capture:
+                    self.captured[key] = value
+                    self._captured_escapes = self._captured_escapes or bool(raw)
             else:
                 self._skip_value()

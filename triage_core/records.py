@@ -145,7 +145,36 @@ def make_record(index: int, raw_id: object, text: object) -> TicketRecord:
         return TicketRecord(index, ticket_id, None, "field 'text' must be a string")
     if not text.strip():
         return TicketRecord(index, ticket_id, None, "empty text")
-    return TicketRecord(index, ticket_id, text)
+    return without_surrogates(TicketRecord(index, ticket_id, text))
+
+
+# A JSON "\ud83d" escape on its own (JavaScript cutting a string inside an emoji) decodes to a
+# lone surrogate: a Python string no codec can encode, so no tokenizer, response or chunk can
+# carry it. Only JSON escapes make them (every decoder here replaces what it cannot decode).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(record: TicketRecord) -> TicketRecord:
+    """``record``, or its per-record error when its text or id holds a lone UTF-16 surrogate."""
+    for what, value in (("text", record.text), ("id", record.id)):
+        if value is not None and not value.isascii():
+            match = _SURROGATE.search(value)
+            if match is not None:
+                ticket_id = record.id if what == "text" else None
+                code = f"\\u{ord(match.group()):04x}"
+                error = (
+                    f"the {what} holds a lone UTF-16 surrogate ({code} at character {match.start()}, "
+                    "e.g. a string cut inside an emoji): not valid Unicode"
+                )
+                return TicketRecord(record.index, ticket_id, None, error)
+    return record
+
+
+def escapes_surrogate(raw: str, start: int = 0, end: int | None = None) -> bool:
+    """Whether JSON text may hold a surrogate escape (``\\ud800``-``\\udfff``, any case): a
+    substring scan, so the decoded record is searched only when it can hold one."""
+    end = len(raw) if end is None else end
+    return raw.find("\\ud", start, end) >= 0 or raw.find("\\uD", start, end) >= 0
 
 
 def _field(obj: Mapping[str, Any], name: str) -> Any:
@@ -220,7 +249,8 @@ def record_from_cells(index: int, raw_id: str | None, cells: Sequence[str], line
 def id_pattern(fields: FieldMap) -> re.Pattern[str]:
     """Finds the id in a record's raw text when the record itself cannot be parsed."""
     name = re.escape(json.dumps(fields.id)[1:-1])
-    return re.compile(r'"' + name + r'"\s*:\s*("(?:[^"\\\n]|\\.){0,256}"|-?\d{1,20}(?![\d.eE]))')
+    # an integer id only when something follows it (a record cut inside its id has no id)
+    return re.compile(r'"' + name + r'"\s*:\s*("(?:[^"\\\n]|\\.){0,256}"|-?\d{1,20}(?=\s*[,}]))')
 
 
 def sniff_id(raw: str, pattern: re.Pattern[str]) -> str | None:

@@ -175,8 +175,37 @@ class _Prefixed(io.RawIOBase):
         return self._source.readinto1(buffer) or 0
 
 
+class _WholeUnits(_Prefixed):
+    """:class:`_Prefixed` for UTF-16/32: data that ends inside a code unit was cut, and says so
+    (instead of a U+FFFD that a CSV row would take for its text or its id)."""
+
+    def __init__(self, prefix: bytes, source: io.BufferedIOBase, unit: int):
+        super().__init__(prefix, source)
+        self._unit = unit
+        self._total = 0
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = super().readinto(buffer)
+        self._total += n
+        if n == 0 and self._total % self._unit:
+            raise TextFormatError(_cut_unit(self._total, self._unit))
+        return n
+
+
+def _unit(encoding: str) -> int:
+    return 4 if encoding.startswith("utf-32") else 2 if encoding.startswith("utf-16") else 0
+
+
+def _cut_unit(size: int, unit: int) -> str:
+    return (
+        f"the UTF-{unit * 8} data ends inside a character ({size:,} bytes after its byte-order mark, "
+        f"not a multiple of {unit}): the data is truncated"
+    )
+
+
 class _Gunzip(io.RawIOBase):
-    """Decompressed bytes; gzip's errors become :class:`TextFormatError`; optional size cap."""
+    """Decompressed bytes; gzip's errors become :class:`TextFormatError` (saying how many bytes
+    were decompressed before the data stopped making sense); optional size cap."""
 
     def __init__(self, source: io.BufferedIOBase, max_bytes: int | None):
         self._gzip = gzip.GzipFile(fileobj=source, mode="rb")
@@ -190,7 +219,10 @@ class _Gunzip(io.RawIOBase):
         try:
             n = self._gzip.readinto1(buffer)
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise TextFormatError(f"the gzip data is corrupt or truncated: {exc}") from None
+            raise TextFormatError(
+                f"the gzip data is corrupt or truncated: {exc}; reading stopped after "
+                f"{self.total:,} decompressed bytes"
+            ) from None
         self.total += n
         if self._max is not None and self.total > self._max:
             raise TextFormatError(f"the data decompresses to more than {self._max} bytes")
@@ -260,10 +292,12 @@ class DecodedText:
         self.compressed = magic == _GZIP_MAGIC
         if self.compressed:
             binary = io.BufferedReader(_Gunzip(binary, max_decoded_bytes), buffer_size=1 << 20)
-        sample = _read_available(binary, 4, SAMPLE_BYTES)  # 4: the longest byte-order mark
+        sample = _read_available(binary, _HEAD_BYTES, SAMPLE_BYTES)
         sample = self._choose_encoding(sample, declared)
         codec, errors = _codec(self.encoding)
-        raw = io.BufferedReader(_Prefixed(sample, binary), buffer_size=1 << 16)
+        unit = _unit(self.encoding)
+        prefixed = _WholeUnits(sample, binary, unit) if unit else _Prefixed(sample, binary)
+        raw = io.BufferedReader(prefixed, buffer_size=1 << 16)
         self.stream: TextIO | io.StringIO = io.TextIOWrapper(raw, encoding=codec, errors=errors, newline=None)
         self.stream._CHUNK_SIZE = 1 << 18  # type: ignore[attr-defined]  # bytes decoded per refill
 
@@ -272,20 +306,41 @@ class DecodedText:
         few tickets pays microseconds for its decoding, not a tenth of a millisecond)."""
         self.compressed = False
         data = self._choose_encoding(data, declared)
+        unit = _unit(self.encoding)
+        if unit and len(data) % unit:
+            raise TextFormatError(_cut_unit(len(data), unit))
         codec, errors = _codec(self.encoding)
         self.stream = io.StringIO(data.decode(codec, errors), newline=None)
 
     def _choose_encoding(self, head: bytes, declared: str | None) -> bytes:
-        """Set ``encoding`` (a BOM, else the declared charset, else sniffed from ``head``) and
-        return ``head`` without its BOM."""
+        """Set ``encoding`` (a BOM, else the declared charset when the bytes agree with it, else
+        sniffed from ``head``) and return ``head`` without its BOMs; refuse bytes that are not
+        text (:func:`refuse_binary`)."""
         self.empty = not head
         self.bom = False
+        self.declared_mismatch: str | None = None
         for bom, name in _BOMS:
             if head.startswith(bom):
                 self.encoding, self.bom = name, True
-                return head[len(bom) :]
-        self.encoding = declared or sniff_encoding(head[:SAMPLE_BYTES])
-        return head
+                head = _strip_boms(head, bom, name)
+                wide = name != UTF_8
+                refuse_binary(
+                    head[:SAMPLE_BYTES], compressed=self.compressed, wide=wide, encoding=name if wide else ""
+                )
+                return head
+        if declared is not None:
+            self.encoding = declared
+            actual = label_mismatch(head[:SAMPLE_BYTES], declared)
+            if actual is not None:
+                self.declared_mismatch = declared
+                self.encoding = actual
+        else:
+            self.encoding = sniff_encoding(head[:SAMPLE_BYTES])
+        wide = self.encoding in _WIDE
+        refuse_binary(
+            head[:SAMPLE_BYTES], compressed=self.compressed, wide=wide, encoding=self.encoding if wide else ""
+        )
+        return _strip_boms(head, codecs.BOM_UTF8, self.encoding) if self.encoding == UTF_8 else head
 
     def read(self, size: int) -> str:
         return self.stream.read(size)
@@ -293,14 +348,111 @@ class DecodedText:
 
 def iter_lines(text: TextIO, max_chars: int) -> Iterator[tuple[int, str | None]]:
     """``(line number, line)`` for every physical line (1-based, ``\\n`` kept). A line longer
-    than ``max_chars`` characters is skipped without being held and comes out as ``None``."""
+    than ``max_chars`` characters is skipped without being held and comes out as ``None``.
+    Data that stops making sense (a truncated gzip) raises :class:`TextFormatError` naming the
+    last line read whole."""
     readline = text.readline
     number = 0
-    while line := readline(max_chars + 1):
-        number += 1
-        if len(line) > max_chars and line[-1] != "\n":
-            while (rest := readline(1 << 16)) and rest[-1] != "\n":
-                pass
-            yield number, None
-        else:
-            yield number, line
+    try:
+        while line := readline(max_chars + 1):
+            number += 1
+            if len(line) > max_chars and line[-1] != "\n":
+                while (rest := readline(1 << 16)) and rest[-1] != "\n":
+                    pass
+                yield number, None
+            else:
+                yield number, line
+    except TextFormatError as exc:
+        raise TextFormatError(f"{exc} (the last line read whole: {number:,})") from None
+
+
+# --- what the bytes say about themselves -------------------------------------------------------
+_HEAD_BYTES = 16  # enough for two byte-order marks (or a BOM and a mis-decoded BOM) and a magic
+_WIDE = frozenset({"utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "utf-16", "utf-32"})
+_MOJIBAKE_BOM = "\ufeff".encode().decode("cp1252").encode()  # a BOM read as cp1252, saved as UTF-8
+# Signatures of files that are not text (first bytes), named in the error.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip data inside gzip (compressed twice)"),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx, .docx or .zip file)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an OLE2 file (a legacy .xls or .doc)"),
+    (b"%PDF-", "a PDF document"),
+    (b"BZh", "bzip2 data"),
+    (b"\xfd7zXZ\x00", "xz data"),
+    (b"\x28\xb5\x2f\xfd", "zstd data"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"PAR1", "a Parquet file"),
+)
+
+
+class BinaryData(TextFormatError):
+    """The bytes are not text in any encoding this reader takes."""
+
+
+def refuse_binary(sample: bytes, *, compressed: bool = False, wide: bool = False, encoding: str = "") -> None:
+    """Raise :class:`BinaryData` for a sample of data that is not text: a known file signature
+    (whatever the charset label says), or a NUL: in an 8-bit encoding (not ``wide``) a NUL byte
+    (no text file in one holds one; UTF-16/32 are told apart before this by their BOM or their
+    NUL pattern), in UTF-16/32 (``encoding``) a NUL character."""
+    for magic, what in _MAGIC:
+        if sample.startswith(magic) and (magic != b"BZh" or sample[3:4].isdigit()):
+            where = "the decompressed data is" if compressed else "the data is"
+            raise BinaryData(f"{where} {what}, not text: send JSON Lines, CSV or JSON (optionally gzip)")
+    nul = -1 if wide else sample.find(b"\x00")
+    if wide and encoding:
+        nul = sample[: len(sample) - len(sample) % 4].decode(encoding, "replace").find("\x00")
+    if nul >= 0:
+        where = "decompressed byte" if compressed else "byte"
+        raise BinaryData(
+            f"the data is not text: a NUL at {where} {nul} (a binary file, or UTF-16/32 without its "
+            "byte-order mark and mislabelled): send JSON Lines, CSV or JSON as text"
+        )
+
+
+def _wide_order(sample: bytes) -> str | None:
+    """UTF-16/32 LE/BE as the NUL pattern of ``sample`` says, or None (not wide text)."""
+    nuls = sample.count(0)
+    if len(sample) < 16 or nuls < len(sample) // 4:  # wide text of ASCII structure is half NULs
+        return None
+    quads = len(sample) // 4
+    by_slot = [sample[i::4][:quads].count(0) for i in range(4)]
+    if min(by_slot[1:]) > 0.9 * quads and by_slot[0] < 0.1 * quads:
+        return "utf-32-le"
+    if min(by_slot[:3]) > 0.9 * quads and by_slot[3] < 0.1 * quads:
+        return "utf-32-be"
+    sniffed = sniff_encoding(sample)
+    return sniffed if sniffed in _WIDE else None
+
+
+def label_mismatch(sample: bytes, declared: str) -> str | None:
+    """The encoding the bytes are in when a declared charset cannot be right, else None.
+
+    Only what the bytes prove is used: ticket files always hold ASCII structure (braces, quotes,
+    delimiters, line breaks), which UTF-16/32 write with NUL bytes and 8-bit encodings never do.
+    A UTF-16/32 label on bytes without that NUL pattern is wrong (they are read as if
+    undeclared); an 8-bit label on bytes with a UTF-16/32 NUL pattern is wrong too (read as the
+    pattern says). Byte order: a bare ``utf-16`` label's order comes from the bytes as well."""
+    if not sample:
+        return None
+    wide = _wide_order(sample)
+    if declared in _WIDE:
+        if wide is not None:
+            return None if wide == declared else wide
+        if b"\x00" in sample:
+            return None  # wide text with little ASCII in the sample: trust the label
+        return sniff_encoding(sample)
+    return wide
+
+
+def _strip_boms(head: bytes, bom: bytes, encoding: str) -> bytes:
+    """``head`` without its byte-order mark and any further ones (a file re-saved by a tool that
+    adds a BOM to text that already began with one), or a UTF-8 BOM that was read as
+    windows-1252 and saved again as UTF-8 (``ï»¿``)."""
+    while head.startswith(bom):
+        head = head[len(bom) :]
+    if encoding == UTF_8:
+        while head.startswith(_MOJIBAKE_BOM) or head.startswith(codecs.BOM_UTF8):
+            head = head[len(_MOJIBAKE_BOM) if head.startswith(_MOJIBAKE_BOM) else 3 :]
+    return head

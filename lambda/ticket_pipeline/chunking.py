@@ -3,11 +3,12 @@
 Ticket keys (the ``id`` every ticket carries through the pipeline and in the results):
 
 * a record with an id that has not been used yet in this file keeps it;
-* a record without an id gets ``#<n>``, where ``n`` is its 1-based record number in the file
-  (blank lines are not records);
-* a record whose id was already used is rejected as a duplicate and reported under
-  ``<id>#<n>``; the first occurrence is the one classified;
-* ids longer than :data:`MAX_ID_CHARS` are replaced by ``#<n>`` and the record is rejected.
+* every other record gets the generated key ``<record n>`` (:func:`generated_key`), where ``n``
+  is its 1-based record number in the file (blank lines are not records): a record without an
+  id, one whose id was already used (rejected as a duplicate; the first occurrence is the one
+  classified), one whose id is longer than :data:`MAX_ID_CHARS`, and one whose own id lies in
+  the generated keys' namespace (rejected: no id from a file may take ``<record ...``, so a
+  generated key never collides with a ticket's own id, whatever order they come in).
 
 Keys are unique within a job by construction, which is what lets the aggregator promise that
 every ticket appears exactly once in the results or in the failures. Records that
@@ -25,6 +26,16 @@ from ticket_pipeline.keys import KeyRegistry
 from triage_core.records import TicketRecord
 
 MAX_ID_CHARS = 256
+# Generated keys: "<record n>". Help desks write ids such as "#1" or "42#7", so no plain
+# pattern is free; this prefix is reserved instead (docs/formats.md, "Ticket ids").
+GENERATED_PREFIX = "<record "
+
+
+def generated_key(number: int) -> str:
+    """The key of record ``number`` (1-based) when it cannot keep an id of its own."""
+    return f"{GENERATED_PREFIX}{number}>"
+
+
 # Keeps a chunk's list of ticket keys well inside DynamoDB's 400 KB item limit.
 MAX_CHUNK_ID_BYTES = 256 * 1024
 # A chunk is closed early once its body reaches this size (a chunk is held in memory until it
@@ -82,28 +93,25 @@ class Chunker:
         """No chunk is being filled: a run may stop here and the next start fresh."""
         return not self._ids
 
-    def _unique(self, candidate: str, number: int) -> str:
-        key, n = candidate, 1
-        while self.keys.claim(key, number) is not None:  # only for adversarial ids such as "#7"
-            n += 1
-            key = f"{candidate}~{n}"
-        return key
-
     def _assign(self, record: TicketRecord) -> tuple[str, str | None]:
         """The record's key (registered) and, for a record that is rejected, the reason."""
         number = record.index + 1
         source_id = record.id
-        if source_id is not None and len(source_id) > MAX_ID_CHARS:
-            return self._unique(f"#{number}", number), f"id longer than {MAX_ID_CHARS} characters"
         if source_id is None:
-            key = self._unique(f"#{number}", number)
+            key, reason = generated_key(number), None
+        elif len(source_id) > MAX_ID_CHARS:
+            key, reason = generated_key(number), f"id longer than {MAX_ID_CHARS} characters"
+        elif source_id.startswith(GENERATED_PREFIX):
+            key = generated_key(number)
+            reason = f"ids starting with {GENERATED_PREFIX!r} are reserved for records without an id"
         else:
             first = self.keys.claim(source_id, number)
             if first is not None:
-                key = self._unique(f"{source_id}#{number}", number)
-                return key, f"duplicate id {source_id!r} (first used by record {first})"
-            key = source_id
-        return key, None if record.ok else (record.error or "invalid record")
+                return generated_key(number), f"duplicate id {source_id!r} (first used by record {first})"
+            key, reason = source_id, None
+        if reason is None and not record.ok:
+            reason = record.error or "invalid record"
+        return key, reason
 
     def replay(self, record: TicketRecord) -> tuple[str, str | None]:
         """Key the record without emitting it: (its key, why it is rejected or None)."""
@@ -118,7 +126,12 @@ class Chunker:
             self.rejected += 1
             source_id = record.id[:MAX_ID_CHARS] if record.id is not None else None
             return None, Rejected(key, record.index + 1, reason, source_id)
-        line = json.dumps({"id": key, "text": record.text}, ensure_ascii=False).encode("utf-8") + b"\n"
+        try:
+            line = json.dumps({"id": key, "text": record.text}, ensure_ascii=False).encode("utf-8") + b"\n"
+        except (UnicodeError, ValueError, TypeError) as exc:  # one bad record never stops the file
+            self.rejected += 1
+            source_id = record.id[:MAX_ID_CHARS] if record.id is not None else None
+            return None, Rejected(key, record.index + 1, f"record cannot be encoded: {exc}", source_id)
         id_bytes = len(key.encode("utf-8")) + 4
         closed = None
         if self._ids and (

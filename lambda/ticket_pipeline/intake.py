@@ -209,7 +209,7 @@ def read_records(
     Deterministic for one object version and ``info``, which a continuing run relies on: it
     re-reads the file and replays the records already dispatched."""
     detect_format(source.key, info.content_type)
-    return iter(
+    return _guarded(
         TicketReader(
             deps.objects.iter_chunks(source),
             key=source.key,
@@ -221,6 +221,33 @@ def read_records(
             max_decoded_bytes=settings.max_file_bytes,
         )
     )
+
+
+# What a bug in reading one record raises (never a storage error: those stay retryable).
+_READER_BUGS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, UnicodeError)
+
+
+def _guarded(records: TicketReader) -> Iterator[TicketRecord]:
+    """The reader's records; an unexpected error in reading becomes a :class:`RecordFormatError`
+    that says where reading stopped, so the job ends with an error and the records read so far
+    instead of a crashed dispatcher that S3 retries into the DLQ while the job waits for its
+    deadline (issue #21)."""
+    iterator = iter(records)
+    count = 0
+    while True:
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except RecordFormatError:
+            raise
+        except _READER_BUGS as exc:
+            logger.exception("the ticket reader failed", extra={"records_read": count})
+            raise RecordFormatError(
+                f"reading stopped after record {count:,}: {type(exc).__name__}: {exc}"
+            ) from exc
+        count += 1
+        yield record
 
 
 def dispatch_upload(

@@ -4,10 +4,20 @@ wrong one breaks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from chaos.checker import Arrived, Expected, check, latest_results_time
+from chaos.checker import (
+    NEAR_TIE,
+    Arrived,
+    Expected,
+    ReferenceScorer,
+    check,
+    check_labels,
+    latest_results_time,
+)
+from chaos.workload import _texts
 
 BUCKET = "out"
 SOURCE = "s3://in/incoming/a.jsonl"
@@ -130,3 +140,68 @@ def test_the_latest_time_adds_the_dispatch_allowance_the_deadline_the_lease_and_
         100.0, deadline_seconds=100, lease_seconds=60, speed=20, sweep_interval=0.5, dispatch_allowance=15
     )
     assert latest == 100.0 + 15 + 160 / 20 + 1.0
+
+
+# --- integrity: each result carries its own ticket's label (issue #21) ---------------------------
+@pytest.fixture(scope="module")
+def scorer(tiny_artifact: Path) -> ReferenceScorer:
+    return ReferenceScorer(tiny_artifact)
+
+
+def _two_tickets_the_model_tells_apart(scorer: ReferenceScorer) -> tuple[str, str, list[dict[str, float]]]:
+    """Two Banking77 texts whose labels differ by more than the near-tie tolerance: a result
+    swapped between them must be caught (two tickets that score alike cannot be told apart)."""
+    texts = list(_texts()[:40])
+    scores = scorer(texts)
+    for i, a in enumerate(scores):
+        for j in range(i + 1, len(texts)):
+            b = scores[j]
+            best_a, best_b = max(a, key=a.get), max(b, key=b.get)
+            if (
+                best_a != best_b
+                and a[best_a] - a[best_b] > 2 * NEAR_TIE
+                and b[best_b] - b[best_a] > 2 * NEAR_TIE
+            ):
+                return texts[i], texts[j], [a, b]
+    raise AssertionError("the tiny model gives every text the same label")
+
+
+def test_results_with_their_own_labels_pass_and_swapped_ones_are_caught(scorer: ReferenceScorer):
+    text1, text2, (s1, s2) = _two_tickets_the_model_tells_apart(scorer)
+    exp = upload(texts={"t1": text1, "t2": text2})
+
+    def result(key: str, scores: dict[str, float]) -> dict:
+        label = max(scores, key=scores.get)
+        return {"id": key, "label": label, "score": scores[label], "needs_review": False}
+
+    body, files = outcome([result("t1", s1), result("t2", s2)], [failed("#3")])
+    report = check([exp], [Arrived(110.0, body)], files.__getitem__, BUCKET, score=scorer)
+    assert report.violations == []
+    # the pipeline attached each ticket's result to the other's key: every key is still there
+    # once (a presence check passes), the labels are not their texts'
+    body, files = outcome([result("t1", s2), result("t2", s1)], [failed("#3")])
+    report = check([exp], [Arrived(110.0, body)], files.__getitem__, BUCKET, score=scorer)
+    found = [(v.invariant, v.detail.split(" came back")[0]) for v in report.violations]
+    assert found == [("integrity", "'t1'"), ("integrity", "'t2'")]
+    # the right label with another ticket's score is caught too
+    wrong_score = {**result("t1", s1), "score": s2[max(s1, key=s1.get)]}
+    assert check_labels({"t1": text1}, [wrong_score], scorer)[0].startswith("'t1' came back")
+
+
+def test_the_reference_scores_are_the_served_models_within_the_tolerance(scorer, tiny_artifact):
+    """What the checker computes on its own is what the inference server answers for the same
+    texts (the server batches them its own way: within the near-tie tolerance)."""
+    from tests.container.serverproc import start_server, stop_server
+
+    texts = list(_texts()[:24])
+    server = start_server(tiny_artifact, tiny_artifact.parent / "integrity-server.log")
+    try:
+        body = b"".join(json.dumps({"id": str(i), "text": t}).encode() + b"\n" for i, t in enumerate(texts))
+        resp = server.invoke(body, "application/jsonlines", accept="application/jsonlines")
+        assert resp.status == 200, resp.body[:300]
+        served = resp.jsonl()
+    finally:
+        stop_server(server)
+    rows = [{"id": p["id"], "label": p["label"], "score": p["score"]} for p in served]
+    assert [r["id"] for r in rows] == [str(i) for i in range(len(texts))]
+    assert check_labels({str(i): t for i, t in enumerate(texts)}, rows, scorer) == []

@@ -703,8 +703,12 @@ def test_records_after_an_oversized_line_keep_counting_from_it():
 
 
 def test_text_after_a_json_line_is_invalid_json():
+    # (issue #21) stray text after a value: the record is an error naming it, and the stray text
+    # is not a record of its own
     records = list(iter_jsonl(['{"id": "a", "text": "t"}X\n', '{"id": "b", "text": "u"}  \r\n']))
-    assert (records[0].id, records[0].error) == ("a", "invalid JSON: Extra data")
+    assert len(records) == 2
+    stray = "stray text after the 1 JSON value(s) of line 1 (column 25)"
+    assert (records[0].id, records[0].error) == ("a", stray)
     assert (records[1].id, records[1].text) == ("b", "u")
 
 
@@ -720,3 +724,277 @@ def test_a_header_of_exactly_the_text_fields_finds_its_delimiter_and_is_a_header
     assert detect_delimiter("subject;body\n", fields) == ";"
     reader = TicketReader(iter([b"text\nhello\n"]), format=CSV, csv_columns=["id", "text"])
     assert [(r.id, r.text) for r in reader] == [(None, "hello")]
+
+
+# --- textstream: what the bytes say about themselves (issue #21) ---------------------------------
+# Unit cases of the rules in docs/formats.md ("Encodings", "Bytes that are not text"), at their
+# boundaries: the reader-level tests above reach these functions, these pin their thresholds.
+from triage_core import textstream as ts  # noqa: E402
+
+ASCII16 = "{}".format('{"id": "a", "text": "card"}\n' * 2)
+
+
+@pytest.mark.parametrize(
+    "codec, order",
+    [
+        ("utf-16-le", "utf-16-le"),
+        ("utf-16-be", "utf-16-be"),
+        ("utf-32-le", "utf-32-le"),
+        ("utf-32-be", "utf-32-be"),
+    ],
+)
+def test_the_nul_pattern_of_wide_text_gives_its_width_and_byte_order(codec: str, order: str) -> None:
+    sample = ASCII16.encode(codec)
+    assert ts._wide_order(sample) == order
+    assert ts._wide_order(sample[:16]) == order  # the shortest sample that is judged
+    assert ts._wide_order(sample[:15]) is None  # too short to tell
+
+
+def test_text_with_few_nuls_is_not_wide() -> None:
+    assert ts._wide_order(ASCII16.encode()) is None
+    # a quarter of the bytes NUL is the least wide ASCII-structured text has (UTF-32 has 3/4,
+    # UTF-16 1/2); one NUL fewer is not wide text
+    sample = b"\x00abc" * 4
+    assert sample.count(0) == len(sample) // 4 and ts._wide_order(sample) is None  # not a pattern
+    assert ts._wide_order(b"a\x00bcdefghijklmno") is None
+
+
+def test_utf32_needs_three_nul_slots_and_a_non_nul_one() -> None:
+    le = "abcdefgh".encode("utf-32-le")
+    assert ts._wide_order(le) == "utf-32-le"
+    # a non-NUL byte in a NUL slot of more than a tenth of the units: not UTF-32 (read as UTF-16 LE)
+    spoiled = bytearray(le)
+    for unit in (0, 1):
+        spoiled[unit * 4 + 1] = 0x41
+    assert ts._wide_order(bytes(spoiled)) != "utf-32-le"
+
+
+@pytest.mark.parametrize(
+    "odd_nuls, even_nuls, expected",
+    [(10, 0, "utf-16-le"), (9, 0, "utf-8"), (10, 1, "utf-8")],
+)
+def test_utf16_without_bom_needs_nine_tenths_nul_on_one_side(
+    odd_nuls: int, even_nuls: int, expected: str
+) -> None:
+    pairs = [b"a\x00"] * odd_nuls + [b"ab"] * (10 - odd_nuls)
+    pairs = [b"\x00\x00" if i < even_nuls else p for i, p in enumerate(pairs)]
+    assert ts.sniff_encoding(b"".join(pairs)) == expected
+    swapped = b"".join(p[::-1] for p in pairs)
+    assert ts.sniff_encoding(swapped) == (expected.replace("le", "be"))
+
+
+def test_sniffing_utf8_and_windows_1252() -> None:
+    assert ts.sniff_encoding("crème brûlée".encode()) == "utf-8"
+    assert ts.sniff_encoding("crème".encode() + "é".encode()[:1]) == "utf-8"  # cut inside a character
+    assert ts.sniff_encoding("crème brûlée".encode("cp1252")) == "windows-1252"
+    assert ts.sniff_encoding("crème".encode() + b" \xe9t\xe9") == "utf-8"  # UTF-8 with a cp1252 line
+    assert ts.sniff_encoding(b"a\x00" * 7) == "utf-8"  # 7 pairs: too few to call it UTF-16
+
+
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("utf-16", "utf-16-le"),
+        ("UTF-16LE", "utf-16-le"),
+        ("utf-16be", "utf-16-be"),
+        ('"UTF8"', "utf-8"),
+        (" Latin1 ", "windows-1252"),
+        ("us-ascii", "windows-1252"),
+        ("koi8-r", "koi8-r"),
+    ],
+)
+def test_charset_labels(label: str, expected: str) -> None:
+    assert ts.canonical_charset(label) == expected
+
+
+def test_an_unknown_charset_label_is_refused_by_name() -> None:
+    with pytest.raises(ts.UnsupportedCharset, match="unsupported charset 'klingon'"):
+        ts.canonical_charset("klingon")
+
+
+@pytest.mark.parametrize(
+    "declared, codec, expected",
+    [
+        ("utf-16-le", "utf-8", "utf-8"),  # a UTF-16 label on UTF-8: read by the bytes
+        ("utf-16-le", "utf-16-le", None),  # the label is right
+        ("utf-16-le", "utf-16-be", "utf-16-be"),  # the byte order comes from the bytes
+        ("utf-32", "utf-32-le", "utf-32-le"),
+        ("utf-8", "utf-16-le", "utf-16-le"),  # an 8-bit label on wide text
+        ("windows-1252", "utf-32-be", "utf-32-be"),
+        ("windows-1252", "utf-8", None),  # among 8-bit encodings the label is trusted
+    ],
+)
+def test_a_declared_charset_is_checked_against_the_bytes(
+    declared: str, codec: str, expected: str | None
+) -> None:
+    assert ts.label_mismatch(ASCII16.encode(codec), declared) == expected
+
+
+def test_a_wide_label_on_bytes_with_nuls_but_no_pattern_is_trusted() -> None:
+    # CJK-heavy UTF-16: too few NULs for the pattern, but NULs there are: trust the label
+    sample = "日本語のテキスト、カード".encode("utf-16-le") + "{}".encode("utf-16-le")
+    assert ts.label_mismatch(sample, "utf-16-le") is None
+    assert ts.label_mismatch(b"", "utf-16-le") is None
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("codec, unit", [("utf-16-le", 2), ("utf-32-le", 4)])
+def test_wide_text_cut_inside_a_character_is_an_error_naming_its_size(
+    codec: str, unit: int, streamed: bool
+) -> None:
+    data = codecs.BOM_UTF16_LE if unit == 2 else codecs.BOM_UTF32_LE
+    data += 'id,text\n1,"card"\n'.encode(codec)
+    whole = ts.DecodedText([data])
+    assert whole.stream.read() == 'id,text\n1,"card"\n'
+    cut = data[:-1]
+    size = len(cut) - unit
+    chunks = iter([cut[i : i + 3] for i in range(0, len(cut), 3)]) if streamed else [cut]
+    with pytest.raises(ts.TextFormatError) as err:
+        ts.DecodedText(chunks, charset=None).stream.read()
+    assert str(err.value) == (
+        f"the UTF-{unit * 8} data ends inside a character ({size:,} bytes after its byte-order mark, "
+        f"not a multiple of {unit}): the data is truncated"
+    )
+
+
+def test_every_leading_bom_is_dropped_and_the_mojibake_one() -> None:
+    assert ts._strip_boms(codecs.BOM_UTF8 * 3 + b"id", codecs.BOM_UTF8, "utf-8") == b"id"
+    mojibake = "\ufeff".encode().decode("cp1252").encode()
+    assert (
+        ts._strip_boms(codecs.BOM_UTF8 + mojibake + codecs.BOM_UTF8 + b"id", codecs.BOM_UTF8, "utf-8")
+        == b"id"
+    )
+    assert ts._strip_boms(mojibake + b"id", codecs.BOM_UTF16_LE, "utf-16-le") == mojibake + b"id"
+    le = codecs.BOM_UTF16_LE
+    assert ts._strip_boms(le + le + "id".encode("utf-16-le"), le, "utf-16-le") == "id".encode("utf-16-le")
+
+
+def test_the_decoding_error_handlers() -> None:
+    # windows-1252's five undefined bytes read as ISO-8859-1; a UTF-8 text's stray byte as cp1252
+    assert ts.decode_bytes(b"\x81\x8d\x8f\x90\x9d", "windows-1252") == "\x81\x8d\x8f\x90\x9d"
+    assert ts.decode_bytes(b"caf\xe9 \x80 \x81", "utf-8") == "café € \x81"
+    with pytest.raises(UnicodeEncodeError):
+        ts._utf8_then_cp1252(UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogate"))
+    with pytest.raises(UnicodeEncodeError):
+        ts._cp1252_or_latin1(UnicodeEncodeError("cp1252", "\u0100", 0, 1, "x"))
+
+
+def test_a_gzip_cut_says_how_much_it_decompressed_and_the_cap_counts_decompressed_bytes() -> None:
+    data = b"".join(b'{"id": "t%d", "text": "ticket"}\n' % i for i in range(20_000))
+    packed = gzip.compress(data)
+    text = ts.DecodedText(iter([packed[: len(packed) // 2]]))
+    with pytest.raises(ts.TextFormatError) as err:
+        list(ts.iter_lines(text.stream, 1000))
+    message = str(err.value)
+    assert message.startswith("the gzip data is corrupt or truncated: ")
+    done = int(message.split("reading stopped after ")[1].split(" decompressed")[0].replace(",", ""))
+    assert 0 < done < len(data) and data[:done].count(b"\n") >= int(
+        message.split("read whole: ")[1][:-1].replace(",", "")
+    )
+    capped = ts.DecodedText(iter([packed]), max_decoded_bytes=len(data) - 1)
+    with pytest.raises(ts.TextFormatError, match=f"more than {len(data) - 1} bytes"):
+        capped.stream.read()
+    assert ts.DecodedText(iter([packed]), max_decoded_bytes=len(data)).stream.read().count("\n") == 20_000
+
+
+@pytest.mark.parametrize(
+    "head, what",
+    [
+        (b"\x1f\x8b\x08\x00", "gzip data inside gzip"),
+        (b"PK\x03\x04", "a ZIP archive"),
+        (b"BZh9", "bzip2 data"),
+        (b"%PDF-1.4", "a PDF document"),
+    ],
+)
+def test_signatures_of_files_that_are_not_text(head: bytes, what: str) -> None:
+    with pytest.raises(ts.BinaryData, match=what):
+        ts.refuse_binary(head + b"rest of the file")
+    ts.refuse_binary(b"BZh is a ticket") if what == "bzip2 data" else None  # "BZh" + a letter: text
+
+
+def test_a_nul_is_not_text_in_8_bit_data_but_is_in_wide_data() -> None:
+    with pytest.raises(ts.BinaryData, match="a NUL at byte 3"):
+        ts.refuse_binary(b"abc\x00def")
+    with pytest.raises(ts.BinaryData, match="a NUL at decompressed byte 0"):
+        ts.refuse_binary(b"\x00abc", compressed=True)
+    ts.refuse_binary("abcd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # NUL bytes: fine
+    with pytest.raises(ts.BinaryData, match="a NUL at byte 1"):
+        ts.refuse_binary("a\x00cd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # a NUL character
+
+
+def test_what_refusing_binary_says_in_full() -> None:
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"PK\x03\x04rest", compressed=True)
+    assert str(err.value) == (
+        "the decompressed data is a ZIP archive (an .xlsx, .docx or .zip file), not text: "
+        "send JSON Lines, CSV or JSON (optionally gzip)"
+    )
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"%PDF-1.7")
+    assert str(err.value).startswith("the data is a PDF document, not text")
+    with pytest.raises(ts.BinaryData) as err:
+        ts.refuse_binary(b"ab\x00")
+    assert str(err.value) == (
+        "the data is not text: a NUL at byte 2 (a binary file, or UTF-16/32 without its byte-order "
+        "mark and mislabelled): send JSON Lines, CSV or JSON as text"
+    )
+    ts.refuse_binary(b"BZh, a ticket that starts like bzip2")  # "BZh" without a digit is text
+    ts.refuse_binary(b"")
+    # UTF-32 judged on whole units: a NUL character found in the first ones, a cut unit ignored
+    with pytest.raises(ts.BinaryData, match="a NUL at byte 1 "):
+        ts.refuse_binary("a\x00b".encode("utf-32-le") + b"\x61", wide=True, encoding="utf-32-le")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize(
+    "data, charset, encoding, bom, mismatch, text",
+    [
+        (codecs.BOM_UTF8 * 2 + b"id,text\n", None, "utf-8", True, None, "id,text\n"),
+        (
+            codecs.BOM_UTF16_BE + "id,text\n".encode("utf-16-be"),
+            "utf-8",
+            "utf-16-be",
+            True,
+            None,
+            "id,text\n",
+        ),
+        (codecs.BOM_UTF32_LE + "id,text\n".encode("utf-32-le"), None, "utf-32-le", True, None, "id,text\n"),
+        (b'{"id": 1, "text": "a"}\n', "utf-16", "utf-8", False, "utf-16-le", '{"id": 1, "text": "a"}\n'),
+        (
+            '{"id": 1, "text": "a"}\n'.encode("utf-16-be"),
+            "utf-8",
+            "utf-16-be",
+            False,
+            "utf-8",
+            '{"id": 1, "text": "a"}\n',
+        ),
+        ("crème\n".encode("cp1252"), "latin1", "windows-1252", False, None, "crème\n"),
+        ("crème\n".encode("cp1252") * 3, None, "windows-1252", False, None, "crème\n" * 3),
+    ],
+)
+def test_how_a_body_was_read(data, charset, encoding, bom, mismatch, text, streamed: bool) -> None:
+    decoded = ts.DecodedText(
+        iter([data[i : i + 5] for i in range(0, len(data), 5)]) if streamed else [data], charset=charset
+    )
+    assert (decoded.encoding, decoded.bom, decoded.declared_mismatch, decoded.compressed) == (
+        encoding,
+        bom,
+        mismatch,
+        False,
+    )
+    assert decoded.read(1 << 20) == text and decoded.empty is False
+
+
+def test_gzip_small_and_streamed_bodies_and_empty_ones() -> None:
+    data = "id,text\n1,crème\n".encode()
+    for chunks in ([gzip.compress(data)], iter([gzip.compress(data)])):
+        decoded = ts.DecodedText(chunks)
+        assert decoded.compressed and decoded.encoding == "utf-8" and decoded.read(100) == data.decode()
+    assert ts.DecodedText([b""]).empty and ts.DecodedText(iter([])).empty
+    big = [data] * (ts.SMALL_BYTES // len(data) + 1)  # over the in-memory limit: streamed, same text
+    assert ts.DecodedText(big).read(1 << 30) == data.decode() * len(big)
+    with pytest.raises(ts.UnsupportedEncoding, match="unsupported Content-Encoding 'br'"):
+        ts.DecodedText([data], content_encoding="br")
+    assert (
+        ts.DecodedText([data], content_encoding=" GZIP ").read(100) == data.decode()
+    )  # a label, bytes decide

@@ -281,11 +281,13 @@ def test_json_array_elements_that_are_broken_or_too_large_are_reported_and_skipp
         (b'[{"id": "a", "text": "ok"}', "ends without ']'"),
         (b'[{"id": "a", "text": "ok"}] trailing', "unexpected data after the JSON document"),
         (b'"just a string"', "expected a JSON array of tickets"),
-        # an object without any array (a count, one ticket on its own) is not "no tickets":
-        # the error names what the object holds
-        (b'{"count": 3}', r"no array member \(its members: 'count'\)"),
-        (b'{"id": "T1", "text": "card lost"}', r"no array member \(its members: 'id', 'text'\)"),
-        (b'{"tickets": 5}', r"no array member \(its members: 'tickets'\)"),
+        # an object without an array of records (a count) is not "no tickets": the error names
+        # what the object holds (one ticket on its own is one ticket: test_json_shapes.py)
+        (b'{"count": 3}', r"no array of records .* and no ticket field \(its members: 'count'\)"),
+        (b'{"tickets": 5}', r"no array of records .* \(its members: 'tickets'\)"),
+        # the first array of an object is not its tickets (issue #21): a table's columns
+        (b'{"columns": ["id", "text"]}', r"\(its members: 'columns'\)"),
+        (b'{"tickets": [], "results": []}', r"a second array of records, 'results'"),
     ],
 )
 def test_a_json_document_that_is_not_an_array_of_tickets_is_a_whole_file_error(data, message):

@@ -126,11 +126,13 @@ def test_bad_records_are_reported_and_good_ones_classified(aws: Aws, endpoint: A
     assert aws.read_jsonl(request.input_location)[1] == {"id": "latin", "text": "café"}
     notify(aws, complete(aws, request))
     (message,) = aws.results_messages()
-    results, failures = check_exactly_once(aws, message, {"ok1", "ok1#2", "#3", "blank", "latin", "#6"})
-    assert {r["id"] for r in results} == {"ok1", "latin", "#6"}
+    keys = {"ok1", "<record 2>", "<record 3>", "blank", "latin", "<record 6>"}
+    results, failures = check_exactly_once(aws, message, keys)
+    assert {r["id"] for r in results} == {"ok1", "latin", "<record 6>"}
     errors = {f["id"]: f for f in failures}
-    assert errors["ok1#2"]["source_id"] == "ok1" and errors["ok1#2"]["record"] == 2
-    assert errors["#3"]["error"].startswith("invalid JSON") and errors["#3"]["error"].endswith("(line 3)")
+    assert errors["<record 2>"]["source_id"] == "ok1" and errors["<record 2>"]["record"] == 2
+    broken = errors["<record 3>"]["error"]
+    assert broken.startswith("invalid JSON") and broken.endswith("(line 3)")
     assert aws.read_json(message["summary"])["failure_reasons"]["duplicate id"] == 1
 
 
@@ -188,7 +190,7 @@ def test_csv_files_are_dispatched_too(aws: Aws, endpoint: AsyncEndpoint):
     job = drop(aws, "incoming/tickets.csv", body)["jobs"][0]
     assert job["tickets"] == 3 and job["rejected"] == 0
     ids = [row["id"] for r in queued(endpoint) for row in aws.read_jsonl(r.input_location)]
-    assert ids == ["c1", "c2", "#3"]
+    assert ids == ["c1", "c2", "<record 3>"]
 
 
 def test_non_sagemaker_and_unknown_notifications_are_ignored(aws: Aws, endpoint: AsyncEndpoint):

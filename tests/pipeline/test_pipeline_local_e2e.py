@@ -73,7 +73,7 @@ def test_files_come_out_exactly_once_despite_failed_chunks_and_duplicate_notific
     expected_ids = {
         f"{prefix}normal.jsonl": {f"n{i}" for i in range(10)},
         f"{prefix}big file+v2 (final).jsonl": {f"b{i}" for i in range(18)},
-        f"{prefix}bad.jsonl": {"x1", "x1#2", "#3", "x2", "#5"},
+        f"{prefix}bad.jsonl": {"x1", "<record 2>", "<record 3>", "x2", "<record 5>"},
         f"{prefix}tickets.csv": {"c1", "c2"},
     }
     expected = {}

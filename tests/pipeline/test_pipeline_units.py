@@ -64,23 +64,30 @@ def test_ticket_keys_follow_the_documented_rule():
     )
     plan = plan_chunks(records, chunk_size=10)
     assert plan.records == 7
-    assert [c.ticket_ids for c in plan.chunks] == [["a", "#2", "7"]]
+    assert [c.ticket_ids for c in plan.chunks] == [["a", "<record 2>", "7"]]
     rejected = {r.id: r for r in plan.rejected}
-    assert set(rejected) == {"a#3", "#4", "e", "#7"}
-    assert rejected["a#3"].error.startswith("duplicate id 'a' (first used by record 1)")
-    assert rejected["a#3"].source_id == "a"
-    assert rejected["#4"].error.startswith("invalid JSON")
+    assert set(rejected) == {"<record 3>", "<record 4>", "e", "<record 7>"}
+    assert rejected["<record 3>"].error.startswith("duplicate id 'a' (first used by record 1)")
+    assert rejected["<record 3>"].source_id == "a"
+    assert rejected["<record 4>"].error.startswith("invalid JSON")
     assert rejected["e"].error == "empty text"
-    assert "longer than" in rejected["#7"].error
+    assert "longer than" in rejected["<record 7>"].error
     all_keys = [k for c in plan.chunks for k in c.ticket_ids] + [r.id for r in plan.rejected]
     assert len(all_keys) == len(set(all_keys)) == plan.records
 
 
 def test_generated_keys_never_collide_with_explicit_ids():
-    records = _records(b'{"text": "no id"}\n', b'{"id": "#1", "text": "explicitly #1"}\n')
+    # issue #21: help desks write ticket numbers as "#1"; a record without an id before it must
+    # not take that key (and make the real "#1" a duplicate carrying another ticket's label)
+    records = _records(
+        b'{"text": "no id"}\n',
+        b'{"id": "#1", "text": "explicitly #1"}\n',
+        b'{"id": "<record 1>", "text": "an id in the reserved namespace"}\n',
+    )
     plan = plan_chunks(records, chunk_size=10)
-    keys = [k for c in plan.chunks for k in c.ticket_ids] + [r.id for r in plan.rejected]
-    assert len(set(keys)) == 2 and "#1" in keys
+    assert [c.ticket_ids for c in plan.chunks] == [["<record 1>", "#1"]]
+    assert [(r.id, r.source_id) for r in plan.rejected] == [("<record 3>", "<record 1>")]
+    assert "reserved for records without an id" in plan.rejected[0].error
 
 
 def test_chunks_hold_at_most_chunk_size_tickets_and_are_handed_out_as_they_fill():
@@ -121,8 +128,8 @@ def test_replayed_records_give_later_records_the_keys_of_a_single_pass():
         rejected_after = [r for r in one_pass.rejected if r.record > 3]
         assert chunker.rejected == len(rejected_after) == 2
         last = chunker.finish()
-    assert last.ticket_ids == one_pass.chunks[-1].ticket_ids == ["#5"]
-    assert {r.id for r in rejected_after} == {"a#4", "#2#6"}
+    assert last.ticket_ids == one_pass.chunks[-1].ticket_ids[-1:] == ["<record 5>"]
+    assert {r.id for r in rejected_after} == {"<record 4>", "<record 6>"}
 
 
 def test_the_key_registry_is_exact_and_on_disk():
