@@ -78,7 +78,8 @@ train-student: $(VENV)/.installed
 	$(PY) -m training.student --layers $(or $(LAYERS),3) --output ./artifacts/minilm-l$(or $(LAYERS),3)
 	$(PY) -m training train --preset banking77 --base-model ./artifacts/minilm-l$(or $(LAYERS),3) \
 		--distill-teachers $(dir $(REFERENCE))work/hf_model --output artifacts/student/model \
-		--work-dir artifacts/student/work --splits-dir artifacts/splits --reports-dir artifacts/student/reports
+		--work-dir artifacts/student/work --splits-dir artifacts/splits --reports-dir artifacts/student/reports \
+		--evaluate false
 
 ## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed

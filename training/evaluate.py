@@ -413,9 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--noisy",
         action="store_true",
-        help="also evaluate the same tickets wrapped in e-mail/chat noise (training.noise, pool 'eval')",
+        help="also evaluate the same tickets wrapped in e-mail/chat noise (training.noise, --noise-pool)",
     )
     parser.add_argument("--noise-seed", "--noise_seed", type=int, default=NOISY_SEED)
+    parser.add_argument(
+        "--noise-pool",
+        "--noise_pool",
+        choices=("select", "eval"),
+        default="eval",
+        help="the held-out noise pool: 'eval' for the test split (default), 'select' for the "
+        "validation split (the pool that ranks candidates)",
+    )
     return parser
 
 
@@ -433,14 +441,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.noisy:
             from training.noise import noisy_variant
 
-            noisy_texts = noisy_variant(data.texts, seed=args.noise_seed, pool="eval")
+            noisy_texts = noisy_variant(data.texts, seed=args.noise_seed, pool=args.noise_pool)
             noisy = evaluate_artifact(args.model, noisy_texts, data.labels, args.batch_size, classifier)
     except (DataError, ArtifactError, EvaluationError) as exc:
         raise SystemExit(f"evaluate: {exc}") from None
 
     report["data"] = {k: v for k, v in data.report.items() if k not in ("support",)}
     if noisy is not None:
-        noisy["data"] = {**report["data"], "noise": {"pool": "eval", "seed": args.noise_seed}}
+        noisy["data"] = {**report["data"], "noise": {"pool": args.noise_pool, "seed": args.noise_seed}}
         write_evaluation(noisy, args.out / "noisy", title="Noisy tickets:")
         report["noisy"] = {**headline(noisy), "report": "noisy/metrics.json"}
         report["clean_vs_noisy"] = compare_reports(report, noisy)

@@ -200,6 +200,23 @@ def test_cli_with_noisy_comparison(tiny_artifact: Path, labelled, tmp_path: Path
     assert "| macro_f1 |" in capsys.readouterr().out
 
 
+def test_cli_noisy_validation_uses_the_select_pool(tiny_artifact: Path, labelled, tmp_path: Path) -> None:
+    """The validation split is scored noisy with the pool that ranks candidates ('select'), never
+    the test split's ('eval'): the two runs wrap the same tickets in different noise."""
+    from training.noise import noisy_variant
+
+    data = write_csv(tmp_path / "validation.csv", *labelled)
+    out = tmp_path / "eval"
+    argv = ["--model", str(tiny_artifact), "--data", str(data), "--out", str(out), "--noisy"]
+    assert main([*argv, "--noise-pool", "select"]) == 0
+    noisy = json.loads((out / "noisy" / "metrics.json").read_text("utf-8"))
+    assert noisy["data"]["noise"] == {"pool": "select", "seed": 2024}
+    texts = labelled[0]
+    assert noisy_variant(texts, seed=2024, pool="select") != noisy_variant(texts, seed=2024, pool="eval")
+    with pytest.raises(SystemExit):
+        main([*argv, "--noise-pool", "train"])  # a training pool is not a held-out one
+
+
 def test_cli_errors_are_clear(tiny_artifact: Path, labelled, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "test.csv", labelled[0], ["card_arrival"] * 11 + ["brand_new_intent"])
     with pytest.raises(SystemExit, match="unknown to the model"):
