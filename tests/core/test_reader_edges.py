@@ -1081,3 +1081,14 @@ def test_a_mojibake_bom_without_a_real_one_is_dropped(charset: str | None) -> No
         decoded = ts.DecodedText(chunks, charset=charset)
         assert (decoded.encoding, decoded.bom) == ("utf-8", False)
         assert decoded.read(100) == "id,text\n1,é\n"
+
+
+@pytest.mark.parametrize("chunks", [[b"id,text\n1,caf\xc3\xa9\n"], iter([b"id,text\n1,caf\xc3\xa9\n"])])
+def test_decoded_text_is_read_a_bounded_number_of_characters_at_a_time(chunks) -> None:
+    decoded = ts.DecodedText(chunks)  # the JSON reader asks for a bounded read, never the rest
+    assert [decoded.read(5), decoded.read(5), decoded.read(5), decoded.read(5)] == [
+        "id,te",
+        "xt\n1,",
+        "café\n",
+        "",
+    ]
