@@ -1026,9 +1026,10 @@ def test_a_sample_cut_inside_a_utf8_character_is_utf8() -> None:
     assert ts.sniff_encoding(b"plain ascii \xc3") == "utf-8"
 
 
-@pytest.mark.parametrize("label", ['"UTF-8"', "X-CP1252", "x-cp1252"])
+@pytest.mark.parametrize("label", ['"UTF-8"', "X-CP1252", "x-cp1252", '"latin1"'])
 def test_quoted_and_upper_case_labels(label: str) -> None:
     # HTTP allows a quoted charset value; WHATWG labels match case-insensitively
+    # (a quoted "latin1" is windows-1252 as WHATWG says, not Python's iso8859-1)
     assert ts.canonical_charset(label) == ("utf-8" if "8" in label else "windows-1252")
 
 
@@ -1092,3 +1093,13 @@ def test_decoded_text_is_read_a_bounded_number_of_characters_at_a_time(chunks) -
         "café\n",
         "",
     ]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_a_nul_character_in_sniffed_utf16_is_refused_at_the_first_one(codec: str) -> None:
+    # no BOM, no label: the NUL pattern says UTF-16, and a NUL *character* in it is not text
+    data = '{"id": 1, "text": "a\x00b\x00"}\n'.encode(codec)
+    for chunks in ([data], iter([data])):
+        with pytest.raises(ts.BinaryData) as err:
+            ts.DecodedText(chunks)
+        assert "a NUL at character 20 (" in str(err.value)
