@@ -1084,8 +1084,10 @@ def test_a_mojibake_bom_without_a_real_one_is_dropped(charset: str | None) -> No
         assert decoded.read(100) == "id,text\n1,é\n"
 
 
-@pytest.mark.parametrize("chunks", [[b"id,text\n1,caf\xc3\xa9\n"], iter([b"id,text\n1,caf\xc3\xa9\n"])])
-def test_decoded_text_is_read_a_bounded_number_of_characters_at_a_time(chunks) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+def test_decoded_text_is_read_a_bounded_number_of_characters_at_a_time(streamed: bool) -> None:
+    data = b"id,text\n1,caf\xc3\xa9\n"
+    chunks = iter([data]) if streamed else [data]
     decoded = ts.DecodedText(chunks)  # the JSON reader asks for a bounded read, never the rest
     assert [decoded.read(5), decoded.read(5), decoded.read(5), decoded.read(5)] == [
         "id,te",
