@@ -407,6 +407,8 @@ def _read_s3(stack: Stack, uri: str) -> bytes:
         (b"[1, 2]", " (model response: [1, 2])"),  # JSON, but not an object
         (b"  \n ", ""),  # nothing to add
         (None, ""),  # the failure object is gone
+        (b"model \xff crashed", " (model response: model \ufffd crashed)"),  # not UTF-8: replaced
+        (b" " * 600 + b"after the first 600 bytes", ""),  # only the first 600 bytes are read
         # a long response: the reason is cut at 300 characters, the last one "…"
         (
             b'{"error": "' + b"x" * 900 + b'"}',
