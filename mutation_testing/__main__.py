@@ -110,7 +110,15 @@ LINKS = {
     "local_pipeline": REPO / "local_pipeline",
     "tests": REPO / "tests",
     "chaos": REPO / "chaos",  # chaos/generated.py: the files of the reader's property tests
+    # The pipeline tests' ``iam_calls`` fixture replays what the code called against the
+    # synthesized template (tests/synth_fixture.py): the CDK app, its context and the asset
+    # folders it stages (the Lambda code and the container as they are, never imported here).
+    "infra": REPO / "infra",
+    "cdk.json": REPO / "cdk.json",
+    "lambda": REPO / "lambda",
+    "container": REPO / "container",
 }
+COPIED = ["local_pipeline", "chaos", "infra", "cdk.json", "lambda", "container"]
 
 GOALS = {"module": 0.90, "overall": 0.92}
 
@@ -133,12 +141,12 @@ def stage(module: str) -> Path:
         link = work / name
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(os.path.relpath(target, work), target_is_directory=True)
+        link.symlink_to(os.path.relpath(target, work), target_is_directory=target.is_dir())
     staged, tests = MODULES[module]
     mutmut = {
         "source_paths": sorted({staged_path.split("/")[0] for staged_path, _ in MODULES.values()}),
         "only_mutate": [staged],
-        "also_copy": ["local_pipeline", "chaos"],
+        "also_copy": COPIED,
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly", "-m", "not slow"],
     }

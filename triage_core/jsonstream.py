@@ -174,6 +174,7 @@ class JsonRecords:
         depth = 0
         in_string = False
         first = True
+        scalar = False
         while True:
             buf, pos = self._buf, self._pos
             while pos < len(buf):
@@ -188,13 +189,14 @@ class JsonRecords:
                     continue
                 if first:
                     first = False
-                    if buf[pos] not in '"[{':  # a number or a literal
-                        match = _SCALAR_END.search(buf, pos)
-                        if match:
-                            self._pos = match.start()
-                            return
-                        pos = len(buf)
-                        break
+                    scalar = buf[pos] not in '"[{'  # a number or a literal
+                if scalar:  # it may go on past this read: it ends only at a separator
+                    match = _SCALAR_END.search(buf, pos)
+                    if match:
+                        self._pos = match.start()
+                        return
+                    pos = len(buf)
+                    break
                 match = _STRUCT.search(buf, pos)
                 if match is None:
                     pos = len(buf)

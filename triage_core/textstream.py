@@ -401,10 +401,11 @@ def refuse_binary(sample: bytes, *, compressed: bool = False, wide: bool = False
             where = "the decompressed data is" if compressed else "the data is"
             raise BinaryData(f"{where} {what}, not text: send JSON Lines, CSV or JSON (optionally gzip)")
     nul = -1 if wide else sample.find(b"\x00")
-    if wide and encoding:
-        nul = sample[: len(sample) - len(sample) % 4].decode(encoding, "replace").find("\x00")
+    if wide and encoding:  # whole code units only: a unit cut at the end of the sample is not judged
+        nul = sample[: len(sample) - len(sample) % _unit(encoding)].decode(encoding, "replace").find("\x00")
     if nul >= 0:
-        where = "decompressed byte" if compressed else "byte"
+        unit = "character" if wide and encoding else "byte"  # wide text is searched decoded
+        where = f"decompressed {unit}" if compressed else unit
         raise BinaryData(
             f"the data is not text: a NUL at {where} {nul} (a binary file, or UTF-16/32 without its "
             "byte-order mark and mislabelled): send JSON Lines, CSV or JSON as text"

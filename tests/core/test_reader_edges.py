@@ -918,7 +918,7 @@ def test_a_nul_is_not_text_in_8_bit_data_but_is_in_wide_data() -> None:
     with pytest.raises(ts.BinaryData, match="a NUL at decompressed byte 0"):
         ts.refuse_binary(b"\x00abc", compressed=True)
     ts.refuse_binary("abcd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # NUL bytes: fine
-    with pytest.raises(ts.BinaryData, match="a NUL at byte 1"):
+    with pytest.raises(ts.BinaryData, match="a NUL at character 1"):
         ts.refuse_binary("a\x00cd".encode("utf-16-le"), wide=True, encoding="utf-16-le")  # a NUL character
 
 
@@ -941,7 +941,7 @@ def test_what_refusing_binary_says_in_full() -> None:
     ts.refuse_binary(b"BZh, a ticket that starts like bzip2")  # "BZh" without a digit is text
     ts.refuse_binary(b"")
     # UTF-32 judged on whole units: a NUL character found in the first ones, a cut unit ignored
-    with pytest.raises(ts.BinaryData, match="a NUL at byte 1 "):
+    with pytest.raises(ts.BinaryData, match="a NUL at character 1 "):
         ts.refuse_binary("a\x00b".encode("utf-32-le") + b"\x61", wide=True, encoding="utf-32-le")
 
 
@@ -998,3 +998,110 @@ def test_gzip_small_and_streamed_bodies_and_empty_ones() -> None:
     assert (
         ts.DecodedText([data], content_encoding=" GZIP ").read(100) == data.decode()
     )  # a label, bytes decide
+
+
+# --- textstream boundaries (issue #21, point 4: what `make mutation` found no test pinning) ----
+@pytest.mark.parametrize("codec", ["utf-32-le", "utf-32-be"])
+def test_utf32_at_exactly_nine_tenths_and_one_tenth_is_not_utf32(codec: str) -> None:
+    # "more than 9/10 of the units NUL" in the NUL slots, "fewer than 1/10" in the other: the
+    # bounds themselves are not enough. Ten units, one of them "Ł" (its second byte is not NUL):
+    assert ts._wide_order("abcdefghiŁ".encode(codec)) is None
+    # one NUL character in ten units: its non-NUL slot is NUL in exactly 1/10 of them
+    assert ts._wide_order("abcdefghi\x00".encode(codec)) is None
+    # one in twenty: fewer than a tenth, UTF-32 it is
+    assert ts._wide_order(("abcdefghi" * 2 + "j\x00").encode(codec)) == codec
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_counts_whole_pairs(codec: str) -> None:
+    # 49 bytes: 24 whole pairs (the odd byte out is not a pair), 22 of them with a NUL side:
+    # 22 > 0.9 x 24 = 21.6 (half pairs would make it 0.9 x 24.5 = 22.05, and not UTF-16)
+    assert ts.sniff_encoding(("x" * 22 + "ŁŁ").encode(codec) + b"x") == codec
+    # one NUL character in 24 pairs: its other side NUL in 1 < 0.1 x 24 of them: still UTF-16
+    assert ts.sniff_encoding(("x" * 23 + "\x00").encode(codec)) == codec
+
+
+def test_a_sample_cut_inside_a_utf8_character_is_utf8() -> None:
+    # the sample is what the first read brings: its last character may be cut
+    assert ts.sniff_encoding(b"plain ascii \xc3") == "utf-8"
+
+
+@pytest.mark.parametrize("label", ['"UTF-8"', "X-CP1252", "x-cp1252", '"latin1"'])
+def test_quoted_and_upper_case_labels(label: str) -> None:
+    # HTTP allows a quoted charset value; WHATWG labels match case-insensitively
+    # (a quoted "latin1" is windows-1252 as WHATWG says, not Python's iso8859-1)
+    assert ts.canonical_charset(label) == ("utf-8" if "8" in label else "windows-1252")
+
+
+def test_a_declared_codec_replaces_what_it_cannot_decode() -> None:
+    decoded = ts.DecodedText([b"id,text\n1,\x81\xff ok\n"], charset="shift_jis")
+    assert decoded.encoding == "shift_jis" and decoded.read(100) == "id,text\n1,\ufffd\ufffd ok\n"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_lone_surrogate_in_utf16_is_replaced_not_an_error(streamed: bool) -> None:
+    data = codecs.BOM_UTF16_LE + "ab".encode("utf-16-le") + b"\x00\xd8" + "cd".encode("utf-16-le")
+    decoded = ts.DecodedText(iter([data]) if streamed else [data])
+    assert decoded.read(100) == "ab\ufffdcd"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize(
+    "bom, codec", [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF32_BE, "utf-32-be")]
+)
+def test_a_nul_character_in_wide_text_with_a_bom_is_refused_even_the_last(
+    bom: bytes, codec: str, streamed
+) -> None:
+    # the position is the character's (the text after the BOM, decoded): the bytes are 2 or 4 each
+    for text, at in [('{"a": "\x00"}', 7), ('{"a": 1}\x00', 8)]:
+        data = bom + text.encode(codec)
+        with pytest.raises(ts.BinaryData) as err:
+            ts.DecodedText(iter([data]) if streamed else [data])
+        assert f"a NUL at character {at} (" in str(err.value)
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_a_nul_in_gzip_data_is_placed_in_the_decompressed_bytes(bom: bytes) -> None:
+    for chunks in (
+        [gzip.compress(bom + b'{"a":1}\x00\x00')],
+        iter([gzip.compress(bom + b'{"a":1}\x00\x00')]),
+    ):
+        with pytest.raises(ts.BinaryData) as err:
+            ts.DecodedText(chunks)
+        assert "a NUL at decompressed byte 7 (" in str(err.value)  # the first of the two
+    with pytest.raises(ts.BinaryData) as err:
+        ts.DecodedText([gzip.compress(bom + b"\x89PNG\r\n")])
+    assert str(err.value).startswith("the decompressed data is a PNG image, not text")
+
+
+@pytest.mark.parametrize("charset", [None, "utf-8"])
+def test_a_mojibake_bom_without_a_real_one_is_dropped(charset: str | None) -> None:
+    mojibake = "\ufeff".encode().decode("cp1252").encode()  # "ï»¿" saved as UTF-8
+    data = mojibake + "id,text\n1,é\n".encode()
+    for chunks in ([data], iter([data])):
+        decoded = ts.DecodedText(chunks, charset=charset)
+        assert (decoded.encoding, decoded.bom) == ("utf-8", False)
+        assert decoded.read(100) == "id,text\n1,é\n"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_decoded_text_is_read_a_bounded_number_of_characters_at_a_time(streamed: bool) -> None:
+    data = b"id,text\n1,caf\xc3\xa9\n"
+    chunks = iter([data]) if streamed else [data]
+    decoded = ts.DecodedText(chunks)  # the JSON reader asks for a bounded read, never the rest
+    assert [decoded.read(5), decoded.read(5), decoded.read(5), decoded.read(5)] == [
+        "id,te",
+        "xt\n1,",
+        "café\n",
+        "",
+    ]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_a_nul_character_in_sniffed_utf16_is_refused_at_the_first_one(codec: str) -> None:
+    # no BOM, no label: the NUL pattern says UTF-16, and a NUL *character* in it is not text
+    data = '{"id": 1, "text": "a\x00b\x00"}\n'.encode(codec)
+    for chunks in ([data], iter([data])):
+        with pytest.raises(ts.BinaryData) as err:
+            ts.DecodedText(chunks)
+        assert "a NUL at character 20 (" in str(err.value)

@@ -391,3 +391,50 @@ def test_a_chunk_or_job_the_table_does_not_know_is_unknown(
         "notification for an unknown job or chunk",
     )
     assert (record.job_id, record.chunk) == (job_id, chunk)
+
+
+def _read_s3(stack: Stack, uri: str) -> bytes:
+    bucket, key = uri[len("s3://") :].split("/", 1)
+    return stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.mark.parametrize(
+    "body, detail",
+    [
+        (b'{"error": "the model ran out of memory"}', " (model response: the model ran out of memory)"),
+        (b'{"message":\n  "not the error field"}', ' (model response: {"message": "not the error field"})'),
+        (b"Internal\n\n  server error", " (model response: Internal server error)"),
+        (b"[1, 2]", " (model response: [1, 2])"),  # JSON, but not an object
+        (b"  \n ", ""),  # nothing to add
+        (None, ""),  # the failure object is gone
+        (b"model \xff crashed", " (model response: model \ufffd crashed)"),  # not UTF-8: replaced
+        (b" " * 600 + b"after the first 600 bytes", ""),  # only the first 600 bytes are read
+        # a long response: the reason is cut at 300 characters, the last one "…"
+        (
+            b'{"error": "' + b"x" * 900 + b'"}',
+            (' (model response: {"error": "' + "x" * 900)[: 299 - len("ModelError: boom")] + "…",
+        ),
+    ],
+)
+def test_a_finalized_job_writes_every_ticket_once_with_the_models_own_error(
+    stack: Stack, body: bytes | None, detail: str
+):
+    """results.py: the result lines as the API documents them, and each failed ticket with the
+    chunk's reason and what the model wrote to its failure location (bounded, whitespace folded)."""
+    _job(stack)
+    failure = f"s3://{stack.names.output_bucket}/async-failures/job1-2.err"
+    if body is not None:
+        stack.s3.put_object(Bucket=stack.names.output_bucket, Key="async-failures/job1-2.err", Body=body)
+    assert _handle(stack, _succeeded(stack, "job1", 1)).finalized is None
+    assert _handle(stack, _failed("job1", 2, "ModelError: boom", failure)).finalized == "partial"
+    [message] = stack.results_messages()
+    results = [json.loads(line) for line in _read_s3(stack, message["results"]).splitlines()]
+    assert results == [
+        {"id": f"t1{s}", "label": "card_arrival", "score": 0.9, "needs_review": False} for s in "ab"
+    ]
+    failures = [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()]
+    assert [(f["id"], f["error"]) for f in failures] == [
+        (f"t2{s}", "ModelError: boom" + detail) for s in "ab"
+    ]
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["succeeded"], summary["failed"], summary["categories"]) == (2, 2, {"card_arrival": 2})

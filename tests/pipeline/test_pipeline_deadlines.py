@@ -325,3 +325,21 @@ def test_settings_refuse_a_lease_shorter_than_the_function_timeout():
         ValueError, match=r"FINALIZE_LEASE_SECONDS \(300\) must be longer than FUNCTION_TIMEOUT"
     ):
         SweeperSettings.from_env(env)
+
+
+def test_a_sweep_finalizes_only_while_half_its_function_timeout_is_left(aws: Aws, endpoint: AsyncEndpoint):
+    """Each finalization may take up to the function's time; the sweeper starts one only with
+    half its timeout left, and the next sweep takes the rest (the job stays open, nothing is
+    published)."""
+    job = drop(aws, "incoming/three.jsonl", jsonl(3))["jobs"][0]
+    queued(endpoint)  # no notification ever comes
+    settings = SweeperSettings.from_env(aws.env())
+    half = settings.function_timeout_seconds / 2
+    deps = sweeping.Deps(aws.objects(), aws.jobs(), aws.publisher(), PipelineMetrics())
+    when = deadline_of(aws, job["job_id"]) + 1
+    report = sweeping.sweep(deps, settings, clock=lambda: when, time_left=lambda: half - 0.001)
+    assert report.as_dict() == {"overdue": 1, "finalized": {}, "skipped": []}
+    assert aws.results_messages() == [] and aws.jobs().get_job(job["job_id"])["status"] != "partial"
+    report = sweeping.sweep(deps, settings, clock=lambda: when, time_left=lambda: half)
+    assert report.as_dict() == {"overdue": 1, "finalized": {job["job_id"]: "partial"}, "skipped": []}
+    assert len(aws.results_messages()) == 1
