@@ -236,6 +236,38 @@ def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[
     }
 
 
+def bench_preparation(model: Path, texts: list[str], repeats: int) -> dict[str, float]:
+    """CPU time per ticket, on one thread, of what the server does before the engines
+    (``clean``: preprocessing; ``encode``: tokenizing and, with a linear model, TF-IDF vectors) and
+    of the engines' work (:func:`engine_calls` on a single-threaded session), best of ``repeats``.
+    When both share the cores, ``server_vs_limit`` cannot pass ``engine / (engine + prepare)``
+    (``prepare_ceiling``) whatever the batching and threads do: HTTP, JSON and the response
+    come on top."""
+    classifier = ArtifactClassifier(model, intra_op_threads=1)
+    classifier.encode(classifier.clean(texts[:32]))
+    calls = engine_calls(classifier, texts)
+
+    def best(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times) / len(texts) * 1e6
+
+    clean = best(lambda: classifier.clean(texts))
+    cleaned = classifier.clean(texts)
+    encode = best(lambda: classifier.encode(cleaned))
+    engine = best(lambda: [call() for call in calls])
+    return {
+        "clean_us": clean,
+        "encode_us": encode,
+        "engine_us": engine,
+        "prepare_vs_engine": round((clean + encode) / engine, 4),
+        "prepare_ceiling": round(engine / (engine + clean + encode), 3),
+    }
+
+
 # --- the project's classifier in-process ----------------------------------------------------------
 def bench_classifier(model: Path, texts: list[str], cpus: int, repeats: int) -> float:
     """Tickets/s of ``ArtifactClassifier.predict_scores`` (preprocessing, tokenizing, length-sorted
@@ -577,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     email_limit = bench_limit(model, emails, cpus, args.repeats)
     result["limit_email_tps"] = email_limit["limit_tps"]
     result["limit_minilm_email_tps"] = email_limit["limit_minilm_tps"]
+    print("(b) the server's own work per ticket vs the engines', one thread (clean, e-mail) ...", flush=True)
+    for suffix, batch in (("", texts), ("_email", emails)):
+        result.update({k + suffix: v for k, v in bench_preparation(model, batch, args.repeats).items()})
     print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
     result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
     print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
@@ -602,7 +637,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["classifier_vs_reference"] = _ratio(result["classifier_tps"], result["reference_classifier_tps"])
     result["default_vs_reference"] = _ratio(result["server_tps"], result["reference_server_tps"])
-    result = {k: round(v, 2) if isinstance(v, float) and "_vs_" not in k else v for k, v in result.items()}
+    ratios = ("_vs_", "ceiling")
+    result = {
+        k: round(v, 2) if isinstance(v, float) and not any(r in k for r in ratios) else v
+        for k, v in result.items()
+    }
 
     rows = [
         (
@@ -635,6 +674,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{result[f'long_{tokens}_vs_{lengths[0]}']}x the {lengths[0]}-token throughput"
         )
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
+    for suffix, name in (("", "clean"), ("_email", "e-mail")):
+        print(
+            f"{name} bodies, µs per ticket on one thread: preprocessing {result['clean_us' + suffix]:.1f}, "
+            f"encoding {result['encode_us' + suffix]:.1f}, the engines {result['engine_us' + suffix]:.1f}: "
+            f"server_vs_limit at most {result['prepare_ceiling' + suffix]}"
+        )
     print(
         f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"
         f" (e-mail bodies: {result['server_vs_limit_email']}; model.onnx alone: "

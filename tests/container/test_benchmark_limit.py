@@ -69,3 +69,9 @@ def test_the_benchmark_reports_both_limits_for_an_ensemble(ensemble_artifact: Pa
     assert abs(summary["server_vs_limit_minilm"] - ratio) < 0.01
     ratio = summary["server_email_tps"] / summary["limit_minilm_email_tps"]
     assert abs(summary["server_vs_limit_minilm_email"] - ratio) < 0.01
+    # the server's own work per ticket against the engines', and the ceiling it puts on the ratio
+    for suffix in ("", "_email"):
+        clean, encode, engine = (summary[k + suffix] for k in ("clean_us", "encode_us", "engine_us"))
+        assert clean > 0 and encode > 0 and engine > 0
+        ceiling = engine / (engine + clean + encode)
+        assert summary["prepare_ceiling" + suffix] == pytest.approx(ceiling, abs=0.01)
