@@ -63,6 +63,8 @@ class LinearSpec(BaseModel):
 
 
 def word_ngrams(text: str, low: int, high: int) -> list[str]:
+    """The word analyzer on one text (the definition; serving computes a batch at once in
+    :meth:`LinearModel.features`, tested against this)."""
     tokens = _WORD.findall(text.lower())
     grams = list(tokens) if low == 1 else []
     for n in range(max(low, 2), min(high, len(tokens)) + 1):

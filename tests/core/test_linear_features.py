@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -19,33 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from training.baseline import BaselineConfig, fit_baseline, save_linear
-from triage_core.linear import LINEAR_FILE, Features, LinearModel, LinearSpec
+from triage_core.linear import LINEAR_FILE, Features, LinearModel, LinearSpec, char_ngrams, word_ngrams
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# --- the per-ticket implementation before the batched one (git: triage_core/linear.py, ad87fb8) ---
-_WORD = re.compile(r"(?u)\b\w\w+\b")
-_SPACES = re.compile(r"\s\s+")
-
-
-def _word_ngrams(text: str, low: int, high: int) -> list[str]:
-    tokens = _WORD.findall(text.lower())
-    grams = list(tokens) if low == 1 else []
-    for n in range(max(low, 2), min(high, len(tokens)) + 1):
-        grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-    return grams
-
-
-def _char_ngrams(text: str, low: int, high: int) -> list[str]:
-    text = _SPACES.sub(" ", text.lower())
-    grams = list(text) if low == 1 else []
-    for n in range(max(low, 2), min(high, len(text)) + 1):
-        grams.extend(text[i : i + n] for i in range(len(text) - n + 1))
-    return grams
-
-
+# --- the per-ticket implementation before the batched one (git: triage_core/linear.py, ad87fb8): its
+# analyzers stay in triage_core.linear (test_linear.py checks them against scikit-learn's) ---
 def _tfidf(grams: list[str], vocabulary: dict[str, int], idf: np.ndarray, offset: int):
     counts = Counter(g for g in grams if g in vocabulary)
     if not counts:
@@ -57,8 +37,8 @@ def _tfidf(grams: list[str], vocabulary: dict[str, int], idf: np.ndarray, offset
 
 def reference_features(model: LinearModel, text: str) -> tuple[np.ndarray, np.ndarray]:
     spec, offset = model.spec, len(model.word_vocabulary)
-    wi, wv = _tfidf(_word_ngrams(text, *spec.word_ngrams), model.word_vocabulary, model.word_idf, 0)
-    ci, cv = _tfidf(_char_ngrams(text, *spec.char_ngrams), model.char_vocabulary, model.char_idf, offset)
+    wi, wv = _tfidf(word_ngrams(text, *spec.word_ngrams), model.word_vocabulary, model.word_idf, 0)
+    ci, cv = _tfidf(char_ngrams(text, *spec.char_ngrams), model.char_vocabulary, model.char_idf, offset)
     return np.concatenate((wi, ci)), np.concatenate((wv, cv)).astype(np.float32)
 
 
