@@ -98,7 +98,7 @@ class _Trie:
     feature index of the term ending there, or -1. Transitions are a dense table when it is
     small, else sorted keys searched with ``np.searchsorted``."""
 
-    DENSE_LIMIT = 1 << 24  # table entries (int32): 64 MB at most
+    DENSE_LIMIT = 1 << 22  # table entries (int32): 16 MB at most (a word table of 1,353 x 8,926: 48 MB)
 
     def __init__(self, terms: Sequence[Sequence[int]], base: int):
         self.base = base
