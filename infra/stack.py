@@ -7,7 +7,12 @@ from pathlib import Path
 from aws_cdk import Aws, CfnOutput, Stack, Tags
 from constructs import Construct
 
-from infra.async_endpoint import VARIANT_NAME, AsyncInferenceEndpoint, AsyncInferenceEndpointProps
+from infra.async_endpoint import (
+    VARIANT_NAME,
+    AsyncInferenceEndpoint,
+    AsyncInferenceEndpointProps,
+    RolloutSettings,
+)
 from infra.autoscaling import EndpointAutoscaling, EndpointAutoscalingProps
 from infra.config import TriageConfig
 from infra.job_state import JobState
@@ -89,6 +94,18 @@ class TicketTriageStack(Stack):
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 review_threshold=c.review_threshold,
                 log_level=c.log_level,
+                endpoint_name=c.endpoint_name,
+                rollout=RolloutSettings(
+                    mode=c.rollout_mode,
+                    instance_count=c.rollout_instance_count,
+                    step_instances=c.rollout_step_instances,
+                    wait_seconds=c.rollout_wait_seconds,
+                    termination_wait_seconds=c.rollout_termination_wait_seconds,
+                    timeout_seconds=c.rollout_timeout_seconds,
+                    alarms=c.rollout_alarms,
+                    max_model_latency_seconds=c.rollout_max_model_latency_seconds,
+                ),
+                alarm_topic=self.notifications.alarm_topic,
             ),
         )
         # AWS refuses to move a variant registered for autoscaling to another instance type: deploy
