@@ -292,3 +292,16 @@ def test_a_rolling_update_without_alarms_synthesizes_passes_cfn_lint_and_warns(s
     )
     assert result.returncode != 1, result.stderr
     assert [m for m in json.loads(result.stdout or "[]") if m["Level"] == "Error"] == []
+
+
+def test_the_runbook_documents_every_rollback_alarm_and_rollout_setting(synth) -> None:
+    from infra_helpers import REPO_ROOT
+
+    from infra.rollout import ROLLBACK_ALARMS
+
+    runbook = (REPO_ROOT / "docs" / "deploy-and-operate.md").read_text()
+    section = runbook[runbook.index("**Roll-back.**") : runbook.index("**With autoscaling")]
+    assert [name for name in ROLLBACK_ALARMS if f"| `{name}` |" not in section] == []
+    assert set(synth.stack.inference.rollout.alarms) == set(ROLLBACK_ALARMS)
+    keys = [k for k in TriageConfig.context_keys() if k.startswith("triage:rollout")]
+    assert len(keys) == 8 and [k for k in keys if f"`{k}`" not in runbook] == []
