@@ -16,7 +16,7 @@ from constructs import Construct
 from infra.config import MAX_ASYNC_PAYLOAD_MB, has_local_nvme_storage
 from infra.model import ModelArtifact
 from infra.nag import acknowledge, arn_finding, skip_checkov
-from infra.rollout import GuardedRollout, GuardedRolloutProps
+from infra.rollout import GuardedRollout, GuardedRolloutProps, RolloutSettings
 
 VARIANT_NAME = "AllTraffic"
 
@@ -43,20 +43,6 @@ class AsyncInferenceEndpointProps:
     endpoint_name: str  # fixed: the roll-back alarms name it (infra/rollout.py)
     rollout: RolloutSettings
     alarm_topic: sns.ITopic
-
-
-@dataclass(frozen=True)
-class RolloutSettings:
-    """How an endpoint update rolls out (cdk.json ``triage:rollout*``, validated in infra/config.py)."""
-
-    mode: str
-    instance_count: int  # the new fleet's InitialInstanceCount
-    step_instances: int
-    wait_seconds: int
-    termination_wait_seconds: int
-    timeout_seconds: int
-    alarms: tuple[str, ...]
-    max_model_latency_seconds: float
 
 
 class AsyncInferenceEndpoint(Construct):
@@ -211,13 +197,7 @@ class AsyncInferenceEndpoint(Construct):
                 endpoint_name=props.endpoint_name,
                 variant_name=VARIANT_NAME,
                 endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
-                mode=r.mode,
-                step_instances=r.step_instances,
-                wait_seconds=r.wait_seconds,
-                termination_wait_seconds=r.termination_wait_seconds,
-                timeout_seconds=r.timeout_seconds,
-                alarms=r.alarms,
-                max_model_latency_seconds=r.max_model_latency_seconds,
+                settings=r,
                 alarm_topic=props.alarm_topic,
             ),
         )

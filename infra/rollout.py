@@ -37,17 +37,25 @@ ALARM_PERIOD = Duration.minutes(5)
 
 
 @dataclass(frozen=True)
-class GuardedRolloutProps:
-    endpoint_name: str  # the fixed name (not the endpoint's attribute: see the module docstring)
-    variant_name: str
-    endpoint_config_name: str  # the config being deployed: its fleet is the new one
-    mode: str  # ALL_AT_ONCE | CANARY | LINEAR | ROLLING
+class RolloutSettings:
+    """How an endpoint update rolls out (cdk.json ``triage:rollout*``, validated in infra/config.py)."""
+
+    mode: str
+    instance_count: int  # the new fleet's InitialInstanceCount
     step_instances: int
     wait_seconds: int
     termination_wait_seconds: int
     timeout_seconds: int
     alarms: tuple[str, ...]
     max_model_latency_seconds: float
+
+
+@dataclass(frozen=True)
+class GuardedRolloutProps:
+    endpoint_name: str  # the fixed name (not the endpoint's attribute: see the module docstring)
+    variant_name: str
+    endpoint_config_name: str  # the config being deployed: its fleet is the new one
+    settings: RolloutSettings
     alarm_topic: sns.ITopic
 
 
@@ -67,6 +75,7 @@ class GuardedRollout(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, props: GuardedRolloutProps) -> None:
         super().__init__(scope, construct_id)
         self.props = props
+        settings = props.settings
         both_fleets = {"EndpointName": props.endpoint_name, "VariantName": props.variant_name}
         new_fleet = {**both_fleets, "EndpointConfigName": props.endpoint_config_name}
 
@@ -86,14 +95,14 @@ class GuardedRollout(Construct):
             ),
             "ModelLatency": (
                 metric("ModelLatency", new_fleet, "Average"),
-                props.max_model_latency_seconds * MICROSECONDS,
+                settings.max_model_latency_seconds * MICROSECONDS,
                 "Roll-back guard: the new fleet's average model latency per invocation is above "
-                f"{props.max_model_latency_seconds:g} s.",
+                f"{settings.max_model_latency_seconds:g} s.",
             ),
         }
         action = cw_actions.SnsAction(props.alarm_topic)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
-        for name in props.alarms:
+        for name in settings.alarms:
             watched, threshold, description = definitions[name]
             alarm = cloudwatch.Alarm(
                 self,
@@ -115,7 +124,7 @@ class GuardedRollout(Construct):
 
     @property
     def deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
-        p = self.props
+        p = self.props.settings
         step = sagemaker.CfnEndpoint.CapacitySizeProperty(type="INSTANCE_COUNT", value=p.step_instances)
         rollback = (
             sagemaker.CfnEndpoint.AutoRollbackConfigProperty(

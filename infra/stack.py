@@ -7,12 +7,7 @@ from pathlib import Path
 from aws_cdk import Aws, CfnOutput, Stack, Tags
 from constructs import Construct
 
-from infra.async_endpoint import (
-    VARIANT_NAME,
-    AsyncInferenceEndpoint,
-    AsyncInferenceEndpointProps,
-    RolloutSettings,
-)
+from infra.async_endpoint import VARIANT_NAME, AsyncInferenceEndpoint, AsyncInferenceEndpointProps
 from infra.autoscaling import EndpointAutoscaling, EndpointAutoscalingProps
 from infra.config import TriageConfig
 from infra.job_state import JobState
@@ -27,6 +22,7 @@ from infra.model import ModelArtifactSource, container_image
 from infra.monitoring import Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
 from infra.notifications import Notifications
+from infra.rollout import RolloutSettings
 from infra.storage import EncryptionKey, IoBuckets, IoBucketsProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
