@@ -16,8 +16,9 @@ https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions
       - Serverless inference endpoints
       - Multi-variant inference endpoints
 
-Asynchronous endpoints are not excluded (the guide's "Deployment guardrails for updating models in
-production" page notes that guardrails apply to the asynchronous and real-time endpoint types).
+Asynchronous endpoints are not excluded; the guide's "Deployment guardrails for updating models in
+production" page has a note that they apply only to the asynchronous and real-time inference
+endpoint types (seen in its Chinese edition: "部署防护机制仅适用于 异步推理 和 实时推理 端点类型").
 """
 
 from __future__ import annotations
