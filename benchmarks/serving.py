@@ -23,6 +23,8 @@ one run on this machine, on the same texts and the same trained model:
 (e) **the project's classifier** (``ArtifactClassifier.predict_scores`` in-process) and, with
     ``--reference`` (``make train-reference``), the reference artifact's classifier and server
     beside ``--model``'s: ``default_vs_reference`` (server) and ``classifier_vs_reference``;
+    ``cascade_skip_share``: the share of the texts the default's confidence cascade settles with
+    its linear model alone (``linear.cascade_bar``; the reference has none);
 (f) e-mail-style bodies (the same tickets wrapped by ``training.noise``): ``server_vs_limit_email``.
     ``--profile FILE`` samples the server with py-spy during its JSON Lines runs.
 
@@ -59,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from inference_server.settings import available_cpus
-from triage_core.inference import ArtifactClassifier
+from triage_core.inference import ArtifactClassifier, Settled
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = ROOT / "data" / "banking77" / "train.csv"
@@ -187,6 +189,16 @@ def bench_classifier(model: Path, texts: list[str], cpus: int, repeats: int) -> 
         classifier.predict_scores(texts)
         best = max(best, len(texts) / (time.perf_counter() - started))
     return best
+
+
+def cascade_share(model: Path, texts: list[str]) -> float:
+    """The share of ``texts`` a cascade artifact's linear model settles (never tokenized, never
+    run through ONNX Runtime: ``linear.cascade_bar``); 0.0 without a cascade."""
+    classifier = ArtifactClassifier(model)
+    if classifier.manifest.linear is None or classifier.manifest.linear.cascade_bar is None:
+        return 0.0
+    items = classifier.encode(classifier.clean(texts))
+    return sum(type(item) is Settled for item in items) / max(1, len(items))
 
 
 def email_texts(texts: list[str], seed: int = 0) -> list[str]:
@@ -518,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
     print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
     result["classifier_tps"] = bench_classifier(model, texts, cpus, args.repeats)
+    result["cascade_skip_share"] = round(cascade_share(model, texts), 4)
     result["reference"] = str(reference) if reference else None
     result["reference_classifier_tps"] = result["reference_server_tps"] = None
     if reference is not None:
@@ -569,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"
         f" (e-mail bodies: {result['server_vs_limit_email']})   default / reference: "
-        f"{result['default_vs_reference']} (classifier: {result['classifier_vs_reference']})"
+        f"{result['default_vs_reference']} (classifier: {result['classifier_vs_reference']}; the default's "
+        f"cascade settles {result['cascade_skip_share']:.1%} of the texts without MiniLM)"
     )
     print(json.dumps(result))
     return 0

@@ -76,6 +76,7 @@ def test_benchmark_beside_a_reference_with_a_profile(tiny_artifact, tmp_path):
     ratio = summary["server_email_tps"] / summary["limit_email_tps"]
     assert abs(summary["server_vs_limit_email"] - ratio) < 0.01
     assert not any(key.startswith("long_") for key in summary)
+    assert summary["cascade_skip_share"] == 0.0  # a transformer artifact has no cascade
     # py-spy's collapsed stacks of the server: its runner threads ran ONNX Runtime's session
     stacks = profile.read_text().splitlines()
     assert any("onnx-runner" in line and "onnxruntime_inference_collection.py" in line for line in stacks)
