@@ -291,7 +291,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"cascade: {exc}") from None
     reports = args.reports_dir or args.model.parent / "reports"
     report = select_cascade(args.model, validation, policy, reports)
-    if manifest.review_threshold is not None:  # the served scores changed: so does the threshold
+    before = manifest.linear.cascade_bar if manifest.linear is not None else None
+    if manifest.review_threshold is not None and report["bar"] != before:  # new served scores, new threshold
         review = ReviewPolicy(
             target_accuracy=manifest.review_target_accuracy or ReviewPolicy.target_accuracy,
             max_review_share=manifest.review_max_share if manifest.review_max_share is not None else 1.0,
