@@ -11,7 +11,8 @@ settled by the linear model) whose macro-F1 on the clean **and** the noisy valid
 most ``max_f1_loss - margin`` below the ensemble's without a cascade. The noisy validation split
 is ``python -m training evaluate --noisy --noise-pool select``'s: ``training.noise`` with the
 ``select`` pool and seed :data:`training.evaluate.NOISY_SEED`. The margin is the part of the loss
-budget kept for the sampling noise of 1,000 validation tickets (docs/training.md, "Cascade").
+budget kept for the sampling noise of 1,000 validation tickets (docs/training.md, "The
+confidence cascade").
 
 Each candidate is judged by the rule applied to one pass of the served int8 artifact without a
 cascade (:func:`score_validation` says why) and also scored as served (the artifact with that
