@@ -195,6 +195,11 @@ def test_the_server_serves_the_cascade(built: dict, tmp_path: Path) -> None:
     assert [line["label"] for line in lines] == [labels[i] for i in expected.argmax(axis=1)]
     np.testing.assert_allclose([line["score"] for line in lines], expected.max(axis=1), atol=1e-5)
     assert [s["label"] for s in singles] == [labels[i] for i in expected[:4].argmax(axis=1)]
+    # the chaos checker's own scoring of the artifact (its manifest's bar) agrees with the server
+    from chaos.checker import ReferenceScorer, check_labels
+
+    by_id = {f"t{i}": t for i, t in enumerate(texts)}
+    assert check_labels(by_id, lines, ReferenceScorer(artifact)) == []
 
 
 # --- the manifest ---------------------------------------------------------------------------------
