@@ -18,7 +18,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train train-reference train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive image clean
+.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -65,10 +65,15 @@ train: $(VENV)/.installed
 		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
 
 # The same splits as make train (artifacts/splits); its own model, checkpoint and reports.
-## train the reference (the current default recipe) into REFERENCE's folder (artifacts/reference) for make bench
+# The reference is the default before issue #23's cascade: the same recipe with --cascade off.
+## train the reference (the default recipe without the confidence cascade) into REFERENCE's folder (artifacts/reference) for make bench
 train-reference: $(VENV)/.installed
-	$(PY) -m training train --preset banking77 --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
+	$(PY) -m training train --preset banking77 --cascade off --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
 		--splits-dir artifacts/splits --reports-dir $(dir $(REFERENCE))reports
+
+## choose an ensemble MODEL's confidence cascade on the validation split without re-training (training.cascade)
+cascade: $(VENV)/.installed
+	$(PY) -m training cascade --model $(MODEL) --splits-dir artifacts/splits --reports-dir $(dir $(MODEL))reports
 
 # MiniLM cut to its bottom LAYERS (3) encoder layers, fine-tuned on the reference's soft labels
 # (make train-reference first); compare it on validation (clean and noisy) before making it MODEL.

@@ -6,8 +6,10 @@ de-duplicate the model inputs, split) -> the recipe for this data (``training.re
 training config and review policy, logged with where each value came from) -> fine-tune ->
 export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> the
 long-ticket strategy (chosen on the validation split) -> the linear baseline (compared on
-validation and test, shipped alone or averaged in if it wins on validation) -> review
-threshold (chosen on the validation split by the policy) -> evaluate the served artifact once on
+validation and test, shipped alone or averaged in if it wins on validation) -> an
+ensemble's confidence cascade (``training.cascade``: its bar chosen on the clean and noisy
+validation split) -> review threshold (chosen on the validation split by the policy, on the
+cascaded scores) -> evaluate the served artifact once on
 the clean and the noisy test split, with bootstrap intervals -> optimization report ->
 ``train_summary.json``. The recipe needs the data (``auto`` reads the training split), so it is
 resolved after the split; the preset and the explicit values are checked before any data is
@@ -89,6 +91,8 @@ class TrainRun:
     evaluate: bool = True
     optimization_report: bool = True
     baseline: bool = True  # the linear baseline, compared and shipped if it wins (training.baseline)
+    # Cascade policy values given explicitly (enabled, max_f1_loss, margin); the rest from the recipe.
+    cascade: dict[str, Any] = field(default_factory=dict)
 
 
 def run_training(run: TrainRun) -> dict[str, Any]:
@@ -123,7 +127,12 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
                 config.preprocessing,
                 run.reports_dir,
             )
-        if run.evaluate:
+            from training.cascade import select_cascade
+
+            summary["cascade"] = select_cascade(
+                run.output, splits.validation, recipe.cascade, run.reports_dir
+            )
+        if run.evaluate:  # on the served scores: after the cascade
             summary["review_threshold"] = choose_review_threshold(
                 run.output, splits.validation, recipe.review
             )
@@ -164,7 +173,7 @@ def recipe_before_data(run: TrainRun) -> Recipe:
     try:
         preset = load_preset(run.preset or default_preset(run.data))
         return resolve_recipe(
-            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
+            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing, run.cascade
         )
     except PresetError as exc:
         raise SystemExit(str(exc)) from None
@@ -217,7 +226,9 @@ def choose_recipe(run: TrainRun, preset: Preset, base_model: str, splits: Splits
     profile = None
     if preset.base == "auto":
         profile = profile_training_data(splits.train, base_model, run.preprocessing)
-    recipe = resolve_recipe(preset, base_model, run.hyperparameters, profile, run.review, run.preprocessing)
+    recipe = resolve_recipe(
+        preset, base_model, run.hyperparameters, profile, run.review, run.preprocessing, run.cascade
+    )
     log.info("%s", recipe.describe())
     return recipe
 
