@@ -137,6 +137,11 @@ DOCUMENTED_METRICS: dict[tuple[str, str], MetricDoc] = {
             "UnknownNotifications",
             "LateNotifications",
             "DuplicateNotifications",
+            "CorrectionsReceived",
+            "CorrectionsRecorded",
+            "CorrectionsRejected",
+            "ReviewedTickets",
+            "ReviewedCorrect",
         )
     },
 }

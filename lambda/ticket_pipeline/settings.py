@@ -133,3 +133,48 @@ class DispatcherSettings(AggregatorSettings):
         """How long after its last InvokeEndpointAsync a job may wait for notifications: the request
         may queue for the TTL, then run for the invocation timeout, then notify (plus the margin)."""
         return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
+
+
+class CorrectionsSettings(_EnvSettings):
+    """The corrections function: reviewers' ``{"id", "source", "label"}`` lines under
+    ``CORRECTIONS_PREFIX`` in the input bucket (:mod:`.corrections`)."""
+
+    jobs_table: str = Field(alias="JOBS_TABLE", min_length=3)
+    output_bucket: str = Field(alias="OUTPUT_BUCKET", min_length=3)
+    results_prefix: str = Field("results/", alias="RESULTS_PREFIX")
+    input_prefix: str = Field(
+        "incoming/", alias="INPUT_PREFIX", description="where ticket files (sources) live"
+    )
+    corrections_prefix: str = Field("corrections/", alias="CORRECTIONS_PREFIX")
+    corrections_output_prefix: str = Field(
+        "corrections/",
+        alias="CORRECTIONS_OUTPUT_PREFIX",
+        description="output-bucket prefix of each correction file's report.json and rejections.jsonl",
+    )
+    labels_location: str = Field(
+        alias="LABELS_LOCATION",
+        pattern=r"^s3://",
+        description="the deployed model archive (model.tar.gz) or its triage_artifact.json: the labels a "
+        "correction may name are the ones the endpoint serves (a file, not the environment: 77 labels "
+        "would take most of Lambda's 4 KB of environment variables)",
+    )
+    max_file_mb: float = Field(16, alias="MAX_CORRECTIONS_MB", gt=0, le=1024)
+    ticket_fields: str = Field('{"id": "id", "text": ["text"]}', alias="TICKET_FIELDS")
+
+    @field_validator("results_prefix", "input_prefix", "corrections_prefix", "corrections_output_prefix")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        return _prefix(value)
+
+    @field_validator("ticket_fields")
+    @classmethod
+    def _ticket_fields(cls, value: str) -> str:
+        return json.dumps(FieldMap.from_spec(value).spec())
+
+    @property
+    def fields(self) -> FieldMap:
+        return FieldMap.from_spec(self.ticket_fields)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
