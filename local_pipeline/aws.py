@@ -245,6 +245,7 @@ class Names:
     dispatcher_dlq: str = "ticket-triage-dispatcher-dlq"
     aggregator_dlq: str = "ticket-triage-aggregator-dlq"
     sweeper_dlq: str = "ticket-triage-sweeper-dlq"
+    corrections_dlq: str = "ticket-triage-corrections-dlq"
 
 
 @dataclass(frozen=True)

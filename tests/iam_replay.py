@@ -406,6 +406,7 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         "Dispatcher": "ticket-dispatcher",
         "Aggregator": "ticket-aggregator",
         "Sweeper": "ticket-sweeper",
+        "Corrections": "ticket-corrections",
     }
     resolve = Resolver(local_bindings(stack, names, resources, functions), synth.template)
     roles = {functions[fn_id]: fn.role for fn_id, fn in stack.pipeline.functions.items()}

@@ -106,6 +106,7 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
         "Dispatcher": "ticket-dispatcher",
         "Aggregator": "ticket-aggregator",
         "Sweeper": "ticket-sweeper",
+        "Corrections": "ticket-corrections",
     }
     resolve = Resolver(local_bindings(synth.stack, NAMES, LocalResources, functions), synth.template)
     allowed, denied = service_replay(synth.template, resolve)
@@ -128,7 +129,7 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
         for a, r in alarms.items()
         if any(t.get("Ref") in topics for t in r["Properties"].get("AlarmActions", []))
     }
-    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(notifying) == 16
+    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(notifying) == 20
 
     # the same requests from the wrong place are refused: another account's alarm, a bucket that
     # is not the input bucket, CloudWatch Logs for a log group of another account
