@@ -248,3 +248,43 @@ def test_every_line_is_accounted_for_exactly_once_and_the_counters_match_the_rec
         again = run(out["event"])
         assert set(again["outcomes"]) <= {"duplicate", "stale", "rejected"}
     assert counters(aws) == recount(aws)
+
+
+def test_the_corrections_role_allows_every_call_the_handler_makes_and_grants_nothing_unused(
+    aws: Aws, classified: dict[str, str], synth: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler's calls (a correction file with every kind of line, the labels read from the
+    model archive at the S3 location the stack gives it) replayed against the synthesized
+    template's corrections role (``tests/iam_replay.py``): none denied, and every grant of the
+    role used by some call (the Lambda runtime's log writes recorded as on every invocation)."""
+    from conftest import RecordedRuntime
+    from iam_replay import ASSETS_BUCKET, stack_replay
+
+    from local_pipeline.calls import CallRecorder
+
+    model_url = synth.properties(synth.stack.inference.model)["PrimaryContainer"]["ModelDataUrl"]["Fn::Sub"]
+    model_key = model_url.rsplit("/", 1)[1]
+    aws.s3.create_bucket(Bucket=ASSETS_BUCKET)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        manifest = json.dumps({"labels": LABELS}).encode()
+        info = tarfile.TarInfo("triage_artifact.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    aws.s3.put_object(Bucket=ASSETS_BUCKET, Key=model_key, Body=raw.getvalue())
+    calls = CallRecorder()
+    with patched_environ({"LABELS_LOCATION": f"s3://{ASSETS_BUCKET}/{model_key}"}):
+        corrector.runtime.cache_clear()
+        monkeypatch.setattr(
+            corrector, "runtime", RecordedRuntime(corrector.runtime, calls, "ticket-corrections")
+        )
+        body = jsonl(
+            {"id": "t0", "source": SOURCE, "label": other(classified["t0"])},
+            {"id": "t1", "source": SOURCE, "label": "nonsense"},
+        )
+        out = put_corrections(aws, "corrections/iam.jsonl", body)
+    calls.lambda_invocation("ticket-corrections", "2026/12/06/[$LATEST]abc")
+    assert out["outcomes"] == {"recorded": 1, "rejected": 1}
+    result = stack_replay(synth, calls.snapshot(), aws.names, aws.resources)
+    assert result.denied == []
+    assert result.unused["ticket-corrections"] == []
