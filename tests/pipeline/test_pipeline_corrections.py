@@ -288,3 +288,31 @@ def test_the_corrections_role_allows_every_call_the_handler_makes_and_grants_not
     result = stack_replay(synth, calls.snapshot(), aws.names, aws.resources)
     assert result.denied == []
     assert result.unused["ticket-corrections"] == []
+
+
+def test_the_export_carries_each_ticket_text_and_training_folds_it_in(
+    aws: Aws, classified: dict[str, str], tmp_path: Any
+) -> None:
+    """make export-corrections writes what the Lambda recorded (the text found in the source file,
+    or the one the reviewer gave); training reads that file and relabels / adds the tickets."""
+    from ticket_pipeline.export_corrections import main as export
+    from training.corrections import fold_corrections, read_corrections
+    from training.data import Splits, TicketDataset
+
+    reviewer_text = "the reviewer's own copy of ticket t1"
+    put_corrections(aws, "corrections/e.jsonl", jsonl(
+        {"id": "t0", "source": SOURCE, "label": other(classified["t0"])},
+        {"id": "t1", "source": SOURCE, "label": classified["t1"], "text": reviewer_text},
+    ))  # fmt: skip
+    out = tmp_path / "corrections.jsonl"
+    assert export(["--table", aws.names.jobs_table, "--out", str(out)]) == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["source"], r["text"]) for r in exported] == [
+        ("t0", SOURCE, TICKETS[0]["text"]),
+        ("t1", SOURCE, reviewer_text),
+    ]
+    train = TicketDataset([TICKETS[0]["text"], "something else"], [classified["t0"], LABELS[0]])
+    held = TicketDataset(["held out"], [LABELS[1]])
+    folded, report = fold_corrections(Splits(train, held, held, {}), read_corrections(str(out)), str.lower)
+    assert (report["relabelled"], report["added"]) == (1, 1)
+    assert folded.train.labels[0] == other(classified["t0"]) and folded.train.texts[-1] == reviewer_text
