@@ -251,13 +251,12 @@ def test_every_line_is_accounted_for_exactly_once_and_the_counters_match_the_rec
 
 
 def test_the_corrections_role_allows_every_call_the_handler_makes_and_grants_nothing_unused(
-    aws: Aws, classified: dict[str, str], synth: Any, monkeypatch: pytest.MonkeyPatch
+    aws: Aws, classified: dict[str, str], synth: Any
 ) -> None:
     """The handler's calls (a correction file with every kind of line, the labels read from the
     model archive at the S3 location the stack gives it) replayed against the synthesized
     template's corrections role (``tests/iam_replay.py``): none denied, and every grant of the
     role used by some call (the Lambda runtime's log writes recorded as on every invocation)."""
-    from conftest import RecordedRuntime
     from iam_replay import ASSETS_BUCKET, stack_replay
 
     from local_pipeline.calls import CallRecorder
@@ -275,9 +274,7 @@ def test_the_corrections_role_allows_every_call_the_handler_makes_and_grants_not
     calls = CallRecorder()
     with patched_environ({"LABELS_LOCATION": f"s3://{ASSETS_BUCKET}/{model_key}"}):
         corrector.runtime.cache_clear()
-        monkeypatch.setattr(
-            corrector, "runtime", RecordedRuntime(corrector.runtime, calls, "ticket-corrections")
-        )
+        calls.attach_runtime(corrector.runtime(), "ticket-corrections")  # the cold start's clients
         body = jsonl(
             {"id": "t0", "source": SOURCE, "label": other(classified["t0"])},
             {"id": "t1", "source": SOURCE, "label": "nonsense"},
