@@ -441,8 +441,9 @@ def _reject(outcome: FileOutcome, line: Line | None, error: str) -> None:
 
 
 def _unknown_label(label: str, labels: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(label, labels, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    by_lower = {known.lower(): known for known in labels}
+    close = difflib.get_close_matches(label.lower(), list(by_lower), n=1)
+    hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
     return f"unknown label {label!r}: not one of the deployed model's {len(labels)} labels{hint}"
 
 
