@@ -212,12 +212,14 @@ def ticket_sk(source: str, ticket_id: str) -> str:
 
 
 def _counts(rec: Recorded, sign: int) -> dict[str, Counter]:
+    """The counters one correction adds (``sign`` 1) or takes back (-1); the reviewer's label and
+    the model's are one item when they agree."""
     c = int(rec.correct) * sign
-    return {
-        ALL: Counter(reviewed=sign, correct=c),
-        f"LABEL#{rec.label}": Counter(reviewed=sign, correct=c),
-        f"LABEL#{rec.predicted}": Counter(predicted=sign, predicted_correct=c),
-    }
+    out: dict[str, Counter] = defaultdict(Counter)
+    out[ALL].update(reviewed=sign, correct=c)
+    out[f"LABEL#{rec.label}"].update(reviewed=sign, correct=c)
+    out[f"LABEL#{rec.predicted}"].update(predicted=sign, predicted_correct=c)
+    return out
 
 
 def counter_deltas(old: Recorded | None, new: Recorded) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ from pipeline_helpers import LABELS, Aws, Context, complete, drop, notify, queue
 from local_pipeline.async_endpoint import AsyncEndpoint
 from local_pipeline.aws import patched_environ
 from ticket_pipeline import corrector
-from ticket_pipeline.corrections import ACCEPTED, CorrectionStore, counter_deltas
+from ticket_pipeline.corrections import ACCEPTED, CorrectionStore
 
 SEQUENCE: list[int] = []
 MODEL_BUCKET = "ticket-triage-model"
@@ -85,14 +85,15 @@ def report(aws: Aws, outcome: dict[str, Any]) -> tuple[dict[str, Any], list[dict
 
 
 def recount(aws: Aws) -> dict[str, dict[str, int]]:
-    """The accuracy counters recomputed from the recorded corrections themselves."""
-    from ticket_pipeline.corrections import Recorded
-
+    """The accuracy counters recomputed here from the recorded corrections themselves: per
+    category, the tickets reviewers gave that label (and how many the model had right), and the
+    tickets the model gave it (and how many of those were right)."""
     total: dict[str, Counter] = {}
     for item in store(aws).corrections():
-        rec = Recorded(**{k: item.get(k) for k in Recorded.__dataclass_fields__})
-        for sk, delta in counter_deltas(None, rec).items():
-            total.setdefault(sk.removeprefix("LABEL#"), Counter()).update(delta)
+        right = int(item["label"] == item["predicted"])
+        total.setdefault("ALL", Counter()).update(reviewed=1, correct=right)
+        total.setdefault(item["label"], Counter()).update(reviewed=1, correct=right)
+        total.setdefault(item["predicted"], Counter()).update(predicted=1, predicted_correct=right)
     return {k: {c: v for c, v in counts.items() if v} for k, counts in total.items()}
 
 
