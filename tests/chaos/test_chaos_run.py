@@ -113,6 +113,7 @@ def test_every_aws_call_of_the_chaos_run_is_allowed_by_the_role_the_template_giv
         "ticket-dispatcher",
         "ticket-aggregator",
         "ticket-sweeper",
+        "ticket-corrections",
         "sagemaker-endpoint",
     }
     result = stack_replay(synth, calls, names, Topics)
