@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import io
 import json
 import tarfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +62,7 @@ from ticket_pipeline.settings import CorrectionsSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 from triage_core.reader import TicketReader
 from triage_core.records import FieldMap, RecordFormatError
+from triage_core.textstream import ChunkStream
 
 logger = child_logger()
 
@@ -92,7 +92,7 @@ def load_labels(objects: ObjectStore, location: S3Location) -> tuple[str, ...]:
     memory)."""
     if location.key.endswith(".json"):
         return labels_from_manifest(objects.read_bytes(location))
-    stream = _ChunkStream(objects.iter_chunks(location))
+    stream = ChunkStream(objects.iter_chunks(location))
     with tarfile.open(fileobj=stream, mode="r|gz") as tar:
         for member in tar:
             if member.name.lstrip("./") == MANIFEST and member.isfile():
@@ -100,28 +100,6 @@ def load_labels(objects: ObjectStore, location: S3Location) -> tuple[str, ...]:
                 assert handle is not None
                 return labels_from_manifest(handle.read())
     raise ValueError(f"{location} holds no {MANIFEST}")
-
-
-class _ChunkStream(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (what ``tarfile``'s stream mode reads)."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = iter(chunks)
-        self._rest = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._rest:
-            try:
-                self._rest = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
 
 
 # --- reading a correction file ----------------------------------------------------------------------

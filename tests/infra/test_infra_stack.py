@@ -1023,7 +1023,11 @@ def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
             return {"Stacks": [{"StackName": StackName, "Outputs": rendered}]}
 
     targets = {t.function: t for t in targets_from_stack(CloudFormation(), "TicketTriage")}
-    assert set(targets) == {"dispatcher", "aggregator", "sweeper"}
-    for name, fn in (("dispatcher", stack.pipeline.dispatcher), ("aggregator", stack.pipeline.aggregator)):
+    assert set(targets) == {"dispatcher", "aggregator", "sweeper", "corrections"}
+    for name, fn in (
+        ("dispatcher", stack.pipeline.dispatcher),
+        ("aggregator", stack.pipeline.aggregator),
+        ("corrections", stack.pipeline.corrections),
+    ):
         assert json.loads(targets[name].function_name) == ref(synth, fn.function)
         assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)

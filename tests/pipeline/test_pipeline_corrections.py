@@ -314,3 +314,8 @@ def test_the_export_carries_each_ticket_text_and_training_folds_it_in(
     folded, report = fold_corrections(Splits(train, held, held, {}), read_corrections(str(out)), str.lower)
     assert (report["relabelled"], report["added"]) == (1, 1)
     assert folded.train.labels[0] == other(classified["t0"]) and folded.train.texts[-1] == reviewer_text
+    # the same through S3: exported to a key, read back by training from its prefix
+    uri = f"s3://{aws.names.output_bucket}/exports/corrections.jsonl"
+    assert export(["--table", aws.names.jobs_table, "--out", uri]) == 0
+    from_s3 = read_corrections(f"s3://{aws.names.output_bucket}/exports/")
+    assert [(r.text, r.label) for r in from_s3] == [(r.text, r.label) for r in read_corrections(str(out))]
