@@ -18,7 +18,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train train-reference train-student evaluate experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
+.PHONY: help setup tools demo test lint train train-reference train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -85,6 +85,16 @@ train-student: $(VENV)/.installed
 ## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
+
+# Both artifacts through ArtifactClassifier (the server's code); the last line is one JSON object.
+# Exit 1 when a gate given is crossed, 2 when an input cannot be read (docs/deploy-and-operate.md).
+## before deploying: score GOLDEN (DATA) with RUNNING (MODEL; dir, model.tar.gz or s3://) and CANDIDATE: agreement, per-category changes, review share; gates [MIN_AGREEMENT=0.9 MAX_REVIEW_SHARE=0.3 MAX_REVIEW_INCREASE=0.05 MAX_F1_DROP=0.01]
+compare-models: $(VENV)/.installed
+	$(if $(CANDIDATE),,$(error make compare-models needs CANDIDATE=<artifact dir, model.tar.gz or s3:// URI>))
+	$(PY) -m training.compare --golden $(or $(GOLDEN),$(DATA)) --running $(or $(RUNNING),$(MODEL)) --candidate $(CANDIDATE) \
+		$(if $(TEXT),--text-column $(TEXT)) $(if $(LABEL),--label-column $(LABEL)) \
+		$(if $(MIN_AGREEMENT),--min-agreement $(MIN_AGREEMENT)) $(if $(MAX_REVIEW_SHARE),--max-review-share $(MAX_REVIEW_SHARE)) \
+		$(if $(MAX_REVIEW_INCREASE),--max-review-increase $(MAX_REVIEW_INCREASE)) $(if $(MAX_F1_DROP),--max-f1-drop $(MAX_F1_DROP))
 
 ## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation|noise] [ROWS=a,b] [TICKETS=f.csv TEXT=col LABEL=col]
 experiment: $(VENV)/.installed

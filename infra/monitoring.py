@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -21,6 +20,7 @@ from constructs import Construct
 from infra.autoscaling import endpoint_metric
 from infra.lambdas import PipelineFunction
 from infra.metrics import LAMBDA, SAGEMAKER, SAGEMAKER_ENDPOINTS, SQS, documented_metric
+from infra.notifications import allow_alarms_to_publish
 
 FIVE_MINUTES = Duration.minutes(5)
 ONE_DAY = Duration.days(1)
@@ -335,19 +335,4 @@ class Monitoring(Construct):
         )
 
     def _allow_cloudwatch_to_publish(self, topic: sns.ITopic) -> None:
-        """CloudWatch publishes alarm notifications as the service principal, which the topic policy
-        must allow (``enforce_ssl`` replaced SNS's default policy): for this account's alarms only
-        (Amazon SNS Developer Guide, "Example cases for Amazon SNS access control" and "Enable
-        compatibility between event sources from AWS services and encrypted topics")."""
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarmsToPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                    "ArnLike": {"aws:SourceArn": [a.alarm_arn for a in self.alarms.values()]},
-                },
-            )
-        )
+        allow_alarms_to_publish(topic, list(self.alarms.values()), "AllowCloudWatchAlarmsToPublish")

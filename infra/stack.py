@@ -23,6 +23,7 @@ from infra.model import ModelArtifactSource, container_image
 from infra.monitoring import Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
 from infra.notifications import Notifications
+from infra.rollout import RolloutSettings
 from infra.storage import EncryptionKey, IoBuckets, IoBucketsProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,18 @@ class TicketTriageStack(Stack):
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 review_threshold=c.review_threshold,
                 log_level=c.log_level,
+                endpoint_name=c.endpoint_name,
+                rollout=RolloutSettings(
+                    mode=c.rollout_mode,
+                    instance_count=c.rollout_instance_count,
+                    step_instances=c.rollout_step_instances,
+                    wait_seconds=c.rollout_wait_seconds,
+                    termination_wait_seconds=c.rollout_termination_wait_seconds,
+                    timeout_seconds=c.rollout_timeout_seconds,
+                    alarms=c.rollout_alarms,
+                    max_model_latency_seconds=c.rollout_max_model_latency_seconds,
+                ),
+                alarm_topic=self.notifications.alarm_topic,
             ),
         )
         # AWS refuses to move a variant registered for autoscaling to another instance type: deploy
