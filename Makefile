@@ -18,7 +18,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive image clean
+.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -58,11 +58,12 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
+## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3 CORRECTIONS=dir|file|s3://...]
 train: $(VENV)/.installed
 	$(PY) -m training train --output $(MODEL) $(if $(TICKETS),--data $(TICKETS)) $(if $(TEXT),--text-column $(TEXT)) \
 		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \
-		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
+		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE)) \
+		$(if $(CORRECTIONS),--corrections $(CORRECTIONS))
 
 # The same splits as make train (artifacts/splits); its own model, checkpoint and reports.
 # The reference is the default before issue #23's cascade: the same recipe with --cascade off.
@@ -181,6 +182,11 @@ chaos: $(VENV)/.installed
 redrive: $(VENV)/.installed
 	$(PY) -m ticket_pipeline.redrive $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
 		$(if $(FUNCTION),--function $(FUNCTION)) $(if $(DRY_RUN),--dry-run)
+
+## export the recorded corrections for make train CORRECTIONS=...: make export-corrections STACK=TicketTriage | LOCAL=1 [OUT=artifacts/corrections.jsonl]
+export-corrections: $(VENV)/.installed
+	$(PY) -m ticket_pipeline.export_corrections $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
+		--out $(or $(OUT),artifacts/corrections.jsonl)
 
 ## remove cdk.out, pytest cache, local-stack.json and scale artifacts
 clean:

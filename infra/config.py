@@ -163,6 +163,20 @@ class TriageConfig(BaseModel):
     results_prefix: str = Field("results/", alias="resultsPrefix")
     async_results_prefix: str = Field("async-results/", alias="asyncResultsPrefix")
     async_failures_prefix: str = Field("async-failures/", alias="asyncFailuresPrefix")
+    corrections_prefix: str = Field(
+        "corrections/",
+        alias="correctionsPrefix",
+        description="reviewers drop corrections here in the input bucket; each file's report and "
+        "rejections go under the same prefix in the output bucket",
+    )
+    reviewed_accuracy_alarm: float | None = Field(
+        0.8,
+        alias="reviewedAccuracyAlarm",
+        gt=0,
+        le=1,
+        description="alarm when the model's accuracy on the tickets reviewers corrected in a day falls "
+        "below this (null: no alarm)",
+    )
     chunk_size: int = Field(500, alias="chunkSize", ge=1, le=100_000)
     max_file_mb: int = Field(1024, alias="maxFileMb", ge=1, le=10 * 1024)
     max_tickets_per_file: int = Field(
@@ -256,7 +270,12 @@ class TriageConfig(BaseModel):
         return value
 
     @field_validator(
-        "input_prefix", "chunk_prefix", "results_prefix", "async_results_prefix", "async_failures_prefix"
+        "input_prefix",
+        "chunk_prefix",
+        "results_prefix",
+        "async_results_prefix",
+        "async_failures_prefix",
+        "corrections_prefix",
     )
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -321,8 +340,13 @@ class TriageConfig(BaseModel):
     def _consistent(self) -> TriageConfig:
         if self.min_capacity > self.max_capacity:
             raise ValueError(f"minCapacity ({self.min_capacity}) exceeds maxCapacity ({self.max_capacity})")
-        input_prefixes = {"inputPrefix": self.input_prefix, "chunkPrefix": self.chunk_prefix}
+        input_prefixes = {
+            "inputPrefix": self.input_prefix,
+            "chunkPrefix": self.chunk_prefix,
+            "correctionsPrefix": self.corrections_prefix,
+        }
         output_prefixes = {
+            "correctionsPrefix": self.corrections_prefix,
             "resultsPrefix": self.results_prefix,
             "asyncResultsPrefix": self.async_results_prefix,
             "asyncFailuresPrefix": self.async_failures_prefix,

@@ -146,6 +146,11 @@ DOCUMENTED_METRICS: dict[tuple[str, str], MetricDoc] = {
             "UnknownNotifications",
             "LateNotifications",
             "DuplicateNotifications",
+            "CorrectionsReceived",
+            "CorrectionsRecorded",
+            "CorrectionsRejected",
+            "ReviewedTickets",
+            "ReviewedCorrect",
         )
     },
 }

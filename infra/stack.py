@@ -13,6 +13,7 @@ from infra.config import TriageConfig
 from infra.job_state import JobState
 from infra.lambdas import (
     AGGREGATOR_SERVICE,
+    CORRECTIONS_SERVICE,
     DISPATCHER_SERVICE,
     SWEEPER_SERVICE,
     TicketPipeline,
@@ -163,6 +164,8 @@ class TicketTriageStack(Stack):
                 log_level=c.log_level,
                 log_retention_days=c.log_retention_days,
                 powertools_layer_version=c.powertools_layer_version,
+                corrections_prefix=c.corrections_prefix,
+                model_artifact=self.model_source.artifact,
             ),
         )
         self.monitoring = Monitoring(
@@ -176,12 +179,14 @@ class TicketTriageStack(Stack):
                     "Dispatcher": DISPATCHER_SERVICE,
                     "Aggregator": AGGREGATOR_SERVICE,
                     "Sweeper": SWEEPER_SERVICE,
+                    "Corrections": CORRECTIONS_SERVICE,
                 },
                 metrics_namespace=c.metrics_namespace,
                 alarm_topic=self.notifications.alarm_topic,
                 oldest_request_alarm_seconds=c.oldest_request_alarm_seconds,
                 alarm_email=c.alarm_email,
                 dashboard_name=f"{c.stack_name}-{Aws.REGION}",
+                reviewed_accuracy_alarm=c.reviewed_accuracy_alarm,
             ),
         )
         self._acknowledge_cdk_internals()

@@ -116,6 +116,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(io, "validation-size", type=float, default=0.1)
     _option(io, "test-size", type=float, default=0.1)
     _option(io, "split-seed", type=int, default=42, help="seed of the train/validation/test split")
+    _option(
+        io,
+        "corrections",
+        default=None,
+        help="reviewers' corrections (make export-corrections: a .jsonl/.csv file, a folder or an s3:// "
+        "key or prefix) folded into the training split only; report: <reports>/corrections_report.json",
+    )
 
     hp = parser.add_argument_group(
         "hyperparameters",
@@ -432,6 +439,7 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         optimization_report=args.optimization_report,
         baseline=args.baseline,
         cascade=policy_given(args),
+        corrections=args.corrections,
     )
 
 

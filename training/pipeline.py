@@ -93,6 +93,8 @@ class TrainRun:
     baseline: bool = True  # the linear baseline, compared and shipped if it wins (training.baseline)
     # Cascade policy values given explicitly (enabled, max_f1_loss, margin); the rest from the recipe.
     cascade: dict[str, Any] = field(default_factory=dict)
+    # reviewers' corrections (a file, folder or s3:// location) folded into the training split
+    corrections: str | None = None
 
 
 def run_training(run: TrainRun) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     started = time.perf_counter()
     base_model = check_model_source(run.base_model or preset.train.get("base_model") or DEFAULT_BASE_MODEL)
     splits = load_splits(run)
+    splits, corrections = fold_in_corrections(run, splits)
     run = make_room_for_long_tickets(run, base_model, splits)
     recipe = choose_recipe(run, preset, base_model, splits)
     result = fine_tune(recipe, splits, run)
@@ -115,6 +118,10 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
         return {}  # under torchrun: the main process exports, evaluates and reports
     config = recipe.config
     summary = training_summary(run, recipe, splits, result)
+    if corrections is not None:
+        corrections["validation_macro_f1"]["after"] = round(result.best_val_macro_f1, 4)
+        write_json(run.reports_dir / "corrections_report.json", corrections)
+        summary["corrections"] = corrections
     if run.export:
         summary.update(export_served_model(run, config, splits, result, summary))
         summary["long_text"] = select_long_text(run.output, splits.validation, run.reports_dir)
@@ -217,6 +224,28 @@ def load_splits(run: TrainRun) -> Splits:
         write_json(run.reports_dir / "data_report.json", {**splits.info, "load_report": dataset.report})
     log.info("per-class support (train/validation/test):\n%s", format_support(splits.info))
     return splits
+
+
+def fold_in_corrections(run: TrainRun, splits: Splits) -> tuple[Splits, dict[str, Any] | None]:
+    """Reviewers' corrections (``run.corrections``) folded into the training split only
+    (``training.corrections``); the report, with the previous run's validation score to compare."""
+    if run.corrections is None:
+        return splits, None
+    from functools import partial
+
+    from training.corrections import fold_corrections, previous_validation_score, read_corrections
+    from triage_core.preprocessing import preprocess
+
+    rows = read_corrections(run.corrections)
+    splits, report = fold_corrections(splits, rows, partial(preprocess, config=run.preprocessing))
+    report = {"source": run.corrections, **report}
+    report["validation_macro_f1"] = {"before": previous_validation_score(run.reports_dir), "after": None}
+    log.info(
+        "corrections from %s: %d read, %d relabelled, %d added, %d confirmed, %d held out (validation/test)",
+        run.corrections, report["rows_read"], report["relabelled"], report["added"], report["confirmed"],
+        report["held_out"],
+    )  # fmt: skip
+    return splits, report
 
 
 # --- the recipe --------------------------------------------------------------------------------
