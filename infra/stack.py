@@ -13,6 +13,7 @@ from infra.config import TriageConfig
 from infra.job_state import JobState
 from infra.lambdas import (
     AGGREGATOR_SERVICE,
+    CORRECTIONS_SERVICE,
     DISPATCHER_SERVICE,
     SWEEPER_SERVICE,
     TicketPipeline,
@@ -22,6 +23,7 @@ from infra.model import ModelArtifactSource, container_image
 from infra.monitoring import Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
 from infra.notifications import Notifications
+from infra.rollout import RolloutSettings
 from infra.storage import EncryptionKey, IoBuckets, IoBucketsProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +91,18 @@ class TicketTriageStack(Stack):
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 review_threshold=c.review_threshold,
                 log_level=c.log_level,
+                endpoint_name=c.endpoint_name,
+                rollout=RolloutSettings(
+                    mode=c.rollout_mode,
+                    instance_count=c.rollout_instance_count,
+                    step_instances=c.rollout_step_instances,
+                    wait_seconds=c.rollout_wait_seconds,
+                    termination_wait_seconds=c.rollout_termination_wait_seconds,
+                    timeout_seconds=c.rollout_timeout_seconds,
+                    alarms=c.rollout_alarms,
+                    max_model_latency_seconds=c.rollout_max_model_latency_seconds,
+                ),
+                alarm_topic=self.notifications.alarm_topic,
             ),
         )
         # AWS refuses to move a variant registered for autoscaling to another instance type: deploy
@@ -150,6 +164,8 @@ class TicketTriageStack(Stack):
                 log_level=c.log_level,
                 log_retention_days=c.log_retention_days,
                 powertools_layer_version=c.powertools_layer_version,
+                corrections_prefix=c.corrections_prefix,
+                model_artifact=self.model_source.artifact,
             ),
         )
         self.monitoring = Monitoring(
@@ -163,12 +179,14 @@ class TicketTriageStack(Stack):
                     "Dispatcher": DISPATCHER_SERVICE,
                     "Aggregator": AGGREGATOR_SERVICE,
                     "Sweeper": SWEEPER_SERVICE,
+                    "Corrections": CORRECTIONS_SERVICE,
                 },
                 metrics_namespace=c.metrics_namespace,
                 alarm_topic=self.notifications.alarm_topic,
                 oldest_request_alarm_seconds=c.oldest_request_alarm_seconds,
                 alarm_email=c.alarm_email,
                 dashboard_name=f"{c.stack_name}-{Aws.REGION}",
+                reviewed_accuracy_alarm=c.reviewed_accuracy_alarm,
             ),
         )
         self._acknowledge_cdk_internals()
