@@ -16,7 +16,8 @@ from benchmarks.serving import engine_calls, minilm_calls
 from tests.conftest import TINY_LABELS
 from tests.container.test_benchmark import run_benchmark
 from training.baseline import BaselineConfig, fit_baseline, ship_linear
-from triage_core.inference import ArtifactClassifier, scores_from_logits
+from training.cascade import store_bar
+from triage_core.inference import ArtifactClassifier, Settled, scores_from_logits
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,29 @@ def test_the_engines_limit_computes_the_served_scores(ensemble_artifact: Path) -
     minilm = scores_from_logits(logits, "softmax")
     assert minilm.shape == outputs.shape
     assert not np.allclose(minilm, outputs, atol=1e-3)
+
+
+def test_a_cascade_limit_is_its_engines_work(ensemble_artifact: Path, tmp_path: Path) -> None:
+    """With ``linear.cascade_bar`` the linear model settles some tickets in ``encode``: the limit's
+    calls still give the served scores, and hold the linear logits of every ticket besides."""
+    plain = ArtifactClassifier(ensemble_artifact, intra_op_threads=1)
+    features = plain.linear.features(plain.clean(TEXTS))
+    top = scores_from_logits(plain.linear.logits(features), "softmax").max(axis=1)
+    cascade = tmp_path / "cascade"
+    shutil.copytree(ensemble_artifact, cascade)
+    store_bar(cascade, float(np.median(top)))  # about half the tickets settled
+    classifier = ArtifactClassifier(cascade, intra_op_threads=1)
+    items = classifier.encode(classifier.clean(TEXTS))
+    settled = sum(type(item) is Settled for item in items)
+    assert 0 < settled < len(TEXTS)
+    calls = engine_calls(classifier, TEXTS)
+    batches = -(-len(TEXTS) // 32)
+    assert len(calls) == 2 * batches  # run() per batch, then the linear logits per batch
+    outputs = np.concatenate([call() for call in calls[:batches]])
+    order = sorted(range(len(TEXTS)), key=[len(item.ids) for item in items].__getitem__)
+    np.testing.assert_array_equal(outputs, classifier.predict_scores(TEXTS)[order])
+    logits = np.concatenate([call() for call in calls[batches:]])
+    np.testing.assert_array_equal(logits, classifier.linear.logits(features))
 
 
 def test_the_benchmark_reports_both_limits_for_an_ensemble(ensemble_artifact: Path) -> None:
