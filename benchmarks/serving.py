@@ -8,9 +8,17 @@ one run on this machine, on the same texts and the same trained model:
     default pipeline cannot load the custom head): tokenize + forward + softmax one text at a
     time, as the toolkit's ``predict_fn`` (``prediction = model(inputs)``, no batching) does;
     also in batches of 32 for fairness;
-(b) **limit**: a bare ONNX Runtime session on the int8 ``model.onnx``, pre-tokenized texts in
-    length-sorted batches of 32: one session using every core, and one single-threaded
-    session per core running batches concurrently; the faster of the two is the limit;
+(b) **limit**: the served model's engines alone, every input computed beforehand (texts cleaned,
+    tokenized, TF-IDF vectors built), in length-sorted batches of 32: ``ArtifactClassifier.run``
+    on the artifact's own ``encode`` items. For a transformer artifact that is bare ONNX Runtime
+    on pre-tokenized inputs; for an ensemble, ONNX Runtime plus the linear model's logits on
+    pre-computed feature vectors; for a cascade (``linear.cascade_bar``), the linear logits of
+    every ticket plus ONNX Runtime on the tickets the linear model leaves to it. Two thread
+    layouts: one session using every core, and one single-threaded session with one thread per
+    core running batches concurrently; the faster is ``limit_tps``. What the server adds on top
+    (reading, preprocessing, tokenizing, featurizing, batching, writing) is the gap to it.
+    ``limit_minilm_tps``: bare ONNX Runtime on ``model.onnx`` alone, the limit as measured before
+    the ensemble was served, kept so that ``server_vs_limit_minilm`` compares with that history;
 (c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
     batch file POSTed over loopback HTTP (end to end: parsing, preprocessing, tokenization,
     batching, inference, response), and single-ticket requests one after another;
@@ -26,7 +34,8 @@ one run on this machine, on the same texts and the same trained model:
     (server: ``server_paired_tps`` / ``reference_server_tps``) and ``classifier_vs_reference``;
     ``cascade_skip_share``: the share of the texts the default's confidence cascade settles with
     its linear model alone (``linear.cascade_bar``; the reference has none);
-(f) e-mail-style bodies (the same tickets wrapped by ``training.noise``): ``server_vs_limit_email``.
+(f) e-mail-style bodies (the same tickets wrapped by ``training.noise``): ``server_vs_limit_email``
+    (and ``server_vs_limit_minilm_email``).
     ``--profile FILE`` samples the server with py-spy during its JSON Lines runs.
 
 
@@ -44,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import http.client
 import json
 import os
@@ -56,7 +66,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -136,45 +146,129 @@ def bench_baseline(hf_model: Path, texts: list[str], single: int, threads: int) 
     }
 
 
-# --- (b) bare ONNX Runtime -------------------------------------------------------------------------
-def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[str, float]:
-    def sorted_feeds(classifier: ArtifactClassifier) -> list[dict[str, np.ndarray]]:
-        encodings = classifier.tokenizer.encode(classifier.clean(texts))
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        return [
-            classifier.tokenizer.pad([encodings[i] for i in order[s : s + 32]])
-            for s in range(0, len(order), 32)
-        ]
+# --- (b) the limit: the served model's engines alone ------------------------------------------------
+BATCH = 32
 
-    def run(session, feeds) -> None:
-        for feed in feeds:
-            session.run(["logits"], feed)
+
+def length_sorted(items: list, size: int = BATCH) -> list[list]:
+    """``items`` (anything with ``ids``) in batches of ``size``, shortest first: the batcher's order."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+    return [[items[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+
+
+def engine_calls(classifier: ArtifactClassifier, texts: list[str]) -> list[Callable[[], object]]:
+    """The served model's engine work on ``texts``, one call per batch, every input computed
+    beforehand (cleaned, tokenized, TF-IDF vectors): ``ArtifactClassifier.run`` on length-sorted
+    batches of its own ``encode`` items. For a transformer that is ONNX Runtime (and the padding
+    of the batch); for an ensemble, ONNX Runtime and the linear model's logits on the feature
+    vectors; for a cascade (``linear.cascade_bar`` in the manifest), whose ``encode`` already
+    scores every ticket with the linear model, the linear logits of every ticket plus ``run`` on
+    the tickets the linear model left to ONNX Runtime (the others are only copied)."""
+    cleaned = classifier.clean(texts)
+    calls: list[Callable[[], object]] = [
+        functools.partial(classifier.run, batch) for batch in length_sorted(classifier.encode(cleaned))
+    ]
+    if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
+        features = classifier.linear.features(cleaned)
+        calls += [
+            functools.partial(classifier.linear.logits, features[s : s + BATCH])
+            for s in range(0, len(features), BATCH)
+        ]
+    return calls
+
+
+def minilm_calls(classifier: ArtifactClassifier, texts: list[str]) -> list[Callable[[], object]]:
+    """Bare ONNX Runtime on the artifact's ``model.onnx`` alone, pre-tokenized and pre-padded
+    (the limit before the ensemble: kept as ``limit_minilm_*`` so the history stays comparable)."""
+    if classifier.session is None:
+        return []
+    encodings = classifier.tokenizer.encode(classifier.clean(texts))
+    feeds = [classifier.tokenizer.pad(batch) for batch in length_sorted(encodings)]
+    return [functools.partial(classifier.session.run, ["logits"], feed) for feed in feeds]
+
+
+def fastest_layout(
+    model: Path, texts: list[str], cpus: int, repeats: int, work: Callable[..., list[Callable[[], object]]]
+) -> tuple[float, float]:
+    """Best tickets/s of ``work``'s calls in the two thread layouts: one session using every core
+    running the batches in turn, and one single-threaded session shared by one thread per core
+    (each running every ``cpus``-th batch). Zeros when there is no such work."""
+
+    def run(calls: list[Callable[[], object]]) -> None:
+        for call in calls:
+            call()
 
     wide = ArtifactClassifier(model, intra_op_threads=cpus)
-    feeds = sorted_feeds(wide)
-    run(wide.session, feeds[:4])
+    calls = work(wide, texts)
+    if not calls:
+        return 0.0, 0.0
+    run(calls[:4])
     best_wide = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        run(wide.session, feeds)
+        run(calls)
         best_wide = max(best_wide, len(texts) / (time.perf_counter() - started))
-    del wide
+    del wide, calls
 
     narrow = ArtifactClassifier(model, intra_op_threads=1)
-    run(narrow.session, feeds[:4])
+    calls = work(narrow, texts)
+    run(calls[:4])
     best_parallel = 0.0
     for _ in range(repeats):
-        threads = [threading.Thread(target=run, args=(narrow.session, feeds[i::cpus])) for i in range(cpus)]
+        threads = [threading.Thread(target=run, args=(calls[i::cpus],)) for i in range(cpus)]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         best_parallel = max(best_parallel, len(texts) / (time.perf_counter() - started))
+    return best_wide, best_parallel
+
+
+def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[str, float]:
+    """``limit_tps``: the served model's engines alone (:func:`engine_calls`) in the faster
+    thread layout; ``limit_minilm_tps``: bare ONNX Runtime on ``model.onnx`` alone, as measured
+    before the ensemble was served (equal in substance for a transformer artifact)."""
+    wide, parallel = fastest_layout(model, texts, cpus, repeats, engine_calls)
+    minilm_wide, minilm_parallel = fastest_layout(model, texts, cpus, repeats, minilm_calls)
     return {
-        "limit_tps": max(best_wide, best_parallel),
-        "limit_one_session_tps": best_wide,
-        "limit_session_per_core_tps": best_parallel,
+        "limit_tps": max(wide, parallel),
+        "limit_one_session_tps": wide,
+        "limit_session_per_core_tps": parallel,
+        "limit_minilm_tps": max(minilm_wide, minilm_parallel) or None,
+    }
+
+
+def bench_preparation(model: Path, texts: list[str], repeats: int) -> dict[str, float]:
+    """CPU time per ticket, on one thread, of what the server does before the engines
+    (``clean``: preprocessing; ``encode``: tokenizing and, with a linear model, TF-IDF vectors) and
+    of the engines' work (:func:`engine_calls` on a single-threaded session), best of ``repeats``.
+    When both share the cores, ``server_vs_limit`` cannot pass ``engine / (engine + prepare)``
+    (``prepare_ceiling``) whatever the batching and threads do: HTTP, JSON and the response
+    come on top. For a cascade, ``encode`` also computes the linear logits of every ticket, which
+    the engines' figure counts too: the ceiling is then a little low."""
+    classifier = ArtifactClassifier(model, intra_op_threads=1)
+    classifier.encode(classifier.clean(texts[:32]))
+    calls = engine_calls(classifier, texts)
+
+    def best(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times) / len(texts) * 1e6
+
+    clean = best(lambda: classifier.clean(texts))
+    cleaned = classifier.clean(texts)
+    encode = best(lambda: classifier.encode(cleaned))
+    engine = best(lambda: [call() for call in calls])
+    return {
+        "clean_us": clean,
+        "encode_us": encode,
+        "engine_us": engine,
+        "prepare_vs_engine": round((clean + encode) / engine, 4),
+        "prepare_ceiling": round(engine / (engine + clean + encode), 3),
     }
 
 
@@ -547,9 +641,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("(a) torch checkpoint, toolkit-style ...", flush=True)
         result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
-    print("(b) bare ONNX Runtime, int8, sorted batches of 32 (clean, then e-mail bodies) ...", flush=True)
+    print("(b) the model's engines alone, sorted batches of 32 (clean, then e-mail bodies) ...", flush=True)
     result.update(bench_limit(model, texts, cpus, args.repeats))
-    result["limit_email_tps"] = bench_limit(model, emails, cpus, args.repeats)["limit_tps"]
+    email_limit = bench_limit(model, emails, cpus, args.repeats)
+    result["limit_email_tps"] = email_limit["limit_tps"]
+    result["limit_minilm_email_tps"] = email_limit["limit_minilm_tps"]
+    print("(b) the server's own work per ticket vs the engines', one thread (clean, e-mail) ...", flush=True)
+    for suffix, batch in (("", texts), ("_email", emails)):
+        result.update({k + suffix: v for k, v in bench_preparation(model, batch, args.repeats).items()})
     print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
     result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
     print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)
@@ -568,11 +667,19 @@ def main(argv: list[str] | None = None) -> int:
     result["server_vs_baseline"] = _ratio(result["server_tps"], result.get("baseline_tps"), 2)
     result["server_vs_limit"] = _ratio(result["server_tps"], result["limit_tps"])
     result["server_vs_limit_email"] = _ratio(result["server_email_tps"], result["limit_email_tps"])
+    result["server_vs_limit_minilm"] = _ratio(result["server_tps"], result["limit_minilm_tps"])
+    result["server_vs_limit_minilm_email"] = _ratio(
+        result["server_email_tps"], result["limit_minilm_email_tps"]
+    )
     if reference is not None:
         result["classifier_tps"] = max(result["classifier_tps"], result.pop("paired_classifier_tps"))
     result["classifier_vs_reference"] = _ratio(result["classifier_tps"], result["reference_classifier_tps"])
     result["default_vs_reference"] = _ratio(result["server_paired_tps"], result["reference_server_tps"])
-    result = {k: round(v, 2) if isinstance(v, float) and "_vs_" not in k else v for k, v in result.items()}
+    ratios = ("_vs_", "ceiling")
+    result = {
+        k: round(v, 2) if isinstance(v, float) and not any(r in k for r in ratios) else v
+        for k, v in result.items()
+    }
 
     rows = [
         (
@@ -581,9 +688,11 @@ def main(argv: list[str] | None = None) -> int:
             result.get("baseline_single_p50_ms"),
         ),
         ("(a) torch, batches of 32", result.get("baseline_bs32_tps"), None),
-        ("(b) bare ORT int8, one session x all cores", result["limit_one_session_tps"], None),
-        ("(b) bare ORT int8, one session per core", result["limit_session_per_core_tps"], None),
-        ("(b) bare ORT int8, e-mail bodies (cleaned)", result["limit_email_tps"], None),
+        ("(b) the model's engines, one session x all cores", result["limit_one_session_tps"], None),
+        ("(b) the model's engines, one session per core", result["limit_session_per_core_tps"], None),
+        ("(b) the model's engines, e-mail bodies", result["limit_email_tps"], None),
+        ("(b) bare ORT on model.onnx alone", result["limit_minilm_tps"], None),
+        ("(b) bare ORT on model.onnx alone, e-mail bodies", result["limit_minilm_email_tps"], None),
         ("(c) this server, JSON Lines batch over HTTP", result["server_tps"], None),
         ("(c) this server, e-mail bodies", result["server_email_tps"], None),
         ("(c) this server, single tickets over HTTP", None, result["single_p50_ms"]),
@@ -604,9 +713,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{result[f'long_{tokens}_vs_{lengths[0]}']}x the {lengths[0]}-token throughput"
         )
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
+    for suffix, name in (("", "clean"), ("_email", "e-mail")):
+        print(
+            f"{name} bodies, µs per ticket on one thread: preprocessing {result['clean_us' + suffix]:.1f}, "
+            f"encoding {result['encode_us' + suffix]:.1f}, the engines {result['engine_us' + suffix]:.1f}: "
+            f"server_vs_limit at most {result['prepare_ceiling' + suffix]}"
+        )
     print(
         f"server / baseline: {result['server_vs_baseline']}x   server / limit: {result['server_vs_limit']}"
-        f" (e-mail bodies: {result['server_vs_limit_email']})   default / reference: "
+        f" (e-mail bodies: {result['server_vs_limit_email']}; model.onnx alone: "
+        f"{result['server_vs_limit_minilm']}, {result['server_vs_limit_minilm_email']})"
+        "   default / reference: "
         f"{result['default_vs_reference']} (classifier: {result['classifier_vs_reference']}; the default's "
         f"cascade settles {result['cascade_skip_share']:.1%} of the texts without MiniLM)"
     )

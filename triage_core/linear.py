@@ -21,6 +21,13 @@ vector is ``1 + log(count)`` (sublinear tf) times idf, L2-normalised; the union 
 them; scores are the softmax of ``x @ coef + intercept`` (multinomial logistic regression).
 ``tests/core/test_linear.py`` checks this against scikit-learn's ``predict_proba`` on real text.
 
+Serving computes a batch of tickets at once (this runs for every ticket, on the server's hot
+path): the terms are tries over symbol codes (each word, or each character, the vocabulary uses),
+every n-gram of the batch walks them together in numpy, and one sort counts each ticket's
+features. The result is the per-ticket computation's bit for bit: features in each ticket's order
+of first appearance, norms by one ``np.dot`` per ticket (``tests/core/test_linear_features.py``
+checks both against the per-ticket code it replaced and against scikit-learn on generated text).
+
 Why not ONNX (skl2onnx): its converter raises ``NotImplementedError`` for character analyzers
 (onnx/sklearn-onnx pull request #1211, open), and the whitespace collapsing above has no ONNX
 ``StringNormalizer`` equivalent (onnx/sklearn-onnx issue #446).
@@ -29,8 +36,8 @@ Why not ONNX (skl2onnx): its converter raises ``NotImplementedError`` for charac
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -64,6 +71,8 @@ class LinearSpec(BaseModel):
 
 
 def word_ngrams(text: str, low: int, high: int) -> list[str]:
+    """The word analyzer on one text (the definition; serving computes a batch at once in
+    :meth:`LinearModel.features`, tested against this)."""
     tokens = _WORD.findall(text.lower())
     grams = list(tokens) if low == 1 else []
     for n in range(max(low, 2), min(high, len(tokens)) + 1):
@@ -90,13 +99,105 @@ class Features:
         self.values = values
 
 
-def _tfidf(grams: list[str], vocabulary: dict[str, int], idf: np.ndarray, offset: int):
-    counts = Counter(g for g in grams if g in vocabulary)
-    if not counts:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
-    index = np.fromiter((vocabulary[g] for g in counts), np.int64, len(counts))
-    values = (1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))) * idf[index]
-    return index + offset, values / np.sqrt(values @ values)
+class _Trie:
+    """The vocabulary's terms as a trie over symbol codes (code 0: a symbol no term has, or a
+    boundary between tickets): ``step`` moves every gram of a batch one symbol on at once.
+    State 0 is dead (no term starts this way), 1 the empty prefix; ``feature[state]`` is the
+    feature index of the term ending there, or -1. Transitions are a dense table when it is
+    small, else sorted keys searched with ``np.searchsorted``."""
+
+    DENSE_LIMIT = 1 << 22  # table entries (int32): 16 MB at most (a word table of 1,353 x 8,926: 48 MB)
+
+    def __init__(self, terms: Sequence[Sequence[int]], base: int):
+        self.base = base
+        states: dict[tuple[int, ...], int] = {(): 1}
+        edges: dict[int, int] = {}
+        ends: list[tuple[int, int]] = []
+        for index, term in enumerate(terms):
+            prefix: tuple[int, ...] = ()
+            state = 1
+            for code in term:
+                prefix += (code,)
+                child = states.setdefault(prefix, len(states) + 1)
+                edges[state * base + code] = child
+                state = child
+            ends.append((state, index))
+        n_states = len(states) + 1
+        self.feature = np.full(n_states, -1, np.int64)
+        for state, index in ends:
+            self.feature[state] = index
+        keys = np.fromiter(edges.keys(), np.int64, len(edges))
+        children = np.fromiter(edges.values(), np.int64, len(edges))
+        self.dense = n_states * base <= self.DENSE_LIMIT
+        if self.dense:
+            self.table = np.zeros(n_states * base, np.int32)
+            self.table[keys] = children
+        else:
+            order = np.argsort(keys)
+            self.keys = np.append(keys[order], np.iinfo(np.int64).max)  # a sentinel: no overflow
+            self.children = np.append(children[order], 0)
+
+    def step(self, states: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        keys = states.astype(np.int64) * self.base + codes
+        if self.dense:
+            return self.table[keys]
+        at = np.searchsorted(self.keys, keys)
+        return np.where(self.keys[at] == keys, self.children[at], 0)
+
+    def grams(self, codes: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every in-vocabulary n-gram (``low`` <= n <= ``high``) of ``codes``: feature indices and
+        their order of appearance (n first, then position: the analyzers' order)."""
+        width = len(codes)
+        padded = np.concatenate((codes, np.zeros(high, codes.dtype)))
+        states = np.ones(width, np.int32)
+        features, ranks = [], []
+        for n in range(1, high + 1):
+            states = self.step(states, padded[n - 1 : n - 1 + width])
+            if n >= low:
+                found = self.feature[states]
+                (hit,) = np.nonzero(found >= 0)
+                features.append(found[hit])
+                ranks.append(hit + (n - low) * width)
+        return np.concatenate(features), np.concatenate(ranks)
+
+
+class _Part:
+    """One vectorizer of the union (words or characters): its trie, idf and n-gram range."""
+
+    def __init__(self, trie: _Trie, idf: np.ndarray, ngrams: tuple[int, int]):
+        self.trie, self.idf, (self.low, self.high) = trie, idf, ngrams
+
+    def tfidf(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TF-IDF rows of a batch of tickets, given as their symbol codes one after another, each
+        followed by a 0 (no gram crosses into the next ticket), and their lengths. Flat arrays
+        ``(ticket, feature, value)``, in each ticket's order of first appearance of its features
+        (the order the per-ticket ``Counter`` of the analyzers' n-grams gave): the same values,
+        bit for bit, as computing each ticket alone, including the norm (one ``np.dot`` each)."""
+        lengths = lengths + 1
+        width = len(codes)
+        ticket_of = np.repeat(np.arange(len(lengths)), lengths)
+        features, ranks = self.trie.grams(codes, self.low, self.high)
+        if not len(features):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        n_features, span = len(self.idf), (self.high - self.low + 1) * width
+        # One sort groups each ticket's occurrences of a feature (count) and keeps the first one
+        # (its rank), then the groups go back into order of first appearance.
+        keys = np.sort((ticket_of[ranks % width] * n_features + features) * span + ranks)
+        groups = keys // span
+        first = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+        counts = np.diff(np.append(first, len(keys)))
+        ranks, groups = keys[first] % span, groups[first]
+        tickets = groups // n_features
+        order = np.argsort(tickets * span + ranks)
+        tickets, features, counts = tickets[order], groups[order] % n_features, counts[order]
+        values = (1.0 + np.log(counts.astype(np.float64))) * self.idf[features]
+        bounds = np.searchsorted(tickets, np.arange(len(lengths) + 1)).tolist()
+        norms = np.ones(len(lengths))
+        for row, (a, b) in enumerate(pairwise(bounds)):
+            if b > a:
+                segment = values[a:b]
+                norms[row] = segment @ segment
+        return tickets, features, values / np.repeat(np.sqrt(norms), np.diff(bounds))
 
 
 class LinearModel:
@@ -112,6 +213,25 @@ class LinearModel:
         self.spec = spec
         self.word_vocabulary = {t: i for i, t in enumerate(word_terms)}
         self.char_vocabulary = {t: i for i, t in enumerate(char_terms)}
+        # Symbol codes for the tries: each word and each character the terms use gets 1, 2, ...
+        # (0: anything else, which no term contains).
+        tokens = sorted({token for term in word_terms for token in term.split(" ")})
+        self._token_code = {token: code for code, token in enumerate(tokens, 1)}
+        alphabet = sorted({ch for term in char_terms for ch in term})
+        char_code = {ch: code for code, ch in enumerate(alphabet, 1)}
+        top = ord(alphabet[-1]) + 1 if alphabet else 0
+        self._char_code = np.zeros(top + 1, np.int64)  # [top]: every code point above the last
+        self._char_code[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
+        self._word_part = _Part(
+            _Trie([[self._token_code[t] for t in term.split(" ")] for term in word_terms], len(tokens) + 1),
+            self.word_idf,
+            spec.word_ngrams,
+        )
+        self._char_part = _Part(
+            _Trie([[char_code[ch] for ch in term] for term in char_terms], len(alphabet) + 1),
+            self.char_idf,
+            spec.char_ngrams,
+        )
         n_features = len(word_terms) + len(char_terms)
         if len(self.word_idf) != len(word_terms) or len(self.char_idf) != len(char_terms):
             raise ValueError("linear.npz: idf and terms differ in length")
@@ -125,13 +245,45 @@ class LinearModel:
         return len(self.intercept)
 
     def features(self, texts: Sequence[str]) -> list[Features]:
-        spec, offset = self.spec, len(self.word_vocabulary)
-        out = []
-        for text in texts:
-            wi, wv = _tfidf(word_ngrams(text, *spec.word_ngrams), self.word_vocabulary, self.word_idf, 0)
-            ci, cv = _tfidf(char_ngrams(text, *spec.char_ngrams), self.char_vocabulary, self.char_idf, offset)
-            out.append(Features(np.concatenate((wi, ci)), np.concatenate((wv, cv)).astype(np.float32)))
+        """TF-IDF vectors of cleaned texts, computed a batch at a time (:class:`_Part`)."""
+        out: list[Features] = []
+        start = 0
+        while start < len(texts):
+            end, chars = start, 0
+            while end < len(texts) and (end == start or self._fits(end + 1 - start, chars + len(texts[end]))):
+                chars += len(texts[end])
+                end += 1
+            out += self._features(texts[start:end])
+            start = end
         return out
+
+    def _fits(self, n_texts: int, chars: int) -> bool:
+        """Whether :meth:`_Part.tfidf`'s sort keys stay inside int64 for such a batch (256 texts
+        at most: the work is per batch, a bigger one gains nothing)."""
+        n_features = max(len(self.word_idf), len(self.char_idf))
+        span = max(self.spec.char_ngrams[1], self.spec.word_ngrams[1]) * (2 * chars + n_texts + 2)
+        return n_texts <= 256 and (n_texts + 1) * n_features * span < 2**62
+
+    def _features(self, texts: Sequence[str]) -> list[Features]:
+        lowered = [text.lower() for text in texts]
+        get = self._token_code.get
+        tokens = [_WORD.findall(text) for text in lowered]
+        words = [code for ticket in tokens for code in (*[get(token, 0) for token in ticket], 0)]
+        word_lengths = np.fromiter(map(len, tokens), np.int64, len(texts))
+        collapsed = [_SPACES.sub(" ", text) for text in lowered]
+        char_lengths = np.fromiter(map(len, collapsed), np.int64, len(texts))
+        points = np.frombuffer("\0".join(collapsed).encode("utf-32-le", "surrogatepass"), np.uint32)
+        chars = self._char_code[np.minimum(points, len(self._char_code) - 1)]
+        chars = np.append(chars, 0)
+        chars[np.cumsum(char_lengths + 1) - 1] = 0  # the separators, whatever the alphabet
+        wt, wf, wv = self._word_part.tfidf(np.array(words, np.int64), word_lengths)
+        ct, cf, cv = self._char_part.tfidf(chars, char_lengths)
+        # Each ticket's word features, then its character ones (the FeatureUnion's order).
+        order = np.argsort(np.concatenate((2 * wt, 2 * ct + 1)), kind="stable")
+        ids = np.concatenate((wf, cf + len(self.word_idf)))[order]
+        values = np.concatenate((wv, cv))[order].astype(np.float32)
+        bounds = np.searchsorted(np.concatenate((wt, ct))[order], np.arange(len(texts) + 1)).tolist()
+        return [Features(ids[a:b], values[a:b]) for a, b in pairwise(bounds)]
 
     def logits(self, rows: Sequence[Features]) -> np.ndarray:
         out = np.tile(self.intercept, (len(rows), 1))

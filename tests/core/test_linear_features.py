@@ -1,0 +1,124 @@
+"""triage_core.linear's batched TF-IDF (tries over symbol codes, one sort per batch) on texts
+Hypothesis generates: the same feature indices, in the same order, and the same float32 values,
+bit for bit, as the per-ticket implementation it replaced (kept below, verbatim, as the
+reference: the ensemble's scores must not move by one ulp), and the same vectors as the fitted
+scikit-learn ``FeatureUnion`` of ``TfidfVectorizer`` (an independent computation; its norm sums in
+another order, so values to float32 rounding)."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from training.baseline import BaselineConfig, fit_baseline, save_linear
+from triage_core.linear import LINEAR_FILE, Features, LinearModel, LinearSpec, char_ngrams, word_ngrams
+from triage_core.preprocessing import PreprocessConfig, preprocess_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- the per-ticket implementation before the batched one (git: triage_core/linear.py, ad87fb8): its
+# analyzers stay in triage_core.linear (test_linear.py checks them against scikit-learn's) ---
+def _tfidf(grams: list[str], vocabulary: dict[str, int], idf: np.ndarray, offset: int):
+    counts = Counter(g for g in grams if g in vocabulary)
+    if not counts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    index = np.fromiter((vocabulary[g] for g in counts), np.int64, len(counts))
+    values = (1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts)))) * idf[index]
+    return index + offset, values / np.sqrt(values @ values)
+
+
+def reference_features(model: LinearModel, text: str) -> tuple[np.ndarray, np.ndarray]:
+    spec, offset = model.spec, len(model.word_vocabulary)
+    wi, wv = _tfidf(word_ngrams(text, *spec.word_ngrams), model.word_vocabulary, model.word_idf, 0)
+    ci, cv = _tfidf(char_ngrams(text, *spec.char_ngrams), model.char_vocabulary, model.char_idf, offset)
+    return np.concatenate((wi, ci)), np.concatenate((wv, cv)).astype(np.float32)
+
+
+# --- a small fitted model -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory):
+    """scikit-learn's pipeline fit on 500 Banking77 tickets of 10 labels, its ``linear.npz``
+    loaded, and the corpus (Hypothesis draws words from it)."""
+    with (ROOT / "data" / "banking77" / "train.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    keep = sorted({r["category"] for r in rows})[:10]
+    rows = [r for r in rows if r["category"] in keep]
+    random.Random(11).shuffle(rows)
+    texts = preprocess_batch([r["text"] for r in rows[:500]], PreprocessConfig())
+    labels = [r["category"] for r in rows[:500]]
+    model = fit_baseline(texts, labels, sorted(set(labels)), BaselineConfig())
+    path = save_linear(model, tmp_path_factory.mktemp("linear") / LINEAR_FILE, list(model.classes_))
+    return model, LinearModel(path, LinearSpec()), texts, path
+
+
+WORDS = ["card", "Card", "CARD", "refund", "top", "up", "my", "the", "i", "a", "pin", "ATM", "çà", "ß"]
+PIECES = st.one_of(
+    st.sampled_from(WORDS),
+    st.sampled_from([" ", "  ", "\t", "\n\n", " \t ", ".", "!?", "'", "-", "_", "2", "10"]),
+    st.text(max_size=6),  # any code point but lone surrogates: umlauts, CJK, emoji, controls
+    # lower() changes the length; NUL; a lone surrogate (a JSON body may carry one)
+    st.sampled_from(["İ", "ẞ", "ǅ", "ﬀ", "\u0130", "😀", "\x00", "\ud800"]),
+)
+TEXT = st.lists(PIECES, max_size=40).map("".join)
+
+
+def assert_same_as_reference(linear: LinearModel, texts: list[str]) -> None:
+    ours = linear.features(texts)
+    assert len(ours) == len(texts)
+    for text, row in zip(texts, ours, strict=True):
+        ids, values = reference_features(linear, text)
+        assert row.ids.dtype == ids.dtype and row.values.dtype == values.dtype
+        np.testing.assert_array_equal(row.ids, ids)  # same features in the same order
+        assert row.values.tobytes() == values.tobytes()  # bit for bit
+    reference = linear.logits([Features(*reference_features(linear, text)) for text in texts])
+    assert linear.logits(ours).tobytes() == reference.tobytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TEXT, max_size=12), corpus_picks=st.lists(st.integers(0, 499), max_size=6))
+def test_batched_features_are_the_per_ticket_ones_bit_for_bit(fitted, texts, corpus_picks) -> None:
+    _, linear, corpus, _ = fitted
+    batch = texts + [corpus[i] for i in corpus_picks]
+    random.Random(len(batch)).shuffle(batch)
+    assert_same_as_reference(linear, batch)
+
+
+def test_real_tickets_in_big_and_single_batches(fitted) -> None:
+    """The corpus in one call (batches of 256 inside), and tickets one at a time."""
+    _, linear, corpus, _ = fitted
+    assert_same_as_reference(linear, corpus)
+    for text in corpus[:20]:
+        assert_same_as_reference(linear, [text])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TEXT, min_size=1, max_size=8))
+def test_features_are_scikit_learns_vectors(fitted, texts) -> None:
+    model, linear, _, _ = fitted
+    theirs = model.named_steps["tfidf"].transform(texts).tocsr()
+    for r, row in enumerate(linear.features(texts)):
+        start, end = theirs.indptr[r], theirs.indptr[r + 1]
+        expected = dict(zip(theirs.indices[start:end].tolist(), theirs.data[start:end], strict=True))
+        assert sorted(row.ids.tolist()) == sorted(expected)
+        got = dict(zip(row.ids.tolist(), row.values, strict=True))
+        for index, value in expected.items():
+            assert got[index] == pytest.approx(value, rel=1e-6, abs=1e-7)
+
+
+def test_a_vocabulary_too_big_for_a_dense_table_gives_the_same_features(fitted, monkeypatch) -> None:
+    """Above ``_Trie.DENSE_LIMIT`` the transitions are searched (``np.searchsorted``) instead."""
+    from triage_core import linear as module
+
+    _, _, corpus, path = fitted
+    monkeypatch.setattr(module._Trie, "DENSE_LIMIT", 0)
+    sparse = LinearModel(path, LinearSpec())
+    assert not sparse._char_part.trie.dense and not sparse._word_part.trie.dense
+    assert_same_as_reference(sparse, [*corpus[:200], "", "  ", "ẞ card", "\x00\x00abc"])
