@@ -137,6 +137,12 @@ DOCUMENTED_METRICS: dict[tuple[str, str], MetricDoc] = {
             "UnknownNotifications",
             "LateNotifications",
             "DuplicateNotifications",
+            "TicketsToReview",
+            "TicketsOutOfScope",
+            "ReviewMessagesPublished",
+            "ReviewShare",
+            "OutOfScopeShare",
+            "CategoryDrift",
         )
     },
 }

@@ -147,8 +147,11 @@ class ReviewRun:
             return None, f"the chunk {where} does not hold this ticket at position {index}"
         return str(rows[index].get("text", ""))
 
-    def write(self) -> S3Location:
-        """Write review.jsonl (empty when nothing is flagged: a reader finds one file per job)."""
+    def write(self) -> S3Location | None:
+        """Write review.jsonl for a job with classified tickets (empty when none is flagged); a job
+        without any (the dispatcher finalizes those) has no review file."""
+        if not self.succeeded:
+            return None
         self.spool.seek(0)
         self.objects.put_file(self.location, self.spool, "application/jsonlines")
         return self.location

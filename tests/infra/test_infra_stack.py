@@ -131,7 +131,7 @@ def test_the_key_rotates_and_is_retained(synth, stack) -> None:
 
 def test_every_topic_is_encrypted_with_the_key_and_denies_publishing_without_tls(synth, stack) -> None:
     topics = synth.of_type("AWS::SNS::Topic")
-    assert len(topics) == 4
+    assert len(topics) == 5  # success, error, results, alarms, review
     for topic in topics.values():
         assert topic["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
     protected = [
@@ -498,6 +498,10 @@ AGGREGATOR_ENV = {
     "POWERTOOLS_SERVICE_NAME",
     "LOG_LEVEL",
 }
+# the review queue and the drift numbers (lambda/ticket_pipeline/review.py): only the functions
+# whose finalized jobs have classified tickets; TRAINING_MIX when the model artifact carries one
+REVIEW_ENV = {"REVIEW_TOPIC_ARN", "REVIEW_PREFIX", "OUT_OF_SCOPE_BELOW", "DRIFT_MIN_TICKETS"}
+FINALIZER_ENV = AGGREGATOR_ENV | REVIEW_ENV
 DISPATCHER_ENV = AGGREGATOR_ENV | {
     "ENDPOINT_NAME",
     "CHUNK_PREFIX",
@@ -517,8 +521,8 @@ DISPATCHER_ENV = AGGREGATOR_ENV | {
     ("name", "handler", "env_keys", "timeout", "concurrency"),
     [
         ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300, 5),
-        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 900, 5),
-        ("sweeper", "ticket_pipeline.sweeper.handler", AGGREGATOR_ENV, 900, 1),
+        ("aggregator", "ticket_pipeline.aggregator.handler", FINALIZER_ENV, 900, 5),
+        ("sweeper", "ticket_pipeline.sweeper.handler", FINALIZER_ENV, 900, 1),
     ],
 )
 def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_group(
@@ -528,7 +532,7 @@ def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_gro
     props = synth.properties(fn.function)
     assert props["Handler"] == handler
     assert props["Runtime"] in ("python3.12", "python3.13")
-    assert set(props["Environment"]["Variables"]) == env_keys
+    assert set(props["Environment"]["Variables"]) - {"TRAINING_MIX"} == env_keys
     assert props["Timeout"] == timeout
     assert props["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"] == str(timeout)
     assert props["ReservedConcurrentExecutions"] == concurrency
@@ -588,6 +592,7 @@ def test_the_lambda_settings_accept_the_environment_the_stack_gives_each_functio
         "JOBS_TABLE": "jobs-table",
         "OUTPUT_BUCKET": "output-bucket",
         "RESULTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:results",
+        "REVIEW_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:review",
         "ENDPOINT_NAME": "endpoint",
     }
     for fn, settings_class in (
@@ -702,14 +707,19 @@ def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invo
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
         under(output_arn, "results/"),  # the dispatcher's rejected records
+        under(input_arn, "chunks/"),  # the flagged tickets' texts, for the review queue
     }
     # the sweeper reads the ticket file of a job whose dispatch never finished (every record is
     # accounted for), the version the job names, and only under the input prefix
     versions = {under(input_arn, "incoming/")} if name == "sweeper" else set()
     assert objects_with(statements, "s3:GetObjectVersion") == versions
-    assert objects_with(statements, "s3:PutObject") == {under(output_arn, "results/")}
+    assert objects_with(statements, "s3:PutObject") == {
+        under(output_arn, "results/"),
+        under(output_arn, "review/"),
+    }
     assert objects_with(statements, "sns:Publish") == {
-        json.dumps(ref(synth, stack.notifications.results_topic))
+        json.dumps(ref(synth, stack.notifications.results_topic)),
+        json.dumps(ref(synth, stack.notifications.review_topic)),
     }
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert dynamodb == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
@@ -851,6 +861,13 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
         props = synth.properties(alarm)
         assert props["AlarmActions"] == [alarm_topic], alarm_id
         assert props["OKActions"] == [alarm_topic], alarm_id
+        if "Metrics" in props:  # a metric-math alarm: the metrics it reads
+            watched[alarm_id] = tuple(
+                (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
+                for m in props["Metrics"]
+                if "MetricStat" in m
+            )
+            continue
         watched[alarm_id] = (props["Namespace"], props["MetricName"])
     assert watched["OldestRequestAge"] == ("AWS/SageMaker", "ApproximateAgeOfOldestRequest")
     assert watched["InvocationFailures"] == ("AWS/SageMaker", "InvocationFailures")
@@ -863,6 +880,24 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
     assert watched["OverdueJobs"] == ("TicketTriage", "OverdueJobs")
     assert watched["InvalidNotifications"] == ("TicketTriage", "InvalidNotifications")
     assert watched["UnknownNotifications"] == ("TicketTriage", "UnknownNotifications")
+    # the review and drift alarms, hourly, on what the aggregator emits (review.py)
+    assert set(watched["ReviewShareHigh"]) == {
+        ("TicketTriage", "TicketsToReview"),
+        ("TicketTriage", "TicketsSucceeded"),
+    }
+    assert set(watched["OutOfScopeShareHigh"]) == {
+        ("TicketTriage", "TicketsOutOfScope"),
+        ("TicketTriage", "TicketsSucceeded"),
+    }
+    assert watched["CategoryDriftHigh"] == (("TicketTriage", "CategoryDrift"),)
+    drift = synth.properties(stack.monitoring.alarms["CategoryDriftHigh"])
+    (stat,) = [m["MetricStat"] for m in drift["Metrics"]]
+    assert (stat["Period"], stat["Stat"], drift["Threshold"]) == (3600, "Average", 0.35)
+    share = synth.properties(stack.monitoring.alarms["ReviewShareHigh"])
+    assert {m["MetricStat"]["Period"] for m in share["Metrics"] if "MetricStat" in m} == {3600}
+    assert [m["Expression"] for m in share["Metrics"] if "Expression" in m] == [
+        "IF(classified > 0, ticketstoreview / classified, 0)"
+    ]
     aggregator_alarm = synth.properties(stack.monitoring.alarms["AggregatorErrors"])
     assert aggregator_alarm["Dimensions"] == [
         {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
