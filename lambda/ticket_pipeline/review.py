@@ -153,7 +153,7 @@ class ReviewRun:
         if not self.succeeded:
             return None
         self.spool.seek(0)
-        self.objects.put_file(self.location, self.spool, "application/jsonlines")
+        self.objects.put_file(self.location, _KeepOpen(self.spool), "application/jsonlines")
         return self.location
 
     def items(self) -> Iterator[dict[str, Any]]:
@@ -217,6 +217,20 @@ class ReviewRun:
 
     def close(self) -> None:
         self.spool.close()
+
+
+class _KeepOpen:
+    """The spool as boto3's upload sees it: the upload closes its file object when done, and the
+    review messages are read from the same spool afterwards."""
+
+    def __init__(self, spool: IO[bytes]):
+        self._spool = spool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spool, name)
+
+    def close(self) -> None:
+        pass
 
 
 def _bytes(message: Mapping[str, Any]) -> int:
