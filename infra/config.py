@@ -186,7 +186,7 @@ class TriageConfig(BaseModel):
         0.1, alias="outOfScopeShareAlarm", gt=0.0, le=1.0, description="alarm: hourly share out of scope"
     )
     drift_alarm: float = Field(
-        0.35,
+        0.25,
         alias="driftAlarm",
         gt=0.0,
         le=1.0,
@@ -194,7 +194,7 @@ class TriageConfig(BaseModel):
         "the training mix",
     )
     drift_min_tickets: int = Field(
-        200, alias="driftMinTickets", ge=1, le=10_000_000, description="smallest file whose mix is compared"
+        500, alias="driftMinTickets", ge=1, le=10_000_000, description="smallest file whose mix is compared"
     )
 
     @field_validator("stack_name")

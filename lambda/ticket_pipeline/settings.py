@@ -75,7 +75,7 @@ class AggregatorSettings(_EnvSettings):
         "artifact; unset: no CategoryDrift",
     )
     drift_min_tickets: int = Field(
-        200, alias="DRIFT_MIN_TICKETS", ge=1, le=10_000_000, description="smallest file whose mix is compared"
+        500, alias="DRIFT_MIN_TICKETS", ge=1, le=10_000_000, description="smallest file whose mix is compared"
     )
 
     @field_validator("results_prefix", "review_prefix")

@@ -892,7 +892,7 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
     assert watched["CategoryDriftHigh"] == (("TicketTriage", "CategoryDrift"),)
     drift = synth.properties(stack.monitoring.alarms["CategoryDriftHigh"])
     (stat,) = [m["MetricStat"] for m in drift["Metrics"]]
-    assert (stat["Period"], stat["Stat"], drift["Threshold"]) == (3600, "Average", 0.35)
+    assert (stat["Period"], stat["Stat"], drift["Threshold"]) == (3600, "Average", 0.25)
     share = synth.properties(stack.monitoring.alarms["ReviewShareHigh"])
     assert {m["MetricStat"]["Period"] for m in share["Metrics"] if "MetricStat" in m} == {3600}
     assert [m["Expression"] for m in share["Metrics"] if "Expression" in m] == [
