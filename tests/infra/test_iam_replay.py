@@ -18,6 +18,7 @@ class LocalResources:  # the topic ARNs provision() returns
     success_topic_arn = TOPIC + NAMES.success_topic
     error_topic_arn = TOPIC + NAMES.error_topic
     results_topic_arn = TOPIC + NAMES.results_topic
+    review_topic_arn = TOPIC + NAMES.review_topic
 
 
 def calls(*rows: tuple[str, str, str, dict]) -> list[AwsCall]:
@@ -61,6 +62,9 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
         (SAGEMAKER_ENDPOINT, "s3", "PutObject",
          {"Bucket": NAMES.output_bucket, "Key": "async-results/x.out"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.success_topic_arn}),
+        ("ticket-aggregator", "sns", "Publish", {"TopicArn": LocalResources.review_topic_arn}),
+        ("ticket-sweeper", "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
+        ("ticket-sweeper", "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
     result = stack_replay(synth, allowed, NAMES, LocalResources)
     assert result.denied == []
@@ -73,9 +77,20 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
         ("ticket-dispatcher", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/x"}),
         (SAGEMAKER_ENDPOINT, "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/a.jsonl"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.results_topic_arn}),
+        # the review queue is the aggregator's and the sweeper's, not the dispatcher's (issue #24)
+        ("ticket-dispatcher", "sns", "Publish", {"TopicArn": LocalResources.review_topic_arn}),
+        ("ticket-dispatcher", "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
+        ("ticket-aggregator", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
     result = stack_replay(synth, denied, NAMES, LocalResources)
+    assert {(r.principal, r.resource) for r in result.denied if r.principal != SAGEMAKER_ENDPOINT} >= {
+        ("ticket-dispatcher", LocalResources.review_topic_arn),
+        ("ticket-dispatcher", f"arn:aws:s3:::{NAMES.output_bucket}/review/j/r.jsonl"),
+        ("ticket-aggregator", f"arn:aws:s3:::{NAMES.input_bucket}/chunks/a/c1"),
+    }
     assert {(r.principal, r.action) for r in result.denied} == {
+        ("ticket-dispatcher", "sns:Publish"),
+        ("ticket-aggregator", "s3:PutObject"),  # chunks are the dispatcher's to write
         ("ticket-aggregator", "sagemaker:InvokeEndpointAsync"),
         ("ticket-aggregator", "logs:PutLogEvents"),  # another function's log group
         ("ticket-dispatcher", "s3:PutObject"),
@@ -128,7 +143,9 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
         for a, r in alarms.items()
         if any(t.get("Ref") in topics for t in r["Properties"].get("AlarmActions", []))
     }
-    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(notifying) == 16
+    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(
+        notifying
+    ) == 19  # 16 + the review and drift alarms
 
     # the same requests from the wrong place are refused: another account's alarm, a bucket that
     # is not the input bucket, CloudWatch Logs for a log group of another account
