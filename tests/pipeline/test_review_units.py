@@ -174,3 +174,61 @@ def test_the_artifact_carries_its_training_mix_for_every_label(tiny_artifact: Pa
     (model / "triage_artifact.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError):
         load_manifest(model)
+
+
+def test_a_review_run_on_moto_keeps_every_flagged_ticket_even_when_its_chunk_is_gone(aws) -> None:
+    """ReviewRun against moto's S3 and SNS: texts read back from the chunks, a ticket whose chunk
+    cannot be read any more is queued anyway with the reason, the shares and the distance, and
+    the review topic's SQS subscriber gets every flagged ticket."""
+    from local_pipeline.aws import results_message
+    from ticket_pipeline.results import Publisher
+    from ticket_pipeline.review import ReviewConfig, ReviewRun
+
+    bucket = aws.names.input_bucket
+    chunk = {"input_location": f"s3://{bucket}/chunks/j/00001.jsonl"}
+    gone = {"input_location": f"s3://{bucket}/chunks/j/00002.jsonl"}
+    aws.s3.put_object(
+        Bucket=bucket,
+        Key="chunks/j/00001.jsonl",
+        Body=b'{"id": "a", "text": "where is my card"}\n{"id": "b", "text": "hello \\u00e9"}\n'
+        b'{"id": "c", "text": "x"}\n',
+    )
+    config = ReviewConfig(
+        topic_arn=aws.resources.review_topic_arn,
+        output_bucket=aws.names.output_bucket,
+        prefix="review/",
+        out_of_scope_below=0.2,
+        training_mix={"card_arrival": 1, "exchange_rate": 1},
+        drift_min_tickets=1,
+    )
+    run = ReviewRun(config, {"job_id": "j"}, aws.objects(), Publisher(aws.sns), PipelineMetrics(service="t"))
+    top = [{"label": "card_arrival", "score": 0.4}, {"label": "exchange_rate", "score": 0.35}]
+    run.observe(chunk, 0, "a", {"label": "card_arrival", "score": 0.4, "needs_review": True, "top_k": top})
+    run.observe(chunk, 1, "b", {"label": "card_arrival", "score": 0.1, "needs_review": True})
+    run.observe(chunk, 2, "c", {"label": "card_arrival", "score": 0.9, "needs_review": False})
+    run.observe(gone, 0, "d", {"label": "exchange_rate", "score": 0.3, "needs_review": True})
+    run.write()
+    queued = [
+        json.loads(line)
+        for line in aws.s3.get_object(Bucket=aws.names.output_bucket, Key="review/j/review.jsonl")[
+            "Body"
+        ].iter_lines()
+    ]
+    assert [(q["id"], q["reason"], q["text"]) for q in queued] == [
+        ("a", "low_confidence", "where is my card"),
+        ("b", "out_of_scope", "hello é"),
+        ("d", "low_confidence", None),
+    ]
+    assert queued[0]["labels"] == top and "cannot be read" in queued[2]["text_unavailable"]
+    assert run.drift() == pytest.approx(
+        {
+            "ReviewShare": 0.75,
+            "OutOfScopeShare": 0.25,
+            "CategoryDrift": float(jensenshannon([3, 1], [1, 1], base=2)),
+        }
+    )
+    assert len(run.publish({"source": "s3://in/incoming/f.jsonl", "status": "complete"})) == 1
+    run.close()
+    received = aws.sqs.receive_message(QueueUrl=aws.resources.review_queue_url, WaitTimeSeconds=2)["Messages"]
+    (body,) = [results_message(m["Body"]) for m in received]
+    assert [item["id"] for item in body["items"]] == ["a", "b", "d"] and body["flagged"] == 3
