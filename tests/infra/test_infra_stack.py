@@ -1018,3 +1018,21 @@ def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
     for name, fn in (("dispatcher", stack.pipeline.dispatcher), ("aggregator", stack.pipeline.aggregator)):
         assert json.loads(targets[name].function_name) == ref(synth, fn.function)
         assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)
+
+
+def test_review_subscribers_find_the_review_topic_in_the_outputs_and_only_the_finalizers_publish(
+    synth, stack
+) -> None:
+    outputs = synth.template["Outputs"]
+    assert outputs["ReviewTopicArn"]["Value"] == ref(synth, stack.notifications.review_topic)
+    review_topic = json.dumps(ref(synth, stack.notifications.review_topic))
+    publishers = {
+        name
+        for name in ("dispatcher", "aggregator", "sweeper")
+        if review_topic
+        in objects_with(statements_of_role(synth, getattr(stack.pipeline, name).role), "sns:Publish")
+    }
+    assert publishers == {"aggregator", "sweeper"}
+    env = synth.properties(stack.pipeline.aggregator.function)["Environment"]["Variables"]
+    assert env["REVIEW_TOPIC_ARN"] == ref(synth, stack.notifications.review_topic)
+    assert (env["REVIEW_PREFIX"], env["OUT_OF_SCOPE_BELOW"]) == ("review/", "0.2")
