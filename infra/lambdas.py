@@ -303,6 +303,13 @@ class TicketPipeline(Construct):
 
         def function(construct_id: str, handler: str, description: str, env: dict[str, str], timeout: int,
                      concurrency: int, service: str) -> PipelineFunction:  # fmt: skip
+            environment = {
+                **shared_env,
+                **env,
+                "FUNCTION_TIMEOUT_SECONDS": str(timeout),
+                "POWERTOOLS_SERVICE_NAME": service,
+            }
+            check_environment_size(construct_id, environment)
             return PipelineFunction(
                 self,
                 construct_id,
@@ -311,12 +318,7 @@ class TicketPipeline(Construct):
                     description=description,
                     code=code,
                     key=props.key,
-                    environment={
-                        **shared_env,
-                        **env,
-                        "FUNCTION_TIMEOUT_SECONDS": str(timeout),
-                        "POWERTOOLS_SERVICE_NAME": service,
-                    },
+                    environment=environment,
                     timeout_seconds=timeout,
                     reserved_concurrency=concurrency,
                     memory_mb=props.memory_mb,
@@ -326,6 +328,9 @@ class TicketPipeline(Construct):
                 ),
             )
 
+        # every function that finalizes jobs queues their flagged tickets: the aggregator, the
+        # sweeper, and the dispatcher when every chunk reported before it finished dispatching
+        review_env = props.review.environment() if props.review else {}
         self.dispatcher = function(
             "Dispatcher",
             "ticket_pipeline.dispatcher.handler",
@@ -342,12 +347,12 @@ class TicketPipeline(Construct):
                 "JOB_DEADLINE_MARGIN_SECONDS": str(props.job_deadline_margin_seconds),
                 "DISPATCH_THREADS": str(props.dispatch_threads),
                 "MAX_DISPATCH_RUNS": str(props.max_dispatch_runs),
+                **review_env,
             },
             props.dispatcher_timeout_seconds,
             props.dispatcher_concurrency,
             DISPATCHER_SERVICE,
         )
-        review_env = props.review.environment() if props.review else {}
         self.aggregator = function(
             "Aggregator",
             "ticket_pipeline.aggregator.handler",
@@ -366,8 +371,6 @@ class TicketPipeline(Construct):
             1,  # one sweep at a time (the finalization lease makes a second one harmless anyway)
             SWEEPER_SERVICE,
         )
-        if props.review is not None:
-            check_environment_size("aggregator", {**shared_env, **review_env})
         self.functions = {
             "Dispatcher": self.dispatcher,
             "Aggregator": self.aggregator,
@@ -414,7 +417,7 @@ class TicketPipeline(Construct):
         self._grant_finalize(self.sweeper, props)
         _grant_objects(self.sweeper.function, ["s3:GetObjectVersion"], props.input_bucket, props.input_prefix)
         if props.review is not None:
-            for fn in (self.aggregator, self.sweeper):
+            for fn in (self.dispatcher, self.aggregator, self.sweeper):
                 self._grant_review(fn, props, props.review)
         # the overdue jobs: a query of the sparse open-jobs index
         iam.Grant.add_to_principal(
@@ -446,7 +449,8 @@ class TicketPipeline(Construct):
     @staticmethod
     def _grant_review(fn: PipelineFunction, props: TicketPipelineProps, review: ReviewProps) -> None:
         """The review queue of a finalized job: its tickets' texts from their chunks, review/ written,
-        the review topic. Not the dispatcher's: the jobs it finalizes have no classified ticket."""
+        the review topic: every function that finalizes (the dispatcher too: a fast endpoint may
+        report every chunk before the dispatcher finishes, and the dispatcher then finalizes)."""
         _grant_objects(fn.function, ["s3:GetObject"], props.input_bucket, props.chunk_prefix)
         _grant_objects(fn.function, ["s3:PutObject"], props.output_bucket, review.prefix)
         review.topic.grant_publish(fn.function)
@@ -497,7 +501,7 @@ class TicketPipeline(Construct):
                 ),
             }
         for fn, findings in (
-            (self.dispatcher, dispatcher),
+            (self.dispatcher, {**dispatcher, **review}),
             (self.aggregator, {**common, **review}),
             (self.sweeper, {**sweeper, **review}),
         ):

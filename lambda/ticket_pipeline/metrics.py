@@ -64,9 +64,15 @@ METRIC_NAMES = (
 # What each function counts. A handler publishes every one of its counts on every invocation, 0
 # included: an alarm and a graph then see a data point per run (0 when nothing happened) instead
 # of no data, and every metric the stack watches exists from the first run on.
-FINALIZING = ("ResultsPublished", "TicketsSucceeded", "TicketsFailed")
-# the review queue's counts: the functions that finalize jobs with classified tickets (review.py)
-REVIEWING = ("TicketsToReview", "TicketsOutOfScope", "ReviewMessagesPublished")
+FINALIZING = (
+    "ResultsPublished",
+    "TicketsSucceeded",
+    "TicketsFailed",
+    # the review queue (review.py)
+    "TicketsToReview",
+    "TicketsOutOfScope",
+    "ReviewMessagesPublished",
+)
 # Samples (one value per finalized file), not counts: published only when a file was finalized.
 SAMPLES = ("ReviewShare", "OutOfScopeShare", "CategoryDrift")
 DISPATCHER_COUNTS = (
@@ -81,13 +87,12 @@ DISPATCHER_COUNTS = (
 )
 AGGREGATOR_COUNTS = (
     *FINALIZING,
-    *REVIEWING,
     "InvalidNotifications",
     "UnknownNotifications",
     "LateNotifications",
     "DuplicateNotifications",
 )
-SWEEPER_COUNTS = ("OverdueJobs", *FINALIZING, *REVIEWING)
+SWEEPER_COUNTS = ("OverdueJobs", *FINALIZING)
 
 _output: TextIO | None = None
 _output_lock = threading.Lock()

@@ -276,7 +276,7 @@ def review_messages(envelope: Mapping[str, Any], items: Iterator[dict[str, Any]]
 
 def review_for(settings: Any, deps: Any) -> Callable[[dict[str, Any]], ReviewRun] | None:
     """A factory of review runs over a handler's stores, or None when the function has no review
-    topic (the dispatcher: the jobs it finalizes have no classified ticket)."""
+    topic (a stack without the review queue)."""
     if not getattr(settings, "review_topic_arn", None):
         return None
     config = ReviewConfig(

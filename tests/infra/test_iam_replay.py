@@ -63,6 +63,7 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
          {"Bucket": NAMES.output_bucket, "Key": "async-results/x.out"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.success_topic_arn}),
         ("ticket-aggregator", "sns", "Publish", {"TopicArn": LocalResources.review_topic_arn}),
+        ("ticket-dispatcher", "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
         ("ticket-sweeper", "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
         ("ticket-sweeper", "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
@@ -77,19 +78,17 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
         ("ticket-dispatcher", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/x"}),
         (SAGEMAKER_ENDPOINT, "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/a.jsonl"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.results_topic_arn}),
-        # the review queue is the aggregator's and the sweeper's, not the dispatcher's (issue #24)
-        ("ticket-dispatcher", "sns", "Publish", {"TopicArn": LocalResources.review_topic_arn}),
-        ("ticket-dispatcher", "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
+        # the review queue is the finalizers' (issue #24): not the endpoint's; chunks the dispatcher's
+        (SAGEMAKER_ENDPOINT, "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
         ("ticket-aggregator", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
     result = stack_replay(synth, denied, NAMES, LocalResources)
-    assert {(r.principal, r.resource) for r in result.denied if r.principal != SAGEMAKER_ENDPOINT} >= {
-        ("ticket-dispatcher", LocalResources.review_topic_arn),
-        ("ticket-dispatcher", f"arn:aws:s3:::{NAMES.output_bucket}/review/j/r.jsonl"),
+    assert {(r.principal, r.resource) for r in result.denied} >= {
+        (SAGEMAKER_ENDPOINT, f"arn:aws:s3:::{NAMES.output_bucket}/review/j/r.jsonl"),
         ("ticket-aggregator", f"arn:aws:s3:::{NAMES.input_bucket}/chunks/a/c1"),
     }
     assert {(r.principal, r.action) for r in result.denied} == {
-        ("ticket-dispatcher", "sns:Publish"),
+        (SAGEMAKER_ENDPOINT, "s3:PutObject"),
         ("ticket-aggregator", "s3:PutObject"),  # chunks are the dispatcher's to write
         ("ticket-aggregator", "sagemaker:InvokeEndpointAsync"),
         ("ticket-aggregator", "logs:PutLogEvents"),  # another function's log group

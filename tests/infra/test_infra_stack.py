@@ -498,11 +498,11 @@ AGGREGATOR_ENV = {
     "POWERTOOLS_SERVICE_NAME",
     "LOG_LEVEL",
 }
-# the review queue and the drift numbers (lambda/ticket_pipeline/review.py): only the functions
-# whose finalized jobs have classified tickets; TRAINING_MIX when the model artifact carries one
+# the review queue and the drift numbers (lambda/ticket_pipeline/review.py): every function that
+# finalizes jobs; TRAINING_MIX when the model artifact carries one
 REVIEW_ENV = {"REVIEW_TOPIC_ARN", "REVIEW_PREFIX", "OUT_OF_SCOPE_BELOW", "DRIFT_MIN_TICKETS"}
 FINALIZER_ENV = AGGREGATOR_ENV | REVIEW_ENV
-DISPATCHER_ENV = AGGREGATOR_ENV | {
+DISPATCHER_ENV = FINALIZER_ENV | {
     "ENDPOINT_NAME",
     "CHUNK_PREFIX",
     "CHUNK_SIZE",
@@ -677,17 +677,24 @@ def test_dispatcher_reads_incoming_and_outputs_writes_chunks_and_results_only(sy
     input_arn = arn(synth, stack.storage.input_bucket)
     output_arn = arn(synth, stack.storage.output_bucket)
     assert objects_with(statements, "s3:GetObjectVersion") == {under(input_arn, "incoming/")}
-    assert objects_with(statements, "s3:GetObject") == {  # it finalizes jobs that never reached the endpoint
+    # it finalizes jobs that never reached the endpoint, and those whose every chunk reported
+    # before it finished (their review queue: the chunks' texts, review/, the review topic)
+    assert objects_with(statements, "s3:GetObject") == {
         under(output_arn, "results/"),
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
+        under(input_arn, "chunks/"),
     }
     assert objects_with(statements, "s3:PutObject") == {
         under(input_arn, "chunks/"),
         under(output_arn, "results/"),
+        under(output_arn, "review/"),
     }
     publish = objects_with(statements, "sns:Publish")
-    assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
+    assert publish == {
+        json.dumps(ref(synth, stack.notifications.results_topic)),
+        json.dumps(ref(synth, stack.notifications.review_topic)),
+    }
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert dynamodb == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
     assert objects_with(statements, "dynamodb:PutItem") == {json.dumps(arn(synth, stack.job_state.table))}
@@ -1020,7 +1027,7 @@ def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
         assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)
 
 
-def test_review_subscribers_find_the_review_topic_in_the_outputs_and_only_the_finalizers_publish(
+def test_review_subscribers_find_the_review_topic_in_the_outputs_and_the_finalizers_publish(
     synth, stack
 ) -> None:
     outputs = synth.template["Outputs"]
@@ -1032,7 +1039,7 @@ def test_review_subscribers_find_the_review_topic_in_the_outputs_and_only_the_fi
         if review_topic
         in objects_with(statements_of_role(synth, getattr(stack.pipeline, name).role), "sns:Publish")
     }
-    assert publishers == {"aggregator", "sweeper"}
+    assert publishers == {"dispatcher", "aggregator", "sweeper"}  # every function that finalizes
     env = synth.properties(stack.pipeline.aggregator.function)["Environment"]["Variables"]
     assert env["REVIEW_TOPIC_ARN"] == ref(synth, stack.notifications.review_topic)
     assert (env["REVIEW_PREFIX"], env["OUT_OF_SCOPE_BELOW"]) == ("review/", "0.2")

@@ -317,6 +317,9 @@ def test_the_dispatcher_counts_files_tickets_chunks_and_rejected_records_in_emf(
         "ResultsPublished": 1,
         "TicketsSucceeded": 0,
         "TicketsFailed": 0,
+        "TicketsToReview": 0,  # the dispatcher finalizes too (review.py)
+        "TicketsOutOfScope": 0,
+        "ReviewMessagesPublished": 0,
     }
 
 

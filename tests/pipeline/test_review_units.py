@@ -138,7 +138,7 @@ def test_review_settings_parse_the_training_mix_and_refuse_a_bad_one() -> None:
         )
     )
     assert settings_.training_mix == {"a": 3.0, "b": 1.0} and settings_.review_prefix == "review/"
-    assert AggregatorSettings.from_env(_env()).review_topic_arn is None  # the dispatcher: no review
+    assert AggregatorSettings.from_env(_env()).review_topic_arn is None  # no review queue
     for bad in ('{"a": -1}', "{}", "not json", '["a"]'):
         with pytest.raises(ValueError):
             AggregatorSettings.from_env(_env(TRAINING_MIX=bad))
