@@ -18,7 +18,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train train-reference train-student evaluate experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive image clean
+.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -58,17 +58,23 @@ mutation: $(VENV)/.installed
 	$(PY) -m mutation_testing $(if $(MODULE),--module $(MODULE))
 
 # --- training
-## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3]
+## fine-tune, export, evaluate into MODEL (~10 min on 2 cores), the linear baseline beside it; own data: [TICKETS=f.csv TEXT=col LABEL=col PRESET=auto|banking77|f.toml REVIEW_TARGET=0.95 REVIEW_MAX_SHARE=0.3 CORRECTIONS=dir|file|s3://...]
 train: $(VENV)/.installed
 	$(PY) -m training train --output $(MODEL) $(if $(TICKETS),--data $(TICKETS)) $(if $(TEXT),--text-column $(TEXT)) \
 		$(if $(LABEL),--label-column $(LABEL)) $(if $(PRESET),--preset $(PRESET)) \
-		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE))
+		$(if $(REVIEW_TARGET),--review-target-accuracy $(REVIEW_TARGET)) $(if $(REVIEW_MAX_SHARE),--review-max-share $(REVIEW_MAX_SHARE)) \
+		$(if $(CORRECTIONS),--corrections $(CORRECTIONS))
 
 # The same splits as make train (artifacts/splits); its own model, checkpoint and reports.
-## train the reference (the current default recipe) into REFERENCE's folder (artifacts/reference) for make bench
+# The reference is the default before issue #23's cascade: the same recipe with --cascade off.
+## train the reference (the default recipe without the confidence cascade) into REFERENCE's folder (artifacts/reference) for make bench
 train-reference: $(VENV)/.installed
-	$(PY) -m training train --preset banking77 --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
+	$(PY) -m training train --preset banking77 --cascade off --output $(REFERENCE) --work-dir $(dir $(REFERENCE))work \
 		--splits-dir artifacts/splits --reports-dir $(dir $(REFERENCE))reports
+
+## choose an ensemble MODEL's confidence cascade on the validation split without re-training (training.cascade)
+cascade: $(VENV)/.installed
+	$(PY) -m training cascade --model $(MODEL) --splits-dir artifacts/splits --reports-dir $(dir $(MODEL))reports
 
 # MiniLM cut to its bottom LAYERS (3) encoder layers, fine-tuned on the reference's soft labels
 # (make train-reference first); compare it on validation (clean and noisy) before making it MODEL.
@@ -84,6 +90,16 @@ train-student: $(VENV)/.installed
 ## score MODEL on DATA (the test split): per-class report, confusion matrix into OUT (artifacts/eval)
 evaluate: $(VENV)/.installed
 	$(PY) -m training evaluate --model $(MODEL) --data $(DATA) --out $(OUT)
+
+# Both artifacts through ArtifactClassifier (the server's code); the last line is one JSON object.
+# Exit 1 when a gate given is crossed, 2 when an input cannot be read (docs/deploy-and-operate.md).
+## before deploying: score GOLDEN (DATA) with RUNNING (MODEL; dir, model.tar.gz or s3://) and CANDIDATE: agreement, per-category changes, review share; gates [MIN_AGREEMENT=0.9 MAX_REVIEW_SHARE=0.3 MAX_REVIEW_INCREASE=0.05 MAX_F1_DROP=0.01]
+compare-models: $(VENV)/.installed
+	$(if $(CANDIDATE),,$(error make compare-models needs CANDIDATE=<artifact dir, model.tar.gz or s3:// URI>))
+	$(PY) -m training.compare --golden $(or $(GOLDEN),$(DATA)) --running $(or $(RUNNING),$(MODEL)) --candidate $(CANDIDATE) \
+		$(if $(TEXT),--text-column $(TEXT)) $(if $(LABEL),--label-column $(LABEL)) \
+		$(if $(MIN_AGREEMENT),--min-agreement $(MIN_AGREEMENT)) $(if $(MAX_REVIEW_SHARE),--max-review-share $(MAX_REVIEW_SHARE)) \
+		$(if $(MAX_REVIEW_INCREASE),--max-review-increase $(MAX_REVIEW_INCREASE)) $(if $(MAX_F1_DROP),--max-f1-drop $(MAX_F1_DROP))
 
 ## train a set of strategies, ranked on the validation split: make experiment [SET=selection|ablation|noise] [ROWS=a,b] [TICKETS=f.csv TEXT=col LABEL=col]
 experiment: $(VENV)/.installed
@@ -166,6 +182,11 @@ chaos: $(VENV)/.installed
 redrive: $(VENV)/.installed
 	$(PY) -m ticket_pipeline.redrive $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
 		$(if $(FUNCTION),--function $(FUNCTION)) $(if $(DRY_RUN),--dry-run)
+
+## export the recorded corrections for make train CORRECTIONS=...: make export-corrections STACK=TicketTriage | LOCAL=1 [OUT=artifacts/corrections.jsonl]
+export-corrections: $(VENV)/.installed
+	$(PY) -m ticket_pipeline.export_corrections $(if $(LOCAL),--local,--stack $(or $(STACK),TicketTriage)) \
+		--out $(or $(OUT),artifacts/corrections.jsonl)
 
 ## remove cdk.out, pytest cache, local-stack.json and scale artifacts
 clean:

@@ -136,7 +136,12 @@ class Rates:
     invoke_validation: float = 0.01
     # a crash of the invocation at one of its steps (per invocation; halved on every retry)
     crash: dict[str, float] = field(
-        default_factory=lambda: {"ticket-dispatcher": 0.3, "ticket-aggregator": 0.15, "ticket-sweeper": 0.25}
+        default_factory=lambda: {
+            "ticket-dispatcher": 0.3,
+            "ticket-aggregator": 0.15,
+            "ticket-sweeper": 0.25,
+            "ticket-corrections": 0.3,
+        }
     )
     # the endpoint (per request)
     model_error: float = 0.03

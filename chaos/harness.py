@@ -51,9 +51,17 @@ from local_pipeline.calls import SAGEMAKER_ENDPOINT, CallRecorder
 from local_pipeline.lambda_front import LambdaInvokeFront
 from local_pipeline.model_server import ModelServerProcess
 from local_pipeline.router import Route, s3_event, sns_event
-from local_pipeline.stack import AGGREGATOR, DISPATCHER, SWEEPER, routed_logs, scheduled_event
+from local_pipeline.stack import (
+    AGGREGATOR,
+    CORRECTIONS,
+    DISPATCHER,
+    MANIFEST,
+    SWEEPER,
+    routed_logs,
+    scheduled_event,
+)
 
-FUNCTIONS = (DISPATCHER, AGGREGATOR, SWEEPER)
+FUNCTIONS = (DISPATCHER, AGGREGATOR, SWEEPER, CORRECTIONS)
 # the review queue's out-of-scope threshold: the stack's default (cdk.json, infra/config.py)
 CHAOS_OUT_OF_SCOPE_BELOW = TriageConfig().out_of_scope_below
 
@@ -203,6 +211,10 @@ class ChaosStack:
         self.moto.reset()
         clients = {s: self.moto.client(s) for s in ("s3", "sns", "sqs", "dynamodb")}
         resources = provision(clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"])
+        names = resources.names  # the model's manifest, where the corrections function reads its labels
+        clients["s3"].create_bucket(Bucket=names.model_bucket)
+        manifest = (self.model_dir / MANIFEST).read_bytes()
+        clients["s3"].put_object(Bucket=names.model_bucket, Key=f"model/{MANIFEST}", Body=manifest)
         uploads = plan_uploads(seed, files, prefix=resources.names.input_prefix)
         timing = self.timing.for_round_trip(round_trip_seconds(clients["s3"], resources.names.output_bucket))
         with _SeedRun(self, seed, resources, clients, rates, tamper, timing) as run:
@@ -210,6 +222,8 @@ class ChaosStack:
             run.upload(uploads)
             timed_out = not run.wait(uploads)
             run.phases["idle"] = time.time() - started
+            corrections = [] if timed_out else run.correct(seed, json.loads(manifest)["labels"])
+            run.phases["corrected"] = time.time() - started
         run.phases["torn_down"] = time.time() - started
         result = SeedResult(
             seed,
@@ -229,6 +243,7 @@ class ChaosStack:
             timed_out,
             timing.speed,
         )
+        result.check.violations.extend(corrections)
         _save(self.work_dir / f"seed-{seed}.json", result, run)
         return result
 
@@ -274,7 +289,7 @@ class _SeedRun:
         return self
 
     def _start(self) -> None:
-        from ticket_pipeline import aggregator, dispatcher, sweeper
+        from ticket_pipeline import aggregator, corrector, dispatcher, sweeper
 
         stack, res, names = self.stack, self.resources, self.resources.names
         assert stack.moto and stack.model_server
@@ -313,7 +328,7 @@ class _SeedRun:
         ).start()
         self._cleanup.callback(self.lambda_front.stop)
         self._cleanup.enter_context(patched_environ(self.lambda_environment()))
-        modules = {DISPATCHER: dispatcher, AGGREGATOR: aggregator, SWEEPER: sweeper}
+        modules = {DISPATCHER: dispatcher, AGGREGATOR: aggregator, SWEEPER: sweeper, CORRECTIONS: corrector}
         timeouts = dict.fromkeys(FUNCTIONS, float(self.timing.function_timeout))
         self.service = LambdaService(
             modules, self.clock, timeouts, self.plan, self.log, self.labels, self._tamper, stack.calls
@@ -357,6 +372,9 @@ class _SeedRun:
                 ),
                 (route(AGGREGATOR, self.invoke_queues[AGGREGATOR], json.loads, aggregator.handler), REDRIVE),
                 (route(SWEEPER, self.invoke_queues[SWEEPER], json.loads, sweeper.handler), SCHEDULE),
+                # correction files: S3 events with the same delivery faults as ticket files
+                (route(CORRECTIONS, res.corrections_queue_url, s3_event, corrector.handler, 2), S3),
+                (route(CORRECTIONS, self.invoke_queues[CORRECTIONS], json.loads, corrector.handler), REDRIVE),
             ],
             self.service,
             self.plan,
@@ -414,6 +432,9 @@ class _SeedRun:
             "REVIEW_TOPIC_ARN": self.resources.review_topic_arn,
             "REVIEW_PREFIX": "review/",
             "OUT_OF_SCOPE_BELOW": str(CHAOS_OUT_OF_SCOPE_BELOW),
+            "INPUT_PREFIX": names.input_prefix,
+            "CORRECTIONS_PREFIX": names.corrections_prefix,
+            "LABELS_LOCATION": f"s3://{names.model_bucket}/model/{MANIFEST}",
         }
 
     # --- the seed's traffic -----------------------------------------------------------------------
@@ -483,6 +504,7 @@ class _SeedRun:
         res = self.resources
         queues = [
             res.s3_events_queue_url,
+            res.corrections_queue_url,
             res.success_queue_url,
             res.error_queue_url,
             *self.invoke_queues.values(),
@@ -510,6 +532,40 @@ class _SeedRun:
             Select="COUNT",
         )
         return open_jobs["Count"] == 0
+
+    def correct(self, seed: int, labels: list[str], timeout: float = 60) -> list[Any]:
+        """Reviewers' corrections for the seed's results (:mod:`chaos.corrections`): file ``a``
+        twice, then ``b``; once the stack is idle again, the independent check of what was
+        recorded. Returns its violations."""
+        from chaos.corrections import check_corrections, plan_corrections
+        from ticket_pipeline.corrections import CorrectionStore
+        from ticket_pipeline.export_corrections import export_lines
+
+        s3, bucket = self.clients["s3"], self.resources.names.input_bucket
+        predicted: dict[str, dict[str, str]] = {}  # the results of each key's current version
+        for item in list(self.arrived):
+            key = str(item.message.get("source", "")).split("/", 3)[3]
+            current = s3.head_object(Bucket=bucket, Key=key).get("VersionId")
+            if item.message.get("results") and item.message.get("version_id") == current:
+                rows = [json.loads(x) for x in self.read(item.message["results"]).splitlines() if x.strip()]
+                predicted[key] = {r["id"]: r["label"] for r in rows}
+        files = plan_corrections(seed, predicted, labels)
+        for f, copies in zip(files, (2, 1), strict=True):
+            for n in range(copies):
+                version = s3.put_object(Bucket=bucket, Key=f.key, Body=f.body)["VersionId"]
+                modified = s3.head_object(Bucket=bucket, Key=f.key, VersionId=version)["LastModified"]
+                f.versions.append((version, modified.strftime("%Y-%m-%dT%H:%M:%S")))
+                self.labels.add(f"{f.key.rsplit('/', 1)[-1]}{n}", bucket, f.key, version)
+            time.sleep(1.1)  # S3's LastModified has whole seconds: b is stored after a
+        give_up, calm = time.time() + timeout, 0
+        while time.time() < give_up and calm < 3:
+            calm = calm + 1 if self._idle() else 0
+            time.sleep(0.25)
+        store = CorrectionStore(self.clients["dynamodb"], self.resources.names.jobs_table)
+        recorded = [json.loads(line) for line in export_lines(store)]  # what make export-corrections writes
+        return check_corrections(
+            list(files), predicted, recorded, store.accuracy(), self.read, self.resources.names.output_bucket
+        )
 
     def read(self, uri: str) -> bytes:
         bucket, key = uri[len("s3://") :].split("/", 1)

@@ -118,6 +118,12 @@ STEPS = {
         CrashPoint("overdue_listed", "dynamodb.Query", "after", lambda p: "IndexName" in p),
         *FINALIZE_STEPS,
     ),
+    # a correction recorded (its item and the counters, one transaction), then the crash: the
+    # retry must find it recorded and change nothing; or the report written and the crash
+    "ticket-corrections": (
+        CrashPoint("correction_recorded", "dynamodb.TransactWriteItems", "after", repeats=True),
+        CrashPoint("report_written", "s3.PutObject", "after", lambda p: _key(p).endswith("report.json")),
+    ),
 }
 
 
@@ -477,7 +483,7 @@ def _clients(runtime: tuple[Any, ...]) -> list[Any]:
     for part in runtime:
         if hasattr(part, "meta") and hasattr(part.meta, "events"):
             clients.append(part)
-        for name in ("objects", "jobs", "publisher"):
+        for name in ("objects", "jobs", "publisher", "store"):
             store = getattr(part, name, None)
             if store is not None and hasattr(store, "client"):
                 clients.append(store.client)

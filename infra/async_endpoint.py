@@ -16,6 +16,7 @@ from constructs import Construct
 from infra.config import MAX_ASYNC_PAYLOAD_MB, has_local_nvme_storage
 from infra.model import ModelArtifact
 from infra.nag import acknowledge, arn_finding, skip_checkov
+from infra.rollout import GuardedRollout, GuardedRolloutProps, RolloutSettings
 
 VARIANT_NAME = "AllTraffic"
 
@@ -39,6 +40,9 @@ class AsyncInferenceEndpointProps:
     invocation_timeout_seconds: int
     review_threshold: float | None  # None: the artifact's own (the container's fallback)
     log_level: str
+    endpoint_name: str  # fixed: the roll-back alarms name it (infra/rollout.py)
+    rollout: RolloutSettings
+    alarm_topic: sns.ITopic
 
 
 class AsyncInferenceEndpoint(Construct):
@@ -48,8 +52,11 @@ class AsyncInferenceEndpoint(Construct):
     write ``async-results/`` and ``async-failures/`` of the output bucket, publish to the
     success/error topics, use the key for those, and write its own logs and metrics.
 
-    The endpoint config has no fixed name: every async property forces a replacement, and
-    CloudFormation can only replace a resource whose name it generates.
+    The model and the endpoint config have no fixed names: every async property forces a
+    replacement, and CloudFormation can only replace a resource whose name it generates. So a new
+    artifact (or image, or setting) gives a new model and a new config, and the endpoint's update to
+    that config is a guarded deployment (infra/rollout.py). The endpoint itself has a fixed name,
+    the one its roll-back alarms watch.
 
     Its ``KmsKeyId`` (the ML storage volume) is the stack key, except on instance types with local
     NVMe storage (g4dn, g5, m5d, ...), where ``CreateEndpointConfig`` refuses any ``KmsKeyId``
@@ -150,7 +157,7 @@ class AsyncInferenceEndpoint(Construct):
                 sagemaker.CfnEndpointConfig.ProductionVariantProperty(
                     variant_name=VARIANT_NAME,
                     model_name=self.model.attr_model_name,
-                    initial_instance_count=1,
+                    initial_instance_count=props.rollout.instance_count,
                     instance_type=props.instance_type,
                 )
             ],
@@ -182,9 +189,34 @@ class AsyncInferenceEndpoint(Construct):
                 f"{props.instance_type} has local NVMe storage, encrypted by the instance's hardware module; "
                 "CreateEndpointConfig fails when a KmsKeyId is given for such instance types.",
             )
-        self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+        r = props.rollout
+        self.rollout = GuardedRollout(
+            self,
+            "Rollout",
+            props=GuardedRolloutProps(
+                endpoint_name=props.endpoint_name,
+                variant_name=VARIANT_NAME,
+                endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+                settings=r,
+                alarm_topic=props.alarm_topic,
+            ),
         )
+        if not r.alarms:
+            Annotations.of(self).add_warning_v2(
+                "triage:noRollbackAlarms",
+                "triage:rolloutAlarms is empty: endpoint updates still shift traffic in steps, but nothing "
+                "rolls a bad model back automatically.",
+            )
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=props.endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=self.rollout.deployment_config,
+        )
+        describe_alarms = self.rollout.grant_describe_alarms(self.role)
+        if describe_alarms is not None:
+            self.endpoint.node.add_dependency(describe_alarms)
 
     @property
     def endpoint_name(self) -> str:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import botocore.loaders
 import botocore.model
@@ -30,6 +30,15 @@ CONTEXT_PREFIX = "triage:"
 MAX_INVOCATION_TIMEOUT_SECONDS = 3600
 MAX_REQUEST_TTL_SECONDS = 21600
 MAX_ASYNC_PAYLOAD_MB = 1024
+
+# CreateEndpoint's EndpointName: "Length Constraints: Maximum length of 63" (SageMaker API Reference).
+MAX_ENDPOINT_NAME_LENGTH = 63
+# The share of the variant's instance count one traffic step may turn on (SageMaker API Reference:
+# TrafficRoutingConfig.CanarySize "must be less than or equal to 50% of the variant's total instance
+# count", LinearStepSize "must be 10-50% of the variant's total instance count";
+# RollingUpdatePolicy.MaximumBatchSize "must be between 5% to 50% of the variant's total instance
+# count"). tests/infra/test_rollout.py reads the same sentences from botocore's service model.
+STEP_SHARE_BOUNDS: dict[str, tuple[int, int]] = {"CANARY": (0, 50), "LINEAR": (10, 50), "ROLLING": (5, 50)}
 
 # Lambda stops a chain of invocations caused by one event after 16 (recursive loop detection):
 # a file's dispatch runs stay below that, whichever services the chain goes through.
@@ -91,12 +100,83 @@ class TriageConfig(BaseModel):
     scale_in_cooldown_seconds: int = Field(600, alias="scaleInCooldownSeconds", ge=0, le=3600)
     scale_out_cooldown_seconds: int = Field(300, alias="scaleOutCooldownSeconds", ge=0, le=3600)
 
+    # --- guarded roll-outs: deployment guardrails on every endpoint update (docs/deploy-and-operate.md)
+    rollout_mode: Literal["ALL_AT_ONCE", "CANARY", "LINEAR", "ROLLING"] = Field(
+        "CANARY",
+        alias="rolloutMode",
+        description="how an endpoint update shifts traffic: blue/green ALL_AT_ONCE, CANARY or LINEAR, "
+        "or ROLLING (batches, fewer extra instances)",
+    )
+    rollout_instance_count: int = Field(
+        2,
+        alias="rolloutInstanceCount",
+        ge=1,
+        le=100,
+        description="instances the new fleet starts with (the variant's InitialInstanceCount); CANARY "
+        "needs 2 or more (a canary is at most half the fleet); autoscaling takes over afterwards",
+    )
+    rollout_step_instances: int = Field(
+        1,
+        alias="rolloutStepInstances",
+        ge=1,
+        le=100,
+        description="CANARY: the canary's size; LINEAR: instances turned on per step; ROLLING: batch size",
+    )
+    rollout_wait_seconds: int = Field(
+        600,
+        alias="rolloutWaitSeconds",
+        ge=0,
+        le=3600,
+        description="baking period after each traffic step, during which the roll-back alarms watch",
+    )
+    rollout_termination_wait_seconds: int = Field(
+        600,
+        alias="rolloutTerminationWaitSeconds",
+        ge=0,
+        le=3600,
+        description="blue/green: how long the old fleet is kept after all traffic moved (final baking)",
+    )
+    rollout_timeout_seconds: int = Field(
+        3600,
+        alias="rolloutTimeoutSeconds",
+        ge=600,
+        le=28800,
+        description="the whole deployment's limit (MaximumExecutionTimeoutInSeconds)",
+    )
+    rollout_alarms: tuple[str, ...] = Field(
+        ("InvocationFailures", "Invocation5xx", "ModelLatency"),
+        alias="rolloutAlarms",
+        description="the alarms that roll an update back (infra/rollout.py ROLLBACK_ALARMS); [] turns "
+        "automatic roll-back off",
+    )
+    rollout_max_model_latency_seconds: float = Field(
+        120.0,
+        alias="rolloutMaxModelLatencySeconds",
+        gt=0,
+        le=3600,
+        description="the ModelLatency alarm's threshold (average per invocation, one chunk) on the new fleet",
+    )
+
     # --- pipeline (S3 layout and Lambdas)
     input_prefix: str = Field("incoming/", alias="inputPrefix")
     chunk_prefix: str = Field("chunks/", alias="chunkPrefix")
     results_prefix: str = Field("results/", alias="resultsPrefix")
     async_results_prefix: str = Field("async-results/", alias="asyncResultsPrefix")
     async_failures_prefix: str = Field("async-failures/", alias="asyncFailuresPrefix")
+    corrections_prefix: str = Field(
+        "corrections/",
+        alias="correctionsPrefix",
+        description="reviewers drop corrections here in the input bucket; each file's report and "
+        "rejections go under the same prefix in the output bucket",
+    )
+    reviewed_accuracy_alarm: float | None = Field(
+        0.8,
+        alias="reviewedAccuracyAlarm",
+        gt=0,
+        le=1,
+        description="alarm when the model's accuracy on the tickets reviewers corrected in a day falls "
+        "below this (null: no alarm)",
+    )
     chunk_size: int = Field(500, alias="chunkSize", ge=1, le=100_000)
     max_file_mb: int = Field(1024, alias="maxFileMb", ge=1, le=10 * 1024)
     max_tickets_per_file: int = Field(
@@ -224,6 +304,7 @@ class TriageConfig(BaseModel):
         "async_results_prefix",
         "async_failures_prefix",
         "review_prefix",
+        "corrections_prefix",
     )
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -246,6 +327,31 @@ class TriageConfig(BaseModel):
             raise ValueError("the local model artifact must be a model.tar.gz file")
         return value
 
+    @field_validator("rollout_alarms", mode="before")
+    @classmethod
+    def _rollout_alarm_list(cls, value: Any) -> Any:
+        """A -c value arrives as a string: a JSON list or comma-separated names ("" = none)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [n.strip() for n in text.split(",") if n.strip()]
+            )
+        return value
+
+    @field_validator("rollout_alarms")
+    @classmethod
+    def _rollout_alarms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from infra.rollout import ROLLBACK_ALARMS
+
+        unknown = [name for name in value if name not in ROLLBACK_ALARMS]
+        if unknown:
+            raise ValueError(f"unknown roll-back alarm(s) {unknown}; known: {list(ROLLBACK_ALARMS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("names an alarm twice")
+        return value
+
     @field_validator("ticket_fields", mode="before")
     @classmethod
     def _ticket_fields(cls, value: Any) -> dict[str, Any]:
@@ -263,8 +369,13 @@ class TriageConfig(BaseModel):
     def _consistent(self) -> TriageConfig:
         if self.min_capacity > self.max_capacity:
             raise ValueError(f"minCapacity ({self.min_capacity}) exceeds maxCapacity ({self.max_capacity})")
-        input_prefixes = {"inputPrefix": self.input_prefix, "chunkPrefix": self.chunk_prefix}
+        input_prefixes = {
+            "inputPrefix": self.input_prefix,
+            "chunkPrefix": self.chunk_prefix,
+            "correctionsPrefix": self.corrections_prefix,
+        }
         output_prefixes = {
+            "correctionsPrefix": self.corrections_prefix,
             "resultsPrefix": self.results_prefix,
             "asyncResultsPrefix": self.async_results_prefix,
             "asyncFailuresPrefix": self.async_failures_prefix,
@@ -281,7 +392,54 @@ class TriageConfig(BaseModel):
                         )
         if self.request_ttl_seconds < self.invocation_timeout_seconds:
             raise ValueError("requestTtlSeconds must be at least invocationTimeoutSeconds")
+        if len(self.stack_name) > MAX_ENDPOINT_NAME_LENGTH:
+            raise ValueError(
+                f"stackName ({self.stack_name!r}) also names the endpoint: at most "
+                f"{MAX_ENDPOINT_NAME_LENGTH} characters (CreateEndpoint, EndpointName)"
+            )
+        self._check_rollout()
         return self
+
+    def _check_rollout(self) -> None:
+        """The limits AWS documents for a deployment (SageMaker API Reference: TrafficRoutingConfig,
+        RollingUpdatePolicy, BlueGreenUpdatePolicy), checked here so ``cdk synth`` fails instead of the
+        endpoint update an hour into ``cdk deploy``."""
+        count, step = self.rollout_instance_count, self.rollout_step_instances
+        if self.autoscaling and not self.min_capacity <= count <= self.max_capacity:
+            raise ValueError(
+                f"rolloutInstanceCount ({count}) must lie within minCapacity..maxCapacity "
+                f"({self.min_capacity}..{self.max_capacity}): autoscaling would resize the new fleet at once"
+            )
+        bounds = STEP_SHARE_BOUNDS.get(self.rollout_mode)
+        if bounds is not None:
+            low, high = bounds
+            share = 100 * step / count
+            if not low <= share <= high:
+                raise ValueError(
+                    f"rolloutStepInstances ({step}) is {share:.0f}% of rolloutInstanceCount ({count}); a "
+                    f"{self.rollout_mode} step must be {low}-{high}% of the variant's instance count"
+                    + (": a canary needs a fleet of 2 or more" if self.rollout_mode == "CANARY" else "")
+                )
+        if self.rollout_timeout_seconds <= self.rollout_total_wait_seconds:
+            raise ValueError(
+                f"rolloutTimeoutSeconds ({self.rollout_timeout_seconds}) must exceed the deployment's waits "
+                f"({self.rollout_total_wait_seconds} s: baking periods and the final wait)"
+            )
+
+    @property
+    def rollout_steps(self) -> int:
+        """Traffic steps of one deployment (each followed by a baking period)."""
+        if self.rollout_mode in ("LINEAR", "ROLLING"):
+            return -(-self.rollout_instance_count // self.rollout_step_instances)
+        return 2 if self.rollout_mode == "CANARY" else 1
+
+    @property
+    def rollout_total_wait_seconds(self) -> int:
+        """What MaximumExecutionTimeoutInSeconds must exceed: "the total waiting time specified in
+        TerminationWaitInSeconds and WaitIntervalInSeconds" (API Reference, BlueGreenUpdatePolicy),
+        counted generously: one baking period per traffic step, then the final wait (blue/green)."""
+        final = 0 if self.rollout_mode == "ROLLING" else self.rollout_termination_wait_seconds
+        return self.rollout_steps * self.rollout_wait_seconds + final
 
     @property
     def ticket_fields_json(self) -> str:
@@ -311,6 +469,12 @@ class TriageConfig(BaseModel):
         """A job is overdue this long after its last InvokeEndpointAsync: the request may wait
         ``requestTtlSeconds`` in the queue, then run ``invocationTimeoutSeconds``, then notify."""
         return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
+
+    @property
+    def endpoint_name(self) -> str:
+        """The endpoint's fixed name (its roll-back alarms watch it): the stack's name, unique per
+        account and Region like the stack."""
+        return self.stack_name
 
     @property
     def metrics_namespace(self) -> str:

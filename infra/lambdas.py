@@ -1,10 +1,12 @@
-"""The dispatcher (fan-out), aggregator (fan-in) and sweeper (deadlines) Lambdas, least privilege."""
+"""The dispatcher (fan-out), aggregator (fan-in), sweeper (deadlines) and corrections (reviewers'
+labels) Lambdas, least privilege."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack, SymlinkFollowMode
 from aws_cdk import aws_dynamodb as dynamodb
@@ -23,6 +25,7 @@ from constructs import Construct
 
 from infra.async_endpoint import AsyncInferenceEndpoint
 from infra.job_state import OPEN_JOBS_INDEX
+from infra.model import ModelArtifact
 from infra.nag import acknowledge, arn_finding, skip_checkov
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -273,12 +276,15 @@ class TicketPipelineProps:
     log_retention_days: int
     powertools_layer_version: int
     review: ReviewProps | None = None  # the review queue and drift numbers (aggregator, sweeper)
+    corrections_prefix: str = "corrections/"
+    model_artifact: ModelArtifact | None = None  # the corrections' labels: None, no corrections function
 
 
 # POWERTOOLS_SERVICE_NAME of each function: the ``service`` dimension of its metrics.
 DISPATCHER_SERVICE = "ticket-dispatcher"
 AGGREGATOR_SERVICE = "ticket-aggregator"
 SWEEPER_SERVICE = "ticket-sweeper"
+CORRECTIONS_SERVICE = "ticket-corrections"
 
 
 class TicketPipeline(Construct):
@@ -376,6 +382,10 @@ class TicketPipeline(Construct):
             "Aggregator": self.aggregator,
             "Sweeper": self.sweeper,
         }
+        self.corrections: PipelineFunction | None = None
+        if props.model_artifact is not None:
+            self.corrections = self._corrections(props, props.model_artifact, function)
+            self.functions["Corrections"] = self.corrections
 
         # --- dispatcher: read incoming/, write chunks/, invoke this endpoint, job rows.
         # It finalizes a job itself when nothing reached the endpoint (every record or every
@@ -434,6 +444,46 @@ class TicketPipeline(Construct):
         )
 
         self._acknowledge(props)
+
+    def _corrections(
+        self, props: TicketPipelineProps, model: ModelArtifact, function: Any
+    ) -> PipelineFunction:
+        """Reviewers' correction files (``correctionsPrefix`` of the input bucket) -> one recorded
+        correction per ticket and the accuracy counters (ticket_pipeline.corrections). Its own S3
+        notification, on its own prefix: the dispatcher's (``inputPrefix``) never sees these files."""
+        fn = function(
+            "Corrections",
+            "ticket_pipeline.corrector.handler",
+            "Ticket triage: record reviewers' corrections and the model's accuracy on reviewed tickets",
+            {
+                "INPUT_PREFIX": props.input_prefix,
+                "CORRECTIONS_PREFIX": props.corrections_prefix,
+                "CORRECTIONS_OUTPUT_PREFIX": props.corrections_prefix,
+                # the model archive the endpoint serves: its triage_artifact.json names the labels
+                "LABELS_LOCATION": model.s3_url,
+                "TICKET_FIELDS": props.ticket_fields_json,
+            },
+            props.aggregator_timeout_seconds,
+            1,  # corrections are few; one at a time keeps the ticket transactions uncontended
+            CORRECTIONS_SERVICE,
+        )
+        handler = fn.function
+        # the event names the correction file's version; the source is read at its current version
+        # (HeadObject: s3:GetObject) and its tickets' texts at the version the results came from
+        _grant_objects(handler, ["s3:GetObjectVersion"], props.input_bucket, props.corrections_prefix)
+        _grant_objects(
+            handler, ["s3:GetObject", "s3:GetObjectVersion"], props.input_bucket, props.input_prefix
+        )
+        _grant_objects(handler, ["s3:GetObject"], props.output_bucket, props.results_prefix)
+        _grant_objects(handler, ["s3:PutObject"], props.output_bucket, props.corrections_prefix)
+        _grant_table(handler, props, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        model.grant_read(handler)
+        props.input_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(handler),
+            s3.NotificationKeyFilter(prefix=props.corrections_prefix),
+        )
+        return fn
 
     @staticmethod
     def _grant_finalize(fn: PipelineFunction, props: TicketPipelineProps) -> None:
@@ -500,11 +550,35 @@ class TicketPipeline(Construct):
                     "chunk prefix."
                 ),
             }
-        for fn, findings in (
+        targets = [
             (self.dispatcher, {**dispatcher, **review}),
             (self.aggregator, {**common, **review}),
             (self.sweeper, {**sweeper, **review}),
-        ):
+        ]
+        if self.corrections is not None:
+            targets.append((self.corrections, self._corrections_findings(props)))
+        for fn, findings in targets:
             policy = fn.role.node.find_child("DefaultPolicy").node.default_child
             for finding, reason in findings.items():
                 acknowledge(policy, f"AwsSolutions-IAM5[{finding}]", reason)
+
+    @staticmethod
+    def _corrections_findings(props: TicketPipelineProps) -> dict[str, str]:
+        input_bucket = props.input_bucket.node.default_child
+        output_bucket = props.output_bucket.node.default_child
+        return {
+            arn_finding(input_bucket, f"/{props.corrections_prefix}*"): (
+                "Reads any correction file reviewers drop, only under the corrections prefix."
+            ),
+            arn_finding(input_bucket, f"/{props.input_prefix}*"): (
+                "Reads the ticket file a correction names (its version, its tickets' texts), only under "
+                "the input prefix."
+            ),
+            arn_finding(output_bucket, f"/{props.results_prefix}*"): (
+                "Reads the results a correction corrects (results.jsonl of the source's job), only under "
+                "the results prefix."
+            ),
+            arn_finding(output_bucket, f"/{props.corrections_prefix}*"): (
+                "Writes each correction file's report and rejections, only under the corrections prefix."
+            ),
+        }

@@ -54,6 +54,14 @@ POWERTOOLS_METRICS = DocPage(
     "https://docs.powertools.aws.dev/lambda/python/latest/core/metrics/",
 )
 
+DEPLOYMENT_GUARDRAILS_ALARMS = DocPage(
+    "Amazon SageMaker AI Developer Guide: Auto-Rollback Configuration and Monitoring (Monitor model "
+    'latency on the new fleet: "CloudWatch publishes the metrics with the dimension '
+    'EndpointConfigName:{New-Ep-Config} after the new fleet starts receiving traffic"; Dimensions '
+    "EndpointName, VariantName, EndpointConfigName)",
+    "https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html",
+)
+
 SAGEMAKER = "AWS/SageMaker"
 SAGEMAKER_ENDPOINTS = "/aws/sagemaker/Endpoints"
 LAMBDA = "AWS/Lambda"
@@ -63,6 +71,7 @@ PIPELINE = "<pipeline>"
 
 ENDPOINT = ("EndpointName",)
 VARIANT = ("EndpointName", "VariantName")
+FLEET = ("EndpointName", "VariantName", "EndpointConfigName")  # one endpoint config's fleet
 
 
 @dataclass(frozen=True)
@@ -143,9 +152,33 @@ DOCUMENTED_METRICS: dict[tuple[str, str], MetricDoc] = {
             "ReviewShare",
             "OutOfScopeShare",
             "CategoryDrift",
+            "CorrectionsReceived",
+            "CorrectionsRecorded",
+            "CorrectionsRejected",
+            "ReviewedTickets",
+            "ReviewedCorrect",
         )
     },
 }
+
+
+# Metrics also published per fleet (the endpoint config a fleet runs), beside the set above: the
+# alarms that watch only the new fleet during a deployment (infra/rollout.py).
+PER_FLEET_METRICS: dict[tuple[str, str], MetricDoc] = {
+    (SAGEMAKER, "ModelLatency"): MetricDoc(FLEET, DEPLOYMENT_GUARDRAILS_ALARMS),
+}
+
+
+def documented_dimension_sets(
+    namespace: str, metric_name: str, pipeline_namespace: str
+) -> list[tuple[str, ...]]:
+    """Every documented dimension set of a metric (the per-fleet one too); KeyError if none."""
+    key = PIPELINE if namespace == pipeline_namespace else namespace
+    found = [table[(key, metric_name)].dimensions for table in (DOCUMENTED_METRICS, PER_FLEET_METRICS)
+             if (key, metric_name) in table]  # fmt: skip
+    if not found:
+        raise KeyError((namespace, metric_name))
+    return found
 
 
 def documented_dimensions(namespace: str, metric_name: str, pipeline_namespace: str) -> tuple[str, ...]:
@@ -172,7 +205,8 @@ def documented_metric(
     doc = DOCUMENTED_METRICS.get((key, metric_name))
     if doc is None:
         raise ValueError(f"{namespace} {metric_name} is not in DOCUMENTED_METRICS: add it with its page")
-    if set(dimensions) != set(doc.dimensions):
+    fleet = PER_FLEET_METRICS.get((key, metric_name))
+    if set(dimensions) != set(doc.dimensions) and (fleet is None or set(dimensions) != set(fleet.dimensions)):
         raise ValueError(
             f"{namespace} {metric_name} is published with dimensions {list(doc.dimensions)} "
             f"({doc.page.url}), not {sorted(dimensions)}"

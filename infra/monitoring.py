@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aws_cdk import Aws, Duration
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -21,10 +20,10 @@ from constructs import Construct
 from infra.autoscaling import endpoint_metric
 from infra.lambdas import PipelineFunction
 from infra.metrics import LAMBDA, SAGEMAKER, SAGEMAKER_ENDPOINTS, SQS, documented_metric
+from infra.notifications import allow_alarms_to_publish
 
 FIVE_MINUTES = Duration.minutes(5)
-
-
+ONE_DAY = Duration.days(1)
 ONE_HOUR = Duration.hours(1)
 
 
@@ -49,6 +48,7 @@ class MonitoringProps:
     alarm_email: str
     dashboard_name: str
     drift: DriftAlarms | None = None
+    reviewed_accuracy_alarm: float | None = None  # alarm below this daily accuracy on reviewed tickets
 
 
 class Monitoring(Construct):
@@ -137,7 +137,10 @@ class Monitoring(Construct):
             ("Dispatcher", "some input files were not submitted yet"),
             ("Aggregator", "results of some input files may be late"),
             ("Sweeper", "overdue jobs are not being finalized"),
+            ("Corrections", "some correction files were not recorded"),
         ):
+            if fn_id not in props.functions:
+                continue
             alarm(
                 f"{fn_id}Errors",
                 lambda_metric(fn_id, "Errors"),
@@ -177,6 +180,24 @@ class Monitoring(Construct):
             "SageMaker notifications for inference ids or chunks this pipeline has no job for.",
         )
         drift_widgets = self._drift(alarm) if props.drift is not None else []
+        reviewed = self._reviewed_accuracy() if "Corrections" in props.functions else None
+        if reviewed is not None and props.reviewed_accuracy_alarm is not None:
+            self.alarms["ReviewedAccuracy"] = created = cloudwatch.Alarm(
+                self,
+                "ReviewedAccuracy",
+                metric=reviewed,
+                threshold=props.reviewed_accuracy_alarm,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=(
+                    "The model's accuracy on the tickets reviewers corrected today is below "
+                    "triage:reviewedAccuracyAlarm: look at the corrections (make export-corrections) and "
+                    "consider retraining with them (make train CORRECTIONS=...)."
+                ),
+            )
+            created.add_alarm_action(action)
+            created.add_ok_action(action)
         self._allow_cloudwatch_to_publish(props.alarm_topic)
 
         backlog = endpoint_metric("ApproximateBacklogSize", props.endpoint_name)
@@ -273,6 +294,7 @@ class Monitoring(Construct):
                 ],
                 width=12,
             ),
+            *self._corrections_widgets(reviewed),
             cloudwatch.GraphWidget(
                 title="Lambda errors and dead letters",
                 left=[lambda_metric(fn_id, "Errors", f"{fn_id.lower()} errors") for fn_id in props.functions],
@@ -351,6 +373,37 @@ class Monitoring(Construct):
             ),
         ]
 
+    def _reviewed_accuracy(self, period: Duration = ONE_DAY) -> cloudwatch.MathExpression:
+        """Accuracy on reviewed tickets over ``period``: ReviewedCorrect / ReviewedTickets (the
+        corrections function's net counts; no data while nobody reviews)."""
+        return cloudwatch.MathExpression(
+            expression="IF(reviewed > 0, correct / reviewed, 1)",
+            using_metrics={
+                "reviewed": self._pipeline_metric("Corrections", "ReviewedTickets").with_(period=period),
+                "correct": self._pipeline_metric("Corrections", "ReviewedCorrect").with_(period=period),
+            },
+            label="accuracy on reviewed tickets (daily)",
+            period=period,
+        )
+
+    def _corrections_widgets(self, reviewed: cloudwatch.IMetric | None) -> list[cloudwatch.IWidget]:
+        if reviewed is None:
+            return []
+        count = self._pipeline_metric
+        return [
+            cloudwatch.GraphWidget(
+                title="Corrections (reviewed tickets)",
+                left=[
+                    count("Corrections", "CorrectionsRecorded"),
+                    count("Corrections", "CorrectionsRejected"),
+                    count("Corrections", "ReviewedTickets"),
+                    count("Corrections", "ReviewedCorrect"),
+                ],
+                right=[reviewed],
+                width=12,
+            )
+        ]
+
     def _pipeline_metric(
         self,
         fn_id: str,
@@ -371,19 +424,4 @@ class Monitoring(Construct):
         )
 
     def _allow_cloudwatch_to_publish(self, topic: sns.ITopic) -> None:
-        """CloudWatch publishes alarm notifications as the service principal, which the topic policy
-        must allow (``enforce_ssl`` replaced SNS's default policy): for this account's alarms only
-        (Amazon SNS Developer Guide, "Example cases for Amazon SNS access control" and "Enable
-        compatibility between event sources from AWS services and encrypted topics")."""
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowCloudWatchAlarmsToPublish",
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions={
-                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                    "ArnLike": {"aws:SourceArn": [a.alarm_arn for a in self.alarms.values()]},
-                },
-            )
-        )
+        allow_alarms_to_publish(topic, list(self.alarms.values()), "AllowCloudWatchAlarmsToPublish")

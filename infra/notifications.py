@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from aws_cdk import Aws
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -35,3 +38,22 @@ class Notifications(Construct):
         self.alarm_topic = topic("Alarms", "Ticket triage: operational alarms")
         # the flagged tickets of every file (lambda/ticket_pipeline/review.py; docs/pipeline.md)
         self.review_topic = topic("Review", "Ticket triage: tickets to review")
+
+
+def allow_alarms_to_publish(topic: sns.ITopic, alarms: list[cloudwatch.Alarm], sid: str) -> None:
+    """CloudWatch publishes alarm notifications as the service principal, which the topic policy
+    must allow (``enforce_ssl`` replaced SNS's default policy): for these alarms of this account only
+    (Amazon SNS Developer Guide, "Example cases for Amazon SNS access control" and "Enable
+    compatibility between event sources from AWS services and encrypted topics")."""
+    topic.add_to_resource_policy(
+        iam.PolicyStatement(
+            sid=sid,
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"],
+            resources=[topic.topic_arn],
+            conditions={
+                "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                "ArnLike": {"aws:SourceArn": [a.alarm_arn for a in alarms]},
+            },
+        )
+    )

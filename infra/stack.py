@@ -13,6 +13,7 @@ from infra.config import TriageConfig
 from infra.job_state import JobState
 from infra.lambdas import (
     AGGREGATOR_SERVICE,
+    CORRECTIONS_SERVICE,
     DISPATCHER_SERVICE,
     SWEEPER_SERVICE,
     ReviewProps,
@@ -24,6 +25,7 @@ from infra.model import ModelArtifactSource, container_image
 from infra.monitoring import DriftAlarms, Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
 from infra.notifications import Notifications
+from infra.rollout import RolloutSettings
 from infra.storage import EncryptionKey, IoBuckets, IoBucketsProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +93,18 @@ class TicketTriageStack(Stack):
                 invocation_timeout_seconds=c.invocation_timeout_seconds,
                 review_threshold=c.review_threshold,
                 log_level=c.log_level,
+                endpoint_name=c.endpoint_name,
+                rollout=RolloutSettings(
+                    mode=c.rollout_mode,
+                    instance_count=c.rollout_instance_count,
+                    step_instances=c.rollout_step_instances,
+                    wait_seconds=c.rollout_wait_seconds,
+                    termination_wait_seconds=c.rollout_termination_wait_seconds,
+                    timeout_seconds=c.rollout_timeout_seconds,
+                    alarms=c.rollout_alarms,
+                    max_model_latency_seconds=c.rollout_max_model_latency_seconds,
+                ),
+                alarm_topic=self.notifications.alarm_topic,
             ),
         )
         # AWS refuses to move a variant registered for autoscaling to another instance type: deploy
@@ -159,6 +173,8 @@ class TicketTriageStack(Stack):
                     drift_min_tickets=c.drift_min_tickets,
                     training_mix_json=training_mix_json(self.model_source.manifest),
                 ),
+                corrections_prefix=c.corrections_prefix,
+                model_artifact=self.model_source.artifact,
             ),
         )
         self.monitoring = Monitoring(
@@ -172,6 +188,7 @@ class TicketTriageStack(Stack):
                     "Dispatcher": DISPATCHER_SERVICE,
                     "Aggregator": AGGREGATOR_SERVICE,
                     "Sweeper": SWEEPER_SERVICE,
+                    "Corrections": CORRECTIONS_SERVICE,
                 },
                 metrics_namespace=c.metrics_namespace,
                 alarm_topic=self.notifications.alarm_topic,
@@ -183,6 +200,7 @@ class TicketTriageStack(Stack):
                     category_drift=c.drift_alarm,
                 ),
                 dashboard_name=f"{c.stack_name}-{Aws.REGION}",
+                reviewed_accuracy_alarm=c.reviewed_accuracy_alarm,
             ),
         )
         self._acknowledge_cdk_internals()

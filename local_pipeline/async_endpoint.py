@@ -21,6 +21,14 @@ It implements the documented contract that the dispatcher and aggregator rely on
   fails with an error notification. ``InvocationTimeoutSeconds``: the HTTP call to the model is
   cut at that time and the request fails.
 
+``update_model(url)`` models an endpoint update as far as one process honestly can: the new
+model container must answer ``GET /ping`` with 200 or the update fails and nothing changes (as
+SageMaker keeps the old fleet when the new one never becomes healthy); then every request a
+worker takes goes to the new container, while requests already at the old one finish there
+(``in_flight(url)`` tells when the old container may be stopped). That is the all-at-once
+traffic shift; canary and linear steps, baking periods and alarm roll-backs are SageMaker's
+and are not imitated here (``infra/rollout.py`` configures them, the template tests check it).
+
 Test hooks: ``fault_injector(request) -> reason | None`` fails chosen requests the way a model
 error would (error body + error notification), to exercise failed chunks;
 ``notification_fault(request) -> bool`` processes a request but publishes no notification for
@@ -212,6 +220,8 @@ class AsyncEndpoint:
         self._stopping = threading.Event()
         self._session = requests.Session()
         self._session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
+        self._model_url = config.model_url
+        self._in_flight: dict[str, int] = {}
 
     # --- API -----------------------------------------------------------------------------------
     def invoke_endpoint_async(self, **params: Any) -> dict[str, Any]:
@@ -247,6 +257,33 @@ class AsyncEndpoint:
 
     def backlog(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def model_url(self) -> str:
+        return self._model_url
+
+    def update_model(self, model_url: str, ping_timeout: float = 10.0) -> str:
+        """Move to the model container at ``model_url`` (all at once); returns the previous URL.
+
+        Raises ``RuntimeError`` and keeps the current container if the new one does not answer
+        ``GET /ping`` with 200."""
+        try:
+            ping = self._session.get(model_url.rstrip("/") + "/ping", timeout=ping_timeout)
+            healthy = ping.status_code == 200
+        except requests.RequestException:
+            healthy = False
+        if not healthy:
+            raise RuntimeError(
+                f"update failed: {model_url} does not answer /ping with 200; still on the old model"
+            )
+        with self._lock:
+            previous, self._model_url = self._model_url, model_url
+        return previous
+
+    def in_flight(self, model_url: str) -> int:
+        """Requests being processed by the container at ``model_url`` now."""
+        with self._lock:
+            return self._in_flight.get(model_url, 0)
 
     def queued(self) -> list[AsyncRequest]:
         """A snapshot of the requests waiting for a worker (all of them when not started)."""
@@ -317,9 +354,12 @@ class AsyncEndpoint:
         if request.custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
         started = time.perf_counter()
+        with self._lock:  # the container this request goes to, even if the model is updated meanwhile
+            model_url = self._model_url
+            self._in_flight[model_url] = self._in_flight.get(model_url, 0) + 1
         try:
             response = self._session.post(
-                self.config.model_url.rstrip("/") + "/invocations",
+                model_url.rstrip("/") + "/invocations",
                 data=payload,
                 headers=headers,
                 timeout=(5, request.timeout_seconds),
@@ -337,6 +377,7 @@ class AsyncEndpoint:
         finally:
             with self._lock:
                 self.stats.busy_seconds += time.perf_counter() - started
+                self._in_flight[model_url] -= 1
         if response.ok:
             self.objects.put_bytes(
                 S3Location.parse(request.output_location),

@@ -237,6 +237,9 @@ class Names:
     error_topic: str = "ticket-triage-async-error"
     results_topic: str = "ticket-triage-results"
     s3_events_queue: str = "ticket-triage-s3-events"
+    corrections_prefix: str = "corrections/"
+    corrections_queue: str = "ticket-triage-corrections-events"
+    model_bucket: str = "ticket-triage-model"  # the model archive (the CDK assets bucket on AWS)
     success_queue: str = "ticket-triage-async-success"
     error_queue: str = "ticket-triage-async-error"
     results_queue: str = "ticket-triage-results"
@@ -248,6 +251,7 @@ class Names:
     # the review queue: its topic, and an SQS queue subscribed as a review tool would be
     review_topic: str = "ticket-triage-review"
     review_queue: str = "ticket-triage-review"
+    corrections_dlq: str = "ticket-triage-corrections-dlq"
 
 
 @dataclass(frozen=True)
@@ -262,9 +266,10 @@ class Resources:
     results_queue_url: str
     success_subscription_arn: str
     error_subscription_arn: str
-    dead_letter_queue_urls: dict[str, str]  # "dispatcher" | "aggregator" | "sweeper" -> queue URL
+    dead_letter_queue_urls: dict[str, str]  # "dispatcher" | "aggregator" | "sweeper" | "corrections" -> URL
     review_topic_arn: str = ""
     review_queue_url: str = ""
+    corrections_queue_url: str = ""  # the input bucket's notifications for corrections/
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "names": asdict(self.names)}
@@ -339,8 +344,10 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
             ("dispatcher", names.dispatcher_dlq),
             ("aggregator", names.aggregator_dlq),
             ("sweeper", names.sweeper_dlq),
+            ("corrections", names.corrections_dlq),
         )
     }
+    corrections_url, corrections_arn = _queue(sqs, names.corrections_queue)
     s3.put_bucket_notification_configuration(
         Bucket=names.input_bucket,
         NotificationConfiguration={
@@ -349,7 +356,14 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
                     "QueueArn": s3_arn,
                     "Events": ["s3:ObjectCreated:*"],
                     "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": names.input_prefix}]}},
-                }
+                },
+                {  # the stack's second notification: correction files, to the corrections function
+                    "QueueArn": corrections_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": names.corrections_prefix}]}
+                    },
+                },
             ]
         },
     )
@@ -373,6 +387,7 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
         dead_letter_queue_urls=dlqs,
         review_topic_arn=review_topic,
         review_queue_url=review_url,
+        corrections_queue_url=corrections_url,
     )
 
 

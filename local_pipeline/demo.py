@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from tqdm import tqdm
 
 from local_pipeline.aws import results_message
@@ -211,3 +212,81 @@ def review_queue_report(stack: LocalStack, results: list[FileResult], wait: floa
             f" {100 * len(review) / succeeded:>11.1f}% {drift:>10}"
         )
     return "\n".join(lines)
+
+
+# --- corrections coming back (issue #24) ------------------------------------------------------------
+CORRECTIONS_KEY = "corrections/demo-review.jsonl"
+
+
+def review_lines(results: list[FileResult], limit: int = 12) -> list[dict[str, str]]:
+    """What a reviewer sends back from the review queue of the files the demo knows the categories
+    of: flagged tickets spread over the scores (the lowest are mostly wrong, those near the
+    threshold mostly right), each with its known category."""
+    flagged = sorted(
+        (row["score"], r.sample.key, row["id"], r.sample.expected_labels[row["id"]])
+        for r in results
+        if r.sample.expected_labels
+        for row in r.results
+        if row["needs_review"] and row["id"] in r.sample.expected_labels
+    )
+    step = max(1, len(flagged) // limit)
+    return [{"id": tid, "source": key, "label": label} for _, key, tid, label in flagged[::step][:limit]]
+
+
+def _accuracy_line(counts: dict[str, int] | None) -> str:
+    if not counts or not counts.get("reviewed"):
+        return "no reviewed tickets yet"
+    share = 100 * counts["correct"] / counts["reviewed"]
+    return f"{counts['correct']}/{counts['reviewed']} reviewed tickets right ({share:.0f}%)"
+
+
+def _wait_for_report(stack: LocalStack, key: str, timeout: float) -> dict[str, Any] | None:
+    """The correction file's report.json, once the corrections function has written it."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return json.loads(_read(stack, f"s3://{stack.names.output_bucket}/{key}"))
+        except ClientError:
+            if time.time() > deadline:
+                return None
+            time.sleep(0.2)
+
+
+def drop_corrections(stack: LocalStack, results: list[FileResult], timeout: float = 60) -> str:
+    """Drop a reviewer's corrections for some results (plus one line with a misspelt label), then
+    the same file again; the accuracy measure before and after, the rejection with its reason."""
+    from ticket_pipeline.corrections import CorrectionStore
+
+    lines = review_lines(results)
+    if not lines:
+        return ""
+    lines.append({"id": lines[0]["id"], "source": lines[0]["source"], "label": lines[0]["label"].upper()})
+    store = CorrectionStore(stack.clients["dynamodb"], stack.names.jobs_table)
+    before = store.accuracy().get("ALL")
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    s3, bucket = stack.clients["s3"], stack.names.input_bucket
+    out = ["", f"Corrections: a reviewer drops {len(lines)} lines into s3://{bucket}/{CORRECTIONS_KEY}"]
+    out.append(f"  accuracy on reviewed tickets before: {_accuracy_line(before)}")
+    for attempt in ("first", "again (the same file dropped twice)"):
+        version = s3.put_object(Bucket=bucket, Key=CORRECTIONS_KEY, Body=body)["VersionId"]
+        key = f"{stack.names.corrections_prefix}{CORRECTIONS_KEY.split('/', 1)[1]}/{version}/report.json"
+        summary = _wait_for_report(stack, key, timeout)
+        if summary is None:
+            out.append(f"  {attempt}: no report within {timeout:.0f} s (see lambda.log)")
+            continue
+        outcomes = ", ".join(f"{n} {k}" for k, n in summary["outcomes"].items() if n)
+        out.append(f"  {attempt}: {outcomes}; accuracy now {_accuracy_line(store.accuracy().get('ALL'))}")
+        if attempt == "first":
+            for rejected in _jsonl(_read(stack, summary["rejections"])):
+                out.append(f"    rejected line {rejected['line']}: {rejected['error'][:100]}")
+    per_label = {k: v for k, v in store.accuracy().items() if k != "ALL" and v.get("reviewed")}
+    if per_label:
+        out.append("  per category (the reviewer's label), the least accurate first:")
+    for label, counts in sorted(
+        per_label.items(), key=lambda kv: (kv[1]["correct"] / kv[1]["reviewed"], kv[0])
+    )[:6]:
+        out.append(f"    {label:<40} {_accuracy_line(counts)}")
+    out.append(
+        "  make export-corrections LOCAL=1 (with make local) writes them for make train CORRECTIONS=..."
+    )
+    return "\n".join(out)

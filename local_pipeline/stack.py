@@ -28,6 +28,8 @@ from local_pipeline.model_server import ModelServerProcess
 from local_pipeline.router import EventRouter, Route, s3_event, sns_event
 
 DISPATCHER, AGGREGATOR, SWEEPER = "ticket-dispatcher", "ticket-aggregator", "ticket-sweeper"
+CORRECTIONS = "ticket-corrections"
+MANIFEST = "triage_artifact.json"
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,14 @@ class LocalStack:
         self.resources = provision(
             self.clients["s3"], self.clients["sns"], self.clients["sqs"], self.clients["dynamodb"], self.names
         )
+        # the model's manifest where the corrections function reads the labels (on AWS: the
+        # archive the endpoint serves, in the CDK assets bucket)
+        self.clients["s3"].create_bucket(Bucket=self.names.model_bucket)
+        self.clients["s3"].put_object(
+            Bucket=self.names.model_bucket,
+            Key=f"model/{MANIFEST}",
+            Body=(cfg.model_dir / MANIFEST).read_bytes(),
+        )
         progress(f"starting the inference server on {cfg.model_dir}")
         self.model_server = ModelServerProcess(
             cfg.model_dir, cfg.work_dir / "inference-server.log", env=cfg.server_env
@@ -202,7 +212,7 @@ class LocalStack:
         self.endpoint_http = AsyncEndpointHTTPServer(self.endpoint).start()
         sqs = self.clients["sqs"]
         # Lambda keeps asynchronous invocations in a queue of its own: one per function here.
-        for function in (DISPATCHER, AGGREGATOR, SWEEPER):
+        for function in (DISPATCHER, AGGREGATOR, SWEEPER, CORRECTIONS):
             self.invoke_queues[function] = sqs.create_queue(QueueName=f"{function}-async-invocations")[
                 "QueueUrl"
             ]
@@ -214,12 +224,13 @@ class LocalStack:
         ).start()
         self._env.enter_context(patched_environ(self.lambda_environment()))
         self._env.enter_context(routed_logs(cfg.work_dir, cfg.log_level))
-        from ticket_pipeline import aggregator, dispatcher, sweeper
+        from ticket_pipeline import aggregator, corrector, dispatcher, sweeper
 
         for function, handler_module in (
             (DISPATCHER, dispatcher),
             (AGGREGATOR, aggregator),
             (SWEEPER, sweeper),
+            (CORRECTIONS, corrector),
         ):
             handler_module.runtime.cache_clear()
             # The execution environment's cold start, now: its clients are the ones recorded.
@@ -238,6 +249,11 @@ class LocalStack:
                 res.dead_letter_queue_urls["aggregator"],
             ),
             SWEEPER: (sweeper.handler, cfg.aggregator_timeout_seconds, res.dead_letter_queue_urls["sweeper"]),
+            CORRECTIONS: (
+                corrector.handler,
+                cfg.aggregator_timeout_seconds,
+                res.dead_letter_queue_urls["corrections"],
+            ),
         }
 
         def route(function: str, queue_url: str, make_event: Callable, concurrency: int = 1) -> Route:
@@ -249,6 +265,7 @@ class LocalStack:
             sqs,
             [
                 route(DISPATCHER, res.s3_events_queue_url, s3_event),
+                route(CORRECTIONS, res.corrections_queue_url, s3_event),  # the corrections/ notification
                 route(
                     AGGREGATOR,
                     res.success_queue_url,
@@ -303,9 +320,9 @@ class LocalStack:
         self.router = self.endpoint_http = self.endpoint = self.model_server = self.moto = None
         self.lambda_front = None
         try:
-            from ticket_pipeline import aggregator, dispatcher, sweeper
+            from ticket_pipeline import aggregator, corrector, dispatcher, sweeper
 
-            for handler_module in (dispatcher, aggregator, sweeper):
+            for handler_module in (dispatcher, aggregator, sweeper, corrector):
                 handler_module.runtime.cache_clear()
         except ImportError:
             pass
@@ -345,6 +362,10 @@ class LocalStack:
             "RESULTS_PREFIX": "results/",
             "RESULTS_TOPIC_ARN": self.resources.results_topic_arn,
             **self.review_environment(),
+            # the corrections function (its labels: the served model's manifest)
+            "INPUT_PREFIX": self.names.input_prefix,
+            "CORRECTIONS_PREFIX": self.names.corrections_prefix,
+            "LABELS_LOCATION": f"s3://{self.names.model_bucket}/model/{MANIFEST}",
         }
 
     def review_environment(self) -> dict[str, str]:
@@ -376,6 +397,7 @@ class LocalStack:
             "aws_secret_access_key": "testing",
             "input_bucket": self.names.input_bucket,
             "input_prefix": self.names.input_prefix,
+            "corrections_prefix": self.names.corrections_prefix,
             "output_bucket": self.names.output_bucket,
             "results_prefix": "results/",
             "results_topic_arn": self.resources.results_topic_arn,
@@ -385,7 +407,12 @@ class LocalStack:
             "jobs_table": self.names.jobs_table,
             "dead_letter_queue_urls": self.resources.dead_letter_queue_urls,
             "lambda_endpoint_url": self.lambda_front.url if self.lambda_front else None,
-            "function_names": {"dispatcher": DISPATCHER, "aggregator": AGGREGATOR, "sweeper": SWEEPER},
+            "function_names": {
+                "dispatcher": DISPATCHER,
+                "aggregator": AGGREGATOR,
+                "sweeper": SWEEPER,
+                "corrections": CORRECTIONS,
+            },
             "async_endpoint_url": self.endpoint_http.url,
             "endpoint_name": self.names.endpoint_name,
             "model_server_url": self.model_server.url,

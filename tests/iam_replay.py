@@ -399,6 +399,18 @@ def platform_calls(synth: Any, names: Any, functions: Mapping[str, str]) -> list
     return recorder.snapshot()
 
 
+def as_model_archive(call: AwsCall, synth: Any, names: Any) -> AwsCall:
+    """The local stack keeps the model's manifest in its own bucket (``names.model_bucket``); on
+    AWS the corrections function reads the labels from the archive ``ModelDataUrl`` names (its
+    ``LABELS_LOCATION``). A read of the local copy is replayed as a read of that archive."""
+    model_bucket = getattr(names, "model_bucket", None)
+    if call.service != "s3" or model_bucket is None or call.args.get("Bucket") != model_bucket:
+        return call
+    model = synth.properties(synth.stack.inference.model)["PrimaryContainer"]["ModelDataUrl"]["Fn::Sub"]
+    params = {**call.args, "Bucket": ASSETS_BUCKET, "Key": model.rsplit("/", 1)[1]}
+    return AwsCall(call.principal, call.service, call.operation, tuple(sorted(params.items())))
+
+
 def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: Any) -> Replay:
     """Replay a local run's calls, and what AWS does with the roles (:func:`platform_calls`),
     against the roles of the synthesized stack ``synth``."""
@@ -407,6 +419,7 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         "Dispatcher": "ticket-dispatcher",
         "Aggregator": "ticket-aggregator",
         "Sweeper": "ticket-sweeper",
+        "Corrections": "ticket-corrections",
     }
     resolve = Resolver(local_bindings(stack, names, resources, functions), synth.template)
     roles = {functions[fn_id]: fn.role for fn_id, fn in stack.pipeline.functions.items()}
@@ -421,6 +434,7 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         resources.results_topic_arn,
         resources.review_topic_arn,
     }
+    calls = [as_model_archive(call, synth, names) for call in calls]
     everything = [*calls, *platform_calls(synth, names, functions)]
     buckets = {names.input_bucket, names.output_bucket}
     return replay(everything, policies, buckets, topics, {names.jobs_table})

@@ -1,10 +1,10 @@
-"""``python -m training {train,evaluate,package,experiment}``: the training command line.
+"""``python -m training {train,evaluate,cascade,package,experiment}``: the training command line.
 
 This module only parses arguments. ``train`` turns them into a :class:`~training.pipeline.TrainRun`
 and calls :func:`training.pipeline.run_training`, the whole pipeline: load -> split -> fine-tune
 -> export (ONNX int8 artifact) -> evaluate the served artifact on the clean and the noisy test
 split -> optimization report. ``experiment`` is :mod:`training.experiment`'s, ``evaluate``
-:mod:`training.evaluate`'s.
+:mod:`training.evaluate`'s, ``cascade`` :mod:`training.cascade`'s.
 
 The same command runs unchanged as a SageMaker training job (``training/sagemaker_entry.py``
 calls it): when SageMaker's variables are set they become the defaults:
@@ -116,6 +116,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _option(io, "validation-size", type=float, default=0.1)
     _option(io, "test-size", type=float, default=0.1)
     _option(io, "split-seed", type=int, default=42, help="seed of the train/validation/test split")
+    _option(
+        io,
+        "corrections",
+        default=None,
+        help="reviewers' corrections (make export-corrections: a .jsonl/.csv file, a folder or an s3:// "
+        "key or prefix) folded into the training split only; report: <reports>/corrections_report.json",
+    )
 
     hp = parser.add_argument_group(
         "hyperparameters",
@@ -278,6 +285,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="{true,false}",
         help="TF-IDF + logistic regression baseline: reported, shipped if it wins on validation",
     )
+    from training.cascade import add_policy_arguments
+
+    add_policy_arguments(steps)
 
 
 def _str_list(value: str) -> list[str]:
@@ -355,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate an artifact on a CSV/JSONL file", add_help=False, prefix_chars="\0"
     )
     evaluate.add_argument("args", nargs=argparse.REMAINDER)
+    cascade = sub.add_parser(
+        "cascade",
+        help="choose a trained ensemble's confidence cascade on validation (no re-training)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    cascade.add_argument("args", nargs=argparse.REMAINDER)
     package = sub.add_parser("package", help="pack an artifact as model.tar.gz for SageMaker")
     package.add_argument("--model", type=Path, default=LOCAL_ARTIFACTS / "model")
     package.add_argument("--output", type=Path, default=None, help="default: <model>/../model.tar.gz")
@@ -378,6 +395,7 @@ HYPERPARAMETERS = (
 def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> TrainRun:
     """The parsed ``train`` arguments as a :class:`~training.pipeline.TrainRun`; paths left
     unset take their defaults from the environment (:func:`environment_defaults`)."""
+    from training.cascade import policy_given
     from triage_core.preprocessing import PreprocessConfig
 
     paths = environment_defaults(env, output=args.output)
@@ -420,6 +438,8 @@ def run_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -
         evaluate=args.evaluate,
         optimization_report=args.optimization_report,
         baseline=args.baseline,
+        cascade=policy_given(args),
+        corrections=args.corrections,
     )
 
 
@@ -456,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         from training import evaluate
 
         return int(evaluate.main(args.args) or 0)
+    elif args.command == "cascade":
+        from training import cascade
+
+        return int(cascade.main(args.args) or 0)
     elif args.command == "package":
         run_package(args)
     elif args.command == "experiment":

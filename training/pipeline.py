@@ -6,8 +6,10 @@ de-duplicate the model inputs, split) -> the recipe for this data (``training.re
 training config and review policy, logged with where each value came from) -> fine-tune ->
 export the served artifact (parity gate: int8, else per-channel int8, else fp32) -> the
 long-ticket strategy (chosen on the validation split) -> the linear baseline (compared on
-validation and test, shipped alone or averaged in if it wins on validation) -> review
-threshold (chosen on the validation split by the policy) -> evaluate the served artifact once on
+validation and test, shipped alone or averaged in if it wins on validation) -> an
+ensemble's confidence cascade (``training.cascade``: its bar chosen on the clean and noisy
+validation split) -> review threshold (chosen on the validation split by the policy, on the
+cascaded scores) -> evaluate the served artifact once on
 the clean and the noisy test split, with bootstrap intervals -> optimization report ->
 ``train_summary.json``. The recipe needs the data (``auto`` reads the training split), so it is
 resolved after the split; the preset and the explicit values are checked before any data is
@@ -90,6 +92,10 @@ class TrainRun:
     evaluate: bool = True
     optimization_report: bool = True
     baseline: bool = True  # the linear baseline, compared and shipped if it wins (training.baseline)
+    # Cascade policy values given explicitly (enabled, max_f1_loss, margin); the rest from the recipe.
+    cascade: dict[str, Any] = field(default_factory=dict)
+    # reviewers' corrections (a file, folder or s3:// location) folded into the training split
+    corrections: str | None = None
 
 
 def run_training(run: TrainRun) -> dict[str, Any]:
@@ -105,6 +111,7 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
     started = time.perf_counter()
     base_model = check_model_source(run.base_model or preset.train.get("base_model") or DEFAULT_BASE_MODEL)
     splits = load_splits(run)
+    splits, corrections = fold_in_corrections(run, splits)
     run = make_room_for_long_tickets(run, base_model, splits)
     recipe = choose_recipe(run, preset, base_model, splits)
     result = fine_tune(recipe, splits, run)
@@ -112,6 +119,10 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
         return {}  # under torchrun: the main process exports, evaluates and reports
     config = recipe.config
     summary = training_summary(run, recipe, splits, result)
+    if corrections is not None:
+        corrections["validation_macro_f1"]["after"] = round(result.best_val_macro_f1, 4)
+        write_json(run.reports_dir / "corrections_report.json", corrections)
+        summary["corrections"] = corrections
     if run.export:
         summary.update(export_served_model(run, config, splits, result, summary))
         summary["long_text"] = select_long_text(run.output, splits.validation, run.reports_dir)
@@ -124,7 +135,12 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
                 config.preprocessing,
                 run.reports_dir,
             )
-        if run.evaluate:
+            from training.cascade import select_cascade
+
+            summary["cascade"] = select_cascade(
+                run.output, splits.validation, recipe.cascade, run.reports_dir
+            )
+        if run.evaluate:  # on the served scores: after the cascade
             summary["review_threshold"] = choose_review_threshold(
                 run.output, splits.validation, recipe.review
             )
@@ -167,7 +183,7 @@ def recipe_before_data(run: TrainRun) -> Recipe:
     try:
         preset = load_preset(run.preset or default_preset(run.data))
         return resolve_recipe(
-            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing
+            preset, run.base_model, run.hyperparameters, None, run.review, run.preprocessing, run.cascade
         )
     except PresetError as exc:
         raise SystemExit(str(exc)) from None
@@ -213,6 +229,28 @@ def load_splits(run: TrainRun) -> Splits:
     return splits
 
 
+def fold_in_corrections(run: TrainRun, splits: Splits) -> tuple[Splits, dict[str, Any] | None]:
+    """Reviewers' corrections (``run.corrections``) folded into the training split only
+    (``training.corrections``); the report, with the previous run's validation score to compare."""
+    if run.corrections is None:
+        return splits, None
+    from functools import partial
+
+    from training.corrections import fold_corrections, previous_validation_score, read_corrections
+    from triage_core.preprocessing import preprocess
+
+    rows = read_corrections(run.corrections)
+    splits, report = fold_corrections(splits, rows, partial(preprocess, config=run.preprocessing))
+    report = {"source": run.corrections, **report}
+    report["validation_macro_f1"] = {"before": previous_validation_score(run.reports_dir), "after": None}
+    log.info(
+        "corrections from %s: %d read, %d relabelled, %d added, %d confirmed, %d held out (validation/test)",
+        run.corrections, report["rows_read"], report["relabelled"], report["added"], report["confirmed"],
+        report["held_out"],
+    )  # fmt: skip
+    return splits, report
+
+
 # --- the recipe --------------------------------------------------------------------------------
 def choose_recipe(run: TrainRun, preset: Preset, base_model: str, splits: Splits) -> Recipe:
     """The training config and review policy for this data (``training.recipe``), logged with
@@ -220,7 +258,9 @@ def choose_recipe(run: TrainRun, preset: Preset, base_model: str, splits: Splits
     profile = None
     if preset.base == "auto":
         profile = profile_training_data(splits.train, base_model, run.preprocessing)
-    recipe = resolve_recipe(preset, base_model, run.hyperparameters, profile, run.review, run.preprocessing)
+    recipe = resolve_recipe(
+        preset, base_model, run.hyperparameters, profile, run.review, run.preprocessing, run.cascade
+    )
     log.info("%s", recipe.describe())
     return recipe
 

@@ -8,7 +8,11 @@ An artifact is a directory (``artifacts/model/`` locally, ``/opt/ml/model`` in S
     triage_artifact.json  this manifest: ordered labels, scoring, max length, long-ticket
                           strategy, preprocessing, review threshold, which model is shipped.
     linear.npz            (``model`` "linear" or "ensemble") the TF-IDF + logistic regression
-                          model, format in :mod:`triage_core.linear`.
+                          model, format in :mod:`triage_core.linear`. An ensemble with
+                          ``linear.cascade_bar`` set is a confidence cascade: a ticket whose top
+                          linear (softmax) score is >= the bar is served the linear model's
+                          scores and never tokenized nor run through model.onnx; every other
+                          ticket gets the ensemble (``weight * linear + (1 - weight) * onnx``).
     metrics.json          (optional) evaluation report of this exact artifact on the test split.
 
 Nothing here imports torch or transformers: the serving image has neither.
@@ -96,6 +100,8 @@ class ArtifactManifest(BaseModel):
     def _linear_described(self) -> ArtifactManifest:
         if self.model != "transformer" and self.linear is None:
             raise ValueError(f"model {self.model!r} needs the 'linear' settings")
+        if self.model != "ensemble" and self.linear is not None and self.linear.cascade_bar is not None:
+            raise ValueError(f"linear.cascade_bar needs model 'ensemble', not {self.model!r}")
         return self
 
     def required_files(self) -> list[str]:

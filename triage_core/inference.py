@@ -93,15 +93,39 @@ class TicketTokenizer:
 
 
 class Both:
-    """An ensemble's item: the ticket's token encoding and its TF-IDF vector."""
+    """An ensemble's item: the ticket's token encoding and its TF-IDF vector (and, in a cascade,
+    the linear model's scores, computed once in :meth:`ArtifactClassifier.encode`)."""
 
-    __slots__ = ("encoding", "features", "ids", "parts")
+    __slots__ = ("encoding", "features", "ids", "linear", "parts")
 
-    def __init__(self, encoding: Encoding, features: Features):
+    def __init__(self, encoding: Encoding, features: Features, linear: np.ndarray | None = None):
         self.encoding = encoding
         self.features = features
+        self.linear = linear
         self.ids = encoding.ids
         self.parts = encoding.parts if type(encoding) is Windows else None  # rows, for the batcher
+
+
+class Settled:
+    """A cascade's ticket settled by the linear model (its top score reached the manifest's
+    ``linear.cascade_bar``): its scores are final, it is never tokenized and never reaches ONNX
+    Runtime. Its ``ids`` are empty, so the length batchers count it as no tokens."""
+
+    __slots__ = ("features", "ids", "parts", "scores")
+
+    def __init__(self, features: Features, scores: np.ndarray):
+        self.features = features
+        self.scores = scores
+        self.ids = ()
+        self.parts = None
+
+
+def cascade_settled(linear_scores: np.ndarray, bar: float | None) -> np.ndarray:
+    """Which tickets a cascade settles with the linear model alone: top linear score >= ``bar``
+    (None: no cascade, none)."""
+    if bar is None:
+        return np.zeros(len(linear_scores), dtype=bool)
+    return linear_scores.max(axis=1) >= np.float32(bar)
 
 
 @dataclass(frozen=True)
@@ -208,13 +232,25 @@ class ArtifactClassifier:
     def encode(self, cleaned: list[str]) -> list:
         """What :meth:`run` takes for preprocessed texts, one item per ticket: token encodings
         (transformer), TF-IDF vectors (linear) or both (ensemble). Every item has ``ids``, whose
-        length the batchers sort by."""
+        length the batchers sort by. In a cascade (``linear.cascade_bar``) a ticket the linear
+        model settles is a :class:`Settled` item with empty ``ids``: no tokens, no ONNX run."""
         if self.kind == "transformer":
             return self.tokenizer.encode(cleaned)
         features = self.linear.features(cleaned)
         if self.kind == "linear":
             return features
-        return [Both(e, f) for e, f in zip(self.tokenizer.encode(cleaned), features, strict=True)]
+        bar = self.manifest.linear.cascade_bar
+        if bar is None:
+            return [Both(e, f) for e, f in zip(self.tokenizer.encode(cleaned), features, strict=True)]
+        # the cascade: the linear model scores every ticket; only those under the bar are tokenized
+        linear = scores_from_logits(self.linear.logits(features), "softmax")
+        settled = cascade_settled(linear, bar)
+        rest = np.flatnonzero(~settled).tolist()
+        encodings = iter(self.tokenizer.encode([cleaned[i] for i in rest]) if rest else ())
+        return [
+            Settled(f, scores) if done else Both(next(encodings), f, scores)
+            for f, scores, done in zip(features, linear, settled.tolist(), strict=True)
+        ]
 
     def run(self, encodings: list) -> np.ndarray:
         """Scores [batch, n_labels] for one batch of :meth:`encode` items."""
@@ -225,9 +261,26 @@ class ArtifactClassifier:
             return scores_from_logits(self._logits(session, encodings), self.manifest.scoring)
         if self.kind == "linear":
             return scores_from_logits(self.linear.logits(encodings), "softmax")
+        if not any(type(b) is Settled for b in encodings):
+            return self._ensemble(session, encodings)
+        out = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
+        rest = []
+        for row, item in enumerate(encodings):
+            if type(item) is Settled:
+                out[row] = item.scores
+            else:
+                rest.append(row)
+        if rest:  # ONNX Runtime only for the tickets the linear model did not settle
+            out[rest] = self._ensemble(session, [encodings[row] for row in rest])
+        return out
+
+    def _ensemble(self, session: ort.InferenceSession, items: list[Both]) -> np.ndarray:
         weight = self.manifest.linear.weight
-        linear = scores_from_logits(self.linear.logits([b.features for b in encodings]), "softmax")
-        logits = self._logits(session, [b.encoding for b in encodings])
+        if all(b.linear is not None for b in items):
+            linear = np.stack([b.linear for b in items])
+        else:
+            linear = scores_from_logits(self.linear.logits([b.features for b in items]), "softmax")
+        logits = self._logits(session, [b.encoding for b in items])
         model = scores_from_logits(logits, self.manifest.scoring)
         return weight * linear + (1 - weight) * model
 

@@ -53,6 +53,14 @@ class LinearSpec(BaseModel):
     weight: float = Field(
         1.0, ge=0, le=1, description="share of the linear model's scores in the shipped ones"
     )
+    cascade_bar: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="(ensemble) a ticket whose top linear score is at least this is served the linear "
+        "model's scores and never reaches model.onnx; None: every ticket gets the ensemble "
+        "(training chooses it on the validation split, training/cascade.py)",
+    )
 
 
 def word_ngrams(text: str, low: int, high: int) -> list[str]:

@@ -156,6 +156,9 @@ class _Chunks(io.RawIOBase):
         return n
 
 
+ChunkStream = _Chunks  # public: the corrections function streams a model archive through tarfile
+
+
 class _Prefixed(io.RawIOBase):
     """``prefix`` (bytes already read for sniffing), then the rest of ``source``."""
 

@@ -59,6 +59,12 @@ METRIC_NAMES = (
     "UnknownNotifications",  # notifications for an inference id or chunk this pipeline has no job for
     "LateNotifications",  # notifications for a job already finalized (e.g. by the sweeper): ignored
     "DuplicateNotifications",  # redeliveries of a notification already recorded
+    # corrections
+    "CorrectionsReceived",  # lines of correction files read
+    "CorrectionsRecorded",  # lines recorded (first correction of a ticket, or superseding one)
+    "CorrectionsRejected",  # lines rejected with a reason (rejections.jsonl)
+    "ReviewedTickets",  # net change of the tickets with a recorded correction
+    "ReviewedCorrect",  # net change of those the model had right (accuracy = sum / ReviewedTickets)
 )
 
 # What each function counts. A handler publishes every one of its counts on every invocation, 0
@@ -93,6 +99,13 @@ AGGREGATOR_COUNTS = (
     "DuplicateNotifications",
 )
 SWEEPER_COUNTS = ("OverdueJobs", *FINALIZING)
+CORRECTIONS_COUNTS = (
+    "CorrectionsReceived",
+    "CorrectionsRecorded",
+    "CorrectionsRejected",
+    "ReviewedTickets",
+    "ReviewedCorrect",
+)
 
 _output: TextIO | None = None
 _output_lock = threading.Lock()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-FUNCTIONS = ("dispatcher", "aggregator", "sweeper")
+FUNCTIONS = ("dispatcher", "aggregator", "sweeper", "corrections")
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def targets_from_stack(cloudformation: Any, stack_name: str) -> list[Target]:
 
 def targets_from_local(info: dict[str, Any]) -> list[Target]:
     """The same from ``local-stack.json`` (written by ``make local``)."""
-    return [Target(fn, info["function_names"][fn], info["dead_letter_queue_urls"][fn]) for fn in FUNCTIONS]
+    names, queues = info["function_names"], info["dead_letter_queue_urls"]
+    return [Target(fn, names[fn], queues[fn]) for fn in FUNCTIONS if fn in names and fn in queues]
 
 
 def _parser() -> argparse.ArgumentParser:

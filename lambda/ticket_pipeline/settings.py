@@ -118,18 +118,10 @@ class SweeperSettings(AggregatorSettings):
     )
 
 
-class DispatcherSettings(AggregatorSettings):
-    endpoint_name: str = Field(alias="ENDPOINT_NAME", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=63)
-    chunk_prefix: str = Field("chunks/", alias="CHUNK_PREFIX")
-    chunk_size: int = Field(500, alias="CHUNK_SIZE", ge=1, le=100_000, description="tickets per chunk")
-    max_file_mb: float = Field(1024, alias="MAX_FILE_MB", gt=0, le=1024 * 1024)
-    max_tickets_per_file: int = Field(2_000_000, alias="MAX_TICKETS_PER_FILE", ge=1, le=100_000_000)
-    # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
-    request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
-    invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)
-    job_deadline_margin_seconds: int = Field(1800, alias="JOB_DEADLINE_MARGIN_SECONDS", ge=0, le=7 * 86400)
-    dispatch_threads: int = Field(8, alias="DISPATCH_THREADS", ge=1, le=32)
-    max_dispatch_runs: int = Field(12, alias="MAX_DISPATCH_RUNS", ge=1, le=MAX_DISPATCH_RUNS)
+class _TicketFields(_EnvSettings):
+    """The deployment's field map (the dispatcher reads ticket files with it, the corrections
+    function finds a corrected ticket's text with it)."""
+
     ticket_fields: str = Field(
         '{"id": "id", "text": ["text"]}',
         alias="TICKET_FIELDS",
@@ -146,6 +138,20 @@ class DispatcherSettings(AggregatorSettings):
     def fields(self) -> FieldMap:
         return FieldMap.from_spec(self.ticket_fields)
 
+
+class DispatcherSettings(AggregatorSettings, _TicketFields):
+    endpoint_name: str = Field(alias="ENDPOINT_NAME", pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$", max_length=63)
+    chunk_prefix: str = Field("chunks/", alias="CHUNK_PREFIX")
+    chunk_size: int = Field(500, alias="CHUNK_SIZE", ge=1, le=100_000, description="tickets per chunk")
+    max_file_mb: float = Field(1024, alias="MAX_FILE_MB", gt=0, le=1024 * 1024)
+    max_tickets_per_file: int = Field(2_000_000, alias="MAX_TICKETS_PER_FILE", ge=1, le=100_000_000)
+    # InvokeEndpointAsync limits (botocore service model): TTL 60..21600 s, timeout 1..3600 s.
+    request_ttl_seconds: int = Field(21600, alias="REQUEST_TTL_SECONDS", ge=60, le=21600)
+    invocation_timeout_seconds: int = Field(900, alias="INVOCATION_TIMEOUT_SECONDS", ge=1, le=3600)
+    job_deadline_margin_seconds: int = Field(1800, alias="JOB_DEADLINE_MARGIN_SECONDS", ge=0, le=7 * 86400)
+    dispatch_threads: int = Field(8, alias="DISPATCH_THREADS", ge=1, le=32)
+    max_dispatch_runs: int = Field(12, alias="MAX_DISPATCH_RUNS", ge=1, le=MAX_DISPATCH_RUNS)
+
     @field_validator("chunk_prefix")
     @classmethod
     def _chunk_prefix(cls, value: str) -> str:
@@ -160,3 +166,38 @@ class DispatcherSettings(AggregatorSettings):
         """How long after its last InvokeEndpointAsync a job may wait for notifications: the request
         may queue for the TTL, then run for the invocation timeout, then notify (plus the margin)."""
         return self.request_ttl_seconds + self.invocation_timeout_seconds + self.job_deadline_margin_seconds
+
+
+class CorrectionsSettings(_TicketFields):
+    """The corrections function: reviewers' ``{"id", "source", "label"}`` lines under
+    ``CORRECTIONS_PREFIX`` in the input bucket (:mod:`.corrections`)."""
+
+    jobs_table: str = Field(alias="JOBS_TABLE", min_length=3)
+    output_bucket: str = Field(alias="OUTPUT_BUCKET", min_length=3)
+    results_prefix: str = Field("results/", alias="RESULTS_PREFIX")
+    input_prefix: str = Field(
+        "incoming/", alias="INPUT_PREFIX", description="where ticket files (sources) live"
+    )
+    corrections_prefix: str = Field("corrections/", alias="CORRECTIONS_PREFIX")
+    corrections_output_prefix: str = Field(
+        "corrections/",
+        alias="CORRECTIONS_OUTPUT_PREFIX",
+        description="output-bucket prefix of each correction file's report.json and rejections.jsonl",
+    )
+    labels_location: str = Field(
+        alias="LABELS_LOCATION",
+        pattern=r"^s3://",
+        description="the deployed model archive (model.tar.gz) or its triage_artifact.json: the labels a "
+        "correction may name are the ones the endpoint serves (a file, not the environment: 77 labels "
+        "would take most of Lambda's 4 KB of environment variables)",
+    )
+    max_file_mb: float = Field(16, alias="MAX_CORRECTIONS_MB", gt=0, le=1024)
+
+    @field_validator("results_prefix", "input_prefix", "corrections_prefix", "corrections_output_prefix")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        return _prefix(value)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import IO, Any
 from urllib.parse import unquote
 
@@ -65,6 +66,14 @@ class ObjectInfo:
     version_id: str | None = None
     content_encoding: str | None = None  # e.g. gzip: the ticket reader decompresses
     metadata: dict[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
+    last_modified: str | None = None  # ISO 8601 UTC, when S3 stored this version
+
+
+def _iso_utc(value: Any) -> str | None:
+    """botocore's LastModified (a timezone-aware datetime) as a sortable UTC string."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _code(exc: ClientError) -> str:
@@ -104,6 +113,7 @@ class ObjectStore:
             head.get("VersionId"),
             head.get("ContentEncoding"),
             dict(head.get("Metadata") or {}),
+            _iso_utc(head.get("LastModified")),
         )
 
     def iter_chunks(self, loc: S3Location, chunk_size: int = 1 << 20) -> Iterator[bytes]:

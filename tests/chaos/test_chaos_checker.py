@@ -240,3 +240,40 @@ def test_the_checker_reads_the_review_file_of_a_job_with_classified_tickets():
     assert [v.invariant for v in report.violations] == ["review"]  # no review file at all
     files[f"s3://{BUCKET}/review/j/review.jsonl"] = json.dumps(queued("t2")).encode() + b"\n"
     assert check([exp], arrivals, files.__getitem__, BUCKET, review=RULE).violations == []
+
+
+def test_the_corrections_checker_finds_a_ticket_recorded_twice_a_stale_label_and_wrong_counters() -> None:
+    """Written by hand from the documented rule (later LastModified, then key, then line): file a
+    says t1 is x, file b (stored a second later) says y; the checker wants y, once, and counters
+    that count exactly the recorded corrections."""
+    import json
+
+    from chaos.corrections import CorrectionFile, check_corrections
+
+    a = CorrectionFile("corrections/a.jsonl", [{"id": "t1", "source": "incoming/f", "label": "x"}], set())
+    b = CorrectionFile("corrections/b.csv", [{"id": "t1", "source": "incoming/f", "label": "y"}], set())
+    a.versions, b.versions = [("va", "2026-12-06T10:00:00")], [("vb", "2026-12-06T10:00:01")]
+    reports = {
+        f"s3://out/{f.key}/{v}/report.json": json.dumps(
+            {"lines": 1, "outcomes": {"recorded": 1}, "rejections": f"s3://out/{f.key}/{v}/rejections.jsonl"}
+        ).encode()
+        for f in (a, b)
+        for v, _ in f.versions
+    }
+
+    def read(uri: str) -> bytes:
+        return reports.get(uri, b"")
+
+    predicted = {"incoming/f": {"t1": "y"}}
+    good = [{"id": "t1", "source": "incoming/f", "label": "y", "predicted": "y"}]
+    counters = {"ALL": {"reviewed": 1, "correct": 1}, "y": {"reviewed": 1, "correct": 1}}
+    assert check_corrections([a, b], predicted, good, counters, read, "out") == []
+    stale = [{**good[0], "label": "x"}]
+    kinds = {v.invariant for v in check_corrections([a, b], predicted, stale, counters, read, "out")}
+    assert "corrections_latest" in kinds
+    twice = check_corrections([a, b], predicted, good * 2, counters, read, "out")
+    assert {v.invariant for v in twice} >= {"corrections_once", "corrections_accuracy"}
+    off = {"ALL": {"reviewed": 2, "correct": 1}, "y": {"reviewed": 1, "correct": 1}}
+    assert [v.invariant for v in check_corrections([a, b], predicted, good, off, read, "out")] == [
+        "corrections_accuracy"
+    ]

@@ -27,9 +27,18 @@ BOUNDARIES = {  # each boundary of the issue, and the fault kinds that hit it
     "sns": ("notification_lost", "notification_duplicate", "notification_delayed", "notification_concurrent"),
     "aggregator crash": ("crash_aggregator_",),
     "dynamodb": ("dynamodb_transaction_", "dynamodb_ProvisionedThroughput", "dynamodb_Throttling"),
+    "corrections crash": ("crash_corrections_",),
 }
 # More crashes than make chaos's rates (Rates()), so two short seeds crash every function.
-DENSE = replace(Rates(), crash={"ticket-dispatcher": 0.6, "ticket-aggregator": 0.4, "ticket-sweeper": 0.4})
+DENSE = replace(
+    Rates(),
+    crash={
+        "ticket-dispatcher": 0.6,
+        "ticket-aggregator": 0.4,
+        "ticket-sweeper": 0.4,
+        "ticket-corrections": 0.6,
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +113,7 @@ def test_every_aws_call_of_the_chaos_run_is_allowed_by_the_role_the_template_giv
         "ticket-dispatcher",
         "ticket-aggregator",
         "ticket-sweeper",
+        "ticket-corrections",
         "sagemaker-endpoint",
     }
     result = stack_replay(synth, calls, names, Topics)

@@ -54,6 +54,7 @@ def test_benchmark_without_baseline_prints_the_summary_json_last(tiny_artifact):
     assert abs(summary["long_128_vs_32"] - ratio) < 0.01
     assert summary["long_mixed_vs_separate"] > 0
     assert summary["reference"] is None and summary["default_vs_reference"] is None
+    assert summary["server_paired_tps"] is None
 
 
 def test_benchmark_beside_a_reference_with_a_profile(tiny_artifact, tmp_path):
@@ -69,13 +70,14 @@ def test_benchmark_beside_a_reference_with_a_profile(tiny_artifact, tmp_path):
         "--profile",
         str(profile),
     )
-    ratio = summary["server_tps"] / summary["reference_server_tps"]
+    ratio = summary["server_paired_tps"] / summary["reference_server_tps"]
     assert abs(summary["default_vs_reference"] - ratio) < 0.01
     ratio = summary["classifier_tps"] / summary["reference_classifier_tps"]
     assert abs(summary["classifier_vs_reference"] - ratio) < 0.01
     ratio = summary["server_email_tps"] / summary["limit_email_tps"]
     assert abs(summary["server_vs_limit_email"] - ratio) < 0.01
     assert not any(key.startswith("long_") for key in summary)
+    assert summary["cascade_skip_share"] == 0.0  # a transformer artifact has no cascade
     # py-spy's collapsed stacks of the server: its runner threads ran ONNX Runtime's session
     stacks = profile.read_text().splitlines()
     assert any("onnx-runner" in line and "onnxruntime_inference_collection.py" in line for line in stacks)

@@ -120,6 +120,7 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
         "Dispatcher": "ticket-dispatcher",
         "Aggregator": "ticket-aggregator",
         "Sweeper": "ticket-sweeper",
+        "Corrections": "ticket-corrections",
     }
     resolve = Resolver(local_bindings(synth.stack, NAMES, LocalResources, functions), synth.template)
     allowed, denied = service_replay(synth.template, resolve)
@@ -142,9 +143,11 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
         for a, r in alarms.items()
         if any(t.get("Ref") in topics for t in r["Properties"].get("AlarmActions", []))
     }
-    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying and len(
-        notifying
-    ) == 19  # 16 + the review and drift alarms
+    rollback_alarms = len(synth.stack.inference.rollout.alarms)  # infra/rollout.py: 3 with cdk.json's
+    assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying
+    # 16 + 4 of the corrections function (errors, dead letters, dead-letter errors, reviewed accuracy)
+    # + 3 of the review queue (ReviewShareHigh, OutOfScopeShareHigh, CategoryDriftHigh)
+    assert len(notifying) == 23 + rollback_alarms and rollback_alarms == 3
 
     # the same requests from the wrong place are refused: another account's alarm, a bucket that
     # is not the input bucket, CloudWatch Logs for a log group of another account

@@ -164,7 +164,7 @@ def test_jobs_table_is_on_demand_kms_encrypted_with_pitr_and_the_agreed_key_sche
 
 def test_queues_are_kms_encrypted_and_reject_requests_without_tls(synth, stack) -> None:
     queues = synth.of_type("AWS::SQS::Queue")
-    assert len(queues) == 3  # the dead-letter queues of the dispatcher, aggregator and sweeper
+    assert len(queues) == 4  # the dead-letter queues of the dispatcher, aggregator, sweeper, corrections
     for queue in queues.values():
         assert queue["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
     protected = [
@@ -172,7 +172,7 @@ def test_queues_are_kms_encrypted_and_reject_requests_without_tls(synth, stack) 
         for p in synth.of_type("AWS::SQS::QueuePolicy").values()
         if denies_insecure_transport(p["Properties"]["PolicyDocument"])
     ]
-    assert len(protected) == 3
+    assert len(protected) == 4
 
 
 def test_jobs_table_has_a_sparse_index_of_open_jobs_by_deadline_named_as_the_code_queries_it(
@@ -633,10 +633,46 @@ def test_dispatcher_is_triggered_by_objects_created_under_the_input_prefix_only(
     (notifications,) = synth.of_type("Custom::S3BucketNotifications").values()
     props = notifications["Properties"]
     assert props["BucketName"] == ref(synth, stack.storage.input_bucket)
-    (config,) = props["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    configs = props["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    by_function = {json.dumps(c["LambdaFunctionArn"], sort_keys=True): c for c in configs}
+    assert len(configs) == len(by_function) == 2  # the dispatcher's and the corrections function's
+    config = by_function[json.dumps(arn(synth, stack.pipeline.dispatcher.function), sort_keys=True)]
     assert config["Events"] == ["s3:ObjectCreated:*"]
     assert config["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}}
-    assert config["LambdaFunctionArn"] == arn(synth, stack.pipeline.dispatcher.function)
+
+
+def test_correction_files_reach_only_the_corrections_function(synth, stack) -> None:
+    """Its own notification on ``corrections/``, a prefix that neither contains nor is contained
+    in the dispatcher's (S3 refuses overlapping filters for one event type, and a correction file
+    must never be read as tickets)."""
+    (notifications,) = synth.of_type("Custom::S3BucketNotifications").values()
+    configs = notifications["Properties"]["NotificationConfiguration"]["LambdaFunctionConfigurations"]
+    corrections = arn(synth, stack.pipeline.corrections.function)
+    (config,) = [c for c in configs if c["LambdaFunctionArn"] == corrections]
+    assert config["Events"] == ["s3:ObjectCreated:*"]
+    assert config["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "corrections/"}]}}
+    prefixes = [c["Filter"]["Key"]["FilterRules"][0]["Value"] for c in configs]
+    assert not any(a != b and a.startswith(b) for a in prefixes for b in prefixes)
+    env = synth.properties(stack.pipeline.corrections.function)["Environment"]["Variables"]
+    assert env["CORRECTIONS_PREFIX"] == "corrections/" and env["INPUT_PREFIX"] == "incoming/"
+    # the labels come from the archive the endpoint serves (the same S3 object as ModelDataUrl)
+    model_url = synth.properties(stack.inference.model)["PrimaryContainer"]["ModelDataUrl"]
+    assert env["LABELS_LOCATION"] == model_url
+
+
+def test_the_corrections_role_reads_its_files_the_sources_and_results_and_writes_only_its_reports(
+    synth, stack
+) -> None:
+    statements = statements_of_role(synth, stack.pipeline.corrections.role)
+    actions = actions_of(statements)
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+    writes = statements_with(statements, "s3:PutObject")
+    assert len(writes) == 1 and "corrections/*" in json.dumps(writes[0]["Resource"])
+    assert not any(a.startswith(("sns:", "sagemaker:", "lambda:")) for a in actions)
 
 
 def test_aggregator_is_subscribed_to_the_success_and_error_topics(synth, stack) -> None:
@@ -869,18 +905,19 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
         assert props["AlarmActions"] == [alarm_topic], alarm_id
         assert props["OKActions"] == [alarm_topic], alarm_id
         if "Metrics" in props:  # a metric-math alarm: the metrics it reads
-            watched[alarm_id] = tuple(
-                (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
-                for m in props["Metrics"]
-                if "MetricStat" in m
-            )
+            metrics = [m["MetricStat"]["Metric"] for m in props["Metrics"] if "MetricStat" in m]
+            watched[alarm_id] = tuple(sorted((m["Namespace"], m["MetricName"]) for m in metrics))
             continue
         watched[alarm_id] = (props["Namespace"], props["MetricName"])
     assert watched["OldestRequestAge"] == ("AWS/SageMaker", "ApproximateAgeOfOldestRequest")
     assert watched["InvocationFailures"] == ("AWS/SageMaker", "InvocationFailures")
     assert watched["NotificationFailures"] == ("AWS/SageMaker", "NotificationFailures")
     assert watched["Invocation5xx"] == ("AWS/SageMaker", "Invocation5XXErrors")
-    for fn_id in ("Dispatcher", "Aggregator", "Sweeper"):
+    assert watched["ReviewedAccuracy"] == (
+        ("TicketTriage", "ReviewedCorrect"),
+        ("TicketTriage", "ReviewedTickets"),
+    )
+    for fn_id in ("Dispatcher", "Aggregator", "Sweeper", "Corrections"):
         assert watched[f"{fn_id}Errors"] == ("AWS/Lambda", "Errors")
         assert watched[f"{fn_id}DeadLetterErrors"] == ("AWS/Lambda", "DeadLetterErrors")
         assert watched[f"{fn_id}DeadLetters"] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
@@ -1021,8 +1058,12 @@ def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
             return {"Stacks": [{"StackName": StackName, "Outputs": rendered}]}
 
     targets = {t.function: t for t in targets_from_stack(CloudFormation(), "TicketTriage")}
-    assert set(targets) == {"dispatcher", "aggregator", "sweeper"}
-    for name, fn in (("dispatcher", stack.pipeline.dispatcher), ("aggregator", stack.pipeline.aggregator)):
+    assert set(targets) == {"dispatcher", "aggregator", "sweeper", "corrections"}
+    for name, fn in (
+        ("dispatcher", stack.pipeline.dispatcher),
+        ("aggregator", stack.pipeline.aggregator),
+        ("corrections", stack.pipeline.corrections),
+    ):
         assert json.loads(targets[name].function_name) == ref(synth, fn.function)
         assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)
 

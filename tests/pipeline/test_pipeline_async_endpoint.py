@@ -4,9 +4,11 @@ HTTP, the service model's limits, the real inference server, TTL and invocation 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,6 +24,7 @@ from local_pipeline.async_endpoint import (
 )
 from local_pipeline.model_server import ModelServerProcess
 from ticket_pipeline.notifications import AsyncInferenceNotification
+from triage_core.artifact import MANIFEST_FILE
 
 
 def _endpoint(aws: Aws, model_url: str) -> AsyncEndpoint:
@@ -198,3 +201,54 @@ def test_invocation_timeout_cuts_a_model_that_does_not_answer(aws: Aws):
     (note,) = _notifications(aws, aws.resources.error_queue_url, 1)
     assert "InvocationTimeoutSeconds=1" in note.failureReason
     assert note.failure_location.endswith("t-c00001-error.out")
+
+
+def test_an_endpoint_update_moves_new_requests_to_the_new_model_and_loses_none(
+    aws: Aws, model_server: ModelServerProcess, tiny_artifact: Path, tmp_path: Path
+):
+    """``update_model``: all-at-once, as SageMaker's blue/green update without guardrails. The second
+    container serves a copy of the tiny artifact whose labels are renamed, so every result says
+    which model scored it. A container that does not answer /ping is refused and the old one kept."""
+    renamed = tmp_path / "v2"
+    shutil.copytree(tiny_artifact, renamed)
+    manifest = json.loads((renamed / MANIFEST_FILE).read_text())
+    manifest["labels"] = [f"v2-{label}" for label in manifest["labels"]]
+    (renamed / MANIFEST_FILE).write_text(json.dumps(manifest))
+    old_labels = set(json.loads((tiny_artifact / MANIFEST_FILE).read_text())["labels"])
+    new_server = ModelServerProcess(
+        renamed, tmp_path / "v2.log", env={"TRIAGE_THREADS_PER_WORKER": "1"}
+    ).start()
+    body = b'{"id": "a", "text": "my card has not arrived"}\n{"id": "b", "text": "exchange rate was wrong"}\n'
+    aws.s3.put_object(Bucket=aws.names.input_bucket, Key="chunks/u/00001.jsonl", Body=body)
+    endpoint = _endpoint(aws, model_server.url).start()
+
+    def invoke(n: int) -> list[str]:
+        return [
+            endpoint.invoke_endpoint_async(
+                EndpointName=aws.names.endpoint_name,
+                InputLocation=f"s3://{aws.names.input_bucket}/chunks/u/00001.jsonl",
+                ContentType="application/jsonlines",
+                Accept="application/jsonlines",
+                InferenceId=f"u-{n}-{i}",
+            )["OutputLocation"]
+            for i in range(3)
+        ]
+
+    try:
+        before = invoke(1)
+        assert endpoint.wait_idle(30)
+        with pytest.raises(RuntimeError, match="does not answer /ping"):
+            endpoint.update_model("http://127.0.0.1:9", ping_timeout=1)
+        assert endpoint.model_url == model_server.url
+        previous = endpoint.update_model(new_server.url)
+        after = invoke(2)
+        assert endpoint.wait_idle(30)
+        assert previous == model_server.url and endpoint.in_flight(previous) == 0
+        successes = _notifications(aws, aws.resources.success_queue_url, 6)
+    finally:
+        endpoint.stop()
+        new_server.stop()
+    assert len(successes) == 6 and endpoint.stats.failed == 0
+    for locations, labels in ((before, old_labels), (after, {f"v2-{label}" for label in old_labels})):
+        for location in locations:
+            assert {r["label"] for r in aws.read_jsonl(location)} <= labels

@@ -306,6 +306,43 @@ def _wait_for_aggregator(stack: LocalStack, invocations: int, timeout: float = 3
         time.sleep(0.1)
 
 
+def test_a_correction_file_is_routed_to_the_corrections_function_and_moves_the_accuracy(
+    stack: LocalStack,
+) -> None:
+    """A file under corrections/ reaches the corrections function (and not the dispatcher: no
+    job, no results message for it); dropped twice, it is recorded once."""
+    from ticket_pipeline.corrections import CorrectionStore
+
+    s3, bucket = stack.clients["s3"], stack.names.input_bucket
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{stack.names.input_prefix}reviewed.jsonl",
+        Body=_jsonl([{"id": f"r{i}", "text": f"my card {i} has not arrived"} for i in range(3)]),
+    )
+    (message,) = _messages(stack, 1)
+    predicted = {r["id"]: r["label"] for r in _rows(stack, message["results"])}
+    labels = json.loads((stack.config.model_dir / "triage_artifact.json").read_text())["labels"]
+    wrong = next(label for label in labels if label != predicted["r1"])
+    body = _jsonl([
+        {"id": "r0", "source": "incoming/reviewed.jsonl", "label": predicted["r0"]},
+        {"id": "r1", "source": "incoming/reviewed.jsonl", "label": wrong},
+        {"id": "r2", "source": "incoming/reviewed.jsonl", "label": "no such label"},
+    ])  # fmt: skip
+    store = CorrectionStore(stack.clients["dynamodb"], stack.names.jobs_table)
+    dispatched = stack.router.stats["ticket-dispatcher"].invocations
+    for _ in range(2):  # the same file dropped twice
+        s3.put_object(Bucket=bucket, Key="corrections/today.jsonl", Body=body)
+    deadline = time.time() + 30
+    while stack.router.stats["ticket-corrections"].invocations < 2:
+        assert time.time() < deadline, "the corrections function did not run twice"
+        time.sleep(0.1)
+    counts = store.accuracy()["ALL"]
+    assert (counts["reviewed"], counts["correct"]) == (2, 1)
+    assert len(list(store.corrections())) == 2
+    assert stack.router.stats["ticket-dispatcher"].invocations == dispatched  # not a ticket file
+    assert _messages(stack, 1, timeout=2) == []
+
+
 def test_every_metric_an_alarm_or_widget_watches_is_one_its_function_emits_on_the_local_stack(
     stack: LocalStack, synth
 ):
@@ -377,7 +414,13 @@ def test_every_aws_call_of_the_run_is_allowed_by_the_role_the_template_gives_its
 
     calls = stack.calls.snapshot()
     principals = {c.principal for c in calls}
-    assert principals == {"ticket-dispatcher", "ticket-aggregator", "ticket-sweeper", "sagemaker-endpoint"}
+    assert principals == {
+        "ticket-dispatcher",
+        "ticket-aggregator",
+        "ticket-sweeper",
+        "ticket-corrections",
+        "sagemaker-endpoint",
+    }
     result = stack_replay(synth, calls, stack.names, stack.resources)
     assert result.denied == []
     actions = {(r.principal, r.action) for r in result.allowed}
@@ -387,6 +430,7 @@ def test_every_aws_call_of_the_run_is_allowed_by_the_role_the_template_gives_its
         ("ticket-dispatcher", "logs:PutLogEvents"),
         ("ticket-aggregator", "sns:Publish"),
         ("ticket-sweeper", "dynamodb:Query"),
+        ("ticket-corrections", "dynamodb:PutItem"),
         ("sagemaker-endpoint", "s3:PutObject"),
         ("sagemaker-endpoint", "kms:GenerateDataKey"),
     } <= actions

@@ -227,6 +227,11 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     assert review["validation_curve"][-1]["coverage"] == 1.0 and review["test_curve"]
     assert (out / "reports" / "test" / "review_coverage.png").is_file()
     assert any("rests on 6 validation tickets" in w for w in review["warnings"])
+    # the cascade step ran after the baseline: an ensemble's bar, chosen on validation, is in the manifest
+    cascade = summary["cascade"]
+    assert cascade["chosen_on"] == "validation" and (out / "reports" / "cascade.json").is_file()
+    bar = manifest.linear.cascade_bar if manifest.linear is not None else None
+    assert bar == cascade["bar"] and (manifest.model == "ensemble" or bar is None)
     # the served model and why; the test score with its bootstrap interval
     assert summary["export"]["served"]["model"] in ("int8", "int8 per-channel", "fp32")
     assert manifest.quantization_reason == summary["export"]["served"]["reason"]
