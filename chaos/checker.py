@@ -24,6 +24,9 @@ Invariants, per upload:
    than 0.05; batching and int8 dynamic quantization move scores by far less). A result attached
    to another ticket's key would pass a presence check; it fails this one unless the two tickets
    score alike.
+6. review (issue #24): a job with classified tickets has ``<review prefix><job>/review.jsonl``
+   holding each flagged ticket of its results exactly once (``needs_review``, or a top score
+   under the out-of-scope threshold, with the matching reason) and no other ticket.
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ class Expected:
     uploaded_at: float  # wall clock
     latest_at: float  # its results message must have arrived by then (wall clock)
     texts: dict[str, str] = field(default_factory=dict)  # ticket key -> text (classified ones)
+
+
+@dataclass(frozen=True)
+class ReviewRule:
+    """Where the review files are and what makes a ticket out of scope (the functions' settings)."""
+
+    prefix: str  # "review/"
+    out_of_scope_below: float
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ def check(
     read: Callable[[str], bytes],
     output_bucket: str,
     score: Scores | None = None,
+    review: ReviewRule | None = None,
 ) -> CheckReport:
     """Check every invariant; ``read(uri)`` returns an output object's bytes; ``score`` (a
     :class:`ReferenceScorer`) the served model's scores of texts (None: no integrity check)."""
@@ -158,7 +170,7 @@ def check(
                 )
             )
         for item in items:
-            report.violations.extend(_check_message(exp, item.message, read, output_bucket, score))
+            report.violations.extend(_check_message(exp, item.message, read, output_bucket, score, review))
             report.statuses[str(item.message.get("status"))] += 1
     return report
 
@@ -169,6 +181,7 @@ def _check_message(
     read: Callable[[str], bytes],
     output_bucket: str,
     scorer: Scores | None = None,
+    review: ReviewRule | None = None,
 ) -> list[Violation]:
     found: list[Violation] = []
 
@@ -231,7 +244,44 @@ def _check_message(
         bad("reasons", f"a file that fails as a whole came out {status} with {len(ids)} tickets")
     if scorer is not None:
         found.extend(Violation(exp.label, "integrity", d) for d in check_labels(exp.texts, results, scorer))
+    if review is not None and results:
+        uri = f"s3://{output_bucket}/{review.prefix}{message.get('job_id')}/review.jsonl"
+        try:
+            queued = _jsonl(read(uri))
+        except Exception as exc:  # a missing review file is a violation, not a crash
+            bad("review", f"cannot read {uri}: {exc}")
+        else:
+            found.extend(Violation(exp.label, "review", d) for d in check_review(results, queued, review))
     return found
+
+
+def check_review(results: list[dict[str, Any]], queued: list[dict[str, Any]], rule: ReviewRule) -> list[str]:
+    """The review file against the results: every flagged ticket once, with its reason; no other."""
+    expected = {
+        r["id"]: "out_of_scope" if r.get("score", 1) < rule.out_of_scope_below else "low_confidence"
+        for r in results
+        if r.get("needs_review") or r.get("score", 1) < rule.out_of_scope_below
+    }
+    wrong = []
+    ids = [row.get("id") for row in queued]
+    seen: set[Any] = set()
+    twice = sorted({str(i) for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    if twice:
+        wrong.append(f"tickets queued more than once: {twice[:5]}")
+    missing = sorted(set(expected) - set(ids))
+    if missing:
+        wrong.append(f"{len(missing)} flagged tickets not in the review file: {missing[:5]}")
+    extra = sorted(str(i) for i in set(ids) - set(expected))
+    if extra:
+        wrong.append(f"{len(extra)} tickets in the review file that are not flagged: {extra[:5]}")
+    reasons = sorted(
+        str(row.get("id"))
+        for row in queued
+        if row.get("id") in expected and row.get("reason") != expected[row["id"]]
+    )
+    if reasons:
+        wrong.append(f"{len(reasons)} queued with the wrong reason: {reasons[:5]}")
+    return wrong
 
 
 def check_labels(texts: dict[str, str], results: list[dict[str, Any]], score: Scores) -> list[str]:

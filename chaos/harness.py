@@ -29,13 +29,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import Arrived, CheckReport, Expected, ReferenceScorer, check, latest_results_time
+from chaos.checker import (
+    Arrived,
+    CheckReport,
+    Expected,
+    ReferenceScorer,
+    ReviewRule,
+    check,
+    latest_results_time,
+)
 from chaos.clock import VirtualClock
 from chaos.delivery import CONTINUATION, NOTIFICATION, REDRIVE, S3, SCHEDULE, ChaosRouter
 from chaos.endpoint import ChaosEndpoint
 from chaos.faults import FaultLog, FaultPlan, Rates
 from chaos.lambda_service import Labels, LambdaService
 from chaos.workload import Upload, plan_uploads
+from infra.config import TriageConfig
 from local_pipeline.async_endpoint import AsyncEndpointConfig, AsyncEndpointHTTPServer
 from local_pipeline.aws import DUMMY_CREDENTIALS, REGION, MotoServer, Resources, patched_environ, provision
 from local_pipeline.calls import SAGEMAKER_ENDPOINT, CallRecorder
@@ -53,6 +62,8 @@ from local_pipeline.stack import (
 )
 
 FUNCTIONS = (DISPATCHER, AGGREGATOR, SWEEPER, CORRECTIONS)
+# the review queue's out-of-scope threshold: the stack's default (cdk.json, infra/config.py)
+CHAOS_OUT_OF_SCOPE_BELOW = TriageConfig().out_of_scope_below
 
 
 @dataclass(frozen=True)
@@ -223,6 +234,7 @@ class ChaosStack:
                 run.read,
                 resources.names.output_bucket,
                 score=self.scorer,
+                review=ReviewRule("review/", CHAOS_OUT_OF_SCOPE_BELOW),
             ),
             run.log.counts,
             time.time() - started,
@@ -417,6 +429,9 @@ class _SeedRun:
             "OUTPUT_BUCKET": names.output_bucket,
             "RESULTS_PREFIX": "results/",
             "RESULTS_TOPIC_ARN": self.resources.results_topic_arn,
+            "REVIEW_TOPIC_ARN": self.resources.review_topic_arn,
+            "REVIEW_PREFIX": "review/",
+            "OUT_OF_SCOPE_BELOW": str(CHAOS_OUT_OF_SCOPE_BELOW),
             "INPUT_PREFIX": names.input_prefix,
             "CORRECTIONS_PREFIX": names.corrections_prefix,
             "LABELS_LOCATION": f"s3://{names.model_bucket}/model/{MANIFEST}",

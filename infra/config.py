@@ -249,6 +249,34 @@ class TriageConfig(BaseModel):
     )
     alarm_email: str = Field("", alias="alarmEmail", pattern=r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
+    # --- review queue and drift (lambda/ticket_pipeline/review.py, docs/pipeline.md)
+    review_prefix: str = Field("review/", alias="reviewPrefix", description="review/<job>/review.jsonl")
+    out_of_scope_below: float = Field(
+        0.2,
+        alias="outOfScopeBelow",
+        ge=0.0,
+        lt=1.0,
+        description="a classified ticket whose top score is below this fits no category (0: never); "
+        "measured with `python -m benchmarks.out_of_scope`",
+    )
+    review_share_alarm: float = Field(
+        0.35, alias="reviewShareAlarm", gt=0.0, le=1.0, description="alarm: hourly share of tickets to review"
+    )
+    out_of_scope_share_alarm: float = Field(
+        0.1, alias="outOfScopeShareAlarm", gt=0.0, le=1.0, description="alarm: hourly share out of scope"
+    )
+    drift_alarm: float = Field(
+        0.25,
+        alias="driftAlarm",
+        gt=0.0,
+        le=1.0,
+        description="alarm: hourly mean Jensen-Shannon distance (base 2) of the files' category mix from "
+        "the training mix",
+    )
+    drift_min_tickets: int = Field(
+        500, alias="driftMinTickets", ge=1, le=10_000_000, description="smallest file whose mix is compared"
+    )
+
     @field_validator("stack_name")
     @classmethod
     def _stack_name(cls, value: str) -> str:
@@ -275,6 +303,7 @@ class TriageConfig(BaseModel):
         "results_prefix",
         "async_results_prefix",
         "async_failures_prefix",
+        "review_prefix",
         "corrections_prefix",
     )
     @classmethod
@@ -350,6 +379,7 @@ class TriageConfig(BaseModel):
             "resultsPrefix": self.results_prefix,
             "asyncResultsPrefix": self.async_results_prefix,
             "asyncFailuresPrefix": self.async_failures_prefix,
+            "reviewPrefix": self.review_prefix,
         }
         for group in (input_prefixes, output_prefixes):
             names = sorted(group)

@@ -3,6 +3,7 @@ labels) Lambdas, least privilege."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,49 @@ _RETENTION = {
 }
 
 
+# "The total size of all environment variables doesn't exceed 4 KB" (AWS Lambda Developer Guide,
+# Lambda quotas, "Function configuration, deployment, and execution").
+ENVIRONMENT_BYTES = 4 * 1024
+
+
+def training_mix_json(manifest: dict | None) -> str | None:
+    """The artifact's ``training_mix`` as the compact ``TRAINING_MIX`` value (None without one)."""
+    mix = (manifest or {}).get("training_mix")
+    return json.dumps(mix, separators=(",", ":"), ensure_ascii=False) if mix else None
+
+
+def check_environment_size(function: str, environment: dict[str, str]) -> None:
+    """Lambda refuses a function whose variables exceed 4 KB: fail the synth, saying why."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in environment.items() if isinstance(v, str))
+    if size > ENVIRONMENT_BYTES:
+        raise ValueError(
+            f"the {function} Lambda's environment is {size} bytes, over Lambda's 4 KB: the model artifact's "
+            "training_mix has too many labels or too long names for TRAINING_MIX"
+        )
+
+
+@dataclass(frozen=True)
+class ReviewProps:
+    """The review queue (``review/<job>/review.jsonl`` + the review topic) and the drift numbers."""
+
+    topic: sns.ITopic
+    prefix: str
+    out_of_scope_below: float
+    drift_min_tickets: int
+    training_mix_json: str | None  # the model artifact's training_mix (None: no CategoryDrift)
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "REVIEW_TOPIC_ARN": self.topic.topic_arn,
+            "REVIEW_PREFIX": self.prefix,
+            "OUT_OF_SCOPE_BELOW": str(self.out_of_scope_below),
+            "DRIFT_MIN_TICKETS": str(self.drift_min_tickets),
+        }
+        if self.training_mix_json:
+            env["TRAINING_MIX"] = self.training_mix_json
+        return env
+
+
 @dataclass(frozen=True)
 class TicketPipelineProps:
     code_directory: Path
@@ -231,6 +275,7 @@ class TicketPipelineProps:
     log_level: str
     log_retention_days: int
     powertools_layer_version: int
+    review: ReviewProps | None = None  # the review queue and drift numbers (aggregator, sweeper)
     corrections_prefix: str = "corrections/"
     model_artifact: ModelArtifact | None = None  # the corrections' labels: None, no corrections function
 
@@ -264,6 +309,13 @@ class TicketPipeline(Construct):
 
         def function(construct_id: str, handler: str, description: str, env: dict[str, str], timeout: int,
                      concurrency: int, service: str) -> PipelineFunction:  # fmt: skip
+            environment = {
+                **shared_env,
+                **env,
+                "FUNCTION_TIMEOUT_SECONDS": str(timeout),
+                "POWERTOOLS_SERVICE_NAME": service,
+            }
+            check_environment_size(construct_id, environment)
             return PipelineFunction(
                 self,
                 construct_id,
@@ -272,12 +324,7 @@ class TicketPipeline(Construct):
                     description=description,
                     code=code,
                     key=props.key,
-                    environment={
-                        **shared_env,
-                        **env,
-                        "FUNCTION_TIMEOUT_SECONDS": str(timeout),
-                        "POWERTOOLS_SERVICE_NAME": service,
-                    },
+                    environment=environment,
                     timeout_seconds=timeout,
                     reserved_concurrency=concurrency,
                     memory_mb=props.memory_mb,
@@ -287,6 +334,9 @@ class TicketPipeline(Construct):
                 ),
             )
 
+        # every function that finalizes jobs queues their flagged tickets: the aggregator, the
+        # sweeper, and the dispatcher when every chunk reported before it finished dispatching
+        review_env = props.review.environment() if props.review else {}
         self.dispatcher = function(
             "Dispatcher",
             "ticket_pipeline.dispatcher.handler",
@@ -303,6 +353,7 @@ class TicketPipeline(Construct):
                 "JOB_DEADLINE_MARGIN_SECONDS": str(props.job_deadline_margin_seconds),
                 "DISPATCH_THREADS": str(props.dispatch_threads),
                 "MAX_DISPATCH_RUNS": str(props.max_dispatch_runs),
+                **review_env,
             },
             props.dispatcher_timeout_seconds,
             props.dispatcher_concurrency,
@@ -312,7 +363,7 @@ class TicketPipeline(Construct):
             "Aggregator",
             "ticket_pipeline.aggregator.handler",
             "Ticket triage: collect async results of a file into consolidated results",
-            {},
+            review_env,
             props.aggregator_timeout_seconds,
             props.aggregator_concurrency,
             AGGREGATOR_SERVICE,
@@ -321,7 +372,7 @@ class TicketPipeline(Construct):
             "Sweeper",
             "ticket_pipeline.sweeper.handler",
             "Ticket triage: finalize jobs past their deadline as partial (notifications that never came)",
-            {},
+            review_env,
             props.sweeper_timeout_seconds,
             1,  # one sweep at a time (the finalization lease makes a second one harmless anyway)
             SWEEPER_SERVICE,
@@ -375,6 +426,9 @@ class TicketPipeline(Construct):
         # records no dispatcher run sent are accounted for in its failures.
         self._grant_finalize(self.sweeper, props)
         _grant_objects(self.sweeper.function, ["s3:GetObjectVersion"], props.input_bucket, props.input_prefix)
+        if props.review is not None:
+            for fn in (self.dispatcher, self.aggregator, self.sweeper):
+                self._grant_review(fn, props, props.review)
         # the overdue jobs: a query of the sparse open-jobs index
         iam.Grant.add_to_principal(
             grantee=self.sweeper.function,
@@ -442,6 +496,15 @@ class TicketPipeline(Construct):
         _grant_objects(fn.function, ["s3:PutObject"], output, props.results_prefix)
         props.results_topic.grant_publish(fn.function)
 
+    @staticmethod
+    def _grant_review(fn: PipelineFunction, props: TicketPipelineProps, review: ReviewProps) -> None:
+        """The review queue of a finalized job: its tickets' texts from their chunks, review/ written,
+        the review topic: every function that finalizes (the dispatcher too: a fast endpoint may
+        report every chunk before the dispatcher finishes, and the dispatcher then finalizes)."""
+        _grant_objects(fn.function, ["s3:GetObject"], props.input_bucket, props.chunk_prefix)
+        _grant_objects(fn.function, ["s3:PutObject"], props.output_bucket, review.prefix)
+        review.topic.grant_publish(fn.function)
+
     def _acknowledge(self, props: TicketPipelineProps) -> None:
         input_bucket = props.input_bucket.node.default_child
         output_bucket = props.output_bucket.node.default_child
@@ -476,7 +539,22 @@ class TicketPipeline(Construct):
                 "the records no dispatcher run sent; only under the input prefix."
             ),
         }
-        targets = [(self.dispatcher, dispatcher), (self.aggregator, common), (self.sweeper, sweeper)]
+        review = {}
+        if props.review is not None:
+            review = {
+                arn_finding(output_bucket, f"/{props.review.prefix}*"): (
+                    "The review queue of each file lives under the review prefix, one folder per input file."
+                ),
+                arn_finding(input_bucket, f"/{props.chunk_prefix}*"): (
+                    "Reads the chunks the dispatcher wrote (the flagged tickets' texts), only under the "
+                    "chunk prefix."
+                ),
+            }
+        targets = [
+            (self.dispatcher, {**dispatcher, **review}),
+            (self.aggregator, {**common, **review}),
+            (self.sweeper, {**sweeper, **review}),
+        ]
         if self.corrections is not None:
             targets.append((self.corrections, self._corrections_findings(props)))
         for fn, findings in targets:

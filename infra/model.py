@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -96,6 +97,7 @@ class ModelArtifactSource(Construct):
             bucket_name, _, key = location[len("s3://") :].partition("/")
             bucket = s3.Bucket.from_bucket_name(self, "ExistingBucket", bucket_name)
             self.artifact = ModelArtifact(location, bucket, key, None, placeholder=False)
+            self.manifest: dict | None = None  # not read at synth (no network calls)
             return
 
         path = Path(location)
@@ -126,6 +128,7 @@ class ModelArtifactSource(Construct):
                     )
                 ],
             )
+        self.manifest = None if placeholder else archive_manifest(path)
         location = model_archive_asset(self, path)
         self.artifact = ModelArtifact(
             location.s3_object_url,
@@ -177,3 +180,14 @@ def container_image(
         ignore_mode=IgnoreMode.DOCKER,
         exclude=IMAGE_CONTEXT_EXCLUDE + IMAGE_CONTEXT_NOISE,
     )
+
+
+def archive_manifest(archive: Path) -> dict | None:
+    """The ``triage_artifact.json`` inside a local model.tar.gz (None when it holds none): what the
+    stack reads from the artifact at synth time (the training mix, for the drift numbers)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            if member.isfile() and Path(member.name).name == "triage_artifact.json":
+                handle = tar.extractfile(member)
+                return json.loads(handle.read()) if handle is not None else None
+    return None

@@ -24,6 +24,16 @@ from infra.notifications import allow_alarms_to_publish
 
 FIVE_MINUTES = Duration.minutes(5)
 ONE_DAY = Duration.days(1)
+ONE_HOUR = Duration.hours(1)
+
+
+@dataclass(frozen=True)
+class DriftAlarms:
+    """Thresholds of the hourly review and drift alarms (cdk.json, validated in infra/config.py)."""
+
+    review_share: float
+    out_of_scope_share: float
+    category_drift: float
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class MonitoringProps:
     oldest_request_alarm_seconds: int
     alarm_email: str
     dashboard_name: str
+    drift: DriftAlarms | None = None
     reviewed_accuracy_alarm: float | None = None  # alarm below this daily accuracy on reviewed tickets
 
 
@@ -168,6 +179,7 @@ class Monitoring(Construct):
             1,
             "SageMaker notifications for inference ids or chunks this pipeline has no job for.",
         )
+        drift_widgets = self._drift(alarm) if props.drift is not None else []
         reviewed = self._reviewed_accuracy() if "Corrections" in props.functions else None
         if reviewed is not None and props.reviewed_accuracy_alarm is not None:
             self.alarms["ReviewedAccuracy"] = created = cloudwatch.Alarm(
@@ -289,7 +301,77 @@ class Monitoring(Construct):
                 right=[dead_letters(fn_id, f"{fn_id.lower()} DLQ") for fn_id in props.functions],
                 width=12,
             ),
+            *drift_widgets,
         )
+
+    def _drift(self, alarm) -> list[cloudwatch.IWidget]:
+        """The review queue and the category mix, from the files the aggregator finalizes: hourly
+        alarms (shares weighted by tickets: sum of the counts over sum of the classified tickets;
+        the drift as the mean of the files' distances) and per-file and hourly panels."""
+        drift = self.props.drift
+        assert drift is not None
+        hourly = {
+            name: self._pipeline_metric("Aggregator", name, period=ONE_HOUR)
+            for name in ("TicketsToReview", "TicketsOutOfScope", "TicketsSucceeded")
+        }
+
+        def share(count: str, label: str) -> cloudwatch.MathExpression:
+            part = count.lower()  # the ids of one graph's metrics must differ
+            return cloudwatch.MathExpression(
+                expression=f"IF(classified > 0, {part} / classified, 0)",
+                using_metrics={part: hourly[count], "classified": hourly["TicketsSucceeded"]},
+                label=label,
+                period=ONE_HOUR,
+            )
+
+        review_share = share("TicketsToReview", "share to review (hour)")
+        out_of_scope_share = share("TicketsOutOfScope", "share out of scope (hour)")
+        category_drift = self._pipeline_metric(
+            "Aggregator", "CategoryDrift", "category drift, JS distance (hour mean)", "Average", ONE_HOUR
+        )
+        alarm(
+            "ReviewShareHigh",
+            review_share,
+            drift.review_share,
+            "Over the last hour more tickets than usual were flagged for review: the incoming tickets "
+            "differ from the training data, or the model or the review threshold changed.",
+        )
+        alarm(
+            "OutOfScopeShareHigh",
+            out_of_scope_share,
+            drift.out_of_scope_share,
+            "Over the last hour many tickets fit no category: a new kind of request, or files that are "
+            "not support tickets.",
+        )
+        alarm(
+            "CategoryDriftHigh",
+            category_drift,
+            drift.category_drift,
+            "Over the last hour the predicted category mix was far from the training mix "
+            "(Jensen-Shannon distance): retrain, or check what changed upstream.",
+        )
+        per_file = {
+            name: self._pipeline_metric("Aggregator", name, label, "Maximum", FIVE_MINUTES)
+            for name, label in (
+                ("ReviewShare", "share to review (largest file, 5 min)"),
+                ("OutOfScopeShare", "share out of scope (largest file, 5 min)"),
+                ("CategoryDrift", "category drift (largest file, 5 min)"),
+            )
+        }
+        return [
+            cloudwatch.GraphWidget(
+                title="Review queue: share to review and out of scope",
+                left=[review_share, out_of_scope_share],
+                right=[per_file["ReviewShare"], per_file["OutOfScopeShare"]],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Category mix vs training mix (Jensen-Shannon distance)",
+                left=[category_drift],
+                right=[per_file["CategoryDrift"]],
+                width=12,
+            ),
+        ]
 
     def _reviewed_accuracy(self, period: Duration = ONE_DAY) -> cloudwatch.MathExpression:
         """Accuracy on reviewed tickets over ``period``: ReviewedCorrect / ReviewedTickets (the
@@ -322,14 +404,21 @@ class Monitoring(Construct):
             )
         ]
 
-    def _pipeline_metric(self, fn_id: str, name: str, label: str | None = None) -> cloudwatch.Metric:
+    def _pipeline_metric(
+        self,
+        fn_id: str,
+        name: str,
+        label: str | None = None,
+        statistic: str = "Sum",
+        period: Duration = FIVE_MINUTES,
+    ) -> cloudwatch.Metric:
         """A count the pipeline publishes itself (Powertools EMF), by the function that counts it."""
         return documented_metric(
             self.props.metrics_namespace,
             name,
             {"service": self.props.services[fn_id]},
-            statistic="Sum",
-            period=FIVE_MINUTES,
+            statistic=statistic,
+            period=period,
             label=label,
             pipeline_namespace=self.props.metrics_namespace,
         )

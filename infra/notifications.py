@@ -11,12 +11,13 @@ from constructs import Construct
 
 
 class Notifications(Construct):
-    """Four KMS-encrypted topics whose policies deny publishing without TLS.
+    """Five KMS-encrypted topics whose policies deny publishing without TLS.
 
     - ``success_topic`` / ``error_topic``: SageMaker publishes one message per async invocation
       (the endpoint's ``NotificationConfig``); the aggregator subscribes to both.
     - ``results_topic``: one message per completed input file, for downstream subscribers.
     - ``alarm_topic``: every CloudWatch alarm of the stack notifies it.
+    - ``review_topic``: the flagged tickets of each file, for a help desk or a review tool.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
@@ -35,6 +36,8 @@ class Notifications(Construct):
         self.error_topic = topic("Error", "Ticket triage: async inference failed")
         self.results_topic = topic("Results", "Ticket triage: results of an input file are ready")
         self.alarm_topic = topic("Alarms", "Ticket triage: operational alarms")
+        # the flagged tickets of every file (lambda/ticket_pipeline/review.py; docs/pipeline.md)
+        self.review_topic = topic("Review", "Ticket triage: tickets to review")
 
 
 def allow_alarms_to_publish(topic: sns.ITopic, alarms: list[cloudwatch.Alarm], sid: str) -> None:

@@ -16,11 +16,13 @@ from infra.lambdas import (
     CORRECTIONS_SERVICE,
     DISPATCHER_SERVICE,
     SWEEPER_SERVICE,
+    ReviewProps,
     TicketPipeline,
     TicketPipelineProps,
+    training_mix_json,
 )
 from infra.model import ModelArtifactSource, container_image
-from infra.monitoring import Monitoring, MonitoringProps
+from infra.monitoring import DriftAlarms, Monitoring, MonitoringProps
 from infra.nag import acknowledge, skip_checkov
 from infra.notifications import Notifications
 from infra.rollout import RolloutSettings
@@ -164,6 +166,13 @@ class TicketTriageStack(Stack):
                 log_level=c.log_level,
                 log_retention_days=c.log_retention_days,
                 powertools_layer_version=c.powertools_layer_version,
+                review=ReviewProps(
+                    topic=self.notifications.review_topic,
+                    prefix=c.review_prefix,
+                    out_of_scope_below=c.out_of_scope_below,
+                    drift_min_tickets=c.drift_min_tickets,
+                    training_mix_json=training_mix_json(self.model_source.manifest),
+                ),
                 corrections_prefix=c.corrections_prefix,
                 model_artifact=self.model_source.artifact,
             ),
@@ -185,6 +194,11 @@ class TicketTriageStack(Stack):
                 alarm_topic=self.notifications.alarm_topic,
                 oldest_request_alarm_seconds=c.oldest_request_alarm_seconds,
                 alarm_email=c.alarm_email,
+                drift=DriftAlarms(
+                    review_share=c.review_share_alarm,
+                    out_of_scope_share=c.out_of_scope_share_alarm,
+                    category_drift=c.drift_alarm,
+                ),
                 dashboard_name=f"{c.stack_name}-{Aws.REGION}",
                 reviewed_accuracy_alarm=c.reviewed_accuracy_alarm,
             ),
@@ -226,6 +240,10 @@ class TicketTriageStack(Stack):
             ),
             "ResultsTopicArn": (self.notifications.results_topic.topic_arn, "one message per completed file"),
             "AlarmTopicArn": (self.notifications.alarm_topic.topic_arn, "subscribe to get the alarms"),
+            "ReviewTopicArn": (
+                self.notifications.review_topic.topic_arn,
+                "the flagged tickets of each file (docs/pipeline.md, the review queue)",
+            ),
             "EndpointName": (self.inference.endpoint_name, "the async SageMaker endpoint"),
             "JobsTableName": (self.job_state.table.table_name, "dispatcher/aggregator/sweeper job state"),
             "DashboardName": (

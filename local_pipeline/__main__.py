@@ -74,7 +74,15 @@ def _interrupt(*_: object) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from local_pipeline.demo import collect, drop_corrections, drop_samples, report, save, wait_for_results
+    from local_pipeline.demo import (
+        collect,
+        drop_corrections,
+        drop_samples,
+        report,
+        review_queue_report,
+        save,
+        wait_for_results,
+    )
     from local_pipeline.samples import build_samples
 
     # Ctrl-C and SIGTERM both end in the same clean shutdown (also when started from a shell
@@ -101,6 +109,7 @@ def demo(args: argparse.Namespace) -> int:
         out_dir = args.work_dir / "results"
         save(stack, results, out_dir)
         print(report(results, elapsed, stack.endpoint.stats.busy_seconds, out_dir))
+        print(review_queue_report(stack, results))
         print(drop_corrections(stack, results))
         missing = [s.key for source, s in expected.items() if source not in messages]
         if missing:

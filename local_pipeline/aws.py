@@ -248,6 +248,9 @@ class Names:
     dispatcher_dlq: str = "ticket-triage-dispatcher-dlq"
     aggregator_dlq: str = "ticket-triage-aggregator-dlq"
     sweeper_dlq: str = "ticket-triage-sweeper-dlq"
+    # the review queue: its topic, and an SQS queue subscribed as a review tool would be
+    review_topic: str = "ticket-triage-review"
+    review_queue: str = "ticket-triage-review"
     corrections_dlq: str = "ticket-triage-corrections-dlq"
 
 
@@ -264,6 +267,8 @@ class Resources:
     success_subscription_arn: str
     error_subscription_arn: str
     dead_letter_queue_urls: dict[str, str]  # "dispatcher" | "aggregator" | "sweeper" | "corrections" -> URL
+    review_topic_arn: str = ""
+    review_queue_url: str = ""
     corrections_queue_url: str = ""  # the input bucket's notifications for corrections/
 
     def as_dict(self) -> dict[str, Any]:
@@ -365,6 +370,9 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
     success_sub = _subscribe(sns, topics[names.success_topic], success_arn)
     error_sub = _subscribe(sns, topics[names.error_topic], error_arn)
     _subscribe(sns, topics[names.results_topic], results_arn)
+    review_topic = sns.create_topic(Name=names.review_topic)["TopicArn"]
+    review_url, review_arn = _queue(sqs, names.review_queue)
+    _subscribe(sns, review_topic, review_arn)
     return Resources(
         names=names,
         success_topic_arn=topics[names.success_topic],
@@ -377,6 +385,8 @@ def provision(s3: Any, sns: Any, sqs: Any, dynamodb: Any, names: Names | None = 
         success_subscription_arn=success_sub,
         error_subscription_arn=error_sub,
         dead_letter_queue_urls=dlqs,
+        review_topic_arn=review_topic,
+        review_queue_url=review_url,
         corrections_queue_url=corrections_url,
     )
 

@@ -169,6 +169,51 @@ def report(results: list[FileResult], elapsed: float, busy_seconds: float, out_d
     return "\n".join(lines)
 
 
+def review_queue_report(stack: LocalStack, results: list[FileResult], wait: float = 5.0) -> str:
+    """The review queue of the run: what the SQS queue subscribed to the review topic received
+    (the real path: aggregator -> SNS -> SQS), each file's review.jsonl and its drift numbers."""
+    from ticket_pipeline.review import js_distance
+    from triage_core.artifact import load_manifest
+
+    assert stack.resources
+    sqs = stack.clients["sqs"]
+    items: dict[str, int] = Counter()
+    messages = 0
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        resp = sqs.receive_message(
+            QueueUrl=stack.resources.review_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for message in resp.get("Messages", []):
+            body = results_message(message["Body"])
+            messages += 1
+            items[body["job_id"]] += len(body["items"])
+            sqs.delete_message(
+                QueueUrl=stack.resources.review_queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+        if not resp.get("Messages") and messages:
+            break
+    mix = load_manifest(stack.config.model_dir).training_mix
+    lines = ["", f"Review queue: {messages} messages, {sum(items.values()):,} tickets on the review topic"]
+    lines.append(
+        f"  {'file':<42} {'flagged':>7} {'out of scope':>12} {'review share':>12} {'drift (JS)':>10}"
+    )
+    for r in results:
+        succeeded = r.summary["succeeded"]
+        if not succeeded:
+            continue
+        review = _jsonl(
+            _read(stack, f"s3://{stack.names.output_bucket}/review/{r.message['job_id']}/review.jsonl")
+        )
+        out_of_scope = sum(row["reason"] == "out_of_scope" for row in review)
+        drift = f"{js_distance(r.summary['categories'], mix):.3f}" if mix else "-"
+        lines.append(
+            f"  {r.sample.key.split('/', 1)[-1][:42]:<42} {len(review):>7,} {out_of_scope:>12,}"
+            f" {100 * len(review) / succeeded:>11.1f}% {drift:>10}"
+        )
+    return "\n".join(lines)
+
+
 # --- corrections coming back (issue #24) ------------------------------------------------------------
 CORRECTIONS_KEY = "corrections/demo-review.jsonl"
 

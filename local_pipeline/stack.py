@@ -49,6 +49,7 @@ class StackConfig:
     job_deadline_margin_seconds: int = 1800
     sweep_interval_seconds: float = 60.0  # EventBridge schedule of the sweeper (5 minutes on AWS)
     log_level: str = "WARNING"
+    drift_min_tickets: int | None = None  # None: the stack's default (cdk.json)
     server_env: dict[str, str] | None = None
     fault_injector: Callable[[AsyncRequest], str | None] | None = None
     notification_fault: Callable[[AsyncRequest], bool] | None = None
@@ -360,11 +361,31 @@ class LocalStack:
             "OUTPUT_BUCKET": self.names.output_bucket,
             "RESULTS_PREFIX": "results/",
             "RESULTS_TOPIC_ARN": self.resources.results_topic_arn,
+            **self.review_environment(),
             # the corrections function (its labels: the served model's manifest)
             "INPUT_PREFIX": self.names.input_prefix,
             "CORRECTIONS_PREFIX": self.names.corrections_prefix,
             "LABELS_LOCATION": f"s3://{self.names.model_bucket}/model/{MANIFEST}",
         }
+
+    def review_environment(self) -> dict[str, str]:
+        """The review queue's settings as the stack gives them (cdk.json's defaults, the artifact's
+        training mix: infra/lambdas.py ``ReviewProps``)."""
+        from infra.config import TriageConfig
+        from triage_core.artifact import load_manifest
+
+        assert self.resources
+        defaults = TriageConfig()
+        env = {
+            "REVIEW_TOPIC_ARN": self.resources.review_topic_arn,
+            "REVIEW_PREFIX": defaults.review_prefix,
+            "OUT_OF_SCOPE_BELOW": str(defaults.out_of_scope_below),
+            "DRIFT_MIN_TICKETS": str(self.config.drift_min_tickets or defaults.drift_min_tickets),
+        }
+        mix = load_manifest(self.config.model_dir).training_mix
+        if mix:
+            env["TRAINING_MIX"] = json.dumps(mix, separators=(",", ":"))
+        return env
 
     def info(self) -> dict[str, Any]:
         """The contents of ``local-stack.json``."""
@@ -381,6 +402,8 @@ class LocalStack:
             "results_prefix": "results/",
             "results_topic_arn": self.resources.results_topic_arn,
             "results_queue_url": self.resources.results_queue_url,
+            "review_topic_arn": self.resources.review_topic_arn,
+            "review_queue_url": self.resources.review_queue_url,
             "jobs_table": self.names.jobs_table,
             "dead_letter_queue_urls": self.resources.dead_letter_queue_urls,
             "lambda_endpoint_url": self.lambda_front.url if self.lambda_front else None,

@@ -346,6 +346,7 @@ def local_bindings(
         logical_id(stack.notifications.success_topic): {"Ref": resources.success_topic_arn},
         logical_id(stack.notifications.error_topic): {"Ref": resources.error_topic_arn},
         logical_id(stack.notifications.results_topic): {"Ref": resources.results_topic_arn},
+        logical_id(stack.notifications.review_topic): {"Ref": resources.review_topic_arn},
         logical_id(stack.inference.endpoint): {"Ref": endpoint_arn, "EndpointName": names.endpoint_name},
         logical_id(stack.encryption.key): {"Arn": LOCAL_KEY_ARN},
     }
@@ -427,7 +428,12 @@ def stack_replay(synth: Any, calls: Iterable[AwsCall], names: Any, resources: An
         principal: role_policies(synth.template, synth.logical_id(role), resolve)
         for principal, role in roles.items()
     }
-    topics = {resources.success_topic_arn, resources.error_topic_arn, resources.results_topic_arn}
+    topics = {
+        resources.success_topic_arn,
+        resources.error_topic_arn,
+        resources.results_topic_arn,
+        resources.review_topic_arn,
+    }
     calls = [as_model_archive(call, synth, names) for call in calls]
     everything = [*calls, *platform_calls(synth, names, functions)]
     buckets = {names.input_bucket, names.output_bucket}

@@ -48,6 +48,7 @@ from training.recipe import (
     profile_training_data,
     resolve_recipe,
 )
+from triage_core.artifact import store_training_mix
 from triage_core.preprocessing import PreprocessConfig
 
 log = logging.getLogger("training")
@@ -145,6 +146,8 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
             )
             store_review_threshold(run.output, summary["review_threshold"])
             summary.update(evaluate_test_splits(run.output, splits.test, run.reports_dir, summary))
+        # last manifest write of the run: the drift reference (lambda/ticket_pipeline/review.py)
+        store_training_mix(run.output, splits.train.labels)
         if run.optimization_report:
             summary["optimization_report"] = optimization_report(
                 result.model_dir, run.output, splits.test, run.reports_dir

@@ -21,6 +21,8 @@ Nothing here imports torch or transformers: the serving image has neither.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -88,6 +90,11 @@ class ArtifactManifest(BaseModel):
     quantization_reason: str = Field(
         "", description="why this quantization is served (the export's parity gate on the validation split)"
     )
+    training_mix: dict[str, int] | None = Field(
+        None,
+        description="tickets per label in the training split: the reference the pipeline measures the "
+        "predicted category mix against (drift); written by :func:`store_training_mix`",
+    )
 
     @model_validator(mode="after")
     def _linear_described(self) -> ArtifactManifest:
@@ -105,6 +112,20 @@ class ArtifactManifest(BaseModel):
             files.append(LINEAR_FILE)
         return files
 
+    @model_validator(mode="after")
+    def _mix_of_known_labels(self) -> ArtifactManifest:
+        if self.training_mix is not None:
+            unknown = sorted(set(self.training_mix) - set(self.labels))
+            if (
+                unknown
+                or any(n < 0 for n in self.training_mix.values())
+                or not sum(self.training_mix.values())
+            ):
+                raise ValueError(
+                    f"training_mix needs counts >= 0 of the artifact's labels (unknown: {unknown})"
+                )
+        return self
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, labels: list[str]) -> list[str]:
@@ -117,6 +138,17 @@ def write_manifest(directory: str | Path, manifest: ArtifactManifest) -> Path:
     path = Path(directory) / MANIFEST_FILE
     path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def store_training_mix(directory: str | Path, training_labels: Iterable[str]) -> ArtifactManifest:
+    """Count the training split's labels into the manifest's ``training_mix`` (every label of the
+    artifact, 0 included) and write it: the one writer of the field."""
+    manifest = load_manifest(directory)
+    counts = Counter(training_labels)
+    mix = {label: int(counts.get(label, 0)) for label in manifest.labels}
+    updated = manifest.model_validate({**manifest.model_dump(), "training_mix": mix})
+    write_manifest(directory, updated)
+    return updated
 
 
 def load_manifest(directory: str | Path) -> ArtifactManifest:

@@ -44,6 +44,14 @@ METRIC_NAMES = (
     "ResultsPublished",  # results messages published (one per job)
     "TicketsSucceeded",
     "TicketsFailed",
+    "TicketsToReview",  # classified tickets flagged for review (needs_review or out of scope)
+    "TicketsOutOfScope",  # of those, the ones whose top score is under OUT_OF_SCOPE_BELOW
+    "ReviewMessagesPublished",  # messages on the review topic
+    # per finalized file, one sample each (lambda/ticket_pipeline/review.py): CloudWatch's
+    # Average over a period of 3600 s is the hourly figure
+    "ReviewShare",  # flagged / classified tickets of the file
+    "OutOfScopeShare",  # out of scope / classified tickets of the file
+    "CategoryDrift",  # Jensen-Shannon distance of the file's predicted mix from the training mix
     # sweeper
     "OverdueJobs",  # jobs finalized partial because their deadline passed
     # aggregator
@@ -62,7 +70,17 @@ METRIC_NAMES = (
 # What each function counts. A handler publishes every one of its counts on every invocation, 0
 # included: an alarm and a graph then see a data point per run (0 when nothing happened) instead
 # of no data, and every metric the stack watches exists from the first run on.
-FINALIZING = ("ResultsPublished", "TicketsSucceeded", "TicketsFailed")
+FINALIZING = (
+    "ResultsPublished",
+    "TicketsSucceeded",
+    "TicketsFailed",
+    # the review queue (review.py)
+    "TicketsToReview",
+    "TicketsOutOfScope",
+    "ReviewMessagesPublished",
+)
+# Samples (one value per finalized file), not counts: published only when a file was finalized.
+SAMPLES = ("ReviewShare", "OutOfScopeShare", "CategoryDrift")
 DISPATCHER_COUNTS = (
     "FilesReceived",
     "WholeFileFailures",
@@ -116,13 +134,21 @@ class PipelineMetrics:
 
     def count(self, name: str, value: int = 1) -> None:
         """Add ``value`` to a count (zero too: a graph then shows 0 rather than no data)."""
-        if name not in METRIC_NAMES:
+        if name not in METRIC_NAMES or name in SAMPLES:
             raise ValueError(f"unknown pipeline metric {name!r}: add it to METRIC_NAMES and infra/metrics.py")
         with self._lock:
             current = self._emf.metric_set.get(name, {}).get("Value", [])
             total = sum(current) + value
             self._emf.metric_set.pop(name, None)
             self._emf.add_metric(name=name, unit=MetricUnit.Count, value=total)
+
+    def sample(self, name: str, value: float) -> None:
+        """Add one value of a per-file measure (EMF keeps every value; CloudWatch's statistics
+        over a period then give the per-hour figure)."""
+        if name not in SAMPLES:
+            raise ValueError(f"{name!r} is not a per-file sample: add it to SAMPLES and infra/metrics.py")
+        with self._lock:
+            self._emf.add_metric(name=name, unit=MetricUnit.NoUnit, value=value)
 
     @property
     def counts(self) -> dict[str, float]:

@@ -43,6 +43,7 @@ from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.keys import KeyRegistry
 from ticket_pipeline.logs import child_logger
 from ticket_pipeline.metrics import PipelineMetrics
+from ticket_pipeline.review import ReviewRun, review_for
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectNotFound, ObjectStore, ObjectUnreadable, S3Location
 
@@ -101,6 +102,8 @@ class _Accumulator:
     failed: int = 0
     needs_review: int = 0
     duplicates: int = 0
+    # sees every classified ticket once, with the server's record (the review queue, review.py)
+    observer: Observer | None = None
 
     def _claim(self, ticket_id: str) -> bool:
         if self.seen.claim(ticket_id, self.succeeded + self.failed) is not None:
@@ -109,9 +112,9 @@ class _Accumulator:
             return False
         return True
 
-    def ok(self, ticket_id: str, label: str, score: float, needs_review: bool) -> None:
+    def ok(self, ticket_id: str, label: str, score: float, needs_review: bool) -> bool:
         if not self._claim(ticket_id):
-            return
+            return False
         line = {
             "id": ticket_id,
             "label": label,
@@ -122,6 +125,7 @@ class _Accumulator:
         self.succeeded += 1
         self.categories[label] += 1
         self.needs_review += bool(needs_review)
+        return True
 
     def fail(self, ticket_id: str, error: str, **extra: Any) -> None:
         if not self._claim(ticket_id):
@@ -221,7 +225,11 @@ def _consume_success(chunk: dict[str, Any], records: list[Any] | Exception, acc:
         elif not isinstance(record.get("label"), str) or not isinstance(record.get("score"), (int, float)):
             acc.fail(ticket_id, "prediction without label/score")
         else:
-            acc.ok(ticket_id, record["label"], record["score"], bool(record.get("needs_review", False)))
+            claimed = acc.ok(
+                ticket_id, record["label"], record["score"], bool(record.get("needs_review", False))
+            )
+            if claimed and acc.observer is not None:
+                acc.observer(chunk, index, ticket_id, record)
     if len(by_index) > len(expected):
         logger.warning(
             "output has more records than the chunk", extra={"chunk": chunk["chunk"], "extra": len(records)}
@@ -290,6 +298,9 @@ def _unreported_reason(meta: dict[str, Any], state: str | None) -> str:
     return f"chunk never reported (state {state})"
 
 
+# (chunk item, position in the chunk, ticket key, the server's record) of each classified ticket
+Observer = Callable[[dict[str, Any], int, str, dict[str, Any]], None]
+
 # (key, record number, source id, why the record is rejected or None) for every record of a file
 FileKeys = Callable[[dict[str, Any]], Iterable[tuple[str, int, str | None, str | None]]]
 
@@ -306,6 +317,7 @@ def consolidate(
     bucket: str,
     prefix: str,
     file_keys: FileKeys | None = None,
+    observer: Observer | None = None,
 ) -> FinalReport:
     """Build and write results.jsonl, failures.jsonl and summary.json for a job.
 
@@ -324,7 +336,7 @@ def consolidate(
         tempfile.SpooledTemporaryFile(max_size=spool) as failures_f,
         KeyRegistry() as seen,
     ):
-        acc = _Accumulator(results_f, failures_f, seen)
+        acc = _Accumulator(results_f, failures_f, seen, observer=observer)
         for part in meta.get("rejected_parts") or []:
             for line in objects.iter_lines(S3Location.parse(part)):
                 if line.strip():
@@ -433,6 +445,7 @@ def finalize_job(
     time_left: Callable[[], float] = lambda: math.inf,
     reserve_seconds: float = 0.0,
     file_keys: FileKeys | None = None,
+    review: Callable[[dict[str, Any]], ReviewRun] | None = None,
 ) -> FinalReport | None:
     """Finalize the job if it is ready (or, ``overdue``, past its deadline) and nobody else is doing
     it. None: not (yet) ours to do.
@@ -446,22 +459,33 @@ def finalize_job(
     claim = jobs.claim_overdue if overdue else jobs.claim_finalization
     if not claim(job_id, clock(), lease_seconds):
         return None
+    run: ReviewRun | None = None
     try:
         meta = jobs.get_job(job_id)
         if meta is None:  # pragma: no cover - the claim just updated it
             raise LookupError(f"job {job_id} vanished")
+        run = review(meta) if review is not None else None
         report = consolidate(
-            meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix, file_keys
-        )
+            meta, jobs.iter_chunks(job_id), objects, output_bucket, results_prefix, file_keys,
+            observer=run.observe if run is not None else None,
+        )  # fmt: skip
+        if run is not None:
+            run.write()
         if time_left() < reserve_seconds:
             raise OutOfTime(
                 f"{time_left():.1f} s left, less than the {reserve_seconds:g} s kept to publish the results "
                 f"of job {job_id} and record it as finished; released for the next attempt"
             )
+        review_ids = run.publish(report.message) if run is not None else []  # before the results
         message_id = publisher.publish(results_topic_arn, report.message)
+        if run is not None:
+            run.count(len(review_ids))
     except Exception:
         jobs.release_finalization(job_id)
         raise
+    finally:
+        if run is not None:
+            run.close()
     # The message is out: the lease is never given back from here on (whoever took it next would
     # publish again). Record the job as finished, retrying what AWS answers with a transient error.
     _record_finished(
@@ -539,6 +563,7 @@ def finalize_for(
         time_left=time_left,
         reserve_seconds=settings.reserve_seconds,
         file_keys=file_keys,
+        review=review_for(settings, deps),
     )
     if report is not None:
         metrics: PipelineMetrics = deps.metrics

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, field_validator, model_validator
 
 from triage_core.records import FieldMap
 
@@ -58,10 +58,37 @@ class AggregatorSettings(_EnvSettings):
         "derives it from the longest timeout of the functions that finalize",
     )
 
-    @field_validator("results_prefix")
+    # The review queue and the drift numbers (review.py); no topic: no review (the dispatcher).
+    review_topic_arn: str | None = Field(None, alias="REVIEW_TOPIC_ARN", pattern=r"^arn:aws[a-z-]*:sns:")
+    review_prefix: str = Field("review/", alias="REVIEW_PREFIX")
+    out_of_scope_below: float = Field(
+        0.0,
+        alias="OUT_OF_SCOPE_BELOW",
+        ge=0.0,
+        lt=1.0,
+        description="a classified ticket whose top score is below this fits no category (0: never)",
+    )
+    training_mix: Json[dict[str, float]] | None = Field(
+        None,
+        alias="TRAINING_MIX",
+        description="the training split's category mix (counts or shares per label), from the model "
+        "artifact; unset: no CategoryDrift",
+    )
+    drift_min_tickets: int = Field(
+        500, alias="DRIFT_MIN_TICKETS", ge=1, le=10_000_000, description="smallest file whose mix is compared"
+    )
+
+    @field_validator("results_prefix", "review_prefix")
     @classmethod
     def _results_prefix(cls, value: str) -> str:
         return _prefix(value)
+
+    @field_validator("training_mix")
+    @classmethod
+    def _training_mix(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and (any(v < 0 for v in value.values()) or sum(value.values()) <= 0):
+            raise ValueError("TRAINING_MIX needs at least one label and non-negative shares that sum above 0")
+        return value
 
     @property
     def reserve_seconds(self) -> float:

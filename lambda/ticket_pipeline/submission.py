@@ -25,6 +25,7 @@ from ticket_pipeline import jobs as J
 from ticket_pipeline.chunking import Chunk, Rejected
 from ticket_pipeline.jobs import ChunkOutcome
 from ticket_pipeline.logs import child_logger
+from ticket_pipeline.review import TOP_K
 from ticket_pipeline.settings import DispatcherSettings
 from ticket_pipeline.storage import S3Location
 
@@ -62,6 +63,8 @@ def invoke_chunk(
         "InputLocation": chunk["input_location"],
         "ContentType": JSONL,
         "Accept": JSONL,
+        # the review queue lists each flagged ticket's best labels (review.py)
+        "CustomAttributes": f"top_k={TOP_K}",
         "InferenceId": chunk["inference_id"],
         "RequestTTLSeconds": settings.request_ttl_seconds,
         "InvocationTimeoutSeconds": settings.invocation_timeout_seconds,

@@ -13,8 +13,10 @@ from chaos.checker import (
     Arrived,
     Expected,
     ReferenceScorer,
+    ReviewRule,
     check,
     check_labels,
+    check_review,
     latest_results_time,
 )
 from chaos.workload import _texts
@@ -205,6 +207,39 @@ def test_the_reference_scores_are_the_served_models_within_the_tolerance(scorer,
     rows = [{"id": p["id"], "label": p["label"], "score": p["score"]} for p in served]
     assert [r["id"] for r in rows] == [str(i) for i in range(len(texts))]
     assert check_labels({str(i): t for i, t in enumerate(texts)}, rows, scorer) == []
+
+
+RULE = ReviewRule("review/", 0.2)
+
+
+def flagged(key: str, score: float = 0.4) -> dict:
+    return {"id": key, "label": "card_arrival", "score": score, "needs_review": True}
+
+
+def queued(key: str, reason: str = "low_confidence") -> dict:
+    return {"id": key, "text": "…", "labels": [], "reason": reason}
+
+
+def test_a_review_file_with_each_flagged_ticket_once_passes_and_each_flaw_is_named():
+    results = [ok("t1"), flagged("t2"), flagged("t3", 0.1)]
+    good = [queued("t2"), queued("t3", "out_of_scope")]
+    assert check_review(results, good, RULE) == []
+    for review, broken in (
+        ([queued("t2")], "1 flagged tickets not in the review file"),
+        ([*good, queued("t2")], "tickets queued more than once"),
+        ([*good, queued("t1")], "1 tickets in the review file that are not flagged"),
+        ([queued("t2"), queued("t3")], "1 queued with the wrong reason"),
+    ):
+        assert any(v.startswith(broken) for v in check_review(results, review, RULE)), broken
+
+
+def test_the_checker_reads_the_review_file_of_a_job_with_classified_tickets():
+    message, files = outcome([ok("t1"), flagged("t2")], [failed("#3")], job_id="j")
+    exp, arrivals = upload(), [Arrived(110.0, message)]
+    report = check([exp], arrivals, files.__getitem__, BUCKET, review=RULE)
+    assert [v.invariant for v in report.violations] == ["review"]  # no review file at all
+    files[f"s3://{BUCKET}/review/j/review.jsonl"] = json.dumps(queued("t2")).encode() + b"\n"
+    assert check([exp], arrivals, files.__getitem__, BUCKET, review=RULE).violations == []
 
 
 def test_the_corrections_checker_finds_a_ticket_recorded_twice_a_stale_label_and_wrong_counters() -> None:

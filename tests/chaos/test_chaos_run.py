@@ -103,9 +103,9 @@ def test_every_aws_call_of_the_chaos_run_is_allowed_by_the_role_the_template_giv
     names = Names()
 
     class Topics:  # the ARNs provision() gets from SNS: account, region and topic name
-        success_topic_arn, error_topic_arn, results_topic_arn = (
+        success_topic_arn, error_topic_arn, results_topic_arn, review_topic_arn = (
             f"arn:aws:sns:us-east-1:123456789012:{name}"
-            for name in (names.success_topic, names.error_topic, names.results_topic)
+            for name in (names.success_topic, names.error_topic, names.results_topic, names.review_topic)
         )
 
     calls = stack.calls.snapshot()

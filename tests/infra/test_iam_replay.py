@@ -18,6 +18,7 @@ class LocalResources:  # the topic ARNs provision() returns
     success_topic_arn = TOPIC + NAMES.success_topic
     error_topic_arn = TOPIC + NAMES.error_topic
     results_topic_arn = TOPIC + NAMES.results_topic
+    review_topic_arn = TOPIC + NAMES.review_topic
 
 
 def calls(*rows: tuple[str, str, str, dict]) -> list[AwsCall]:
@@ -61,6 +62,10 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
         (SAGEMAKER_ENDPOINT, "s3", "PutObject",
          {"Bucket": NAMES.output_bucket, "Key": "async-results/x.out"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.success_topic_arn}),
+        ("ticket-aggregator", "sns", "Publish", {"TopicArn": LocalResources.review_topic_arn}),
+        ("ticket-dispatcher", "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
+        ("ticket-sweeper", "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
+        ("ticket-sweeper", "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
     result = stack_replay(synth, allowed, NAMES, LocalResources)
     assert result.denied == []
@@ -73,9 +78,18 @@ def test_the_roles_allow_what_each_part_calls_and_deny_what_it_must_not(synth) -
         ("ticket-dispatcher", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/x"}),
         (SAGEMAKER_ENDPOINT, "s3", "GetObject", {"Bucket": NAMES.input_bucket, "Key": "incoming/a.jsonl"}),
         (SAGEMAKER_ENDPOINT, "sns", "Publish", {"TopicArn": LocalResources.results_topic_arn}),
+        # the review queue is the finalizers' (issue #24): not the endpoint's; chunks the dispatcher's
+        (SAGEMAKER_ENDPOINT, "s3", "PutObject", {"Bucket": NAMES.output_bucket, "Key": "review/j/r.jsonl"}),
+        ("ticket-aggregator", "s3", "PutObject", {"Bucket": NAMES.input_bucket, "Key": "chunks/a/c1"}),
     )  # fmt: skip
     result = stack_replay(synth, denied, NAMES, LocalResources)
+    assert {(r.principal, r.resource) for r in result.denied} >= {
+        (SAGEMAKER_ENDPOINT, f"arn:aws:s3:::{NAMES.output_bucket}/review/j/r.jsonl"),
+        ("ticket-aggregator", f"arn:aws:s3:::{NAMES.input_bucket}/chunks/a/c1"),
+    }
     assert {(r.principal, r.action) for r in result.denied} == {
+        (SAGEMAKER_ENDPOINT, "s3:PutObject"),
+        ("ticket-aggregator", "s3:PutObject"),  # chunks are the dispatcher's to write
         ("ticket-aggregator", "sagemaker:InvokeEndpointAsync"),
         ("ticket-aggregator", "logs:PutLogEvents"),  # another function's log group
         ("ticket-dispatcher", "s3:PutObject"),
@@ -132,7 +146,8 @@ def test_every_service_the_stack_wires_up_is_allowed_by_the_key_topic_and_functi
     rollback_alarms = len(synth.stack.inference.rollout.alarms)  # infra/rollout.py: 3 with cdk.json's
     assert {r.because for r in allowed if r.action == "sns:Publish"} == notifying
     # 16 + 4 of the corrections function (errors, dead letters, dead-letter errors, reviewed accuracy)
-    assert len(notifying) == 20 + rollback_alarms and rollback_alarms == 3
+    # + 3 of the review queue (ReviewShareHigh, OutOfScopeShareHigh, CategoryDriftHigh)
+    assert len(notifying) == 23 + rollback_alarms and rollback_alarms == 3
 
     # the same requests from the wrong place are refused: another account's alarm, a bucket that
     # is not the input bucket, CloudWatch Logs for a log group of another account

@@ -131,7 +131,7 @@ def test_the_key_rotates_and_is_retained(synth, stack) -> None:
 
 def test_every_topic_is_encrypted_with_the_key_and_denies_publishing_without_tls(synth, stack) -> None:
     topics = synth.of_type("AWS::SNS::Topic")
-    assert len(topics) == 4
+    assert len(topics) == 5  # success, error, results, alarms, review
     for topic in topics.values():
         assert topic["Properties"]["KmsMasterKeyId"] == arn(synth, stack.encryption.key)
     protected = [
@@ -498,7 +498,11 @@ AGGREGATOR_ENV = {
     "POWERTOOLS_SERVICE_NAME",
     "LOG_LEVEL",
 }
-DISPATCHER_ENV = AGGREGATOR_ENV | {
+# the review queue and the drift numbers (lambda/ticket_pipeline/review.py): every function that
+# finalizes jobs; TRAINING_MIX when the model artifact carries one
+REVIEW_ENV = {"REVIEW_TOPIC_ARN", "REVIEW_PREFIX", "OUT_OF_SCOPE_BELOW", "DRIFT_MIN_TICKETS"}
+FINALIZER_ENV = AGGREGATOR_ENV | REVIEW_ENV
+DISPATCHER_ENV = FINALIZER_ENV | {
     "ENDPOINT_NAME",
     "CHUNK_PREFIX",
     "CHUNK_SIZE",
@@ -517,8 +521,8 @@ DISPATCHER_ENV = AGGREGATOR_ENV | {
     ("name", "handler", "env_keys", "timeout", "concurrency"),
     [
         ("dispatcher", "ticket_pipeline.dispatcher.handler", DISPATCHER_ENV, 300, 5),
-        ("aggregator", "ticket_pipeline.aggregator.handler", AGGREGATOR_ENV, 900, 5),
-        ("sweeper", "ticket_pipeline.sweeper.handler", AGGREGATOR_ENV, 900, 1),
+        ("aggregator", "ticket_pipeline.aggregator.handler", FINALIZER_ENV, 900, 5),
+        ("sweeper", "ticket_pipeline.sweeper.handler", FINALIZER_ENV, 900, 1),
     ],
 )
 def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_group(
@@ -528,7 +532,7 @@ def test_each_lambda_has_its_handler_env_dlq_concurrency_timeout_and_kms_log_gro
     props = synth.properties(fn.function)
     assert props["Handler"] == handler
     assert props["Runtime"] in ("python3.12", "python3.13")
-    assert set(props["Environment"]["Variables"]) == env_keys
+    assert set(props["Environment"]["Variables"]) - {"TRAINING_MIX"} == env_keys
     assert props["Timeout"] == timeout
     assert props["Environment"]["Variables"]["FUNCTION_TIMEOUT_SECONDS"] == str(timeout)
     assert props["ReservedConcurrentExecutions"] == concurrency
@@ -588,6 +592,7 @@ def test_the_lambda_settings_accept_the_environment_the_stack_gives_each_functio
         "JOBS_TABLE": "jobs-table",
         "OUTPUT_BUCKET": "output-bucket",
         "RESULTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:results",
+        "REVIEW_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:review",
         "ENDPOINT_NAME": "endpoint",
     }
     for fn, settings_class in (
@@ -708,17 +713,24 @@ def test_dispatcher_reads_incoming_and_outputs_writes_chunks_and_results_only(sy
     input_arn = arn(synth, stack.storage.input_bucket)
     output_arn = arn(synth, stack.storage.output_bucket)
     assert objects_with(statements, "s3:GetObjectVersion") == {under(input_arn, "incoming/")}
-    assert objects_with(statements, "s3:GetObject") == {  # it finalizes jobs that never reached the endpoint
+    # it finalizes jobs that never reached the endpoint, and those whose every chunk reported
+    # before it finished (their review queue: the chunks' texts, review/, the review topic)
+    assert objects_with(statements, "s3:GetObject") == {
         under(output_arn, "results/"),
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
+        under(input_arn, "chunks/"),
     }
     assert objects_with(statements, "s3:PutObject") == {
         under(input_arn, "chunks/"),
         under(output_arn, "results/"),
+        under(output_arn, "review/"),
     }
     publish = objects_with(statements, "sns:Publish")
-    assert publish == {json.dumps(ref(synth, stack.notifications.results_topic))}
+    assert publish == {
+        json.dumps(ref(synth, stack.notifications.results_topic)),
+        json.dumps(ref(synth, stack.notifications.review_topic)),
+    }
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert dynamodb == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"}
     assert objects_with(statements, "dynamodb:PutItem") == {json.dumps(arn(synth, stack.job_state.table))}
@@ -738,14 +750,19 @@ def test_finalizers_read_async_outputs_and_results_write_results_and_cannot_invo
         under(output_arn, "async-results/"),
         under(output_arn, "async-failures/"),
         under(output_arn, "results/"),  # the dispatcher's rejected records
+        under(input_arn, "chunks/"),  # the flagged tickets' texts, for the review queue
     }
     # the sweeper reads the ticket file of a job whose dispatch never finished (every record is
     # accounted for), the version the job names, and only under the input prefix
     versions = {under(input_arn, "incoming/")} if name == "sweeper" else set()
     assert objects_with(statements, "s3:GetObjectVersion") == versions
-    assert objects_with(statements, "s3:PutObject") == {under(output_arn, "results/")}
+    assert objects_with(statements, "s3:PutObject") == {
+        under(output_arn, "results/"),
+        under(output_arn, "review/"),
+    }
     assert objects_with(statements, "sns:Publish") == {
-        json.dumps(ref(synth, stack.notifications.results_topic))
+        json.dumps(ref(synth, stack.notifications.results_topic)),
+        json.dumps(ref(synth, stack.notifications.review_topic)),
     }
     dynamodb = {a for a in actions if a.startswith("dynamodb:")}
     assert dynamodb == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
@@ -907,6 +924,24 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
     assert watched["OverdueJobs"] == ("TicketTriage", "OverdueJobs")
     assert watched["InvalidNotifications"] == ("TicketTriage", "InvalidNotifications")
     assert watched["UnknownNotifications"] == ("TicketTriage", "UnknownNotifications")
+    # the review and drift alarms, hourly, on what the aggregator emits (review.py)
+    assert set(watched["ReviewShareHigh"]) == {
+        ("TicketTriage", "TicketsToReview"),
+        ("TicketTriage", "TicketsSucceeded"),
+    }
+    assert set(watched["OutOfScopeShareHigh"]) == {
+        ("TicketTriage", "TicketsOutOfScope"),
+        ("TicketTriage", "TicketsSucceeded"),
+    }
+    assert watched["CategoryDriftHigh"] == (("TicketTriage", "CategoryDrift"),)
+    drift = synth.properties(stack.monitoring.alarms["CategoryDriftHigh"])
+    (stat,) = [m["MetricStat"] for m in drift["Metrics"]]
+    assert (stat["Period"], stat["Stat"], drift["Threshold"]) == (3600, "Average", 0.25)
+    share = synth.properties(stack.monitoring.alarms["ReviewShareHigh"])
+    assert {m["MetricStat"]["Period"] for m in share["Metrics"] if "MetricStat" in m} == {3600}
+    assert [m["Expression"] for m in share["Metrics"] if "Expression" in m] == [
+        "IF(classified > 0, ticketstoreview / classified, 0)"
+    ]
     aggregator_alarm = synth.properties(stack.monitoring.alarms["AggregatorErrors"])
     assert aggregator_alarm["Dimensions"] == [
         {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
@@ -1031,3 +1066,21 @@ def test_the_stack_outputs_what_the_redrive_command_reads(synth, stack) -> None:
     ):
         assert json.loads(targets[name].function_name) == ref(synth, fn.function)
         assert json.loads(targets[name].queue_url) == ref(synth, fn.dead_letter_queue)
+
+
+def test_review_subscribers_find_the_review_topic_in_the_outputs_and_the_finalizers_publish(
+    synth, stack
+) -> None:
+    outputs = synth.template["Outputs"]
+    assert outputs["ReviewTopicArn"]["Value"] == ref(synth, stack.notifications.review_topic)
+    review_topic = json.dumps(ref(synth, stack.notifications.review_topic))
+    publishers = {
+        name
+        for name in ("dispatcher", "aggregator", "sweeper")
+        if review_topic
+        in objects_with(statements_of_role(synth, getattr(stack.pipeline, name).role), "sns:Publish")
+    }
+    assert publishers == {"dispatcher", "aggregator", "sweeper"}  # every function that finalizes
+    env = synth.properties(stack.pipeline.aggregator.function)["Environment"]["Variables"]
+    assert env["REVIEW_TOPIC_ARN"] == ref(synth, stack.notifications.review_topic)
+    assert (env["REVIEW_PREFIX"], env["OUT_OF_SCOPE_BELOW"]) == ("review/", "0.2")

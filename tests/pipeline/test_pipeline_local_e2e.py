@@ -34,6 +34,16 @@ def _rows(stack: LocalStack, uri: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
+    import shutil
+
+    from triage_core.artifact import load_manifest, store_training_mix
+
+    # the artifact as training leaves it: with its training split's category mix (the drift reference)
+    model_dir = tmp_path_factory.mktemp("e2e-artifact") / "model"
+    shutil.copytree(tiny_artifact, model_dir)
+    labels = load_manifest(model_dir).labels
+    store_training_mix(model_dir, [label for i, label in enumerate(labels) for _ in range(i + 1)])
+
     def inject(request) -> str | None:  # chunk 2 of the big file fails like a model error would
         if request.inference_id.startswith("big-file") and request.inference_id.endswith("-c00002"):
             return "ModelError: injected failure for chunk 2"
@@ -43,8 +53,9 @@ def stack(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
         return request.inference_id.startswith("lost-") and request.inference_id.endswith("-c00002")
 
     config = StackConfig(
-        model_dir=tiny_artifact,
+        model_dir=model_dir,
         work_dir=tmp_path_factory.mktemp("e2e") / "stack",
+        drift_min_tickets=1,
         chunk_size=4,
         max_concurrent_invocations=2,
         log_level="INFO",
@@ -131,6 +142,80 @@ def test_files_come_out_exactly_once_despite_failed_chunks_and_duplicate_notific
             assert _read(stack, message[name]) == snapshot[source][name], f"{name} rewritten for {source}"
     assert all(s.dead_lettered == 0 for s in router.stats.values())
     assert stack.endpoint.stats.failed == 1 and stack.endpoint.stats.expired == 0
+
+
+def test_flagged_tickets_reach_review_jsonl_and_an_sqs_subscriber_of_the_review_topic_once(
+    stack: LocalStack,
+):
+    """After the run above (duplicate notifications included): every file with classified tickets
+    has review/<job>/review.jsonl holding exactly its flagged tickets (needs_review, or a top
+    score under OUT_OF_SCOPE_BELOW), once each, with the text as uploaded and the server's top
+    labels; the SQS queue subscribed to the review topic (moto's SNS -> SQS, the real path)
+    received each of them once, in messages under SNS's 256 KB."""
+    from local_pipeline.aws import results_message
+
+    out_of_scope_below = float(stack.lambda_environment()["OUT_OF_SCOPE_BELOW"])
+    texts = {"n3": "my card number 3 has not arrived", "c1": "exchange rate, please"}
+    sqs, queue_url = stack.clients["sqs"], stack.resources.review_queue_url
+    received: dict[str, list[dict]] = {}
+    while True:
+        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+        if not resp.get("Messages"):
+            break
+        for m in resp["Messages"]:
+            # Amazon SNS API Reference, Publish, Message: "at most 256 KB in size (262,144 bytes,
+            # not 262,144 characters)"
+            assert len(json.loads(m["Body"])["Message"].encode("utf-8")) <= 262_144
+            body = results_message(m["Body"])
+            assert body["type"] == "review" and body["dedup_id"] == f"{body['job_id']}/review/{body['part']}"
+            received.setdefault(body["job_id"], []).extend(body["items"])
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    checked = 0
+    for message in _results_messages_of_the_first_run(stack):
+        results = _rows(stack, message["results"])
+        if not results:
+            continue
+        flagged = {r["id"] for r in results if r["needs_review"] or r["score"] < out_of_scope_below}
+        review_uri = f"s3://{stack.names.output_bucket}/review/{message['job_id']}/review.jsonl"
+        review = _rows(stack, review_uri)
+        ids = [row["id"] for row in review]
+        assert len(ids) == len(set(ids)) and set(ids) == flagged, message["source"]
+        by_id = {r["id"]: r for r in results}
+        for row in review:
+            assert row["labels"][0] == {
+                "label": by_id[row["id"]]["label"],
+                "score": by_id[row["id"]]["score"],
+            }
+            assert len(row["labels"]) == 3  # the dispatcher asks the server for top_k=3
+            assert [e["score"] for e in row["labels"]] == sorted(
+                (e["score"] for e in row["labels"]), reverse=True
+            )
+            assert row["reason"] == (
+                "out_of_scope" if by_id[row["id"]]["score"] < out_of_scope_below else "low_confidence"
+            )
+            if row["id"] in texts:
+                assert row["text"] == texts[row["id"]]
+        delivered = [item["id"] for item in received.get(message["job_id"], [])]
+        assert sorted(delivered) == sorted(ids), (
+            f"the review topic's subscriber missed or repeated tickets of {message['source']}"
+        )
+        checked += bool(flagged)
+    assert checked >= 2
+
+
+def _results_messages_of_the_first_run(stack: LocalStack) -> list[dict]:
+    """The jobs of the first test's four files, from the jobs table's finished rows."""
+    from ticket_pipeline.jobs import JobStore
+
+    store = JobStore(stack.clients["dynamodb"], stack.names.jobs_table, 30)
+    messages = []
+    for item in stack.clients["dynamodb"].scan(TableName=stack.names.jobs_table)["Items"]:
+        if item["sk"]["S"] == "META" and "results_location" in item:
+            meta = store.get_job(item["pk"]["S"].removeprefix("JOB#"))
+            messages.append(
+                {"job_id": meta["job_id"], "source": meta.get("source"), "results": meta["results_location"]}
+            )
+    return messages
 
 
 def _messages(stack: LocalStack, count: int, timeout: float = 60) -> list[dict]:

@@ -193,6 +193,12 @@ def test_cli_train_builds_a_serving_artifact(tiny_base_model: Path, tmp_path: Pa
     classifier = ArtifactClassifier(out / "model")
     assert classifier.labels == sorted(TOPICS)
     assert classifier.manifest.max_length == 32
+    # the drift reference: the training split's labels as written to splits/train.csv
+    with open(out / "splits" / "train.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    column = next(c for c in rows[0] if c != "text")
+    trained = {label: sum(r[column] == label for r in rows) for label in classifier.labels}
+    assert classifier.manifest.training_mix == trained and sum(trained.values()) == 48
     scores = classifier.predict_scores(["Hi, my card has not arrived. Sent from my iPhone"])
     assert scores.shape == (1, 3) and abs(float(scores.sum()) - 1.0) < 1e-4
     assert (out / "reports" / "train.log").read_text().count("epoch 1/1") == 1
