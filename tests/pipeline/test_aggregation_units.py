@@ -25,7 +25,7 @@ from ticket_pipeline.aggregation import NotificationResult, handle_notification
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification, error_notification, success_notification
-from ticket_pipeline.results import Publisher
+from ticket_pipeline.results import Publisher, finalize_for
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 from ticket_pipeline.stores import Stores
@@ -115,15 +115,18 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     target.setLevel(level)
 
 
-def _job(stack: Stack, job_id: str = "job1", chunks: int = 2) -> None:
-    """A dispatched job: ``chunks`` chunks of two tickets each, submitted, none reported."""
+def _job(stack: Stack, job_id: str = "job1", chunks: int = 2, ids: list[str] | None = None) -> None:
+    """A dispatched job: ``chunks`` chunks of two tickets each (or one chunk of ``ids``),
+    submitted, none reported."""
     jobs = stack.jobs
     fields = {"status": J.DISPATCHING, "cursor": 0, "source": f"s3://in/{job_id}.jsonl", "version_id": "v1"}
     assert jobs.create_job(job_id, fields, CLOCK + 3600)
-    for n in range(1, chunks + 1):
-        jobs.put_chunk(job_id, {"chunk": n, "ticket_ids": [f"t{n}a", f"t{n}b"]})
+    tickets = [ids] if ids is not None else [[f"t{n}a", f"t{n}b"] for n in range(1, chunks + 1)]
+    for n, ticket_ids in enumerate(tickets, start=1):
+        jobs.put_chunk(job_id, {"chunk": n, "ticket_ids": ticket_ids})
         jobs.mark_chunk_submitted(job_id, n, "2027-01-15T07:59:00.000Z", _out(stack, job_id, n), None)
-    done = {"cursor": 2 * chunks, "chunk_count": chunks, "tickets": 2 * chunks, "rejected": 0}
+    count = sum(map(len, tickets))
+    done = {"cursor": count, "chunk_count": len(tickets), "tickets": count, "rejected": 0}
     assert jobs.finish_dispatch(job_id, 0, {**done, "submitted_at": "2027-01-15T07:59:00.000Z"}, CLOCK + 3600)
 
 
@@ -438,3 +441,118 @@ def test_a_finalized_job_writes_every_ticket_once_with_the_models_own_error(
     ]
     summary = json.loads(_read_s3(stack, message["summary"]))
     assert (summary["succeeded"], summary["failed"], summary["categories"]) == (2, 2, {"card_arrival": 2})
+
+
+PREDICTIONS = [
+    {"id": "t1a", "index": 0, "label": "card_arrival", "score": 0.9, "needs_review": False},
+    {"id": "t1b", "index": 1, "label": "lost_or_stolen_card", "score": 0.123456789, "needs_review": True},
+]
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def _finalized_with_output(stack: Stack, job_id: str, body: bytes | None) -> dict[str, Any]:
+    """A one-chunk job (``t1a``, ``t1b``) whose output object holds ``body`` (None: no object),
+    finalized by its success notification; the results message."""
+    _job(stack, job_id, chunks=1)
+    if body is not None:
+        key = _out(stack, job_id, 1).split("/", 3)[3]
+        stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=body)
+    assert _handle(stack, _succeeded(stack, job_id, 1, write_output=False)).finalized is not None
+    [message] = stack.results_messages()
+    return message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_jsonl(PREDICTIONS), id="json-lines"),
+        pytest.param(_jsonl(PREDICTIONS[::-1]), id="json-lines-out-of-order"),  # matched by "index"
+        pytest.param(  # no "index": matched by position
+            _jsonl([{k: v for k, v in p.items() if k != "index"} for p in PREDICTIONS]), id="no-index"
+        ),
+        pytest.param(  # a second record for index 0 (t1b's): the first one for an index is kept
+            _jsonl([PREDICTIONS[0], {**PREDICTIONS[1], "index": 0}, PREDICTIONS[1]]), id="index-twice"
+        ),
+        pytest.param(json.dumps(PREDICTIONS).encode(), id="json-array"),
+        *[
+            pytest.param(json.dumps({k: PREDICTIONS}).encode(), id=f"json-{k}")
+            for k in ("predictions", "results", "outputs")
+        ],
+        pytest.param(json.dumps(PREDICTIONS, indent=2).encode(), id="pretty-printed-array"),
+        pytest.param(
+            json.dumps({"predictions": PREDICTIONS}, indent=2).encode(), id="pretty-printed-predictions"
+        ),
+        # one element a line: the last line parses alone, the document is still one array
+        pytest.param(
+            b"[\n" + b",\n".join(json.dumps(p).encode() for p in PREDICTIONS) + b"\n]\n", id="element-a-line"
+        ),
+        pytest.param(b"[" + b",\n".join(json.dumps(p).encode() for p in PREDICTIONS) + b"]", id="two-lines"),
+    ],
+)
+def test_a_chunks_output_is_read_in_every_shape_a_server_writes(stack: Stack, body: bytes):
+    """results.py reads the model's output as JSON Lines, as one JSON array or object holding the
+    array (on one line or over several), and matches each record to its ticket by ``index`` (its
+    position without one); each ticket's line carries its own label, its score to six decimals,
+    and the summary and message count the tickets needing review."""
+    job_id = f"job{uuid.uuid4().hex[:8]}"  # an output object of its own in the module's bucket
+    message = _finalized_with_output(stack, job_id, body)
+    assert message["status"] == "complete"
+    assert [json.loads(line) for line in _read_s3(stack, message["results"]).splitlines()] == [
+        {"id": "t1a", "label": "card_arrival", "score": 0.9, "needs_review": False},
+        {"id": "t1b", "label": "lost_or_stolen_card", "score": 0.123457, "needs_review": True},
+    ]
+    assert _read_s3(stack, message["failures"]) == b""
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["needs_review"], summary["needs_review_share"], message["needs_review"]) == (1, 0.5, 1)
+
+
+def test_an_output_document_of_another_shape_fails_every_ticket_of_its_chunk(stack: Stack):
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    message = _finalized_with_output(stack, job_id, json.dumps({"other": PREDICTIONS}, indent=2).encode())
+    assert message["status"] == "partial" and _read_s3(stack, message["results"]) == b""
+    failures = [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()]
+    assert failures == [
+        {"id": i, "error": "the model server returned no prediction for this ticket"} for i in ("t1a", "t1b")
+    ]
+
+
+@pytest.mark.parametrize("case", ["output gone", "no output location", "failed without a reason"])
+def test_a_chunk_without_a_readable_output_or_a_reason_fails_each_ticket_with_why(stack: Stack, case: str):
+    """A succeeded chunk whose output object is gone (deleted before the finalization) or whose
+    item has no output location, and a failed chunk without a reason: each ticket still ends up
+    in the failures, with an error that says why."""
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    errors = {
+        "output gone": f"async output unavailable: {_out(stack, job_id, 1)} does not exist",
+        "no output location": "async output unavailable: not an S3 URI: ''",
+        "failed without a reason": "async invocation failed",
+    }
+    if case == "output gone":
+        message = _finalized_with_output(stack, job_id, None)
+    else:
+        _job(stack, job_id, chunks=1)
+        state = J.SUCCEEDED if case == "no output location" else J.FAILED
+        outcome = J.ChunkOutcome(state=state, reported_at=CLOCK_ISO, notification_status="Completed")
+        assert stack.jobs.record_chunk_outcome(job_id, 1, outcome) is J.Recorded.RECORDED
+        assert finalize_for(job_id, stack.deps, stack.settings, clock=lambda: CLOCK) is not None
+        [message] = stack.results_messages()
+    failures = [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()]
+    assert failures == [{"id": i, "error": errors[case]} for i in ("t1a", "t1b")]
+
+
+def test_failures_are_written_as_utf8_and_the_summary_samples_the_first_fifty(stack: Stack):
+    """A help desk's own ids and the model's reason keep their characters in failures.jsonl
+    (UTF-8, not ``\\u`` escapes); the summary lists the first 50 failures and counts them all."""
+    ids = [f"Ticket-ü-{i:02}" for i in range(51)]
+    _job(stack, ids=ids)
+    assert _handle(stack, _failed("job1", 1, "ModelError: Zeitüberschreitung")).finalized == "partial"
+    [message] = stack.results_messages()
+    body = _read_s3(stack, message["failures"])
+    expected = [{"id": i, "error": "ModelError: Zeitüberschreitung"} for i in ids]
+    assert body == b"".join(json.dumps(f, ensure_ascii=False).encode() + b"\n" for f in expected)
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert summary["failures_sample"] == expected[:50]
+    assert (summary["failed"], summary["failure_reasons"]) == (51, {"ModelError: Zeitüberschreitung": 51})
