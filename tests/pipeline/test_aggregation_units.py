@@ -25,7 +25,7 @@ from ticket_pipeline.aggregation import NotificationResult, handle_notification
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification, error_notification, success_notification
-from ticket_pipeline.results import Publisher, finalize_for
+from ticket_pipeline.results import Publisher, consolidate, finalize_for
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 from ticket_pipeline.stores import Stores
@@ -115,15 +115,16 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     target.setLevel(level)
 
 
-def _job(stack: Stack, job_id: str = "job1", chunks: int = 2, ids: list[str] | None = None) -> None:
-    """A dispatched job: ``chunks`` chunks of two tickets each (or one chunk of ``ids``),
+def _job(stack: Stack, job_id: str = "job1", chunks: int = 2, ids: list[list[str]] | None = None) -> None:
+    """A dispatched job: ``chunks`` chunks of two tickets each (or a chunk per list of ``ids``),
     submitted, none reported."""
     jobs = stack.jobs
     fields = {"status": J.DISPATCHING, "cursor": 0, "source": f"s3://in/{job_id}.jsonl", "version_id": "v1"}
     assert jobs.create_job(job_id, fields, CLOCK + 3600)
-    tickets = [ids] if ids is not None else [[f"t{n}a", f"t{n}b"] for n in range(1, chunks + 1)]
+    tickets = ids if ids is not None else [[f"t{n}a", f"t{n}b"] for n in range(1, chunks + 1)]
     for n, ticket_ids in enumerate(tickets, start=1):
-        jobs.put_chunk(job_id, {"chunk": n, "ticket_ids": ticket_ids})
+        chunk = {"chunk": n, "inference_id": J.inference_id_for(job_id, n), "ticket_ids": ticket_ids}
+        jobs.put_chunk(job_id, chunk)  # as the dispatcher writes it
         jobs.mark_chunk_submitted(job_id, n, "2027-01-15T07:59:00.000Z", _out(stack, job_id, n), None)
     count = sum(map(len, tickets))
     done = {"cursor": count, "chunk_count": len(tickets), "tickets": count, "rejected": 0}
@@ -547,7 +548,7 @@ def test_failures_are_written_as_utf8_and_the_summary_samples_the_first_fifty(st
     """A help desk's own ids and the model's reason keep their characters in failures.jsonl
     (UTF-8, not ``\\u`` escapes); the summary lists the first 50 failures and counts them all."""
     ids = [f"Ticket-ü-{i:02}" for i in range(51)]
-    _job(stack, ids=ids)
+    _job(stack, ids=[ids])
     assert _handle(stack, _failed("job1", 1, "ModelError: Zeitüberschreitung")).finalized == "partial"
     [message] = stack.results_messages()
     body = _read_s3(stack, message["failures"])
@@ -556,3 +557,115 @@ def test_failures_are_written_as_utf8_and_the_summary_samples_the_first_fifty(st
     summary = json.loads(_read_s3(stack, message["summary"]))
     assert summary["failures_sample"] == expected[:50]
     assert (summary["failed"], summary["failure_reasons"]) == (51, {"ModelError: Zeitüberschreitung": 51})
+
+
+def test_a_finalized_jobs_summary_message_and_record_in_full(stack: Stack):
+    """What a finalization writes, every field: the summary (counts, categories and failure
+    reasons by count then name, the failed chunks, when the job was submitted and when its last
+    chunk reported), the results message and its ``status`` attribute, and the job's record."""
+    _job(stack, ids=[["a", "b", "c", "d", "e", "f"], ["g", "h"]])
+    predictions = [
+        {"id": i, "label": label, "score": 0.5, "needs_review": i == "b"}
+        for i, label in (("a", "zebra"), ("b", "zebra"), ("c", "beta"), ("d", "alpha"))
+    ]
+    predictions += [{"id": "e", "error": "text too long"}, {"id": "other"}]
+    key = _out(stack, "job1", 1).split("/", 3)[3]
+    stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=_jsonl(predictions))
+    assert _handle(stack, _succeeded(stack, "job1", 1, write_output=False), clock=CLOCK + 5).finalized is None
+    assert _handle(stack, _failed("job1", 2, "ModelError: boom"), clock=CLOCK).finalized == "partial"
+
+    received = stack.sqs.receive_message(
+        QueueUrl=stack.results_queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )
+    [envelope] = [json.loads(m["Body"]) for m in received["Messages"]]
+    message = json.loads(envelope["Message"])
+    base = f"s3://{stack.names.output_bucket}/results/job1/"
+    assert message == {
+        "status": "partial",
+        "job_id": "job1",
+        "source": "s3://in/job1.jsonl",
+        "version_id": "v1",
+        "results": base + "results.jsonl",
+        "failures": base + "failures.jsonl",
+        "summary": base + "summary.json",
+        "tickets": 8,
+        "failed": 4,
+        "succeeded": 4,
+        "needs_review": 1,
+    }
+    assert envelope["MessageAttributes"] == {"status": {"Type": "String", "Value": "partial"}}
+    failures = [
+        {"id": "e", "error": "rejected by the model server: text too long"},
+        {"id": "f", "error": "prediction for index 5 carries id 'other'"},
+        {"id": "g", "error": "ModelError: boom"},
+        {"id": "h", "error": "ModelError: boom"},
+    ]
+    assert json.loads(_read_s3(stack, message["summary"])) == {
+        "job_id": "job1",
+        "source": "s3://in/job1.jsonl",
+        "version_id": "v1",
+        "status": "partial",
+        "error": None,
+        "overdue": False,
+        "tickets": 8,
+        "succeeded": 4,
+        "failed": 4,
+        "needs_review": 1,
+        "needs_review_share": 0.25,
+        "categories": {"zebra": 2, "alpha": 1, "beta": 1},
+        "failure_reasons": {
+            "ModelError: boom": 2,
+            "prediction for index 5 carries id 'other'": 1,
+            "rejected by the model server: text too long": 1,
+        },
+        "failures_sample": failures,
+        "chunks": {"total": 2, "succeeded": 1, "failed": 1},
+        "failed_chunks": [
+            {"chunk": 2, "inference_id": "job1-c00002", "tickets": 2, "reason": "ModelError: boom"}
+        ],
+        "submitted_at": "2027-01-15T07:59:00.000Z",
+        "completed_at": "2027-01-15T08:00:05.123Z",  # the later of the two reports
+        "processing_seconds": 65.123,
+        "results": base + "results.jsonl",
+        "failures": base + "failures.jsonl",
+    }
+    assert [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()] == failures
+    job = stack.jobs.get_job("job1")
+    assert job is not None
+    recorded = {k: job.get(k) for k in ("status", "finished_at", "succeeded", "failed", "results_message_id")}
+    assert recorded == {
+        "status": "partial",
+        "finished_at": CLOCK_ISO,
+        "succeeded": 4,
+        "failed": 4,
+        "results_message_id": envelope["MessageId"],
+    }
+    locations = {k: job.get(f"{k}_location") for k in ("results", "failures", "summary")}
+    assert locations == {k: message[k] for k in ("results", "failures", "summary")}
+
+
+def test_the_summary_lists_the_first_200_failed_chunks_and_counts_them_all(stack: Stack):
+    meta = {"job_id": "big", "chunk_count": 201, "tickets": 201, "submitted_at": "2027-01-15T07:59:00.000Z"}
+    chunks = [
+        {"chunk": n, "state": J.FAILED, "ticket_ids": [f"t{n}"], "failure_reason": f"ModelError: {n}"}
+        for n in range(1, 202)
+    ]
+    report = consolidate(meta, chunks, stack.deps.objects, stack.names.output_bucket, "results/")
+    assert report.summary["chunks"] == {"total": 201, "succeeded": 0, "failed": 201}
+    assert [c["chunk"] for c in report.summary["failed_chunks"]] == list(range(1, 201))
+    assert report.message["failed"] == 201
+
+
+def test_chunks_that_account_for_fewer_tickets_than_the_job_has_never_make_it_complete(stack: Stack):
+    """Every chunk succeeded, but the job was dispatched with one ticket more than its chunks hold:
+    ``partial``, with the job's own count, never ``complete``."""
+    location = _out(stack, "short", 1)
+    stack.s3.put_object(
+        Bucket=stack.names.output_bucket, Key=location.split("/", 3)[3], Body=_jsonl(PREDICTIONS)
+    )
+    meta = {"job_id": "short", "chunk_count": 1, "tickets": 3}
+    chunk = {"chunk": 1, "state": J.SUCCEEDED, "ticket_ids": ["t1a", "t1b"], "output_location": location}
+    report = consolidate(meta, [chunk], stack.deps.objects, stack.names.output_bucket, "results/")
+    assert (report.status, report.message["tickets"], report.message["succeeded"]) == ("partial", 3, 2)
+    right = consolidate({**meta, "tickets": 2}, [chunk], stack.deps.objects, stack.names.output_bucket, "r/")
+    assert (right.status, right.summary["tickets"]) == ("complete", 2)
