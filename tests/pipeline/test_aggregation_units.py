@@ -12,15 +12,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from local_pipeline.aws import MotoServer, Names, Resources, create_jobs_table, provision
 from ticket_pipeline import aggregation
 from ticket_pipeline import jobs as J
+from ticket_pipeline import results as results_module
 from ticket_pipeline.aggregation import NotificationResult, handle_notification
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.metrics import PipelineMetrics
@@ -94,15 +100,14 @@ def stack(resources: tuple[Resources, dict[str, Any]]) -> Iterator[Stack]:
     clients["dynamodb"].delete_table(TableName=names.jobs_table)
 
 
-@pytest.fixture
-def logged() -> Iterator[list[logging.LogRecord]]:
-    """The aggregation module's log records (the Powertools child loggers share one stdlib
-    logger; the records made in aggregation.py)."""
+def _log_records(filename: str) -> Iterator[list[logging.LogRecord]]:
+    """The log records made in one module of the package (the Powertools child loggers share one
+    stdlib logger)."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.filename == "aggregation.py":
+            if record.filename == filename:
                 records.append(record)
 
     handler = Keep(logging.DEBUG)
@@ -113,6 +118,18 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     yield records
     target.removeHandler(handler)
     target.setLevel(level)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """The aggregation module's log records."""
+    yield from _log_records("aggregation.py")
+
+
+@pytest.fixture
+def results_logged() -> Iterator[list[logging.LogRecord]]:
+    """results.py's log records."""
+    yield from _log_records("results.py")
 
 
 def _job(stack: Stack, job_id: str = "job1", chunks: int = 2, ids: list[list[str]] | None = None) -> None:
@@ -669,3 +686,101 @@ def test_chunks_that_account_for_fewer_tickets_than_the_job_has_never_make_it_co
     assert (report.status, report.message["tickets"], report.message["succeeded"]) == ("partial", 3, 2)
     right = consolidate({**meta, "tickets": 2}, [chunk], stack.deps.objects, stack.names.output_bucket, "r/")
     assert (right.status, right.summary["tickets"]) == ("complete", 2)
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+THROTTLED = json.dumps(
+    {
+        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        "message": "The level of configured provisioned throughput for the table was exceeded.",
+    }
+).encode()
+
+
+def _completion_throttled(
+    stack: Stack, moto_server: MotoServer, times: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Stores, list[int], list[float]]:
+    """Stores whose jobs table answers the job's completion (the UpdateItem that removes the lease)
+    with DynamoDB's throttling error ``times`` times, as the handler sees it once botocore's own
+    retries are spent (a client with one attempt); the attempts made and the back-off slept (the
+    sleeps are recorded, not waited: results.py's ``time`` is replaced for the test)."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    attempts: list[int] = []
+
+    def respond(request: Any, **_: Any) -> AWSResponse | None:
+        if b"REMOVE lease_until" not in request.body:
+            return None
+        attempts.append(1)
+        if len(attempts) > times:
+            return None
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(THROTTLED))
+
+    client.meta.events.register_first("before-send.dynamodb.UpdateItem", respond)
+    slept: list[float] = []
+    monkeypatch.setattr(results_module, "time", types.SimpleNamespace(sleep=slept.append))
+    deps = dataclasses.replace(stack.deps, jobs=JobStore(client, stack.names.jobs_table))
+    _job(stack, chunks=1)
+    key = _out(stack, "job1", 1).split("/", 3)[3]
+    stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=_jsonl(PREDICTIONS))
+    outcome = J.ChunkOutcome(J.SUCCEEDED, CLOCK_ISO, "Completed", output_location=_out(stack, "job1", 1))
+    assert stack.jobs.record_chunk_outcome("job1", 1, outcome) is J.Recorded.RECORDED
+    return deps, attempts, slept
+
+
+def test_recording_the_finished_job_is_retried_with_back_off_after_the_publish(
+    stack: Stack,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    results_logged: list[logging.LogRecord],
+):
+    """The message is out: a throttled completion is retried, waiting 0.05 s and doubling up to
+    2 s, until it is recorded (never given back: a second finalizer would publish again)."""
+    deps, attempts, slept = _completion_throttled(stack, moto_server, 8, monkeypatch)
+    report = finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: 60.0)
+    assert report is not None and len(stack.results_messages()) == 1
+    assert (len(attempts), slept) == (9, [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    assert stack.jobs.get_job("job1")["status"] == "complete"
+    retries = [r for r in results_logged if r.levelno == logging.WARNING]
+    assert [(r.getMessage(), r.job_id) for r in retries] == [
+        ("recording the finished job failed; retrying", "job1")
+    ] * 8
+    assert all("ProvisionedThroughputExceeded" in r.error for r in retries)
+
+
+def test_recording_the_finished_job_stops_retrying_when_the_invocation_runs_out_of_time(
+    stack: Stack,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    results_logged: list[logging.LogRecord],
+):
+    """A retry is tried only with twice its wait plus a second left: at 1.25 s left, after the
+    waits of 0.05 and 0.1 s, the third failure (whose wait would be 0.2 s) is raised; the job
+    stays ``finalizing`` with its lease, the message out once."""
+    deps, attempts, slept = _completion_throttled(stack, moto_server, 99, monkeypatch)
+    left = iter([60.0, *[1.25] * 9])  # the publish with time to spare; then 1.25 s left
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
+        finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: next(left))
+    assert (len(attempts), slept) == (3, [0.05, 0.1])
+    assert len(stack.results_messages()) == 1
+    job = stack.jobs.get_job("job1")
+    assert (job["status"], job["lease_until"]) == ("finalizing", int(CLOCK) + LEASE)
+    [error] = [r for r in results_logged if r.levelno == logging.ERROR]
+    assert (
+        error.getMessage()
+        == "results published but the job could not be recorded as finished; its lease will run out"
+    )
+    assert error.job_id == "job1" and "ProvisionedThroughputExceeded" in error.error
