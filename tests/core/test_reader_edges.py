@@ -1105,3 +1105,79 @@ def test_a_nul_character_in_sniffed_utf16_is_refused_at_the_first_one(codec: str
         with pytest.raises(ts.BinaryData) as err:
             ts.DecodedText(chunks)
         assert "a NUL at character 20 (" in str(err.value)
+
+
+# --- several JSON values on one line (issue #21: files joined without a final newline) ----------
+def test_every_value_on_a_line_is_a_record_in_order_whatever_its_kind():
+    """Whitespace around and between the values (JSON's, tabs too) is skipped; an object is a
+    record, an object without the text field and a bare number are record errors naming the line,
+    a bare string is a ticket, a lone surrogate fails only its own record."""
+    line = (
+        b' \t {"id": "a", "text": "x"}  {"x": 1}\t"a bare string" 5 {"id": "s", "text": "cut \\ud83d"}'
+        b'{"id": "b", "text": "y"}\n{"id": "c", "text": "z"}\n'
+    )
+    surrogate = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(line, format=JSONL) == [
+        (0, "a", "x", None),
+        (1, None, None, "missing field 'text' (line 1)"),
+        (2, None, "a bare string", None),
+        (3, None, None, "a ticket must be a JSON object with 'text' (line 1)"),
+        (4, "s", None, surrogate),
+        (5, "b", "y", None),
+        (6, "c", "z", None),
+    ]
+
+
+def test_a_value_nested_too_deep_after_another_on_its_line_is_one_record_error():
+    line = b'{"id": "a", "text": "x"} ' + b'{"id": "d", "x": ' * 5000 + b'\n{"id": "c", "text": "z"}\n'
+    assert read(line, size=4096, format=JSONL) == [
+        (0, "a", "x", None),
+        (
+            1,
+            "d",
+            None,
+            "invalid JSON: nested deeper than the JSON decoder allows (after 1 record(s) on the same line)",
+        ),
+        (2, "c", "z", None),
+    ]
+
+
+def test_a_no_break_space_after_the_values_of_a_line_is_stray_text_not_whitespace():
+    """JSON's whitespace is space, tab, CR and LF: a no-break space (U+00A0) after two values is
+    text that is not JSON, so neither value is trusted."""
+    line = '{"id": "a", "text": "x"}{"id": "b", "text": "y"}\u00a0\n'.encode()
+    stray = "stray text after the 2 JSON value(s) of line 1 (column 49)"
+    assert read(line, format=JSONL) == [(0, "a", None, stray), (1, "b", None, stray)]
+
+
+@pytest.mark.parametrize("header", ["TicketId", " subject ", "BODY"])
+def test_a_csv_header_sent_as_json_lines_fails_the_file_with_what_to_do(header: str):
+    """A one-column CSV file sent as JSON Lines: its first line, a quoted column name (any case,
+    the id or a text field), is a JSON string; the file fails as a whole, saying to send it as
+    CSV, instead of reading the column name as a ticket."""
+    fields = FieldMap("ticketid", ("Subject", "body"))
+    body = f'"{header}"\n"card lost"\n'.encode()
+    with pytest.raises(RecordFormatError) as caught:
+        read(body, format=JSONL, fields=fields)
+    assert str(caught.value) == (
+        f"the first line is {header!r}, a CSV header, not a ticket: send the file as CSV (.csv, text/csv)"
+    )
+    assert read(b'"card lost"\n"TicketId"\n', format=JSONL, fields=fields) == [
+        (0, None, "card lost", None),
+        (1, None, "TicketId", None),  # only the first line can be a header
+    ]
+
+
+@pytest.mark.parametrize(
+    "second",
+    ["ID,Text\n2,y\n", "\ufeffText;ID\ny;2\n", '"TEXT"\t"id"\ny\t2\n'],
+    ids=["upper-case", "bom-other-delimiter-and-order", "quoted-tab"],
+)
+def test_the_header_of_a_second_csv_file_joined_to_the_first_is_not_a_record(second: str):
+    """``cat a.csv b.csv``: the second file's header, in any case, with its BOM, its own column
+    order and delimiter, sets the layout of the rows after it; it is not a ticket."""
+    body = ("id,text\n1,x\n" + second).encode()
+    assert read(body, format=CSV) == [(0, "1", "x", None), (1, "2", "y", None)]
