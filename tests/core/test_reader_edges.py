@@ -1181,3 +1181,15 @@ def test_the_header_of_a_second_csv_file_joined_to_the_first_is_not_a_record(sec
     order and delimiter, sets the layout of the rows after it; it is not a ticket."""
     body = ("id,text\n1,x\n" + second).encode()
     assert read(body, format=CSV) == [(0, "1", "x", None), (1, "2", "y", None)]
+
+
+@pytest.mark.parametrize(
+    "row, record",
+    [
+        ("text,text", (1, "text", "text", None)),  # a column name twice: no header, a ticket
+        ("id,text,", (1, "id", None, "expected 2 columns, got 3")),  # an empty name: no header
+    ],
+)
+def test_a_row_that_only_starts_like_a_header_is_a_record(row: str, record: tuple):
+    body = f"id,text\n1,x\n{row}\n2,y\n".encode()
+    assert read(body, format=CSV) == [(0, "1", "x", None), record, (2, "2", "y", None)]
