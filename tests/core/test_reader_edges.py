@@ -1193,3 +1193,16 @@ def test_the_header_of_a_second_csv_file_joined_to_the_first_is_not_a_record(sec
 def test_a_row_that_only_starts_like_a_header_is_a_record(row: str, record: tuple):
     body = f"id,text\n1,x\n{row}\n2,y\n".encode()
     assert read(body, format=CSV) == [(0, "1", "x", None), record, (2, "2", "y", None)]
+
+
+def test_a_second_csv_file_may_bring_the_id_column_the_first_had_not():
+    assert read(b"text\nx\nid,text\n2,y\n", format=CSV) == [(0, None, "x", None), (1, "2", "y", None)]
+
+
+def test_a_lone_surrogate_in_a_json_array_fails_only_its_own_element():
+    body = b'[{"id": "a", "text": "cut \\ud83d"}, {"id": "b", "text": "ok"}]'
+    error = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(body, format=JSON) == [(0, "a", None, error), (1, "b", "ok", None)]
