@@ -1206,3 +1206,41 @@ def test_a_lone_surrogate_in_a_json_array_fails_only_its_own_element():
         "emoji): not valid Unicode"
     )
     assert read(body, format=JSON) == [(0, "a", None, error), (1, "b", "ok", None)]
+
+
+@pytest.mark.parametrize("opening", ["[", "{"])
+def test_a_json_document_over_several_lines_sent_as_json_lines_fails_the_file(opening: str):
+    body = {"[": b'[\n  {"id": "a", "text": "x"}\n]\n', "{": b'{\n "id": "a", "text": "x"\n}\n'}[opening]
+    with pytest.raises(RecordFormatError) as caught:
+        read(body, format=JSONL)
+    assert str(caught.value) == (
+        f"line 1 is {opening!r} alone: a JSON document written over several lines, not JSON Lines "
+        "(one ticket per line): send it as JSON (.json, application/json)"
+    )
+    # the rule is the first line's: a bracket alone later is that line's error
+    assert read(b'{"id": "a", "text": "x"}\n[\n', format=JSONL) == [
+        (0, "a", "x", None),
+        (1, None, None, "invalid JSON: Expecting value (line 2)"),
+    ]
+
+
+def test_surrogates_in_json_lines_in_either_case_and_in_an_array_on_one_line():
+    """``\\uD83D`` (upper case, as JavaScript's JSON.stringify never writes but other tools do)
+    and an array of tickets on one line: each element with a lone surrogate fails alone, the
+    others keep their place and their numbering."""
+    body = (
+        b'{"id": "a", "text": "cut \\uD83D"}\n'
+        b'[{"id": "b", "text": "ok"}, {"id": "c", "text": "cut \\ud83d"}, {"x": 1}]\n'
+        b'{"id": "d", "text": "z"}\n'
+    )
+    error = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(body, format=JSONL) == [
+        (0, "a", None, error),
+        (1, "b", "ok", None),
+        (2, "c", None, error),
+        (3, None, None, "missing field 'text' (line 2)"),
+        (4, "d", "z", None),
+    ]
