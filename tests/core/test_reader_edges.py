@@ -1244,3 +1244,18 @@ def test_surrogates_in_json_lines_in_either_case_and_in_an_array_on_one_line():
         (3, None, None, "missing field 'text' (line 2)"),
         (4, "d", "z", None),
     ]
+
+
+def test_an_upper_case_surrogate_in_an_array_line_and_one_in_an_id():
+    """The id's own surrogate fails the record without an id (the id is not valid Unicode)."""
+    body = (
+        b'[{"id": "a", "text": "ok"}, {"id": "b", "text": "cut \\uD83D"}]\n'
+        b'{"id": "c\\ud83d", "text": "x"} {"id": "d", "text": "y"}\n'
+    )
+    what = "lone UTF-16 surrogate (\\ud83d at character {}, e.g. a string cut inside an emoji): not valid Unicode"
+    assert read(body, format=JSONL) == [
+        (0, "a", "ok", None),
+        (1, "b", None, "the text holds a " + what.format(4)),
+        (2, None, None, "the id holds a " + what.format(1)),
+        (3, "d", "y", None),
+    ]
