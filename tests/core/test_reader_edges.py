@@ -1252,7 +1252,8 @@ def test_an_upper_case_surrogate_in_an_array_line_and_one_in_an_id():
         b'[{"id": "a", "text": "ok"}, {"id": "b", "text": "cut \\uD83D"}]\n'
         b'{"id": "c\\ud83d", "text": "x"} {"id": "d", "text": "y"}\n'
     )
-    what = "lone UTF-16 surrogate (\\ud83d at character {}, e.g. a string cut inside an emoji): not valid Unicode"
+    what = "lone UTF-16 surrogate (\\ud83d at character {}, e.g. a string cut inside an emoji): "
+    what += "not valid Unicode"
     assert read(body, format=JSONL) == [
         (0, "a", "ok", None),
         (1, "b", None, "the text holds a " + what.format(4)),
