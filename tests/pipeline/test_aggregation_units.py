@@ -576,7 +576,9 @@ def test_failures_are_written_as_utf8_and_the_summary_samples_the_first_fifty(st
     assert (summary["failed"], summary["failure_reasons"]) == (51, {"ModelError: Zeitüberschreitung": 51})
 
 
-def test_a_finalized_jobs_summary_message_and_record_in_full(stack: Stack):
+def test_a_finalized_jobs_summary_message_and_record_in_full(
+    stack: Stack, results_logged: list[logging.LogRecord]
+):
     """What a finalization writes, every field: the summary (counts, categories and failure
     reasons by count then name, the failed chunks, when the job was submitted and when its last
     chunk reported), the results message and its ``status`` attribute, and the job's record."""
@@ -659,6 +661,8 @@ def test_a_finalized_jobs_summary_message_and_record_in_full(stack: Stack):
     }
     locations = {k: job.get(f"{k}_location") for k in ("results", "failures", "summary")}
     assert locations == {k: message[k] for k in ("results", "failures", "summary")}
+    [logged] = [r for r in results_logged if r.getMessage() == "job finalized"]
+    assert (logged.job_id, logged.status, logged.tickets, logged.failed) == ("job1", "partial", 8, 4)
 
 
 def test_the_summary_lists_the_first_200_failed_chunks_and_counts_them_all(stack: Stack):
