@@ -57,7 +57,9 @@ SHARED_MOTO = "TRIAGE_TEST_MOTO_URL"  # tests/pipeline/conftest.py uses this ser
 # blank lines, broken rows, bare strings) and reader.py (format detection, decoding -> lines ->
 # records) decide which bytes become which records; textstream.py (bytes -> text: gzip, BOMs,
 # charsets checked against the bytes, binary refused) and jsonstream.py (the bounded JSON array
-# reader) are mutated too since issue #21, with the same tests plus the reader's property tests.
+# reader) are mutated too since issue #21. All five run the reader's tests, the JSON reader's and
+# the regression cases of the reader's property tests (issue #21 pinned the joined-file paths of
+# formats.py and records.py there: several values on a line, a second header).
 # Job state: jobs.py (DynamoDB items, conditions, leases) and aggregation.py (one notification ->
 # recorded once -> maybe finalize); results.py (finalizing a job: results files, the message)
 # and sweeping.py (overdue jobs) since issue #21, with the fast tests of deadlines and of the
@@ -84,9 +86,9 @@ FINALIZE_TESTS = [
     "tests/pipeline/test_pipeline_chaos_findings.py",
 ]
 MODULES = {
-    "triage_core/records.py": ("triage_core/records.py", READER_TESTS),
-    "triage_core/formats.py": ("triage_core/formats.py", READER_TESTS),
-    "triage_core/reader.py": ("triage_core/reader.py", READER_TESTS),
+    "triage_core/records.py": ("triage_core/records.py", STREAM_TESTS),
+    "triage_core/formats.py": ("triage_core/formats.py", STREAM_TESTS),
+    "triage_core/reader.py": ("triage_core/reader.py", STREAM_TESTS),
     "triage_core/textstream.py": ("triage_core/textstream.py", STREAM_TESTS),
     "triage_core/jsonstream.py": ("triage_core/jsonstream.py", STREAM_TESTS),
     "lambda/ticket_pipeline/jobs.py": (

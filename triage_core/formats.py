@@ -178,7 +178,7 @@ def _line_values(index: int, line: str, number: int, fields: FieldMap, id_re):
     if items and line[pos] not in '{"':
         where = f"stray text after the {len(items)} JSON value(s) of line {number} (column {pos + 1})"
         for record, _ in items:
-            yield TicketRecord(record.index, record.id, None, at_line(where, record.id, None)), None
+            yield TicketRecord(record.index, record.id, None, where), None  # where names the line
         return
     yield from items
     ticket_id = sniff_id(line[pos:], id_re)
@@ -223,7 +223,7 @@ class JsonTickets:
         fields = self.fields
         for index, (value, error, raw, escapes) in enumerate(self.document):
             if error is not None:
-                yield TicketRecord(index, sniff_id(raw, id_re) if raw else None, None, error), None
+                yield TicketRecord(index, sniff_id(raw, id_re), None, error), None
             elif isinstance(value, dict):
                 self.objects += 1
                 record = record_from_object(index, value, fields, None)
@@ -356,7 +356,6 @@ class _Layout:
     """Where a CSV header puts the id and text fields."""
 
     def __init__(self, header: list[str], fields: FieldMap):
-        self.header = header
         self.fields = fields
         self.width = len(header)
         self.id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None

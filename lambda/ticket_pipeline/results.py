@@ -151,9 +151,21 @@ def _reason_class(error: str) -> str:
     return _WHERE.sub("", error)
 
 
+def _records_of(doc: Any) -> list[Any] | None:
+    """The output records a whole JSON document holds: a list, or a list under a known key."""
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict):
+        for key in ("predictions", "results", "outputs"):
+            if isinstance(doc.get(key), list):
+                return doc[key]
+    return None
+
+
 def _json_records(lines: Iterator[bytes]) -> list[Any]:
     """Server output: JSON Lines (Accept application/jsonlines); tolerate one JSON document with
-    a list (Accept application/json) too."""
+    a list (Accept application/json) too, on one line or over several (pretty-printed, or one
+    element a line: a line that parses alone does not make the document JSON Lines)."""
     raw = [line for line in lines if line.strip()]
     parsed: list[Any] = []
     for line in raw:
@@ -161,18 +173,14 @@ def _json_records(lines: Iterator[bytes]) -> list[Any]:
             parsed.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError):
             parsed.append(None)
-    if len(parsed) == 1 and isinstance(parsed[0], list):
-        return parsed[0]
-    if len(parsed) == 1 and isinstance(parsed[0], dict):
-        for key in ("predictions", "results", "outputs"):
-            if isinstance(parsed[0].get(key), list):
-                return parsed[0][key]
-    if len(raw) > 1 and all(p is None for p in parsed):  # a pretty-printed JSON document
+    if len(parsed) == 1 and (records := _records_of(parsed[0])) is not None:
+        return records
+    if len(raw) > 1 and any(p is None for p in parsed):  # lines that are not JSON alone: one document?
         try:
-            doc = json.loads(b"".join(raw))
+            records = _records_of(json.loads(b"".join(raw)))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return parsed
-        return doc if isinstance(doc, list) else parsed
+        return parsed if records is None else records
     return parsed
 
 

@@ -1105,3 +1105,158 @@ def test_a_nul_character_in_sniffed_utf16_is_refused_at_the_first_one(codec: str
         with pytest.raises(ts.BinaryData) as err:
             ts.DecodedText(chunks)
         assert "a NUL at character 20 (" in str(err.value)
+
+
+# --- several JSON values on one line (issue #21: files joined without a final newline) ----------
+def test_every_value_on_a_line_is_a_record_in_order_whatever_its_kind():
+    """Whitespace around and between the values (JSON's, tabs too) is skipped; an object is a
+    record, an object without the text field and a bare number are record errors naming the line,
+    a bare string is a ticket, a lone surrogate fails only its own record."""
+    line = (
+        b' \t {"id": "a", "text": "x"}  {"x": 1}\t"a bare string" 5 {"id": "s", "text": "cut \\ud83d"}'
+        b'{"id": "b", "text": "y"}\n{"id": "c", "text": "z"}\n'
+    )
+    surrogate = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(line, format=JSONL) == [
+        (0, "a", "x", None),
+        (1, None, None, "missing field 'text' (line 1)"),
+        (2, None, "a bare string", None),
+        (3, None, None, "a ticket must be a JSON object with 'text' (line 1)"),
+        (4, "s", None, surrogate),
+        (5, "b", "y", None),
+        (6, "c", "z", None),
+    ]
+
+
+def test_a_value_nested_too_deep_after_another_on_its_line_is_one_record_error():
+    line = b'{"id": "a", "text": "x"} ' + b'{"id": "d", "x": ' * 5000 + b'\n{"id": "c", "text": "z"}\n'
+    assert read(line, size=4096, format=JSONL) == [
+        (0, "a", "x", None),
+        (
+            1,
+            "d",
+            None,
+            "invalid JSON: nested deeper than the JSON decoder allows (after 1 record(s) on the same line)",
+        ),
+        (2, "c", "z", None),
+    ]
+
+
+def test_a_no_break_space_after_the_values_of_a_line_is_stray_text_not_whitespace():
+    """JSON's whitespace is space, tab, CR and LF: a no-break space (U+00A0) after two values is
+    text that is not JSON, so neither value is trusted."""
+    line = '{"id": "a", "text": "x"}{"id": "b", "text": "y"}\u00a0\n'.encode()
+    stray = "stray text after the 2 JSON value(s) of line 1 (column 49)"
+    assert read(line, format=JSONL) == [(0, "a", None, stray), (1, "b", None, stray)]
+
+
+@pytest.mark.parametrize("header", ["TicketId", " subject ", "BODY"])
+def test_a_csv_header_sent_as_json_lines_fails_the_file_with_what_to_do(header: str):
+    """A one-column CSV file sent as JSON Lines: its first line, a quoted column name (any case,
+    the id or a text field), is a JSON string; the file fails as a whole, saying to send it as
+    CSV, instead of reading the column name as a ticket."""
+    fields = FieldMap("ticketid", ("Subject", "body"))
+    body = f'"{header}"\n"card lost"\n'.encode()
+    with pytest.raises(RecordFormatError) as caught:
+        read(body, format=JSONL, fields=fields)
+    assert str(caught.value) == (
+        f"the first line is {header!r}, a CSV header, not a ticket: send the file as CSV (.csv, text/csv)"
+    )
+    assert read(b'"card lost"\n"TicketId"\n', format=JSONL, fields=fields) == [
+        (0, None, "card lost", None),
+        (1, None, "TicketId", None),  # only the first line can be a header
+    ]
+
+
+@pytest.mark.parametrize(
+    "second",
+    ["ID,Text\n2,y\n", "\ufeffText;ID\ny;2\n", '"TEXT"\t"id"\ny\t2\n'],
+    ids=["upper-case", "bom-other-delimiter-and-order", "quoted-tab"],
+)
+def test_the_header_of_a_second_csv_file_joined_to_the_first_is_not_a_record(second: str):
+    """``cat a.csv b.csv``: the second file's header, in any case, with its BOM, its own column
+    order and delimiter, sets the layout of the rows after it; it is not a ticket."""
+    body = ("id,text\n1,x\n" + second).encode()
+    assert read(body, format=CSV) == [(0, "1", "x", None), (1, "2", "y", None)]
+
+
+@pytest.mark.parametrize(
+    "row, record",
+    [
+        ("text,text", (1, "text", "text", None)),  # a column name twice: no header, a ticket
+        ("id,text,", (1, "id", None, "expected 2 columns, got 3")),  # an empty name: no header
+    ],
+)
+def test_a_row_that_only_starts_like_a_header_is_a_record(row: str, record: tuple):
+    body = f"id,text\n1,x\n{row}\n2,y\n".encode()
+    assert read(body, format=CSV) == [(0, "1", "x", None), record, (2, "2", "y", None)]
+
+
+def test_a_second_csv_file_may_bring_the_id_column_the_first_had_not():
+    assert read(b"text\nx\nid,text\n2,y\n", format=CSV) == [(0, None, "x", None), (1, "2", "y", None)]
+
+
+def test_a_lone_surrogate_in_a_json_array_fails_only_its_own_element():
+    body = b'[{"id": "a", "text": "cut \\ud83d"}, {"id": "b", "text": "ok"}]'
+    error = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(body, format=JSON) == [(0, "a", None, error), (1, "b", "ok", None)]
+
+
+@pytest.mark.parametrize("opening", ["[", "{"])
+def test_a_json_document_over_several_lines_sent_as_json_lines_fails_the_file(opening: str):
+    body = {"[": b'[\n  {"id": "a", "text": "x"}\n]\n', "{": b'{\n "id": "a", "text": "x"\n}\n'}[opening]
+    with pytest.raises(RecordFormatError) as caught:
+        read(body, format=JSONL)
+    assert str(caught.value) == (
+        f"line 1 is {opening!r} alone: a JSON document written over several lines, not JSON Lines "
+        "(one ticket per line): send it as JSON (.json, application/json)"
+    )
+    # the rule is the first line's: a bracket alone later is that line's error
+    assert read(b'{"id": "a", "text": "x"}\n[\n', format=JSONL) == [
+        (0, "a", "x", None),
+        (1, None, None, "invalid JSON: Expecting value (line 2)"),
+    ]
+
+
+def test_surrogates_in_json_lines_in_either_case_and_in_an_array_on_one_line():
+    """``\\uD83D`` (upper case, as JavaScript's JSON.stringify never writes but other tools do)
+    and an array of tickets on one line: each element with a lone surrogate fails alone, the
+    others keep their place and their numbering."""
+    body = (
+        b'{"id": "a", "text": "cut \\uD83D"}\n'
+        b'[{"id": "b", "text": "ok"}, {"id": "c", "text": "cut \\ud83d"}, {"x": 1}]\n'
+        b'{"id": "d", "text": "z"}\n'
+    )
+    error = (
+        "the text holds a lone UTF-16 surrogate (\\ud83d at character 4, e.g. a string cut inside an "
+        "emoji): not valid Unicode"
+    )
+    assert read(body, format=JSONL) == [
+        (0, "a", None, error),
+        (1, "b", "ok", None),
+        (2, "c", None, error),
+        (3, None, None, "missing field 'text' (line 2)"),
+        (4, "d", "z", None),
+    ]
+
+
+def test_an_upper_case_surrogate_in_an_array_line_and_one_in_an_id():
+    """The id's own surrogate fails the record without an id (the id is not valid Unicode)."""
+    body = (
+        b'[{"id": "a", "text": "ok"}, {"id": "b", "text": "cut \\uD83D"}]\n'
+        b'{"id": "c\\ud83d", "text": "x"} {"id": "d", "text": "y"}\n'
+    )
+    what = "lone UTF-16 surrogate (\\ud83d at character {}, e.g. a string cut inside an emoji): "
+    what += "not valid Unicode"
+    assert read(body, format=JSONL) == [
+        (0, "a", "ok", None),
+        (1, "b", None, "the text holds a " + what.format(4)),
+        (2, None, None, "the id holds a " + what.format(1)),
+        (3, "d", "y", None),
+    ]

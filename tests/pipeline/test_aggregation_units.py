@@ -12,20 +12,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from local_pipeline.aws import MotoServer, Names, Resources, create_jobs_table, provision
 from ticket_pipeline import aggregation
 from ticket_pipeline import jobs as J
+from ticket_pipeline import results as results_module
 from ticket_pipeline.aggregation import NotificationResult, handle_notification
 from ticket_pipeline.jobs import JobStore
 from ticket_pipeline.metrics import PipelineMetrics
 from ticket_pipeline.notifications import AsyncInferenceNotification, error_notification, success_notification
-from ticket_pipeline.results import Publisher
+from ticket_pipeline.results import Publisher, consolidate, finalize_for
 from ticket_pipeline.settings import AggregatorSettings
 from ticket_pipeline.storage import ObjectStore
 from ticket_pipeline.stores import Stores
@@ -94,15 +100,14 @@ def stack(resources: tuple[Resources, dict[str, Any]]) -> Iterator[Stack]:
     clients["dynamodb"].delete_table(TableName=names.jobs_table)
 
 
-@pytest.fixture
-def logged() -> Iterator[list[logging.LogRecord]]:
-    """The aggregation module's log records (the Powertools child loggers share one stdlib
-    logger; the records made in aggregation.py)."""
+def _log_records(filename: str) -> Iterator[list[logging.LogRecord]]:
+    """The log records made in one module of the package (the Powertools child loggers share one
+    stdlib logger)."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.filename == "aggregation.py":
+            if record.filename == filename:
                 records.append(record)
 
     handler = Keep(logging.DEBUG)
@@ -115,15 +120,31 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     target.setLevel(level)
 
 
-def _job(stack: Stack, job_id: str = "job1", chunks: int = 2) -> None:
-    """A dispatched job: ``chunks`` chunks of two tickets each, submitted, none reported."""
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """The aggregation module's log records."""
+    yield from _log_records("aggregation.py")
+
+
+@pytest.fixture
+def results_logged() -> Iterator[list[logging.LogRecord]]:
+    """results.py's log records."""
+    yield from _log_records("results.py")
+
+
+def _job(stack: Stack, job_id: str = "job1", chunks: int = 2, ids: list[list[str]] | None = None) -> None:
+    """A dispatched job: ``chunks`` chunks of two tickets each (or a chunk per list of ``ids``),
+    submitted, none reported."""
     jobs = stack.jobs
     fields = {"status": J.DISPATCHING, "cursor": 0, "source": f"s3://in/{job_id}.jsonl", "version_id": "v1"}
     assert jobs.create_job(job_id, fields, CLOCK + 3600)
-    for n in range(1, chunks + 1):
-        jobs.put_chunk(job_id, {"chunk": n, "ticket_ids": [f"t{n}a", f"t{n}b"]})
+    tickets = ids if ids is not None else [[f"t{n}a", f"t{n}b"] for n in range(1, chunks + 1)]
+    for n, ticket_ids in enumerate(tickets, start=1):
+        chunk = {"chunk": n, "inference_id": J.inference_id_for(job_id, n), "ticket_ids": ticket_ids}
+        jobs.put_chunk(job_id, chunk)  # as the dispatcher writes it
         jobs.mark_chunk_submitted(job_id, n, "2027-01-15T07:59:00.000Z", _out(stack, job_id, n), None)
-    done = {"cursor": 2 * chunks, "chunk_count": chunks, "tickets": 2 * chunks, "rejected": 0}
+    count = sum(map(len, tickets))
+    done = {"cursor": count, "chunk_count": len(tickets), "tickets": count, "rejected": 0}
     assert jobs.finish_dispatch(job_id, 0, {**done, "submitted_at": "2027-01-15T07:59:00.000Z"}, CLOCK + 3600)
 
 
@@ -438,3 +459,332 @@ def test_a_finalized_job_writes_every_ticket_once_with_the_models_own_error(
     ]
     summary = json.loads(_read_s3(stack, message["summary"]))
     assert (summary["succeeded"], summary["failed"], summary["categories"]) == (2, 2, {"card_arrival": 2})
+
+
+PREDICTIONS = [
+    {"id": "t1a", "index": 0, "label": "card_arrival", "score": 0.9, "needs_review": False},
+    {"id": "t1b", "index": 1, "label": "lost_or_stolen_card", "score": 0.123456789, "needs_review": True},
+]
+
+
+def _jsonl(records: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def _finalized_with_output(stack: Stack, job_id: str, body: bytes | None) -> dict[str, Any]:
+    """A one-chunk job (``t1a``, ``t1b``) whose output object holds ``body`` (None: no object),
+    finalized by its success notification; the results message."""
+    _job(stack, job_id, chunks=1)
+    if body is not None:
+        key = _out(stack, job_id, 1).split("/", 3)[3]
+        stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=body)
+    assert _handle(stack, _succeeded(stack, job_id, 1, write_output=False)).finalized is not None
+    [message] = stack.results_messages()
+    return message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_jsonl(PREDICTIONS), id="json-lines"),
+        pytest.param(_jsonl(PREDICTIONS[::-1]), id="json-lines-out-of-order"),  # matched by "index"
+        pytest.param(  # no "index": matched by position
+            _jsonl([{k: v for k, v in p.items() if k != "index"} for p in PREDICTIONS]), id="no-index"
+        ),
+        pytest.param(  # a second record for index 0 (t1b's): the first one for an index is kept
+            _jsonl([PREDICTIONS[0], {**PREDICTIONS[1], "index": 0}, PREDICTIONS[1]]), id="index-twice"
+        ),
+        pytest.param(json.dumps(PREDICTIONS).encode(), id="json-array"),
+        *[
+            pytest.param(json.dumps({k: PREDICTIONS}).encode(), id=f"json-{k}")
+            for k in ("predictions", "results", "outputs")
+        ],
+        pytest.param(json.dumps(PREDICTIONS, indent=2).encode(), id="pretty-printed-array"),
+        pytest.param(
+            json.dumps({"predictions": PREDICTIONS}, indent=2).encode(), id="pretty-printed-predictions"
+        ),
+        # one element a line: the last line parses alone, the document is still one array
+        pytest.param(
+            b"[\n" + b",\n".join(json.dumps(p).encode() for p in PREDICTIONS) + b"\n]\n", id="element-a-line"
+        ),
+        pytest.param(b"[" + b",\n".join(json.dumps(p).encode() for p in PREDICTIONS) + b"]", id="two-lines"),
+    ],
+)
+def test_a_chunks_output_is_read_in_every_shape_a_server_writes(stack: Stack, body: bytes):
+    """results.py reads the model's output as JSON Lines, as one JSON array or object holding the
+    array (on one line or over several), and matches each record to its ticket by ``index`` (its
+    position without one); each ticket's line carries its own label, its score to six decimals,
+    and the summary and message count the tickets needing review."""
+    job_id = f"job{uuid.uuid4().hex[:8]}"  # an output object of its own in the module's bucket
+    message = _finalized_with_output(stack, job_id, body)
+    assert message["status"] == "complete"
+    assert [json.loads(line) for line in _read_s3(stack, message["results"]).splitlines()] == [
+        {"id": "t1a", "label": "card_arrival", "score": 0.9, "needs_review": False},
+        {"id": "t1b", "label": "lost_or_stolen_card", "score": 0.123457, "needs_review": True},
+    ]
+    assert _read_s3(stack, message["failures"]) == b""
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["needs_review"], summary["needs_review_share"], message["needs_review"]) == (1, 0.5, 1)
+
+
+def test_an_output_document_of_another_shape_fails_every_ticket_of_its_chunk(stack: Stack):
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    message = _finalized_with_output(stack, job_id, json.dumps({"other": PREDICTIONS}, indent=2).encode())
+    assert message["status"] == "partial" and _read_s3(stack, message["results"]) == b""
+    failures = [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()]
+    assert failures == [
+        {"id": i, "error": "the model server returned no prediction for this ticket"} for i in ("t1a", "t1b")
+    ]
+
+
+@pytest.mark.parametrize("case", ["output gone", "no output location", "failed without a reason"])
+def test_a_chunk_without_a_readable_output_or_a_reason_fails_each_ticket_with_why(stack: Stack, case: str):
+    """A succeeded chunk whose output object is gone (deleted before the finalization) or whose
+    item has no output location, and a failed chunk without a reason: each ticket still ends up
+    in the failures, with an error that says why."""
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    errors = {
+        "output gone": f"async output unavailable: {_out(stack, job_id, 1)} does not exist",
+        "no output location": "async output unavailable: not an S3 URI: ''",
+        "failed without a reason": "async invocation failed",
+    }
+    if case == "output gone":
+        message = _finalized_with_output(stack, job_id, None)
+    else:
+        _job(stack, job_id, chunks=1)
+        state = J.SUCCEEDED if case == "no output location" else J.FAILED
+        outcome = J.ChunkOutcome(state=state, reported_at=CLOCK_ISO, notification_status="Completed")
+        assert stack.jobs.record_chunk_outcome(job_id, 1, outcome) is J.Recorded.RECORDED
+        assert finalize_for(job_id, stack.deps, stack.settings, clock=lambda: CLOCK) is not None
+        [message] = stack.results_messages()
+    failures = [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()]
+    assert failures == [{"id": i, "error": errors[case]} for i in ("t1a", "t1b")]
+
+
+def test_failures_are_written_as_utf8_and_the_summary_samples_the_first_fifty(stack: Stack):
+    """A help desk's own ids and the model's reason keep their characters in failures.jsonl
+    (UTF-8, not ``\\u`` escapes); the summary lists the first 50 failures and counts them all."""
+    ids = [f"Ticket-ü-{i:02}" for i in range(51)]
+    _job(stack, ids=[ids])
+    assert _handle(stack, _failed("job1", 1, "ModelError: Zeitüberschreitung")).finalized == "partial"
+    [message] = stack.results_messages()
+    body = _read_s3(stack, message["failures"])
+    expected = [{"id": i, "error": "ModelError: Zeitüberschreitung"} for i in ids]
+    assert body == b"".join(json.dumps(f, ensure_ascii=False).encode() + b"\n" for f in expected)
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert summary["failures_sample"] == expected[:50]
+    assert (summary["failed"], summary["failure_reasons"]) == (51, {"ModelError: Zeitüberschreitung": 51})
+
+
+def test_a_finalized_jobs_summary_message_and_record_in_full(
+    stack: Stack, results_logged: list[logging.LogRecord]
+):
+    """What a finalization writes, every field: the summary (counts, categories and failure
+    reasons by count then name, the failed chunks, when the job was submitted and when its last
+    chunk reported), the results message and its ``status`` attribute, and the job's record."""
+    _job(stack, ids=[["a", "b", "c", "d", "e", "f"], ["g", "h"]])
+    predictions = [
+        {"id": i, "label": label, "score": 0.5, "needs_review": i == "b"}
+        for i, label in (("a", "zebra"), ("b", "zebra"), ("c", "beta"), ("d", "alpha"))
+    ]
+    predictions += [{"id": "e", "error": "text too long"}, {"id": "other"}]
+    key = _out(stack, "job1", 1).split("/", 3)[3]
+    stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=_jsonl(predictions))
+    assert _handle(stack, _succeeded(stack, "job1", 1, write_output=False), clock=CLOCK + 5).finalized is None
+    assert _handle(stack, _failed("job1", 2, "ModelError: boom"), clock=CLOCK).finalized == "partial"
+
+    received = stack.sqs.receive_message(
+        QueueUrl=stack.results_queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )
+    [envelope] = [json.loads(m["Body"]) for m in received["Messages"]]
+    message = json.loads(envelope["Message"])
+    base = f"s3://{stack.names.output_bucket}/results/job1/"
+    assert message == {
+        "status": "partial",
+        "job_id": "job1",
+        "source": "s3://in/job1.jsonl",
+        "version_id": "v1",
+        "results": base + "results.jsonl",
+        "failures": base + "failures.jsonl",
+        "summary": base + "summary.json",
+        "tickets": 8,
+        "failed": 4,
+        "succeeded": 4,
+        "needs_review": 1,
+    }
+    assert envelope["MessageAttributes"] == {"status": {"Type": "String", "Value": "partial"}}
+    failures = [
+        {"id": "e", "error": "rejected by the model server: text too long"},
+        {"id": "f", "error": "prediction for index 5 carries id 'other'"},
+        {"id": "g", "error": "ModelError: boom"},
+        {"id": "h", "error": "ModelError: boom"},
+    ]
+    assert json.loads(_read_s3(stack, message["summary"])) == {
+        "job_id": "job1",
+        "source": "s3://in/job1.jsonl",
+        "version_id": "v1",
+        "status": "partial",
+        "error": None,
+        "overdue": False,
+        "tickets": 8,
+        "succeeded": 4,
+        "failed": 4,
+        "needs_review": 1,
+        "needs_review_share": 0.25,
+        "categories": {"zebra": 2, "alpha": 1, "beta": 1},
+        "failure_reasons": {
+            "ModelError: boom": 2,
+            "prediction for index 5 carries id 'other'": 1,
+            "rejected by the model server: text too long": 1,
+        },
+        "failures_sample": failures,
+        "chunks": {"total": 2, "succeeded": 1, "failed": 1},
+        "failed_chunks": [
+            {"chunk": 2, "inference_id": "job1-c00002", "tickets": 2, "reason": "ModelError: boom"}
+        ],
+        "submitted_at": "2027-01-15T07:59:00.000Z",
+        "completed_at": "2027-01-15T08:00:05.123Z",  # the later of the two reports
+        "processing_seconds": 65.123,
+        "results": base + "results.jsonl",
+        "failures": base + "failures.jsonl",
+    }
+    assert [json.loads(line) for line in _read_s3(stack, message["failures"]).splitlines()] == failures
+    job = stack.jobs.get_job("job1")
+    assert job is not None
+    recorded = {k: job.get(k) for k in ("status", "finished_at", "succeeded", "failed", "results_message_id")}
+    assert recorded == {
+        "status": "partial",
+        "finished_at": CLOCK_ISO,
+        "succeeded": 4,
+        "failed": 4,
+        "results_message_id": envelope["MessageId"],
+    }
+    locations = {k: job.get(f"{k}_location") for k in ("results", "failures", "summary")}
+    assert locations == {k: message[k] for k in ("results", "failures", "summary")}
+    [logged] = [r for r in results_logged if r.getMessage() == "job finalized"]
+    assert (logged.job_id, logged.status, logged.tickets, logged.failed) == ("job1", "partial", 8, 4)
+
+
+def test_the_summary_lists_the_first_200_failed_chunks_and_counts_them_all(stack: Stack):
+    meta = {"job_id": "big", "chunk_count": 201, "tickets": 201, "submitted_at": "2027-01-15T07:59:00.000Z"}
+    chunks = [
+        {"chunk": n, "state": J.FAILED, "ticket_ids": [f"t{n}"], "failure_reason": f"ModelError: {n}"}
+        for n in range(1, 202)
+    ]
+    report = consolidate(meta, chunks, stack.deps.objects, stack.names.output_bucket, "results/")
+    assert report.summary["chunks"] == {"total": 201, "succeeded": 0, "failed": 201}
+    assert [c["chunk"] for c in report.summary["failed_chunks"]] == list(range(1, 201))
+    assert report.message["failed"] == 201
+
+
+def test_chunks_that_account_for_fewer_tickets_than_the_job_has_never_make_it_complete(stack: Stack):
+    """Every chunk succeeded, but the job was dispatched with one ticket more than its chunks hold:
+    ``partial``, with the job's own count, never ``complete``."""
+    location = _out(stack, "short", 1)
+    stack.s3.put_object(
+        Bucket=stack.names.output_bucket, Key=location.split("/", 3)[3], Body=_jsonl(PREDICTIONS)
+    )
+    meta = {"job_id": "short", "chunk_count": 1, "tickets": 3}
+    chunk = {"chunk": 1, "state": J.SUCCEEDED, "ticket_ids": ["t1a", "t1b"], "output_location": location}
+    report = consolidate(meta, [chunk], stack.deps.objects, stack.names.output_bucket, "results/")
+    assert (report.status, report.message["tickets"], report.message["succeeded"]) == ("partial", 3, 2)
+    right = consolidate({**meta, "tickets": 2}, [chunk], stack.deps.objects, stack.names.output_bucket, "r/")
+    assert (right.status, right.summary["tickets"]) == ("complete", 2)
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+THROTTLED = json.dumps(
+    {
+        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        "message": "The level of configured provisioned throughput for the table was exceeded.",
+    }
+).encode()
+
+
+def _completion_throttled(
+    stack: Stack, moto_server: MotoServer, times: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Stores, list[int], list[float]]:
+    """Stores whose jobs table answers the job's completion (the UpdateItem that removes the lease)
+    with DynamoDB's throttling error ``times`` times, as the handler sees it once botocore's own
+    retries are spent (a client with one attempt); the attempts made and the back-off slept (the
+    sleeps are recorded, not waited: results.py's ``time`` is replaced for the test)."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+    attempts: list[int] = []
+
+    def respond(request: Any, **_: Any) -> AWSResponse | None:
+        if b"REMOVE lease_until" not in request.body:
+            return None
+        attempts.append(1)
+        if len(attempts) > times:
+            return None
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(THROTTLED))
+
+    client.meta.events.register_first("before-send.dynamodb.UpdateItem", respond)
+    slept: list[float] = []
+    monkeypatch.setattr(results_module, "time", types.SimpleNamespace(sleep=slept.append))
+    deps = dataclasses.replace(stack.deps, jobs=JobStore(client, stack.names.jobs_table))
+    _job(stack, chunks=1)
+    key = _out(stack, "job1", 1).split("/", 3)[3]
+    stack.s3.put_object(Bucket=stack.names.output_bucket, Key=key, Body=_jsonl(PREDICTIONS))
+    outcome = J.ChunkOutcome(J.SUCCEEDED, CLOCK_ISO, "Completed", output_location=_out(stack, "job1", 1))
+    assert stack.jobs.record_chunk_outcome("job1", 1, outcome) is J.Recorded.RECORDED
+    return deps, attempts, slept
+
+
+def test_recording_the_finished_job_is_retried_with_back_off_after_the_publish(
+    stack: Stack,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    results_logged: list[logging.LogRecord],
+):
+    """The message is out: a throttled completion is retried, waiting 0.05 s and doubling up to
+    2 s, until it is recorded (never given back: a second finalizer would publish again)."""
+    deps, attempts, slept = _completion_throttled(stack, moto_server, 8, monkeypatch)
+    report = finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: 60.0)
+    assert report is not None and len(stack.results_messages()) == 1
+    assert (len(attempts), slept) == (9, [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    assert stack.jobs.get_job("job1")["status"] == "complete"
+    retries = [r for r in results_logged if r.levelno == logging.WARNING]
+    assert [(r.getMessage(), r.job_id) for r in retries] == [
+        ("recording the finished job failed; retrying", "job1")
+    ] * 8
+    assert all("ProvisionedThroughputExceeded" in r.error for r in retries)
+
+
+def test_recording_the_finished_job_stops_retrying_when_the_invocation_runs_out_of_time(
+    stack: Stack,
+    moto_server: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
+    results_logged: list[logging.LogRecord],
+):
+    """A retry is tried only with twice its wait plus a second left: at 1.25 s left, after the
+    waits of 0.05 and 0.1 s, the third failure (whose wait would be 0.2 s) is raised; the job
+    stays ``finalizing`` with its lease, the message out once."""
+    deps, attempts, slept = _completion_throttled(stack, moto_server, 99, monkeypatch)
+    left = iter([60.0, *[1.25] * 9])  # the publish with time to spare; then 1.25 s left
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
+        finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: next(left))
+    assert (len(attempts), slept) == (3, [0.05, 0.1])
+    assert len(stack.results_messages()) == 1
+    job = stack.jobs.get_job("job1")
+    assert (job["status"], job["lease_until"]) == ("finalizing", int(CLOCK) + LEASE)
+    [error] = [r for r in results_logged if r.levelno == logging.ERROR]
+    assert (
+        error.getMessage()
+        == "results published but the job could not be recorded as finished; its lease will run out"
+    )
+    assert error.job_id == "job1" and "ProvisionedThroughputExceeded" in error.error

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -92,7 +93,12 @@ def test_an_overdue_job_is_finalized_partial_once_and_a_late_notification_is_onl
     (message,) = aws.results_messages()
     _, failures = check_exactly_once(aws, message, {f"t{i}" for i in range(7)})
     assert {f["id"] for f in failures} == {"t3", "t4", "t5"}  # exactly chunk 2's tickets
-    assert all("no notification received by the job deadline" in f["error"] for f in failures)
+    deadline = datetime.fromtimestamp(deadline_of(aws, job["job_id"]), UTC).isoformat(timespec="milliseconds")
+    assert {f["error"] for f in failures} == {
+        f"no notification received by the job deadline {deadline.replace('+00:00', 'Z')} (chunk state "
+        "submitted): the async request expired or its notification was lost; the job was finalized by "
+        "the sweeper"
+    }
     summary = aws.read_json(message["summary"])
     assert summary["overdue"] is True and summary["chunks"] == {"total": 3, "succeeded": 2, "failed": 1}
     files = {name: aws.read_jsonl(message[name]) for name in ("results", "failures")}
