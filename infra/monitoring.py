@@ -25,6 +25,8 @@ from infra.notifications import allow_alarms_to_publish
 FIVE_MINUTES = Duration.minutes(5)
 ONE_DAY = Duration.days(1)
 ONE_HOUR = Duration.hours(1)
+# the functions that finalize jobs (each publishes the job's counts: ticket_pipeline/results.py)
+FINALIZERS = ("Aggregator", "Dispatcher", "Sweeper")
 
 
 @dataclass(frozen=True)
@@ -305,21 +307,34 @@ class Monitoring(Construct):
         )
 
     def _drift(self, alarm) -> list[cloudwatch.IWidget]:
-        """The review queue and the category mix, from the files the aggregator finalizes: hourly
-        alarms (shares weighted by tickets: sum of the counts over sum of the classified tickets;
-        the drift as the mean of the files' distances) and per-file and hourly panels."""
+        """The review queue and the category mix: hourly alarms (shares weighted by tickets: sum
+        of the counts over sum of the classified tickets; the drift as the mean of the files'
+        distances) and per-file and hourly panels.
+
+        A job is finalized by whichever function records its last outcome: usually the
+        aggregator, the dispatcher when every chunk reported before it finished submitting, the
+        sweeper past the deadline. Each publishes the job's ticket and review counts (zeros
+        included, every invocation), so the shares add the three up. The drift distance is a
+        sample only a finalized file of ``drift_min_tickets`` publishes, which in practice is the
+        aggregator's; the drift alarm watches the aggregator's."""
         drift = self.props.drift
         assert drift is not None
-        hourly = {
-            name: self._pipeline_metric("Aggregator", name, period=ONE_HOUR)
-            for name in ("TicketsToReview", "TicketsOutOfScope", "TicketsSucceeded")
-        }
+        finalizers = [fn_id for fn_id in FINALIZERS if fn_id in self.props.services]
+
+        def total(count: str) -> tuple[str, dict[str, cloudwatch.IMetric]]:
+            """``FILL(a, 0) + FILL(b, 0) + ...`` over the finalizers' hourly ``count``, and its metrics."""
+            metrics = {
+                f"{count.lower()}{fn_id.lower()}": self._pipeline_metric(fn_id, count, period=ONE_HOUR)
+                for fn_id in finalizers
+            }
+            return " + ".join(f"FILL({metric_id}, 0)" for metric_id in metrics), metrics
 
         def share(count: str, label: str) -> cloudwatch.MathExpression:
-            part = count.lower()  # the ids of one graph's metrics must differ
+            flagged, flagged_metrics = total(count)
+            classified, classified_metrics = total("TicketsSucceeded")
             return cloudwatch.MathExpression(
-                expression=f"IF(classified > 0, {part} / classified, 0)",
-                using_metrics={part: hourly[count], "classified": hourly["TicketsSucceeded"]},
+                expression=f"IF(({classified}) > 0, ({flagged}) / ({classified}), 0)",
+                using_metrics={**flagged_metrics, **classified_metrics},
                 label=label,
                 period=ONE_HOUR,
             )

@@ -939,9 +939,24 @@ def test_alarms_cover_the_endpoint_the_lambdas_their_dlqs_and_the_jobs(synth, st
     assert (stat["Period"], stat["Stat"], drift["Threshold"]) == (3600, "Average", 0.25)
     share = synth.properties(stack.monitoring.alarms["ReviewShareHigh"])
     assert {m["MetricStat"]["Period"] for m in share["Metrics"] if "MetricStat" in m} == {3600}
-    assert [m["Expression"] for m in share["Metrics"] if "Expression" in m] == [
-        "IF(classified > 0, ticketstoreview / classified, 0)"
-    ]
+    # every function that finalizes a job publishes its counts (results.py): the share adds them up
+    services = {
+        fn_id: synth.properties(fn.function)["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+        for fn_id, fn in stack.pipeline.functions.items()
+    }
+    read = {
+        (m["MetricStat"]["Metric"]["MetricName"], d["Value"])
+        for m in share["Metrics"]
+        if "MetricStat" in m
+        for d in m["MetricStat"]["Metric"]["Dimensions"]
+    }
+    assert read == {
+        (name, services[fn_id])
+        for name in ("TicketsToReview", "TicketsSucceeded")
+        for fn_id in ("Aggregator", "Dispatcher", "Sweeper")
+    }
+    (expression,) = [m["Expression"] for m in share["Metrics"] if "Expression" in m]
+    assert expression.count("FILL(") == 9 and expression.startswith("IF((")  # 3 + 3 twice
     aggregator_alarm = synth.properties(stack.monitoring.alarms["AggregatorErrors"])
     assert aggregator_alarm["Dimensions"] == [
         {"Name": "FunctionName", "Value": ref(synth, stack.pipeline.aggregator.function)}
