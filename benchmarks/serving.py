@@ -440,10 +440,11 @@ def sampled(pid: int, out: Path | None) -> Iterator[None]:
     spy_bin = Path(sys.executable).with_name("py-spy")
     spy = subprocess.Popen(
         [str(spy_bin), "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "--threads"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
-    time.sleep(1.0)  # py-spy attaches
+    _wait_until_sampling(spy)
     try:
         yield
     finally:
@@ -451,6 +452,22 @@ def sampled(pid: int, out: Path | None) -> Iterator[None]:
         spy.wait(60)
     for line in profile_summary(out):
         print(f"  {line}")
+
+
+def _wait_until_sampling(spy: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Block until py-spy says it samples (``py-spy> Sampling process ...``, on its stdout): on
+    busy cores attaching can take longer than the block being profiled. Its output is drained after."""
+    found = threading.Event()
+
+    def read() -> None:
+        for line in spy.stdout:
+            if "Sampling process" in line:
+                found.set()
+        found.set()  # py-spy exited: nothing to wait for
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(timeout):
+        raise RuntimeError(f"py-spy did not start sampling within {timeout:.0f} s")
 
 
 def profile_summary(path: Path, top: int = 12) -> list[str]:
