@@ -280,8 +280,8 @@ def policy_given(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.data import DataError, load_tickets
-    from training.pipeline import choose_review_threshold, store_review_threshold
     from training.recipe import ReviewPolicy
+    from training.review_threshold import choose_review_threshold, store_review_threshold
     from triage_core.artifact import ArtifactError, load_manifest
 
     try:

@@ -42,12 +42,12 @@ from training.recipe import (
     Preset,
     PresetError,
     Recipe,
-    ReviewPolicy,
     default_preset,
     load_preset,
     profile_training_data,
     resolve_recipe,
 )
+from training.review_threshold import choose_review_threshold, store_review_threshold, top_scores_and_correct
 from triage_core.artifact import store_training_mix
 from triage_core.preprocessing import PreprocessConfig
 
@@ -353,53 +353,6 @@ def export_served_model(
     }
 
 
-# --- review threshold --------------------------------------------------------------------------
-def choose_review_threshold(artifact_dir: Path, validation, policy: ReviewPolicy) -> dict[str, Any]:
-    """The review threshold, chosen on the validation split by the recipe's policy
-    (:func:`training.evaluate.review_threshold`: the target accuracy of the auto-accepted
-    tickets, within the ceiling on the share sent to review), with the validation split's
-    coverage/accuracy curve. The test split only reports how that threshold does."""
-    from training.evaluate import coverage_curve, review_threshold
-
-    top, correct = _top_scores_and_correct(artifact_dir, validation)
-    choice = review_threshold(top, correct, policy.target_accuracy, policy.max_review_share)
-    log.info(
-        "review threshold %.3f (validation: auto-accepted accuracy %.4f, %.1f%% sent to review; %s)",
-        choice["threshold"],
-        choice["accepted_accuracy"],
-        100 * choice["review_share"],
-        choice["rule"].split(":")[0],
-    )
-    for warning in choice["warnings"]:
-        log.warning("review threshold: %s", warning)
-    return {**choice, "chosen_on": "validation", "validation_curve": coverage_curve(top, correct)}
-
-
-def _top_scores_and_correct(artifact_dir: Path, data) -> tuple[np.ndarray, np.ndarray]:
-    """The served artifact's top score per ticket, and whether its top label is right."""
-    from triage_core.inference import ArtifactClassifier
-
-    classifier = ArtifactClassifier(artifact_dir)
-    scores = classifier.predict_scores(data.texts)
-    index = {label: i for i, label in enumerate(classifier.labels)}
-    return scores.max(axis=1), scores.argmax(axis=1) == np.array([index[y] for y in data.labels])
-
-
-def store_review_threshold(artifact_dir: Path, review: dict[str, Any]) -> None:
-    """Write the chosen threshold, and the policy it was chosen by, into the artifact's manifest:
-    the server uses the threshold unless TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only
-    when ``triage:reviewThreshold`` is)."""
-    from triage_core.artifact import load_manifest, write_manifest
-
-    manifest = load_manifest(artifact_dir)
-    fields = {
-        "review_threshold": review["threshold"],
-        "review_target_accuracy": review["target_accuracy"],
-        "review_max_share": review["max_review_share"],
-    }
-    write_manifest(artifact_dir, manifest.model_validate({**manifest.model_dump(), **fields}))
-
-
 # --- evaluate ----------------------------------------------------------------------------------
 def evaluate_test_splits(
     artifact_dir: Path, test, reports_dir: Path, summary: dict[str, Any]
@@ -451,7 +404,7 @@ def review_on_test(artifact_dir: Path, test, review: dict[str, Any], out_dir: Pa
     from training.evaluate import coverage_curve, wilson_interval
     from training.plots import plot_review_coverage
 
-    top, right = _top_scores_and_correct(artifact_dir, test)
+    top, right = top_scores_and_correct(artifact_dir, test)
     accepted = top >= review["threshold"] if review["review_share"] < 1.0 else np.zeros(len(top), dtype=bool)
     review = dict(review)
     review["test"] = {
