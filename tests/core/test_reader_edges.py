@@ -24,6 +24,7 @@ from triage_core.records import (
     TicketRecord,
     at_line,
     check_shape,
+    escapes_surrogate,
     make_record,
     normalise_id,
     record_from_cells,
@@ -1260,3 +1261,126 @@ def test_an_upper_case_surrogate_in_an_array_line_and_one_in_an_id():
         (2, None, None, "the id holds a " + what.format(1)),
         (3, "d", "y", None),
     ]
+
+
+# --- surrogate escapes at their bounds (RFC 8259) --------------------------------------------
+# RFC 8259, section 7: "If the character is in the Basic Multilingual Plane (U+0000 through
+# U+FFFF), then it may be represented as a six-character sequence: a reverse solidus, followed by
+# the lowercase letter u, followed by four hexadecimal digits that encode the character's code
+# point. The hexadecimal letters A through F can be uppercase or lowercase." ... "To escape an
+# extended character that is not in the Basic Multilingual Plane, the character is represented as
+# a 12-character sequence, encoding the UTF-16 surrogate pair." Section 8.2: "However, the ABNF in
+# this specification allows member names and string values to contain bit sequences that cannot
+# encode Unicode characters; for example, "\uDEAD" (a single unpaired UTF-16 surrogate)."
+# The surrogates are U+D800-U+DBFF (high) and U+DC00-U+DFFF (low); Python's json module is the
+# independent judge of what each escape decodes to.
+SURROGATE_ESCAPES = [
+    *(f"\\u{code:04x}" for code in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)),
+    *(f"\\u{code:04X}" for code in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)),
+    "\\uDbFf",  # mixed case: the upper-case D decides which scan finds it
+    "\\udC00",
+]
+# the code points either side of the surrogates, a pair (an emoji), an escaped reverse solidus
+# before "ud800" (six characters of text, no escape): characters, read as json reads them
+NOT_LONE = [
+    "\\ud7ff",
+    "\\uD7FF",
+    "\\ue000",
+    "\\uE000",
+    "\\ud83d\\ude00",
+    "\\uD83D\\uDE00",
+    "\\\\ud800",
+    "\\\\uD800",
+]
+
+
+def _decoded(escape: str) -> str:
+    return json.loads(f'"{escape}"')
+
+
+def test_the_escapes_at_the_bounds_are_lone_surrogates_and_their_neighbours_are_not():
+    """The oracle agrees with the lists above (so the tests below test what they say)."""
+    for escape in SURROGATE_ESCAPES:
+        (char,) = _decoded(escape)
+        assert 0xD800 <= ord(char) <= 0xDFFF, escape
+    for escape in NOT_LONE:
+        assert _decoded(escape).encode("utf-8"), escape  # encodable: no lone surrogate
+
+
+@pytest.mark.parametrize("escape", SURROGATE_ESCAPES)
+def test_escapes_surrogate_finds_an_escape_anywhere_in_its_range_and_nowhere_else(escape: str):
+    """``escapes_surrogate(raw, start, end)`` looks at ``raw[start:end]`` (as ``str.find``): a
+    surrogate escape at its first character, its last six, or inside, is found; one whose reverse
+    solidus is outside it, or in the neighbouring value of a joined line, is not that range's.
+    The extents are the ones json's own ``raw_decode`` gives each value."""
+    assert escapes_surrogate(escape)  # the whole text, the escape at position 0
+    assert escapes_surrogate(escape, 0, len(escape))
+    assert escapes_surrogate("x" + escape, 1)
+    assert not escapes_surrogate(escape + "x", 1)  # its reverse solidus left out
+    decode = json.JSONDecoder().raw_decode
+    for values in (
+        [f'{{"text": "{escape}"}}', '{"text": "a"}'],
+        ['{"text": "a"}', f'{{"text": "{escape}"}}'],
+    ):
+        line = " ".join(values)
+        _, first_end = decode(line, 0)
+        second_start = first_end + 1
+        assert decode(line, second_start)[1] == len(line)
+        holds = [
+            _decoded(escape) in decode(line, 0)[0]["text"],
+            _decoded(escape) in decode(line, second_start)[0]["text"],
+        ]
+        assert [
+            escapes_surrogate(line, 0, first_end),
+            escapes_surrogate(line, second_start, len(line)),
+        ] == holds
+        assert escapes_surrogate(line, second_start) == holds[1]  # to the end of the text
+
+
+@pytest.mark.parametrize("escape", SURROGATE_ESCAPES)
+def test_a_lone_surrogate_at_the_bounds_fails_its_record_on_every_json_path(escape: str):
+    """In a text or an id, in either case: one JSON value a line, two values on a line (files
+    joined without a final newline), an array on a line, a JSON document; each such record fails
+    with the code point json decodes the escape to, and nothing else is lost."""
+    code = f"\\u{ord(_decoded(escape)):04x}"
+    what = "lone UTF-16 surrogate ({} at character {}, e.g. a string cut inside an emoji): not valid Unicode"
+    text_error = "the text holds a " + what.format(code, 4)
+    id_error = "the id holds a " + what.format(code, 1)
+    bad_text = f'{{"id": "t", "text": "cut {escape}"}}'
+    bad_id = f'{{"id": "i{escape}", "text": "x"}}'
+    good = '{"id": "g", "text": "fine"}'
+    expected = [(None, "t", text_error), (None, None, id_error), ("fine", "g", None)]
+    lines = {
+        "a value a line": f"{bad_text}\n{bad_id}\n{good}\n",
+        "joined on one line": f"{bad_text}{bad_id} {good}\n",
+        "joined, the good one first": f"{good} {bad_text}{bad_id}\n",
+        "an array on one line": f"[{bad_text}, {bad_id}, {good}]\n",
+    }
+    for how, body in lines.items():
+        records = [(r.text, r.id, r.error) for r in TicketReader(iter([body.encode()]), format=JSONL)]
+        want = expected if "first" not in how else [expected[2], *expected[:2]]
+        assert records == want, how
+    document = f"[{bad_text},\n{bad_id},\n{good}]".encode()
+    assert [(r.text, r.id, r.error) for r in TicketReader(iter([document]), format=JSON)] == expected
+
+
+@pytest.mark.parametrize("escape", NOT_LONE)
+def test_a_character_next_to_the_surrogates_a_pair_or_an_escaped_backslash_is_read_as_json_reads_it(
+    escape: str,
+):
+    """The scan only decides where to look: a ``\\ud`` that decodes to a character (U+D7FF, a
+    pair, or the text ``\\ud800`` after an escaped reverse solidus) is read exactly, in the text
+    and the id, on every JSON path."""
+    text, ticket_id = f"a {escape}", f"i{escape}"
+    row = f'{{"id": "{ticket_id}", "text": "{text}"}}'
+    want = [(_decoded(text), _decoded(ticket_id), None), ("b", "j", None)]
+    other = '{"id": "j", "text": "b"}'
+    for body, fmt in (
+        (f"{row}\n{other}\n", JSONL),
+        (f"{row}{other}\n", JSONL),
+        (f"[{row}, {other}]\n", JSONL),
+        (f"[{row},\n{other}]", JSON),
+    ):
+        assert [(r.text, r.id, r.error) for r in TicketReader(iter([body.encode()]), format=fmt)] == want, (
+            body
+        )
