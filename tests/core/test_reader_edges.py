@@ -1384,3 +1384,81 @@ def test_a_character_next_to_the_surrogates_a_pair_or_an_escaped_backslash_is_re
         assert [(r.text, r.id, r.error) for r in TicketReader(iter([body.encode()]), format=fmt)] == want, (
             body
         )
+
+
+# --- CSV headers: BOMs, padding, joined files (issue #21, fourth mutation pass) ---------------
+def read_csv(body: str, **options) -> list[tuple]:
+    return read(body.encode("utf-8"), format=CSV, **options)
+
+
+def test_a_bom_inside_a_quoted_header_cell_is_not_part_of_the_column_name():
+    """pandas reading a BOM file as plain UTF-8 names its first column ``"\\ufeffid"`` and writes
+    it back quoted (``QUOTE_ALL``): the BOM is inside the quotes, in the first file's header and
+    in a joined file's header in another delimiter; the id column is still the id."""
+    body = '"\ufeffid","text"\n"1","a"\n"\ufeffid";"text"\n"2";"b"\n'
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)]
+
+
+def test_a_joined_files_bom_before_its_quoted_header_is_not_part_of_the_column_name():
+    """``cat`` of two files written with every field quoted, each with its BOM: the second
+    file's BOM sits before the quote that opens its first header cell, in the same delimiter
+    and in another."""
+    for second in ('\ufeff"id","text"\n"2","b"\n', '\ufeff"id";"text"\n"2";"b"\n'):
+        body = '"id","text"\n"1","a"\n' + second
+        assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)], second
+
+
+def test_a_column_name_starting_with_x_keeps_its_x():
+    """Only BOMs are stripped from a header cell's start (an ``XRef`` id column stays
+    ``xref``), in the first header and in a joined file's."""
+    fields = FieldMap("xref", ("text",))
+    body = "XRef,Text\nA-1,a\nXRef;Text\nA-2;b\n"
+    assert read_csv(body, fields=fields) == [(0, "A-1", "a", None), (1, "A-2", "b", None)]
+
+
+def test_a_joined_header_with_a_padded_first_cell_is_a_header():
+    """A fixed-width export's header, ``   id ,  text``, joined to another file: a header row,
+    not a ticket, however many spaces pad its first cell."""
+    for pad in (" ", " " * 9, " " * 30):
+        body = f"id,text\n1,a\n{pad}id ,  text\n2,b\n"
+        assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)], len(pad)
+
+
+def test_a_joined_header_whose_first_cell_holds_quotes_is_a_header():
+    """``\"\"\"id\"\"\",text``: the first cell is the text ``"id"`` (quotes included), so the
+    row names the text column and is a header, not a ticket; its id column is ``"id"``, not
+    ``id``, so the rows under it have no id."""
+    body = 'id,text\n1,a\n"""id""",text\n2,b\n'
+    assert read_csv(body) == [(0, "1", "a", None), (1, None, "b", None)]
+
+
+def test_a_joined_header_in_another_delimiter_is_found_past_a_split_with_blank_columns():
+    """Split on ``,`` first, ``id;text;a,,b`` has a blank column (not a header in ``,``); split
+    on ``;`` it names the text column: the header of a ``;`` file."""
+    body = "id,text\n1,a\nid;text;a,,b\n2;b;c\n"
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["id,text,,", "Text,", "text,text"],
+    ids=["trailing-blank-columns", "only-the-text-column-and-a-blank", "a-repeated-column"],
+)
+def test_a_header_row_is_the_header_even_with_configured_columns(header: str):
+    """With ``csv_columns`` configured (data without a header row), a first row that names the
+    text field is still the header, blank or repeated columns included (Excel writes a trailing
+    ``,,`` for empty columns): never a ticket."""
+    cells = "1,hello" if header.startswith("id") else "hello,x"
+    want_id = "1" if header.startswith("id") else None
+    assert read_csv(f"{header}\n{cells}\n", csv_columns=["id", "text"]) == [(0, want_id, "hello", None)]
+
+
+@pytest.mark.parametrize("second_header", ["id;text", '"id";"text"'], ids=["plain", "quoted"])
+def test_a_quote_error_after_a_joined_header_in_another_delimiter_is_the_rows_error(second_header: str):
+    """After a joined file's header switches the delimiter, CSV is read as strictly as before
+    (``strict=True``: stray text after a closing quote is an error, not glued to the field):
+    that row fails with its reason, the next one is read."""
+    body = f'id,text\n1,a\n{second_header}\n2;"b"x\n3;c\n'
+    stray = "stray text after a closing quote in the row starting on line 4 "
+    stray += '(a quote inside a quoted field is written "")'
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", None, stray), (2, "3", "c", None)]
