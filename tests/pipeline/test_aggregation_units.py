@@ -788,3 +788,115 @@ def test_recording_the_finished_job_stops_retrying_when_the_invocation_runs_out_
         == "results published but the job could not be recorded as finished; its lease will run out"
     )
     assert error.job_id == "job1" and "ProvisionedThroughputExceeded" in error.error
+
+
+def test_the_review_queue_sees_each_classified_ticket_once_through_the_finalization(
+    stack: Stack, resources: tuple[Resources, dict[str, Any]]
+):
+    """results.py's review hook (issue #21, fourth mutation pass) with a review topic configured:
+    every classified ticket is shown to the review run once (a ticket key in two chunks is
+    classified once, so it is flagged once), the flagged ones are written to review.jsonl with
+    the text their chunk holds and published to the review topic (its SQS subscriber receives
+    them), the counts go to the metrics; the results message is published as without review."""
+    provisioned, clients = resources
+    settings = AggregatorSettings.from_env(
+        {
+            "JOBS_TABLE": stack.names.jobs_table,
+            "OUTPUT_BUCKET": stack.names.output_bucket,
+            "RESULTS_TOPIC_ARN": provisioned.results_topic_arn,
+            "REVIEW_TOPIC_ARN": provisioned.review_topic_arn,
+            "OUT_OF_SCOPE_BELOW": "0.2",
+            "FUNCTION_TIMEOUT_SECONDS": "60",
+            "FINALIZE_LEASE_SECONDS": str(LEASE),
+        }
+    )
+    reviewed = dataclasses.replace(stack, settings=settings)
+    sqs, review_url = clients["sqs"], provisioned.review_queue_url
+    while sqs.receive_message(QueueUrl=review_url, MaxNumberOfMessages=10).get("Messages"):
+        sqs.purge_queue(QueueUrl=review_url)  # another test's review messages
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    bucket = stack.names.output_bucket
+    texts = {"a": "my card arrived", "b": "is my card late", "c": "what is the weather", "d": "pin?"}
+    tickets = [["a", "b", "c"], ["c", "d"]]  # "c" twice: the second is a duplicate
+    top = [{"label": "card_arrival", "score": 0.45}, {"label": "card_delivery_estimate", "score": 0.3}]
+    top += [{"label": "lost_or_stolen_card", "score": 0.1}, {"label": "pin_blocked", "score": 0.05}]
+    outputs = [
+        [
+            {"id": "a", "index": 0, "label": "card_arrival", "score": 0.9, "needs_review": False},
+            {
+                "id": "b",
+                "index": 1,
+                "label": "card_arrival",
+                "score": 0.45,
+                "needs_review": True,
+                "top_k": top,
+            },
+            {"id": "c", "index": 2, "label": "pin_blocked", "score": 0.1, "needs_review": True},
+        ],
+        [
+            {"id": "c", "index": 0, "label": "pin_blocked", "score": 0.1, "needs_review": True},
+            {"id": "d", "index": 1, "label": "change_pin", "score": 0.5, "needs_review": True},
+        ],
+    ]
+    jobs = stack.jobs
+    fields = {"status": J.DISPATCHING, "cursor": 0, "source": f"s3://in/{job_id}.jsonl", "version_id": "v1"}
+    assert jobs.create_job(job_id, fields, CLOCK + 3600)
+    for n, (ids, output) in enumerate(zip(tickets, outputs, strict=True), start=1):
+        key = f"chunks/{job_id}/{n}.jsonl"
+        body = "".join(json.dumps({"id": i, "text": texts[i]}) + "\n" for i in ids)
+        stack.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+        chunk = {"chunk": n, "inference_id": J.inference_id_for(job_id, n), "ticket_ids": ids}
+        jobs.put_chunk(job_id, {**chunk, "input_location": f"s3://{bucket}/{key}"})
+        jobs.mark_chunk_submitted(job_id, n, "2027-01-15T07:59:00.000Z", _out(stack, job_id, n), None)
+        stack.s3.put_object(Bucket=bucket, Key=_out(stack, job_id, n).split("/", 3)[3], Body=_jsonl(output))
+    done = {"cursor": 5, "chunk_count": 2, "tickets": 5, "rejected": 0}
+    assert jobs.finish_dispatch(job_id, 0, {**done, "submitted_at": "2027-01-15T07:59:00.000Z"}, CLOCK + 3600)
+    assert _handle(reviewed, _succeeded(stack, job_id, 1, write_output=False)).finalized is None
+    assert _handle(reviewed, _succeeded(stack, job_id, 2, write_output=False)).finalized is not None
+
+    [message] = stack.results_messages()
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["succeeded"], summary["needs_review"]) == (4, 3)
+    low = "top score {:.4f} is below the review threshold"
+    expected = [
+        {
+            "id": "b",
+            "text": "is my card late",
+            "labels": top[:3],
+            "reason": "low_confidence",
+            "why": low.format(0.45),
+        },
+        {
+            "id": "c",
+            "text": "what is the weather",
+            "labels": [{"label": "pin_blocked", "score": 0.1}],
+            "reason": "out_of_scope",
+            "why": "top score 0.1000 is below the out-of-scope threshold 0.2",
+        },
+        {
+            "id": "d",
+            "text": "pin?",
+            "labels": [{"label": "change_pin", "score": 0.5}],
+            "reason": "low_confidence",
+            "why": low.format(0.5),
+        },
+    ]
+    review_key = f"review/{job_id}/review.jsonl"
+    written = stack.s3.get_object(Bucket=bucket, Key=review_key)["Body"].read()
+    assert [json.loads(line) for line in written.splitlines()] == expected
+    received = sqs.receive_message(QueueUrl=review_url, MaxNumberOfMessages=10).get("Messages", [])
+    [review] = [json.loads(json.loads(m["Body"])["Message"]) for m in received]
+    assert review["items"] == expected
+    assert (review["type"], review["job_id"], review["flagged"], review["out_of_scope"]) == (
+        "review",
+        job_id,
+        3,
+        1,
+    )
+    assert (review["review"], review["results"]) == (f"s3://{bucket}/{review_key}", message["results"])
+    counts = _counts(stack)
+    assert (counts["TicketsToReview"], counts["TicketsOutOfScope"], counts["ReviewMessagesPublished"]) == (
+        3,
+        1,
+        1,
+    )
