@@ -900,3 +900,47 @@ def test_the_review_queue_sees_each_classified_ticket_once_through_the_finalizat
         1,
         1,
     )
+
+
+def test_a_job_record_that_cannot_be_read_gives_the_lease_back_with_dynamodbs_own_error(
+    stack: Stack, moto_server: MotoServer
+):
+    """The claim succeeded, then reading the job's record (GetItem) is throttled: the
+    finalization raises DynamoDB's own error (for the invocation's retry, not an error of its
+    clean-up, with or without a review topic), gives the lease back, and publishes nothing."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+    def respond(request: Any, **_: Any) -> AWSResponse | None:
+        if b'"META"' not in request.body:
+            return None
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(THROTTLED))
+
+    client.meta.events.register_first("before-send.dynamodb.GetItem", respond)
+    deps = dataclasses.replace(stack.deps, jobs=JobStore(client, stack.names.jobs_table))
+    _job(stack, chunks=1)
+    outcome = J.ChunkOutcome(J.SUCCEEDED, CLOCK_ISO, "Completed", output_location=_out(stack, "job1", 1))
+    assert stack.jobs.record_chunk_outcome("job1", 1, outcome) is J.Recorded.RECORDED
+    with pytest.raises(ClientError) as raised:
+        finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: 60.0)
+    assert raised.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    job = stack.jobs.get_job("job1")
+    assert (job["status"], float(job["lease_until"])) == (J.FINALIZING, 0)
+    assert stack.results_messages() == []
+
+
+def test_a_prediction_without_needs_review_is_not_to_review(stack: Stack):
+    """A server that does not say ``needs_review`` leaves the ticket out of the review counts:
+    its result line says ``false`` (results.py's default)."""
+    predictions = [{k: v for k, v in p.items() if k != "needs_review"} for p in PREDICTIONS]
+    message = _finalized_with_output(stack, f"job{uuid.uuid4().hex[:8]}", _jsonl(predictions))
+    results = [json.loads(line) for line in _read_s3(stack, message["results"]).splitlines()]
+    assert [r["needs_review"] for r in results] == [False, False]
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["needs_review"], message["needs_review"]) == (0, 0)
