@@ -446,6 +446,8 @@ def test_a_finalized_job_writes_every_ticket_once_with_the_models_own_error(
     failure = f"s3://{stack.names.output_bucket}/async-failures/job1-2.err"
     if body is not None:
         stack.s3.put_object(Bucket=stack.names.output_bucket, Key="async-failures/job1-2.err", Body=body)
+    else:  # the module's bucket is shared: an earlier case's object must not be read as this one's
+        stack.s3.delete_object(Bucket=stack.names.output_bucket, Key="async-failures/job1-2.err")
     assert _handle(stack, _succeeded(stack, "job1", 1)).finalized is None
     assert _handle(stack, _failed("job1", 2, "ModelError: boom", failure)).finalized == "partial"
     [message] = stack.results_messages()
