@@ -360,8 +360,10 @@ class _Layout:
         self.width = len(header)
         self.id_col = header.index(fields.id.lower()) if fields.id.lower() in header else None
         self.text_cols = [header.index(name.lower()) for name in fields.text]
-        self.known = {*header, fields.id.lower(), *(name.lower() for name in fields.text)}
-        self.longest = max(map(len, self.known)) + 8  # room for a BOM and spaces
+        # the text fields are in every header a layout is made of (iter_csv and header_again
+        # check), so the header's names and the id's are every name a header row can start with
+        self.known = {*header, fields.id.lower()}
+        self.longest = max(map(len, self.known))
         self.starts = tuple(self.known)
         # first characters a header row can start with: a row that starts otherwise is a record
         self.initials = frozenset(
@@ -372,7 +374,9 @@ class _Layout:
         """The layout and delimiter of a header row (files joined with ``cat``: the second file's
         header, perhaps with its BOM, other columns or another delimiter), else None. An
         ordinary row costs a look at the start of its first cell."""
-        head = row[0][: self.longest].lstrip('\ufeff" ').lower()
+        # the padding first (a BOM, quotes, spaces: any number), then only as many characters
+        # as the longest name are lowered (a first cell may be a ticket's whole text)
+        head = row[0].lstrip('\ufeff" ')[: self.longest].lower()
         if not head.startswith(self.starts):
             return None
         line = line.lstrip("\ufeff")

@@ -24,6 +24,7 @@ from triage_core.records import (
     TicketRecord,
     at_line,
     check_shape,
+    escapes_surrogate,
     make_record,
     normalise_id,
     record_from_cells,
@@ -1260,3 +1261,204 @@ def test_an_upper_case_surrogate_in_an_array_line_and_one_in_an_id():
         (2, None, None, "the id holds a " + what.format(1)),
         (3, "d", "y", None),
     ]
+
+
+# --- surrogate escapes at their bounds (RFC 8259) --------------------------------------------
+# RFC 8259, section 7: "If the character is in the Basic Multilingual Plane (U+0000 through
+# U+FFFF), then it may be represented as a six-character sequence: a reverse solidus, followed by
+# the lowercase letter u, followed by four hexadecimal digits that encode the character's code
+# point. The hexadecimal letters A through F can be uppercase or lowercase." ... "To escape an
+# extended character that is not in the Basic Multilingual Plane, the character is represented as
+# a 12-character sequence, encoding the UTF-16 surrogate pair." Section 8.2: "However, the ABNF in
+# this specification allows member names and string values to contain bit sequences that cannot
+# encode Unicode characters; for example, "\uDEAD" (a single unpaired UTF-16 surrogate)."
+# The surrogates are U+D800-U+DBFF (high) and U+DC00-U+DFFF (low); Python's json module is the
+# independent judge of what each escape decodes to.
+SURROGATE_ESCAPES = [
+    *(f"\\u{code:04x}" for code in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)),
+    *(f"\\u{code:04X}" for code in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)),
+    "\\uDbFf",  # mixed case: the upper-case D decides which scan finds it
+    "\\udC00",
+]
+# the code points either side of the surrogates, a pair (an emoji), an escaped reverse solidus
+# before "ud800" (six characters of text, no escape): characters, read as json reads them
+NOT_LONE = [
+    "\\ud7ff",
+    "\\uD7FF",
+    "\\ue000",
+    "\\uE000",
+    "\\ud83d\\ude00",
+    "\\uD83D\\uDE00",
+    "\\\\ud800",
+    "\\\\uD800",
+]
+
+
+def _decoded(escape: str) -> str:
+    return json.loads(f'"{escape}"')
+
+
+def test_the_escapes_at_the_bounds_are_lone_surrogates_and_their_neighbours_are_not():
+    """The oracle agrees with the lists above (so the tests below test what they say)."""
+    for escape in SURROGATE_ESCAPES:
+        (char,) = _decoded(escape)
+        assert 0xD800 <= ord(char) <= 0xDFFF, escape
+    for escape in NOT_LONE:
+        assert _decoded(escape).encode("utf-8"), escape  # encodable: no lone surrogate
+
+
+@pytest.mark.parametrize("escape", SURROGATE_ESCAPES)
+def test_escapes_surrogate_finds_an_escape_anywhere_in_its_range_and_nowhere_else(escape: str):
+    """``escapes_surrogate(raw, start, end)`` looks at ``raw[start:end]`` (as ``str.find``): a
+    surrogate escape at its first character, its last six, or inside, is found; one whose reverse
+    solidus is outside it, or in the neighbouring value of a joined line, is not that range's.
+    The extents are the ones json's own ``raw_decode`` gives each value."""
+    assert escapes_surrogate(escape)  # the whole text, the escape at position 0
+    assert escapes_surrogate(escape, 0, len(escape))
+    assert escapes_surrogate("x" + escape, 1)
+    assert not escapes_surrogate(escape + "x", 1)  # its reverse solidus left out
+    decode = json.JSONDecoder().raw_decode
+    for values in (
+        [f'{{"text": "{escape}"}}', '{"text": "a"}'],
+        ['{"text": "a"}', f'{{"text": "{escape}"}}'],
+    ):
+        line = " ".join(values)
+        _, first_end = decode(line, 0)
+        second_start = first_end + 1
+        assert decode(line, second_start)[1] == len(line)
+        holds = [
+            _decoded(escape) in decode(line, 0)[0]["text"],
+            _decoded(escape) in decode(line, second_start)[0]["text"],
+        ]
+        assert [
+            escapes_surrogate(line, 0, first_end),
+            escapes_surrogate(line, second_start, len(line)),
+        ] == holds
+        assert escapes_surrogate(line, second_start) == holds[1]  # to the end of the text
+
+
+@pytest.mark.parametrize("escape", SURROGATE_ESCAPES)
+def test_a_lone_surrogate_at_the_bounds_fails_its_record_on_every_json_path(escape: str):
+    """In a text or an id, in either case: one JSON value a line, two values on a line (files
+    joined without a final newline), an array on a line, a JSON document; each such record fails
+    with the code point json decodes the escape to, and nothing else is lost."""
+    code = f"\\u{ord(_decoded(escape)):04x}"
+    what = "lone UTF-16 surrogate ({} at character {}, e.g. a string cut inside an emoji): not valid Unicode"
+    text_error = "the text holds a " + what.format(code, 4)
+    id_error = "the id holds a " + what.format(code, 1)
+    bad_text = f'{{"id": "t", "text": "cut {escape}"}}'
+    bad_id = f'{{"id": "i{escape}", "text": "x"}}'
+    good = '{"id": "g", "text": "fine"}'
+    expected = [(None, "t", text_error), (None, None, id_error), ("fine", "g", None)]
+    lines = {
+        "a value a line": f"{bad_text}\n{bad_id}\n{good}\n",
+        "joined on one line": f"{bad_text}{bad_id} {good}\n",
+        "joined, the good one first": f"{good} {bad_text}{bad_id}\n",
+        "an array on one line": f"[{bad_text}, {bad_id}, {good}]\n",
+    }
+    for how, body in lines.items():
+        records = [(r.text, r.id, r.error) for r in TicketReader(iter([body.encode()]), format=JSONL)]
+        want = expected if "first" not in how else [expected[2], *expected[:2]]
+        assert records == want, how
+    document = f"[{bad_text},\n{bad_id},\n{good}]".encode()
+    assert [(r.text, r.id, r.error) for r in TicketReader(iter([document]), format=JSON)] == expected
+
+
+@pytest.mark.parametrize("escape", NOT_LONE)
+def test_a_character_next_to_the_surrogates_a_pair_or_an_escaped_backslash_is_read_as_json_reads_it(
+    escape: str,
+):
+    """The scan only decides where to look: a ``\\ud`` that decodes to a character (U+D7FF, a
+    pair, or the text ``\\ud800`` after an escaped reverse solidus) is read exactly, in the text
+    and the id, on every JSON path."""
+    text, ticket_id = f"a {escape}", f"i{escape}"
+    row = f'{{"id": "{ticket_id}", "text": "{text}"}}'
+    want = [(_decoded(text), _decoded(ticket_id), None), ("b", "j", None)]
+    other = '{"id": "j", "text": "b"}'
+    for body, fmt in (
+        (f"{row}\n{other}\n", JSONL),
+        (f"{row}{other}\n", JSONL),
+        (f"[{row}, {other}]\n", JSONL),
+        (f"[{row},\n{other}]", JSON),
+    ):
+        assert [(r.text, r.id, r.error) for r in TicketReader(iter([body.encode()]), format=fmt)] == want, (
+            body
+        )
+
+
+# --- CSV headers: BOMs, padding, joined files (issue #21, fourth mutation pass) ---------------
+def read_csv(body: str, **options) -> list[tuple]:
+    return read(body.encode("utf-8"), format=CSV, **options)
+
+
+def test_a_bom_inside_a_quoted_header_cell_is_not_part_of_the_column_name():
+    """pandas reading a BOM file as plain UTF-8 names its first column ``"\\ufeffid"`` and writes
+    it back quoted (``QUOTE_ALL``): the BOM is inside the quotes, in the first file's header and
+    in a joined file's header in another delimiter; the id column is still the id."""
+    body = '"\ufeffid","text"\n"1","a"\n"\ufeffid";"text"\n"2";"b"\n'
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)]
+
+
+def test_a_joined_files_bom_before_its_quoted_header_is_not_part_of_the_column_name():
+    """``cat`` of two files written with every field quoted, each with its BOM: the second
+    file's BOM sits before the quote that opens its first header cell, in the same delimiter
+    and in another."""
+    for second in ('\ufeff"id","text"\n"2","b"\n', '\ufeff"id";"text"\n"2";"b"\n'):
+        body = '"id","text"\n"1","a"\n' + second
+        assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)], second
+
+
+def test_a_column_name_starting_with_x_keeps_its_x():
+    """Only BOMs are stripped from a header cell's start (an ``XRef`` id column stays
+    ``xref``), in the first header and in a joined file's."""
+    fields = FieldMap("xref", ("text",))
+    body = "XRef,Text\nA-1,a\nXRef;Text\nA-2;b\n"
+    assert read_csv(body, fields=fields) == [(0, "A-1", "a", None), (1, "A-2", "b", None)]
+
+
+def test_a_joined_header_with_a_padded_first_cell_is_a_header():
+    """A fixed-width export's header, ``   id ,  text``, joined to another file: a header row,
+    not a ticket, however many spaces pad its first cell."""
+    for pad in (" ", " " * 9, " " * 30):
+        body = f"id,text\n1,a\n{pad}id ,  text\n2,b\n"
+        assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)], len(pad)
+
+
+def test_a_joined_header_whose_first_cell_holds_quotes_is_a_header():
+    """``\"\"\"id\"\"\",text``: the first cell is the text ``"id"`` (quotes included), so the
+    row names the text column and is a header, not a ticket; its id column is ``"id"``, not
+    ``id``, so the rows under it have no id."""
+    body = 'id,text\n1,a\n"""id""",text\n2,b\n'
+    assert read_csv(body) == [(0, "1", "a", None), (1, None, "b", None)]
+
+
+def test_a_joined_header_in_another_delimiter_is_found_past_a_split_with_blank_columns():
+    """Split on ``,`` first, ``id;text;a,,b`` has a blank column (not a header in ``,``); split
+    on ``;`` it names the text column: the header of a ``;`` file."""
+    body = "id,text\n1,a\nid;text;a,,b\n2;b;c\n"
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", "b", None)]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["id,text,,", "Text,", "text,text"],
+    ids=["trailing-blank-columns", "only-the-text-column-and-a-blank", "a-repeated-column"],
+)
+def test_a_header_row_is_the_header_even_with_configured_columns(header: str):
+    """With ``csv_columns`` configured (data without a header row), a first row that names the
+    text field is still the header, blank or repeated columns included (Excel writes a trailing
+    ``,,`` for empty columns): never a ticket."""
+    cells = "1,hello" if header.startswith("id") else "hello,x"
+    want_id = "1" if header.startswith("id") else None
+    assert read_csv(f"{header}\n{cells}\n", csv_columns=["id", "text"]) == [(0, want_id, "hello", None)]
+
+
+@pytest.mark.parametrize("second_header", ["id;text", '"id";"text"'], ids=["plain", "quoted"])
+def test_a_quote_error_after_a_joined_header_in_another_delimiter_is_the_rows_error(second_header: str):
+    """After a joined file's header switches the delimiter, CSV is read as strictly as before
+    (``strict=True``: stray text after a closing quote is an error, not glued to the field):
+    that row fails with its reason, the next one is read."""
+    body = f'id,text\n1,a\n{second_header}\n2;"b"x\n3;c\n'
+    stray = "stray text after a closing quote in the row starting on line 4 "
+    stray += '(a quote inside a quoted field is written "")'
+    assert read_csv(body) == [(0, "1", "a", None), (1, "2", None, stray), (2, "3", "c", None)]

@@ -446,6 +446,8 @@ def test_a_finalized_job_writes_every_ticket_once_with_the_models_own_error(
     failure = f"s3://{stack.names.output_bucket}/async-failures/job1-2.err"
     if body is not None:
         stack.s3.put_object(Bucket=stack.names.output_bucket, Key="async-failures/job1-2.err", Body=body)
+    else:  # the module's bucket is shared: an earlier case's object must not be read as this one's
+        stack.s3.delete_object(Bucket=stack.names.output_bucket, Key="async-failures/job1-2.err")
     assert _handle(stack, _succeeded(stack, "job1", 1)).finalized is None
     assert _handle(stack, _failed("job1", 2, "ModelError: boom", failure)).finalized == "partial"
     [message] = stack.results_messages()
@@ -788,3 +790,159 @@ def test_recording_the_finished_job_stops_retrying_when_the_invocation_runs_out_
         == "results published but the job could not be recorded as finished; its lease will run out"
     )
     assert error.job_id == "job1" and "ProvisionedThroughputExceeded" in error.error
+
+
+def test_the_review_queue_sees_each_classified_ticket_once_through_the_finalization(
+    stack: Stack, resources: tuple[Resources, dict[str, Any]]
+):
+    """results.py's review hook (issue #21, fourth mutation pass) with a review topic configured:
+    every classified ticket is shown to the review run once (a ticket key in two chunks is
+    classified once, so it is flagged once), the flagged ones are written to review.jsonl with
+    the text their chunk holds and published to the review topic (its SQS subscriber receives
+    them), the counts go to the metrics; the results message is published as without review."""
+    provisioned, clients = resources
+    settings = AggregatorSettings.from_env(
+        {
+            "JOBS_TABLE": stack.names.jobs_table,
+            "OUTPUT_BUCKET": stack.names.output_bucket,
+            "RESULTS_TOPIC_ARN": provisioned.results_topic_arn,
+            "REVIEW_TOPIC_ARN": provisioned.review_topic_arn,
+            "OUT_OF_SCOPE_BELOW": "0.2",
+            "FUNCTION_TIMEOUT_SECONDS": "60",
+            "FINALIZE_LEASE_SECONDS": str(LEASE),
+        }
+    )
+    reviewed = dataclasses.replace(stack, settings=settings)
+    sqs, review_url = clients["sqs"], provisioned.review_queue_url
+    while sqs.receive_message(QueueUrl=review_url, MaxNumberOfMessages=10).get("Messages"):
+        sqs.purge_queue(QueueUrl=review_url)  # another test's review messages
+    job_id = f"job{uuid.uuid4().hex[:8]}"
+    bucket = stack.names.output_bucket
+    texts = {"a": "my card arrived", "b": "is my card late", "c": "what is the weather", "d": "pin?"}
+    tickets = [["a", "b", "c"], ["c", "d"]]  # "c" twice: the second is a duplicate
+    top = [{"label": "card_arrival", "score": 0.45}, {"label": "card_delivery_estimate", "score": 0.3}]
+    top += [{"label": "lost_or_stolen_card", "score": 0.1}, {"label": "pin_blocked", "score": 0.05}]
+    outputs = [
+        [
+            {"id": "a", "index": 0, "label": "card_arrival", "score": 0.9, "needs_review": False},
+            {
+                "id": "b",
+                "index": 1,
+                "label": "card_arrival",
+                "score": 0.45,
+                "needs_review": True,
+                "top_k": top,
+            },
+            {"id": "c", "index": 2, "label": "pin_blocked", "score": 0.1, "needs_review": True},
+        ],
+        [
+            {"id": "c", "index": 0, "label": "pin_blocked", "score": 0.1, "needs_review": True},
+            {"id": "d", "index": 1, "label": "change_pin", "score": 0.5, "needs_review": True},
+        ],
+    ]
+    jobs = stack.jobs
+    fields = {"status": J.DISPATCHING, "cursor": 0, "source": f"s3://in/{job_id}.jsonl", "version_id": "v1"}
+    assert jobs.create_job(job_id, fields, CLOCK + 3600)
+    for n, (ids, output) in enumerate(zip(tickets, outputs, strict=True), start=1):
+        key = f"chunks/{job_id}/{n}.jsonl"
+        body = "".join(json.dumps({"id": i, "text": texts[i]}) + "\n" for i in ids)
+        stack.s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+        chunk = {"chunk": n, "inference_id": J.inference_id_for(job_id, n), "ticket_ids": ids}
+        jobs.put_chunk(job_id, {**chunk, "input_location": f"s3://{bucket}/{key}"})
+        jobs.mark_chunk_submitted(job_id, n, "2027-01-15T07:59:00.000Z", _out(stack, job_id, n), None)
+        stack.s3.put_object(Bucket=bucket, Key=_out(stack, job_id, n).split("/", 3)[3], Body=_jsonl(output))
+    done = {"cursor": 5, "chunk_count": 2, "tickets": 5, "rejected": 0}
+    assert jobs.finish_dispatch(job_id, 0, {**done, "submitted_at": "2027-01-15T07:59:00.000Z"}, CLOCK + 3600)
+    assert _handle(reviewed, _succeeded(stack, job_id, 1, write_output=False)).finalized is None
+    assert _handle(reviewed, _succeeded(stack, job_id, 2, write_output=False)).finalized is not None
+
+    [message] = stack.results_messages()
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["succeeded"], summary["needs_review"]) == (4, 3)
+    low = "top score {:.4f} is below the review threshold"
+    expected = [
+        {
+            "id": "b",
+            "text": "is my card late",
+            "labels": top[:3],
+            "reason": "low_confidence",
+            "why": low.format(0.45),
+        },
+        {
+            "id": "c",
+            "text": "what is the weather",
+            "labels": [{"label": "pin_blocked", "score": 0.1}],
+            "reason": "out_of_scope",
+            "why": "top score 0.1000 is below the out-of-scope threshold 0.2",
+        },
+        {
+            "id": "d",
+            "text": "pin?",
+            "labels": [{"label": "change_pin", "score": 0.5}],
+            "reason": "low_confidence",
+            "why": low.format(0.5),
+        },
+    ]
+    review_key = f"review/{job_id}/review.jsonl"
+    written = stack.s3.get_object(Bucket=bucket, Key=review_key)["Body"].read()
+    assert [json.loads(line) for line in written.splitlines()] == expected
+    received = sqs.receive_message(QueueUrl=review_url, MaxNumberOfMessages=10).get("Messages", [])
+    [review] = [json.loads(json.loads(m["Body"])["Message"]) for m in received]
+    assert review["items"] == expected
+    assert (review["type"], review["job_id"], review["flagged"], review["out_of_scope"]) == (
+        "review",
+        job_id,
+        3,
+        1,
+    )
+    assert (review["review"], review["results"]) == (f"s3://{bucket}/{review_key}", message["results"])
+    counts = _counts(stack)
+    assert (counts["TicketsToReview"], counts["TicketsOutOfScope"], counts["ReviewMessagesPublished"]) == (
+        3,
+        1,
+        1,
+    )
+
+
+def test_a_job_record_that_cannot_be_read_gives_the_lease_back_with_dynamodbs_own_error(
+    stack: Stack, moto_server: MotoServer
+):
+    """The claim succeeded, then reading the job's record (GetItem) is throttled: the
+    finalization raises DynamoDB's own error (for the invocation's retry, not an error of its
+    clean-up, with or without a review topic), gives the lease back, and publishes nothing."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+    def respond(request: Any, **_: Any) -> AWSResponse | None:
+        if b'"META"' not in request.body:
+            return None
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(THROTTLED))
+
+    client.meta.events.register_first("before-send.dynamodb.GetItem", respond)
+    deps = dataclasses.replace(stack.deps, jobs=JobStore(client, stack.names.jobs_table))
+    _job(stack, chunks=1)
+    outcome = J.ChunkOutcome(J.SUCCEEDED, CLOCK_ISO, "Completed", output_location=_out(stack, "job1", 1))
+    assert stack.jobs.record_chunk_outcome("job1", 1, outcome) is J.Recorded.RECORDED
+    with pytest.raises(ClientError) as raised:
+        finalize_for("job1", deps, stack.settings, clock=lambda: CLOCK, time_left=lambda: 60.0)
+    assert raised.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    job = stack.jobs.get_job("job1")
+    assert (job["status"], float(job["lease_until"])) == (J.FINALIZING, 0)
+    assert stack.results_messages() == []
+
+
+def test_a_prediction_without_needs_review_is_not_to_review(stack: Stack):
+    """A server that does not say ``needs_review`` leaves the ticket out of the review counts:
+    its result line says ``false`` (results.py's default)."""
+    predictions = [{k: v for k, v in p.items() if k != "needs_review"} for p in PREDICTIONS]
+    message = _finalized_with_output(stack, f"job{uuid.uuid4().hex[:8]}", _jsonl(predictions))
+    results = [json.loads(line) for line in _read_s3(stack, message["results"]).splitlines()]
+    assert [r["needs_review"] for r in results] == [False, False]
+    summary = json.loads(_read_s3(stack, message["summary"]))
+    assert (summary["needs_review"], message["needs_review"]) == (0, 0)
