@@ -702,6 +702,19 @@ class _Raw:
         yield self.body
 
 
+def _one_attempt_dynamodb(moto_server: MotoServer):
+    """A DynamoDB client on moto's server that makes one attempt: what the handler sees of an
+    error once botocore's own retries are spent."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
 THROTTLED = json.dumps(
     {
         "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
@@ -717,14 +730,7 @@ def _completion_throttled(
     with DynamoDB's throttling error ``times`` times, as the handler sees it once botocore's own
     retries are spent (a client with one attempt); the attempts made and the back-off slept (the
     sleeps are recorded, not waited: results.py's ``time`` is replaced for the test)."""
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    client = _one_attempt_dynamodb(moto_server)
     attempts: list[int] = []
 
     def respond(request: Any, **_: Any) -> AWSResponse | None:
@@ -910,14 +916,7 @@ def test_a_job_record_that_cannot_be_read_gives_the_lease_back_with_dynamodbs_ow
     """The claim succeeded, then reading the job's record (GetItem) is throttled: the
     finalization raises DynamoDB's own error (for the invocation's retry, not an error of its
     clean-up, with or without a review topic), gives the lease back, and publishes nothing."""
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    client = _one_attempt_dynamodb(moto_server)
 
     def respond(request: Any, **_: Any) -> AWSResponse | None:
         if b'"META"' not in request.body:
