@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from triage_core.artifact import DEFAULT_REVIEW_THRESHOLD, ArtifactError
+from triage_core.artifact import ArtifactError, resolve_review_threshold
 from triage_core.inference import ArtifactClassifier
 from triage_core.reader import read_tickets
 from triage_core.records import FieldMap, RecordFormatError
@@ -136,12 +136,9 @@ def score(directory: Path, texts: list[str], review_threshold: float | None, bat
     scores = classifier.predict_scores(texts, batch_size=batch_size)
     best = scores.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
     manifest = classifier.manifest
-    if review_threshold is not None:
-        threshold, source = review_threshold, "--review-threshold"
-    elif manifest.review_threshold is not None:
-        threshold, source = manifest.review_threshold, "artifact"
-    else:
-        threshold, source = DEFAULT_REVIEW_THRESHOLD, "default"
+    threshold, source = resolve_review_threshold(
+        review_threshold, manifest.review_threshold, "--review-threshold"
+    )
     return Scored(
         labels=[classifier.labels[i] for i in best],
         top_scores=scores.max(axis=1) if len(texts) else np.zeros(0),
@@ -152,14 +149,13 @@ def score(directory: Path, texts: list[str], review_threshold: float | None, bat
 
 
 def f1_by_label(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """F1 of each label (0 when it has neither support nor predictions right)."""
-    result = {}
-    for label in labels:
-        tp = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p == label)
-        support = sum(1 for t in truth if t == label)
-        predicted_n = sum(1 for p in predicted if p == label)
-        result[label] = 2 * tp / (support + predicted_n) if support + predicted_n else 0.0
-    return result
+    """F1 of each label (scikit-learn's; 0 when it has neither support nor predictions right)."""
+    from sklearn.metrics import f1_score
+
+    if not labels:
+        return {}
+    scores = f1_score(truth, predicted, labels=list(labels), average=None, zero_division=0)
+    return {label: float(value) for label, value in zip(labels, scores, strict=True)}
 
 
 def compare(golden: Golden, running: Scored, candidate: Scored, top: int = 10) -> dict[str, Any]:

@@ -41,6 +41,19 @@ METRICS_FILE = "metrics.json"
 DEFAULT_REVIEW_THRESHOLD = 0.5
 
 
+def resolve_review_threshold(
+    override: float | None, artifact: float | None, override_name: str
+) -> tuple[float, str]:
+    """The review threshold in force and where it comes from: ``override`` when given (named
+    ``override_name``: the server's TRIAGE_REVIEW_THRESHOLD, compare-models' option), else the
+    artifact's (chosen on the validation split when it was trained), else the default."""
+    if override is not None:
+        return override, override_name
+    if artifact is not None:
+        return artifact, "artifact"
+    return DEFAULT_REVIEW_THRESHOLD, "default"
+
+
 class ArtifactError(ValueError):
     """The artifact directory is missing a file or its manifest is invalid."""
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from triage_core.artifact import DEFAULT_REVIEW_THRESHOLD
+from triage_core.artifact import resolve_review_threshold
 from triage_core.records import DEFAULT_FIELDS, FieldMap
 
 MB = 1024 * 1024
@@ -77,11 +77,7 @@ def _optional_float(env: Mapping[str, str], name: str, low: float, high: float) 
 def review_threshold(setting: float | None, artifact: float | None) -> tuple[float, str]:
     """The review threshold and where it comes from: TRIAGE_REVIEW_THRESHOLD when set, else the
     artifact's (chosen on the validation split when it was trained), else 0.5."""
-    if setting is not None:
-        return setting, "TRIAGE_REVIEW_THRESHOLD"
-    if artifact is not None:
-        return artifact, "artifact"
-    return DEFAULT_REVIEW_THRESHOLD, "default"
+    return resolve_review_threshold(setting, artifact, "TRIAGE_REVIEW_THRESHOLD")
 
 
 @dataclass(frozen=True)
