@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from triage_core.artifact import load_manifest, write_manifest
+from triage_core.artifact import edited_manifest, load_manifest
 from triage_core.linear import LINEAR_FILE, LinearSpec
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
 
@@ -248,10 +248,10 @@ def run_baseline(
 
 def ship_linear(model, artifact_dir: Path, kind: str, weight: float, config: BaselineConfig) -> None:
     """Put the linear model into the artifact as ``kind`` ("linear" or "ensemble")."""
-    manifest = load_manifest(artifact_dir)
-    save_linear(model, Path(artifact_dir) / LINEAR_FILE, manifest.labels)
-    changes = {"model": kind, "linear": config.spec(weight).model_dump()}
-    if kind == "linear":
-        changes["scoring"] = "softmax"  # logistic regression's probabilities
-    write_manifest(artifact_dir, manifest.model_validate({**manifest.model_dump(), **changes}))
+    with edited_manifest(artifact_dir) as manifest:
+        save_linear(model, Path(artifact_dir) / LINEAR_FILE, manifest["labels"])
+        manifest["model"] = kind
+        manifest["linear"] = config.spec(weight).model_dump()
+        if kind == "linear":
+            manifest["scoring"] = "softmax"  # logistic regression's probabilities
     load_manifest(artifact_dir)

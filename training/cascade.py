@@ -168,12 +168,10 @@ def _set_bar(classifier, bar: float | None) -> None:
 
 def store_bar(artifact_dir: Path, bar: float | None) -> None:
     """Write ``linear.cascade_bar`` into the artifact's manifest (validated on the way)."""
-    from triage_core.artifact import load_manifest, write_manifest
+    from triage_core.artifact import edited_manifest
 
-    manifest = load_manifest(artifact_dir)
-    data = manifest.model_dump()
-    data["linear"]["cascade_bar"] = bar
-    write_manifest(artifact_dir, manifest.model_validate(data))
+    with edited_manifest(artifact_dir) as manifest:
+        manifest["linear"]["cascade_bar"] = bar
 
 
 def select_cascade(

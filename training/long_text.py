@@ -106,7 +106,7 @@ def select_long_text(artifact_dir: Path, validation, reports_dir: Path | None = 
     write the winner into its manifest. Returns the comparison (also ``<reports>/long_text.json``)."""
 
     from training.evaluate import classification_report
-    from triage_core.artifact import load_manifest, write_manifest
+    from triage_core.artifact import edited_manifest, load_manifest
     from triage_core.inference import ArtifactClassifier
 
     classifier = ArtifactClassifier(artifact_dir)
@@ -143,10 +143,8 @@ def select_long_text(artifact_dir: Path, validation, reports_dir: Path | None = 
         report["reason"] = (
             f"at most {LONG_SHARE:.0%} of the validation tickets are longer: too few to choose on"
         )
-    write_manifest(
-        artifact_dir,
-        manifest.model_validate({**manifest.model_dump(), "long_text": best["settings"]}),
-    )
+    with edited_manifest(artifact_dir) as stored:
+        stored["long_text"] = best["settings"]
     load_manifest(artifact_dir)
     report.update(candidates=rows, strategy=best["settings"], winner=best["strategy"])
     log.info(

@@ -50,12 +50,9 @@ def store_review_threshold(artifact_dir: Path, review: dict[str, Any]) -> None:
     """Write the chosen threshold, and the policy it was chosen by, into the artifact's manifest:
     the server uses the threshold unless TRIAGE_REVIEW_THRESHOLD is set (the stack sets it only
     when ``triage:reviewThreshold`` is)."""
-    from triage_core.artifact import load_manifest, write_manifest
+    from triage_core.artifact import edited_manifest
 
-    manifest = load_manifest(artifact_dir)
-    fields = {
-        "review_threshold": review["threshold"],
-        "review_target_accuracy": review["target_accuracy"],
-        "review_max_share": review["max_review_share"],
-    }
-    write_manifest(artifact_dir, manifest.model_validate({**manifest.model_dump(), **fields}))
+    with edited_manifest(artifact_dir) as manifest:
+        manifest["review_threshold"] = review["threshold"]
+        manifest["review_target_accuracy"] = review["target_accuracy"]
+        manifest["review_max_share"] = review["max_review_share"]

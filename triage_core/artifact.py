@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -153,15 +154,21 @@ def write_manifest(directory: str | Path, manifest: ArtifactManifest) -> Path:
     return path
 
 
-def store_training_mix(directory: str | Path, training_labels: Iterable[str]) -> ArtifactManifest:
+@contextmanager
+def edited_manifest(directory: str | Path) -> Iterator[dict[str, Any]]:
+    """The artifact's manifest as a dict to change in the block; validated and written when the
+    block ends (nothing is written if it raises): how each training step records what it chose."""
+    data = load_manifest(directory).model_dump()
+    yield data
+    write_manifest(directory, ArtifactManifest.model_validate(data))
+
+
+def store_training_mix(directory: str | Path, training_labels: Iterable[str]) -> None:
     """Count the training split's labels into the manifest's ``training_mix`` (every label of the
     artifact, 0 included) and write it: the one writer of the field."""
-    manifest = load_manifest(directory)
     counts = Counter(training_labels)
-    mix = {label: int(counts.get(label, 0)) for label in manifest.labels}
-    updated = manifest.model_validate({**manifest.model_dump(), "training_mix": mix})
-    write_manifest(directory, updated)
-    return updated
+    with edited_manifest(directory) as manifest:
+        manifest["training_mix"] = {label: int(counts.get(label, 0)) for label in manifest["labels"]}
 
 
 def load_manifest(directory: str | Path) -> ArtifactManifest:
