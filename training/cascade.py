@@ -133,11 +133,11 @@ def score_validation(
     for name, texts in sets.items():
         features = classifier.linear.features(classifier.clean(texts))
         linear = scores_from_logits(classifier.linear.logits(features), "softmax")
-        _set_bar(classifier, None)
+        classifier.use_cascade_bar(None)
         ensemble = classifier.predict_scores(texts)
         served = {}
         for bar in bars:
-            _set_bar(classifier, bar)
+            classifier.use_cascade_bar(bar)
             served[bar] = classifier.predict_scores(texts)
         out[name] = SplitScores(y, linear, ensemble, served)
     return out
@@ -149,7 +149,7 @@ def batch_spread(artifact_dir: Path, validation, sizes: tuple[int, ...] = (8, 16
     from triage_core.inference import ArtifactClassifier
 
     classifier = ArtifactClassifier(artifact_dir)
-    _set_bar(classifier, None)
+    classifier.use_cascade_bar(None)
     index = {label: i for i, label in enumerate(classifier.labels)}
     y = np.array([index[label] for label in validation.labels])
     n = len(classifier.labels)
@@ -157,13 +157,6 @@ def batch_spread(artifact_dir: Path, validation, sizes: tuple[int, ...] = (8, 16
         str(size): round(_macro_f1(y, classifier.predict_scores(list(validation.texts), size), n), 4)
         for size in sizes
     }
-
-
-def _set_bar(classifier, bar: float | None) -> None:
-    manifest = classifier.manifest
-    classifier.manifest = manifest.model_copy(
-        update={"linear": manifest.linear.model_copy(update={"cascade_bar": bar})}
-    )
 
 
 def store_bar(artifact_dir: Path, bar: float | None) -> None:

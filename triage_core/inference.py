@@ -170,6 +170,13 @@ class ArtifactClassifier:
         )
         self._pooled = strategy.strategy == "windows"
 
+    def use_cascade_bar(self, bar: float | None) -> None:
+        """Settle tickets with the linear model at ``bar`` from now on (None: no cascade; training
+        compares the candidates on the validation split with this, then writes the bar into the
+        manifest)."""
+        linear = self.manifest.linear.model_copy(update={"cascade_bar": bar})
+        self.manifest = self.manifest.model_copy(update={"linear": linear})
+
     def _load_linear(self, directory: Path) -> LinearModel:
         try:
             linear = LinearModel(directory / LINEAR_FILE, self.manifest.linear)
