@@ -9,7 +9,7 @@ one run on this machine, on the same texts and the same trained model:
     time, as the toolkit's ``predict_fn`` (``prediction = model(inputs)``, no batching) does;
     also in batches of 32 for fairness;
 (b) **limit**: the served model's engines alone, every input computed beforehand (texts cleaned,
-    tokenized, TF-IDF vectors built), in length-sorted batches of 32: ``ArtifactClassifier.run``
+    tokenized, TF-IDF vectors built), in the server's batches (below): ``ArtifactClassifier.run``
     on the artifact's own ``encode`` items. For a transformer artifact that is bare ONNX Runtime
     on pre-tokenized inputs; for an ensemble, ONNX Runtime plus the linear model's logits on
     pre-computed feature vectors; for a cascade (``linear.cascade_bar``), the linear logits of
@@ -17,6 +17,8 @@ one run on this machine, on the same texts and the same trained model:
     layouts: one session using every core, and one single-threaded session with one thread per
     core running batches concurrently; the faster is ``limit_tps``. What the server adds on top
     (reading, preprocessing, tokenizing, featurizing, batching, writing) is the gap to it.
+    Batches: the server's :class:`~triage_core.inference.BatchRule` over all the tickets at
+    once (what its pool would form if every ticket were in it: the least padding it allows).
     ``limit_minilm_tps``: bare ONNX Runtime on ``model.onnx`` alone, the limit as measured before
     the ensemble was served, kept so that ``server_vs_limit_minilm`` compares with that history;
 (c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
@@ -71,8 +73,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference_server.settings import available_cpus
-from triage_core.inference import ArtifactClassifier, Settled
+from inference_server.settings import Settings, available_cpus
+from triage_core.inference import ArtifactClassifier, BatchRule, Settled
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = ROOT / "data" / "banking77" / "train.csv"
@@ -147,26 +149,39 @@ def bench_baseline(hf_model: Path, texts: list[str], single: int, threads: int) 
 
 
 # --- (b) the limit: the served model's engines alone ------------------------------------------------
-BATCH = 32
+BATCH = 32  # the linear model's logits, per call (a sparse product: the size hardly matters)
 
 
-def length_sorted(items: list, size: int = BATCH) -> list[list]:
-    """``items`` (anything with ``ids``) in batches of ``size``, shortest first: the batcher's order."""
-    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
-    return [[items[i] for i in order[s : s + size]] for s in range(0, len(order), size)]
+def server_rule(env_extra: dict[str, str]) -> BatchRule:
+    """The batch rule the server runs with under ``env_extra`` (``TRIAGE_MAX_BATCH_SIZE``,
+    ``TRIAGE_MAX_BATCH_TOKENS``, ``TRIAGE_MAX_PADDING``): the limit batches by it too."""
+    settings = Settings.from_env(env_extra)
+    return BatchRule(settings.max_batch_size, settings.max_batch_tokens, settings.max_padding)
 
 
-def engine_calls(classifier: ArtifactClassifier, texts: list[str]) -> list[Callable[[], object]]:
+SERVER_RULE = BatchRule(Settings.max_batch_size, Settings.max_batch_tokens, Settings.max_padding)
+
+
+def length_sorted(items: list, rule: BatchRule = SERVER_RULE) -> list[list]:
+    """``items`` (anything with ``ids``) in the batches ``rule`` makes of all of them at once,
+    shortest first: the batches the server's pool would form if every ticket were in it."""
+    return [[items[i] for i in batch] for batch in rule.batches(items)]
+
+
+def engine_calls(
+    classifier: ArtifactClassifier, texts: list[str], rule: BatchRule = SERVER_RULE
+) -> list[Callable[[], object]]:
     """The served model's engine work on ``texts``, one call per batch, every input computed
-    beforehand (cleaned, tokenized, TF-IDF vectors): ``ArtifactClassifier.run`` on length-sorted
-    batches of its own ``encode`` items. For a transformer that is ONNX Runtime (and the padding
-    of the batch); for an ensemble, ONNX Runtime and the linear model's logits on the feature
-    vectors; for a cascade (``linear.cascade_bar`` in the manifest), whose ``encode`` already
-    scores every ticket with the linear model, the linear logits of every ticket plus ``run`` on
-    the tickets the linear model left to ONNX Runtime (the others are only copied)."""
+    beforehand (cleaned, tokenized, TF-IDF vectors): ``ArtifactClassifier.run`` on the server's
+    batches (:func:`length_sorted`) of its own ``encode`` items. For a transformer that is ONNX
+    Runtime (and the padding of the batch); for an ensemble, ONNX Runtime and the linear model's
+    logits on the feature vectors; for a cascade (``linear.cascade_bar`` in the manifest), whose
+    ``encode`` already scores every ticket with the linear model, the linear logits of every
+    ticket plus ``run`` on the tickets the linear model left to ONNX Runtime (the others are
+    only copied)."""
     cleaned = classifier.clean(texts)
     calls: list[Callable[[], object]] = [
-        functools.partial(classifier.run, batch) for batch in length_sorted(classifier.encode(cleaned))
+        functools.partial(classifier.run, batch) for batch in length_sorted(classifier.encode(cleaned), rule)
     ]
     if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
         features = classifier.linear.features(cleaned)
@@ -177,13 +192,15 @@ def engine_calls(classifier: ArtifactClassifier, texts: list[str]) -> list[Calla
     return calls
 
 
-def minilm_calls(classifier: ArtifactClassifier, texts: list[str]) -> list[Callable[[], object]]:
+def minilm_calls(
+    classifier: ArtifactClassifier, texts: list[str], rule: BatchRule = SERVER_RULE
+) -> list[Callable[[], object]]:
     """Bare ONNX Runtime on the artifact's ``model.onnx`` alone, pre-tokenized and pre-padded
     (the limit before the ensemble: kept as ``limit_minilm_*`` so the history stays comparable)."""
     if classifier.session is None:
         return []
     encodings = classifier.tokenizer.encode(classifier.clean(texts))
-    feeds = [classifier.tokenizer.pad(batch) for batch in length_sorted(encodings)]
+    feeds = [classifier.tokenizer.pad(batch) for batch in length_sorted(encodings, rule)]
     return [functools.partial(classifier.session.run, ["logits"], feed) for feed in feeds]
 
 
@@ -225,12 +242,15 @@ def fastest_layout(
     return best_wide, best_parallel
 
 
-def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[str, float]:
+def bench_limit(
+    model: Path, texts: list[str], cpus: int, repeats: int, rule: BatchRule = SERVER_RULE
+) -> dict[str, float]:
     """``limit_tps``: the served model's engines alone (:func:`engine_calls`) in the faster
     thread layout; ``limit_minilm_tps``: bare ONNX Runtime on ``model.onnx`` alone, as measured
     before the ensemble was served (equal in substance for a transformer artifact)."""
-    wide, parallel = fastest_layout(model, texts, cpus, repeats, engine_calls)
-    minilm_wide, minilm_parallel = fastest_layout(model, texts, cpus, repeats, minilm_calls)
+    engines, minilm = functools.partial(engine_calls, rule=rule), functools.partial(minilm_calls, rule=rule)
+    wide, parallel = fastest_layout(model, texts, cpus, repeats, engines)
+    minilm_wide, minilm_parallel = fastest_layout(model, texts, cpus, repeats, minilm)
     return {
         "limit_tps": max(wide, parallel),
         "limit_one_session_tps": wide,
@@ -239,7 +259,9 @@ def bench_limit(model: Path, texts: list[str], cpus: int, repeats: int) -> dict[
     }
 
 
-def bench_preparation(model: Path, texts: list[str], repeats: int) -> dict[str, float]:
+def bench_preparation(
+    model: Path, texts: list[str], repeats: int, rule: BatchRule = SERVER_RULE
+) -> dict[str, float]:
     """CPU time per ticket, on one thread, of what the server does before the engines
     (``clean``: preprocessing; ``encode``: tokenizing and, with a linear model, TF-IDF vectors) and
     of the engines' work (:func:`engine_calls` on a single-threaded session), best of ``repeats``.
@@ -249,7 +271,7 @@ def bench_preparation(model: Path, texts: list[str], repeats: int) -> dict[str, 
     the engines' figure counts too: the ceiling is then a little low."""
     classifier = ArtifactClassifier(model, intra_op_threads=1)
     classifier.encode(classifier.clean(texts[:32]))
-    calls = engine_calls(classifier, texts)
+    calls = engine_calls(classifier, texts, rule)
 
     def best(work: Callable[[], object]) -> float:
         times = []
@@ -274,8 +296,8 @@ def bench_preparation(model: Path, texts: list[str], repeats: int) -> dict[str, 
 
 # --- the project's classifier in-process ----------------------------------------------------------
 def bench_classifier(model: Path, texts: list[str], cpus: int, repeats: int) -> float:
-    """Tickets/s of ``ArtifactClassifier.predict_scores`` (preprocessing, tokenizing, length-sorted
-    batches of 32, one all-core session): what training's evaluation and a batch job run."""
+    """Tickets/s of ``ArtifactClassifier.predict_scores`` (preprocessing, tokenizing, batches by
+    the server's rule, one all-core session): what training's evaluation and a batch job run."""
     classifier = ArtifactClassifier(model, intra_op_threads=cpus)
     classifier.predict_scores(texts[:64])
     best = 0.0
@@ -658,14 +680,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("(a) torch checkpoint, toolkit-style ...", flush=True)
         result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
-    print("(b) the model's engines alone, sorted batches of 32 (clean, then e-mail bodies) ...", flush=True)
-    result.update(bench_limit(model, texts, cpus, args.repeats))
-    email_limit = bench_limit(model, emails, cpus, args.repeats)
+    print("(b) the model's engines alone, the server's batches (clean, then e-mail bodies) ...", flush=True)
+    rule = server_rule(env_extra)
+    result.update(bench_limit(model, texts, cpus, args.repeats, rule))
+    email_limit = bench_limit(model, emails, cpus, args.repeats, rule)
     result["limit_email_tps"] = email_limit["limit_tps"]
     result["limit_minilm_email_tps"] = email_limit["limit_minilm_tps"]
     print("(b) the server's own work per ticket vs the engines', one thread (clean, e-mail) ...", flush=True)
     for suffix, batch in (("", texts), ("_email", emails)):
-        result.update({k + suffix: v for k, v in bench_preparation(model, batch, args.repeats).items()})
+        result.update({k + suffix: v for k, v in bench_preparation(model, batch, args.repeats, rule).items()})
     print("(c) this server over HTTP (clean, e-mail bodies, single tickets) ...", flush=True)
     result.update(bench_server(model, texts, emails, args.single, args.repeats, env_extra, args.profile))
     print("(e) the project's classifier in-process (ArtifactClassifier.predict_scores) ...", flush=True)

@@ -8,7 +8,7 @@ produces.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +126,90 @@ def cascade_settled(linear_scores: np.ndarray, bar: float | None) -> np.ndarray:
     if bar is None:
         return np.zeros(len(linear_scores), dtype=bool)
     return linear_scores.max(axis=1) >= np.float32(bar)
+
+
+def model_rows(item: object) -> int:
+    """ONNX Runtime rows of an :meth:`ArtifactClassifier.encode` item: none for a ticket a cascade
+    settled (empty ``ids``), one per window for a ``windows`` ticket, else one."""
+    if not len(item.ids):
+        return 0
+    parts = getattr(item, "parts", None)
+    return 1 if parts is None else len(parts)
+
+
+@dataclass(frozen=True)
+class BatchRule:
+    """Which tickets share one ONNX Runtime run. The server's batcher, :meth:`ArtifactClassifier.
+    predict_scores` (training's evaluation) and the benchmark's limit all group tickets by it.
+
+    Tickets join a batch shortest first, a length at a time, while the batch holds at most
+    ``max_batch`` tickets and at most ``max_tokens`` padded tokens (rows x the longest row), and
+    while padding stays within ``max_padding`` of the real tokens: a batch runs at the width of
+    its longest row, so ONNX Runtime's work is rows x width. On this model and machine the cost per
+    row hardly depends on the batch size (1 to 64 rows within 10 %, docs/benchmarks.md) but grows
+    with the padding: length-sorted batches of 32 pad Banking77's unsettled tickets by about 70 %
+    in the server's windows; a cap of 10 % makes the same tickets about 1.4x cheaper. A batch whose
+    first length alone passes the caps still takes one ticket."""
+
+    max_batch: int = 32
+    max_tokens: int | None = 32 * 128
+    max_padding: float | None = 0.1
+
+    def within(self, tickets: int, rows: int, width: int) -> bool:
+        """``tickets`` tickets of ``rows`` model rows padded to ``width`` keep the size caps."""
+        return tickets <= self.max_batch and (self.max_tokens is None or rows * width <= self.max_tokens)
+
+    def overpadded(self, rows: int, tokens: int, width: int) -> bool:
+        """``rows`` rows padded to ``width`` pass ``max_padding`` over their ``tokens`` real tokens."""
+        return self.max_padding is not None and rows * width > (1 + self.max_padding) * tokens
+
+    def fit(
+        self, tickets: int, rows: int, tokens: int, width: int, available: Sequence[int]
+    ) -> tuple[int, int, int]:
+        """How many tickets of ``width`` tokens join a batch of ``tickets`` tickets, ``rows`` rows
+        and ``tokens`` real tokens (every earlier ticket is at most ``width`` long), given the
+        model rows of the candidates in ``available`` (in order); and the batch's rows and tokens
+        with them. The size caps take candidates one by one (a batch's first ticket always
+        comes); padding is all-or-nothing: more tickets at the batch's width only lower its share,
+        so if all that may come do not keep it within ``max_padding``, none come."""
+        added, new_rows = 0, rows
+        for extra in available[: self.max_batch - tickets]:
+            if (tickets or added) and not self.within(tickets + added + 1, new_rows + extra, width):
+                break
+            new_rows += extra
+            added += 1
+        new_tokens = tokens + (new_rows - rows) * width
+        if added and tickets and self.overpadded(new_rows, new_tokens, width):
+            return 0, rows, tokens
+        return added, new_rows, new_tokens
+
+    def batches(self, items: Sequence[object]) -> list[list[int]]:
+        """Indices of ``items`` (:meth:`ArtifactClassifier.encode` items) in batches, shortest first."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+        out: list[list[int]] = []
+        current: list[int] = []
+        rows = tokens = 0
+        start = 0
+        while start < len(order):
+            width = len(items[order[start]].ids)
+            end = start
+            while end < len(order) and len(items[order[end]].ids) == width:
+                end += 1
+            while start < end:  # this length's tickets: into the current batch, then new ones
+                available = [model_rows(items[i]) for i in order[start:end]]
+                added, rows, tokens = self.fit(len(current), rows, tokens, width, available)
+                if not added:
+                    out.append(current)
+                    current, rows, tokens = [], 0, 0
+                    continue
+                current += order[start : start + added]
+                start += added
+                if len(current) == self.max_batch or start < end:
+                    out.append(current)
+                    current, rows, tokens = [], 0, 0
+        if current:
+            out.append(current)
+        return out
 
 
 @dataclass(frozen=True)
@@ -304,14 +388,13 @@ class ArtifactClassifier:
         return logits
 
     def predict_scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Scores for raw texts, batched in length order, returned in input order."""
+        """Scores for raw texts, in batches of up to ``batch_size`` by the server's
+        :class:`BatchRule`, returned in input order."""
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encodings = self.encode(self.clean(texts))
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in BatchRule(max_batch=batch_size).batches(encodings):
             out[idx] = self.run([encodings[i] for i in idx])
         return out
 

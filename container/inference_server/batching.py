@@ -23,6 +23,13 @@ How a batch is chosen:
   and a batch stops before its padded size (rows x the longest row's tokens; a ``windows``
   ticket counts one row per window) passes ``max_batch_tokens``: a batch of 512-token tickets
   holds fewer of them than a batch of 20-token ones. It always holds at least one ticket.
+* Padding decides too (``max_padding``, ``triage_core.inference.BatchRule``, which offline scoring
+  and the benchmark's limit share): a longer length joins a batch only if the batch's padded
+  cells stay within that share of its real tokens; otherwise it starts the next batch. A runner
+  that finds a 118-ticket window in the pool takes its shortest tickets of similar length,
+  not 32 tickets spanning 5 to 80 tokens padded to 80 (measured: 69 % padding and 1.5x the ONNX
+  Runtime time per ticket before the cap, docs/benchmarks.md). Tickets a confidence cascade
+  settled have no rows and never count.
 * There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
   Under load tickets accumulate while runners are busy, so batches grow by themselves; at
   idle a single ticket runs at once.
@@ -41,6 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from triage_core.inference import BatchRule, model_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +89,13 @@ class Batcher:
         runners: int,
         solo_fn: RunFn | None = None,
         max_batch_tokens: int | None = None,
+        max_padding: float | None = None,
     ):
         self._run_fn = run_fn
-        self.max_batch_tokens = max_batch_tokens
+        self.rule = BatchRule(max_batch, max_batch_tokens, max_padding)
         self._solo_fn = solo_fn
         self._busy = 0  # runners inside a run call
         self._n_labels = n_labels
-        self.max_batch = max_batch
         self._cond = threading.Condition()
         self._urgent: deque[_Item] = deque()
         self._buckets: dict[int, deque[_Item]] = {}
@@ -114,7 +123,7 @@ class Batcher:
             callback(job)
             return job
         if urgent is None:
-            urgent = len(encodings) <= self.max_batch
+            urgent = len(encodings) <= self.rule.max_batch
         items = [_Item(job, i, enc) for i, enc in enumerate(encodings)]
         with self._cond:
             if self._closed:
@@ -166,37 +175,39 @@ class Batcher:
                 return batch
 
     def _take_urgent(self) -> list[_Item]:
-        urgent, budget = self._urgent, self.max_batch_tokens
-        if budget is None:
-            return [urgent.popleft() for _ in range(min(self.max_batch, len(urgent)))]
+        """The urgent queue's first tickets, one by one while the batch keeps the rule (each
+        job's tickets are queued shortest first; jobs one after the other)."""
+        urgent, rule = self._urgent, self.rule
         batch = [urgent.popleft()]
         width, rows = _length(batch[0]), _rows(batch[0])
-        while urgent and len(batch) < self.max_batch:
+        tokens = rows * width
+        while urgent:
             item = urgent[0]
-            new_width, new_rows = max(width, _length(item)), rows + _rows(item)
-            if new_width * new_rows > budget:
+            length, extra = _length(item), _rows(item)
+            new_width, new_rows, new_tokens = max(width, length), rows + extra, tokens + extra * length
+            if not rule.within(len(batch) + 1, new_rows, new_width) or rule.overpadded(
+                new_rows, new_tokens, new_width
+            ):
                 break
             batch.append(urgent.popleft())
-            width, rows = new_width, new_rows
+            width, rows, tokens = new_width, new_rows, new_tokens
         return batch
 
     def _take_bulk(self) -> list[_Item]:
-        buckets = self._buckets
+        """The pool's shortest tickets, a length at a time, as :meth:`BatchRule.fit` admits them."""
+        buckets, rule = self._buckets, self.rule
         batch: list[_Item] = []
-        need = self.max_batch
-        budget, rows = self.max_batch_tokens, 0
+        rows = tokens = 0
         for length in sorted(buckets):
             bucket = buckets[length]
-            take = min(need, len(bucket))
-            if budget is not None:  # lengths grow: this bucket's length is the batch's width
-                take, rows = _fit(bucket, take, rows, length, budget, bool(batch))
-                if not take:
-                    break
+            available = [_rows(bucket[i]) for i in range(min(len(bucket), rule.max_batch - len(batch)))]
+            take, rows, tokens = rule.fit(len(batch), rows, tokens, length, available)
+            if not take:
+                break
             batch.extend(bucket.popleft() for _ in range(take))
-            need -= take
             if not bucket:
                 del buckets[length]
-            if not need:
+            if len(batch) == rule.max_batch or take < len(available):
                 break
         self._bulk -= len(batch)
         return batch
@@ -240,21 +251,5 @@ def _length(item: _Item) -> int:
 
 
 def _rows(item: _Item) -> int:
-    """Model rows of a ticket: one, or its windows (``triage_core.longtext.Windows``)."""
-    parts = getattr(item.encoding, "parts", None)
-    return 1 if parts is None else len(parts)
-
-
-def _fit(
-    bucket: deque[_Item], take: int, rows: int, width: int, budget: int, started: bool
-) -> tuple[int, int]:
-    """How many of the first ``take`` tickets of ``bucket`` fit the token budget at ``width``
-    (a batch's first ticket always fits), and the batch's rows with them."""
-    fits = 0
-    while fits < take:
-        extra = _rows(bucket[fits])
-        if (rows + extra) * width > budget and (started or fits):
-            break
-        rows += extra
-        fits += 1
-    return fits, rows
+    """Model rows of a ticket: none when a cascade settled it, one, or its windows."""
+    return model_rows(item.encoding)

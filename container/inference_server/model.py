@@ -56,6 +56,7 @@ class Engine:
             self.runners,
             solo_fn=solo,
             max_batch_tokens=settings.max_batch_tokens,
+            max_padding=settings.max_padding,
         )
         self.load_seconds = time.perf_counter() - started
 

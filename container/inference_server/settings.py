@@ -93,6 +93,8 @@ class Settings:
     max_batch_size: int = 32
     # padded tokens (rows x longest row) per batch: long tickets run in smaller batches
     max_batch_tokens: int = 32 * 128
+    # padded cells a batch may hold beyond its real tokens, as a share of them (BatchRule)
+    max_padding: float = 0.1
     max_payload_bytes: int = 1024 * MB
     max_json_bytes: int = 100 * MB
     max_record_bytes: int = 8 * MB
@@ -137,6 +139,7 @@ class Settings:
             solo_threads=_int(env, "TRIAGE_SOLO_THREADS", threads, 1, 256),
             max_batch_size=_int(env, "TRIAGE_MAX_BATCH_SIZE", 32, 1, 1024),
             max_batch_tokens=_int(env, "TRIAGE_MAX_BATCH_TOKENS", 32 * 128, 512, 1 << 24),
+            max_padding=_float(env, "TRIAGE_MAX_PADDING", 0.1, 0.0, 1000.0),
             max_payload_bytes=payload_mb * MB,
             max_json_bytes=min(payload_mb, _int(env, "TRIAGE_MAX_JSON_MB", 100, 1, 4096)) * MB,
             max_record_bytes=_int(env, "TRIAGE_MAX_RECORD_MB", 8, 1, 1024) * MB,

@@ -19,7 +19,7 @@ from inference_server.settings import Settings
 from tests.container.serverproc import start_server, stop_server
 from training.export import fp32_onnx_path
 from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, load_manifest
-from triage_core.inference import ArtifactClassifier
+from triage_core.inference import ArtifactClassifier, BatchRule
 
 N_LABELS = 3
 
@@ -209,15 +209,53 @@ def lengths_of(engine: Engine, texts: list[str]) -> list[int]:
     return [len(e.ids) for e in engine.prepare(texts)]
 
 
-def test_short_requests_still_run_as_one_batch(long_artifact: Path) -> None:
-    """The budget only splits long batches: 8 short tickets are one run, as before."""
-    engine = Engine(Settings(model_dir=long_artifact, max_batch_size=8, max_batch_tokens=2048))
+def test_short_requests_run_in_batches_within_the_padding_cap(long_artifact: Path) -> None:
+    """The token budget only splits long batches: without a padding cap 8 short tickets are one
+    run; with the default cap (10 %) they run in batches of close lengths, each within the cap,
+    every ticket once."""
+    texts = SHORT + SHORT[:2]
+    lengths = lengths_of(Engine(Settings(model_dir=long_artifact)), texts)
+    assert len(set(lengths)) > 1  # the premise: the short tickets differ in length
+    for max_padding in (1000.0, Settings.max_padding):
+        engine = Engine(
+            Settings(
+                model_dir=long_artifact, max_batch_size=8, max_batch_tokens=2048, max_padding=max_padding
+            )
+        )
+        try:
+            log = ShapeLog(engine)
+            engine.predict_blocking(texts, timeout=60)
+        finally:
+            engine.close()
+        if max_padding == 1000.0:
+            assert [shape[0] for shape, _ in log.feeds] == [8]
+            continue
+        assert len(log.feeds) > 1 and sorted(x for _, real in log.feeds for x in real) == sorted(lengths)
+        for (rows, width), real in log.feeds:
+            assert rows * width <= (1 + max_padding) * sum(real), log.feeds
+
+
+@pytest.mark.parametrize("max_padding", [None, 0.1, 0.5])
+def test_a_pool_holding_every_ticket_forms_the_rule_s_batches(max_padding: float | None) -> None:
+    """The batcher's pool and :meth:`BatchRule.batches` (offline scoring, the benchmark's limit)
+    make the same batches of the same tickets when every ticket is queued before a runner looks."""
+    values = [int(v) for v in np.random.default_rng(7).integers(1, 10_000, 200)]
+    gate = threading.Event()
+    narrow = Recorder(gate)
+    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=1, max_batch_tokens=40, max_padding=max_padding)
     try:
-        log = ShapeLog(engine)
-        engine.predict_blocking(SHORT + SHORT[:2], timeout=60)
-        assert [shape[0] for shape, _ in log.feeds] == [8]
+        held, done = threading.Event(), threading.Event()
+        batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
+        assert narrow.started.wait(10)  # the runner holds the first batch: the pool fills
+        batcher.submit([Encoding(v) for v in values], lambda _job: done.set(), urgent=False)
+        gate.set()
+        assert done.wait(10) and held.wait(10)
     finally:
-        engine.close()
+        gate.set()
+        batcher.close()
+    rule = BatchRule(8, 40, max_padding)
+    expected = [[values[i] for i in batch] for batch in rule.batches([Encoding(v) for v in values])]
+    assert narrow.batches[1:] == expected
 
 
 def test_a_windows_ticket_counts_its_rows_against_the_budget() -> None:
