@@ -135,9 +135,9 @@ def test_served_predictions_equal_the_evaluation_code_path(server, tiny_artifact
         for i, (p, e) in enumerate(zip(preds, expected, strict=True))
         if p["label"] != e.label and abs(float(np.sort(scores[i])[-1] - np.sort(scores[i])[-2])) > 0.02
     ]
-    assert disagreements == []
+    assert disagreements == []  # a label differs only where the two best scores are within the noise
     same = sum(p["label"] == e.label for p, e in zip(preds, expected, strict=True))
-    assert same >= len(texts) - 3
+    assert same >= 0.95 * len(texts)  # the tiny model has many near-ties; the real one: docs/benchmarks.md
 
 
 @pytest.mark.parametrize("path,method,status", [("/nope", "GET", 404), ("/invocations", "GET", 405)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from training.export import fp32_onnx_path
 from triage_core.artifact import (
@@ -22,6 +25,7 @@ from triage_core.artifact import (
     write_manifest,
 )
 from triage_core.inference import ArtifactClassifier, TicketTokenizer, scores_from_logits
+from triage_core.longtext import LongText
 
 ONE_MB_TICKET = "Hello, my card payment was declined at the shop and I do not know why. " * 14_600
 
@@ -116,7 +120,9 @@ def test_one_megabyte_ticket_is_truncated_to_max_length(classifier: ArtifactClas
     (encoding,) = classifier.tokenizer.encode([cleaned])
     assert len(encoding.ids) == classifier.manifest.max_length
     # Head truncation: the ticket's first words survive, [SEP] still closes the sequence.
-    tokens = encoding.tokens
+    tokens = [
+        classifier.tokenizer.tokenizer.id_to_token(i) for i in encoding.ids
+    ]  # the fast encoding keeps ids only
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
     assert tokens[1:4] == ["my", "card", "payment"]  # "Hello," is a greeting and is stripped
     scores = classifier.predict_scores([ONE_MB_TICKET, "where is my card?"])
@@ -243,3 +249,50 @@ def test_one_megabyte_unbroken_blob_is_fast(tiny_artifact: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=10, check=True
     )
     assert done.stdout.strip() == f"(1, {len(load_manifest(tiny_artifact).labels)})"
+
+
+TOKENIZER_TEXT = st.lists(
+    st.text(st.characters(codec="utf-8"), max_size=30)
+    | st.sampled_from(["card", " ", "\n", "café", "🙂", "top-up", "'", "£50", "TOP UP", "\u00a0"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TOKENIZER_TEXT, min_size=1, max_size=6), max_length=st.sampled_from([8, 32, 512]))
+def test_the_fast_encoding_is_the_tokenizer_s_own(
+    tiny_artifact: Path, texts: list[str], max_length: int
+) -> None:
+    """``TicketTokenizer.encode`` uses the tokenizers library's ``encode_batch_fast`` (its
+    docstring: ``encode_batch`` without offsets); the ids and type ids the model reads are
+    ``encode_batch``'s, with truncation (``head``) and without (``windows``)."""
+    from tokenizers import Tokenizer
+
+    for strategy in (LongText(), LongText(strategy="windows")):
+        ours = TicketTokenizer(tiny_artifact / TOKENIZER_FILE, max_length, ["input_ids"], strategy)
+        theirs = Tokenizer.from_file(str(tiny_artifact / TOKENIZER_FILE))
+        theirs.no_padding()
+        if strategy.strategy == "head":
+            theirs.enable_truncation(max_length=max_length)
+        else:
+            theirs.no_truncation()
+        expected = theirs.encode_batch(texts)
+        got = ours.encode(texts)
+        for text, enc, exp in zip(texts, got, expected, strict=True):
+            if len(exp.ids) <= max_length or strategy.strategy == "head":
+                assert (enc.ids, enc.type_ids) == (exp.ids, exp.type_ids), text
+
+
+def test_the_fast_encoding_on_every_banking77_ticket(tiny_artifact: Path) -> None:
+    from tokenizers import Tokenizer
+
+    with (Path(__file__).resolve().parents[2] / "data" / "banking77" / "train.csv").open(
+        encoding="utf-8"
+    ) as fh:
+        texts = [row["text"] for row in csv.DictReader(fh)]
+    ours = TicketTokenizer(tiny_artifact / TOKENIZER_FILE, 64, ["input_ids"])
+    theirs = Tokenizer.from_file(str(tiny_artifact / TOKENIZER_FILE))
+    theirs.no_padding()
+    theirs.enable_truncation(max_length=64)
+    got = [(e.ids, e.type_ids) for e in ours.encode(texts)]
+    assert got == [(e.ids, e.type_ids) for e in theirs.encode_batch(texts)]

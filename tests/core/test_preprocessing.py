@@ -173,7 +173,7 @@ def test_head_truncation_keeps_the_start_of_a_long_ticket(minilm_path) -> None:
     text = preprocess("my card was stolen yesterday " + "and then some unrelated story " * 50)
     (encoding,) = tokenizer.encode([text])
     assert len(encoding.ids) == 16
-    assert encoding.tokens[1:5] == ["my", "card", "was", "stolen"]
+    assert [tokenizer.tokenizer.id_to_token(i) for i in encoding.ids[1:5]] == ["my", "card", "was", "stolen"]
 
 
 def test_config_is_strict_and_serialisable() -> None:
