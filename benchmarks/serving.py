@@ -96,6 +96,13 @@ def load_texts(path: Path, limit: int) -> list[str]:
     return texts
 
 
+def jsonl_body(texts: list[str]) -> bytes:
+    """The texts as the JSON Lines body the bench sends: ``{"id": "t<i>", "text": ...}`` lines."""
+    return b"".join(
+        json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
+    )
+
+
 def default_data(model: Path) -> Path:
     split = model.resolve().parent / "splits" / "test.csv"
     return split if split.is_file() else BUNDLED_DATA
@@ -262,13 +269,18 @@ def bench_limit(
 def bench_preparation(
     model: Path, texts: list[str], repeats: int, rule: BatchRule = SERVER_RULE
 ) -> dict[str, float]:
-    """CPU time per ticket, on one thread, of what the server does before the engines
-    (``clean``: preprocessing; ``encode``: tokenizing and, with a linear model, TF-IDF vectors) and
-    of the engines' work (:func:`engine_calls` on a single-threaded session), best of ``repeats``.
-    When both share the cores, ``server_vs_limit`` cannot pass ``engine / (engine + prepare)``
-    (``prepare_ceiling``) whatever the batching and threads do: HTTP, JSON and the response
-    come on top. For a cascade, ``encode`` also computes the linear logits of every ticket, which
-    the engines' figure counts too: the ceiling is then a little low."""
+    """CPU time per ticket, on one thread, of the server's own work around the engines and of the
+    engines' work (:func:`engine_calls` on a single-threaded session), best of ``repeats``:
+    ``read``: the JSON Lines body into records (the server's reader); ``clean``: preprocessing;
+    ``encode``: tokenizing and, with a linear model, TF-IDF vectors (for a cascade also the
+    linear logits of every ticket, which the engines' figure holds too: ``linear_us``, counted
+    once); ``respond``: the response records. When the server's work and the engines share the
+    cores, ``server_vs_limit`` cannot pass ``engine / (engine + server work)``
+    (``prepare_ceiling``) whatever the batching and threads do; the event loop's HTTP handling and
+    the threads' hand-offs come on top."""
+    from inference_server.outputs import RecordEncoder
+    from inference_server.reading import RequestSpec, body_records
+
     classifier = ArtifactClassifier(model, intra_op_threads=1)
     classifier.encode(classifier.clean(texts[:32]))
     calls = engine_calls(classifier, texts, rule)
@@ -281,16 +293,32 @@ def bench_preparation(
             times.append(time.perf_counter() - started)
         return min(times) / len(texts) * 1e6
 
+    body = jsonl_body(texts)
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    spec, settings = RequestSpec("jsonl", "application/jsonlines", None, None), Settings()
+    read = best(lambda: list(body_records(iter(chunks), spec, settings)))
+    records = list(body_records(iter(chunks), spec, settings))
     clean = best(lambda: classifier.clean(texts))
     cleaned = classifier.clean(texts)
     encode = best(lambda: classifier.encode(cleaned))
+    linear = 0.0
+    if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
+        features = classifier.linear.features(cleaned)
+        linear = best(lambda: classifier.linear.logits(features))
+    scores = classifier.predict_scores(texts)
+    encoder = RecordEncoder(classifier.labels, 0.5, None)
+    respond = best(lambda: encoder.encode(records, scores))
     engine = best(lambda: [call() for call in calls])
+    server_work = read + clean + encode - linear + respond
     return {
+        "read_us": read,
         "clean_us": clean,
         "encode_us": encode,
+        "linear_us": linear,
+        "respond_us": respond,
         "engine_us": engine,
-        "prepare_vs_engine": round((clean + encode) / engine, 4),
-        "prepare_ceiling": round(engine / (engine + clean + encode), 3),
+        "prepare_vs_engine": round(server_work / engine, 4),
+        "prepare_ceiling": round(engine / (engine + server_work), 3),
     }
 
 
@@ -424,9 +452,7 @@ class Server:
 
     def bulk_tps(self, texts: list[str], repeats: int) -> float:
         """Best of ``repeats``: the texts as one JSON Lines body, every line checked."""
-        batch = b"".join(
-            json.dumps({"id": f"t{i}", "text": text}).encode() + b"\n" for i, text in enumerate(texts)
-        )
+        batch = jsonl_body(texts)
         _post(self.conn, batch[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
         best = 0.0
         for _ in range(repeats):
@@ -755,8 +781,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"single-ticket p99: {result['single_p99_ms']} ms")
     for suffix, name in (("", "clean"), ("_email", "e-mail")):
         print(
-            f"{name} bodies, µs per ticket on one thread: preprocessing {result['clean_us' + suffix]:.1f}, "
-            f"encoding {result['encode_us' + suffix]:.1f}, the engines {result['engine_us' + suffix]:.1f}: "
+            f"{name} bodies, µs per ticket on one thread: reading {result['read_us' + suffix]:.1f}, "
+            f"preprocessing {result['clean_us' + suffix]:.1f}, encoding {result['encode_us' + suffix]:.1f} "
+            f"(of which the engines' linear logits {result['linear_us' + suffix]:.1f}), responding "
+            f"{result['respond_us' + suffix]:.1f}; the engines {result['engine_us' + suffix]:.1f}: "
             f"server_vs_limit at most {result['prepare_ceiling' + suffix]}"
         )
     print(
