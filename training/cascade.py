@@ -10,7 +10,7 @@ The bar (:func:`choose_bar`): of the candidates in :data:`BARS`, the lowest (the
 settled by the linear model) whose macro-F1 on the clean **and** the noisy validation split is at
 most ``max_f1_loss - margin`` below the ensemble's without a cascade. The noisy validation split
 is ``python -m training evaluate --noisy --noise-pool select``'s: ``training.noise`` with the
-``select`` pool and seed :data:`training.evaluate.NOISY_SEED`. The margin is the part of the loss
+``select`` pool and seed :data:`training.noise.NOISY_SEED`. The margin is the part of the loss
 budget kept for the sampling noise of 1,000 validation tickets (docs/training.md, "The
 confidence cascade").
 
@@ -118,8 +118,7 @@ def score_validation(
     split, batch sizes 8-128 alone move macro-F1 over 0.9243-0.9314 (0.7 point): more than the
     budget. The rule on one pass compares like with like (the same scores, only the cascade's
     decisions differ); the served columns and ``batch_spread`` show the batching noise beside it."""
-    from training.evaluate import NOISY_SEED
-    from training.noise import noisy_variant
+    from training.noise import NOISY_SEED, noisy_variant
     from triage_core.inference import ArtifactClassifier
 
     classifier = ArtifactClassifier(artifact_dir)

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from training.noise import NOISY_SEED
 from triage_core.inference import ArtifactClassifier
 
 log = logging.getLogger(__name__)
 
-NOISY_SEED = 2024  # same as training.__main__.NOISY_SEED: every model sees the same noisy tickets
 HEADLINE = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall")
 
 

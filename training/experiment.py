@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.noise import NOISY_SEED
+
 log = logging.getLogger(__name__)
 
-NOISY_SEED = 2024
 SELECTION_NOISE_POOL = "select"  # held out from the rules and training; the test uses "eval"
 
 

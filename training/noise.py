@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from functools import cache
 
 POOLS = ("train", "dev", "augment", "select", "eval")
+# The seed of the noisy copies every model is measured on (the noisy validation that selects, the
+# noisy test that reports): one value, so every model sees the same noisy tickets.
+NOISY_SEED = 2024
 # Pools that training may draw augmentation from; "select" and "eval" are for measuring only.
 TRAINING_POOLS = ("train", "dev", "augment")
 # What the noise may say about the domain: "banking77" draws every entry (the measured default,

@@ -38,6 +38,7 @@ from training.baseline import run_baseline
 from training.config import DEFAULT_BASE_MODEL, TrainConfig
 from training.data import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMN, Splits
 from training.long_text import make_room_for_long_tickets, select_long_text
+from training.noise import NOISY_SEED
 from training.recipe import (
     Preset,
     PresetError,
@@ -52,8 +53,6 @@ from triage_core.artifact import store_training_mix
 from triage_core.preprocessing import PreprocessConfig
 
 log = logging.getLogger("training")
-
-NOISY_SEED = 2024  # = training.evaluate.NOISY_SEED: every model is measured on the same noisy tickets
 
 
 @dataclass
