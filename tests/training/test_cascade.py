@@ -108,9 +108,9 @@ class CountingTokenizer:
         self.tokenizer = tokenizer
         self.texts: list[str] = []
 
-    def encode_batch(self, texts):
+    def encode_batch_fast(self, texts):
         self.texts.extend(texts)
-        return self.tokenizer.encode_batch(texts)
+        return self.tokenizer.encode_batch_fast(texts)
 
 
 # --- the rule, row for row -------------------------------------------------------------------
