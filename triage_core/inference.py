@@ -396,7 +396,10 @@ class ArtifactClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encodings = self.encode(self.clean(texts))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        for idx in BatchRule(max_batch=batch_size).batches(encodings):
+        rule = BatchRule(
+            max_batch=batch_size, max_padding=None if self.kind == "linear" else BatchRule.max_padding
+        )
+        for idx in rule.batches(encodings):
             out[idx] = self.run([encodings[i] for i in idx])
         return out
 

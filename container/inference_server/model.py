@@ -56,7 +56,8 @@ class Engine:
             self.runners,
             solo_fn=solo,
             max_batch_tokens=settings.max_batch_tokens,
-            max_padding=settings.max_padding,
+            # a linear artifact's rows are sparse feature vectors: nothing is padded
+            max_padding=None if self.classifier.kind == "linear" else settings.max_padding,
         )
         self.load_seconds = time.perf_counter() - started
 

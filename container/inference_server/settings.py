@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from triage_core.artifact import resolve_review_threshold
+from triage_core.inference import BatchRule
 from triage_core.records import DEFAULT_FIELDS, FieldMap
 
 MB = 1024 * 1024
@@ -94,7 +95,7 @@ class Settings:
     # padded tokens (rows x longest row) per batch: long tickets run in smaller batches
     max_batch_tokens: int = 32 * 128
     # padded cells a batch may hold beyond its real tokens, as a share of them (BatchRule)
-    max_padding: float = 0.1
+    max_padding: float = BatchRule.max_padding
     max_payload_bytes: int = 1024 * MB
     max_json_bytes: int = 100 * MB
     max_record_bytes: int = 8 * MB
@@ -139,7 +140,7 @@ class Settings:
             solo_threads=_int(env, "TRIAGE_SOLO_THREADS", threads, 1, 256),
             max_batch_size=_int(env, "TRIAGE_MAX_BATCH_SIZE", 32, 1, 1024),
             max_batch_tokens=_int(env, "TRIAGE_MAX_BATCH_TOKENS", 32 * 128, 512, 1 << 24),
-            max_padding=_float(env, "TRIAGE_MAX_PADDING", 0.1, 0.0, 1000.0),
+            max_padding=_float(env, "TRIAGE_MAX_PADDING", BatchRule.max_padding, 0.0, 1000.0),
             max_payload_bytes=payload_mb * MB,
             max_json_bytes=min(payload_mb, _int(env, "TRIAGE_MAX_JSON_MB", 100, 1, 4096)) * MB,
             max_record_bytes=_int(env, "TRIAGE_MAX_RECORD_MB", 8, 1, 1024) * MB,
