@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -81,10 +82,76 @@ _PII = re.compile(
     re.IGNORECASE,
 )
 _TOKEN_OF = {"email": EMAIL_TOKEN, "url": URL_TOKEN, "iban": ACCOUNT_TOKEN, "card": CARD_TOKEN}
-# Every alternative of _PII needs a digit, an "@" or a URL's "www." / "http(s)://": a text with
-# none of them has nothing to mask, and this one-pass check is ~7x cheaper than the scanner on
-# Banking77, 98 % of whose tickets have none (issue #23's profile: mask_pii 1.3 % of the server).
-_PII_HINT = re.compile(r"[\d@]|www\.|https?://", re.IGNORECASE)
+# Every alternative of _PII needs a digit, an "@" or a URL's "www." / "http(s)://", a few
+# characters from where it starts: the scanner (an alternation tried at every position, slow in
+# `re`: ~0.35 us per character) runs only at those places (_pii_matches, issue #23).
+_DIGITS = re.compile(r"\d+")
+_LOCAL_START = re.compile(r"(?<![\w.+-])[\w.+-]")  # where the e-mail alternative can start
+_URL_STARTS = ("http://", "https://", "www.")
+# What re.IGNORECASE matches an ASCII letter with, besides its two cases: İ and ı (i), ſ (s) and
+# K (U+212A, k) (the `re` docs; checked over every code point in the tests). str.lower() maps
+# A-Z and K to the letter and keeps one character per character, except İ (two: "i̇"); the
+# translation below makes İ, ı and ſ their letters first.
+_FOLD_SPECIALS = str.maketrans("İıſ", "iis")
+
+
+def _fold(text: str) -> str:
+    """``text`` lowercased with one character per character, each character that an
+    IGNORECASE pattern's ASCII letter matches turned into that letter: an ASCII word matches
+    somewhere in ``text`` under IGNORECASE only if it is a substring of ``_fold(text)``, at the
+    same index."""
+    if not text.isascii() and ("İ" in text or "ı" in text or "ſ" in text):
+        text = text.translate(_FOLD_SPECIALS)
+    return text.lower()
+
+
+def _pii_matches(text: str) -> list[re.Match[str]]:
+    """``list(_PII.finditer(text))``, trying the scanner only where a match can start.
+
+    Every alternative of _PII holds a digit, an "@" or a URL start, at a bounded distance from
+    where it starts: an e-mail starts at a word start at most 64 characters before its "@"
+    (``_LOCAL_START``); a URL at its "http(s)://" or "www."; an IBAN two letters before its
+    first digit, an amount at most four characters before one ("USD " + digit), a phone number
+    one ("+" or "(") and every other alternative at a digit. So every match starts at one of
+    the candidates below, and ``_PII.match(text, p)`` sees the whole text (look-behinds and
+    ``\b`` before ``p``) as the scanner does there; _PII matches no empty string, so after a
+    match ending at ``e`` the next one is the first candidate ``>= e`` where the scanner matches,
+    as in finditer. No candidate in a text without a hint: no match (as ``mask_pii``'s check)."""
+    candidates: set[int] = set()
+    for run in _DIGITS.finditer(text):
+        candidates.update(range(max(0, run.start() - 4), run.end()))
+    at = text.find("@")
+    while at >= 0:
+        candidates.update(m.start() for m in _LOCAL_START.finditer(text, max(0, at - 64), at))
+        at = text.find("@", at + 1)
+    if "w" in text or "W" in text or "h" in text or "H" in text:  # every URL start holds one
+        folded = _fold(text)
+        for start in _URL_STARTS:
+            index = folded.find(start)
+            while index >= 0:
+                candidates.add(index)
+                index = folded.find(start, index + 1)
+    found = []
+    end = 0
+    for position in sorted(candidates):
+        if position >= end and (match := _PII.match(text, position)):
+            found.append(match)
+            end = match.end()
+    return found
+
+
+def _pii_sub(replacement: str | Callable[[re.Match[str]], str], text: str) -> str:
+    """``_PII.sub(replacement, text)`` through :func:`_pii_matches`."""
+    parts = []
+    end = 0
+    for match in _pii_matches(text):
+        parts.append(text[end : match.start()])
+        parts.append(replacement if isinstance(replacement, str) else replacement(match))
+        end = match.end()
+    if not parts:
+        return text
+    parts.append(text[end:])
+    return "".join(parts)
 
 
 def _pii(match: re.Match[str]) -> str:
@@ -100,7 +167,7 @@ def _pii(match: re.Match[str]) -> str:
 
 def mask_pii(text: str) -> str:
     """E-mails, URLs, card, phone and account numbers become tokens; dates, times and amounts stay."""
-    return _PII.sub(_pii, text) if _PII_HINT.search(text) else text
+    return _pii_sub(_pii, text)
 
 
 # --- e-mail / chat noise -------------------------------------------------------------------
@@ -215,7 +282,11 @@ _NAME = re.compile(r"^\s*[^\W\d_][\w.'’-]{0,30}(?:[ \t]+[^\W\d_][\w.'’-]{0,3
 def _is_device(line: str) -> bool:
     if _APP_LINE.match(line):
         return True
-    match = _SENT_FROM.match(_PII.sub(" ", line))
+    # _SENT_FROM needs "sent" (IGNORECASE) in the masked line; masking puts a space where it cuts,
+    # so those four letters stand together in the line itself (the cheap check, see _fold).
+    if "sent" not in _fold(line):
+        return False
+    match = _SENT_FROM.match(_pii_sub(" ", line))
     if not match:
         return False
     words = [w.strip("()[]<>.,;:!-") for w in match.group("what").split()]
@@ -280,12 +351,12 @@ def _is_contact(line: str) -> bool:
     addresses next to at most a name ("Jane Doe | +44 ...")."""
     if _CONTACT.match(line):
         return True
-    if not _PII_HINT.search(line):
+    if len(line) > 120:
         return False
-    found = [m for m in _PII.finditer(line) if m.lastgroup in ("email", "url", "phone", "card")]
-    if not found or len(line) > 120:
+    matches = _pii_matches(line)
+    if not any(m.lastgroup in ("email", "url", "phone", "card") for m in matches):
         return False
-    rest = _PII.sub(" ", line)
+    rest = _pii_sub(" ", line)
     rest = re.sub(r"[|,;/•·:()\[\]-]+", " ", rest).strip()
     return not rest or _is_name(rest)
 
@@ -361,7 +432,7 @@ def _signature_start(lines: list[str]) -> int:
 
 def _speaks(line: str) -> bool:
     """The line asks something or speaks in the first person (addresses and links aside)."""
-    rest = _PII.sub(" ", line)
+    rest = _pii_sub(" ", line)
     return "?" in rest or bool(_PERSONAL.search(rest))
 
 
@@ -613,7 +684,6 @@ _STOPWORDS = frozenset(
         "had",
     ]
 )
-_WS = re.compile(r"\s+")
 _RAW_CAP_FACTOR = 10  # raw text kept before cleaning: 10 x max_chars (see the module docstring)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 
@@ -630,7 +700,9 @@ def preprocess(text: str, config: PreprocessConfig | None = None) -> str:
     if config.mask_pii:
         text = mask_pii(text)
     text = _emojis(text, config.emojis)
-    text = _WS.sub(" ", text).strip()
+    # re's \s and str.split()'s whitespace are the same characters (checked in the tests): one
+    # space between words, none at the ends, as _WS.sub(" ", text).strip() made them
+    text = " ".join(text.split())
     if config.remove_stopwords:
         text = " ".join(w for w in text.split(" ") if w.lower() not in _STOPWORDS)
     return text[: config.max_chars]

@@ -1,0 +1,302 @@
+"""``preprocess`` returns exactly what it returned before issue #23 made it cheaper.
+
+Training, evaluation and serving share ``preprocess``: a changed output would be skew between
+every existing artifact and the server. The reference is the implementation frozen verbatim in
+``data/preprocessing_before_issue23.py`` (main at a07687a); it is compared with today's on
+
+* generated text built to reach every rule (Hypothesis): lines of all five noise pools'
+  e-mails, the lines each rule looks for (greetings, closings, device lines, reply and header
+  blocks, contact lines, footers, quotes, P.S.), PII, emojis, every Unicode code point
+  (U+017F, U+212A, U+0130, NUL, lone surrogates ...), every line break ``str.splitlines`` knows,
+  long lines, with letters swapped for the non-ASCII ones ``re.IGNORECASE`` matches them with;
+  under every preprocessing config;
+* every ticket of the bundled Banking77 (clean, and wrapped by ``make_noisy`` in each pool);
+* the real mail clients' and talon's e-mails of test_real_client_emails.py;
+
+and the building blocks the speed-up rests on are checked over every code point against
+``re`` itself (what IGNORECASE matches, ``\\s``) and against the emoji library.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import random
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from test_real_client_emails import CASES, DATA, TALON_CASES
+
+from training.noise import POOLS, make_noisy
+from triage_core import preprocessing
+from triage_core.preprocessing import PreprocessConfig, extract_request, preprocess
+
+ROOT = Path(__file__).resolve().parents[2]
+ORACLE_PATH = Path(__file__).parent / "data" / "preprocessing_before_issue23.py"
+BANKING77 = ROOT / "data" / "banking77" / "train.csv"
+ALL_CODE_POINTS = "".join(map(chr, range(0x110000)))
+
+
+@cache
+def oracle():
+    spec = importlib.util.spec_from_file_location("preprocessing_before_issue23", ORACLE_PATH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def before(text: str, config: PreprocessConfig) -> str:
+    module = oracle()
+    return module.preprocess(text, module.PreprocessConfig(**config.model_dump()))
+
+
+CONFIGS = st.builds(
+    PreprocessConfig,
+    unicode_form=st.sampled_from(["NFKC", "NFC", "none"]),
+    emojis=st.sampled_from(["text", "remove", "keep"]),
+    mask_pii=st.booleans(),
+    extract_request=st.booleans(),
+    remove_stopwords=st.booleans(),
+    max_chars=st.sampled_from([16, 80, 2000]),
+)
+DEFAULT = PreprocessConfig()
+RAW_RULES = PreprocessConfig(unicode_form="none", mask_pii=False, emojis="keep")  # no NFKC folding
+
+
+@cache
+def banking77() -> list[str]:
+    with BANKING77.open(encoding="utf-8", newline="") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
+@cache
+def pool_lines() -> list[str]:
+    """Every distinct line of 400 Banking77 tickets wrapped in each pool's e-mail and chat noise."""
+    rng = random.Random(23)
+    queries = rng.sample(banking77(), 80)
+    return sorted(
+        {line for pool in POOLS for q in queries for line in make_noisy(q, rng, pool=pool).splitlines()}
+    )
+
+
+# The lines the rules look for, with and without what disqualifies them.
+RULE_LINES = [
+    *("Hi,", "Hello team,", "hey there", "Dear Sir or Madam,", "good evening I bought a card", "Hello"),
+    *("Best regards,", "Thanks,", "Thank you!", "Cheers", "thx", "Regards, I am waiting", "Yours truly,"),
+    *("Sent from my iPhone", "Sent from my account 3 days ago", "Sent with Proton Mail secure email"),
+    *(
+        "sent via Outlook for Android",
+        "Get Outlook for iOS",
+        "Download Foo for Android",
+        "Sent from my phone",
+    ),
+    *("jane@example.com sent from my iPhone", "+44 7700 900123 Sent from my Galaxy", "SENT FROM MY IPAD"),
+    *("On Tue, 3 Mar 2025 at 10:14, Support <help@bank.example> wrote:", "On Monday, Jane wrote:"),
+    *("On Tue, 3 Mar 2025 at 10:14, Support", "<help@bank.example>", "wrote:"),
+    *(
+        "-----Original Message-----",
+        "---- On Mon, 2 Jan 2024 jane@x.com wrote ----",
+        "Begin forwarded message:",
+    ),
+    *("---------- Forwarded message ---------", "Am 12.03.2024 um 10:14 schrieb Jan <j@x.de>:"),
+    *("Le 3 mars 2025, Jean <jean@x.fr> a écrit :", "2014-10-17 11:28 GMT+03:00 Jan <j@x.com>:"),
+    *("From: Support <help@bank.example>", "Sent: Tuesday, 3 March 2025 10:14", "To: Jane Doe"),
+    *("Subject: my card", "Date: Mon, 2 Jan 2024", "From: John Smith", "*From:* Jane", "Von: Jan"),
+    *("From: the app it shows two payments", "Amount: 50 EUR", "Objet : carte"),
+    *("Mobile: +44 7700 900123", "Tel. 0123 456 789", "E: jane@example.com", "Jane Doe | +44 7700 900123"),
+    *("www.bank.example", "https://bank.example/help", "Jane Doe", "Customer Care Team", "Anna Müller"),
+    *("This e-mail is confidential and intended solely for the addressee.", "DISCLAIMER", "-- ", "--"),
+    *("Please consider the environment before printing.", "To unsubscribe, write to x@y.example"),
+    *("bank-users mailing list", "please take me off your mailing list", "legally binding", "virus scan"),
+    *("> quoted line", ">", "> On Mon wrote:", "P.S. my card ends in 1234?", "PS: thanks", "p.p.s."),
+    *("my card 4111 1111 1111 1111 was charged", "IBAN GB82 WEST 1234 5698 7654 32", "USD 12", "€1,500.00"),
+    *("call (555) 123-4567", "07700 900 123", "account 12345678", "12.03.2024 10:14", "2024-03-12"),
+    *("Where is my card?", "I lost my card", "why was I charged twice", "", "   ", "____", "=====", "😊 🙏"),
+    *("1️⃣ keycap", "#️⃣", "🇬🇧 flag", "👨‍👩‍👧 family", "👍🏽", "☺︎", "❤️", "\u200d"),
+]
+# Characters that re.IGNORECASE matches to ASCII letters, control and odd characters.
+ODD = [
+    "ſ",
+    "K",
+    "İ",
+    "ı",
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\x7f",
+    "\u200b",
+    "\ufeff",
+    "\u00a0",
+    "\u3000",
+    "ﬁ",
+    "１",
+]
+BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\n\n"]
+SWAPS = {"s": "ſ", "S": "ſ", "k": "K", "K": "K", "i": "ı", "I": "İ"}
+
+
+def _swap(line: str, rng: random.Random) -> str:
+    """Letters of ``line`` swapped for what IGNORECASE matches them with, at random."""
+    return "".join(SWAPS[c] if c in SWAPS and rng.random() < 0.5 else c for c in line)
+
+
+def _case(line: str, how: int) -> str:
+    return (line, line.upper(), line.lower(), line.title())[how]
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> str:
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        line = draw(st.sampled_from(pool_lines()))
+    elif kind in (1, 2):
+        line = draw(st.sampled_from(RULE_LINES))
+    elif kind == 3:
+        line = draw(st.text(max_size=30))
+    elif kind == 4:  # pieces glued together: rule lines, odd characters, random text
+        pieces = st.one_of(st.sampled_from(RULE_LINES), st.sampled_from(ODD), st.text(max_size=6))
+        line = "".join(draw(st.lists(pieces, max_size=5)))
+    else:  # long lines (the 160/240-character windows of the header rules, the 120 of contacts)
+        line = draw(st.sampled_from(RULE_LINES)) * draw(st.integers(2, 40))
+    line = _case(line, draw(st.integers(0, 3)))
+    if draw(st.booleans()):
+        line = _swap(line, random.Random(draw(st.integers(0, 2**16))))
+    indent = draw(st.sampled_from(["", "", " ", "  ", "\t", "\u00a0"]))
+    return indent + line + draw(st.sampled_from(["", "", " ", "\t"]))
+
+
+@st.composite
+def texts(draw: st.DrawFn) -> str:
+    body = draw(st.lists(lines(), max_size=12))
+    out = ""
+    for line in body:
+        out += line + draw(st.sampled_from(BREAKS))
+    return out if draw(st.booleans()) else out.rstrip("\n")
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts(), CONFIGS)
+@example("Sent from my iPhone\n\nhello", DEFAULT)
+@example("ſent from my iPhone", RAW_RULES)
+def test_preprocess_equals_the_frozen_one_on_generated_text(text: str, config: PreprocessConfig) -> None:
+    assert preprocess(text, config) == before(text, config)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=400), CONFIGS)
+def test_preprocess_equals_the_frozen_one_on_any_text(text: str, config: PreprocessConfig) -> None:
+    assert preprocess(text, config) == before(text, config)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(texts(), st.text()))
+def test_extract_request_equals_the_frozen_one(text: str) -> None:
+    assert extract_request(text) == oracle().extract_request(text)
+
+
+@pytest.mark.parametrize("config", [DEFAULT, RAW_RULES], ids=["default", "no-unicode-no-mask"])
+@pytest.mark.parametrize("pool", [None, *POOLS])
+def test_preprocess_equals_the_frozen_one_on_banking77(pool: str | None, config: PreprocessConfig) -> None:
+    """Every bundled Banking77 ticket (10,003), as it is and wrapped in each pool's noise."""
+    queries = banking77()
+    if pool is not None:
+        rng = random.Random(f"{pool}:23")
+        queries = [make_noisy(q, rng, pool=pool) for q in queries]
+    differ = [q for q in queries if preprocess(q, config) != before(q, config)]
+    assert differ == []
+
+
+def _fixture_emails() -> list[str]:
+    real = [(DATA / case.fixture).read_bytes().decode("utf-8") for case in CASES]
+    return real + [case.email for case in TALON_CASES]
+
+
+@pytest.mark.parametrize("config", [DEFAULT, RAW_RULES], ids=["default", "no-unicode-no-mask"])
+def test_preprocess_equals_the_frozen_one_on_real_client_emails(config: PreprocessConfig) -> None:
+    emails = _fixture_emails()
+    assert len(emails) > 60
+    for text in emails:
+        assert preprocess(text, config) == before(text, config)
+        for line_break in ("\r\n", "\r", "\u2028"):  # each client's e-mail with other line breaks
+            other = text.replace("\r\n", "\n").replace("\n", line_break)
+            assert preprocess(other, config) == before(other, config)
+
+
+# --- the building blocks, against `re` and the emoji library themselves ------------------------
+def test_fold_maps_what_ignorecase_matches_to_the_ascii_letter_one_for_one() -> None:
+    folded = preprocessing._fold(ALL_CODE_POINTS)
+    assert len(folded) == len(ALL_CODE_POINTS)  # one character per character: indexes carry over
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        matched = re.findall(letter, ALL_CODE_POINTS, re.IGNORECASE)
+        assert {preprocessing._fold(c) for c in matched} == {letter}, letter
+    for special in ("ſ", "ı", "İ", "K"):  # the other branch (a text without them is lowered only)
+        assert preprocessing._fold("xS" + special) == preprocessing._fold("xs") + preprocessing._fold(special)
+
+
+def test_whitespace_of_re_and_str_split_are_the_same_characters() -> None:
+    spaces = "".join(re.findall(r"\s", ALL_CODE_POINTS))
+    assert spaces == "".join(c for c in ALL_CODE_POINTS if c.isspace())
+    assert ("x" + "x".join(spaces) + "x").split() == ["x"] * (len(spaces) + 1)  # each one splits
+
+
+_PII_PIECES = st.sampled_from(
+    [
+        *("@", "www.", "WWW.", "wWw.", "http://", "HTTPſ://", "4", "12", "٣", "૭", "+44 ", "(020) ", "€"),
+        *("$", "USD ", "eur", "GB82 ", "a.b+c-d", ".", "-", "/", ":", "_", " ", "\n", "ſ", "K", "İ"),
+    ]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.one_of(st.text(max_size=12), _PII_PIECES, st.sampled_from(RULE_LINES)), max_size=14).map(
+        "".join
+    )
+)
+@example("x" * 70 + "@b.example")  # a local part longer than 64: the e-mail starts inside it
+@example("ab" * 40 + "1@bank.example +44 7700 900123")
+def test_pii_matches_are_the_scanners(text: str) -> None:
+    scanner = preprocessing._PII
+    assert [(m.span(), m.lastgroup) for m in preprocessing._pii_matches(text)] == [
+        (m.span(), m.lastgroup) for m in scanner.finditer(text)
+    ]
+    assert preprocessing._pii_sub(" ", text) == scanner.sub(" ", text)
+
+
+EMOJI_PIECES = st.sampled_from(
+    [
+        "😊",
+        "🙏",
+        "1",
+        "#",
+        "*",
+        "\ufe0f",
+        "\ufe0e",
+        "\u20e3",
+        "\u200d",
+        "🇬",
+        "🇧",
+        "👍",
+        "🏽",
+        "©",
+        "®",
+        "™",
+        "a",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.one_of(EMOJI_PIECES, st.characters(), st.text(max_size=3)), max_size=12).map("".join),
+    st.sampled_from(["text", "remove"]),
+)
+def test_emoji_pre_check_never_skips_a_text_the_emoji_library_changes(text: str, mode: str) -> None:
+    assert preprocessing._emojis(text, mode) == oracle()._emojis(text, mode)
