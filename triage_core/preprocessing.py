@@ -472,6 +472,17 @@ def extract_request(text: str) -> str:
     in a bottom post (nothing but a greeting above the quote): then the reply is under the quote;
     and a P.S. under a signature is kept while the signature is cut."""
     lines = text.splitlines()
+    if len(lines) <= 1:
+        # One line (or none): every rule below keeps or cuts whole lines, and whichever it cuts,
+        # the text falls back to ``text.strip()`` (the only line, stripped: a line break at its end
+        # is whitespace to str.strip): _quote_start is 0 (a reply header) or 1 (a header block
+        # needs two field lines); with 0, the "bottom post" and "only a closing" branches find
+        # nothing below or keep the line; with 1, _reply keeps the line or ("quoted", a closing,
+        # a footer, device or contact line) cuts it and ``body or text.strip()`` takes it back.
+        # Either way the result is this one (the rules' predicates are pure: skipping them
+        # changes nothing). Checked against the frozen rules in test_preprocessing_equivalence.py.
+        body = text.strip()
+        return _drop_greeting(body) or body
     start = _quote_start(lines)
     body = _reply(lines[:start])
     request = _drop_greeting(body)
@@ -623,17 +634,58 @@ def _emoji_module():  # imported lazily: only needed when a ticket has non-ASCII
     return emoji
 
 
+@lru_cache(maxsize=1)
+def _emoji_hint() -> re.Pattern[str]:
+    """Characters a text must hold for ``emoji.replace_emoji`` to change it.
+
+    The library's tokenizer (emoji.tokenizer.tokenize, what replace_emoji runs) walks its search
+    tree from each character: an emoji starts at a first character of the tree that is an emoji
+    on its own, or is followed by one of its children (the ASCII "#", "*" and digits start only
+    keycaps: their children are U+FE0F and U+20E3); every other character is yielded as it is,
+    except U+FE0E and U+FE0F (dropped) and a ZWJ after an emoji. So a text with none of the
+    characters below comes back unchanged. Every character above U+FFFF is in the class (one
+    range instead of hundreds of emoji code points, which `re` would test one by one)."""
+    from emoji.tokenizer import get_search_tree
+
+    chars = {"\ufe0e", "\ufe0f"}
+    for first, children in get_search_tree().items():
+        if not first.isascii() or "data" in children:
+            chars.add(first)
+        else:  # "#", "*", "0".."9": only with what follows
+            chars.update(child for child in children if child != "data")
+    bmp = "".join(re.escape(c) for c in sorted(chars) if c <= "\uffff")
+    return re.compile(f"[{bmp}\U00010000-\U0010ffff]")
+
+
 def _emojis(text: str, mode: str) -> str:
     if mode == "keep" or text.isascii():
         return text
+    hint = _emoji_hint().search(text)
+    if hint is None:
+        return text
     emoji = _emoji_module()
-    if mode == "remove":
-        return emoji.replace_emoji(text, replace=" ")
 
     def _name(_: str, data: dict) -> str:
         return " " + data["en"].strip(":").replace("_", " ") + " "
 
-    return emoji.replace_emoji(text, replace=_name)
+    replace = " " if mode == "remove" else _name
+    # Only the space-separated pieces holding a hint go through the (slow, per character)
+    # tokenizer: a space is in no emoji sequence (the tests check EMOJI_DATA), so no match runs
+    # over it and the tokenizer yields it as it is; the one step that looks back (after a ZWJ, it
+    # re-reads the two tokens before) re-reads a space as a space. So replace_emoji(a + " " + b)
+    # is replace_emoji(a) + " " + replace_emoji(b), and a piece without a hint is unchanged.
+    parts = []
+    done = 0  # text[:done] is in parts
+    while hint is not None:
+        start = text.rfind(" ", done, hint.start()) + 1 or done
+        end = text.find(" ", hint.start())
+        end = len(text) if end < 0 else end
+        parts.append(text[done:start])
+        parts.append(emoji.replace_emoji(text[start:end], replace=replace))
+        done = end
+        hint = _emoji_hint().search(text, end)
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 _STOPWORDS = frozenset(

@@ -289,6 +289,10 @@ EMOJI_PIECES = st.sampled_from(
         "®",
         "™",
         "a",
+        " ",
+        " ",
+        "\n",
+        "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
     ]
 )
 
@@ -298,5 +302,13 @@ EMOJI_PIECES = st.sampled_from(
     st.lists(st.one_of(EMOJI_PIECES, st.characters(), st.text(max_size=3)), max_size=12).map("".join),
     st.sampled_from(["text", "remove"]),
 )
-def test_emoji_pre_check_never_skips_a_text_the_emoji_library_changes(text: str, mode: str) -> None:
+def test_emojis_replaced_piece_by_piece_as_the_emoji_library_does_at_once(text: str, mode: str) -> None:
     assert preprocessing._emojis(text, mode) == oracle()._emojis(text, mode)
+
+
+def test_no_emoji_sequence_holds_a_space() -> None:
+    """What _emojis's cutting at spaces rests on (checked on the installed emoji library)."""
+    import emoji
+
+    assert not any(" " in sequence for sequence in emoji.EMOJI_DATA)
+    assert " " not in emoji.tokenizer.get_search_tree()
