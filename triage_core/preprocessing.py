@@ -112,14 +112,18 @@ def _pii_matches(text: str) -> list[re.Match[str]]:
     where it starts: an e-mail starts at a word start at most 64 characters before its "@"
     (``_LOCAL_START``); a URL at its "http(s)://" or "www."; an IBAN two letters before its
     first digit, an amount at most four characters before one ("USD " + digit), a phone number
-    one ("+" or "(") and every other alternative at a digit. So every match starts at one of
-    the candidates below, and ``_PII.match(text, p)`` sees the whole text (look-behinds and
-    ``\b`` before ``p``) as the scanner does there; _PII matches no empty string, so after a
-    match ending at ``e`` the next one is the first candidate ``>= e`` where the scanner matches,
-    as in finditer. No candidate in a text without a hint: no match (as ``mask_pii``'s check)."""
+    one ("+" or "(") and every other alternative at a digit: at most four characters before the
+    first digit of a run of digits, or at it (inside a run, where a digit follows a digit, every
+    alternative fails: none starts with a digit but after ``\b``, and the e-mail's look-behind
+    refuses a word character before it). So every match starts at one of the candidates below,
+    and ``_PII.match(text, p)`` sees the whole text (look-behinds and ``\b`` before ``p``) as the
+    scanner does there; _PII matches no empty string, so after a match ending at ``e`` the next
+    one is the first candidate ``>= e`` where the scanner matches, as in finditer. A text
+    without a digit, "@" or URL start has no candidate: nothing to mask."""
     candidates: set[int] = set()
     for run in _DIGITS.finditer(text):
-        candidates.update(range(max(0, run.start() - 4), run.end()))
+        first = run.start()
+        candidates.update(range(max(0, first - 4), first + 1))
     at = text.find("@")
     while at >= 0:
         candidates.update(m.start() for m in _LOCAL_START.finditer(text, max(0, at - 64), at))
@@ -253,6 +257,20 @@ _FOOTER = re.compile(
 # A mailing-list footer (Mailman): "<list-name> mailing list", then the list's address and URL.
 # Only the whole line: "please take me off your mailing list" is a request.
 _LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
+# What _FOOTER and _LIST_FOOTER cannot match without, looked for in _fold(line): the unanchored
+# _FOOTER search (an alternation tried at every position) runs only on lines holding one.
+_FOOTER_WORDS = ("confidential", "privileged", "intended ", "disclaimer", "unsubscribe", "consider the")
+_FOOTER_WORDS += ("legally binding", "virus", " mailing list")
+
+
+def _is_footer(line: str) -> bool:
+    """``_FOOTER.search(line) or _LIST_FOOTER.match(line)``."""
+    folded = _fold(line)
+    if not any(word in folded for word in _FOOTER_WORDS):
+        return False
+    return bool(_FOOTER.search(line) or _LIST_FOOTER.match(line))
+
+
 # Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
 # After "Sent from/with/via/using" come only a device or app: names (a capital or a digit:
 # "iPhone 14", "Wiko RIDGE FAB 4G", "TypeApp") and a few client words ("phone", "secure email",
@@ -297,6 +315,10 @@ def _is_device(line: str) -> bool:
 
 
 def _is_reply_header(text: str) -> bool:
+    # Every alternative of both patterns starts (after \s*, what lstrip strips) with "-" or holds
+    # a ":" ("wrote:", "sent:", "<address>:", "begin forwarded message:"): most lines have neither.
+    if ":" not in text and not text.lstrip().startswith("-"):
+        return False
     if _REPLY_HEADER.match(text):
         return True
     match = _OTHER_REPLY_HEADER.match(text)
@@ -336,10 +358,10 @@ def _header_block_at(lines: list[str], i: int) -> bool:
 
 
 def _is_closing(line: str) -> bool:
-    words = line.split()
-    if not 1 <= len(words) <= 6 or _PERSONAL.search(line):
+    # the anchored patterns first: the unanchored _PERSONAL search only where one matched
+    if not (_CLOSING_COMMA.match(line) or _THANKS.match(line)):
         return False
-    return bool(_CLOSING_COMMA.match(line) or _THANKS.match(line))
+    return 1 <= len(line.split()) <= 6 and not _PERSONAL.search(line)
 
 
 def _is_name(line: str) -> bool:
@@ -364,17 +386,28 @@ def _is_contact(line: str) -> bool:
 def _quote_start(lines: list[str]) -> int:
     """Index of the first line of quoted history (a reply/forward header, or a device line
     between the reply and the history), or ``len(lines)``."""
-    for i, line in enumerate(lines):
+    # Only lines near a ":", a "-" or "Sent from my" can start the history: a reply header holds
+    # a ":" or starts with "-" (_is_reply_header), and so does one joined from two or three lines
+    # (its first line stripped and not empty: the joined text starts as that line does), so the
+    # two-line check needs one at i or i + 1 (gated below) and the three-line one at i .. i + 2;
+    # a device line holds "Sent from my" (_DEVICE_BOUNDARY) and a header block starts with a
+    # field ("From:"). The other indexes would find nothing: they are skipped.
+    colon = [":" in line for line in lines]
+    marked = [i for i, line in enumerate(lines) if colon[i] or "-" in line or "Sent from my" in line]
+    for i in sorted({j for m in marked for j in (m - 2, m - 1, m) if j >= 0}):
+        line = lines[i]
         if _is_reply_header(line):
             return i
         # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line (unless
         # the next line is a header on its own: then the history starts there, not here)
-        two = [w.strip() for w in lines[i : i + 2]]
-        if len(two) == 2 and all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
-            return i
+        if i + 1 < len(lines) and (colon[i] or colon[i + 1] or line.lstrip().startswith("-")):
+            two = [w.strip() for w in lines[i : i + 2]]
+            if all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
+                return i
         # Apple Mail wraps it around the address: "On ..., Name" / "<address>" / "wrote:"
-        window = [w.strip() for w in lines[i : i + 3]]
-        address = len(window) == 3 and ("@" in window[1] or EMAIL_TOKEN in window[1])
+        # (stripping keeps an "@" or "[EMAIL]": the window is built only where it has one)
+        address = i + 2 < len(lines) and ("@" in lines[i + 1] or EMAIL_TOKEN in lines[i + 1])
+        window = [w.strip() for w in lines[i : i + 3]] if address else []
         if (
             address
             and all(window)
@@ -393,7 +426,7 @@ def _quote_start(lines: list[str]) -> int:
             and any(w.strip() for w in lines[i + 2 :])
         ):
             return i
-        if _header_block_at(lines, i):
+        if colon[i] and _header_block_at(lines, i):
             return i
     return len(lines)
 
@@ -417,7 +450,7 @@ def _signature_start(lines: list[str]) -> int:
             continue
         if _is_closing(line):
             return i
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+        if _is_footer(line) or _is_device(line) or _is_contact(line):
             if names == 0:
                 cut = i
             continue
@@ -441,7 +474,7 @@ def _is_signature_block(lines: list[str]) -> bool:
     if not body or len(body) > 8:
         return False
     for line in body:
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+        if _is_footer(line) or _is_device(line) or _is_contact(line):
             continue
         if _speaks(line) or len(line.split()) > 8:
             return False
@@ -499,10 +532,19 @@ def extract_request(text: str) -> str:
 
 
 def _reply(lines: list[str]) -> str:
-    lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
+    # interleaved quotes are history too (a quote holds a ">", a P.S. a "p" or "P": re.IGNORECASE
+    # matches "p" with nothing else; the patterns run only on lines that hold them)
+    lines = [line for line in lines if ">" not in line or not _QUOTED.match(line)]
     # A P.S. is content: the signature above it is cut, the postscript kept (its own signature
     # lines, if any, are cut too).
-    ps = next((i for i in range(len(lines) - 1, 0, -1) if _POSTSCRIPT.match(lines[i])), None)
+    ps = next(
+        (
+            i
+            for i in range(len(lines) - 1, 0, -1)
+            if ("p" in lines[i] or "P" in lines[i]) and _POSTSCRIPT.match(lines[i])
+        ),
+        None,
+    )
     if ps is not None:
         postscript = lines[ps:]
         postscript = postscript[: max(1, _signature_start(postscript))]
