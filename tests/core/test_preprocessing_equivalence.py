@@ -86,41 +86,57 @@ def pool_lines() -> list[str]:
     )
 
 
-# The lines the rules look for, with and without what disqualifies them.
-RULE_LINES = [
-    *("Hi,", "Hello team,", "hey there", "Dear Sir or Madam,", "good evening I bought a card", "Hello"),
-    *("Best regards,", "Thanks,", "Thank you!", "Cheers", "thx", "Regards, I am waiting", "Yours truly,"),
-    *("Sent from my iPhone", "Sent from my account 3 days ago", "Sent with Proton Mail secure email"),
-    *(
-        "sent via Outlook for Android",
-        "Get Outlook for iOS",
-        "Download Foo for Android",
-        "Sent from my phone",
+# The lines the rules look for, with and without what disqualifies them, by where they sit in an
+# e-mail; each rule's trigger also appears alone (a footer word, "wrote:" without a date ...).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "greeting": (
+        *("Hi,", "Hello team,", "hey there", "Dear Sir or Madam,", "good evening I bought a card", "Hello"),
+        *("hey there must have been a mistake", "Hi Jane Doe,", "Good morning!", "To whom it may concern:"),
     ),
-    *("jane@example.com sent from my iPhone", "+44 7700 900123 Sent from my Galaxy", "SENT FROM MY IPAD"),
-    *("On Tue, 3 Mar 2025 at 10:14, Support <help@bank.example> wrote:", "On Monday, Jane wrote:"),
-    *("On Tue, 3 Mar 2025 at 10:14, Support", "<help@bank.example>", "wrote:"),
-    *(
-        "-----Original Message-----",
-        "---- On Mon, 2 Jan 2024 jane@x.com wrote ----",
-        "Begin forwarded message:",
+    "body": (
+        *("Where is my card?", "I lost my card", "why was I charged twice", "", "   ", "😊 🙏"),
+        *("my card 4111 1111 1111 1111 was charged", "IBAN GB82 WEST 1234 5698 7654 32", "USD 12"),
+        *("call (555) 123-4567", "07700 900 123", "account 12345678", "12.03.2024 10:14", "€1,500.00"),
+        *("From: the app it shows two payments", "Amount: 50 EUR", "Sent from my account 3 days ago"),
+        *("1️⃣ keycap", "#️⃣", "🇬🇧 flag", "👨‍👩‍👧 family", "👍🏽", "☺︎", "❤️", "\u200d", "e-mail me"),
+        *("please take me off your mailing list", "Thanks! Where is it?", "Regards, I am waiting"),
     ),
-    *("---------- Forwarded message ---------", "Am 12.03.2024 um 10:14 schrieb Jan <j@x.de>:"),
-    *("Le 3 mars 2025, Jean <jean@x.fr> a écrit :", "2014-10-17 11:28 GMT+03:00 Jan <j@x.com>:"),
-    *("From: Support <help@bank.example>", "Sent: Tuesday, 3 March 2025 10:14", "To: Jane Doe"),
-    *("Subject: my card", "Date: Mon, 2 Jan 2024", "From: John Smith", "*From:* Jane", "Von: Jan"),
-    *("From: the app it shows two payments", "Amount: 50 EUR", "Objet : carte"),
-    *("Mobile: +44 7700 900123", "Tel. 0123 456 789", "E: jane@example.com", "Jane Doe | +44 7700 900123"),
-    *("www.bank.example", "https://bank.example/help", "Jane Doe", "Customer Care Team", "Anna Müller"),
-    *("This e-mail is confidential and intended solely for the addressee.", "DISCLAIMER", "-- ", "--"),
-    *("Please consider the environment before printing.", "To unsubscribe, write to x@y.example"),
-    *("bank-users mailing list", "please take me off your mailing list", "legally binding", "virus scan"),
-    *("> quoted line", ">", "> On Mon wrote:", "P.S. my card ends in 1234?", "PS: thanks", "p.p.s."),
-    *("my card 4111 1111 1111 1111 was charged", "IBAN GB82 WEST 1234 5698 7654 32", "USD 12", "€1,500.00"),
-    *("call (555) 123-4567", "07700 900 123", "account 12345678", "12.03.2024 10:14", "2024-03-12"),
-    *("Where is my card?", "I lost my card", "why was I charged twice", "", "   ", "____", "=====", "😊 🙏"),
-    *("1️⃣ keycap", "#️⃣", "🇬🇧 flag", "👨‍👩‍👧 family", "👍🏽", "☺︎", "❤️", "\u200d"),
-]
+    "closing": (
+        *("Best regards,", "Thanks,", "Thank you!", "Cheers", "thx", "Yours truly,", "Kind regards"),
+        *("Many thanks,", "Best", "ty", "Thank you so much in advance,", "Thanks again for all of the help"),
+        *("Warm wishes from all the team,", "Thanks, we will wait for you"),
+    ),
+    "name": ("Jane Doe", "Customer Care Team", "Anna Müller", "J. O'Brien-Smith", "Lukas"),
+    "contact": (
+        *("Mobile: +44 7700 900123", "Tel. 0123 456 789", "E: jane@example.com", "web: www.bank.example"),
+        *("Jane Doe | +44 7700 900123", "jane@example.com", "https://bank.example/help", "(020) 7946 0958"),
+    ),
+    "device": (
+        *("Sent from my iPhone", "Sent with Proton Mail secure email", "sent via Outlook for Android"),
+        *("Get Outlook for iOS", "Download Foo for Android", "Sent from my phone", "SENT FROM MY IPAD"),
+        *("jane@example.com sent from my iPhone", "+44 7700 900123 Sent from my Galaxy", "Sent from my"),
+    ),
+    "footer": (
+        *("This e-mail is confidential and intended solely for the addressee.", "DISCLAIMER"),
+        *("Please consider the environment before printing.", "To unsubscribe, write to x@y.example"),
+        *("bank-users mailing list", "legally binding", "virus scan", "viruses check", "privileged"),
+        *("if you are not the intended recipient", "intended only for you", "intended for", "-- ", "--"),
+    ),
+    "ps": ("P.S. my card ends in 1234?", "PS: thanks", "p.p.s.", "P.S. I am abroad"),
+    "header": (
+        *("On Tue, 3 Mar 2025 at 10:14, Support <help@bank.example> wrote:", "On Monday, Jane wrote:"),
+        *("On Tue, 3 Mar 2025 Support <help@bank.example> wrote:", "On Monday 3 March 2025, Jane wrote:"),
+        *("-----Original Message-----", "---- On Mon, 2 Jan 2024 jane@x.com wrote ----"),
+        *("Begin forwarded message:", "---------- Forwarded message ---------"),
+        *("Am 12.03.2024 um 10:14 schrieb Jan <j@x.de>:", "Le 3 mars 2025, Jean <jean@x.fr> a écrit :"),
+        *("2014-10-17 11:28 GMT+03:00 Jan <j@x.com>:", "On Mon, 2 Jan 2024, Jan <j@x.com> sent:"),
+        *("From: Support <help@bank.example>", "Sent: Tuesday, 3 March 2025 10:14", "To: Jane Doe"),
+        *("Subject: my card", "Date: Mon, 2 Jan 2024", "From: John Smith", "*From:* Jane", "Von: Jan"),
+        *("Objet : carte", "Sent: 2025", "Cc: [EMAIL]", "<help@bank.example>"),
+    ),
+    "quoted": ("> quoted line", ">", "> On Mon wrote:", "  > Thank you for contacting us.", ">> old"),
+}
+RULE_LINES = sorted({line for lines in SECTIONS.values() for line in lines})
 # Characters that re.IGNORECASE matches to ASCII letters, control and odd characters.
 ODD = [
     "ſ",
@@ -160,8 +176,10 @@ def lines(draw: st.DrawFn) -> str:
         line = draw(st.sampled_from(RULE_LINES))
     elif kind == 3:
         line = draw(st.text(max_size=30))
-    elif kind == 4:  # pieces glued together: rule lines, odd characters, random text
-        pieces = st.one_of(st.sampled_from(RULE_LINES), st.sampled_from(ODD), st.text(max_size=6))
+    elif kind == 4:  # pieces glued together: slices of rule lines, odd characters, random text
+        rule = st.sampled_from(RULE_LINES)
+        sliced = st.tuples(rule, st.integers(0, 40), st.integers(0, 40)).map(lambda t: t[0][t[1] : t[2]])
+        pieces = st.one_of(rule, sliced, st.sampled_from(ODD), st.text(max_size=6))
         line = "".join(draw(st.lists(pieces, max_size=5)))
     else:  # long lines (the 160/240-character windows of the header rules, the 120 of contacts)
         line = draw(st.sampled_from(RULE_LINES)) * draw(st.integers(2, 40))
@@ -172,9 +190,38 @@ def lines(draw: st.DrawFn) -> str:
     return indent + line + draw(st.sampled_from(["", "", " ", "\t"]))
 
 
+def _wrapped(line: str, cuts: list[int]) -> list[str]:
+    """``line`` wrapped at the spaces ``cuts`` pick (a header wrapped over two or three lines)."""
+    spaces = [i for i, c in enumerate(line) if c == " "]
+    at = sorted({spaces[c % len(spaces)] for c in cuts}) if spaces else []
+    return [line[a:b].strip(" ") for a, b in zip([0, *at], [*at, len(line)], strict=True)]
+
+
+@st.composite
+def emails(draw: st.DrawFn) -> list[str]:
+    """An e-mail's sections in their usual order, each maybe missing, lines maybe wrapped."""
+    out: list[str] = []
+    for section in ("greeting", "body", "body", "closing", "name", "contact", "ps", "device", "footer"):
+        out += draw(st.lists(st.sampled_from(SECTIONS[section]), max_size=2))
+        if draw(st.integers(0, 3)) == 0:
+            out.append("")
+    for _ in range(draw(st.integers(0, 2))):  # the history: a header (wrapped or not), quoted lines
+        header = draw(st.sampled_from(SECTIONS["header"]))
+        out += _wrapped(header, draw(st.lists(st.integers(0, 50), max_size=2)))
+        out += draw(st.lists(st.sampled_from(SECTIONS["quoted"] + SECTIONS["body"]), max_size=3))
+    if draw(st.booleans()):  # a bottom post: the reply under the quote
+        out += draw(st.lists(st.sampled_from(SECTIONS["body"]), max_size=2))
+    return out
+
+
 @st.composite
 def texts(draw: st.DrawFn) -> str:
-    body = draw(st.lists(lines(), max_size=12))
+    body = draw(st.one_of(st.lists(lines(), max_size=12), emails()))
+    if draw(st.booleans()):  # odd lines, case and look-alike letters in a structured e-mail
+        for _ in range(draw(st.integers(1, 3))):
+            body.insert(draw(st.integers(0, len(body))), draw(lines()))
+    if draw(st.booleans()):
+        body = [_swap(line, random.Random(i)) for i, line in enumerate(body)]
     out = ""
     for line in body:
         out += line + draw(st.sampled_from(BREAKS))
