@@ -140,7 +140,7 @@ RULE_LINES = sorted({line for lines in SECTIONS.values() for line in lines})
 # Characters that re.IGNORECASE matches to ASCII letters, control and odd characters.
 ODD = [
     "ſ",
-    "K",
+    "\u212a",  # KELVIN SIGN
     "İ",
     "ı",
     "\x00",
@@ -155,7 +155,7 @@ ODD = [
     "１",
 ]
 BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\n\n"]
-SWAPS = {"s": "ſ", "S": "ſ", "k": "K", "K": "K", "i": "ı", "I": "İ"}
+SWAPS = {"s": "ſ", "S": "ſ", "k": "\u212a", "K": "\u212a", "i": "ı", "I": "İ"}
 
 
 def _swap(line: str, rng: random.Random) -> str:
@@ -283,7 +283,7 @@ def test_fold_maps_what_ignorecase_matches_to_the_ascii_letter_one_for_one() -> 
     for letter in "abcdefghijklmnopqrstuvwxyz":
         matched = re.findall(letter, ALL_CODE_POINTS, re.IGNORECASE)
         assert {preprocessing._fold(c) for c in matched} == {letter}, letter
-    for special in ("ſ", "ı", "İ", "K"):  # the other branch (a text without them is lowered only)
+    for special in ("ſ", "ı", "İ", "\u212a"):  # the other branch (a text without them is lowered only)
         assert preprocessing._fold("xS" + special) == preprocessing._fold("xs") + preprocessing._fold(special)
 
 
@@ -293,10 +293,28 @@ def test_whitespace_of_re_and_str_split_are_the_same_characters() -> None:
     assert ("x" + "x".join(spaces) + "x").split() == ["x"] * (len(spaces) + 1)  # each one splits
 
 
+def test_characters_before_digits_are_what_ignorecase_matches() -> None:
+    """_pii_matches's _BEFORE_DIGITS: every character each start of _PII's alternatives matches."""
+    sets = dict(preprocessing._BEFORE_DIGITS)
+
+    def matched(pattern: str) -> set[str]:
+        return set(re.findall(pattern, ALL_CODE_POINTS, re.IGNORECASE))
+
+    assert set(sets[1]) == matched(r"[$€£¥]") | matched(r"\+") | matched(r"\(")
+    assert set(sets[2]) == matched(r"[A-Z]")
+    assert set(sets[3]) == set(sets[4]) == matched(r"[UEGC]")
+    assert "(?:USD|EUR|GBP|CHF)" in preprocessing._PII.pattern  # the starts read above
+
+
+def test_alnum_class_is_str_isalnum() -> None:
+    assert re.findall(r"[^\W_]", ALL_CODE_POINTS) == [c for c in ALL_CODE_POINTS if c.isalnum()]
+    assert preprocessing._ALNUM.pattern == r"[^\W_]"
+
+
 _PII_PIECES = st.sampled_from(
     [
         *("@", "www.", "WWW.", "wWw.", "http://", "HTTPſ://", "4", "12", "٣", "૭", "+44 ", "(020) ", "€"),
-        *("$", "USD ", "eur", "GB82 ", "a.b+c-d", ".", "-", "/", ":", "_", " ", "\n", "ſ", "K", "İ"),
+        *("$", "USD ", "eur", "GB82 ", "a.b+c-d", ".", "-", "/", ":", "_", " ", "\n", "ſ", "\u212a", "İ"),
     ]
 )
 
