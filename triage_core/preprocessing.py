@@ -145,10 +145,11 @@ def _pii_matches(text: str) -> list[re.Match[str]]:
         for back, chars in _BEFORE_DIGITS:
             if first >= back and text[first - back] in chars:
                 candidates.add(first - back)
-    at = text.find("@")
+    at, after_previous = text.find("@"), 0  # a local part holds no "@": windows never overlap
     while at >= 0:
-        candidates.update(m.start() for m in _LOCAL_START.finditer(text, max(0, at - 64), at))
-        at = text.find("@", at + 1)
+        window = _LOCAL_START.finditer(text, max(after_previous, at - 64), at)
+        candidates.update(m.start() for m in window)
+        at, after_previous = text.find("@", at + 1), at + 1
     if "://" in text or "." in text:  # every URL start ends in one
         folded = _fold(text)
         for start in _URL_STARTS:

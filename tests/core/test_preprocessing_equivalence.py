@@ -248,10 +248,15 @@ def test_extract_request_equals_the_frozen_one(text: str) -> None:
     assert extract_request(text) == oracle().extract_request(text)
 
 
-@pytest.mark.parametrize("config", [DEFAULT, RAW_RULES], ids=["default", "no-unicode-no-mask"])
-@pytest.mark.parametrize("pool", [None, *POOLS])
+@pytest.mark.parametrize(
+    ("pool", "config"),
+    [(pool, DEFAULT) for pool in (None, *POOLS)] + [(None, RAW_RULES), ("eval", RAW_RULES)],
+    ids=[f"{pool}-default" for pool in ("clean", *POOLS)] + ["clean-raw", "eval-raw"],
+)
 def test_preprocess_equals_the_frozen_one_on_banking77(pool: str | None, config: PreprocessConfig) -> None:
-    """Every bundled Banking77 ticket (10,003), as it is and wrapped in each pool's noise."""
+    """Every bundled Banking77 ticket (10,003), as it is and wrapped in each pool's noise; the
+    served config, and one that neither normalizes Unicode nor masks PII (the rules see the raw
+    text)."""
     queries = banking77()
     if pool is not None:
         rng = random.Random(f"{pool}:23")
