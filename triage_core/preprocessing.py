@@ -16,6 +16,13 @@ Choices worth knowing:
   near the top once greetings, quoted threads, signatures and footers are stripped, so the
   head is the part worth keeping. All regexes are linear-time (bounded repetitions, anchored
   starts), so the cost per ticket is bounded whatever is pasted into it.
+* Cheap exact pre-checks (issue #23): most patterns only run on text holding a character or
+  word they cannot match without (a ":" for a reply header, "sent" for a device line, a digit,
+  "@" or URL start for the PII scanner, an emoji character for the emoji library), and a
+  one-line ticket skips the e-mail rules, whose result it provably is. Each is argued where it
+  sits; tests/core/test_preprocessing_equivalence.py compares the output with the
+  implementation before them, frozen in tests/core/data/. A change meant to change the output
+  changes every artifact's input: it has to replace that reference, deliberately.
 * E-mail replies: mail-parser-reply (``EmailReplyParser``) was tried on the noisy test
   tickets: it cuts ``On ... wrote:`` threads but keeps greetings, sign-offs, device lines,
   footers and forwarded messages, which the rules below also strip. It is not used, which
