@@ -157,13 +157,16 @@ def _pii_matches(text: str) -> list[re.Match[str]]:
         window = _LOCAL_START.finditer(text, max(after_previous, at - 64), at)
         candidates.update(m.start() for m in window)
         at, after_previous = text.find("@", at + 1), at + 1
-    if "://" in text or "." in text:  # every URL start ends in one
+    # "http(s)://" holds "://", "www." a "." and a "w" or "W" (IGNORECASE matches "w" with nothing else)
+    if "://" in text or ("." in text and ("w" in text or "W" in text)):
         folded = _fold(text)
         for start in _URL_STARTS:
             index = folded.find(start)
             while index >= 0:
                 candidates.add(index)
                 index = folded.find(start, index + 1)
+    if not candidates:
+        return []
     found = []
     end = 0
     for position in sorted(candidates):
@@ -451,7 +454,8 @@ def _quote_start(lines: list[str]) -> int:
             return i
         # "Sent from my <device>" between blank lines, the reply above it and more text below
         if (
-            _DEVICE_BOUNDARY.match(line)
+            "Sent from my" in line
+            and _DEVICE_BOUNDARY.match(line)
             and _is_device(line)
             and 0 < i < len(lines) - 2
             and not lines[i - 1].strip()
