@@ -16,6 +16,13 @@ Choices worth knowing:
   near the top once greetings, quoted threads, signatures and footers are stripped, so the
   head is the part worth keeping. All regexes are linear-time (bounded repetitions, anchored
   starts), so the cost per ticket is bounded whatever is pasted into it.
+* Cheap exact pre-checks (issue #23): most patterns only run on text holding a character or
+  word they cannot match without (a ":" for a reply header, "sent" for a device line, a digit,
+  "@" or URL start for the PII scanner, an emoji character for the emoji library), and a
+  one-line ticket skips the e-mail rules, whose result it provably is. Each is argued where it
+  sits; tests/core/test_preprocessing_equivalence.py compares the output with the
+  implementation before them, frozen in tests/core/data/. A change meant to change the output
+  changes every artifact's input: it has to replace that reference, deliberately.
 * E-mail replies: mail-parser-reply (``EmailReplyParser``) was tried on the noisy test
   tickets: it cuts ``On ... wrote:`` threads but keeps greetings, sign-offs, device lines,
   footers and forwarded messages, which the rules below also strip. It is not used, which
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -81,10 +89,107 @@ _PII = re.compile(
     re.IGNORECASE,
 )
 _TOKEN_OF = {"email": EMAIL_TOKEN, "url": URL_TOKEN, "iban": ACCOUNT_TOKEN, "card": CARD_TOKEN}
-# Every alternative of _PII needs a digit, an "@" or a URL's "www." / "http(s)://": a text with
-# none of them has nothing to mask, and this one-pass check is ~7x cheaper than the scanner on
-# Banking77, 98 % of whose tickets have none (issue #23's profile: mask_pii 1.3 % of the server).
-_PII_HINT = re.compile(r"[\d@]|www\.|https?://", re.IGNORECASE)
+# Every alternative of _PII needs a digit, an "@" or a URL's "www." / "http(s)://", a few
+# characters from where it starts: the scanner (an alternation tried at every position, slow in
+# `re`: ~0.35 us per character) runs only at those places (_pii_matches, issue #23).
+_DIGITS = re.compile(r"\d+")
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+# What can stand 1, 2, 3 or 4 characters before a run of digits where a match starts (an amount's
+# "$"/"€"/"£"/"¥", a phone's "+"/"(", an IBAN's first letter, an amount's "USD"/"EUR"/"GBP"/"CHF",
+# followed by a digit or by one whitespace and a digit): the characters re.IGNORECASE matches
+# them with (tests check each set against `re` over every code point).
+_IGNORECASE_AZ = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyzİıſ\u212a"
+_BEFORE_DIGITS = ((1, "$€£¥+("), (2, _IGNORECASE_AZ), (3, "UEGCuegc"), (4, "UEGCuegc"))
+_LOCAL_START = re.compile(r"(?<![\w.+-])[\w.+-]")  # where the e-mail alternative can start
+_URL_STARTS = ("http://", "https://", "www.")
+# What re.IGNORECASE matches an ASCII letter with, besides its two cases: İ and ı (i), ſ (s) and
+# U+212A KELVIN SIGN (k) (the `re` docs; checked over every code point in the tests). str.lower()
+# maps A-Z and the Kelvin sign to the letter and keeps one character per character, except İ
+# (two: "i̇"); the translation below makes İ, ı and ſ their letters first.
+_FOLD_SPECIALS = str.maketrans("İıſ", "iis")
+
+
+def _fold(text: str) -> str:
+    """``text`` lowercased with one character per character, each character that an
+    IGNORECASE pattern's ASCII letter matches turned into that letter: an ASCII word matches
+    somewhere in ``text`` under IGNORECASE only if it is a substring of ``_fold(text)``, at the
+    same index."""
+    if not text.isascii() and ("İ" in text or "ı" in text or "ſ" in text):
+        text = text.translate(_FOLD_SPECIALS)
+    return text.lower()
+
+
+def _pii_matches(text: str) -> list[re.Match[str]]:
+    """``list(_PII.finditer(text))``, trying the scanner only where a match can start.
+
+    Every alternative of _PII holds a digit, an "@" or a URL start, at a bounded distance from
+    where it starts: an e-mail starts at a word start at most 64 characters before its "@"
+    (``_LOCAL_START``); a URL at its "http(s)://" or "www."; an IBAN two letters before its
+    first digit, an amount at most four characters before one ("USD " + digit), a phone number
+    one ("+" or "(") and every other alternative at a digit: at most four characters before the
+    first digit of a run of digits (where that character is one those alternatives start with:
+    ``_BEFORE_DIGITS``), or at it (inside a run, where a digit follows a digit, every alternative
+    fails: none starts with a digit but after ``\b``, and the e-mail's look-behind refuses a word
+    character before it). So every match starts at one of the candidates below,
+    and ``_PII.match(text, p)`` sees the whole text (look-behinds and ``\b`` before ``p``) as the
+    scanner does there; _PII matches no empty string, so after a match ending at ``e`` the next
+    one is the first candidate ``>= e`` where the scanner matches, as in finditer. A text
+    without a digit, "@" or URL start has no candidate: nothing to mask."""
+    candidates: set[int] = set()
+    # \d is 0-9 in an ASCII text: ten substring tests (memchr) are ~5x cheaper than a scan by `re`
+    if not text.isascii():
+        runs = _DIGITS.finditer(text)
+    elif (
+        "0" in text or "1" in text or "2" in text or "3" in text or "4" in text
+        or "5" in text or "6" in text or "7" in text or "8" in text or "9" in text
+    ):  # fmt: skip
+        runs = _ASCII_DIGITS.finditer(text)
+    else:
+        runs = iter(())
+    for run in runs:
+        first = run.start()
+        candidates.add(first)
+        for back, chars in _BEFORE_DIGITS:
+            if first >= back and text[first - back] in chars:
+                candidates.add(first - back)
+    at, after_previous = text.find("@"), 0  # a local part holds no "@": windows never overlap
+    while at >= 0:
+        window = _LOCAL_START.finditer(text, max(after_previous, at - 64), at)
+        candidates.update(m.start() for m in window)
+        at, after_previous = text.find("@", at + 1), at + 1
+    # "http(s)://" holds "://", "www." a "." and a "w" or "W" (IGNORECASE matches "w" with nothing else)
+    if "://" in text or ("." in text and ("w" in text or "W" in text)):
+        folded = _fold(text)
+        for start in _URL_STARTS:
+            index = folded.find(start)
+            while index >= 0:
+                candidates.add(index)
+                index = folded.find(start, index + 1)
+    if not candidates:
+        return []
+    found = []
+    end = 0
+    for position in sorted(candidates):
+        if position >= end and (match := _PII.match(text, position)):
+            found.append(match)
+            end = match.end()
+    return found
+
+
+def _pii_sub(
+    replacement: str | Callable[[re.Match[str]], str], text: str, matches: list[re.Match[str]] | None = None
+) -> str:
+    """``_PII.sub(replacement, text)`` through :func:`_pii_matches` (or its ``matches``)."""
+    parts = []
+    end = 0
+    for match in _pii_matches(text) if matches is None else matches:
+        parts.append(text[end : match.start()])
+        parts.append(replacement if isinstance(replacement, str) else replacement(match))
+        end = match.end()
+    if not parts:
+        return text
+    parts.append(text[end:])
+    return "".join(parts)
 
 
 def _pii(match: re.Match[str]) -> str:
@@ -100,7 +205,7 @@ def _pii(match: re.Match[str]) -> str:
 
 def mask_pii(text: str) -> str:
     """E-mails, URLs, card, phone and account numbers become tokens; dates, times and amounts stay."""
-    return _PII.sub(_pii, text) if _PII_HINT.search(text) else text
+    return _pii_sub(_pii, text)
 
 
 # --- e-mail / chat noise -------------------------------------------------------------------
@@ -175,6 +280,7 @@ _OTHER_REPLY_HEADER = re.compile(
 )
 _QUOTED = re.compile(r"^\s*>")
 _SIG_DELIMITER = re.compile(r"^\s*--\s*$")
+_ALNUM = re.compile(r"[^\W_]")  # what str.isalnum() accepts (`re`'s \w is that and "_"; tested)
 # A postscript: content, wherever it sits (often under the signature, with a second request).
 _POSTSCRIPT = re.compile(r"^\s*p\.?\s?p?\.?\s?s\b\.?", re.IGNORECASE)
 # Legal and mailing-list footers: their vocabulary, wherever they sit in the last lines.
@@ -186,6 +292,21 @@ _FOOTER = re.compile(
 # A mailing-list footer (Mailman): "<list-name> mailing list", then the list's address and URL.
 # Only the whole line: "please take me off your mailing list" is a request.
 _LIST_FOOTER = re.compile(r"^\s*[\w.-]{1,60} mailing list\s*$", re.IGNORECASE)
+# What _FOOTER and _LIST_FOOTER cannot match without, looked for in _fold(line): the unanchored
+# _FOOTER search (an alternation tried at every position) runs only on lines holding one.
+_FOOTER_WORDS = ("confidential", "privileged", "intended ", "disclaimer", "unsubscribe", "consider the")
+_FOOTER_WORDS += ("legally binding", "virus", " mailing list")
+
+
+def _is_footer(line: str) -> bool:
+    """``_FOOTER.search(line) or _LIST_FOOTER.match(line)``."""
+    folded = _fold(line)
+    for word in _FOOTER_WORDS:
+        if word in folded:
+            return bool(_FOOTER.search(line) or _LIST_FOOTER.match(line))
+    return False
+
+
 # Device and client lines: "Sent from my iPhone", "Sent with Proton Mail", "Get Outlook for iOS".
 # After "Sent from/with/via/using" come only a device or app: names (a capital or a digit:
 # "iPhone 14", "Wiko RIDGE FAB 4G", "TypeApp") and a few client words ("phone", "secure email",
@@ -215,7 +336,11 @@ _NAME = re.compile(r"^\s*[^\W\d_][\w.'’-]{0,30}(?:[ \t]+[^\W\d_][\w.'’-]{0,3
 def _is_device(line: str) -> bool:
     if _APP_LINE.match(line):
         return True
-    match = _SENT_FROM.match(_PII.sub(" ", line))
+    # _SENT_FROM needs "sent" (IGNORECASE) in the masked line; masking puts a space where it cuts,
+    # so those four letters stand together in the line itself (the cheap check, see _fold).
+    if "sent" not in _fold(line):
+        return False
+    match = _SENT_FROM.match(_pii_sub(" ", line))
     if not match:
         return False
     words = [w.strip("()[]<>.,;:!-") for w in match.group("what").split()]
@@ -226,6 +351,10 @@ def _is_device(line: str) -> bool:
 
 
 def _is_reply_header(text: str) -> bool:
+    # Every alternative of both patterns starts (after \s*, what lstrip strips) with "-" or holds
+    # a ":" ("wrote:", "sent:", "<address>:", "begin forwarded message:"): most lines have neither.
+    if ":" not in text and not text.lstrip().startswith("-"):
+        return False
     if _REPLY_HEADER.match(text):
         return True
     match = _OTHER_REPLY_HEADER.match(text)
@@ -265,10 +394,11 @@ def _header_block_at(lines: list[str], i: int) -> bool:
 
 
 def _is_closing(line: str) -> bool:
-    words = line.split()
-    if not 1 <= len(words) <= 6 or _PERSONAL.search(line):
+    # the anchored patterns first (_CLOSING_COMMA ends in a ","), the unanchored _PERSONAL search
+    # only where one matched
+    if not (("," in line and _CLOSING_COMMA.match(line)) or _THANKS.match(line)):
         return False
-    return bool(_CLOSING_COMMA.match(line) or _THANKS.match(line))
+    return 1 <= len(line.split()) <= 6 and not _PERSONAL.search(line)
 
 
 def _is_name(line: str) -> bool:
@@ -280,12 +410,12 @@ def _is_contact(line: str) -> bool:
     addresses next to at most a name ("Jane Doe | +44 ...")."""
     if _CONTACT.match(line):
         return True
-    if not _PII_HINT.search(line):
+    if len(line) > 120:
         return False
-    found = [m for m in _PII.finditer(line) if m.lastgroup in ("email", "url", "phone", "card")]
-    if not found or len(line) > 120:
+    matches = _pii_matches(line)
+    if not any(m.lastgroup in ("email", "url", "phone", "card") for m in matches):
         return False
-    rest = _PII.sub(" ", line)
+    rest = _pii_sub(" ", line, matches)
     rest = re.sub(r"[|,;/•·:()\[\]-]+", " ", rest).strip()
     return not rest or _is_name(rest)
 
@@ -293,17 +423,28 @@ def _is_contact(line: str) -> bool:
 def _quote_start(lines: list[str]) -> int:
     """Index of the first line of quoted history (a reply/forward header, or a device line
     between the reply and the history), or ``len(lines)``."""
-    for i, line in enumerate(lines):
+    # Only lines near a ":", a "-" or "Sent from my" can start the history: a reply header holds
+    # a ":" or starts with "-" (_is_reply_header), and so does one joined from two or three lines
+    # (its first line stripped and not empty: the joined text starts as that line does), so the
+    # two-line check needs one at i or i + 1 (gated below) and the three-line one at i .. i + 2;
+    # a device line holds "Sent from my" (_DEVICE_BOUNDARY) and a header block starts with a
+    # field ("From:"). The other indexes would find nothing: they are skipped.
+    colon = [":" in line for line in lines]
+    marked = [i for i, line in enumerate(lines) if colon[i] or "-" in line or "Sent from my" in line]
+    for i in sorted({j for m in marked for j in (m - 2, m - 1, m) if j >= 0}):
+        line = lines[i]
         if _is_reply_header(line):
             return i
         # "On Tue, 3 Mar 2025 at 10:14, Customer Care <...>" + "wrote:" on the next line (unless
         # the next line is a header on its own: then the history starts there, not here)
-        two = [w.strip() for w in lines[i : i + 2]]
-        if len(two) == 2 and all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
-            return i
+        if i + 1 < len(lines) and (colon[i] or colon[i + 1] or line.lstrip().startswith("-")):
+            two = [w.strip() for w in lines[i : i + 2]]
+            if all(two) and not _is_reply_header(two[1]) and _is_reply_header(" ".join(two)):
+                return i
         # Apple Mail wraps it around the address: "On ..., Name" / "<address>" / "wrote:"
-        window = [w.strip() for w in lines[i : i + 3]]
-        address = len(window) == 3 and ("@" in window[1] or EMAIL_TOKEN in window[1])
+        # (stripping keeps an "@" or "[EMAIL]": the window is built only where it has one)
+        address = i + 2 < len(lines) and ("@" in lines[i + 1] or EMAIL_TOKEN in lines[i + 1])
+        window = [w.strip() for w in lines[i : i + 3]] if address else []
         if (
             address
             and all(window)
@@ -313,7 +454,8 @@ def _quote_start(lines: list[str]) -> int:
             return i
         # "Sent from my <device>" between blank lines, the reply above it and more text below
         if (
-            _DEVICE_BOUNDARY.match(line)
+            "Sent from my" in line
+            and _DEVICE_BOUNDARY.match(line)
             and _is_device(line)
             and 0 < i < len(lines) - 2
             and not lines[i - 1].strip()
@@ -322,7 +464,7 @@ def _quote_start(lines: list[str]) -> int:
             and any(w.strip() for w in lines[i + 2 :])
         ):
             return i
-        if _header_block_at(lines, i):
+        if colon[i] and _header_block_at(lines, i):
             return i
     return len(lines)
 
@@ -334,7 +476,7 @@ def _signature_start(lines: list[str]) -> int:
     signature: a few short lines that neither ask nor speak in the first person. A "--" between
     two parts of a request is not one."""
     for i in range(len(lines) - 1, max(-1, len(lines) - 10), -1):
-        if _SIG_DELIMITER.match(lines[i]):
+        if "--" in lines[i] and _SIG_DELIMITER.match(lines[i]):
             if not _is_signature_block(lines[i + 1 :]):
                 break
             return _signature_start(lines[:i]) if i else 0
@@ -342,11 +484,11 @@ def _signature_start(lines: list[str]) -> int:
     names = 0  # name/title lines seen below: only a closing or a delimiter above makes them noise
     for i in range(len(lines) - 1, -1, -1):
         line = lines[i].strip()
-        if not any(ch.isalnum() for ch in line):  # blank, or a rule such as "_____" or "====="
+        if not _ALNUM.search(line):  # blank, or a rule such as "_____" or "====="
             continue
         if _is_closing(line):
             return i
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+        if _is_footer(line) or _is_device(line) or _is_contact(line):
             if names == 0:
                 cut = i
             continue
@@ -361,7 +503,7 @@ def _signature_start(lines: list[str]) -> int:
 
 def _speaks(line: str) -> bool:
     """The line asks something or speaks in the first person (addresses and links aside)."""
-    rest = _PII.sub(" ", line)
+    rest = _pii_sub(" ", line)
     return "?" in rest or bool(_PERSONAL.search(rest))
 
 
@@ -370,7 +512,7 @@ def _is_signature_block(lines: list[str]) -> bool:
     if not body or len(body) > 8:
         return False
     for line in body:
-        if _FOOTER.search(line) or _LIST_FOOTER.match(line) or _is_device(line) or _is_contact(line):
+        if _is_footer(line) or _is_device(line) or _is_contact(line):
             continue
         if _speaks(line) or len(line.split()) > 8:
             return False
@@ -401,6 +543,17 @@ def extract_request(text: str) -> str:
     in a bottom post (nothing but a greeting above the quote): then the reply is under the quote;
     and a P.S. under a signature is kept while the signature is cut."""
     lines = text.splitlines()
+    if len(lines) <= 1:
+        # One line (or none): every rule below keeps or cuts whole lines, and whichever it cuts,
+        # the text falls back to ``text.strip()`` (the only line, stripped: a line break at its end
+        # is whitespace to str.strip): _quote_start is 0 (a reply header) or 1 (a header block
+        # needs two field lines); with 0, the "bottom post" and "only a closing" branches find
+        # nothing below or keep the line; with 1, _reply keeps the line or ("quoted", a closing,
+        # a footer, device or contact line) cuts it and ``body or text.strip()`` takes it back.
+        # Either way the result is this one (the rules' predicates are pure: skipping them
+        # changes nothing). Checked against the frozen rules in test_preprocessing_equivalence.py.
+        body = text.strip()
+        return _drop_greeting(body) or body
     start = _quote_start(lines)
     body = _reply(lines[:start])
     request = _drop_greeting(body)
@@ -417,10 +570,19 @@ def extract_request(text: str) -> str:
 
 
 def _reply(lines: list[str]) -> str:
-    lines = [line for line in lines if not _QUOTED.match(line)]  # interleaved quotes are history too
+    # interleaved quotes are history too (a quote holds a ">", a P.S. a "p" or "P": re.IGNORECASE
+    # matches "p" with nothing else; the patterns run only on lines that hold them)
+    lines = [line for line in lines if ">" not in line or not _QUOTED.match(line)]
     # A P.S. is content: the signature above it is cut, the postscript kept (its own signature
     # lines, if any, are cut too).
-    ps = next((i for i in range(len(lines) - 1, 0, -1) if _POSTSCRIPT.match(lines[i])), None)
+    ps = next(
+        (
+            i
+            for i in range(len(lines) - 1, 0, -1)
+            if ("p" in lines[i] or "P" in lines[i]) and _POSTSCRIPT.match(lines[i])
+        ),
+        None,
+    )
     if ps is not None:
         postscript = lines[ps:]
         postscript = postscript[: max(1, _signature_start(postscript))]
@@ -552,17 +714,58 @@ def _emoji_module():  # imported lazily: only needed when a ticket has non-ASCII
     return emoji
 
 
+@lru_cache(maxsize=1)
+def _emoji_hint() -> re.Pattern[str]:
+    """Characters a text must hold for ``emoji.replace_emoji`` to change it.
+
+    The library's tokenizer (emoji.tokenizer.tokenize, what replace_emoji runs) walks its search
+    tree from each character: an emoji starts at a first character of the tree that is an emoji
+    on its own, or is followed by one of its children (the ASCII "#", "*" and digits start only
+    keycaps: their children are U+FE0F and U+20E3); every other character is yielded as it is,
+    except U+FE0E and U+FE0F (dropped) and a ZWJ after an emoji. So a text with none of the
+    characters below comes back unchanged. Every character above U+FFFF is in the class (one
+    range instead of hundreds of emoji code points, which `re` would test one by one)."""
+    from emoji.tokenizer import get_search_tree
+
+    chars = {"\ufe0e", "\ufe0f"}
+    for first, children in get_search_tree().items():
+        if not first.isascii() or "data" in children:
+            chars.add(first)
+        else:  # "#", "*", "0".."9": only with what follows
+            chars.update(child for child in children if child != "data")
+    bmp = "".join(re.escape(c) for c in sorted(chars) if c <= "\uffff")
+    return re.compile(f"[{bmp}\U00010000-\U0010ffff]")
+
+
 def _emojis(text: str, mode: str) -> str:
     if mode == "keep" or text.isascii():
         return text
+    hint = _emoji_hint().search(text)
+    if hint is None:
+        return text
     emoji = _emoji_module()
-    if mode == "remove":
-        return emoji.replace_emoji(text, replace=" ")
 
     def _name(_: str, data: dict) -> str:
         return " " + data["en"].strip(":").replace("_", " ") + " "
 
-    return emoji.replace_emoji(text, replace=_name)
+    replace = " " if mode == "remove" else _name
+    # Only the space-separated pieces holding a hint go through the (slow, per character)
+    # tokenizer: a space is in no emoji sequence (the tests check EMOJI_DATA), so no match runs
+    # over it and the tokenizer yields it as it is; the one step that looks back (after a ZWJ, it
+    # re-reads the two tokens before) re-reads a space as a space. So replace_emoji(a + " " + b)
+    # is replace_emoji(a) + " " + replace_emoji(b), and a piece without a hint is unchanged.
+    parts = []
+    done = 0  # text[:done] is in parts
+    while hint is not None:
+        start = text.rfind(" ", done, hint.start()) + 1 or done
+        end = text.find(" ", hint.start())
+        end = len(text) if end < 0 else end
+        parts.append(text[done:start])
+        parts.append(emoji.replace_emoji(text[start:end], replace=replace))
+        done = end
+        hint = _emoji_hint().search(text, end)
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 _STOPWORDS = frozenset(
@@ -613,7 +816,6 @@ _STOPWORDS = frozenset(
         "had",
     ]
 )
-_WS = re.compile(r"\s+")
 _RAW_CAP_FACTOR = 10  # raw text kept before cleaning: 10 x max_chars (see the module docstring)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 
@@ -630,7 +832,9 @@ def preprocess(text: str, config: PreprocessConfig | None = None) -> str:
     if config.mask_pii:
         text = mask_pii(text)
     text = _emojis(text, config.emojis)
-    text = _WS.sub(" ", text).strip()
+    # re's \s and str.split()'s whitespace are the same characters (checked in the tests): one
+    # space between words, none at the ends, as _WS.sub(" ", text).strip() made them
+    text = " ".join(text.split())
     if config.remove_stopwords:
         text = " ".join(w for w in text.split(" ") if w.lower() not in _STOPWORDS)
     return text[: config.max_chars]
