@@ -574,23 +574,27 @@ def _reply(lines: list[str]) -> str:
     # matches "p" with nothing else; the patterns run only on lines that hold them)
     lines = [line for line in lines if ">" not in line or not _QUOTED.match(line)]
     # A P.S. is content: the signature above it is cut, the postscript kept (its own signature
-    # lines, if any, are cut too).
-    ps = next(
-        (
-            i
-            for i in range(len(lines) - 1, 0, -1)
-            if ("p" in lines[i] or "P" in lines[i]) and _POSTSCRIPT.match(lines[i])
-        ),
-        None,
-    )
-    if ps is not None:
-        postscript = lines[ps:]
-        postscript = postscript[: max(1, _signature_start(postscript))]
-        return "\n".join([_reply(lines[:ps]), *postscript]).strip()
+    # lines, if any, are cut too). Each P.S. (but a first line) closes the part above it, which is
+    # read the same way: a loop, not a recursion (a ticket of 1,000 "P.S." lines hit Python's
+    # recursion limit), each part joined and stripped in turn as the recursion did.
+    starts = [
+        i
+        for i in range(1, len(lines))
+        if ("p" in lines[i] or "P" in lines[i]) and _POSTSCRIPT.match(lines[i])
+    ]
+    ends = [*starts[1:], len(lines)] if starts else []
+    postscripts = []
+    for start, end in zip(starts, ends, strict=True):
+        postscript = lines[start:end]
+        postscripts.append(postscript[: max(1, _signature_start(postscript))])
+    lines = lines[: starts[0]] if starts else lines
     lines = lines[: _signature_start(lines)]
     while len(lines) > 1 and (not lines[0].strip() or _is_closing(lines[0])):  # "Thanks!\nWhere ..."
         lines = lines[1:]
-    return "\n".join(lines).strip()
+    reply = "\n".join(lines).strip()
+    for postscript in postscripts:
+        reply = "\n".join([reply, *postscript]).strip()
+    return reply
 
 
 def _below_quote(lines: list[str]) -> list[str]:

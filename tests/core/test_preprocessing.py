@@ -632,3 +632,23 @@ def test_mask_pii_with_its_pre_check_equals_the_full_scan(text: str) -> None:
     assert mask_pii(text) == scanned
     if not re.search(r"[\d@]|www\.|https?://", text, re.IGNORECASE):
         assert _PII.search(text) is None
+
+
+def test_a_ticket_of_many_postscripts_is_cleaned_not_raised() -> None:
+    """``_reply`` read each "P.S." by recursing into the part above it: 1,000 of them passed
+    Python's recursion limit and ``preprocess`` raised (its window's tickets failed). A loop now;
+    wherever the recursion finished, the loop gives its output (the frozen copy from before issue
+    #23 is the oracle, up to a few hundred postscripts)."""
+    from tests.core.test_preprocessing_equivalence import oracle
+
+    before = oracle()
+    for n in (1, 2, 3, 50, 300):
+        text = "My card was charged twice.\nThanks,\nJane\n" + "P.S. one more thing, why?\n-- \nJane\n" * n
+        assert preprocess(text) == before.preprocess(text)
+    huge = "Where is my refund?\n" + "P.S. still waiting\n" * 1_000
+    assert len(huge) < PreprocessConfig().max_chars * 10  # under the raw cap: all of it is read
+    with pytest.raises(RecursionError):
+        before.preprocess(huge)
+    out = preprocess(huge)
+    assert out.startswith("Where is my refund? P.S. still waiting")
+    assert len(out) == PreprocessConfig().max_chars
