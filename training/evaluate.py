@@ -214,7 +214,12 @@ def review_curve(top_scores: np.ndarray, correct: np.ndarray, target_accuracy: f
     ``target_accuracy`` of the time (1.0 = review everything if no t reaches it)."""
     order = np.argsort(-top_scores)
     cumulative = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    ok = np.nonzero(cumulative >= target_accuracy)[0]
+    # only where a run of equal scores ends: a threshold accepts every ticket of its score, so a
+    # prefix that stops inside a run of ties is no threshold's accepted set (it let the accepted
+    # tickets fall under the target when tied scores were wrong)
+    ranked = top_scores[order]
+    run_ends = np.append(ranked[1:] != ranked[:-1], True)
+    ok = np.nonzero((cumulative >= target_accuracy) & run_ends)[0]
     if len(ok) == 0:
         return {"threshold": 1.0, "accepted_accuracy": float("nan"), "review_share": 1.0}
     last = int(ok[-1])  # the largest accepted set that still meets the target
