@@ -137,7 +137,7 @@ def _run_steps(run: TrainRun, preset: Preset) -> dict[str, Any]:
             from training.cascade import select_cascade
 
             summary["cascade"] = select_cascade(
-                run.output, splits.validation, recipe.cascade, run.reports_dir
+                run.output, splits.validation, recipe.cascade, run.reports_dir, recipe.review
             )
         if run.evaluate:  # on the served scores: after the cascade
             summary["review_threshold"] = choose_review_threshold(

@@ -25,9 +25,9 @@ from sklearn.metrics import f1_score
 from tests.container.serverproc import start_server, stop_server
 from tests.training.test_baseline import FILLER, keyword_tickets
 from training.baseline import BaselineConfig, fit_baseline, probabilities, ship_linear
-from training.cascade import REPORT_FILE, SplitScores, choose_bar, store_bar
+from training.cascade import REPORT_FILE, SplitScores, cascade_scores, choose_bar, store_bar
 from training.export import fp32_onnx_path
-from training.recipe import CascadePolicy, PresetError, load_preset, resolve_recipe
+from training.recipe import CascadePolicy, PresetError, ReviewPolicy, load_preset, resolve_recipe
 from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, ArtifactError, load_manifest, write_manifest
 from triage_core.inference import ArtifactClassifier
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
@@ -281,6 +281,59 @@ def test_the_bar_is_the_lowest_that_keeps_clean_and_noisy_quality(
             assert row[bar][name]["skip_share"] == pytest.approx((s.linear.max(1) >= bar).mean(), abs=1e-4)
     if clean_band == (0.34, 1.0):
         assert report["bar"] is None
+
+
+def peaked_ensemble(seed: int, n: int = 800) -> SplitScores:
+    """Three labels. The ensemble is right on 97 % of the tickets with top score 0.95 and wrong on
+    3 % with 0.85; the linear model is right wherever the ensemble is, with top scores spread over
+    0.5-1.0, and has its lowest score (0.34) where the ensemble is wrong (never settled). A
+    cascade loses no F1 at any bar, but the tickets it settles under 0.85 fall below the
+    ensemble's wrong ones: a 98 % review target sends them to review."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    wrong = rng.random(n) < 0.03
+    ensemble = np.full((n, 3), 0.025)
+    linear = np.zeros((n, 3))
+    for i in range(n):
+        label = (y[i] + 1) % 3 if wrong[i] else y[i]
+        ensemble[i, label] = 0.85 if wrong[i] else 0.95
+        top = 0.34 if wrong[i] else rng.uniform(0.5, 1.0)
+        linear[i] = (1 - top) / 2
+        linear[i, y[i] if not wrong[i] else label] = top
+    return SplitScores(y, linear, ensemble)
+
+
+def share_to_review(y: np.ndarray, scores: np.ndarray, target: float) -> float:
+    """Brute force: the largest set of tickets above a score threshold that is right at least
+    ``target`` of the time; the rest go to review."""
+    top, correct = scores.max(1), scores.argmax(1) == y
+    best = 1.0
+    for t in np.unique(top):
+        accepted = top >= t
+        if correct[accepted].mean() >= target:
+            best = min(best, 1 - accepted.mean())
+    return best
+
+
+def test_the_bar_keeps_the_review_queue_as_the_ensemble_s() -> None:
+    splits = {"clean": peaked_ensemble(3), "noisy": peaked_ensemble(4)}
+    bars = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+    review = ReviewPolicy(target_accuracy=0.98)
+    policy = CascadePolicy(max_review_increase=0.01)
+    clean = splits["clean"]
+    base = share_to_review(clean.y, clean.ensemble, 0.98)
+    shares = {
+        bar: share_to_review(clean.y, cascade_scores(clean.linear, clean.ensemble, bar), 0.98) for bar in bars
+    }
+    expected = min(bar for bar in bars if shares[bar] - base <= 0.01)
+    assert expected > min(bars)  # the premise: low bars fill the review queue
+    report = choose_bar(splits, policy, bars, review=review)
+    assert report["bar"] == expected
+    assert {r["bar"]: r["review_share"] for r in report["candidates"]} == pytest.approx(shares, abs=1e-4)
+    assert report["ensemble_review_share"] == pytest.approx(base, abs=1e-4)
+    # without the condition (or without a review policy) the F1 rule alone takes the lowest bar
+    assert choose_bar(splits, CascadePolicy(max_review_increase=1.0), bars, review=review)["bar"] == min(bars)
+    assert choose_bar(splits, policy, bars)["bar"] == min(bars)
 
 
 def test_the_cascade_command_on_a_trained_artifact(built: dict, tmp_path: Path) -> None:
