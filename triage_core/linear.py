@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 LINEAR_FILE = "linear.npz"
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 _SPACES = re.compile(r"\s\s+")
+FEATURE_BATCH = 256  # texts featurized together: the work is per batch, a bigger one gains nothing
 
 
 class LinearSpec(BaseModel):
@@ -149,19 +150,19 @@ class _Trie:
 
     def grams(self, codes: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
         """Every in-vocabulary n-gram (``low`` <= n <= ``high``) of ``codes``: feature indices and
-        their order of appearance (n first, then position: the analyzers' order)."""
+        the positions where they start."""
         width = len(codes)
         padded = np.concatenate((codes, np.zeros(high, codes.dtype)))
         states = np.ones(width, np.int32)
-        features, ranks = [], []
+        features, starts = [], []
         for n in range(1, high + 1):
             states = self.step(states, padded[n - 1 : n - 1 + width])
             if n >= low:
                 found = self.feature[states]
                 (hit,) = np.nonzero(found >= 0)
                 features.append(found[hit])
-                ranks.append(hit + (n - low) * width)
-        return np.concatenate(features), np.concatenate(ranks)
+                starts.append(hit)
+        return np.concatenate(features), np.concatenate(starts)
 
 
 class _Part:
@@ -177,14 +178,13 @@ class _Part:
         ``CountVectorizer`` sorts each row's indices): the same values, bit for bit, as computing
         each ticket alone, including the norm (one ``np.dot`` each)."""
         lengths = lengths + 1
-        width = len(codes)
         ticket_of = np.repeat(np.arange(len(lengths)), lengths)
-        features, ranks = self.trie.grams(codes, self.low, self.high)
+        features, starts = self.trie.grams(codes, self.low, self.high)
         if not len(features):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         n_features = len(self.idf)
         # One sort groups each ticket's occurrences of a feature: their count, in index order.
-        keys = ticket_of[ranks % width] * n_features + features
+        keys = ticket_of[starts] * n_features + features
         keys = np.sort(keys.astype(np.int32) if len(lengths) * n_features < 2**31 else keys)
         first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
         counts = np.diff(np.append(first, len(keys)))
@@ -245,24 +245,12 @@ class LinearModel:
         return len(self.intercept)
 
     def features(self, texts: Sequence[str]) -> list[Features]:
-        """TF-IDF vectors of cleaned texts, computed a batch at a time (:class:`_Part`)."""
+        """TF-IDF vectors of cleaned texts, computed :data:`FEATURE_BATCH` at a time
+        (:class:`_Part`: its sort keys, ticket x features + feature, stay far inside int64)."""
         out: list[Features] = []
-        start = 0
-        while start < len(texts):
-            end, chars = start, 0
-            while end < len(texts) and (end == start or self._fits(end + 1 - start, chars + len(texts[end]))):
-                chars += len(texts[end])
-                end += 1
-            out += self._features(texts[start:end])
-            start = end
+        for start in range(0, len(texts), FEATURE_BATCH):
+            out += self._features(texts[start : start + FEATURE_BATCH])
         return out
-
-    def _fits(self, n_texts: int, chars: int) -> bool:
-        """Whether :meth:`_Part.tfidf`'s sort keys stay inside int64 for such a batch (256 texts
-        at most: the work is per batch, a bigger one gains nothing)."""
-        n_features = max(len(self.word_idf), len(self.char_idf))
-        span = max(self.spec.char_ngrams[1], self.spec.word_ngrams[1]) * (2 * chars + n_texts + 2)
-        return n_texts <= 256 and (n_texts + 1) * n_features * span < 2**62
 
     def _features(self, texts: Sequence[str]) -> list[Features]:
         lowered = [text.lower() for text in texts]
