@@ -161,14 +161,7 @@ def bench_baseline(hf_model: Path, texts: list[str], single: int, threads: int) 
 BATCH = 32  # the linear model's logits, per call (a sparse product: the size hardly matters)
 
 
-def server_rule(env_extra: dict[str, str]) -> BatchRule:
-    """The batch rule the server runs with under ``env_extra`` (``TRIAGE_MAX_BATCH_SIZE``,
-    ``TRIAGE_MAX_BATCH_TOKENS``, ``TRIAGE_MAX_PADDING``): the limit batches by it too."""
-    settings = Settings.from_env(env_extra)
-    return BatchRule(settings.max_batch_size, settings.max_batch_tokens, settings.max_padding)
-
-
-SERVER_RULE = BatchRule(Settings.max_batch_size, Settings.max_batch_tokens, Settings.max_padding)
+SERVER_RULE = Settings().batch_rule  # the server's default; main() reads --server-env's
 
 
 def length_sorted(items: list, rule: BatchRule = SERVER_RULE) -> list[list]:
@@ -190,7 +183,8 @@ def engine_calls(
     only copied)."""
     cleaned = classifier.clean(texts)
     calls: list[Callable[[], object]] = [
-        functools.partial(classifier.run, batch) for batch in length_sorted(classifier.encode(cleaned), rule)
+        functools.partial(classifier.run, batch)
+        for batch in length_sorted(classifier.encode(cleaned), classifier.batch_rule(rule))
     ]
     if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
         features = classifier.linear.features(cleaned)
@@ -747,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         print("(a) torch checkpoint, toolkit-style ...", flush=True)
         result.update(bench_baseline(hf_model, texts, min(args.single, 100), cpus))
     print("(b) the model's engines alone, the server's batches (clean, then e-mail bodies) ...", flush=True)
-    rule = server_rule(env_extra)
+    rule = Settings.from_env(env_extra).batch_rule  # the limit batches as the server will
     result.update(bench_limit(model, texts, cpus, args.repeats, rule))
     email_limit = bench_limit(model, emails, cpus, args.repeats, rule)
     result["limit_email_tps"] = email_limit["limit_tps"]

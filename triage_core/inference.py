@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -389,6 +389,11 @@ class ArtifactClassifier:
         (logits,) = session.run(["logits"], self.tokenizer.pad(encodings))
         return logits
 
+    def batch_rule(self, rule: BatchRule) -> BatchRule:
+        """``rule`` as this artifact's batches keep it: a linear artifact's rows are sparse feature
+        vectors, nothing is padded, so padding never splits its batches."""
+        return replace(rule, max_padding=None) if self.kind == "linear" else rule
+
     def predict_scores(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Scores for raw texts, in batches of up to ``batch_size`` by the server's
         :class:`BatchRule`, returned in input order."""
@@ -396,10 +401,7 @@ class ArtifactClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         encodings = self.encode(self.clean(texts))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        rule = BatchRule(
-            max_batch=batch_size, max_padding=None if self.kind == "linear" else BatchRule.max_padding
-        )
-        for idx in rule.batches(encodings):
+        for idx in self.batch_rule(BatchRule(max_batch=batch_size)).batches(encodings):
             out[idx] = self.run([encodings[i] for i in idx])
         return out
 

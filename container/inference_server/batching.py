@@ -85,14 +85,12 @@ class Batcher:
         self,
         run_fn: RunFn,
         n_labels: int,
-        max_batch: int,
         runners: int,
+        rule: BatchRule,
         solo_fn: RunFn | None = None,
-        max_batch_tokens: int | None = None,
-        max_padding: float | None = None,
     ):
         self._run_fn = run_fn
-        self.rule = BatchRule(max_batch, max_batch_tokens, max_padding)
+        self.rule = rule
         self._solo_fn = solo_fn
         self._busy = 0  # runners inside a run call
         self._n_labels = n_labels

@@ -52,12 +52,9 @@ class Engine:
         self.batcher = Batcher(
             self.classifier.run,
             self.n_labels,
-            settings.max_batch_size,
             self.runners,
+            self.classifier.batch_rule(settings.batch_rule),
             solo_fn=solo,
-            max_batch_tokens=settings.max_batch_tokens,
-            # a linear artifact's rows are sparse feature vectors: nothing is padded
-            max_padding=None if self.classifier.kind == "linear" else settings.max_padding,
         )
         self.load_seconds = time.perf_counter() - started
 

@@ -109,6 +109,11 @@ class Settings:
     log_level: str = "INFO"
     host: str = "0.0.0.0"
 
+    @property
+    def batch_rule(self) -> BatchRule:
+        """Which tickets share an ONNX Runtime run (the batcher's rule, the benchmark's limit's)."""
+        return BatchRule(self.max_batch_size, self.max_batch_tokens, self.max_padding)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

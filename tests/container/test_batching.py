@@ -22,6 +22,7 @@ from triage_core.artifact import MANIFEST_FILE, MODEL_FILE, load_manifest
 from triage_core.inference import ArtifactClassifier, BatchRule
 
 N_LABELS = 3
+EIGHT = BatchRule(max_batch=8, max_tokens=None, max_padding=None)  # at most 8 tickets, no other cap
 
 
 class Recorder:
@@ -64,7 +65,7 @@ def submit_and_wait(batcher: Batcher, values: list[int], urgent: bool | None = N
 
 def test_a_ticket_on_an_idle_server_runs_on_the_solo_session() -> None:
     narrow, solo = Recorder(), Recorder()
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=2, solo_fn=solo)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT, solo_fn=solo)
     try:
         for value in (1, 2, 3):  # one request after another, as interactive clients send them
             scores = submit_and_wait(batcher, [value])
@@ -77,7 +78,7 @@ def test_a_ticket_on_an_idle_server_runs_on_the_solo_session() -> None:
 def test_a_batch_that_arrives_while_another_runs_uses_the_per_core_session() -> None:
     gate = threading.Event()
     narrow, solo = Recorder(), Recorder(gate)
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=2, solo_fn=solo)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT, solo_fn=solo)
     try:
         first = threading.Event()
         batcher.submit([Encoding(1)], lambda _job: first.set())
@@ -94,7 +95,7 @@ def test_a_batch_that_arrives_while_another_runs_uses_the_per_core_session() -> 
 
 def test_bulk_work_runs_on_the_per_core_session() -> None:
     narrow, solo = Recorder(), Recorder()
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=2, solo_fn=solo)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT, solo_fn=solo)
     try:
         values = list(range(100))
         scores = submit_and_wait(batcher, values, urgent=False)
@@ -108,7 +109,7 @@ def test_bulk_work_runs_on_the_per_core_session() -> None:
 
 def test_without_a_solo_session_everything_runs_per_core() -> None:
     narrow = Recorder()
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=2)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT)
     try:
         submit_and_wait(batcher, [5])
         assert narrow.batches == [[5]]
@@ -242,7 +243,8 @@ def test_a_pool_holding_every_ticket_forms_the_rule_s_batches(max_padding: float
     values = [int(v) for v in np.random.default_rng(7).integers(1, 10_000, 200)]
     gate = threading.Event()
     narrow = Recorder(gate)
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=1, max_batch_tokens=40, max_padding=max_padding)
+    rule = BatchRule(8, 40, max_padding)
+    batcher = Batcher(narrow, N_LABELS, runners=1, rule=rule)
     try:
         held, done = threading.Event(), threading.Event()
         batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
@@ -253,7 +255,6 @@ def test_a_pool_holding_every_ticket_forms_the_rule_s_batches(max_padding: float
     finally:
         gate.set()
         batcher.close()
-    rule = BatchRule(8, 40, max_padding)
     expected = [[values[i] for i in batch] for batch in rule.batches([Encoding(v) for v in values])]
     assert narrow.batches[1:] == expected
 
@@ -269,7 +270,7 @@ def test_a_windows_ticket_counts_its_rows_against_the_budget() -> None:
             return [0] * int(self)
 
     narrow = Recorder()
-    batcher = Batcher(narrow, N_LABELS, max_batch=8, runners=1, max_batch_tokens=1000)
+    batcher = Batcher(narrow, N_LABELS, runners=1, rule=BatchRule(8, 1000, None))
     try:
         done = threading.Event()
         batcher.submit([Windowed(v) for v in (4, 4, 4, 9)], lambda _job: done.set(), urgent=True)
