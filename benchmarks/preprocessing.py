@@ -18,7 +18,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 from benchmarks.serving import email_texts
 from triage_core.artifact import load_manifest
@@ -28,13 +30,21 @@ ROOT = Path(__file__).resolve().parents[1]
 ORACLE = ROOT / "tests" / "core" / "data" / "preprocessing_before_issue23.py"
 
 
-def load_oracle() -> Callable[[str, PreprocessConfig], str]:
+@cache
+def frozen_module() -> ModuleType:
+    """The frozen ``triage_core.preprocessing`` of before issue #23 (the tests' oracle), loaded once."""
     spec = importlib.util.spec_from_file_location("preprocessing_before_issue23", ORACLE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
     spec.loader.exec_module(module)
-    return lambda text, config: module.preprocess(text, module.PreprocessConfig(**config.model_dump()))
+    return module
+
+
+def frozen_preprocess(text: str, config: PreprocessConfig) -> str:
+    """``preprocess`` as it was before issue #23, with the same config."""
+    module = frozen_module()
+    return module.preprocess(text, module.PreprocessConfig(**config.model_dump()))
 
 
 def best_us(fn: Callable[[str, PreprocessConfig], str], texts: list[str], config: PreprocessConfig) -> float:
@@ -53,7 +63,7 @@ def main() -> None:
     config = load_manifest(args.model).preprocessing if args.model.is_dir() else PreprocessConfig()
     with args.data.open(encoding="utf-8", newline="") as f:
         clean = [row["text"] for row in csv.DictReader(f)]
-    before = load_oracle()
+    before = frozen_preprocess
     print(f"config {config.model_dump()}\ndata   {args.data} ({len(clean)} tickets)")
     print(f"load   {os.getloadavg()} (1, 5, 15 min) at start")
     for name, texts in (("clean", clean), ("e-mail", email_texts(clean))):

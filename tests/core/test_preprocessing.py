@@ -639,9 +639,9 @@ def test_a_ticket_of_many_postscripts_is_cleaned_not_raised() -> None:
     Python's recursion limit and ``preprocess`` raised (its window's tickets failed). A loop now;
     wherever the recursion finished, the loop gives its output (the frozen copy from before issue
     #23 is the oracle, up to a few hundred postscripts)."""
-    from tests.core.test_preprocessing_equivalence import oracle
+    from benchmarks.preprocessing import frozen_module
 
-    before = oracle()
+    before = frozen_module()
     for n in (1, 2, 3, 50, 300):
         text = "My card was charged twice.\nThanks,\nJane\n" + "P.S. one more thing, why?\n-- \nJane\n" * n
         assert preprocess(text) == before.preprocess(text)

@@ -20,10 +20,8 @@ and the building blocks the speed-up rests on are checked over every code point 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import random
 import re
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -32,29 +30,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_real_client_emails import CASES, DATA, TALON_CASES
 
+from benchmarks.preprocessing import frozen_module
+from benchmarks.preprocessing import frozen_preprocess as before
 from training.noise import POOLS, make_noisy
 from triage_core import preprocessing
 from triage_core.preprocessing import PreprocessConfig, extract_request, preprocess
 
 ROOT = Path(__file__).resolve().parents[2]
-ORACLE_PATH = Path(__file__).parent / "data" / "preprocessing_before_issue23.py"
 BANKING77 = ROOT / "data" / "banking77" / "train.csv"
 ALL_CODE_POINTS = "".join(map(chr, range(0x110000)))
-
-
-@cache
-def oracle():
-    spec = importlib.util.spec_from_file_location("preprocessing_before_issue23", ORACLE_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-def before(text: str, config: PreprocessConfig) -> str:
-    module = oracle()
-    return module.preprocess(text, module.PreprocessConfig(**config.model_dump()))
 
 
 CONFIGS = st.builds(
@@ -245,7 +229,7 @@ def test_preprocess_equals_the_frozen_one_on_any_text(text: str, config: Preproc
 @settings(max_examples=1500, deadline=None)
 @given(st.one_of(texts(), st.text()))
 def test_extract_request_equals_the_frozen_one(text: str) -> None:
-    assert extract_request(text) == oracle().extract_request(text)
+    assert extract_request(text) == frozen_module().extract_request(text)
 
 
 @pytest.mark.parametrize(
@@ -375,7 +359,7 @@ EMOJI_PIECES = st.sampled_from(
     st.sampled_from(["text", "remove"]),
 )
 def test_emojis_replaced_piece_by_piece_as_the_emoji_library_does_at_once(text: str, mode: str) -> None:
-    assert preprocessing._emojis(text, mode) == oracle()._emojis(text, mode)
+    assert preprocessing._emojis(text, mode) == frozen_module()._emojis(text, mode)
 
 
 def test_no_emoji_sequence_holds_a_space() -> None:
