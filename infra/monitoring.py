@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
@@ -20,7 +19,7 @@ from constructs import Construct
 from infra.autoscaling import endpoint_metric
 from infra.lambdas import PipelineFunction
 from infra.metrics import LAMBDA, SAGEMAKER, SAGEMAKER_ENDPOINTS, SQS, documented_metric
-from infra.notifications import allow_alarms_to_publish
+from infra.notifications import allow_alarms_to_publish, notifying_alarm
 
 FIVE_MINUTES = Duration.minutes(5)
 ONE_DAY = Duration.days(1)
@@ -91,23 +90,19 @@ class Monitoring(Construct):
             )
 
         oldest_request = endpoint_metric("ApproximateAgeOfOldestRequest", props.endpoint_name, "Maximum")
-        action = cw_actions.SnsAction(props.alarm_topic)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
 
         def alarm(construct_id: str, metric: cloudwatch.IMetric, threshold: float, description: str,
                   periods: int = 1) -> cloudwatch.Alarm:  # fmt: skip
-            created = cloudwatch.Alarm(
+            created = notifying_alarm(
                 self,
                 construct_id,
                 metric=metric,
                 threshold=threshold,
-                evaluation_periods=periods,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=description,
+                description=description,
+                topic=props.alarm_topic,
+                periods=periods,
             )
-            created.add_alarm_action(action)
-            created.add_ok_action(action)
             self.alarms[construct_id] = created
             return created
 
@@ -184,22 +179,19 @@ class Monitoring(Construct):
         drift_widgets = self._drift(alarm) if props.drift is not None else []
         reviewed = self._reviewed_accuracy() if "Corrections" in props.functions else None
         if reviewed is not None and props.reviewed_accuracy_alarm is not None:
-            self.alarms["ReviewedAccuracy"] = created = cloudwatch.Alarm(
+            self.alarms["ReviewedAccuracy"] = notifying_alarm(
                 self,
                 "ReviewedAccuracy",
                 metric=reviewed,
                 threshold=props.reviewed_accuracy_alarm,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=(
+                description=(
                     "The model's accuracy on the tickets reviewers corrected today is below "
                     "triage:reviewedAccuracyAlarm: look at the corrections (make export-corrections) and "
                     "consider retraining with them (make train CORRECTIONS=...)."
                 ),
+                topic=props.alarm_topic,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             )
-            created.add_alarm_action(action)
-            created.add_ok_action(action)
         self._allow_cloudwatch_to_publish(props.alarm_topic)
 
         backlog = endpoint_metric("ApproximateBacklogSize", props.endpoint_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Aws
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -38,6 +39,40 @@ class Notifications(Construct):
         self.alarm_topic = topic("Alarms", "Ticket triage: operational alarms")
         # the flagged tickets of every file (lambda/ticket_pipeline/review.py; docs/pipeline.md)
         self.review_topic = topic("Review", "Ticket triage: tickets to review")
+
+
+AT_OR_ABOVE = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
+
+def notifying_alarm(
+    scope: Construct,
+    construct_id: str,
+    *,
+    metric: cloudwatch.IMetric,
+    threshold: float,
+    description: str,
+    topic: sns.ITopic,
+    periods: int = 1,
+    comparison: cloudwatch.ComparisonOperator = AT_OR_ABOVE,
+) -> cloudwatch.Alarm:
+    """An alarm on ``metric`` against ``threshold`` (at or above it, unless ``comparison`` says
+    otherwise) over ``periods`` periods, no data counting as not breaching, that notifies
+    ``topic`` when it fires and when it clears (the stack's monitoring and the endpoint's
+    roll-back guards)."""
+    action = cw_actions.SnsAction(topic)
+    alarm = cloudwatch.Alarm(
+        scope,
+        construct_id,
+        metric=metric,
+        threshold=threshold,
+        evaluation_periods=periods,
+        comparison_operator=comparison,
+        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarm_description=description,
+    )
+    alarm.add_alarm_action(action)
+    alarm.add_ok_action(action)
+    return alarm
 
 
 def allow_alarms_to_publish(topic: sns.ITopic, alarms: list[cloudwatch.Alarm], sid: str) -> None:

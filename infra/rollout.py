@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.metrics import SAGEMAKER, documented_metric
-from infra.notifications import allow_alarms_to_publish
+from infra.notifications import allow_alarms_to_publish, notifying_alarm
 
 # The alarms a deployment can be rolled back on (cdk.json ``triage:rolloutAlarms`` picks from these).
 ROLLBACK_ALARMS = ("InvocationFailures", "Invocation5xx", "ModelLatency")
@@ -100,23 +99,17 @@ class GuardedRollout(Construct):
                 f"{settings.max_model_latency_seconds:g} s.",
             ),
         }
-        action = cw_actions.SnsAction(props.alarm_topic)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name in settings.alarms:
             watched, threshold, description = definitions[name]
-            alarm = cloudwatch.Alarm(
+            self.alarms[name] = notifying_alarm(
                 self,
                 name,
                 metric=watched,
                 threshold=threshold,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=description,
+                description=description,
+                topic=props.alarm_topic,
             )
-            alarm.add_alarm_action(action)
-            alarm.add_ok_action(action)
-            self.alarms[name] = alarm
         if self.alarms:
             allow_alarms_to_publish(
                 props.alarm_topic, list(self.alarms.values()), "AllowRollbackAlarmsToPublish"
