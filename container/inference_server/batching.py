@@ -30,6 +30,10 @@ How a batch is chosen:
   not 32 tickets spanning 5 to 80 tokens padded to 80 (measured: 69 % padding and 1.5x the ONNX
   Runtime time per ticket before the cap, docs/benchmarks.md). Tickets a confidence cascade
   settled have no rows and never count.
+* A runner takes at most its share of the pool's model rows (the pool's rows split evenly
+  between the runners, rounded up): when the pool runs low, at the end of a request where only
+  its longest tickets are left, they go to every runner instead of one long batch on one runner
+  while the others wait. Under load the share is far above a batch and never binds.
 * There is no waiting for a batch to fill: a runner takes whatever is queued when it is free.
   Under load tickets accumulate while runners are busy, so batches grow by themselves; at
   idle a single ticket runs at once.
@@ -98,6 +102,7 @@ class Batcher:
         self._urgent: deque[_Item] = deque()
         self._buckets: dict[int, deque[_Item]] = {}
         self._bulk = 0
+        self._bulk_rows = 0  # model rows of the pool's tickets (a cascade's settled ones have none)
         self._closed = False
         self._threads = [
             threading.Thread(target=self._loop, name=f"onnx-runner-{i}", daemon=True) for i in range(runners)
@@ -139,6 +144,7 @@ class Batcher:
                         bucket = buckets[length] = deque()
                     bucket.append(item)
                 self._bulk += len(items)
+                self._bulk_rows += sum(_rows(item) for item in items)
             self._cond.notify(min(len(encodings), len(self._threads)))
         return job
 
@@ -192,23 +198,46 @@ class Batcher:
         return batch
 
     def _take_bulk(self) -> list[_Item]:
-        """The pool's shortest tickets, a length at a time, as :meth:`BatchRule.fit` admits them."""
+        """The pool's shortest tickets, a length at a time, as :meth:`BatchRule.fit` admits them,
+        and at most this runner's share of the pool's rows (:meth:`_share`)."""
         buckets, rule = self._buckets, self.rule
         batch: list[_Item] = []
         rows = tokens = 0
+        budget = self._share()
         for length in sorted(buckets):
             bucket = buckets[length]
-            available = [_rows(bucket[i]) for i in range(min(len(bucket), rule.max_batch - len(batch)))]
+            offered = min(len(bucket), rule.max_batch - len(batch))
+            available: list[int] = []
+            planned = rows
+            for i in range(offered):
+                extra = _rows(bucket[i])
+                if extra and planned + extra > budget and (batch or available):
+                    break
+                available.append(extra)
+                planned += extra
+            capped = len(available) < offered
             take, rows, tokens = rule.fit(len(batch), rows, tokens, length, available)
             if not take:
                 break
             batch.extend(bucket.popleft() for _ in range(take))
             if not bucket:
                 del buckets[length]
-            if len(batch) == rule.max_batch or take < len(available):
+            if len(batch) == rule.max_batch or take < len(available) or capped:
                 break
         self._bulk -= len(batch)
+        self._bulk_rows -= rows
         return batch
+
+    def _share(self) -> int:
+        """The model rows a runner takes from the pool at most: an even split of the pool's rows
+        between the runners (rounded up). Under load the pool holds far more than the runners'
+        batches, and this cap never binds; when it runs low (the end of a request: its longest
+        tickets, which the pool takes last) one runner taking every ticket left would run one long
+        batch while the others wait with nothing to do (measured: one runner idle for 17-41 ms at
+        the end of each 1,000-ticket request, ~5 % of its time, docs/benchmarks.md). A batch's
+        size hardly changes the cost per row (:class:`~triage_core.inference.BatchRule`), so
+        splitting the tail costs next to nothing."""
+        return -(-self._bulk_rows // len(self._threads))
 
     def _loop(self) -> None:
         while True:

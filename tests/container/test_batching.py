@@ -117,6 +117,73 @@ def test_without_a_solo_session_everything_runs_per_core() -> None:
         batcher.close()
 
 
+def test_a_pool_running_low_is_split_between_the_runners() -> None:
+    """The end of a request: the pool's last (longest) tickets go to both runners, half each,
+    not all to the first runner that looks while the other waits with nothing to do."""
+    gate = threading.Event()
+    narrow = Recorder(gate)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT)
+    try:
+        held = threading.Event()
+        batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
+        assert narrow.started.wait(10)  # one runner is busy; the other is free
+        done = threading.Event()
+        job = batcher.submit([Encoding(v) for v in range(1, 8)], lambda _job: done.set(), urgent=False)
+        gate.set()
+        assert done.wait(10) and held.wait(10)
+        scores = job.scores
+    finally:
+        gate.set()
+        batcher.close()
+    assert scores[:, 0].tolist() == list(range(1, 8))
+    # Shortest first (ticket 7 has one token, 1-6 have two to seven). Of the pool's 7 rows the free
+    # runner takes half, rounded up; of the 3 then left, 2; then the last (one batch of 7 without
+    # the split, run by one runner while the other waits).
+    # (the two runners may record their batches in either order)
+    assert narrow.batches[:2] == [[0], [7, 1, 2, 3]] and sorted(narrow.batches[2:]) == [[4, 5], [6]]
+
+
+def test_a_full_pool_still_forms_full_batches_with_two_runners() -> None:
+    """Under load the split never binds: a pool of 40 tickets for 2 runners of 8 gives batches
+    of 8 until fewer than 16 rows are left, then half of what is left each time."""
+    gate = threading.Event()
+    narrow = Recorder(gate)
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT)
+    try:
+        held = threading.Event()
+        batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
+        assert narrow.started.wait(10)
+        done = threading.Event()
+        batcher.submit([Encoding(7 * i) for i in range(40)], lambda _job: done.set(), urgent=False)
+        gate.set()
+        assert done.wait(10) and held.wait(10)
+    finally:
+        gate.set()
+        batcher.close()
+    assert sorted((len(b) for b in narrow.batches[1:]), reverse=True) == [8, 8, 8, 8, 4, 2, 1, 1]
+
+
+def test_a_windows_ticket_larger_than_the_share_still_runs() -> None:
+    class Windowed(Encoding):
+        @property
+        def ids(self) -> list[int]:
+            return [0] * 100
+
+        @property
+        def parts(self) -> list[int]:
+            return [0] * int(self)
+
+    narrow = Recorder()
+    batcher = Batcher(narrow, N_LABELS, runners=2, rule=BatchRule(8, None, None))
+    try:
+        done = threading.Event()
+        batcher.submit([Windowed(9)], lambda _job: done.set(), urgent=False)
+        assert done.wait(10)  # 9 rows, a share of 5: the ticket runs alone, whole
+        assert narrow.batches == [[9]]
+    finally:
+        batcher.close()
+
+
 # --- batches by length, through the real model ----------------------------------------------
 SHORT = ["top up failed", "where is my card", "refund please", "pin blocked", "card declined", "fee?"]
 LONG_TICKET = (
