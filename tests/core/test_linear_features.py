@@ -36,7 +36,10 @@ def _tfidf(grams: list[str], vocabulary: dict[str, int], idf: np.ndarray, offset
     order = np.argsort(index)  # scikit-learn's order: CountVectorizer sorts each row's indices
     index = index[order]
     values = (1.0 + np.log(np.fromiter(counts.values(), np.float64, len(counts))[order])) * idf[index]
-    return index + offset, values / np.sqrt(values @ values)
+    squares = 0.0  # one after another in index order, as scikit-learn's inplace_csr_row_normalize_l2
+    for value in values.tolist():
+        squares += value * value
+    return index + offset, values / np.sqrt(squares)
 
 
 def reference_features(model: LinearModel, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +118,40 @@ def test_features_are_scikit_learns_vectors(fitted, texts) -> None:
         got = dict(zip(row.ids.tolist(), row.values, strict=True))
         for index, value in expected.items():
             assert got[index] == pytest.approx(value, rel=1e-6, abs=1e-7)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TEXT, min_size=1, max_size=8), corpus_picks=st.lists(st.integers(0, 499), max_size=6))
+def test_each_vectorizer_s_float64_values_are_scikit_learns_bit_for_bit(fitted, texts, corpus_picks) -> None:
+    """Before the float32 cast, each part's rows are its fitted ``TfidfVectorizer``'s
+    ``transform``, exactly: the same features in the same order, the same float64 values (the
+    norm's squares summed in index order, as ``inplace_csr_row_normalize_l2`` does)."""
+    model, linear, corpus, _ = fitted
+    batch = texts + [corpus[i] for i in corpus_picks]
+    vectorizers = dict(model.named_steps["tfidf"].transformer_list)
+    for (tickets, features, values), name in zip(linear.part_rows(batch), ("word", "char"), strict=True):
+        theirs = vectorizers[name].transform(batch).tocsr()
+        assert np.array_equal(np.searchsorted(tickets, np.arange(len(batch) + 1)), theirs.indptr)
+        assert features.tolist() == theirs.indices.tolist()
+        assert values.dtype == theirs.data.dtype and values.tobytes() == theirs.data.tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_tickets=st.sampled_from([1, 3, 256, 1 << 16, (1 << 16) + 1]),
+    n_features=st.sampled_from([1, 50, 29_901, 1 << 16, (1 << 16) + 1, 1 << 20]),
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(0, 2_000),
+)
+def test_sorted_keys_are_numpy_s_sort_of_the_keys(n_tickets, n_features, seed, size) -> None:
+    """Both ways of sorting (two radix passes within 16 bits, one comparison sort beyond)."""
+    from triage_core.linear import _sorted_keys
+
+    rng = np.random.default_rng(seed)
+    tickets = rng.integers(0, n_tickets, size)  # grams come by n-gram length, then by ticket
+    features = rng.integers(0, n_features, size)
+    got = _sorted_keys(tickets, features, n_tickets, n_features)
+    assert got.tolist() == np.sort(tickets * n_features + features).tolist()
 
 
 def test_a_vocabulary_too_big_for_a_dense_table_gives_the_same_features(fitted, monkeypatch) -> None:
