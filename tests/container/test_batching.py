@@ -184,6 +184,54 @@ def test_a_windows_ticket_larger_than_the_share_still_runs() -> None:
         batcher.close()
 
 
+class NoRows(int):
+    """A cascade's settled ticket: no token ids, no model row (its scores are known)."""
+
+    ids = ()
+
+
+def test_tickets_without_model_rows_are_scored_on_the_submitting_thread() -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def run(encodings: list[int]) -> np.ndarray:
+        calls.append((threading.current_thread().name, list(encodings)))
+        return np.tile(np.asarray(encodings, dtype=np.float32)[:, None], (1, N_LABELS))
+
+    batcher = Batcher(run, N_LABELS, runners=2, rule=EIGHT)
+    try:
+        here = threading.current_thread().name
+        done = threading.Event()
+        job = batcher.submit([NoRows(5), NoRows(6)], lambda _job: done.set(), urgent=False)
+        assert done.is_set() and job.remaining == 0  # complete before submit returned
+        assert job.scores[:, 0].tolist() == [5, 6] and calls == [(here, [5, 6])]
+        calls.clear()
+        done = threading.Event()
+        job = batcher.submit([NoRows(7), Encoding(1), NoRows(8), Encoding(2)], lambda _job: done.set(), False)
+        assert done.wait(10) and job.error is None
+        assert job.scores[:, 0].tolist() == [7, 1, 8, 2]  # every ticket in its own row
+        assert calls[0] == (here, [7, 8])
+        assert sorted(v for name, batch in calls[1:] for v in batch) == [1, 2]
+        assert all(name.startswith("onnx-runner") for name, _ in calls[1:])
+    finally:
+        batcher.close()
+
+
+def test_a_failing_copy_fails_the_job_not_the_batcher() -> None:
+    def run(encodings: list[int]) -> np.ndarray:
+        if any(isinstance(e, NoRows) for e in encodings):
+            raise ValueError("broken scores")
+        return np.zeros((len(encodings), N_LABELS), dtype=np.float32)
+
+    batcher = Batcher(run, N_LABELS, runners=1, rule=EIGHT)
+    try:
+        done = threading.Event()
+        job = batcher.submit([NoRows(1), Encoding(2)], lambda _job: done.set(), urgent=False)
+        assert done.wait(10) and isinstance(job.error, ValueError)
+        assert submit_and_wait(batcher, [3]).shape == (1, N_LABELS)  # the batcher still serves
+    finally:
+        batcher.close()
+
+
 # --- batches by length, through the real model ----------------------------------------------
 SHORT = ["top up failed", "where is my card", "refund please", "pin blocked", "card declined", "fee?"]
 LONG_TICKET = (
