@@ -18,7 +18,7 @@ PORT ?= 8080
 
 # `make` alone lists the targets. A target is documented by the `## ` line right above it.
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
+.PHONY: help setup tools demo test lint train train-reference cascade train-student evaluate compare-models experiment serve bench bench-profile bench-timeline bench-memory synth checkov local scale chaos mutation redrive export-corrections image clean
 
 # --- set-up: a virtual environment and the pinned CDK CLI, rebuilt when a requirements file changes
 $(VENV)/.installed: requirements.txt requirements-dev.txt container/requirements.txt lambda/requirements.txt
@@ -120,6 +120,11 @@ bench-profile: $(VENV)/.installed
 	mkdir -p artifacts
 	$(PY) -m benchmarks.serving --model $(MODEL) --reference $(REFERENCE) --skip-baseline \
 		--profile artifacts/bench-profile.txt
+
+## where MODEL's server waits: its runners' model calls and idle gaps per bulk request (clean, then e-mail bodies)
+bench-timeline: $(VENV)/.installed
+	$(PY) -m benchmarks.timeline --model $(MODEL)
+	$(PY) -m benchmarks.timeline --model $(MODEL) --email
 
 ## 1 GB JSON Lines and gzip bodies through the real server, and the dispatcher's reader: peak RSS (minutes)
 bench-memory: $(VENV)/.installed

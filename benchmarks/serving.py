@@ -381,7 +381,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, port: int, log_path: Path, env_extra: dict[str, str]) -> subprocess.Popen:
+def start_server(
+    model: Path, port: int, log_path: Path, env_extra: dict[str, str], argv: list[str] | None = None
+) -> subprocess.Popen:
+    """``python -m inference_server serve`` (or ``argv`` after the interpreter) on ``model``, ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "TRIAGE_"))}
     env.update(
         {
@@ -394,7 +397,7 @@ def start_server(model: Path, port: int, log_path: Path, env_extra: dict[str, st
     )
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference_server", "serve"],
+        [sys.executable, *(argv or ["-m", "inference_server", "serve"])],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,

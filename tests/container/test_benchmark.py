@@ -105,3 +105,24 @@ def test_benchmark_with_the_torch_baseline(request, tiny_artifact, tiny_hf_model
     summary = run_benchmark(tiny_artifact, "--hf-model", str(tiny_hf_model))
     assert summary["baseline_tps"] > 0 and summary["baseline_bs32_tps"] > 0
     assert summary["server_vs_baseline"] > 0
+
+
+def test_the_timeline_counts_every_ticket_s_model_row_once(tiny_artifact, tmp_path):
+    """``benchmarks.timeline``: the real server's model calls, recorded in its own process. Every
+    ticket of each body reaches the model once (the tiny artifact has no cascade), the runners'
+    busy share and the CPU share are shares, and the gaps fit in the request."""
+    data = tmp_path / "tickets.csv"
+    data.write_text("text\n" + "".join(f"ticket number {i} about my card\n" for i in range(40)))
+    cmd = [sys.executable, "-m", "benchmarks.timeline", "--model", str(tiny_artifact), "--data", str(data)]
+    cmd += ["--requests", "2", "--server-env", "TRIAGE_MAX_BATCH_SIZE=4"]
+    proc = subprocess.run(
+        cmd, env=server_env(tiny_artifact, 0), capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["tickets"] == 40 and summary["requests"] == 2
+    assert summary["onnx_rows"] == 40
+    assert summary["model_calls"] >= 10  # batches of at most 4
+    assert 0 < summary["busy"] <= 1 and 0 < summary["cpu"] <= 1.05
+    assert 0 <= summary["first_call_ms"] <= summary["wall_ms"]
+    assert 0 <= summary["longest_idle_ms"] <= summary["idle_ms"]
