@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,11 @@ def run_benchmark(model: Path, *extra: str, texts: int = 64, repeats: int = 1) -
     assert set(summary) >= KEYS
     assert summary["texts"] == texts
     assert all(summary[k] > 0 for k in ("limit_tps", "server_tps", "single_p50_ms", "single_p99_ms"))
-    assert abs(summary["server_vs_limit"] - summary["server_tps"] / summary["limit_tps"]) < 0.01
+    assert abs(summary["server_vs_limit_best"] - summary["server_tps"] / summary["limit_tps"]) < 0.01
+    # the headline ratio: the median of the interleaved rounds' own ratios (one measurement a side)
+    rounds = summary["server_vs_limit_rounds"]
+    assert summary["server_vs_limit"] == statistics.median(r[0] for r in rounds)
+    assert summary["server_vs_limit_email"] == statistics.median(r[1] for r in rounds)
     return summary
 
 
@@ -89,7 +94,7 @@ def test_benchmark_beside_a_reference_with_a_profile(tiny_artifact, tmp_path):
     ratio = summary["classifier_tps"] / summary["reference_classifier_tps"]
     assert abs(summary["classifier_vs_reference"] - ratio) < 0.01
     ratio = summary["server_email_tps"] / summary["limit_email_tps"]
-    assert abs(summary["server_vs_limit_email"] - ratio) < 0.01
+    assert abs(summary["server_vs_limit_email_best"] - ratio) < 0.01
     assert not any(key.startswith("long_") for key in summary)
     assert summary["cascade_skip_share"] == 0.0  # a transformer artifact has no cascade
     # py-spy's collapsed stacks of the server: its runner threads ran ONNX Runtime's session
@@ -123,6 +128,6 @@ def test_the_timeline_counts_every_ticket_s_model_row_once(tiny_artifact, tmp_pa
     assert summary["tickets"] == 40 and summary["requests"] == 2
     assert summary["onnx_rows"] == 40
     assert summary["model_calls"] >= 10  # batches of at most 4
-    assert 0 < summary["busy"] <= 1 and 0 < summary["cpu"] <= 1.05
+    assert 0 < summary["busy"] <= 1 and 0 <= summary["cpu"] <= 1.05  # (CPU in 10 ms clock ticks)
     assert 0 <= summary["first_call_ms"] <= summary["wall_ms"]
     assert 0 <= summary["longest_idle_ms"] <= summary["idle_ms"]
