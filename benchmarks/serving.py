@@ -24,7 +24,7 @@ one run on this machine, on the same texts and the same trained model:
 (c) **server**: ``python -m inference_server serve`` spawned as a real process, a JSON Lines
     batch file POSTed over loopback HTTP (end to end: parsing, preprocessing, tokenization,
     batching, inference, response), and single-ticket requests one after another; then
-    ``--rounds`` (5) more passes of (b) and (c) back to back, one measurement of each per round:
+    ``--rounds`` (5) more passes of (b) and (c) back to back, two tries of each side per round:
     ``server_vs_limit`` is the median of the rounds' ratios (the speed of this VM drifts within a
     run; a round's two sides share its stretch), ``server_vs_limit_best`` the ratio of the best
     of each side over the whole run;
@@ -210,46 +210,33 @@ def minilm_calls(
     return [functools.partial(classifier.session.run, ["logits"], feed) for feed in feeds]
 
 
-LAYOUTS = ("wide", "parallel")
-
-
 def fastest_layout(
-    model: Path,
-    texts: list[str],
-    cpus: int,
-    repeats: int,
-    work: Callable[..., list[Callable[[], object]]],
-    layouts: tuple[str, ...] = LAYOUTS,
+    model: Path, texts: list[str], cpus: int, repeats: int, work: Callable[..., list[Callable[[], object]]]
 ) -> tuple[float, float]:
-    """Best tickets/s of ``work``'s calls in the two thread layouts: ``wide``, one session using
-    every core running the batches in turn, and ``parallel``, one single-threaded session shared
-    by one thread per core (each running every ``cpus``-th batch). Zero for a layout not in
-    ``layouts``, and for both when there is no such work."""
+    """Best tickets/s of ``work``'s calls in the two thread layouts: one session using every core
+    running the batches in turn, and one single-threaded session shared by one thread per core
+    (each running every ``cpus``-th batch). Zeros when there is no such work."""
 
     def run(calls: list[Callable[[], object]]) -> None:
         for call in calls:
             call()
 
-    best_wide = best_parallel = 0.0
-    if "wide" in layouts:
-        wide = ArtifactClassifier(model, intra_op_threads=cpus)
-        calls = work(wide, texts)
-        if not calls:
-            return 0.0, 0.0
-        run(calls[:4])
-        for _ in range(repeats):
-            started = time.perf_counter()
-            run(calls)
-            best_wide = max(best_wide, len(texts) / (time.perf_counter() - started))
-        del wide, calls
-    if "parallel" not in layouts:
-        return best_wide, best_parallel
-
-    narrow = ArtifactClassifier(model, intra_op_threads=1)
-    calls = work(narrow, texts)
+    wide = ArtifactClassifier(model, intra_op_threads=cpus)
+    calls = work(wide, texts)
     if not calls:
         return 0.0, 0.0
     run(calls[:4])
+    best_wide = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run(calls)
+        best_wide = max(best_wide, len(texts) / (time.perf_counter() - started))
+    del wide, calls
+
+    narrow = ArtifactClassifier(model, intra_op_threads=1)
+    calls = work(narrow, texts)
+    run(calls[:4])
+    best_parallel = 0.0
     for _ in range(repeats):
         threads = [threading.Thread(target=run, args=(calls[i::cpus],)) for i in range(cpus)]
         started = time.perf_counter()
@@ -272,7 +259,6 @@ def bench_limit(
     minilm_wide, minilm_parallel = fastest_layout(model, texts, cpus, repeats, minilm)
     return {
         "limit_tps": max(wide, parallel),
-        "limit_layout": "wide" if wide >= parallel else "parallel",
         "limit_one_session_tps": wide,
         "limit_session_per_core_tps": parallel,
         "limit_minilm_tps": max(minilm_wide, minilm_parallel) or None,
@@ -584,28 +570,29 @@ def interleaved_rounds(
     result: dict,
 ) -> None:
     """``rounds`` more passes of the limit and the server back to back (clean bodies, then e-mail
-    bodies), one measurement of each side per round, in alternating order (limit first in even
-    rounds, server first in odd ones), the limit in the thread layout (b) found faster.
-    ``server_vs_limit_rounds`` lists each round's own ratios (clean, e-mail); their medians are
-    ``server_vs_limit`` and ``server_vs_limit_email``: a slow stretch of a drifting machine (two
-    runs minutes apart on this 2-vCPU VM gave 0.81 and 0.97 for the same code) hits both sides
-    of a round, and both sides are measured equally often. (A ratio of the best of each side over
-    the whole run, ``server_vs_limit_best``, takes the limit's best of twice as many
-    measurements, both layouts in (b), which lowers it by chance alone.) ``limit_tps``,
-    ``server_tps`` and their e-mail twins keep the best of every pass, (b) and (c) included."""
+    bodies), each side measured twice per round: the limit once in each thread layout, the server
+    twice; the best of each side's two gives the round's ratio; the order alternates (the limit
+    first in even rounds, the server first in odd ones). ``server_vs_limit_rounds`` lists each
+    round's ratios (clean, e-mail); their medians are ``server_vs_limit`` and
+    ``server_vs_limit_email``: a slow stretch of a drifting machine (two runs minutes apart on this
+    2-vCPU VM gave 0.81 and 0.97 for the same code) hits both sides of a round, and both sides
+    get as many tries. (The ratio of each side's best over the whole run,
+    ``server_vs_limit_best``, takes the limit's best of more measurements than the server's: both
+    layouts in (b), three repeats each, against the server's three, which lowers it by chance
+    alone.) ``limit_tps``, ``server_tps`` and their e-mail twins keep the best of every pass,
+    (b) and (c) included."""
     engines = functools.partial(engine_calls, rule=rule)
     ratios = []
     with Server(model, env_extra) as server:
         for round_ in range(rounds):
             pair = []
             for suffix, batch in (("", texts), ("_email", emails)):
-                layout = (result[f"limit{suffix}_layout"],)
                 measured: dict[str, float] = {}
                 for side in ("limit", "server") if round_ % 2 == 0 else ("server", "limit"):
                     if side == "limit":
-                        measured[side] = max(fastest_layout(model, batch, cpus, 1, engines, layout))
+                        measured[side] = max(fastest_layout(model, batch, cpus, 1, engines))
                     else:
-                        measured[side] = server.bulk_tps(batch, 1)
+                        measured[side] = server.bulk_tps(batch, 2)
                 result[f"limit{suffix}_tps"] = max(result[f"limit{suffix}_tps"], measured["limit"])
                 result[f"server{suffix}_tps"] = max(result[f"server{suffix}_tps"], measured["server"])
                 pair.append(round(measured["server"] / measured["limit"], 3))
@@ -714,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=5,
-        help="then N interleaved rounds of the limit and the server, one measurement each: "
+        help="then N interleaved rounds of the limit and the server, two tries a side: "
         "server_vs_limit is the median of the rounds' ratios (a drifting machine hits both sides)",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="no torch baseline (e.g. no checkpoint)")
@@ -774,7 +761,6 @@ def main(argv: list[str] | None = None) -> int:
     result.update(bench_limit(model, texts, cpus, args.repeats, rule))
     email_limit = bench_limit(model, emails, cpus, args.repeats, rule)
     result["limit_email_tps"] = email_limit["limit_tps"]
-    result["limit_email_layout"] = email_limit["limit_layout"]
     result["limit_minilm_email_tps"] = email_limit["limit_minilm_tps"]
     print("(b) the server's own work per ticket vs the engines', one thread (clean, e-mail) ...", flush=True)
     for suffix, batch in (("", texts), ("_email", emails)):
