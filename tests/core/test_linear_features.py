@@ -2,9 +2,10 @@
 Hypothesis generates: the same feature indices, in the same order, and the same float32 values,
 bit for bit, as the per-ticket implementation it replaced (kept below as the reference, with one
 change since issue #23: each vectorizer's features in index order, scikit-learn's order, where
-they used to come in order of first appearance), and the same vectors as the fitted
-scikit-learn ``FeatureUnion`` of ``TfidfVectorizer`` (an independent computation; its norm sums in
-another order, so values to float32 rounding)."""
+they used to come in order of first appearance, and its norms summed in scikit-learn's order),
+and the same vectors as the fitted scikit-learn ``FeatureUnion`` of ``TfidfVectorizer`` (an
+independent computation): each vectorizer's float64 values bit for bit, the union's float32 ones
+to rounding."""
 
 from __future__ import annotations
 
