@@ -149,17 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  idle {row['idle_ms']} ms (longest {row['longest_idle_ms']} ms"
             f" at {row['longest_idle_at_ms']} ms)  calls {row['model_calls']}"
         )
-    keys = (
-        "wall_ms",
-        "busy",
-        "cpu",
-        "first_call_ms",
-        "idle_ms",
-        "longest_idle_ms",
-        "model_calls",
-        "onnx_rows",
-    )
-    medians = {key: round(statistics.median(row[key] or 0 for row in rows), 3) for key in keys}
+    medians = {key: round(statistics.median(row[key] or 0 for row in rows), 3) for key in MEDIANS}
     print(json.dumps({"tickets": len(texts), "email": args.email, "requests": len(rows), **medians}))
     return 0
 

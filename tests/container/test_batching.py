@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inference_server.batching import Batcher
+from inference_server.batching import Batcher, Job
 from inference_server.model import Engine
 from inference_server.settings import Settings
 from tests.container.serverproc import start_server, stop_server
@@ -53,6 +53,18 @@ class Encoding(int):
     @property
     def ids(self) -> list[int]:
         return [0] * (int(self) % 7 + 1)
+
+
+class Windowed(Encoding):
+    """A ``windows`` ticket of 100-token windows: ``int(self)`` model rows."""
+
+    @property
+    def ids(self) -> list[int]:
+        return [0] * 100
+
+    @property
+    def parts(self) -> list[int]:
+        return [0] * int(self)
 
 
 def submit_and_wait(batcher: Batcher, values: list[int], urgent: bool | None = None) -> np.ndarray:
@@ -117,62 +129,46 @@ def test_without_a_solo_session_everything_runs_per_core() -> None:
         batcher.close()
 
 
-def test_a_pool_running_low_is_split_between_the_runners() -> None:
-    """The end of a request: the pool's last (longest) tickets go to both runners, half each,
-    not all to the first runner that looks while the other waits with nothing to do."""
+def pool_behind_a_busy_runner(values: list[int], runners: int, rule: BatchRule) -> tuple[Recorder, Job]:
+    """``values`` queued as one bulk job while a runner holds a first batch (``[0]``), so that the
+    pool is whole before it is drained; the batches every runner then took, and the job."""
     gate = threading.Event()
     narrow = Recorder(gate)
-    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT)
+    batcher = Batcher(narrow, N_LABELS, runners=runners, rule=rule)
     try:
-        held = threading.Event()
+        held, done = threading.Event(), threading.Event()
         batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
-        assert narrow.started.wait(10)  # one runner is busy; the other is free
-        done = threading.Event()
-        job = batcher.submit([Encoding(v) for v in range(1, 8)], lambda _job: done.set(), urgent=False)
+        assert narrow.started.wait(10)  # a runner is inside the first batch: the pool fills
+        job = batcher.submit([Encoding(v) for v in values], lambda _job: done.set(), urgent=False)
         gate.set()
         assert done.wait(10) and held.wait(10)
-        scores = job.scores
     finally:
         gate.set()
         batcher.close()
-    assert scores[:, 0].tolist() == list(range(1, 8))
+    assert narrow.batches[0] == [0]
+    return narrow, job
+
+
+def test_a_pool_running_low_is_split_between_the_runners() -> None:
+    """The end of a request: the pool's last (longest) tickets go to both runners, half each,
+    not all to the first runner that looks while the other waits with nothing to do."""
+    narrow, job = pool_behind_a_busy_runner(list(range(1, 8)), runners=2, rule=EIGHT)
+    assert job.scores[:, 0].tolist() == list(range(1, 8))
     # Shortest first (ticket 7 has one token, 1-6 have two to seven). Of the pool's 7 rows the free
     # runner takes half, rounded up; of the 3 then left, 2; then the last (one batch of 7 without
     # the split, run by one runner while the other waits).
     # (the two runners may record their batches in either order)
-    assert narrow.batches[:2] == [[0], [7, 1, 2, 3]] and sorted(narrow.batches[2:]) == [[4, 5], [6]]
+    assert narrow.batches[1] == [7, 1, 2, 3] and sorted(narrow.batches[2:]) == [[4, 5], [6]]
 
 
 def test_a_full_pool_still_forms_full_batches_with_two_runners() -> None:
     """Under load the split never binds: a pool of 40 tickets for 2 runners of 8 gives batches
     of 8 until fewer than 16 rows are left, then half of what is left each time."""
-    gate = threading.Event()
-    narrow = Recorder(gate)
-    batcher = Batcher(narrow, N_LABELS, runners=2, rule=EIGHT)
-    try:
-        held = threading.Event()
-        batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
-        assert narrow.started.wait(10)
-        done = threading.Event()
-        batcher.submit([Encoding(7 * i) for i in range(40)], lambda _job: done.set(), urgent=False)
-        gate.set()
-        assert done.wait(10) and held.wait(10)
-    finally:
-        gate.set()
-        batcher.close()
+    narrow, _ = pool_behind_a_busy_runner([7 * i for i in range(40)], runners=2, rule=EIGHT)
     assert sorted((len(b) for b in narrow.batches[1:]), reverse=True) == [8, 8, 8, 8, 4, 2, 1, 1]
 
 
 def test_a_windows_ticket_larger_than_the_share_still_runs() -> None:
-    class Windowed(Encoding):
-        @property
-        def ids(self) -> list[int]:
-            return [0] * 100
-
-        @property
-        def parts(self) -> list[int]:
-            return [0] * int(self)
-
     narrow = Recorder()
     batcher = Batcher(narrow, N_LABELS, runners=2, rule=BatchRule(8, None, None))
     try:
@@ -354,36 +350,16 @@ def test_short_requests_run_in_batches_within_the_padding_cap(long_artifact: Pat
 @pytest.mark.parametrize("max_padding", [None, 0.1, 0.5])
 def test_a_pool_holding_every_ticket_forms_the_rule_s_batches(max_padding: float | None) -> None:
     """The batcher's pool and :meth:`BatchRule.batches` (offline scoring, the benchmark's limit)
-    make the same batches of the same tickets when every ticket is queued before a runner looks."""
+    make the same batches of the same tickets when every ticket is queued before a runner looks
+    (one runner: its share of the pool is all of it)."""
     values = [int(v) for v in np.random.default_rng(7).integers(1, 10_000, 200)]
-    gate = threading.Event()
-    narrow = Recorder(gate)
     rule = BatchRule(8, 40, max_padding)
-    batcher = Batcher(narrow, N_LABELS, runners=1, rule=rule)
-    try:
-        held, done = threading.Event(), threading.Event()
-        batcher.submit([Encoding(0)], lambda _job: held.set(), urgent=True)
-        assert narrow.started.wait(10)  # the runner holds the first batch: the pool fills
-        batcher.submit([Encoding(v) for v in values], lambda _job: done.set(), urgent=False)
-        gate.set()
-        assert done.wait(10) and held.wait(10)
-    finally:
-        gate.set()
-        batcher.close()
+    narrow, _ = pool_behind_a_busy_runner(values, runners=1, rule=rule)
     expected = [[values[i] for i in batch] for batch in rule.batches([Encoding(v) for v in values])]
     assert narrow.batches[1:] == expected
 
 
 def test_a_windows_ticket_counts_its_rows_against_the_budget() -> None:
-    class Windowed(Encoding):
-        @property
-        def ids(self) -> list[int]:
-            return [0] * 100
-
-        @property
-        def parts(self) -> list[int]:
-            return [0] * int(self)
-
     narrow = Recorder()
     batcher = Batcher(narrow, N_LABELS, runners=1, rule=BatchRule(8, 1000, None))
     try:
