@@ -229,7 +229,7 @@ class Batcher:
             planned = rows
             for i in range(offered):
                 extra = _rows(bucket[i])
-                if extra and planned + extra > budget and (batch or available):
+                if planned + extra > budget and (batch or available):
                     break
                 available.append(extra)
                 planned += extra
