@@ -36,6 +36,7 @@ from benchmarks.serving import (
     load_texts,
     start_server,
 )
+from inference_server.settings import available_cpus
 
 RUNNER = "onnx-runner"
 MEDIANS = (
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.email:
         texts = email_texts(texts)
     body = jsonl_body(texts)
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     with tempfile.TemporaryDirectory(prefix="timeline-") as tmp:
         out, port = Path(tmp) / "calls.json", _free_port()
         env = dict(item.split("=", 1) for item in args.server_env)
