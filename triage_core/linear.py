@@ -22,16 +22,18 @@ them; scores are the softmax of ``x @ coef + intercept`` (multinomial logistic r
 ``tests/core/test_linear.py`` checks this against scikit-learn's ``predict_proba`` on real text.
 
 Serving computes a batch of tickets at once (this runs for every ticket, on the server's hot
-path): the terms are tries over symbol codes (each word, or each character, the vocabulary uses),
-every n-gram of the batch walks them together in numpy, and one sort (two radix passes) counts
-each ticket's features. The result is the per-ticket computation's bit for bit: each
-vectorizer's features of a ticket in index order, as scikit-learn keeps them
-(``CountVectorizer._count_vocab`` ends with ``X.sort_indices()``), the norm's squares summed one
-after another in that order, as scikit-learn's ``inplace_csr_row_normalize_l2`` does
-(``tests/core/test_linear_features.py`` checks both against a per-ticket reference and against
-scikit-learn on generated text). Until issue #23 the features came in order of first appearance,
-which cost a second sort per batch (a third of the featurizing time), and each norm was one
-``np.dot`` (another summation order): scores move by float rounding at most.
+path): the terms are tries over symbol codes (each word, or each character, the vocabulary uses);
+a compiled loop (:mod:`triage_core.ngram_counts`, numba) walks them from every position of each
+ticket and counts each ticket's features; numpy turns the counts into values and norms. The
+result is the per-ticket computation's bit for bit: each vectorizer's features of a ticket in
+index order, as scikit-learn keeps them (``CountVectorizer._count_vocab`` ends with
+``X.sort_indices()``), the norm's squares summed one after another in that order, as
+scikit-learn's ``inplace_csr_row_normalize_l2`` does (``tests/core/test_linear_features.py``
+checks both against a per-ticket reference and against scikit-learn on generated text). Until
+issue #23 the features came in order of first appearance and each norm was one ``np.dot``
+(another summation order): scores moved by float rounding at most. The walk was numpy too until
+its fifth pass: every position stepped the full n-gram range and every occurrence was sorted
+(docs/benchmarks.md).
 
 Why not ONNX (skl2onnx): its converter raises ``NotImplementedError`` for character analyzers
 (onnx/sklearn-onnx pull request #1211, open), and the whitespace collapsing above has no ONNX
@@ -107,10 +109,10 @@ class Features:
 
 class _Trie:
     """The vocabulary's terms as a trie over symbol codes (code 0: a symbol no term has, or a
-    boundary between tickets): ``step`` moves every gram of a batch one symbol on at once.
+    boundary between tickets), in the arrays :func:`triage_core.ngram_counts.count_ngrams` walks.
     State 0 is dead (no term starts this way), 1 the empty prefix; ``feature[state]`` is the
     feature index of the term ending there, or -1. Transitions are a dense table when it is
-    small, else sorted keys searched with ``np.searchsorted``."""
+    small, else sorted keys searched by bisection."""
 
     DENSE_LIMIT = 1 << 22  # table entries (int32): 16 MB at most (a word table of 1,353 x 8,926: 48 MB)
 
@@ -135,43 +137,23 @@ class _Trie:
         keys = np.fromiter(edges.keys(), np.int64, len(edges))
         children = np.fromiter(edges.values(), np.int64, len(edges))
         self.dense = n_states * base <= self.DENSE_LIMIT
+        self.table = np.zeros(n_states * base if self.dense else 1, np.int32)
         if self.dense:
-            self.table = np.zeros(n_states * base, np.int32)
             self.table[keys] = children
-        else:
-            order = np.argsort(keys)
-            self.keys = np.append(keys[order], np.iinfo(np.int64).max)  # a sentinel: no overflow
-            self.children = np.append(children[order], 0)
-
-    def step(self, states: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        keys = states.astype(np.int64) * self.base + codes
-        if self.dense:
-            return self.table[keys]
-        at = np.searchsorted(self.keys, keys)
-        return np.where(self.keys[at] == keys, self.children[at], 0)
-
-    def grams(self, codes: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every in-vocabulary n-gram (``low`` <= n <= ``high``) of ``codes``: feature indices and
-        the positions where they start."""
-        width = len(codes)
-        padded = np.concatenate((codes, np.zeros(high, codes.dtype)))
-        states = np.ones(width, np.int32)
-        features, starts = [], []
-        for n in range(1, high + 1):
-            states = self.step(states, padded[n - 1 : n - 1 + width])
-            if n >= low:
-                found = self.feature[states]
-                (hit,) = np.nonzero(found >= 0)
-                features.append(found[hit])
-                starts.append(hit)
-        return np.concatenate(features), np.concatenate(starts)
+            keys, children = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order = np.argsort(keys)
+        self.keys = np.append(keys[order], np.iinfo(np.int64).max)  # a sentinel: no overflow
+        self.children = np.append(children[order], 0)
 
 
 class _Part:
     """One vectorizer of the union (words or characters): its trie, idf and n-gram range."""
 
     def __init__(self, trie: _Trie, idf: np.ndarray, ngrams: tuple[int, int]):
+        from triage_core.ngram_counts import count_ngrams  # numba: not in the Lambdas' packages
+
         self.trie, self.idf, (self.low, self.high) = trie, idf, ngrams
+        self._count = count_ngrams
 
     def tfidf(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TF-IDF rows of a batch of tickets, given as their symbol codes one after another, each
@@ -180,37 +162,15 @@ class _Part:
         ``CountVectorizer`` sorts each row's indices): the same values, bit for bit, as computing
         each ticket alone, the norm included: its squares summed one after another in index
         order, as scikit-learn's ``inplace_csr_row_normalize_l2`` does."""
-        n_tickets = len(lengths)
-        ticket_of = np.repeat(np.arange(n_tickets), lengths + 1)
-        features, starts = self.trie.grams(codes, self.low, self.high)
-        if not len(features):
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        n_features = len(self.idf)
-        # Group each ticket's occurrences of a feature, in index order: sorted (ticket, feature).
-        keys = _sorted_keys(ticket_of[starts], features, n_tickets, n_features)
-        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        counts = np.diff(np.append(first, len(keys)))
-        keys = keys[first].astype(np.int64)
-        tickets, features = keys // n_features, keys % n_features
+        trie = self.trie
+        tickets, features, counts = self._count(
+            codes, lengths, self.low, self.high, trie.base, trie.dense, trie.table, trie.keys,
+            trie.children, trie.feature, len(self.idf),
+        )  # fmt: skip
         values = (1.0 + np.log(counts.astype(np.float64))) * self.idf[features]
         # np.bincount adds each ticket's weights in the order given: a sequential sum per ticket
-        squares = np.bincount(tickets, weights=values * values, minlength=n_tickets)
+        squares = np.bincount(tickets, weights=values * values, minlength=len(lengths))
         return tickets, features, values / np.sqrt(squares)[tickets]
-
-
-def _sorted_keys(tickets: np.ndarray, features: np.ndarray, n_tickets: int, n_features: int) -> np.ndarray:
-    """``tickets * n_features + features``, sorted. When both fit 16 bits (the vocabularies here:
-    8,924 words and 29,901 character n-grams; 256 tickets a batch) two stable sorts of uint16, by
-    feature then by ticket, which numpy runs as radix sorts: about half the time of one
-    comparison sort of the int32 keys (1.4 against 3.0 µs per Banking77 ticket, its ~160
-    character n-grams), the same order."""
-    if n_tickets <= 1 << 16 and n_features <= 1 << 16:
-        by_feature = np.argsort(features.astype(np.uint16), kind="stable")
-        tickets, features = tickets[by_feature], features[by_feature]
-        by_ticket = np.argsort(tickets.astype(np.uint16), kind="stable")
-        return tickets[by_ticket] * n_features + features[by_ticket]
-    keys = tickets * n_features + features
-    return np.sort(keys.astype(np.int32) if n_tickets * n_features < 2**31 else keys)
 
 
 class LinearModel:
@@ -258,8 +218,7 @@ class LinearModel:
         return len(self.intercept)
 
     def features(self, texts: Sequence[str]) -> list[Features]:
-        """TF-IDF vectors of cleaned texts, computed :data:`FEATURE_BATCH` at a time
-        (:class:`_Part`: its sort keys, ticket x features + feature, stay far inside int64)."""
+        """TF-IDF vectors of cleaned texts, computed :data:`FEATURE_BATCH` at a time."""
         out: list[Features] = []
         for start in range(0, len(texts), FEATURE_BATCH):
             out += self._features(texts[start : start + FEATURE_BATCH])
@@ -267,12 +226,18 @@ class LinearModel:
 
     def _features(self, texts: Sequence[str]) -> list[Features]:
         (wt, wf, wv), (ct, cf, cv) = self.part_rows(texts)
-        # Each ticket's word features, then its character ones (the FeatureUnion's order).
-        order = np.argsort(np.concatenate((2 * wt, 2 * ct + 1)), kind="stable")
-        ids = np.concatenate((wf, cf + len(self.word_idf)))[order]
-        values = np.concatenate((wv, cv))[order].astype(np.float32)
-        bounds = np.searchsorted(np.concatenate((wt, ct))[order], np.arange(len(texts) + 1)).tolist()
-        return [Features(ids[a:b], values[a:b]) for a, b in pairwise(bounds)]
+        # Each ticket's word features, then its character ones (the FeatureUnion's order): a
+        # ticket's rows start after every earlier ticket's rows of both parts.
+        edges = np.arange(len(texts) + 1)
+        word_start, char_start = np.searchsorted(wt, edges), np.searchsorted(ct, edges)
+        bounds = word_start + char_start
+        ids = np.empty(bounds[-1], np.int64)
+        values = np.empty(bounds[-1], np.float32)
+        at = np.arange(len(wt)) + char_start[wt]  # a word row follows the earlier tickets' char rows
+        ids[at], values[at] = wf, wv
+        at = np.arange(len(ct)) + word_start[ct + 1]  # a char row follows its own ticket's words too
+        ids[at], values[at] = cf + len(self.word_idf), cv
+        return [Features(ids[a:b], values[a:b]) for a, b in pairwise(bounds.tolist())]
 
     def part_rows(self, texts: Sequence[str]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """Each vectorizer's TF-IDF rows of a batch, before the union: the words', then the

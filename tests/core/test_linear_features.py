@@ -137,26 +137,47 @@ def test_each_vectorizer_s_float64_values_are_scikit_learns_bit_for_bit(fitted, 
         assert values.dtype == theirs.data.dtype and values.tobytes() == theirs.data.tobytes()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    n_tickets=st.sampled_from([1, 3, 256, 1 << 16, (1 << 16) + 1]),
-    n_features=st.sampled_from([1, 50, 29_901, 1 << 16, (1 << 16) + 1, 1 << 20]),
-    seed=st.integers(0, 2**32 - 1),
-    size=st.integers(0, 2_000),
+    terms=st.lists(
+        st.lists(st.integers(1, 5), min_size=1, max_size=4), min_size=1, max_size=40, unique_by=tuple
+    ),
+    tickets=st.lists(st.lists(st.integers(0, 5), max_size=30), max_size=6),
+    ngrams=st.sampled_from([(1, 1), (1, 2), (2, 3), (3, 4), (1, 4)]),
+    dense=st.booleans(),
 )
-def test_sorted_keys_are_numpy_s_sort_of_the_keys(n_tickets, n_features, seed, size) -> None:
-    """Both ways of sorting (two radix passes within 16 bits, one comparison sort beyond)."""
-    from triage_core.linear import _sorted_keys
+def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets, ngrams, dense) -> None:
+    """``count_ngrams`` (numba) against the definition: every slice of ``low`` to ``high``
+    symbols of a ticket that is a term, counted with ``collections.Counter``; terms that are
+    prefixes of others, symbols no term has (0), empty tickets, both trie layouts."""
+    from collections import Counter
 
-    rng = np.random.default_rng(seed)
-    tickets = rng.integers(0, n_tickets, size)  # grams come by n-gram length, then by ticket
-    features = rng.integers(0, n_features, size)
-    got = _sorted_keys(tickets, features, n_tickets, n_features)
-    assert got.tolist() == np.sort(tickets * n_features + features).tolist()
+    from triage_core import linear as module
+    from triage_core.ngram_counts import count_ngrams
+
+    low, high = ngrams
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module._Trie, "DENSE_LIMIT", module._Trie.DENSE_LIMIT if dense else 0)
+        trie = module._Trie(terms, base=6)
+    index = {tuple(term): i for i, term in enumerate(terms)}
+    expected = []
+    for t, codes in enumerate(tickets):
+        grams = Counter(
+            tuple(codes[i : i + n]) for n in range(low, high + 1) for i in range(len(codes) - n + 1)
+        )
+        expected += sorted((t, index[g], c) for g, c in grams.items() if g in index)
+    flat = np.array([c for codes in tickets for c in (*codes, 0)], np.int64)
+    lengths = np.array([len(codes) for codes in tickets], np.int64)
+    got = count_ngrams(
+        flat, lengths, low, high, trie.base, trie.dense, trie.table, trie.keys, trie.children,
+        trie.feature, len(terms),
+    )  # fmt: skip
+    assert trie.dense == dense
+    assert list(zip(*(a.tolist() for a in got), strict=True)) == expected
 
 
 def test_a_vocabulary_too_big_for_a_dense_table_gives_the_same_features(fitted, monkeypatch) -> None:
-    """Above ``_Trie.DENSE_LIMIT`` the transitions are searched (``np.searchsorted``) instead."""
+    """Above ``_Trie.DENSE_LIMIT`` the transitions are searched by bisection instead."""
     from triage_core import linear as module
 
     _, _, corpus, path = fitted
