@@ -42,7 +42,9 @@ Why not ONNX (skl2onnx): its converter raises ``NotImplementedError`` for charac
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -144,33 +146,48 @@ class _Trie:
         order = np.argsort(keys)
         self.keys = np.append(keys[order], np.iinfo(np.int64).max)  # a sentinel: no overflow
         self.children = np.append(children[order], 0)
+        # what the kernels take (numba: a tuple of arrays and scalars, not an object)
+        self.arrays = (self.table, self.keys, self.children, self.feature, base, self.dense)
 
 
 class _Part:
     """One vectorizer of the union (words or characters): its trie, idf and n-gram range."""
 
     def __init__(self, trie: _Trie, idf: np.ndarray, ngrams: tuple[int, int]):
-        from triage_core.ngram_counts import count_ngrams  # numba: not in the Lambdas' packages
-
         self.trie, self.idf, (self.low, self.high) = trie, idf, ngrams
-        self._count = count_ngrams
 
-    def tfidf(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """TF-IDF rows of a batch of tickets, given as their symbol codes one after another, each
-        followed by a 0 (no gram crosses into the next ticket), and their lengths. Flat arrays
-        ``(ticket, feature, value)``, each ticket's features in index order (scikit-learn's:
-        ``CountVectorizer`` sorts each row's indices): the same values, bit for bit, as computing
-        each ticket alone, the norm included: its squares summed one after another in index
-        order, as scikit-learn's ``inplace_csr_row_normalize_l2`` does."""
-        trie = self.trie
-        tickets, features, counts = self._count(
-            codes, lengths, self.low, self.high, trie.base, trie.dense, trie.table, trie.keys,
-            trie.children, trie.feature, len(self.idf),
-        )  # fmt: skip
+    def tfidf(
+        self, counted: tuple[np.ndarray, ...], n_tickets: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """TF-IDF rows of a batch of tickets from the kernel's ``(ticket, feature, count)``
+        (:mod:`triage_core.ngram_counts`). Flat arrays ``(ticket, feature, value)``, each ticket's
+        features in index order (scikit-learn's: ``CountVectorizer`` sorts each row's indices):
+        the same values, bit for bit, as computing each ticket alone, the norm included: its
+        squares summed one after another in index order, as scikit-learn's
+        ``inplace_csr_row_normalize_l2`` does."""
+        tickets, features, counts = counted
         values = (1.0 + np.log(counts.astype(np.float64))) * self.idf[features]
         # np.bincount adds each ticket's weights in the order given: a sequential sum per ticket
-        squares = np.bincount(tickets, weights=values * values, minlength=len(lengths))
+        squares = np.bincount(tickets, weights=values * values, minlength=n_tickets)
         return tickets, features, values / np.sqrt(squares)[tickets]
+
+
+@functools.cache
+def _word_characters() -> np.ndarray:
+    """``table[c]``: code point ``c`` is what ``\\w`` matches in Python's ``re`` for ``str``
+    (``str.isalnum()`` or ``_``), for every code point (1.1 MB, built once per process)."""
+    table = np.fromiter((chr(c).isalnum() for c in range(sys.maxunicode + 1)), np.bool_, sys.maxunicode + 1)
+    table[ord("_")] = True
+    return table
+
+
+def _symbol_table(alphabet: Sequence[str]) -> np.ndarray:
+    """``table[ord(ch)]``: the symbol code (1, 2, ...) of each character of the sorted
+    ``alphabet``, 0 for any other; the last entry stands for every code point above."""
+    top = ord(alphabet[-1]) + 1 if alphabet else 0
+    table = np.zeros(top + 1, np.int64)
+    table[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
+    return table
 
 
 class LinearModel:
@@ -187,21 +204,29 @@ class LinearModel:
         self.word_vocabulary = {t: i for i, t in enumerate(word_terms)}
         self.char_vocabulary = {t: i for i, t in enumerate(char_terms)}
         # Symbol codes for the tries: each word and each character the terms use gets 1, 2, ...
-        # (0: anything else, which no term contains).
+        # (0: anything else, which no term contains). A word's code is found by a trie of the
+        # words over their letters.
+        from triage_core import ngram_counts  # numba: not in the Lambdas' packages
+
+        self._count_words, self._count_chars = ngram_counts.count_word_ngrams, ngram_counts.count_ngrams
         tokens = sorted({token for term in word_terms for token in term.split(" ")})
-        self._token_code = {token: code for code, token in enumerate(tokens, 1)}
+        token_code = {token: code for code, token in enumerate(tokens, 1)}
+        letters = sorted({ch for token in tokens for ch in token})
+        self._letters = _symbol_table(letters)
+        self._words = _Trie(
+            [self._letters[[ord(ch) for ch in token]].tolist() for token in tokens], len(letters) + 1
+        )
         alphabet = sorted({ch for term in char_terms for ch in term})
-        char_code = {ch: code for code, ch in enumerate(alphabet, 1)}
-        top = ord(alphabet[-1]) + 1 if alphabet else 0
-        self._char_code = np.zeros(top + 1, np.int64)  # [top]: every code point above the last
-        self._char_code[[ord(ch) for ch in alphabet]] = np.arange(1, len(alphabet) + 1)
+        self._char_code = _symbol_table(alphabet)
         self._word_part = _Part(
-            _Trie([[self._token_code[t] for t in term.split(" ")] for term in word_terms], len(tokens) + 1),
+            _Trie([[token_code[t] for t in term.split(" ")] for term in word_terms], len(tokens) + 1),
             self.word_idf,
             spec.word_ngrams,
         )
         self._char_part = _Part(
-            _Trie([[char_code[ch] for ch in term] for term in char_terms], len(alphabet) + 1),
+            _Trie(
+                [self._char_code[[ord(ch) for ch in term]].tolist() for term in char_terms], len(alphabet) + 1
+            ),
             self.char_idf,
             spec.char_ngrams,
         )
@@ -244,20 +269,23 @@ class LinearModel:
         characters' flat ``(ticket, feature, value)`` arrays (:meth:`_Part.tfidf`; float64, each
         the fitted ``TfidfVectorizer``'s ``transform`` bit for bit)."""
         lowered = [text.lower() for text in texts]
-        get = self._token_code.get
-        tokens = [_WORD.findall(text) for text in lowered]
-        words = [code for ticket in tokens for code in (*[get(token, 0) for token in ticket], 0)]
-        word_lengths = np.fromiter(map(len, tokens), np.int64, len(texts))
+        n_tickets = len(texts)
+        lengths = np.fromiter(map(len, lowered), np.int64, n_tickets)
+        points = np.frombuffer("\0".join(lowered).encode("utf-32-le", "surrogatepass"), np.uint32)
+        words = self._count_words(
+            np.append(points, np.uint32(0)), lengths, _word_characters(), self._letters, self._words.arrays,
+            *self.spec.word_ngrams, self._word_part.trie.arrays, len(self.word_idf),
+        )  # fmt: skip
         collapsed = [_SPACES.sub(" ", text) for text in lowered]
-        char_lengths = np.fromiter(map(len, collapsed), np.int64, len(texts))
+        char_lengths = np.fromiter(map(len, collapsed), np.int64, n_tickets)
         points = np.frombuffer("\0".join(collapsed).encode("utf-32-le", "surrogatepass"), np.uint32)
         chars = self._char_code[np.minimum(points, len(self._char_code) - 1)]
         chars = np.append(chars, 0)
         chars[np.cumsum(char_lengths + 1) - 1] = 0  # the separators, whatever the alphabet
-        return (
-            self._word_part.tfidf(np.array(words, np.int64), word_lengths),
-            self._char_part.tfidf(chars, char_lengths),
+        counted = self._count_chars(
+            chars, char_lengths, *self.spec.char_ngrams, self._char_part.trie.arrays, len(self.char_idf)
         )
+        return self._word_part.tfidf(words, n_tickets), self._char_part.tfidf(counted, n_tickets)
 
     def logits(self, rows: Sequence[Features]) -> np.ndarray:
         out = np.tile(self.intercept, (len(rows), 1))

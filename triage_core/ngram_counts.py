@@ -1,8 +1,11 @@
-"""The TF-IDF featurizer's inner loop, compiled: each ticket's in-vocabulary n-grams, counted.
+r"""The TF-IDF featurizer's inner loop, compiled: each ticket's in-vocabulary n-grams, counted.
 
-:mod:`triage_core.linear` gives it a batch of tickets as symbol codes (each word, or each
-character, that the vocabulary uses; 0: anything else and the separator after each ticket) and
-its vocabulary as a trie over those codes (:class:`triage_core.linear._Trie`). For every
+:mod:`triage_core.linear` gives it a batch of tickets as symbol codes (each character the
+vocabulary uses; 0: anything else and the separator after each ticket), or as the code points of
+the lowercased texts for the words, which :func:`count_word_ngrams` splits into words itself
+(scikit-learn's ``(?u)\b\w\w+\b``: runs of two or more word characters) and looks up in a trie
+of the vocabulary's words; and the vocabulary as a trie over those codes
+(:class:`triage_core.linear._Trie`: ``(table, keys, children, feature, base, dense)``). For every
 position of a ticket the kernel walks the trie one symbol at a time, stopping at the first
 symbol no term continues with (most walks end after one or two steps), and counts the terms it
 passes. Out come each ticket's features in index order with their counts: the TF-IDF values and
@@ -13,8 +16,9 @@ Why compiled (issue #23): the same work in numpy had to walk every position the 
 steps and sort every occurrence of every n-gram of the batch, and cost a third of the server's
 own time per ticket; a loop that stops early and reads each ticket's features back from a
 bitmap in index order runs in a third of the time, without the GIL (``nogil``) beside ONNX
-Runtime. numba compiles it on first use and keeps the
-machine code in its cache (``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``).
+Runtime; splitting words here too saves the regular expression and a dictionary lookup per word
+in Python. numba compiles it on first use and keeps the machine code in its cache
+(``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``).
 
 This module is imported only where a linear model is loaded (not by the Lambdas, which read the
 manifest's ``linear`` settings through :mod:`triage_core.linear` without numba).
@@ -41,97 +45,158 @@ def _pop_lowest(word: np.uint64, bit_index: np.ndarray) -> tuple[int, np.uint64]
     return bit_index[np.int64((bit * _DE_BRUIJN) >> np.uint64(58))], word ^ bit
 
 
+@njit
+def _child(trie, state: int, code: int) -> int:
+    """The trie's state after ``state`` reads ``code`` (0: no term continues this way)."""
+    table, keys, children, _, base, dense = trie
+    key = state * base + code
+    if dense:
+        return table[key]
+    lo, hi = 0, len(keys) - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return children[lo] if keys[lo] == key else 0
+
+
+@njit
+def _count_ticket(codes, start, end, low, high, trie, count, marks, summary) -> None:
+    """Count the terms among the ``low``- to ``high``-grams of ``codes[start:end]`` into
+    ``count`` and mark them in ``marks`` and ``summary``."""
+    feature = trie[3]
+    one = np.uint64(1)
+    for i in range(start, end):
+        state = 1
+        for j in range(i, min(end, i + high)):
+            state = _child(trie, state, codes[j])
+            if state == 0:
+                break
+            if j - i + 1 >= low:
+                f = feature[state]
+                if f >= 0:
+                    if count[f] == 0:
+                        marks[f >> 6] |= one << np.uint64(f & 63)
+                        summary[f >> 12] |= one << np.uint64((f >> 6) & 63)
+                    count[f] += 1
+
+
+@njit
+def _emit(t, count, marks, summary, out_ticket, out_feature, out_count, written) -> int:
+    """Write ticket ``t``'s marked features in index order with their counts, clear them, and
+    return the new number of rows written."""
+    bit_index = _BIT_INDEX
+    for s in range(len(summary)):
+        upper = summary[s]
+        summary[s] = 0
+        while upper:
+            bit, upper = _pop_lowest(upper, bit_index)
+            w = s * 64 + bit
+            lower = marks[w]
+            marks[w] = 0
+            while lower:
+                bit, lower = _pop_lowest(lower, bit_index)
+                f = w * 64 + bit
+                out_ticket[written] = t
+                out_feature[written] = f
+                out_count[written] = count[f]
+                count[f] = 0
+                written += 1
+    return written
+
+
+@njit
+def _buffers(lengths, width, n_features):
+    """The output rows (enough for every ticket's distinct features) and the per-ticket scratch:
+    ``count`` of each feature, ``marks`` (bit f: feature f occurs), ``summary`` (bit w: marks[w]
+    is not 0)."""
+    capacity = 0
+    for t in range(len(lengths)):
+        capacity += min(lengths[t] * width, n_features)
+    out = (np.empty(capacity, np.int64), np.empty(capacity, np.int64), np.empty(capacity, np.int64))
+    marks = np.zeros((n_features + 63) // 64, np.uint64)
+    return out, np.zeros(n_features, np.int64), marks, np.zeros((len(marks) + 63) // 64, np.uint64)
+
+
 @njit(cache=True, nogil=True)
-def count_ngrams(
-    codes: np.ndarray,
-    lengths: np.ndarray,
-    low: int,
-    high: int,
-    base: int,
-    dense: bool,
-    table: np.ndarray,
-    keys: np.ndarray,
-    children: np.ndarray,
-    feature: np.ndarray,
-    n_features: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def count_ngrams(codes, lengths, low, high, trie, n_features):
     """``(ticket, feature, count)`` of every in-vocabulary n-gram (``low`` <= n <= ``high``) of
     each ticket, sorted by ticket then feature.
 
     ``codes``: the tickets' symbol codes one after another, each ticket followed by one 0;
-    ``lengths``: each ticket's number of symbols. The trie (state 1: the empty prefix, 0: dead):
-    the child of ``state`` by ``code`` is ``table[state * base + code]`` when ``dense``, else
-    ``children[i]`` where ``keys[i] == state * base + code`` (``keys`` sorted, ending with a
-    sentinel larger than any key); ``feature[state]``: the index of the term ending there, or -1.
+    ``lengths``: each ticket's number of symbols. ``trie``: ``(table, keys, children, feature,
+    base, dense)`` (state 1: the empty prefix, 0: dead): the child of ``state`` by ``code`` is
+    ``table[state * base + code]`` when ``dense``, else ``children[i]`` where ``keys[i] == state *
+    base + code`` (``keys`` sorted, ending with a sentinel larger than any key);
+    ``feature[state]``: the index of the term ending there, or -1.
 
     A ticket's distinct features are marked in a bitmap (one bit per feature, and one bit per
     64-feature word of it in a summary) and read back in index order: no sort (sorting each
     ticket's features cost more than walking the trie).
     """
-    bit_index = _BIT_INDEX
-    one = np.uint64(1)
-    n_tickets = len(lengths)
-    width = high - low + 1
-    capacity = 0
-    for t in range(n_tickets):
-        capacity += min(lengths[t] * width, n_features)  # distinct features of one ticket, at most
-    out_ticket = np.empty(capacity, np.int64)
-    out_feature = np.empty(capacity, np.int64)
-    out_count = np.empty(capacity, np.int64)
-    count = np.zeros(n_features, np.int64)  # the ticket's count of each feature, 0 again after it
-    marks = np.zeros((n_features + 63) // 64, np.uint64)  # bit f: feature f occurs in the ticket
-    summary = np.zeros((len(marks) + 63) // 64, np.uint64)  # bit w: marks[w] is not 0
-    last = len(keys) - 1
+    (out_ticket, out_feature, out_count), count, marks, summary = _buffers(
+        lengths, high - low + 1, n_features
+    )
     written = 0
     start = 0
-    for t in range(n_tickets):
+    for t in range(len(lengths)):
         end = start + lengths[t]
-        for i in range(start, end):
+        _count_ticket(codes, start, end, low, high, trie, count, marks, summary)
+        written = _emit(t, count, marks, summary, out_ticket, out_feature, out_count, written)
+        start = end + 1
+    return out_ticket[:written], out_feature[:written], out_count[:written]
+
+
+@njit(cache=True, nogil=True)
+def count_word_ngrams(points, lengths, is_word, letters, words, low, high, trie, n_features):
+    """:func:`count_ngrams` for the word analyzer, from the lowercased texts' code points
+    (``points``, each text followed by one 0; ``lengths``: each text's number of code points).
+
+    A word is a run of two or more code points ``c`` with ``is_word[c]`` (``str.isalnum() or
+    '_'``: what ``\\w`` matches in Python's ``re`` for ``str``), the matches of
+    ``(?u)\\b\\w\\w+\\b``. Its symbol code is found by walking ``words``, a trie of the
+    vocabulary's words over their letters (``letters[c]``: the letter code of code point ``c``,
+    the last entry for every code point above; 0: a letter no word has), whose ``feature`` is
+    the word's symbol code minus 1; a word not in it is 0. The word n-grams are then counted
+    over those codes with ``trie``."""
+    top = len(letters) - 1
+    (out_ticket, out_feature, out_count), count, marks, summary = _buffers(
+        lengths, high - low + 1, n_features
+    )
+    codes = np.empty((max(lengths.max(), 0) if len(lengths) else 0) // 2 + 1, np.int64)
+    word_of = words[3]
+    written = 0
+    start = 0
+    for t in range(len(lengths)):
+        end = start + lengths[t]
+        n_words = 0
+        i = start
+        while i < end:
+            if not is_word[points[i]]:
+                i += 1
+                continue
+            j = i
             state = 1
-            for j in range(i, min(end, i + high)):
-                key = state * base + codes[j]
-                if dense:
-                    state = table[key]
-                else:
-                    lo, hi = 0, last
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
-                        if keys[mid] < key:
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    state = children[lo] if keys[lo] == key else 0
-                if state == 0:
-                    break
-                if j - i + 1 >= low:
-                    f = feature[state]
-                    if f >= 0:
-                        if count[f] == 0:
-                            marks[f >> 6] |= one << np.uint64(f & 63)
-                            summary[f >> 12] |= one << np.uint64((f >> 6) & 63)
-                        count[f] += 1
-        for s in range(len(summary)):
-            upper = summary[s]
-            summary[s] = 0
-            while upper:
-                bit, upper = _pop_lowest(upper, bit_index)
-                w = s * 64 + bit
-                lower = marks[w]
-                marks[w] = 0
-                while lower:
-                    bit, lower = _pop_lowest(lower, bit_index)
-                    f = w * 64 + bit
-                    out_ticket[written] = t
-                    out_feature[written] = f
-                    out_count[written] = count[f]
-                    count[f] = 0
-                    written += 1
+            while j < end and is_word[points[j]]:
+                if state != 0:
+                    state = _child(words, state, letters[min(points[j], top)])
+                j += 1
+            if j - i >= 2:
+                codes[n_words] = word_of[state] + 1 if state != 0 else 0
+                n_words += 1
+            i = j
+        _count_ticket(codes, 0, n_words, low, high, trie, count, marks, summary)
+        written = _emit(t, count, marks, summary, out_ticket, out_feature, out_count, written)
         start = end + 1
     return out_ticket[:written], out_feature[:written], out_count[:written]
 
 
 def compile_now() -> None:
-    """Compile (or load from numba's cache) :func:`count_ngrams` now: the image build calls this,
-    so that a container's first request does not wait ~1.5 s for LLVM."""
+    """Compile (or load from numba's cache) both kernels now: the image build calls this, so
+    that a container's first request does not wait seconds for LLVM."""
     empty = np.zeros(0, np.int64)
-    count_ngrams(empty, empty, 1, 1, 1, True, np.zeros(1, np.int32), empty, empty, empty, 0)
+    trie = (np.zeros(1, np.int32), empty, empty, empty, 1, True)
+    count_ngrams(empty, empty, 1, 1, trie, 0)
+    count_word_ngrams(np.zeros(0, np.uint32), empty, np.zeros(1, np.bool_), empty, trie, 1, 1, trie, 0)

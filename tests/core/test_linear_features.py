@@ -168,12 +168,23 @@ def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets
         expected += sorted((t, index[g], c) for g, c in grams.items() if g in index)
     flat = np.array([c for codes in tickets for c in (*codes, 0)], np.int64)
     lengths = np.array([len(codes) for codes in tickets], np.int64)
-    got = count_ngrams(
-        flat, lengths, low, high, trie.base, trie.dense, trie.table, trie.keys, trie.children,
-        trie.feature, len(terms),
-    )  # fmt: skip
+    got = count_ngrams(flat, lengths, low, high, trie.arrays, len(terms))
     assert trie.dense == dense
     assert list(zip(*(a.tolist() for a in got), strict=True)) == expected
+
+
+def test_the_kernel_s_word_characters_are_what_python_s_re_calls_w() -> None:
+    """Every code point (surrogates included): ``_word_characters()[c]`` is ``re``'s ``\\w`` on
+    ``chr(c)``, the owner of the word analyzer's ``(?u)\\b\\w\\w+\\b`` (scikit-learn's
+    ``token_pattern``), which the kernel splits words by."""
+    import re
+    import sys
+
+    from triage_core.linear import _word_characters
+
+    word = re.compile(r"\w")
+    expected = [word.match(chr(c)) is not None for c in range(sys.maxunicode + 1)]
+    assert _word_characters().tolist() == expected
 
 
 def test_a_vocabulary_too_big_for_a_dense_table_gives_the_same_features(fitted, monkeypatch) -> None:
