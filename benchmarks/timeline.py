@@ -7,7 +7,11 @@ times over loopback, and prints per request: its wall time, the share of the run
 inside model calls (``busy``), the process's CPU share of the cores (``cpu``), when the first call
 started, and the runners' idle gaps (their sum and the largest, with when it happened). A
 sampling profiler (``make bench-profile``) sees where CPU goes; this sees the time the runners
-wait, which a profiler does not. The last line is one JSON object of the medians.
+wait, which a profiler does not. The last line is one JSON object of the medians, and of the
+CPU time per ticket over all requests of the runner threads (``runner_cpu_us``) and of the rest
+of the process (``server_cpu_us``: the server's own work as it runs beside ONNX Runtime, reading,
+preprocessing, featurizing, tokenizing, HTTP; from ``/proc``, in clock ticks, so summed over
+the requests rather than per request).
 
 Only the runner threads (``onnx-runner-*``) are counted: tickets a cascade settled are copied on
 the submitting thread and are not model work.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import http.client
 import json
 import os
@@ -56,7 +61,7 @@ def serve_recording(out: Path) -> int:
     from inference_server.__main__ import main
     from triage_core.inference import ArtifactClassifier, model_rows
 
-    calls: list[tuple[str, float, float, int, int]] = []
+    calls: list[tuple[str, float, float, int, int, int]] = []
     score = ArtifactClassifier._score
 
     def recorded(self, session, encodings):
@@ -65,18 +70,43 @@ def serve_recording(out: Path) -> int:
             return score(self, session, encodings)
         finally:
             rows = sum(model_rows(e) for e in encodings)
-            calls.append(
-                (threading.current_thread().name, started, time.perf_counter(), len(encodings), rows)
-            )
+            thread = threading.current_thread()
+            calls.append((thread.name, started, time.perf_counter(), len(encodings), rows, thread.native_id))
 
     ArtifactClassifier._score = recorded
     atexit.register(lambda: out.write_text(json.dumps(calls)))
     return main(["serve"])
 
 
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu(pid: int, task: str | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of its thread ``task``."""
+    path = Path(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each live thread of ``pid``, by native thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            out[int(task.name)] = process_cpu(pid, task.name)
+    return out
+
+
+def cpu_per_ticket(calls: list, windows: list, before: list[dict], after: list[dict], tickets: int) -> dict:
+    """The runner threads' CPU time per ticket over all requests, and the rest of the process's
+    (``server_cpu_us``: its other threads, including each request's pipeline thread, which has
+    ended when the request has, so it is the process's CPU minus the runners')."""
+    runners = {c[5] for c in calls if c[0].startswith(RUNNER)}
+    runner = sum(
+        end.get(tid, 0.0) - start.get(tid, 0.0)
+        for start, end in zip(before, after, strict=True)
+        for tid in runners
+    )
+    process = sum(cpu for _, _, cpu in windows)
+    scale = 1e6 / (tickets * len(windows))
+    return {"runner_cpu_us": round(runner * scale, 1), "server_cpu_us": round((process - runner) * scale, 1)}
 
 
 def summarize(calls: list, start: float, end: float, cpu_seconds: float, cores: int) -> dict:
@@ -130,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         argv_child = ["-m", "benchmarks.timeline", "--model", str(args.model), "--serve-recording", str(out)]
         proc = start_server(args.model, port, Path(tmp) / "server.log", env, argv_child)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        windows = []
+        windows, before, after = [], [], []
         try:
             _post(conn, body[: 200 * 1024], "application/jsonlines", "application/jsonlines")  # warm-up
             for _ in range(args.requests):
+                before.append(thread_cpu(proc.pid))
                 cpu, start = process_cpu(proc.pid), time.perf_counter()
                 _post(conn, body, "application/jsonlines", "application/jsonlines")
                 windows.append((start, time.perf_counter(), process_cpu(proc.pid) - cpu))
+                after.append(thread_cpu(proc.pid))
         finally:
             conn.close()
             proc.terminate()
@@ -151,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             f" at {row['longest_idle_at_ms']} ms)  calls {row['model_calls']}"
         )
     medians = {key: round(statistics.median(row[key] or 0 for row in rows), 3) for key in MEDIANS}
-    print(json.dumps({"tickets": len(texts), "email": args.email, "requests": len(rows), **medians}))
+    per_ticket = cpu_per_ticket(calls, windows, before, after, len(texts))
+    print(
+        json.dumps(
+            {"tickets": len(texts), "email": args.email, "requests": len(rows), **medians, **per_ticket}
+        )
+    )
     return 0
 
 

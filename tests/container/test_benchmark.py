@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from inference_server.settings import available_cpus
 from tests.container.serverproc import ROOT, server_env
 
 KEYS = {
@@ -131,3 +132,8 @@ def test_the_timeline_counts_every_ticket_s_model_row_once(tiny_artifact, tmp_pa
     assert 0 < summary["busy"] <= 1 and 0 <= summary["cpu"] <= 1.05  # (CPU in 10 ms clock ticks)
     assert 0 <= summary["first_call_ms"] <= summary["wall_ms"]
     assert 0 <= summary["longest_idle_ms"] <= summary["idle_ms"]
+    # per-thread CPU from /proc: not negative, and no more than the cores could give in the
+    # requests (plus a 10 ms clock tick per thread and request of rounding)
+    spent_ms = (summary["runner_cpu_us"] + summary["server_cpu_us"]) * 40 * 2 / 1000
+    assert summary["runner_cpu_us"] >= 0 and summary["server_cpu_us"] >= 0
+    assert spent_ms <= 2 * (available_cpus() * summary["wall_ms"] + 10 * 8)
