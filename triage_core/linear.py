@@ -23,7 +23,7 @@ them; scores are the softmax of ``x @ coef + intercept`` (multinomial logistic r
 
 Serving computes a batch of tickets at once (this runs for every ticket, on the server's hot
 path): the terms are tries over symbol codes (each word, or each character, the vocabulary uses);
-a compiled loop (:mod:`triage_core.ngram_counts`, numba) walks them from every position of each
+a compiled loop (:mod:`triage_core.linear_kernels`, numba) walks them from every position of each
 ticket and counts each ticket's features; numpy turns the counts into values and norms. The
 result is the per-ticket computation's bit for bit: each vectorizer's features of a ticket in
 index order, as scikit-learn keeps them (``CountVectorizer._count_vocab`` ends with
@@ -111,7 +111,7 @@ class Features:
 
 class _Trie:
     """The vocabulary's terms as a trie over symbol codes (code 0: a symbol no term has, or a
-    boundary between tickets), in the arrays :func:`triage_core.ngram_counts.count_ngrams` walks.
+    boundary between tickets), in the arrays :func:`triage_core.linear_kernels.count_ngrams` walks.
     State 0 is dead (no term starts this way), 1 the empty prefix; ``feature[state]`` is the
     feature index of the term ending there, or -1. Transitions are a dense table when it is
     small, else sorted keys searched by bisection."""
@@ -160,7 +160,7 @@ class _Part:
         self, counted: tuple[np.ndarray, ...], n_tickets: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """TF-IDF rows of a batch of tickets from the kernel's ``(ticket, feature, count)``
-        (:mod:`triage_core.ngram_counts`). Flat arrays ``(ticket, feature, value)``, each ticket's
+        (:mod:`triage_core.linear_kernels`). Flat arrays ``(ticket, feature, value)``, each ticket's
         features in index order (scikit-learn's: ``CountVectorizer`` sorts each row's indices):
         the same values, bit for bit, as computing each ticket alone, the norm included: its
         squares summed one after another in index order, as scikit-learn's
@@ -206,9 +206,10 @@ class LinearModel:
         # Symbol codes for the tries: each word and each character the terms use gets 1, 2, ...
         # (0: anything else, which no term contains). A word's code is found by a trie of the
         # words over their letters.
-        from triage_core import ngram_counts  # numba: not in the Lambdas' packages
+        from triage_core import linear_kernels  # numba: not in the Lambdas' packages
 
-        self._count_words, self._count_chars = ngram_counts.count_word_ngrams, ngram_counts.count_ngrams
+        self._count_words, self._count_chars = linear_kernels.count_word_ngrams, linear_kernels.count_ngrams
+        self._logits = linear_kernels.sparse_logits
         tokens = sorted({token for term in word_terms for token in term.split(" ")})
         token_code = {token: code for code, token in enumerate(tokens, 1)}
         letters = sorted({ch for token in tokens for ch in token})
@@ -271,16 +272,16 @@ class LinearModel:
         lowered = [text.lower() for text in texts]
         n_tickets = len(texts)
         lengths = np.fromiter(map(len, lowered), np.int64, n_tickets)
-        points = np.frombuffer("\0".join(lowered).encode("utf-32-le", "surrogatepass"), np.uint32)
+        # each text followed by a 0 (the kernels read no further than a text's length)
+        points = np.frombuffer(("\0".join(lowered) + "\0").encode("utf-32-le", "surrogatepass"), np.uint32)
         words = self._count_words(
-            np.append(points, np.uint32(0)), lengths, _word_characters(), self._letters, self._words.arrays,
+            points, lengths, _word_characters(), self._letters, self._words.arrays,
             *self.spec.word_ngrams, self._word_part.trie.arrays, len(self.word_idf),
         )  # fmt: skip
         collapsed = [_SPACES.sub(" ", text) for text in lowered]
         char_lengths = np.fromiter(map(len, collapsed), np.int64, n_tickets)
-        points = np.frombuffer("\0".join(collapsed).encode("utf-32-le", "surrogatepass"), np.uint32)
+        points = np.frombuffer(("\0".join(collapsed) + "\0").encode("utf-32-le", "surrogatepass"), np.uint32)
         chars = self._char_code[np.minimum(points, len(self._char_code) - 1)]
-        chars = np.append(chars, 0)
         chars[np.cumsum(char_lengths + 1) - 1] = 0  # the separators, whatever the alphabet
         counted = self._count_chars(
             chars, char_lengths, *self.spec.char_ngrams, self._char_part.trie.arrays, len(self.char_idf)
@@ -288,8 +289,12 @@ class LinearModel:
         return self._word_part.tfidf(words, n_tickets), self._char_part.tfidf(counted, n_tickets)
 
     def logits(self, rows: Sequence[Features]) -> np.ndarray:
-        out = np.tile(self.intercept, (len(rows), 1))
-        for r, row in enumerate(rows):
-            if len(row.ids):
-                out[r] += row.values @ self.coef[row.ids]
-        return out
+        """``x @ coef + intercept`` of TF-IDF rows, float32
+        (:func:`~triage_core.linear_kernels.sparse_logits`: each feature's coefficients added in turn)."""
+        if not rows:
+            return np.zeros((0, self.n_labels), np.float32)
+        ids = np.concatenate([row.ids for row in rows]).astype(np.int64, copy=False)
+        values = np.concatenate([row.values for row in rows]).astype(np.float32, copy=False)
+        bounds = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(row.ids) for row in rows], out=bounds[1:])
+        return self._logits(ids, values, bounds, self.coef, self.intercept)

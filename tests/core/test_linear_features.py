@@ -153,7 +153,7 @@ def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets
     from collections import Counter
 
     from triage_core import linear as module
-    from triage_core.ngram_counts import count_ngrams
+    from triage_core.linear_kernels import count_ngrams
 
     low, high = ngrams
     with pytest.MonkeyPatch.context() as patch:
@@ -171,6 +171,34 @@ def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets
     got = count_ngrams(flat, lengths, low, high, trie.arrays, len(terms))
     assert trie.dense == dense
     assert list(zip(*(a.tolist() for a in got), strict=True)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_features=st.integers(1, 60),
+    n_labels=st.integers(1, 9),
+    row_sizes=st.lists(st.integers(0, 12), max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sparse_logits_are_numpy_s_dense_product(n_features, n_labels, row_sizes, seed) -> None:
+    """``sparse_logits`` (numba, float32) against ``x @ coef + intercept`` in float64 on the
+    rows made dense: equal to float32 rounding; rows without features get the intercept."""
+    from triage_core.linear_kernels import sparse_logits
+
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=(n_features, n_labels)).astype(np.float32)
+    intercept = rng.normal(size=n_labels).astype(np.float32)
+    rows = [np.sort(rng.choice(n_features, min(size, n_features), replace=False)) for size in row_sizes]
+    values = [rng.random(len(ids)).astype(np.float32) for ids in rows]
+    dense = np.zeros((len(rows), n_features))
+    for r, (ids, vals) in enumerate(zip(rows, values, strict=True)):
+        dense[r, ids] = vals
+    bounds = np.concatenate(([0], np.cumsum([len(ids) for ids in rows]))).astype(np.int64)
+    flat_ids = np.concatenate([np.zeros(0, np.int64), *rows]).astype(np.int64)
+    got = sparse_logits(flat_ids, np.concatenate([np.zeros(0, np.float32), *values]), bounds, coef, intercept)
+    expected = dense @ coef.astype(np.float64) + intercept
+    assert got.dtype == np.float32 and got.shape == (len(rows), n_labels)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_the_kernel_s_word_characters_are_what_python_s_re_calls_w() -> None:
