@@ -144,21 +144,18 @@ def test_each_vectorizer_s_float64_values_are_scikit_learns_bit_for_bit(fitted, 
     ),
     tickets=st.lists(st.lists(st.integers(0, 5), max_size=30), max_size=6),
     ngrams=st.sampled_from([(1, 1), (1, 2), (2, 3), (3, 4), (1, 4)]),
-    dense=st.booleans(),
 )
-def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets, ngrams, dense) -> None:
+def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets, ngrams) -> None:
     """``count_ngrams`` (numba) against the definition: every slice of ``low`` to ``high``
     symbols of a ticket that is a term, counted with ``collections.Counter``; terms that are
-    prefixes of others, symbols no term has (0), empty tickets, both trie layouts."""
+    prefixes of others, symbols no term has (0), empty tickets."""
     from collections import Counter
 
     from triage_core import linear as module
     from triage_core.linear_kernels import count_ngrams
 
     low, high = ngrams
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(module._Trie, "DENSE_LIMIT", module._Trie.DENSE_LIMIT if dense else 0)
-        trie = module._Trie(terms, base=6)
+    trie = module._Trie(terms, base=6)
     index = {tuple(term): i for i, term in enumerate(terms)}
     expected = []
     for t, codes in enumerate(tickets):
@@ -169,7 +166,6 @@ def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets
     flat = np.array([c for codes in tickets for c in (*codes, 0)], np.int64)
     lengths = np.array([len(codes) for codes in tickets], np.int64)
     got = count_ngrams(flat, lengths, low, high, trie.arrays, len(terms))
-    assert trie.dense == dense
     assert list(zip(*(a.tolist() for a in got), strict=True)) == expected
 
 
@@ -215,12 +211,30 @@ def test_the_kernel_s_word_characters_are_what_python_s_re_calls_w() -> None:
     assert _word_characters().tolist() == expected
 
 
-def test_a_vocabulary_too_big_for_a_dense_table_gives_the_same_features(fitted, monkeypatch) -> None:
-    """Above ``_Trie.DENSE_LIMIT`` the transitions are searched by bisection instead."""
-    from triage_core import linear as module
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from([2, 50, 1_353, 1 << 20]),
+    transitions=st.dictionaries(
+        st.tuples(st.integers(1, 1 << 20), st.integers(0, (1 << 20) - 1)),
+        st.tuples(st.integers(2, (1 << 31) - 1), st.integers(-1, (1 << 31) - 1)),
+        max_size=300,
+    ),
+    absent=st.lists(st.tuples(st.integers(1, 1 << 20), st.integers(0, (1 << 20) - 1)), max_size=30),
+)
+def test_the_hash_table_finds_every_transition_and_nothing_else(base, transitions, absent) -> None:
+    """``hash_slots`` and the kernels' ``_step`` against a dict: each (state, code) finds its
+    (child, term), any other finds nothing; collisions, a table of one transition, none."""
+    from triage_core.linear_kernels import _step, hash_slots
 
-    _, _, corpus, path = fitted
-    monkeypatch.setattr(module._Trie, "DENSE_LIMIT", 0)
-    sparse = LinearModel(path, LinearSpec())
-    assert not sparse._char_part.trie.dense and not sparse._word_part.trie.dense
-    assert_same_as_reference(sparse, [*corpus[:200], "", "  ", "ẞ card", "\x00\x00abc"])
+    table = {state * base + code % base: value for (state, code), value in transitions.items()}
+    keys = np.array(list(table), np.int64)
+    children = np.array([child for child, _ in table.values()], np.int64)
+    ends = np.array([end for _, end in table.values()], np.int64)
+    slots, shift = hash_slots(keys, children, ends)
+    assert len(slots) >= 2 * len(table)  # at most half full: short probes
+    for key, (child, end) in table.items():
+        state, code = divmod(key, base)
+        assert _step((slots, base, shift), state, code) == child << 32 | end + 1
+    for state, code in absent:
+        if state * base + code % base not in table:
+            assert _step((slots, base, shift), state, code % base) == 0
