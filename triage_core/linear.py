@@ -1,8 +1,8 @@
 """The linear model of an artifact: TF-IDF (word and character n-grams) + logistic regression.
 
 Training (``training/baseline.py``) fits it with scikit-learn; serving computes the same
-probabilities with numpy alone from ``linear.npz`` (the serving image has neither scikit-learn
-nor scipy). The file holds, with ``allow_pickle=False``:
+probabilities with numpy and numba (:mod:`triage_core.linear_kernels`) from ``linear.npz``
+(the serving image has neither scikit-learn nor scipy). The file holds, with ``allow_pickle=False``:
 
 =================  ==============================================================================
 ``word_terms``     unicode array: the word n-gram of feature ``i`` (its ``vocabulary_`` inverted)
