@@ -265,19 +265,18 @@ class LinearModel:
         lengths = np.fromiter(map(len, lowered), np.int64, n_tickets)
         # each text followed by a 0 (the kernels read no further than a text's length)
         points = np.frombuffer(("\0".join(lowered) + "\0").encode("utf-32-le", "surrogatepass"), np.uint32)
+        word, char = self._word_part, self._char_part
         words = self._count_words(
             points, lengths, _word_characters(), self._letters, self._words.arrays,
-            *self.spec.word_ngrams, self._word_part.trie.arrays, len(self.word_idf),
+            word.low, word.high, word.trie.arrays, len(word.idf),
         )  # fmt: skip
         collapsed = [_SPACES.sub(" ", text) for text in lowered]
         char_lengths = np.fromiter(map(len, collapsed), np.int64, n_tickets)
         points = np.frombuffer(("\0".join(collapsed) + "\0").encode("utf-32-le", "surrogatepass"), np.uint32)
         chars = self._char_code[np.minimum(points, len(self._char_code) - 1)]
         chars[np.cumsum(char_lengths + 1) - 1] = 0  # the separators, whatever the alphabet
-        counted = self._count_chars(
-            chars, char_lengths, *self.spec.char_ngrams, self._char_part.trie.arrays, len(self.char_idf)
-        )
-        return self._word_part.tfidf(words, n_tickets), self._char_part.tfidf(counted, n_tickets)
+        counted = self._count_chars(chars, char_lengths, char.low, char.high, char.trie.arrays, len(char.idf))
+        return word.tfidf(words, n_tickets), char.tfidf(counted, n_tickets)
 
     def logits(self, rows: Sequence[Features]) -> np.ndarray:
         """``x @ coef + intercept`` of TF-IDF rows, float32

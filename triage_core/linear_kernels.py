@@ -197,7 +197,7 @@ def count_word_ngrams(points, lengths, is_word, letters, words, low, high, trie,
     (out_ticket, out_feature, out_count), count, marks, summary = _buffers(
         lengths, high - low + 1, n_features
     )
-    codes = np.empty((max(lengths.max(), 0) if len(lengths) else 0) // 2 + 1, np.int64)
+    codes = np.empty((lengths.max() if len(lengths) else 0) // 2 + 1, np.int64)  # words of a text, at most
     written = 0
     start = 0
     for t in range(len(lengths)):
