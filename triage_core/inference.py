@@ -18,7 +18,7 @@ from tokenizers import Encoding, Tokenizer
 
 from triage_core.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, ArtifactManifest, load_manifest
 from triage_core.linear import LINEAR_FILE, Features, LinearModel
-from triage_core.longtext import Framing, LongText, Windows, fit_long, pool_logits
+from triage_core.longtext import Framing, LongText, Tokens, Windows, fit_long, pool_logits
 from triage_core.preprocessing import preprocess
 
 
@@ -42,6 +42,7 @@ class TicketTokenizer:
         max_length: int,
         input_names: list[str],
         long_text: LongText | None = None,
+        wordpiece: bool = True,
     ):
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.long_text = long_text or LongText()
@@ -55,6 +56,12 @@ class TicketTokenizer:
         self.max_length = max_length
         self.input_names = input_names
         self.pad_id = self._pad_id()
+        # the compiled WordPiece for ASCII texts (False: tokenizers for every text, the tests' oracle)
+        self.wordpiece = None
+        if wordpiece:
+            from triage_core.wordpiece import AsciiWordPiece  # numba: not in the Lambdas' packages
+
+            self.wordpiece = AsciiWordPiece.of(self.tokenizer)
 
     def _pad_id(self) -> int:
         for token in ("[PAD]", "<pad>"):
@@ -63,19 +70,27 @@ class TicketTokenizer:
                 return token_id
         return 0
 
-    def encode(self, texts: list[str]) -> list[Encoding]:
+    def encode(self, texts: list[str]) -> list[Encoding | Tokens]:
         """Encode already-preprocessed texts, unpadded (batching pads per batch). A ticket that
-        fits is the tokenizer's ``Encoding`` whatever the strategy; a longer one is cut by it
-        (``head_tail``: a ``Tokens``; ``windows``: a ``Windows`` of several rows).
-        ``encode_batch_fast``: ``encode_batch`` without offsets and token strings (zeros and empty
-        strings), which nothing here reads; 1.6x faster per Banking77 ticket (docs/benchmarks.md)."""
-        encodings = self.tokenizer.encode_batch_fast(texts)
+        fits is the tokenizer's ``Encoding``, or the same ids as a ``Tokens`` of int64 arrays
+        from the compiled WordPiece (:mod:`triage_core.wordpiece`, ASCII texts of a BERT-family
+        tokenizer), whatever the strategy; a longer one is cut by it (``head_tail``: a
+        ``Tokens``; ``windows``: a ``Windows`` of several rows). ``encode_batch_fast``:
+        ``encode_batch`` without offsets and token strings (zeros and empty strings), which
+        nothing here reads; 1.6x faster per Banking77 ticket (docs/benchmarks.md)."""
+        if self.wordpiece is None:
+            encodings = self.tokenizer.encode_batch_fast(texts)
+        else:
+            cut = self.max_length if self.framing is None else None  # what the tokenizer truncates at
+            encodings = self.wordpiece.encode(texts, cut, self.tokenizer.encode_batch_fast)
         if self.framing is None:
             return encodings
         limit, framing, strategy = self.max_length, self.framing, self.long_text
         for i, enc in enumerate(encodings):
-            if len(enc.ids) > limit:
-                content = enc.ids[len(framing.head_ids) : len(enc.ids) - len(framing.tail_ids)]
+            ids = enc.ids
+            if len(ids) > limit:
+                content = ids[len(framing.head_ids) : len(ids) - len(framing.tail_ids)]
+                content = content.tolist() if isinstance(content, np.ndarray) else content
                 encodings[i] = fit_long(content, framing, limit, strategy)
         return encodings
 

@@ -48,10 +48,13 @@ import sys
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from triage_core.trie import Trie
 
 LINEAR_FILE = "linear.npz"
 _WORD = re.compile(r"(?u)\b\w\w+\b")
@@ -109,42 +112,10 @@ class Features:
         self.values = values
 
 
-class _Trie:
-    """The vocabulary's terms as a trie over symbol codes (code 0: a symbol no term has, or a
-    boundary between tickets), in the arrays :mod:`triage_core.linear_kernels` walks. State 0 is
-    dead (no term starts this way), 1 the empty prefix. The transitions are a hash table
-    (:func:`~triage_core.linear_kernels.hash_slots`): a step reads one 16-byte slot, which holds
-    the child state and the feature index of the term ending there. Why not a dense table
-    (states x symbols): 6 MB for the character n-grams of Banking77 against 1 MB here (the same
-    speed alone), and in the server the featurizer shares the caches with ONNX Runtime."""
-
-    def __init__(self, terms: Sequence[Sequence[int]], base: int):
-        from triage_core.linear_kernels import hash_slots  # numba: not in the Lambdas' packages
-
-        states: dict[tuple[int, ...], int] = {(): 1}
-        edges: dict[int, int] = {}  # state * base + code -> child
-        feature: dict[int, int] = {}  # state -> the index of the term ending there
-        for index, term in enumerate(terms):
-            prefix: tuple[int, ...] = ()
-            state = 1
-            for code in term:
-                prefix += (code,)
-                child = states.setdefault(prefix, len(states) + 1)
-                edges[state * base + code] = child
-                state = child
-            feature[state] = index
-        keys = np.fromiter(edges.keys(), np.int64, len(edges))
-        children = np.fromiter(edges.values(), np.int64, len(edges))
-        ends = np.fromiter((feature.get(child, -1) for child in edges.values()), np.int64, len(edges))
-        self.slots, self.shift = hash_slots(keys, children, ends)
-        # what the kernels take (numba: a tuple of arrays and scalars, not an object)
-        self.arrays = (self.slots, base, self.shift)
-
-
 class _Part:
     """One vectorizer of the union (words or characters): its trie, idf and n-gram range."""
 
-    def __init__(self, trie: _Trie, idf: np.ndarray, ngrams: tuple[int, int]):
+    def __init__(self, trie: Trie, idf: np.ndarray, ngrams: tuple[int, int]):
         self.trie, self.idf, (self.low, self.high) = trie, idf, ngrams
 
     def tfidf(
@@ -198,6 +169,7 @@ class LinearModel:
         # (0: anything else, which no term contains). A word's code is found by a trie of the
         # words over their letters.
         from triage_core import linear_kernels  # numba: not in the Lambdas' packages
+        from triage_core.trie import Trie
 
         self._count_words, self._count_chars = linear_kernels.count_word_ngrams, linear_kernels.count_ngrams
         self._logits = linear_kernels.sparse_logits
@@ -205,18 +177,18 @@ class LinearModel:
         token_code = {token: code for code, token in enumerate(tokens, 1)}
         letters = sorted({ch for token in tokens for ch in token})
         self._letters = _symbol_table(letters)
-        self._words = _Trie(
+        self._words = Trie(
             [self._letters[[ord(ch) for ch in token]].tolist() for token in tokens], len(letters) + 1
         )
         alphabet = sorted({ch for term in char_terms for ch in term})
         self._char_code = _symbol_table(alphabet)
         self._word_part = _Part(
-            _Trie([[token_code[t] for t in term.split(" ")] for term in word_terms], len(tokens) + 1),
+            Trie([[token_code[t] for t in term.split(" ")] for term in word_terms], len(tokens) + 1),
             self.word_idf,
             spec.word_ngrams,
         )
         self._char_part = _Part(
-            _Trie(
+            Trie(
                 [self._char_code[[ord(ch) for ch in term]].tolist() for term in char_terms], len(alphabet) + 1
             ),
             self.char_idf,

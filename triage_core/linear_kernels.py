@@ -6,7 +6,7 @@ vocabulary uses; 0: anything else and the separator after each ticket), or as th
 the lowercased texts for the words, which :func:`count_word_ngrams` splits into words itself
 (scikit-learn's ``(?u)\b\w\w+\b``: runs of two or more word characters) and looks up in a trie
 of the vocabulary's words; and the vocabulary as a trie over those codes
-(:class:`triage_core.linear._Trie`: ``(slots, base, shift)``, see :func:`hash_slots`). For every
+(:class:`triage_core.trie.Trie`: ``(slots, base, shift)``). For every
 position of a ticket the kernel walks the trie one symbol at a time, stopping at the first
 symbol no term continues with (most walks end after one or two steps), and counts the terms it
 passes. Out come each ticket's features in index order with their counts: the TF-IDF values and
@@ -34,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from triage_core.trie import Trie, transition
+
 # The index of a word's lowest set bit by de Bruijn multiplication (Leiserson, Prokop and Randall,
 # "Using de Bruijn Sequences to Index a 1 in a Computer Word", 1998): numba has no count of
 # trailing zeros for uint64 that works on every target.
@@ -50,53 +52,6 @@ def _pop_lowest(word: np.uint64, bit_index: np.ndarray) -> tuple[int, np.uint64]
     return bit_index[np.int64((bit * _DE_BRUIJN) >> np.uint64(58))], word ^ bit
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / the golden ratio: Fibonacci hashing
-_EMPTY = -1
-
-
-def hash_slots(keys: np.ndarray, children: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, int]:
-    """A trie's transitions as an open-addressing hash table (linear probing, at most half
-    full): ``slots[h] = (key, child << 32 | end + 1)`` for the transition ``key = state * base +
-    code`` to ``child``, where ``end`` is the index of the term ending at ``child`` or -1; empty
-    slots have key -1. A key goes to slot ``(key * golden) >> shift`` (the top bits), or the next
-    free one. Returns ``(slots, shift)``."""
-    size = 1 << max(1, (2 * len(keys) - 1).bit_length())
-    if len(keys) and (children.max() >= 1 << 31 or ends.max() >= (1 << 32) - 1):
-        raise ValueError("linear.npz: more than 2**31 trie states or terms")
-    slots = np.full((size, 2), _EMPTY, np.int64)
-    shift = 64 - (size.bit_length() - 1)
-    _fill(slots, keys, (children << 32) | (ends + 1), shift)
-    return slots, shift
-
-
-@njit(cache=True)
-def _fill(slots, keys, values, shift) -> None:
-    mask = len(slots) - 1
-    for i in range(len(keys)):
-        h = np.int64((np.uint64(keys[i]) * _GOLDEN) >> np.uint64(shift))
-        while slots[h, 0] != _EMPTY:
-            h = (h + 1) & mask
-        slots[h, 0] = keys[i]
-        slots[h, 1] = values[i]
-
-
-@njit
-def _step(trie, state: int, code: int) -> int:
-    """The transition from ``state`` by ``code``: ``child << 32 | end + 1`` (0: none; ``end``: the
-    index of the term ending at ``child``, or -1)."""
-    slots, base, shift = trie
-    key = state * base + code
-    mask = len(slots) - 1
-    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(shift))
-    while True:
-        found = slots[h, 0]
-        if found == key:
-            return slots[h, 1]
-        if found == _EMPTY:
-            return 0
-        h = (h + 1) & mask
-
-
 @njit
 def _count_ticket(codes, start, end, low, high, trie, count, marks, summary) -> None:
     """Count the terms among the ``low``- to ``high``-grams of ``codes[start:end]`` into
@@ -105,7 +60,7 @@ def _count_ticket(codes, start, end, low, high, trie, count, marks, summary) -> 
     for i in range(start, end):
         state = 1
         for j in range(i, min(end, i + high)):
-            step = _step(trie, state, codes[j])
+            step = transition(trie, state, codes[j])
             if step == 0:
                 break
             state = step >> 32
@@ -162,7 +117,7 @@ def count_ngrams(codes, lengths, low, high, trie, n_features):
 
     ``codes``: the tickets' symbol codes one after another, each ticket followed by one 0;
     ``lengths``: each ticket's number of symbols. ``trie``: ``(slots, base, shift)``
-    (:func:`hash_slots`; state 1: the empty prefix).
+    (:class:`~triage_core.trie.Trie`; state 1: the empty prefix).
 
     A ticket's distinct features are marked in a bitmap (one bit per feature, and one bit per
     64-feature word of it in a summary) and read back in index order: no sort (sorting each
@@ -212,7 +167,7 @@ def count_word_ngrams(points, lengths, is_word, letters, words, low, high, trie,
             step = 1 << 32  # the root, no term
             while j < end and is_word[points[j]]:
                 if step != 0:
-                    step = _step(words, step >> 32, letters[min(points[j], top)])
+                    step = transition(words, step >> 32, letters[min(points[j], top)])
                 j += 1
             if j - i >= 2:
                 codes[n_words] = step & 0xFFFFFFFF  # the word's term index + 1; 0: not a word
@@ -245,8 +200,7 @@ def compile_now() -> None:
     """Compile (or load from numba's cache) the kernels now: the image build calls this, so
     that a container's first request does not wait seconds for LLVM."""
     empty = np.zeros(0, np.int64)
-    trie = hash_slots(empty, empty, empty)
-    trie = (trie[0], 1, trie[1])
+    trie = Trie([], 1).arrays
     count_ngrams(empty, empty, 1, 1, trie, 0)
     count_word_ngrams(np.frombuffer(b"", np.uint32), empty, np.zeros(1, np.bool_), empty, trie, 1, 1, trie, 0)
     sparse_logits(

@@ -104,11 +104,13 @@ def length_summary(token_lengths: Sequence[int], max_length: int) -> dict[str, f
 
 
 class Tokens:
-    """A ticket cut to fit (``head_tail``): the two lists the padding code reads."""
+    """A ticket's ids and type ids, what the padding code reads: a ticket cut to fit
+    (``head_tail``: lists), or one the compiled WordPiece encoded (:mod:`triage_core.wordpiece`:
+    int64 arrays)."""
 
     __slots__ = ("ids", "type_ids")
 
-    def __init__(self, ids: list[int], type_ids: list[int]):
+    def __init__(self, ids: Sequence[int], type_ids: Sequence[int]):
         self.ids = ids
         self.type_ids = type_ids
 

@@ -151,11 +151,11 @@ def test_the_compiled_walk_counts_what_a_counter_of_slices_counts(terms, tickets
     prefixes of others, symbols no term has (0), empty tickets."""
     from collections import Counter
 
-    from triage_core import linear as module
     from triage_core.linear_kernels import count_ngrams
+    from triage_core.trie import Trie
 
     low, high = ngrams
-    trie = module._Trie(terms, base=6)
+    trie = Trie(terms, base=6)
     index = {tuple(term): i for i, term in enumerate(terms)}
     expected = []
     for t, codes in enumerate(tickets):
@@ -222,9 +222,9 @@ def test_the_kernel_s_word_characters_are_what_python_s_re_calls_w() -> None:
     absent=st.lists(st.tuples(st.integers(1, 1 << 20), st.integers(0, (1 << 20) - 1)), max_size=30),
 )
 def test_the_hash_table_finds_every_transition_and_nothing_else(base, transitions, absent) -> None:
-    """``hash_slots`` and the kernels' ``_step`` against a dict: each (state, code) finds its
+    """``hash_slots`` and the kernels' ``transition`` against a dict: each (state, code) finds its
     (child, term), any other finds nothing; collisions, a table of one transition, none."""
-    from triage_core.linear_kernels import _step, hash_slots
+    from triage_core.trie import hash_slots, transition
 
     table = {state * base + code % base: value for (state, code), value in transitions.items()}
     keys = np.array(list(table), np.int64)
@@ -234,7 +234,7 @@ def test_the_hash_table_finds_every_transition_and_nothing_else(base, transition
     assert len(slots) >= 2 * len(table)  # at most half full: short probes
     for key, (child, end) in table.items():
         state, code = divmod(key, base)
-        assert _step((slots, base, shift), state, code) == child << 32 | end + 1
+        assert transition((slots, base, shift), state, code) == child << 32 | end + 1
     for state, code in absent:
         if state * base + code % base not in table:
-            assert _step((slots, base, shift), state, code % base) == 0
+            assert transition((slots, base, shift), state, code % base) == 0
