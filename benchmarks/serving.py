@@ -190,11 +190,9 @@ def engine_calls(
         for batch in length_sorted(classifier.encode(cleaned), classifier.batch_rule(rule))
     ]
     if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
-        features = classifier.linear.features(cleaned)
-        calls += [
-            functools.partial(classifier.linear.logits, features[s : s + BATCH])
-            for s in range(0, len(features), BATCH)
-        ]
+        linear = classifier.linear
+        batches = [linear.feature_batch(cleaned[s : s + BATCH]) for s in range(0, len(cleaned), BATCH)]
+        calls += [functools.partial(linear.logits, batch) for batch in batches]
     return calls
 
 
@@ -302,7 +300,7 @@ def bench_preparation(
     encode = best(lambda: classifier.encode(cleaned))
     linear = 0.0
     if getattr(classifier.manifest.linear, "cascade_bar", None) is not None:
-        features = classifier.linear.features(cleaned)
+        features = classifier.linear.feature_batch(cleaned)
         linear = best(lambda: classifier.linear.logits(features))
     scores = classifier.predict_scores(texts)
     encoder = RecordEncoder(classifier.labels, 0.5, None)

@@ -110,12 +110,14 @@ class TicketTokenizer:
 
 
 class Both:
-    """An ensemble's item: the ticket's token encoding and its TF-IDF vector (and, in a cascade,
-    the linear model's scores, computed once in :meth:`ArtifactClassifier.encode`)."""
+    """An ensemble's item: the ticket's token encoding and its TF-IDF vector, or in a cascade
+    the linear model's scores instead (computed once in :meth:`ArtifactClassifier.encode`)."""
 
     __slots__ = ("encoding", "features", "ids", "linear", "parts")
 
-    def __init__(self, encoding: Encoding, features: Features, linear: np.ndarray | None = None):
+    def __init__(
+        self, encoding: Encoding | Tokens, features: Features | None, linear: np.ndarray | None = None
+    ):
         self.encoding = encoding
         self.features = features
         self.linear = linear
@@ -128,10 +130,9 @@ class Settled:
     ``linear.cascade_bar``): its scores are final, it is never tokenized and never reaches ONNX
     Runtime. Its ``ids`` are empty, so the length batchers count it as no tokens."""
 
-    __slots__ = ("features", "ids", "parts", "scores")
+    __slots__ = ("ids", "parts", "scores")
 
-    def __init__(self, features: Features, scores: np.ndarray):
-        self.features = features
+    def __init__(self, scores: np.ndarray):
         self.scores = scores
         self.ids = ()
         self.parts = None
@@ -344,20 +345,21 @@ class ArtifactClassifier:
         model settles is a :class:`Settled` item with empty ``ids``: no tokens, no ONNX run."""
         if self.kind == "transformer":
             return self.tokenizer.encode(cleaned)
-        features = self.linear.features(cleaned)
-        if self.kind == "linear":
-            return features
         bar = self.manifest.linear.cascade_bar
-        if bar is None:
+        if self.kind == "linear" or bar is None:
+            features = self.linear.features(cleaned)
+            if self.kind == "linear":
+                return features
             return [Both(e, f) for e, f in zip(self.tokenizer.encode(cleaned), features, strict=True)]
-        # the cascade: the linear model scores every ticket; only those under the bar are tokenized
-        linear = scores_from_logits(self.linear.logits(features), "softmax")
+        # the cascade: the linear model scores every ticket (its rows as one batch, no object per
+        # ticket); only those under the bar are tokenized, and their items carry the scores
+        linear = scores_from_logits(self.linear.logits(self.linear.feature_batch(cleaned)), "softmax")
         settled = cascade_settled(linear, bar)
         rest = np.flatnonzero(~settled).tolist()
         encodings = iter(self.tokenizer.encode([cleaned[i] for i in rest]) if rest else ())
         return [
-            Settled(f, scores) if done else Both(next(encodings), f, scores)
-            for f, scores, done in zip(features, linear, settled.tolist(), strict=True)
+            Settled(scores) if done else Both(next(encodings), None, scores)
+            for scores, done in zip(linear, settled.tolist(), strict=True)
         ]
 
     def run(self, encodings: list) -> np.ndarray:

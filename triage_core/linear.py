@@ -112,26 +112,40 @@ class Features:
         self.values = values
 
 
+class FeatureBatch:
+    """The TF-IDF rows of a batch of tickets, flat: ticket ``t``'s feature indices and float32
+    values at ``bounds[t]:bounds[t + 1]`` of ``ids`` and ``values``. What the linear logits
+    take without a Python object per ticket (a cascade scores every ticket this way)."""
+
+    __slots__ = ("bounds", "ids", "values")
+
+    def __init__(self, ids: np.ndarray, values: np.ndarray, bounds: np.ndarray):
+        self.ids, self.values, self.bounds = ids, values, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def rows(self) -> list[Features]:
+        """One :class:`Features` per ticket (views of the flat arrays)."""
+        ids, values = self.ids, self.values
+        return [Features(ids[a:b], values[a:b]) for a, b in pairwise(self.bounds.tolist())]
+
+    @classmethod
+    def of(cls, rows: Sequence[Features]) -> FeatureBatch:
+        bounds = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum([len(row.ids) for row in rows], out=bounds[1:])
+        if not rows:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), bounds)
+        ids = np.concatenate([row.ids for row in rows]).astype(np.int64, copy=False)
+        values = np.concatenate([row.values for row in rows]).astype(np.float32, copy=False)
+        return cls(ids, values, bounds)
+
+
 class _Part:
     """One vectorizer of the union (words or characters): its trie, idf and n-gram range."""
 
     def __init__(self, trie: Trie, idf: np.ndarray, ngrams: tuple[int, int]):
         self.trie, self.idf, (self.low, self.high) = trie, idf, ngrams
-
-    def tfidf(
-        self, counted: tuple[np.ndarray, ...], n_tickets: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """TF-IDF rows of a batch of tickets from the kernel's ``(ticket, feature, count)``
-        (:mod:`triage_core.linear_kernels`). Flat arrays ``(ticket, feature, value)``, each ticket's
-        features in index order (scikit-learn's: ``CountVectorizer`` sorts each row's indices):
-        the same values, bit for bit, as computing each ticket alone, the norm included: its
-        squares summed one after another in index order, as scikit-learn's
-        ``inplace_csr_row_normalize_l2`` does."""
-        tickets, features, counts = counted
-        values = (1.0 + np.log(counts.astype(np.float64))) * self.idf[features]
-        # np.bincount adds each ticket's weights in the order given: a sequential sum per ticket
-        squares = np.bincount(tickets, weights=values * values, minlength=n_tickets)
-        return tickets, features, values / np.sqrt(squares)[tickets]
 
 
 @functools.cache
@@ -172,7 +186,7 @@ class LinearModel:
         from triage_core.trie import Trie
 
         self._count_words, self._count_chars = linear_kernels.count_word_ngrams, linear_kernels.count_ngrams
-        self._logits = linear_kernels.sparse_logits
+        self._logits, self._union = linear_kernels.sparse_logits, linear_kernels.tfidf_union
         tokens = sorted({token for term in word_terms for token in term.split(" ")})
         token_code = {token: code for code, token in enumerate(tokens, 1)}
         letters = sorted({ch for token in tokens for ch in token})
@@ -207,31 +221,26 @@ class LinearModel:
         return len(self.intercept)
 
     def features(self, texts: Sequence[str]) -> list[Features]:
-        """TF-IDF vectors of cleaned texts, computed :data:`FEATURE_BATCH` at a time."""
-        out: list[Features] = []
+        """TF-IDF vectors of cleaned texts, one :class:`Features` per text."""
+        return self.feature_batch(texts).rows()
+
+    def feature_batch(self, texts: Sequence[str]) -> FeatureBatch:
+        """TF-IDF rows of cleaned texts (float32), computed :data:`FEATURE_BATCH` at a time."""
+        if len(texts) <= FEATURE_BATCH:  # the server's slices
+            ids, values, bounds = self.union_rows(texts)
+            return FeatureBatch(ids, values.astype(np.float32), bounds)
+        ids, values, bounds = [], [], [np.zeros(1, np.int64)]
         for start in range(0, len(texts), FEATURE_BATCH):
-            out += self._features(texts[start : start + FEATURE_BATCH])
-        return out
+            part_ids, part_values, part_bounds = self.union_rows(texts[start : start + FEATURE_BATCH])
+            ids.append(part_ids)
+            values.append(part_values.astype(np.float32))
+            bounds.append(part_bounds[1:] + bounds[-1][-1])
+        return FeatureBatch(np.concatenate(ids), np.concatenate(values), np.concatenate(bounds))
 
-    def _features(self, texts: Sequence[str]) -> list[Features]:
-        (wt, wf, wv), (ct, cf, cv) = self.part_rows(texts)
-        # Each ticket's word features, then its character ones (the FeatureUnion's order): a
-        # ticket's rows start after every earlier ticket's rows of both parts.
-        edges = np.arange(len(texts) + 1)
-        word_start, char_start = np.searchsorted(wt, edges), np.searchsorted(ct, edges)
-        bounds = word_start + char_start
-        ids = np.empty(bounds[-1], np.int64)
-        values = np.empty(bounds[-1], np.float32)
-        at = np.arange(len(wt)) + char_start[wt]  # a word row follows the earlier tickets' char rows
-        ids[at], values[at] = wf, wv
-        at = np.arange(len(ct)) + word_start[ct + 1]  # a char row follows its own ticket's words too
-        ids[at], values[at] = cf + len(self.word_idf), cv
-        return [Features(ids[a:b], values[a:b]) for a, b in pairwise(bounds.tolist())]
-
-    def part_rows(self, texts: Sequence[str]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        """Each vectorizer's TF-IDF rows of a batch, before the union: the words', then the
-        characters' flat ``(ticket, feature, value)`` arrays (:meth:`_Part.tfidf`; float64, each
-        the fitted ``TfidfVectorizer``'s ``transform`` bit for bit)."""
+    def union_rows(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The TF-IDF rows of a batch as the fitted ``FeatureUnion`` transforms it, float64 and
+        bit for bit: ``(ids, values, bounds)`` (:func:`~triage_core.linear_kernels.tfidf_union`
+        from the two compiled counts)."""
         lowered = [text.lower() for text in texts]
         n_tickets = len(texts)
         lengths = np.fromiter(map(len, lowered), np.int64, n_tickets)
@@ -248,15 +257,14 @@ class LinearModel:
         chars = self._char_code[np.minimum(points, len(self._char_code) - 1)]
         chars[np.cumsum(char_lengths + 1) - 1] = 0  # the separators, whatever the alphabet
         counted = self._count_chars(chars, char_lengths, char.low, char.high, char.trie.arrays, len(char.idf))
-        return word.tfidf(words, n_tickets), char.tfidf(counted, n_tickets)
+        # sublinear tf, 1 + log(count), by numpy for every count up to the largest one
+        most = max(int(words[2].max(initial=0)), int(counted[2].max(initial=0)))
+        tf = np.empty(most + 1, np.float64)
+        tf[1:] = 1.0 + np.log(np.arange(1, most + 1, dtype=np.float64))
+        return self._union(words, counted, n_tickets, word.idf, char.idf, tf)
 
-    def logits(self, rows: Sequence[Features]) -> np.ndarray:
+    def logits(self, rows: Sequence[Features] | FeatureBatch) -> np.ndarray:
         """``x @ coef + intercept`` of TF-IDF rows, float32
         (:func:`~triage_core.linear_kernels.sparse_logits`: each feature's coefficients added in turn)."""
-        if not rows:
-            return np.zeros((0, self.n_labels), np.float32)
-        ids = np.concatenate([row.ids for row in rows]).astype(np.int64, copy=False)
-        values = np.concatenate([row.values for row in rows]).astype(np.float32, copy=False)
-        bounds = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum([len(row.ids) for row in rows], out=bounds[1:])
-        return self._logits(ids, values, bounds, self.coef, self.intercept)
+        batch = rows if isinstance(rows, FeatureBatch) else FeatureBatch.of(rows)
+        return self._logits(batch.ids, batch.values, batch.bounds, self.coef, self.intercept)

@@ -123,18 +123,18 @@ def test_features_are_scikit_learns_vectors(fitted, texts) -> None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(TEXT, min_size=1, max_size=8), corpus_picks=st.lists(st.integers(0, 499), max_size=6))
-def test_each_vectorizer_s_float64_values_are_scikit_learns_bit_for_bit(fitted, texts, corpus_picks) -> None:
-    """Before the float32 cast, each part's rows are its fitted ``TfidfVectorizer``'s
-    ``transform``, exactly: the same features in the same order, the same float64 values (the
-    norm's squares summed in index order, as ``inplace_csr_row_normalize_l2`` does)."""
+def test_the_union_s_float64_rows_are_scikit_learns_bit_for_bit(fitted, texts, corpus_picks) -> None:
+    """Before the float32 cast, the rows are the fitted ``FeatureUnion``'s ``transform``, exactly:
+    the same features in the same order (each ticket's words, then its characters), the same
+    float64 values (each vectorizer's norm its squares summed in index order, as
+    ``inplace_csr_row_normalize_l2`` does), the same row bounds."""
     model, linear, corpus, _ = fitted
     batch = texts + [corpus[i] for i in corpus_picks]
-    vectorizers = dict(model.named_steps["tfidf"].transformer_list)
-    for (tickets, features, values), name in zip(linear.part_rows(batch), ("word", "char"), strict=True):
-        theirs = vectorizers[name].transform(batch).tocsr()
-        assert np.array_equal(np.searchsorted(tickets, np.arange(len(batch) + 1)), theirs.indptr)
-        assert features.tolist() == theirs.indices.tolist()
-        assert values.dtype == theirs.data.dtype and values.tobytes() == theirs.data.tobytes()
+    theirs = model.named_steps["tfidf"].transform(batch).tocsr()
+    ids, values, bounds = linear.union_rows(batch)
+    assert bounds.tolist() == theirs.indptr.tolist()
+    assert ids.tolist() == theirs.indices.tolist()
+    assert values.dtype == theirs.data.dtype and values.tobytes() == theirs.data.tobytes()
 
 
 @settings(max_examples=300, deadline=None)

@@ -102,15 +102,19 @@ class CountingSession:
 
 
 class CountingTokenizer:
-    """The real ``tokenizers.Tokenizer``, counting the texts it encodes."""
+    """The artifact's real ``TicketTokenizer`` (the compiled WordPiece and ``tokenizers``),
+    counting the texts it encodes."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.texts: list[str] = []
 
-    def encode_batch_fast(self, texts):
+    def encode(self, texts):
         self.texts.extend(texts)
-        return self.tokenizer.encode_batch_fast(texts)
+        return self.tokenizer.encode(texts)
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
 
 
 # --- the rule, row for row -------------------------------------------------------------------
@@ -145,7 +149,7 @@ def test_no_bar_is_todays_ensemble(built: dict) -> None:
 def test_settled_tickets_never_reach_onnx_runtime(built: dict, tmp_path: Path, bar: float | None) -> None:
     classifier = ArtifactClassifier(with_bar(built["ensemble"], bar, tmp_path / "bar"))
     session = classifier.session = CountingSession(classifier.session)
-    tokenizer = classifier.tokenizer.tokenizer = CountingTokenizer(classifier.tokenizer.tokenizer)
+    tokenizer = classifier.tokenizer = CountingTokenizer(classifier.tokenizer)
     runner_session = CountingSession(classifier._open_session(1))
     _, top = expected_scores(built, POOL, bar)
     unsettled = [t for t, s in zip(POOL, top, strict=True) if bar is None or s < bar]
