@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from triage_core.artifact import MODEL_FILE
 from triage_core.inference import ArtifactClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,30 +116,55 @@ def test_top_k_from_sagemaker_custom_attributes(server):
     assert len(pred["top_k"]) == 2
 
 
-def test_served_predictions_equal_the_evaluation_code_path(server, tiny_artifact):
-    """No training/serving skew: HTTP predictions == ArtifactClassifier (what evaluation runs)."""
-    texts = banking_texts(150) + NOISY
+@pytest.fixture(scope="module")
+def fp32_server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The server on the tiny artifact with its fp32 ONNX model: scores that do not depend on
+    which tickets share a batch (int8 dynamic quantization scales activations per batch)."""
+    from tests.container.conftest import SERVER_LIMITS
+    from tests.container.serverproc import start_server, stop_server
+    from training.export import fp32_onnx_path
+
+    artifact = tmp_path_factory.mktemp("fp32") / "model"
+    shutil.copytree(tiny_artifact, artifact)
+    shutil.copyfile(fp32_onnx_path(tiny_artifact), artifact / MODEL_FILE)
+    srv = start_server(artifact, artifact.parent / "server.log", **SERVER_LIMITS)
+    yield srv, artifact
+    stop_server(srv)
+
+
+def served(server, texts: list[str]) -> list[dict]:
     lines = [json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)]
     resp = server.invoke("\n".join(lines).encode(), "application/jsonlines", "application/jsonlines")
     preds = resp.jsonl()
     assert [p["id"] for p in preds] == [f"r{i}" for i in range(len(texts))]
+    return preds
 
+
+def test_served_predictions_equal_the_evaluation_code_path(fp32_server):
+    """No training/serving skew: HTTP predictions == ArtifactClassifier (what evaluation runs),
+    score for score, on a model whose scores do not depend on the batch (fp32): whatever batches
+    the server's pool forms under whatever load, preprocessing, tokenizing, padding and scoring
+    must give the evaluation's numbers."""
+    server, artifact = fp32_server
+    texts = banking_texts(150) + NOISY
+    preds = served(server, texts)
+    classifier = ArtifactClassifier(artifact)
+    expected = classifier.top_k(classifier.predict_scores(texts), 1)
+    np.testing.assert_allclose([p["score"] for p in preds], [e.score for e in expected], atol=1e-5)
+    assert [p["label"] for p in preds] == [e.label for e in expected]
+
+
+def test_served_int8_labels_agree_with_the_evaluation(server, tiny_artifact):
+    """The shipped int8 model through HTTP and through ArtifactClassifier: a ticket's score can
+    move a little with its batch-mates (dynamic quantization scales activations per batch, and
+    the server's batches depend on load), so the labels must agree on almost every ticket (the
+    tiny random model has many near-ties; the real one: docs/benchmarks.md)."""
+    texts = banking_texts(150) + NOISY
+    preds = served(server, texts)
     classifier = ArtifactClassifier(tiny_artifact)
-    scores = classifier.predict_scores(texts)
-    expected = classifier.top_k(scores, 1)
-    served_scores = np.array([p["score"] for p in preds])
-    expected_scores = np.array([e.score for e in expected])
-    # int8 dynamic quantization scales activations per batch, so a ticket's score can move a
-    # little with its batch-mates; labels must agree except on near-ties.
-    np.testing.assert_allclose(served_scores, expected_scores, atol=0.02)
-    disagreements = [
-        i
-        for i, (p, e) in enumerate(zip(preds, expected, strict=True))
-        if p["label"] != e.label and abs(float(np.sort(scores[i])[-1] - np.sort(scores[i])[-2])) > 0.02
-    ]
-    assert disagreements == []  # a label differs only where the two best scores are within the noise
+    expected = classifier.top_k(classifier.predict_scores(texts), 1)
     same = sum(p["label"] == e.label for p, e in zip(preds, expected, strict=True))
-    assert same >= 0.95 * len(texts)  # the tiny model has many near-ties; the real one: docs/benchmarks.md
+    assert same >= 0.95 * len(texts)
 
 
 @pytest.mark.parametrize("path,method,status", [("/nope", "GET", 404), ("/invocations", "GET", 405)])
