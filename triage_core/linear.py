@@ -24,12 +24,14 @@ them; scores are the softmax of ``x @ coef + intercept`` (multinomial logistic r
 Serving computes a batch of tickets at once (this runs for every ticket, on the server's hot
 path): the terms are tries over symbol codes (each word, or each character, the vocabulary uses);
 a compiled loop (:mod:`triage_core.linear_kernels`, numba) walks them from every position of each
-ticket and counts each ticket's features; numpy turns the counts into values and norms. The
-result is the per-ticket computation's bit for bit: each vectorizer's features of a ticket in
+ticket and counts each ticket's features; another turns both vectorizers' counts into the
+union's rows (values and norms, with numpy's ``1 + log(count)`` by table). The result is the
+per-ticket computation's bit for bit: each vectorizer's features of a ticket in
 index order, as scikit-learn keeps them (``CountVectorizer._count_vocab`` ends with
 ``X.sort_indices()``), the norm's squares summed one after another in that order, as
 scikit-learn's ``inplace_csr_row_normalize_l2`` does (``tests/core/test_linear_features.py``
-checks both against a per-ticket reference and against scikit-learn on generated text). Until
+checks both against a per-ticket reference and the union's float64 rows byte for byte against
+scikit-learn's ``FeatureUnion`` on generated text). Until
 issue #23 the features came in order of first appearance and each norm was one ``np.dot``
 (another summation order): scores moved by float rounding at most. The walk was numpy too until
 its fifth pass: every position stepped the full n-gram range and every occurrence was sorted
@@ -121,9 +123,6 @@ class FeatureBatch:
 
     def __init__(self, ids: np.ndarray, values: np.ndarray, bounds: np.ndarray):
         self.ids, self.values, self.bounds = ids, values, bounds
-
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
 
     def rows(self) -> list[Features]:
         """One :class:`Features` per ticket (views of the flat arrays)."""
