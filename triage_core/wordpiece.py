@@ -169,8 +169,9 @@ class AsciiWordPiece:
             self.head, self.tail, budget, self.max_chars, self.unk_id,
         )  # fmt: skip
         bounds = offsets.tolist()
-        if len(self._zeros) < len(ids):
-            self._zeros = np.zeros(max(len(ids), 2 * len(self._zeros)), np.int64)
+        longest = int(np.diff(offsets).max(initial=0))
+        if len(self._zeros) < longest:  # the type ids: views of one array of zeros
+            self._zeros = np.zeros(max(longest, 2 * len(self._zeros)), np.int64)
         zeros = self._zeros
         return [Tokens(ids[a:b], zeros[: b - a]) for a, b in pairwise(bounds)]
 
