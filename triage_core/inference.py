@@ -61,7 +61,7 @@ class TicketTokenizer:
         if wordpiece:
             from triage_core.wordpiece import AsciiWordPiece  # numba: not in the Lambdas' packages
 
-            self.wordpiece = AsciiWordPiece.of(self.tokenizer)
+            self.wordpiece = AsciiWordPiece.of(self.tokenizer, self.framing)
 
     def _pad_id(self) -> int:
         for token in ("[PAD]", "<pad>"):
@@ -345,11 +345,11 @@ class ArtifactClassifier:
         model settles is a :class:`Settled` item with empty ``ids``: no tokens, no ONNX run."""
         if self.kind == "transformer":
             return self.tokenizer.encode(cleaned)
+        if self.kind == "linear":
+            return self.linear.features(cleaned)
         bar = self.manifest.linear.cascade_bar
-        if self.kind == "linear" or bar is None:
+        if bar is None:
             features = self.linear.features(cleaned)
-            if self.kind == "linear":
-                return features
             return [Both(e, f) for e, f in zip(self.tokenizer.encode(cleaned), features, strict=True)]
         # the cascade: the linear model scores every ticket (its rows as one batch, no object per
         # ticket); only those under the bar are tokenized, and their items carry the scores

@@ -106,9 +106,10 @@ class AsciiWordPiece:
         self._zeros = np.zeros(0, np.int64)
 
     @classmethod
-    def of(cls, tokenizer) -> AsciiWordPiece | None:
+    def of(cls, tokenizer, framing: Framing | None = None) -> AsciiWordPiece | None:
         """The fast path for a ``tokenizers.Tokenizer``, or None when it is not of the make this
-        module reproduces (see the module docstring)."""
+        module reproduces (see the module docstring). ``framing``: the tokenizer's
+        :class:`~triage_core.longtext.Framing` when the caller has one (read off it otherwise)."""
         config = json.loads(tokenizer.to_str())
         normalizer, pre = config.get("normalizer") or {}, config.get("pre_tokenizer") or {}
         model = config.get("model") or {}
@@ -120,7 +121,7 @@ class AsciiWordPiece:
             or model.get("unk_token") not in model.get("vocab", {})
         ):
             return None
-        framing = Framing(tokenizer)
+        framing = framing or Framing(tokenizer)
         if any(framing.head_types) or any(framing.tail_types) or framing.content_type:
             return None
         return cls(
