@@ -19,11 +19,9 @@ and the building blocks the speed-up rests on are checked over every code point 
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from functools import cache
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -32,12 +30,11 @@ from test_real_client_emails import CASES, DATA, TALON_CASES
 
 from benchmarks.preprocessing import frozen_module
 from benchmarks.preprocessing import frozen_preprocess as before
+from tests.core.corpus import banking77
 from training.noise import POOLS, make_noisy
 from triage_core import preprocessing
 from triage_core.preprocessing import PreprocessConfig, extract_request, preprocess
 
-ROOT = Path(__file__).resolve().parents[2]
-BANKING77 = ROOT / "data" / "banking77" / "train.csv"
 ALL_CODE_POINTS = "".join(map(chr, range(0x110000)))
 
 
@@ -52,12 +49,6 @@ CONFIGS = st.builds(
 )
 DEFAULT = PreprocessConfig()
 RAW_RULES = PreprocessConfig(unicode_form="none", mask_pii=False, emojis="keep")  # no NFKC folding
-
-
-@cache
-def banking77() -> list[str]:
-    with BANKING77.open(encoding="utf-8", newline="") as f:
-        return [row["text"] for row in csv.DictReader(f)]
 
 
 @cache

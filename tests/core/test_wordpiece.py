@@ -14,7 +14,6 @@ word); the tests take the ids from the library, not from that reading."""
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from functools import cache
@@ -25,13 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from tests.core.corpus import banking77
 from triage_core.inference import TicketTokenizer
 from triage_core.longtext import LongText, Tokens
 from triage_core.preprocessing import PreprocessConfig, preprocess_batch
 from triage_core.wordpiece import AsciiWordPiece
 
-ROOT = Path(__file__).resolve().parents[2]
-BANKING77 = ROOT / "data" / "banking77" / "train.csv"
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 
@@ -140,12 +138,6 @@ def test_generated_batches_get_the_tokenizer_s_ids(
     ``tokenizers``, their place in the batch kept), truncated or not: the same ids and type ids."""
     config = variant(name)
     assert ours(config, batch, max_length) == owner(config, batch, max_length)
-
-
-@cache
-def banking77() -> list[str]:
-    with BANKING77.open(encoding="utf-8", newline="") as handle:
-        return [row["text"] for row in csv.DictReader(handle)]
 
 
 @cache
